@@ -1,0 +1,81 @@
+"""SIGGRAPH17 ("IDC", Zhang et al. 2017) anchor-frame colorizer as used by TCVC.
+
+Input is normalised L [B, H, W, 1] (H, W multiples of 8); the network sees [L, 0, 0, 0] (empty ab hint and
+mask). Returns the ab prediction in [-1, 1] (units of 1/110) and the 128-channel `conv10_2` feature that TCVC
+propagates. The original computes the decoder tail twice with identical inputs; here it runs once.
+"""
+
+import functools
+from typing import Any, Sequence
+
+import jax.numpy as jnp
+from flax import linen as nn
+
+from tcvc_jax.models.layers import TorchSequential
+
+# Channel widths of blocks 1..10 of the released model.
+DEFAULT_WIDTHS = (64, 128, 256, 512, 512, 512, 512, 256, 128, 128)
+
+
+def _encoder_block(n_conv, width, dilation=1):
+  """[Conv, ReLU] * n_conv, then BN; torch indices 0, 2, ... and BN at 2 * n_conv."""
+  layers = []
+  for j in range(n_conv):
+    layers += [("conv", str(2 * j), width, 3, 1, dilation, dilation), ("relu",)]
+  layers.append(("bn", str(2 * n_conv)))
+  return tuple(layers)
+
+
+class SIGGRAPH17(nn.Module):
+  """The SIGGRAPH17 generator; `widths` scales it down for tests (the last width is the feature size)."""
+  widths: Sequence[int] = DEFAULT_WIDTHS
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+  precision: Any = None
+
+  def setup(self):
+    w = self.widths
+    seq = functools.partial(TorchSequential, dtype=self.dtype, param_dtype=self.param_dtype,
+                            precision=self.precision)
+    self.model1 = seq(_encoder_block(2, w[0]))
+    self.model2 = seq(_encoder_block(2, w[1]))
+    self.model3 = seq(_encoder_block(3, w[2]))
+    self.model4 = seq(_encoder_block(3, w[3]))
+    self.model5 = seq(_encoder_block(3, w[4], dilation=2))
+    self.model6 = seq(_encoder_block(3, w[5], dilation=2))
+    self.model7 = seq(_encoder_block(3, w[6]))
+    self.model8up = seq((("convT", "0", w[7]),))
+    self.model3short8 = seq((("conv", "0", w[7], 3, 1, 1, 1),))
+    self.model8 = seq((("relu",), ("conv", "1", w[7], 3, 1, 1, 1), ("relu",),
+                       ("conv", "3", w[7], 3, 1, 1, 1), ("relu",), ("bn", "5")))
+    self.model9up = seq((("convT", "0", w[8]),))
+    self.model2short9 = seq((("conv", "0", w[8], 3, 1, 1, 1),))
+    self.model9 = seq((("relu",), ("conv", "1", w[8], 3, 1, 1, 1), ("relu",), ("bn", "3")))
+    self.model10up = seq((("convT", "0", w[9]),))
+    self.model1short10 = seq((("conv", "0", w[9], 3, 1, 1, 1),))
+    self.model10 = seq((("relu",), ("conv", "1", w[9], 3, 1, 1, 1), ("lrelu", 0.2)))
+    self.model_out = seq((("conv", "0", 2, 1, 1, 0, 1), ("tanh",)))
+
+  @property
+  def feature_channels(self):
+    return self.widths[-1]
+
+  def __call__(self, gray):
+    """Args: gray [B, H, W, 1] normalised L. Returns (ab [B, H, W, 2], feature [B, H, W, widths[-1]])."""
+    if gray.shape[1] % 8 or gray.shape[2] % 8:
+      raise ValueError(f"SIGGRAPH17 needs H and W divisible by 8, got {gray.shape[1:3]}")
+    x = gray.astype(self.dtype)
+    x = jnp.concatenate([x, jnp.zeros(x.shape[:3] + (3,), x.dtype)], axis=-1)  # [B, H, W, 4]
+    c1 = self.model1(x)
+    c2 = self.model2(c1[:, ::2, ::2])  # subsampling keeps even rows/cols; it is not pooling
+    c3 = self.model3(c2[:, ::2, ::2])
+    c4 = self.model4(c3[:, ::2, ::2])
+    c7 = self.model7(self.model6(self.model5(c4)))
+    c8 = self.model8(self.model8up(c7) + self.model3short8(c3))
+    c9 = self.model9(self.model9up(c8) + self.model2short9(c2))
+    feat = self.model10(self.model10up(c9) + self.model1short10(c1))  # conv10_2
+    return self.head(feat), feat
+
+  def head(self, feat):
+    """The output head (1x1 conv + tanh): 128-channel feature -> ab. TCVC reuses it for internal frames."""
+    return self.model_out(feat)

@@ -1,0 +1,210 @@
+"""TCVC: anchor colorization + bidirectional deep feature propagation (Liu et al. 2021), as TCVC_IDC.
+
+Layout: a window is gray [B, N, H, W, 1] of normalised L; frames 0 and N-1 are the anchors. Everything that
+does not depend on the recurrence (all optical flows, the L features, the channel reduction of the backward
+features) is computed once, batched over time; only the warps and the small nets run inside `scan`s.
+
+Flow pairs (F(a, b) = flow from frame a to frame b, frozen, under stop_gradient):
+  backward propagation  F(x_i, x_{i+1}),  i = 1..N-2
+  t=1 pairs phi_i       F(x_{i+1}, x_i),  i = 0..N-2  (forward propagation at step i uses phi_{i-1})
+  t=2 pairs psi_i       F(x_{i+2}, x_i),  i = 0..N-3  (only with `srl=True`)
+Inference evaluates the flow net 2(N-2) times per window, training with SRL 3N-5 times; the original 4N-7.
+"""
+
+import functools
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from tcvc_jax.models.colorizer import DEFAULT_WIDTHS, SIGGRAPH17
+from tcvc_jax.models.flownet2 import FlowNet2, flow_from_gray
+from tcvc_jax.models.layers import TorchSequential
+from tcvc_jax.ops.warp import backward_warp
+
+MASK_SCALE = 50.0  # occlusion mask exp(-50 (dL)^2) on normalised L
+
+
+def _mask(target, warped):
+  """Soft non-occlusion weight, [.., 1]: high where warping is photometrically consistent."""
+  return jnp.exp(-MASK_SCALE * jnp.sum((target - warped) ** 2, axis=-1, keepdims=True))
+
+
+def _fold(x):
+  """[B, T, ...] -> [B * T, ...]."""
+  return x.reshape((-1,) + x.shape[2:])
+
+
+def _unfold(x, b):
+  """[B * T, ...] -> [B, T, ...]."""
+  return x.reshape((b, -1) + x.shape[1:])
+
+
+class TCVC(nn.Module):
+  """TCVC_IDC. Parameter paths equal the original state_dict keys (`weigting` is the original's spelling).
+
+  Attributes:
+    colorizer_widths: SIGGRAPH17 block widths; the last is the propagated feature size (128).
+    l_features: L_fea_extractor width (32).
+    reduced_features: channel_reduction width (64).
+    weighting_hidden: the two hidden widths of the weighting net (196, 64).
+    refine_hidden: the two hidden widths of the refine net (196, 128).
+    flow_type: 'flownet2' or 'classical' (a parameter-free estimator, for running without FlowNet2 weights).
+    classical_flow: keyword arguments of the classical estimator.
+  """
+  colorizer_widths: Sequence[int] = DEFAULT_WIDTHS
+  l_features: int = 32
+  reduced_features: int = 64
+  weighting_hidden: Sequence[int] = (196, 64)
+  refine_hidden: Sequence[int] = (196, 128)
+  flow_type: str = "flownet2"
+  classical_flow: Any = None
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+  precision: Any = None
+
+  def setup(self):
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, precision=self.precision)
+    seq = functools.partial(TorchSequential, **kw)
+    feat = self.colorizer_widths[-1]
+    lf, rf = self.l_features, self.reduced_features
+    self.L_fea_extractor = seq((("conv", "0", lf, 3, 1, 1, 1), ("lrelu", 0.1), ("conv", "2", lf, 3, 1, 1, 1)))
+    self.channel_reduction = seq((("conv", "conv1", rf, 1, 1, 0, 1), ("lrelu", 0.1),
+                                  ("conv", "conv2", rf, 3, 1, 1, 1), ("lrelu", 0.1),
+                                  ("conv", "conv3", rf, 1, 1, 0, 1)))
+    wh, rh = self.weighting_hidden, self.refine_hidden
+    self.weigting = seq((("conv", "conv1", wh[0], 3, 1, 1, 1), ("lrelu", 0.1),
+                         ("conv", "conv2", wh[1], 3, 1, 1, 1), ("lrelu", 0.1),
+                         ("conv", "conv3", 1, 3, 1, 1, 1)))
+    self.feature_refine = seq((("conv", "conv1", rh[0], 3, 1, 1, 1), ("lrelu", 0.1),
+                               ("conv", "conv2", rh[1], 3, 1, 1, 1), ("lrelu", 0.1),
+                               ("conv", "conv3", feat, 3, 1, 1, 1)))
+    self.fea_key = SIGGRAPH17(widths=tuple(self.colorizer_widths), **kw)
+    if self.flow_type == "flownet2":
+      self.flow = FlowNet2(**kw)
+    elif self.flow_type == "classical":
+      from tcvc_jax.models.classical_flow import ClassicalFlow  # pylint: disable=g-import-not-at-top
+      self.flow = ClassicalFlow(**dict(self.classical_flow or {}))
+    else:
+      raise ValueError(f"flow_type must be 'flownet2' or 'classical', got {self.flow_type!r}")
+
+  def flows(self, img1, img2):
+    """Frozen optical flow between normalised-L frames [M, H, W, 1] -> [M, H, W, 2] (no gradient)."""
+    if self.flow_type == "flownet2":
+      f = flow_from_gray(self.flow, img1, img2)
+    else:
+      f = self.flow(img1, img2).astype(self.dtype)
+    return jax.lax.stop_gradient(f)
+
+  def _cell(self, g_prev, xs):
+    """One forward-propagation step i: returns (g_i, ab_i)."""
+    e_prev, e_cur, e_next, h_cur, cr_h_next, flow = xs
+    gw = backward_warp(g_prev, flow)  # g_{i-1} aligned to frame i
+    e3 = [e_prev, e_cur, e_next]
+    w = nn.sigmoid(self.weigting(jnp.concatenate(e3 + [h_cur, gw], axis=-1)))
+    u = w * gw + (1 - w) * h_cur
+    cr = self.channel_reduction
+    # The original detaches exactly the three channel_reduction inputs (h_{i+1} was reduced outside).
+    r = self.feature_refine(jnp.concatenate(
+        e3 + [cr_h_next, cr(jax.lax.stop_gradient(g_prev)), cr(jax.lax.stop_gradient(u))], axis=-1))
+    g = u + r
+    return g, self.fea_key.head(g)
+
+  def __call__(self, gray, srl=False):
+    """Colorizes windows.
+
+    Args:
+      gray: [B, N, H, W, 1] normalised L, N >= 2; H, W multiples of 64 with FlowNet2 (8 otherwise).
+      srl: also return the self-regularization terms (training).
+
+    Returns:
+      dict with 'ab' [B, N, H, W, 2] (the original's `out`) and, if srl, 'ab_warp1' [B, N-1, H, W, 2],
+      'mask1' [B, N-1, H, W, 1], 'ab_warp2' [B, N-2, H, W, 2], 'mask2' [B, N-2, H, W, 1] (the t=2 pair
+      is None for N = 2), ordered as the original's ab_fwarp / non_mask_fwarp stacks.
+    """
+    b, n = gray.shape[:2]
+    if n < 2:
+      raise ValueError(f"a window needs at least 2 frames (the two anchors), got {n}")
+    gray = gray.astype(self.dtype)
+    # Anchors: colorizer on frames 0 and N-1 in one batch.
+    ab_a, feat_a = self.fea_key(jnp.concatenate([gray[:, 0], gray[:, -1]], axis=0))
+    ab_first, ab_last = ab_a[:b], ab_a[b:]
+    g0, h_last = feat_a[:b], feat_a[b:]
+
+    if n == 2 and self.is_initializing():
+      self(jnp.concatenate([gray[:, :1], gray], axis=1))  # create the small nets' params too
+
+    m = n - 2  # internal frames
+    # Every flow pair of the window in one batched call: backward (m), phi (m, or N-1 with SRL), psi (m).
+    pairs = {"backward": (gray[:, 1:n - 1], gray[:, 2:])}
+    if srl:
+      pairs["phi"] = (gray[:, 1:], gray[:, :n - 1])
+      pairs["psi"] = (gray[:, 2:], gray[:, :n - 2])
+    else:
+      pairs["phi"] = (gray[:, 1:n - 1], gray[:, :n - 2])
+    flows = self._batched_flows(pairs)
+
+    if m > 0:
+      abs_mid = self._propagate(gray, g0, h_last, flows["backward"], flows["phi"])
+      ab = jnp.concatenate([ab_first[:, None], abs_mid, ab_last[:, None]], axis=1)
+    else:
+      ab = jnp.stack([ab_first, ab_last], axis=1)
+    out = {"ab": ab}
+    if srl:
+      out.update(self._srl_terms(gray, ab, flows["phi"], flows["psi"]))
+    return out
+
+  def _batched_flows(self, pairs):
+    """{name: (img1 [B, T, H, W, 1], img2)} -> {name: flow [B, T, H, W, 2] or None if T = 0}, one call."""
+    b = next(iter(pairs.values()))[0].shape[0]
+    names = [k for k, (a, _) in pairs.items() if a.shape[1]]
+    out = {k: None for k in pairs}
+    if not names:
+      return out
+    flow = self.flows(jnp.concatenate([_fold(pairs[k][0]) for k in names], axis=0),
+                      jnp.concatenate([_fold(pairs[k][1]) for k in names], axis=0))
+    start = 0
+    for k in names:
+      size = b * pairs[k][0].shape[1]
+      out[k] = _unfold(flow[start:start + size], b)
+      start += size
+    return out
+
+  def _propagate(self, gray, g0, h_last, bflow, phi):
+    """Backward then forward propagation over the N-2 internal frames; returns ab [B, N-2, H, W, 2]."""
+    b, n = gray.shape[:2]
+    m = n - 2
+    e = _unfold(self.L_fea_extractor(_fold(gray)), b)  # [B, N, H, W, lf], each frame once
+
+    # Backward propagation: h_i = warp(h_{i+1}, F(x_i, x_{i+1})), i = N-2 .. 1.
+    def back_step(h_next, flow):
+      h = backward_warp(h_next, flow)
+      return h, h
+
+    _, h_mid = jax.lax.scan(back_step, h_last, jnp.moveaxis(bflow, 1, 0), reverse=True)
+    h_mid = jnp.moveaxis(h_mid, 0, 1)  # [B, m, H, W, C]: h_1 .. h_{N-2}
+    h_next = jnp.concatenate([h_mid[:, 1:], h_last[:, None]], axis=1)  # h_2 .. h_{N-1}
+    cr_h_next = _unfold(self.channel_reduction(jax.lax.stop_gradient(_fold(h_next))), b)
+
+    xs = (e[:, :m], e[:, 1:m + 1], e[:, 2:m + 2], h_mid, cr_h_next, phi[:, :m])
+    xs = jax.tree_util.tree_map(lambda t: jnp.moveaxis(t, 1, 0), xs)
+    scan = nn.scan(lambda mdl, c, x: mdl._cell(c, x), variable_broadcast=("params", "batch_stats"),
+                   split_rngs={"params": False}, in_axes=0, out_axes=0)
+    _, ab_mid = scan(self, g0, xs)
+    return jnp.moveaxis(ab_mid, 0, 1)
+
+  def _srl_terms(self, gray, ab, phi, psi):
+    """Predictions warped one and two steps ahead and their occlusion masks (no gradient into masks)."""
+    b = gray.shape[0]
+
+    def warp_pairs(src_ab, src_l, dst_l, flow):
+      wab = backward_warp(_fold(src_ab), _fold(flow))
+      mask = _mask(_fold(dst_l), backward_warp(_fold(src_l), _fold(flow)))
+      return _unfold(wab, b), _unfold(mask, b)
+
+    wab1, mask1 = warp_pairs(ab[:, :-1], gray[:, :-1], gray[:, 1:], phi)
+    out = {"ab_warp1": wab1, "mask1": mask1, "ab_warp2": None, "mask2": None}
+    if psi is not None:
+      out["ab_warp2"], out["mask2"] = warp_pairs(ab[:, :-2], gray[:, :-2], gray[:, 2:], psi)
+    return out
