@@ -1,0 +1,343 @@
+"""The original TCVC test protocol: windows, resizes, Lab recombination, uint8 and the ensemble.
+
+Faithful to `test_TCVC_onesampling.py` / `test_TCVC_multisampling.py` (REFERENCE.md §7):
+
+* Windows of interval length T: keyframes range(0, n, T + 1); a keyframe equal to n - 1 is dropped
+  (no 1-frame window); window k holds frames [k, k + T + 2) cut at the clip end, so neighbouring
+  windows share their boundary frame and the last window may be shorter (2 .. T + 2 frames). The
+  first and last frame of every window are its anchors. Where a boundary frame is produced twice,
+  the later window's value is kept (the original writes that file twice).
+* Full-resolution normalised L from `ops.color.rgb_to_lab` (float32); L is resized to the network
+  size with bilinear, no antialias (PyTorch `F.interpolate(mode="bilinear")`); the model's ab is
+  resized back the same way, joined with the full-resolution L, and converted with `lab_to_rgb`.
+* One-sampling: uint8 = round(clip(rgb * 255, 0, 255)) (round half to even, float32).
+  Multi-sampling ensemble: one pass per interval length (default 17 and 19); the float32
+  rgb * 255 of each pass, unclipped and unrounded, is averaged in float64, clipped to [0, 255]
+  and TRUNCATED to uint8.
+
+The model is a callable `colorize_window(gray) -> ab`: gray float32 [N, h, w, 1] normalised L at the
+network size, ab float32 [N, h, w, 2] normalised (a* / 110, b* / 110); frames 0 and N - 1 are the
+anchors.
+
+Without ground truth (the original's *_noGT.py), the same functions take gray or colour frames of
+any size and bit depth; only CDC (and a warping error) can then be measured.
+
+Policies beyond the original (which has no such cases):
+
+* A clip of 1 frame raises `ClipTooShortError` (the original silently writes nothing). 2 and 3 frame
+  clips work: one window holding the whole clip.
+* With scene cuts, each shot is windowed on its own so colour never crosses a cut; a 1-frame shot is
+  fed to the model as the frame repeated twice, and the first output is kept.
+* Gray input (one channel, the no-ground-truth path): `gray_mode="srgb"` (default) treats the value
+  as an sRGB gray level, so L is its true lightness; `gray_mode="original"` reproduces the original
+  no-GT script, which uses gray / max - 0.5 as normalised L.
+"""
+
+import dataclasses
+import functools
+from typing import Callable, Iterable, Iterator, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tcvc_jax.ops import color
+
+ColorizeWindowFn = Callable[[jax.Array], jax.Array]
+
+DEFAULT_INTERVAL = 17
+DEFAULT_ENSEMBLE_INTERVALS = (17, 19)
+DEFAULT_NETWORK_SIZE = 256
+GRAY_MODES = ("srgb", "original")
+
+
+class ClipTooShortError(ValueError):
+  """A clip (or video) has fewer frames than the protocol needs."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Window:
+  """Frames [start, stop) colorized by one model call; anchors at start and stop - 1."""
+
+  start: int
+  stop: int
+
+  def __len__(self):
+    return self.stop - self.start
+
+
+# --------------------------------------------------------------------------------------------------
+# Windowing arithmetic
+# --------------------------------------------------------------------------------------------------
+
+
+def _check_interval(interval_length):
+  if isinstance(interval_length, bool) or not isinstance(interval_length, (int, np.integer)):
+    raise TypeError(f"interval_length must be an int, got {interval_length!r}")
+  if interval_length < 0:
+    raise ValueError(f"interval_length must be >= 0, got {interval_length}")
+
+
+def keyframe_indices(num_frames, interval_length=DEFAULT_INTERVAL):
+  """Window start frames of the original: range(0, n, T + 1) without a final keyframe at n - 1."""
+  _check_interval(interval_length)
+  keys = list(range(0, num_frames, interval_length + 1))
+  if keys and keys[-1] == num_frames - 1:
+    keys = keys[:-1]
+  return keys
+
+
+def plan_windows(num_frames, interval_length=DEFAULT_INTERVAL, cuts=()):
+  """Windows covering a clip of `num_frames` frames.
+
+  Args:
+    num_frames: clip length n.
+    interval_length: T; windows hold up to T + 2 frames.
+    cuts: frame indices where a new shot starts (0 < c < n); each shot is windowed on its own.
+      Without cuts this is exactly the original's windowing.
+
+  Returns:
+    list of Window, in order. A 1-frame shot (only possible with cuts) gives a 1-frame Window.
+
+  Raises:
+    ClipTooShortError: n < 2.
+  """
+  _check_interval(interval_length)
+  if num_frames < 2:
+    raise ClipTooShortError(
+        f"a clip needs at least 2 frames (two anchors) for the TCVC protocol, got {num_frames}")
+  bounds = [0] + sorted({int(c) for c in cuts if 0 < int(c) < num_frames}) + [num_frames]
+  windows = []
+  for s0, s1 in zip(bounds[:-1], bounds[1:]):
+    if s1 - s0 == 1:
+      windows.append(Window(s0, s1))
+      continue
+    for k in keyframe_indices(s1 - s0, interval_length):
+      windows.append(Window(s0 + k, min(s0 + k + interval_length + 2, s1)))
+  return windows
+
+
+# --------------------------------------------------------------------------------------------------
+# Per-window arithmetic
+# --------------------------------------------------------------------------------------------------
+
+
+def _as_float01(frames):
+  """uint8 / uint16 / float frames -> float32 in [0, 1] (integers divided by their type's max)."""
+  frames = np.asarray(frames)
+  if frames.dtype == np.uint8:
+    return frames.astype(np.float32) / np.float32(255)
+  if frames.dtype == np.uint16:
+    return frames.astype(np.float32) / np.float32(65535)
+  if np.issubdtype(frames.dtype, np.floating):
+    return frames.astype(np.float32)
+  raise TypeError(f"frames must be uint8, uint16 or float, got {frames.dtype}")
+
+
+def frames_to_l(frames, gray_mode="srgb"):
+  """Full-resolution normalised L, float32 [n, H, W, 1].
+
+  Args:
+    frames: [n, H, W, C] with C = 3 (RGB), 4 (RGBA, alpha dropped) or 1 (gray); uint8, uint16 or
+      float in [0, 1].
+    gray_mode: for C = 1, "srgb" (gray level as sRGB) or "original" (gray - 0.5, the no-GT script).
+  """
+  if gray_mode not in GRAY_MODES:
+    raise ValueError(f"gray_mode must be one of {GRAY_MODES}, got {gray_mode!r}")
+  x = _as_float01(frames)
+  if x.ndim != 4 or x.shape[-1] not in (1, 3, 4):
+    raise ValueError(f"expected frames [n, H, W, 1|3|4], got shape {x.shape}")
+  if x.shape[-1] == 1:
+    if gray_mode == "original":
+      return x - np.float32(0.5)
+    x = np.repeat(x, 3, axis=-1)
+  return np.asarray(_rgb_to_l(x[..., :3]))
+
+
+@jax.jit
+def _rgb_to_l(rgb):
+  return color.rgb_to_lab(rgb)[..., :1]
+
+
+def _size2(network_size):
+  if isinstance(network_size, (int, np.integer)):
+    return int(network_size), int(network_size)
+  h, w = network_size
+  return int(h), int(w)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def resize_l(l_full, size):
+  """Bilinear, no-antialias resize of L [N, H, W, 1] to the network size (h, w)."""
+  n = l_full.shape[0]
+  return jax.image.resize(l_full, (n, size[0], size[1], 1), method="bilinear", antialias=False)
+
+
+@jax.jit
+def compose_rgb255(l_full, ab_small):
+  """ab [N, h, w, 2] resized to L's size and joined with it -> float32 rgb * 255 [N, H, W, 3].
+
+  Not clipped nor rounded (the ensemble averages these raw values).
+  """
+  n, h, w, _ = l_full.shape
+  ab = jax.image.resize(ab_small.astype(jnp.float32), (n, h, w, 2), method="bilinear",
+                        antialias=False)
+  rgb = color.lab_to_rgb(jnp.concatenate([l_full, ab], axis=-1))
+  return rgb * jnp.float32(255)
+
+
+def colorize_l_window(l_full, colorize_window, network_size=DEFAULT_NETWORK_SIZE):
+  """One model call on one window: full-res L [N, H, W, 1] -> float32 rgb * 255 [N, H, W, 3].
+
+  A 1-frame window is given to the model as that frame twice (first output kept).
+  """
+  l_full = jnp.asarray(l_full, jnp.float32)
+  single = l_full.shape[0] == 1
+  if single:
+    l_full = jnp.concatenate([l_full, l_full], axis=0)
+  size = _size2(network_size)
+  gray = resize_l(l_full, size)  # [N, h, w, 1]
+  ab = jnp.asarray(colorize_window(gray))
+  if ab.shape != gray.shape[:3] + (2,):
+    raise ValueError(f"colorize_window returned shape {ab.shape}, expected {gray.shape[:3] + (2,)}")
+  rgb255 = compose_rgb255(l_full, ab)
+  return rgb255[:1] if single else rgb255
+
+
+def to_uint8_round(rgb255):
+  """One-sampling uint8: round(clip(x, 0, 255)), half to even, on float32 values."""
+  x = np.clip(np.asarray(rgb255, np.float32), 0, 255)
+  return np.round(x).astype(np.uint8)
+
+
+def ensemble_to_uint8(passes):
+  """Multi-sampling uint8: float64 mean of the passes' float32 rgb * 255, clip, truncate."""
+  if not passes:
+    raise ValueError("the ensemble needs at least one pass")
+  acc = np.asarray(passes[0], np.float32).astype(np.float64)
+  for p in passes[1:]:
+    acc = acc + np.asarray(p, np.float32).astype(np.float64)
+  avg = acc / len(passes)
+  return np.clip(avg, 0, 255).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------------------------------
+# Whole clips (in memory, as the original)
+# --------------------------------------------------------------------------------------------------
+
+
+def run_pass(l_full, colorize_window, interval_length=DEFAULT_INTERVAL,
+             network_size=DEFAULT_NETWORK_SIZE, cuts=()):
+  """One pass over a clip: float32 rgb * 255 [n, H, W, 3], unclipped.
+
+  Args:
+    l_full: float32 [n, H, W, 1] full-resolution normalised L (`frames_to_l`).
+    colorize_window: the model, see the module docstring.
+    interval_length: T.
+    network_size: int or (h, w) the model runs at.
+    cuts: shot starts, see `plan_windows` (the original protocol has none).
+  """
+  l_full = np.asarray(l_full, np.float32)
+  out = np.empty(l_full.shape[:3] + (3,), np.float32)
+  for win in plan_windows(len(l_full), interval_length, cuts):
+    # Later windows overwrite the shared boundary frame, as the original rewrites that file.
+    out[win.start:win.stop] = np.asarray(
+        colorize_l_window(l_full[win.start:win.stop], colorize_window, network_size))
+  return out
+
+
+def colorize_clip(frames, colorize_window, interval_lengths=(DEFAULT_INTERVAL,),
+                  network_size=DEFAULT_NETWORK_SIZE, gray_mode="srgb", cuts=()):
+  """Colorizes a clip held in memory with the original protocol.
+
+  Args:
+    frames: [n, H, W, C] (see `frames_to_l`); only their lightness is used.
+    colorize_window: the model, see the module docstring.
+    interval_lengths: one length -> one-sampling (rounded); several -> the ensemble (truncated),
+      e.g. DEFAULT_ENSEMBLE_INTERVALS.
+    network_size: int or (h, w).
+    gray_mode: see `frames_to_l`.
+    cuts: shot starts (not part of the original protocol).
+
+  Returns:
+    uint8 [n, H, W, 3] RGB.
+  """
+  if isinstance(interval_lengths, (int, np.integer)):
+    interval_lengths = (interval_lengths,)
+  l_full = frames_to_l(frames, gray_mode)
+  passes = [run_pass(l_full, colorize_window, t, network_size, cuts) for t in interval_lengths]
+  if len(passes) == 1:
+    return to_uint8_round(passes[0])
+  return ensemble_to_uint8(passes)
+
+
+# --------------------------------------------------------------------------------------------------
+# Streaming (one-sampling, constant memory)
+# --------------------------------------------------------------------------------------------------
+
+
+def iter_windows(frames: Iterable[np.ndarray], interval_length=DEFAULT_INTERVAL,
+                 is_cut: Callable[[int, np.ndarray], bool] | None = None
+                 ) -> Iterator[tuple[int, list[np.ndarray]]]:
+  """Groups a frame stream into the windows of `plan_windows`, holding at most T + 3 frames.
+
+  Args:
+    frames: iterable of frames (any array type).
+    interval_length: T.
+    is_cut: optional `is_cut(index, frame) -> bool`, called once per frame in order; True means a
+      new shot starts at that frame.
+
+  Yields:
+    (start index, list of the window's frames).
+
+  Raises:
+    ClipTooShortError: the stream has fewer than 2 frames.
+  """
+  _check_interval(interval_length)
+  full = interval_length + 2
+  buf, start, fresh, count = [], 0, True, 0  # fresh: buf[0] not yet part of any window
+  for i, frame in enumerate(frames):
+    count += 1
+    cut = bool(is_cut(i, frame)) if is_cut is not None else False
+    if cut and i > 0:
+      if len(buf) >= 2 or fresh:
+        yield start, buf
+      buf, start, fresh = [], i, True
+    elif len(buf) == full:
+      yield start, buf
+      buf, start, fresh = buf[-1:], start + full - 1, False
+    buf.append(frame)
+  if count < 2:
+    raise ClipTooShortError(
+        f"a video needs at least 2 frames (two anchors) for the TCVC protocol, got {count}")
+  if len(buf) >= 2 or fresh:
+    yield start, buf
+
+
+def iter_colorize(frames: Iterable[np.ndarray], colorize_window: ColorizeWindowFn,
+                  interval_length=DEFAULT_INTERVAL, network_size=DEFAULT_NETWORK_SIZE,
+                  gray_mode="srgb", is_cut=None) -> Iterator[np.ndarray]:
+  """One-sampling colorization of a frame stream, window by window; yields uint8 [H, W, 3] in order.
+
+  Gives the same frames as `colorize_clip(..., (interval_length,), cuts=...)` while holding one
+  window of frames. `frames` and `is_cut` are as in `iter_windows` / `frames_to_l` (one frame
+  [H, W, C]); `colorize_window` may keep state between calls (e.g. to carry the last anchor).
+  """
+  # (index, uint8 frame): a window's last frame, dropped if the next window starts on it.
+  pending = None
+  for start, win in iter_windows(frames, interval_length, is_cut):
+    l_full = frames_to_l(np.stack(win), gray_mode)
+    out = to_uint8_round(colorize_l_window(l_full, colorize_window, network_size))
+    if pending is not None and pending[0] != start:
+      yield pending[1]
+    yield from out[:-1]
+    pending = (start + len(out) - 1, out[-1])
+  if pending is not None:
+    yield pending[1]
+
+
+def psnr_interval(interval_lengths: Sequence[int] | int):
+  """The interval the key/inter PSNR split uses: the first one (the original uses T = 17)."""
+  if isinstance(interval_lengths, (int, np.integer)):
+    return int(interval_lengths)
+  return int(interval_lengths[0])

@@ -1,0 +1,341 @@
+"""Tests for tcvc_jax/video_io.py: folders and videos in, mp4 / folders out, audio, bad input."""
+
+import fractions
+import os
+import re
+import shutil
+import tempfile
+
+from absl.testing import absltest
+import av
+import numpy as np
+
+from tcvc_jax import protocol
+from tcvc_jax import video_io
+
+
+def _write_png(path, array):
+  with open(path, "wb") as f:
+    f.write(video_io.encode_png(array))
+
+
+def _make_video(path, frames, fps=12, audio=True, codec="libx264", pix_fmt="yuv420p"):
+  """Writes frames (uint8 RGB [n, H, W, 3]) with PyAV, plus 0.5 s of AAC audio if asked."""
+  with av.open(path, "w") as out:
+    vs = out.add_stream(codec, rate=fps)
+    vs.height, vs.width = frames.shape[1:3]
+    vs.pix_fmt = pix_fmt
+    if audio:
+      aus = out.add_stream("aac", rate=8000)
+      aus.layout = "mono"
+    for i, frame in enumerate(frames):
+      vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+      vf.pts = i
+      out.mux(vs.encode(vf))
+    out.mux(vs.encode(None))
+    if audio:
+      t = np.arange(4000) / 8000
+      wave = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
+      for k in range(0, wave.shape[1], 1024):
+        af = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[:, k:k + 1024]), format="fltp",
+                                        layout="mono")
+        af.sample_rate, af.pts = 8000, k
+        out.mux(aus.encode(af))
+      out.mux(aus.encode(None))
+
+
+def _tempdir(test):
+  """A fresh folder removed after the test (absltest's create_tempdir needs parsed flags)."""
+  path = tempfile.mkdtemp(prefix="video_io_test-")
+  test.addCleanup(shutil.rmtree, path, ignore_errors=True)
+  return path
+
+
+def _gradient_frames(n, h, w):
+  y, x = np.mgrid[0:h, 0:w]
+  return np.stack([np.stack([(x * 7 + 20 * t) % 256, (y * 9) % 256, np.full_like(x, 40 * t % 256)],
+                            -1) for t in range(n)]).astype(np.uint8)
+
+
+class ReadFolderTest(absltest.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.dir = _tempdir(self)
+    self.rng = np.random.default_rng(0)
+
+  def _folder(self, name, arrays, ext=".png"):
+    path = os.path.join(self.dir, name)
+    os.makedirs(path)
+    for i, a in enumerate(arrays):
+      _write_png(os.path.join(path, f"{i:05d}{ext}"), a)
+    return path
+
+  def test_8bit_rgb_exact(self):
+    frames = self.rng.integers(0, 256, (3, 5, 7, 3), dtype=np.uint8)
+    src = video_io.open_source(self._folder("c", frames))
+    self.assertEqual((src.kind, src.width, src.height, src.num_frames), ("folder", 7, 5, 3))
+    self.assertEqual((src.is_gray, src.bit_depth, src.fps), (False, 8, 25))
+    np.testing.assert_array_equal(src.read_all(np.uint8), frames)
+    np.testing.assert_array_equal(np.stack(list(src)), frames.astype(np.float32) / 255)
+
+  def test_16bit_rgb_and_gray(self):
+    rgb = self.rng.integers(0, 65536, (2, 4, 6, 3), dtype=np.uint16)
+    src = video_io.open_source(self._folder("rgb16", rgb))
+    self.assertEqual((src.bit_depth, src.is_gray), (16, False))
+    got = src.read_all(np.float32)
+    np.testing.assert_array_equal(got, rgb.astype(np.float32) / 65535)  # real depth, not / 255
+    np.testing.assert_array_equal(src.read_all(np.uint8),
+                                  np.round(rgb.astype(np.float32) / 257).astype(np.uint8))
+    gray = self.rng.integers(0, 65536, (2, 4, 6, 1), dtype=np.uint16)
+    src = video_io.open_source(self._folder("gray16", gray))
+    self.assertEqual((src.bit_depth, src.is_gray), (16, True))
+    np.testing.assert_array_equal(src.read_all(np.float32), gray.astype(np.float32) / 65535)
+
+  def test_rgba_drops_alpha(self):
+    rgba = self.rng.integers(0, 256, (2, 4, 5, 4), dtype=np.uint8)
+    src = video_io.open_source(self._folder("rgba", rgba))
+    np.testing.assert_array_equal(src.read_all(np.uint8), rgba[..., :3])
+    rgba16 = self.rng.integers(0, 65536, (2, 4, 5, 4), dtype=np.uint16)
+    src = video_io.open_source(self._folder("rgba16", rgba16))
+    np.testing.assert_array_equal(src.read_all(np.float32),
+                                  rgba16[..., :3].astype(np.float32) / 65535)
+
+  def test_gray_and_mixed_folders(self):
+    gray = self.rng.integers(0, 256, (2, 4, 5, 1), dtype=np.uint8)
+    src = video_io.open_source(self._folder("gray", gray))
+    self.assertTrue(src.is_gray)
+    np.testing.assert_array_equal(src.read_all(), gray)
+    colour = self.rng.integers(0, 256, (4, 5, 3), dtype=np.uint8)
+    src = video_io.open_source(self._folder("mixed", [gray[0], colour]))
+    self.assertFalse(src.is_gray)
+    np.testing.assert_array_equal(src.read_all(), [np.repeat(gray[0], 3, -1), colour])
+
+  def test_jpeg_and_sorted_names(self):
+    path = os.path.join(self.dir, "jpg")
+    os.makedirs(path)
+    frame = _gradient_frames(1, 16, 24)[0]
+    ctx = av.CodecContext.create("mjpeg", "w")
+    ctx.width, ctx.height, ctx.pix_fmt = 24, 16, "yuvj444p"
+    ctx.time_base = fractions.Fraction(1, 25)
+    vf = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format="yuvj444p")
+    data = b"".join(bytes(p) for p in ctx.encode(vf)) + b"".join(bytes(p) for p in ctx.encode(None))
+    for name in ("b.jpg", "a.JPEG"):
+      with open(os.path.join(path, name), "wb") as f:
+        f.write(data)
+    with open(os.path.join(path, "notes.txt"), "w") as f:
+      f.write("ignored")
+    src = video_io.open_source(path)
+    self.assertEqual(src.names, ["a.JPEG", "b.jpg"])
+    self.assertEqual((src.width, src.height), (24, 16))
+    self.assertLess(np.abs(src.read_all().astype(int) - frame).mean(), 4)
+
+
+class ReadVideoTest(absltest.TestCase):
+
+  def test_mp4(self):
+    path = os.path.join(_tempdir(self), "v.mp4")
+    frames = _gradient_frames(5, 24, 32)
+    _make_video(path, frames, fps=12)
+    src = video_io.open_source(path)
+    self.assertEqual((src.kind, src.fps, src.num_frames, src.width, src.height),
+                     ("video", 12, 5, 32, 24))
+    self.assertTrue(src.has_audio)
+    self.assertFalse(src.is_gray)
+    got = src.read_all()
+    self.assertEqual(got.shape, frames.shape)
+    self.assertLess(np.abs(got.astype(int) - frames).mean(), 6)  # lossy codec
+
+  def test_gray_and_16bit_video(self):
+    tmp = _tempdir(self)
+    gray = np.repeat(_gradient_frames(3, 16, 16)[..., :1], 3, -1)
+    path = os.path.join(tmp, "g.mkv")
+    _make_video(path, gray, audio=False, codec="ffv1", pix_fmt="gray")
+    src = video_io.open_source(path)
+    self.assertEqual((src.is_gray, src.bit_depth), (True, 8))
+    np.testing.assert_array_equal(src.read_all(), gray[..., :1])  # ffv1 is lossless
+    path16 = os.path.join(tmp, "g16.mkv")
+    _make_video(path16, gray, audio=False, codec="ffv1", pix_fmt="gray16le")
+    src = video_io.open_source(path16)
+    self.assertEqual((src.is_gray, src.bit_depth), (True, 16))
+    self.assertLessEqual(np.abs(src.read_all().astype(int) - gray[..., :1]).max(), 1)
+
+
+class WriteTest(absltest.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.dir = _tempdir(self)
+
+  def _listing(self):
+    return sorted(os.listdir(self.dir))
+
+  def test_folder_round_trip_and_names(self):
+    frames = np.random.default_rng(1).integers(0, 256, (3, 6, 9, 3), dtype=np.uint8)
+    out = os.path.join(self.dir, "out")
+    with video_io.open_writer(out, names=["x1.jpg", "x2.jpg", "x3.jpg"]) as w:
+      for f in frames:
+        w.write(f)
+    self.assertEqual(sorted(os.listdir(out)), ["x1.png", "x2.png", "x3.png"])
+    np.testing.assert_array_equal(video_io.open_source(out).read_all(), frames)
+    self.assertEqual(self._listing(), ["out"])  # no temporary left over
+
+  def test_video_round_trip_odd_size(self):
+    frames = _gradient_frames(4, 25, 33)
+    out = os.path.join(self.dir, "o.mp4")
+    with video_io.open_writer(out, fps=fractions.Fraction(30000, 1001)) as w:
+      for f in frames:
+        w.write(f.astype(np.float32) / 255)
+    src = video_io.open_source(out)
+    self.assertEqual((src.fps, src.num_frames, src.width, src.height),
+                     (fractions.Fraction(30000, 1001), 4, 33, 25))
+    self.assertFalse(src.has_audio)
+    self.assertLess(np.abs(src.read_all().astype(int) - frames).mean(), 3)
+
+  def test_audio_is_copied(self):
+    src_path = os.path.join(self.dir, "src.mp4")
+    _make_video(src_path, _gradient_frames(6, 24, 32), fps=12)
+    src = video_io.open_source(src_path)
+    out = os.path.join(self.dir, "out.mp4")
+    with video_io.open_writer(out, fps=src.fps, audio_from=src_path) as w:
+      for f in src.iter_frames(np.uint8):
+        w.write(255 - f)
+    with av.open(out) as c:
+      self.assertEqual([s.type for s in c.streams], ["video", "audio"])
+      self.assertEqual(c.streams.video[0].average_rate, 12)
+      self.assertEqual(c.streams.audio[0].codec_context.name, "aac")
+      got = [(bytes(p), p.pts) for p in c.demux(audio=0) if p.size]
+    with av.open(src_path) as c:
+      want = [(bytes(p), p.pts) for p in c.demux(audio=0) if p.size]
+    self.assertNotEmpty(want)
+    self.assertEqual(got, want)  # same packets, same timestamps: remuxed, not re-encoded
+
+  def test_no_overwrite_unless_asked(self):
+    out = os.path.join(self.dir, "o.mp4")
+    frame = np.zeros((8, 8, 3), np.uint8)
+    with video_io.open_writer(out, fps=5) as w:
+      w.write(frame)
+    with self.assertRaisesRegex(video_io.VideoIOError, "output exists"):
+      video_io.open_writer(out, fps=5)
+    with video_io.open_writer(out, fps=5, overwrite=True) as w:
+      w.write(frame)
+      w.write(frame)
+    self.assertEqual(video_io.open_source(out).num_frames, 2)
+    folder = os.path.join(self.dir, "f")
+    for n in (1, 2):
+      with video_io.open_writer(folder, overwrite=True) as w:
+        for _ in range(n):
+          w.write(frame)
+    self.assertLen(os.listdir(folder), 2)
+    with self.assertRaisesRegex(video_io.VideoIOError, "output exists"):
+      video_io.open_writer(folder)
+    self.assertEqual(self._listing(), ["f", "o.mp4"])
+
+  def test_failed_write_leaves_nothing(self):
+    for name in ("o.mp4", "frames"):
+      with self.assertRaisesRegex(RuntimeError, "boom"):
+        with video_io.open_writer(os.path.join(self.dir, name), fps=5) as w:
+          w.write(np.zeros((8, 8, 3), np.uint8))
+          raise RuntimeError("boom")
+    self.assertEqual(self._listing(), [])
+
+  def test_writer_errors(self):
+    frame = np.zeros((8, 8, 3), np.uint8)
+    with self.assertRaisesRegex(video_io.VideoIOError, "unsupported output"):
+      video_io.open_writer(os.path.join(self.dir, "o.gif"))
+    with self.assertRaisesRegex(video_io.VideoIOError, "output folder does not exist"):
+      video_io.open_writer(os.path.join(self.dir, "missing", "o.mp4"))
+    with self.assertRaisesRegex(video_io.VideoIOError, "unsupported codec"):
+      video_io.VideoWriter(os.path.join(self.dir, "o.mp4"), 5, codec="no-such-codec")
+    with self.assertRaisesRegex(video_io.VideoIOError, "no frames were written"):
+      with video_io.open_writer(os.path.join(self.dir, "o.mp4"), fps=5):
+        pass
+    with self.assertRaisesRegex(video_io.VideoIOError, "the video is 8x8"):
+      with video_io.open_writer(os.path.join(self.dir, "o.mp4"), fps=5) as w:
+        w.write(frame)
+        w.write(np.zeros((6, 8, 3), np.uint8))
+    self.assertEqual(self._listing(), [])
+
+
+class BadInputTest(absltest.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.dir = _tempdir(self)
+
+  def _raises(self, path, pattern):
+    with self.assertRaisesRegex(video_io.VideoIOError, pattern) as cm:
+      video_io.open_source(path)
+    self.assertNotIn("\n", str(cm.exception))
+
+  def test_missing(self):
+    self._raises(os.path.join(self.dir, "nothing.mp4"), "no such file or folder")
+
+  def test_empty_folder(self):
+    os.makedirs(os.path.join(self.dir, "e", "sub"))
+    with open(os.path.join(self.dir, "e", "readme.txt"), "w") as f:
+      f.write("x")
+    self._raises(os.path.join(self.dir, "e"), re.escape("no frames (*.png, *.jpg) in folder"))
+
+  def test_mixed_sizes(self):
+    path = os.path.join(self.dir, "m")
+    os.makedirs(path)
+    _write_png(os.path.join(path, "0.png"), np.zeros((4, 6, 3), np.uint8))
+    _write_png(os.path.join(path, "1.png"), np.zeros((4, 7, 3), np.uint8))
+    self._raises(path, "frames differ in size .*0.png is 6x4, 1.png is 7x4")
+
+  def test_unreadable_frame(self):
+    path = os.path.join(self.dir, "bad")
+    os.makedirs(path)
+    _write_png(os.path.join(path, "0.png"), np.zeros((4, 6, 3), np.uint8))
+    with open(os.path.join(path, "1.png"), "wb") as f:
+      f.write(b"not a png at all")
+    self._raises(path, "1.png: not a valid PNG or JPEG image")
+    # A valid header over corrupt data fails when the frame is decoded.
+    with open(os.path.join(path, "1.png"), "wb") as f:
+      f.write(video_io.encode_png(np.zeros((4, 6, 3), np.uint8))[:40])
+    src = video_io.open_source(path)
+    with self.assertRaisesRegex(video_io.VideoIOError, "cannot decode .*1.png"):
+      src.read_all()
+
+  def test_unreadable_video(self):
+    path = os.path.join(self.dir, "junk.mp4")
+    with open(path, "wb") as f:
+      f.write(b"hello world" * 20)
+    self._raises(path, "cannot read .*junk.mp4: not a video PyAV can open")
+
+  def test_no_video_stream(self):
+    path = os.path.join(self.dir, "audio.m4a")
+    with av.open(path, "w", format="mp4") as out:
+      s = out.add_stream("aac", rate=8000)
+      s.layout = "mono"
+      af = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+      af.sample_rate, af.pts = 8000, 0
+      out.mux(s.encode(af))
+      out.mux(s.encode(None))
+    self._raises(path, "no video stream")
+
+  def test_one_frame_video(self):
+    # Readable, but the protocol needs two anchors: a one-line ClipTooShortError, before any output.
+    path = os.path.join(self.dir, "one.mp4")
+    _make_video(path, _gradient_frames(1, 16, 16), audio=False)
+    src = video_io.open_source(path)
+    self.assertEqual(src.num_frames, 1)
+    model = lambda g: np.zeros(g.shape[:3] + (2,), np.float32)
+    with self.assertRaisesRegex(protocol.ClipTooShortError, "at least 2 frames .*, got 1$"):
+      list(protocol.iter_colorize(iter(src), model, 17, 16))
+
+  def test_unsupported_codec(self):
+    # An AVI whose video fourcc no decoder knows: PyAV opens the container but cannot decode it.
+    path = os.path.join(self.dir, "v.avi")
+    _make_video(path, _gradient_frames(2, 16, 16), audio=False, codec="mpeg4")
+    with open(path, "rb") as f:
+      data = f.read()
+    self.assertIn(b"FMP4", data)
+    with open(path, "wb") as f:
+      f.write(data.replace(b"FMP4", b"QQQQ"))
+    self._raises(path, "unsupported codec")
+
+
+if __name__ == "__main__":
+  absltest.main()
