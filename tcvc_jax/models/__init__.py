@@ -1,0 +1,1 @@
+"""Flax Linen networks: SIGGRAPH17 colorizer, FlowNet2, the classical flow and the TCVC composite."""
