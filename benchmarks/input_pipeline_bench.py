@@ -1,0 +1,104 @@
+"""Throughput of the training input pipeline (tcvc_jax.input_pipeline) on this machine.
+
+Usage: python benchmarks/input_pipeline_bench.py [--clips=8 --frames=40 --batches=20]
+
+Generates 300x300 source clips procedurally (tcvc_jax.synthetic, as the original's training
+frames were 300x300), writes them as ArrayRecord with the synthetic_clips builder into a
+temporary folder, then times the paper's training windows: N=12 frames, 256x256 random crops,
+flips, Lab, batch 4, read back through `tfds.data_source`. Prints windows/s for a few worker
+counts, and for `output="rgb"` (Lab left to the accelerator) for comparison, with the CPU time
+spent per window (this process and, with psutil, its workers), which other load on the
+machine does not change much.
+"""
+
+import os
+import tempfile
+import time
+
+from absl import app
+from absl import flags
+import tensorflow_datasets as tfds
+
+from tcvc_jax import data_sources
+from tcvc_jax import input_pipeline
+
+try:
+  import psutil  # pylint: disable=g-import-not-at-top
+except ImportError:  # then worker CPU time is not counted
+  psutil = None
+
+_CLIPS = flags.DEFINE_integer("clips", 8, "Source clips.")
+_FRAMES = flags.DEFINE_integer("frames", 40, "Frames per source clip.")
+_BATCHES = flags.DEFINE_integer("batches", 20, "Timed batches per setting (after warm-up).")
+_WORKERS = flags.DEFINE_list("workers", ["0", "1", "2"], "Worker process counts to time.")
+
+NUM_FRAMES, CROP, BATCH, SOURCE_SIZE = 12, 256, 4, 300
+
+
+def _cpu_seconds():
+  """CPU time of this process and its live children (workers): a load-independent measure."""
+  if psutil is None:
+    return time.process_time()
+  me = psutil.Process()
+  procs = [me] + me.children(recursive=True)
+  total = 0.0
+  for p in procs:
+    try:
+      t = p.cpu_times()
+      total += t.user + t.system
+    except psutil.NoSuchProcess:
+      pass
+  return total
+
+
+def _build(data_dir):
+  module = data_sources.load_builder_module("synthetic_clips")
+  config = module.SyntheticConfig(name="bench300", height=SOURCE_SIZE, width=SOURCE_SIZE,
+                                  num_frames=_FRAMES.value, num_train=_CLIPS.value,
+                                  num_validation=1, num_test=1)
+  start = time.perf_counter()
+  data_sources.build("synthetic_clips", data_dir, config=config)
+  print(f"generated and wrote {_CLIPS.value} clips of {_FRAMES.value} frames at "
+        f"{SOURCE_SIZE}x{SOURCE_SIZE} in {time.perf_counter() - start:.1f} s")
+  return data_sources.open_split("synthetic_clips", "train", data_dir, config="bench300")
+
+
+def _time(source, index, *, workers, output):
+  spec = input_pipeline.WindowSpec(num_frames=NUM_FRAMES, crop_size=(CROP, CROP))
+  ds = input_pipeline.make_train_dataset(source, index, spec, seed=0, output=output)
+  it = iter(input_pipeline.to_batches(ds, BATCH, num_workers=workers,
+                                      read_threads=1 if workers else 2))
+  try:
+    start = time.perf_counter()
+    batch = next(it)  # warm-up: worker start-up, first reads
+    warm_up = time.perf_counter() - start
+    start, cpu_start = time.perf_counter(), _cpu_seconds()
+    for _ in range(_BATCHES.value):
+      batch = next(it)
+    elapsed, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
+  finally:
+    if workers:
+      it.close()
+  shapes = {k: v.shape for k, v in batch.items() if k in ("gray", "ab", "rgb")}
+  windows = _BATCHES.value * BATCH / elapsed
+  print(f"output={output} workers={workers}: {windows:.1f} windows/s "
+        f"({elapsed / _BATCHES.value * 1e3:.0f} ms/batch, "
+        f"{cpu / (_BATCHES.value * BATCH) * 1e3:.0f} CPU ms/window, warm-up {warm_up:.1f} s) "
+        f"{shapes}")
+  return windows
+
+
+def main(argv):
+  del argv
+  tfds.disable_progress_bar()
+  print(f"{os.cpu_count()} CPUs; windows of N={NUM_FRAMES} at {CROP}x{CROP}, batch {BATCH}")
+  with tempfile.TemporaryDirectory() as data_dir:
+    source, index = _build(data_dir)
+    worker_counts = [int(w) for w in _WORKERS.value]
+    lab = {w: _time(source, index, workers=w, output="lab") for w in worker_counts}
+    _time(source, index, workers=max(worker_counts), output="rgb")
+    best = max(lab, key=lab.get)
+    print(f"best with Lab in the pipeline: {lab[best]:.1f} windows/s ({best} workers)")
+
+if __name__ == "__main__":
+  app.run(main)

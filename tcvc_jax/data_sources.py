@@ -1,0 +1,238 @@
+"""Clip sources for the input pipeline: TFDS builds of `data/`, in-memory clips and clip indices.
+
+A source is any object with `__len__` and `__getitem__` whose elements are dicts with `frames`
+(`[T, H, W, 3]` uint8) and `clip` (the clip name). A `ClipIndex` lists the clips' names, lengths
+and sizes, so windows can be planned without decoding any frames; the `data/` builders store it
+in their dataset metadata.
+"""
+
+import dataclasses
+import importlib.util
+import os
+import pathlib
+import sys
+from typing import Any, Mapping, Sequence
+
+from absl import logging
+import numpy as np
+import tensorflow_datasets as tfds
+
+from tcvc_jax import clip_io
+
+DataError = clip_io.DataError
+# The TFDS builder folders (`data/<name>/<name>_dataset_builder.py`) of a repository checkout.
+DATA_CODE_DIR = pathlib.Path(__file__).resolve().parents[1] / "data"
+
+
+def clip_name(element: Mapping[str, Any]) -> str:
+  """The `clip` field of a source element as str ("" if absent)."""
+  name = element.get("clip", "")
+  return name.decode() if isinstance(name, bytes) else str(name)
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipIndex:
+  """The clips of a source, in source order (`records[i]` is the element of clip i).
+
+  Attributes:
+    names: clip names.
+    num_frames: `[C]` frames per clip.
+    heights: `[C]` frame height per clip.
+    widths: `[C]` frame width per clip.
+    records: `[C]` element index of each clip in the source.
+  """
+  names: tuple[str, ...]
+  num_frames: np.ndarray
+  heights: np.ndarray
+  widths: np.ndarray
+  records: np.ndarray
+
+  def __len__(self) -> int:
+    return len(self.names)
+
+  @property
+  def offsets(self) -> np.ndarray:
+    """`[C + 1]` first frame of each clip when all frames are numbered in clip order."""
+    return np.concatenate([[0], np.cumsum(self.num_frames)]).astype(np.int64)
+
+  def subset(self, keep: Sequence[int]) -> "ClipIndex":
+    """The clips at positions `keep`, in that order."""
+    keep = np.asarray(keep, np.int64)
+    return ClipIndex(tuple(self.names[i] for i in keep), self.num_frames[keep],
+                     self.heights[keep], self.widths[keep], self.records[keep])
+
+  @classmethod
+  def from_lists(cls, names, num_frames, heights, widths, records=None) -> "ClipIndex":
+    """From per-clip sequences; `records` defaults to 0, 1, ... (source order)."""
+    as_int = lambda x: np.asarray(x, np.int64).reshape(-1)
+    records = np.arange(len(names)) if records is None else records
+    return cls(tuple(str(n) for n in names), as_int(num_frames), as_int(heights),
+               as_int(widths), as_int(records))
+
+
+def scan_index(source) -> ClipIndex:
+  """Builds the index by reading every element (for small or in-memory sources)."""
+  names, shapes = [], []
+  for i in range(len(source)):
+    element = source[i]
+    names.append(clip_name(element) or f"clip{i}")
+    shapes.append(np.shape(element["frames"])[:3])
+  shapes = np.asarray(shapes, np.int64).reshape(-1, 3)
+  return ClipIndex.from_lists(names, shapes[:, 0], shapes[:, 1], shapes[:, 2])
+
+
+def index_from_metadata(metadata: Mapping[str, Any], split: str) -> ClipIndex | None:
+  """The index the `data/` builders store in their metadata, or None if it is absent."""
+  entry = (metadata or {}).get("splits", {}).get(split)
+  if not entry:
+    return None
+  return ClipIndex.from_lists(entry["clips"], entry["num_frames"], entry["heights"],
+                              entry["widths"])
+
+
+class ArraySource:
+  """In-memory clips as a source: a list of `[T, H, W, 3]` uint8 arrays (or lists of frames).
+
+  Raises DataError at construction for an empty clip or frames of different sizes in a clip.
+  """
+
+  def __init__(self, clips: Sequence[Any], names: Sequence[str] | None = None):
+    names = list(names) if names is not None else [f"clip{i:05d}" for i in range(len(clips))]
+    self._clips = []
+    for name, clip in zip(names, clips, strict=True):
+      if isinstance(clip, np.ndarray):
+        frames = clip
+      else:
+        shapes = [np.shape(f) for f in clip]
+        for t, shape in enumerate(shapes):
+          if shape != shapes[0]:
+            raise DataError(f"clip {name!r}: frame {t} has size {shape[:2]}, frame 0 has "
+                            f"{shapes[0][:2]}")
+        frames = np.stack(clip) if len(clip) else np.zeros((0, 0, 0, 3), np.uint8)
+      if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise DataError(f"clip {name!r}: expected [T, H, W, 3] uint8 frames, got "
+                        f"{frames.shape} {frames.dtype}")
+      self._clips.append((name, frames))
+
+  def __len__(self) -> int:
+    return len(self._clips)
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    name, frames = self._clips[index]
+    return {"frames": frames, "clip": name}
+
+  def index(self) -> ClipIndex:
+    """The clip index of these clips."""
+    return ClipIndex.from_lists([n for n, _ in self._clips],
+                                [f.shape[0] for _, f in self._clips],
+                                [f.shape[1] for _, f in self._clips],
+                                [f.shape[2] for _, f in self._clips])
+
+
+def select_clips(index: ClipIndex, *, min_frames: int = 1, min_height: int = 0,
+                 min_width: int = 0, what: str = "dataset"):
+  """Drops clips that are too short or too small, and reports them.
+
+  Args:
+    index: the clips.
+    min_frames: fewest frames a clip needs.
+    min_height: smallest frame height a clip needs.
+    min_width: smallest frame width a clip needs.
+    what: a name for messages.
+
+  Returns:
+    `(kept ClipIndex, skipped list of (clip name, reason))`.
+
+  Raises:
+    DataError: no clip is left.
+  """
+  keep, skipped = [], []
+  for i, name in enumerate(index.names):
+    t, h, w = int(index.num_frames[i]), int(index.heights[i]), int(index.widths[i])
+    if t < min_frames:
+      skipped.append((name, f"{t} frames, shorter than the {min_frames} needed"))
+    elif h < min_height or w < min_width:
+      skipped.append((name, f"frames of {h}x{w}, smaller than {min_height}x{min_width}"))
+    else:
+      keep.append(i)
+  if skipped:
+    logging.warning("%s: skipped %d of %d clips: %s", what, len(skipped), len(index),
+                    "; ".join(f"{n} ({r})" for n, r in skipped))
+  if not keep:
+    raise DataError(f"{what}: no usable clip among {len(index)} "
+                    f"({len(skipped)} skipped{': ' + skipped[0][1] if skipped else ''})")
+  return index.subset(keep), skipped
+
+
+def load_builder_module(name: str, code_dir: str | os.PathLike | None = None):
+  """Imports `<code_dir>/<name>/<name>_dataset_builder.py` once (TFDS registers it by name)."""
+  module_name = f"{name}_dataset_builder"
+  if module_name in sys.modules:
+    return sys.modules[module_name]
+  path = pathlib.Path(code_dir or DATA_CODE_DIR) / name / f"{module_name}.py"
+  if not path.is_file():
+    raise DataError(f"no dataset builder {path}; pass code_dir=<the repository's data/ folder>")
+  spec = importlib.util.spec_from_file_location(module_name, path)
+  module = importlib.util.module_from_spec(spec)
+  sys.modules[module_name] = module
+  try:
+    spec.loader.exec_module(module)
+  except BaseException:
+    del sys.modules[module_name]
+    raise
+  return module
+
+
+def build(name: str, data_dir: str | None, *, config: Any = None, manual_dir: str | None = None,
+          code_dir: str | None = None, overwrite: bool = False):
+  """Builds (if not built yet) a `data/` dataset as ArrayRecord, without TensorFlow.
+
+  The `tfds build` CLI imports TensorFlow at start-up in tensorflow-datasets 4.9.10; this is the
+  TensorFlow-free way to build.
+
+  Args:
+    name: builder folder name, e.g. "synthetic_clips" or "video_frames".
+    data_dir: where the prepared dataset goes.
+    config: builder config name or `tfds.core.BuilderConfig` (the default config if None).
+    manual_dir: folder with the source clips (`video_frames`).
+    code_dir: folder holding the builder folders (default: this checkout's `data/`).
+    overwrite: rebuild even if prepared.
+
+  Returns:
+    The prepared `tfds.core.DatasetBuilder`.
+  """
+  module = load_builder_module(name, code_dir)
+  builder = module.Builder(config=config, data_dir=data_dir, file_format="array_record")
+  mode = (tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if overwrite
+          else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+      manual_dir=manual_dir, download_mode=mode))
+  return builder
+
+
+def split_names(name: str, data_dir: str | None, *, config: str | None = None) -> list[str]:
+  """The splits of a prepared dataset."""
+  full_name = f"{name}/{config}" if config else name
+  return list(tfds.builder(full_name, data_dir=data_dir).info.splits)
+
+
+def open_split(name: str, split: str, data_dir: str | None, *, config: str | None = None):
+  """Opens a prepared split for random access.
+
+  Args:
+    name: dataset name.
+    split: split name ("train", "validation", "test", ...). A slice such as "train[:10]"
+      works too; its index is then built by reading the clips.
+    data_dir: TFDS data dir.
+    config: builder config name.
+
+  Returns:
+    `(source, ClipIndex)`.
+  """
+  full_name = f"{name}/{config}" if config else name
+  source = tfds.data_source(full_name, split=split, data_dir=data_dir)
+  index = index_from_metadata(source.dataset_info.metadata, split)
+  if index is None or len(index) != len(source):
+    logging.info("%s[%s]: no clip index in the metadata, reading the clips", full_name, split)
+    index = scan_index(source)
+  return source, index

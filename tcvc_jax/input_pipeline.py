@@ -1,0 +1,361 @@
+"""Grain input pipeline: training windows with augmentation, and whole clips for evaluation.
+
+Training elements are windows of N frames from one clip: `gray [N, H, W, 1]` and `ab
+[N, H, W, 2]` float32 in the model's normalised Lab, plus where they came from (`clip_id`: the
+clip's element index in the source, `frame_ids [N]`, `key`). The order of operations
+(STYLE.md section 7) is: sample keys -> shuffle -> repeat -> random window, crop, flips -> Lab
+-> host shard -> to_iter_dataset -> mp_prefetch -> batch. Every random draw comes from the
+per-element generator that grain derives from the seed and the element's global position, so
+the stream is a pure function of the seed, and its iterator state (get_state /
+grain.checkpoint) resumes it exactly.
+
+Sampling follows the original (REFERENCE.md section 5): one key per frame of every clip, so
+clips are drawn in proportion to their length; the key's frame starts the window when the
+window fits, else a uniform valid start is drawn. The original's loader always read frames
+0..N-1 (it named files by loop position); `reproduce_original_sampling=True` does that.
+"""
+
+import dataclasses
+import math
+from typing import Any, Mapping, Sequence
+
+from absl import flags
+from absl import logging
+import grain
+import numpy as np
+
+from tcvc_jax import data_sources
+from tcvc_jax import np_color
+
+DataError = data_sources.DataError
+
+
+def rgb_to_gray_ab(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """uint8 sRGB `[..., 3]` -> (gray `[..., 1]`, ab `[..., 2]`) float32, as `color.rgb_to_lab`.
+
+  The model's own functions, run by NumPy (`tcvc_jax.np_color`): input workers must never start
+  a JAX backend.
+  """
+  return np_color.rgb_to_gray_ab(rgb)
+
+
+@dataclasses.dataclass(frozen=True)
+class WindowSpec:
+  """How training windows are cut from clips.
+
+  Attributes:
+    num_frames: N, frames per window (keyframe_interval + 2 in TCVC).
+    crop_size: `(height, width)` of the random crop, or None to keep whole frames (then all
+      clips must have the same size).
+    interval_list: temporal strides to draw from (only those that fit the clip).
+    random_reverse: reverse the window with probability 1/2.
+    hflip: horizontal flip with probability 1/2.
+    rot90: 90 degree clockwise rotation with probability 1/2 (the original's effective
+      "vflip + transpose"); needs a square crop.
+    reproduce_original_sampling: read frames 0..N-1 of the drawn clip, as the released
+      loader did; strides and reversal then have no effect.
+  """
+  num_frames: int
+  crop_size: tuple[int, int] | None = None
+  interval_list: tuple[int, ...] = (1,)
+  random_reverse: bool = False
+  hflip: bool = True
+  rot90: bool = True
+  reproduce_original_sampling: bool = False
+
+  def __post_init__(self):
+    if self.num_frames < 1 or not self.interval_list or min(self.interval_list) < 1:
+      raise ValueError(f"bad window spec {self}")
+    if self.rot90 and self.crop_size and self.crop_size[0] != self.crop_size[1]:
+      raise ValueError(f"rot90 needs a square crop, got {self.crop_size}")
+
+  @property
+  def min_frames(self) -> int:
+    if self.reproduce_original_sampling:
+      return self.num_frames
+    return (self.num_frames - 1) * min(self.interval_list) + 1
+
+
+def _check_element(element, index, clip):
+  name = data_sources.clip_name(element)
+  if name and name != index.names[clip]:
+    raise DataError(f"record {index.records[clip]} holds clip {name!r}, but the clip index "
+                    f"says {index.names[clip]!r}: stale metadata? Rebuild the dataset")
+  frames = element["frames"]
+  expected = (index.num_frames[clip], index.heights[clip], index.widths[clip], 3)
+  if tuple(frames.shape) != tuple(int(x) for x in expected):
+    raise DataError(f"clip {index.names[clip]!r}: frames {frames.shape}, index says {expected}")
+  return frames
+
+
+class SampleWindow(grain.transforms.RandomMap):
+  """key -> a window of `spec.num_frames` uint8 frames, cropped and flipped as one."""
+
+  def __init__(self, source, index: data_sources.ClipIndex, spec: WindowSpec):
+    self._source, self._index, self._spec = source, index, spec
+    self._offsets = index.offsets
+
+  def _frame_ids(self, frame, length, rng):
+    n = self._spec.num_frames
+    if self._spec.reproduce_original_sampling:
+      return np.arange(n)
+    # Always N frames at the drawn stride (the original's last-frame formula gives fewer
+    # than N for strides > 1; its shipped config only uses stride 1).
+    fits = [i for i in self._spec.interval_list if (n - 1) * i < length]
+    interval = fits[int(rng.integers(len(fits)))]
+    last_start = length - 1 - (n - 1) * interval
+    start = frame if frame <= last_start else int(rng.integers(0, last_start + 1))
+    ids = start + interval * np.arange(n)
+    if self._spec.random_reverse and rng.random() < 0.5:
+      ids = ids[::-1]
+    return ids
+
+  def _augment(self, window, rng):
+    # One crop and one set of flips for the whole window.
+    if self._spec.crop_size:
+      ch, cw = self._spec.crop_size
+      top = int(rng.integers(0, window.shape[1] - ch + 1))
+      left = int(rng.integers(0, window.shape[2] - cw + 1))
+      window = window[:, top:top + ch, left:left + cw]
+    if self._spec.hflip and rng.random() < 0.5:
+      window = window[:, :, ::-1]
+    if self._spec.rot90 and rng.random() < 0.5:
+      window = window[:, ::-1].transpose(0, 2, 1, 3)  # out[i, j] = in[H-1-j, i]
+    return np.ascontiguousarray(window)
+
+  def random_map(self, key, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    clip = int(np.searchsorted(self._offsets, key, side="right")) - 1
+    length = int(self._index.num_frames[clip])
+    ids = self._frame_ids(int(key - self._offsets[clip]), length, rng)
+    record = int(self._index.records[clip])
+    frames = _check_element(self._source[record], self._index, clip)
+    return {"rgb": self._augment(frames[ids], rng), "clip_id": np.int32(record),
+            "frame_ids": ids.astype(np.int32), "key": np.int64(key)}
+
+
+class ToLab(grain.transforms.Map):
+  """Adds `gray` and `ab` from `rgb`; drops `rgb` unless `keep_rgb`."""
+
+  def __init__(self, keep_rgb: bool = False):
+    self._keep_rgb = keep_rgb
+
+  def map(self, element: dict[str, Any]) -> dict[str, Any]:
+    element = dict(element)
+    rgb = element["rgb"] if self._keep_rgb else element.pop("rgb")
+    element["gray"], element["ab"] = rgb_to_gray_ab(rgb)
+    return element
+
+
+def make_train_dataset(source, index: data_sources.ClipIndex, spec: WindowSpec, *, seed: int,
+                       num_epochs: int | None = None, process_index: int = 0,
+                       process_count: int = 1, output: str = "lab") -> grain.MapDataset:
+  """Training windows of one process, before batching.
+
+  Args:
+    source: random-access clips (see `data_sources`).
+    index: the clips' index; clips too short or too small for `spec` are skipped and reported.
+    spec: window sampling and augmentation.
+    seed: the same on every process.
+    num_epochs: epochs over all keys (one key per frame), None for infinite.
+    process_index: this process.
+    process_count: number of processes; process p gets elements p, p + count, ... of the
+      global stream, so processes are disjoint and together cover it.
+    output: "lab" for gray/ab float32, "rgb" for uint8 `rgb` only (convert on device).
+
+  Returns:
+    A `grain.MapDataset` of windows.
+
+  Raises:
+    DataError: no usable clip, or whole frames of different sizes without a crop.
+  """
+  crop = spec.crop_size or (0, 0)
+  index, _ = data_sources.select_clips(index, min_frames=spec.min_frames, min_height=crop[0],
+                                       min_width=crop[1], what="training data")
+  if not spec.crop_size and (len(set(index.heights)) > 1 or len(set(index.widths)) > 1):
+    raise DataError("training clips have different frame sizes; set a crop_size")
+  shuffle_seed, map_seed = (int(s) for s in np.random.SeedSequence(seed).generate_state(2))
+  ds = grain.MapDataset.range(int(index.offsets[-1]))
+  ds = ds.shuffle(seed=shuffle_seed).repeat(num_epochs)
+  ds = ds.random_map(SampleWindow(source, index, spec), seed=map_seed)
+  if output == "lab":
+    ds = ds.map(ToLab())
+  elif output != "rgb":
+    raise ValueError(f"output must be 'lab' or 'rgb', got {output!r}")
+  # Sharding last (MapDataset is lazy, so nothing is computed for other hosts): the random
+  # draws then depend on the global position only, and any process count sees the same stream.
+  return ds[process_index::process_count]
+
+
+def to_batches(ds: grain.MapDataset, batch_size: int, *, drop_remainder: bool = True,
+               num_workers: int = 0, read_threads: int = 2,
+               worker_buffer: int = 4) -> grain.IterDataset:
+  """to_iter_dataset -> mp_prefetch -> batch.
+
+  Workers prefetch single elements and this process batches them: grain hands out elements
+  round-robin in their original order, so the batches are the same for any `num_workers`
+  (batching inside workers would batch each worker's slice instead). Restoring an iterator
+  state needs the same `num_workers` it was saved with (0 versus > 0 differ in format).
+
+  Args:
+    ds: elements.
+    batch_size: per-process batch size.
+    drop_remainder: drop a last incomplete batch.
+    num_workers: worker processes (0: in this process).
+    read_threads: threads per process reading and transforming elements.
+    worker_buffer: elements each worker prepares ahead.
+
+  Returns:
+    A `grain.IterDataset` of batches; `iter()` gives a checkpointable iterator.
+  """
+  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=read_threads,
+                                            prefetch_buffer_size=2 * batch_size))
+  if num_workers > 0:
+    if not flags.FLAGS.is_parsed():
+      # grain reads its absl flags when starting workers; outside absl.app (scripts,
+      # notebooks, pytest) nobody parsed them, so take their defaults.
+      flags.FLAGS.mark_as_parsed()
+    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers,
+                                                     per_worker_buffer_size=worker_buffer))
+  return it.batch(batch_size, drop_remainder=drop_remainder)
+
+
+class EvalChunk(grain.transforms.Map):
+  """(clip, start) -> up to `num_frames` frames of the clip, padded, with masks and Lab.
+
+  Clip -1 is a padding element: black frames, no valid frame, `mask` False.
+  """
+
+  def __init__(self, source, index, num_frames, height, width):
+    self._source, self._index = source, index
+    self._shape = (num_frames, height, width)
+
+  def map(self, chunk) -> dict[str, np.ndarray]:
+    t, h, w = self._shape
+    rgb = np.zeros((t, h, w, 3), np.uint8)
+    clip, start = chunk
+    record, count, ch, cw = -1, 0, 0, 0
+    if clip >= 0:
+      record = int(self._index.records[clip])
+      frames = _check_element(self._source[record], self._index, clip)
+      frames = frames[start:start + t]
+      count, ch, cw = frames.shape[:3]
+      rgb[:count, :ch, :cw] = frames
+    gray, ab = rgb_to_gray_ab(rgb)
+    return {"gray": gray, "ab": ab, "rgb": rgb, "valid": np.arange(t) < count,
+            "mask": np.bool_(clip >= 0), "clip_id": np.int32(record),
+            "start": np.int32(start), "num_frames": np.int32(count),
+            "height": np.int32(ch), "width": np.int32(cw)}
+
+
+def make_eval_dataset(source, index: data_sources.ClipIndex, *, batch_size: int,
+                      max_frames: int | None = None, frame_size: Sequence[int] | None = None,
+                      process_index: int = 0, process_count: int = 1) -> grain.MapDataset:
+  """Whole clips in order, without augmentation, padded to static shapes.
+
+  Elements: `gray [T, H, W, 1]`, `ab [T, H, W, 2]`, `rgb [T, H, W, 3]` uint8, `valid [T]`,
+  `mask`, `clip_id` (the clip's element index in the source; -1 for padding), `start`,
+  `num_frames`, `height`, `width`. Clips longer than `max_frames` come as consecutive chunks
+  (`start` says where each begins). Frames are padded at the end and bottom/right with black;
+  `valid` marks real frames, `height`/`width` the real size, and `mask` the real elements:
+  every process gets the same number of elements, a multiple of `batch_size`, the rest being
+  padding with `mask` False.
+
+  Args:
+    source: random-access clips.
+    index: the clips' index.
+    batch_size: per-process batch size.
+    max_frames: chunk length; None for whole clips (padded to the longest).
+    frame_size: `(height, width)` to pad to; None for the largest clip.
+    process_index: this process.
+    process_count: number of processes.
+
+  Returns:
+    A `grain.MapDataset` of elements; batch with `to_batches(..., drop_remainder=False)`.
+  """
+  index, _ = data_sources.select_clips(index, min_frames=1, what="evaluation data")
+  chunk = max_frames or int(index.num_frames.max())
+  chunks = [(c, s) for c in range(len(index)) for s in range(0, int(index.num_frames[c]), chunk)]
+  height, width = frame_size or (int(index.heights.max()), int(index.widths.max()))
+  too_big = [n for n, h, w in zip(index.names, index.heights, index.widths)
+             if h > height or w > width]
+  if too_big:
+    raise DataError(f"clips larger than frame_size {height}x{width}: {too_big}")
+  per_process = math.ceil(math.ceil(len(chunks) / process_count) / batch_size) * batch_size
+  mine = chunks[process_index::process_count]
+  # Padding elements are (-1, 0); grain would drop None elements.
+  mine = mine + [(-1, 0)] * (per_process - len(mine))
+  return grain.MapDataset.source(mine).map(EvalChunk(source, index, chunk, height, width))
+
+
+def _field(config, name, default=None):
+  if isinstance(config, Mapping):
+    return config.get(name, default)
+  return getattr(config, name, default)
+
+
+def get_datasets(data_config, *, num_frames: int, global_batch_size: int, seed: int,
+                 process_index: int | None = None, process_count: int | None = None):
+  """Training and evaluation datasets from a `config.data` block.
+
+  Fields read (defaults in brackets): name ["synthetic_clips"], config [None], data_dir [TFDS
+  default], manual_dir [None], build [True: prepare the dataset if missing], train_split
+  ["train"], eval_split ["validation"; None for no evaluation], crop_size [None; int or
+  (h, w)], interval_list [(1,)], random_reverse [False], hflip [True], rot90 [True],
+  reproduce_original_sampling [False], output ["lab"], num_workers [0], read_threads [2],
+  eval_batch_size [1], eval_max_frames [None]. With several processes sharing a data_dir,
+  prepare the dataset once beforehand (or on process 0 behind a barrier): concurrent builds
+  of the same dataset race.
+
+  Args:
+    data_config: a ConfigDict, dict or any object with those attributes.
+    num_frames: frames per training window.
+    global_batch_size: batch size over all processes.
+    seed: pipeline seed (same on all processes).
+    process_index: this process (default `jax.process_index()`).
+    process_count: processes (default `jax.process_count()`).
+
+  Returns:
+    `(train, eval)`: `grain.IterDataset`s of per-process batches (eval is None without an
+    eval split, or when the dataset has no such split). Call `iter()` on them; the training
+    iterator is checkpointable.
+  """
+  if process_index is None or process_count is None:
+    import jax  # pylint: disable=g-import-not-at-top
+    process_index, process_count = jax.process_index(), jax.process_count()
+  if global_batch_size % process_count:
+    raise ValueError(f"global batch {global_batch_size} is not divisible by "
+                     f"{process_count} processes")
+  get = lambda field, default=None: _field(data_config, field, default)
+  name, config, data_dir = get("name", "synthetic_clips"), get("config"), get("data_dir")
+  if get("build", True):
+    data_sources.build(name, data_dir, config=config, manual_dir=get("manual_dir"))
+  source, index = data_sources.open_split(name, get("train_split", "train"), data_dir,
+                                          config=config)
+  crop = get("crop_size")
+  spec = WindowSpec(
+      num_frames=num_frames, crop_size=(crop, crop) if isinstance(crop, int) else crop,
+      interval_list=tuple(get("interval_list", (1,))),
+      random_reverse=get("random_reverse", False), hflip=get("hflip", True),
+      rot90=get("rot90", True),
+      reproduce_original_sampling=get("reproduce_original_sampling", False))
+  workers = get("num_workers", 0)
+  threads = get("read_threads", 2)
+  train = make_train_dataset(source, index, spec, seed=seed, process_index=process_index,
+                             process_count=process_count, output=get("output", "lab"))
+  train = to_batches(train, global_batch_size // process_count, num_workers=workers,
+                     read_threads=threads)
+  logging.info("training data %s[%s]: %d clips, %d keys per epoch", name,
+               get("train_split", "train"), len(index), int(index.num_frames.sum()))
+  eval_split = get("eval_split", "validation")
+  if eval_split is None:
+    return train, None
+  if eval_split not in data_sources.split_names(name, data_dir, config=config):
+    logging.warning("%s has no split %r: no evaluation data", name, eval_split)
+    return train, None
+  source, index = data_sources.open_split(name, eval_split, data_dir, config=config)
+  eval_batch = get("eval_batch_size", 1)
+  evaluation = make_eval_dataset(source, index, batch_size=eval_batch,
+                                 max_frames=get("eval_max_frames"),
+                                 process_index=process_index, process_count=process_count)
+  return train, to_batches(evaluation, eval_batch, drop_remainder=False, num_workers=workers,
+                           read_threads=threads)
