@@ -93,6 +93,8 @@ class TCVC(nn.Module):
     """Frozen optical flow between normalised-L frames [M, H, W, 1] -> [M, H, W, 2] (no gradient)."""
     if self.flow_type == "flownet2":
       f = flow_from_gray(self.flow, img1, img2)
+    elif self.is_initializing():  # the classical estimator has no parameters: skip its work at init
+      f = jnp.zeros(img1.shape[:3] + (2,), self.dtype)
     else:
       f = self.flow(img1, img2).astype(self.dtype)
     return jax.lax.stop_gradient(f)
@@ -111,26 +113,34 @@ class TCVC(nn.Module):
     g = u + r
     return g, self.fea_key.head(g)
 
-  def __call__(self, gray, srl=False):
+  def __call__(self, gray, srl=False, first_anchor=None):
     """Colorizes windows.
 
     Args:
       gray: [B, N, H, W, 1] normalised L, N >= 2; H, W multiples of 64 with FlowNet2 (8 otherwise).
       srl: also return the self-regularization terms (training).
+      first_anchor: optional (ab [B, H, W, 2], feature [B, H, W, C]) of frame 0, e.g. the previous
+        window's `last_anchor` when windows share their boundary frame (the original's optional
+        `first_key_HR` / `first_key_fea`); the colorizer then runs on the last frame only. Identical results.
 
     Returns:
-      dict with 'ab' [B, N, H, W, 2] (the original's `out`) and, if srl, 'ab_warp1' [B, N-1, H, W, 2],
-      'mask1' [B, N-1, H, W, 1], 'ab_warp2' [B, N-2, H, W, 2], 'mask2' [B, N-2, H, W, 1] (the t=2 pair
-      is None for N = 2), ordered as the original's ab_fwarp / non_mask_fwarp stacks.
+      dict with 'ab' [B, N, H, W, 2] (the original's `out`), 'last_anchor' (ab, feature) of frame N-1 and,
+      if srl, 'ab_warp1' [B, N-1, H, W, 2], 'mask1' [B, N-1, H, W, 1], 'ab_warp2' [B, N-2, H, W, 2],
+      'mask2' [B, N-2, H, W, 1] (the t=2 pair is None for N = 2), ordered as the original's ab_fwarp /
+      non_mask_fwarp stacks.
     """
     b, n = gray.shape[:2]
     if n < 2:
       raise ValueError(f"a window needs at least 2 frames (the two anchors), got {n}")
     gray = gray.astype(self.dtype)
-    # Anchors: colorizer on frames 0 and N-1 in one batch.
-    ab_a, feat_a = self.fea_key(jnp.concatenate([gray[:, 0], gray[:, -1]], axis=0))
-    ab_first, ab_last = ab_a[:b], ab_a[b:]
-    g0, h_last = feat_a[:b], feat_a[b:]
+    if first_anchor is None:
+      # Anchors: colorizer on frames 0 and N-1 in one batch.
+      ab_a, feat_a = self.fea_key(jnp.concatenate([gray[:, 0], gray[:, -1]], axis=0))
+      ab_first, ab_last = ab_a[:b], ab_a[b:]
+      g0, h_last = feat_a[:b], feat_a[b:]
+    else:
+      ab_first, g0 = (a.astype(self.dtype) for a in first_anchor)
+      ab_last, h_last = self.fea_key(gray[:, -1])
 
     if n == 2 and self.is_initializing():
       self(jnp.concatenate([gray[:, :1], gray], axis=1))  # create the small nets' params too
@@ -150,7 +160,7 @@ class TCVC(nn.Module):
       ab = jnp.concatenate([ab_first[:, None], abs_mid, ab_last[:, None]], axis=1)
     else:
       ab = jnp.stack([ab_first, ab_last], axis=1)
-    out = {"ab": ab}
+    out = {"ab": ab, "last_anchor": (ab_last, h_last)}
     if srl:
       out.update(self._srl_terms(gray, ab, flows["phi"], flows["psi"]))
     return out

@@ -1,0 +1,82 @@
+"""Inference benchmark of the full-size TCVC (SIGGRAPH17 + FlowNet2) on one window.
+
+Prints frames/s, FlowNet2 evaluations per window and GFLOP per frame from XLA's cost analysis, for the
+default 19-frame 256x256 window (the paper's test protocol, interval 17). Weights are random (speed does
+not depend on them); nothing is downloaded.
+
+  python benchmarks/model_bench.py [--frames 19] [--size 256] [--repeats 2] [--dtype float32]
+
+For scale, the original PyTorch code on this 2-vCPU machine: a median 86 s per 19-frame window (about 69 s
+in the model), 69 FlowNet2 evaluations (4N-7), 471 GFLOP/frame.
+"""
+
+import argparse
+import platform
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tcvc_jax.models.tcvc import TCVC
+
+
+def count_flow_pairs(model, variables, gray):
+  pairs = []
+
+  def interceptor(next_fun, args, kwargs, context):
+    if context.method_name == "flows" and isinstance(context.module, TCVC):
+      pairs.append(args[0].shape[0])
+    return next_fun(*args, **kwargs)
+
+  with nn.intercept_methods(interceptor):
+    jax.eval_shape(model.apply, variables, gray)
+  return sum(pairs)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--frames", type=int, default=19)
+  parser.add_argument("--size", type=int, default=256)
+  parser.add_argument("--repeats", type=int, default=2)
+  parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+  args = parser.parse_args()
+
+  dtype = jnp.dtype(args.dtype)
+  model = TCVC(dtype=dtype)
+  t0 = time.perf_counter()
+  variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 3, 64, 64, 1)))
+  jax.block_until_ready(variables)
+  print(f"init: {time.perf_counter() - t0:.1f} s")
+
+  n, s = args.frames, args.size
+  gray = jnp.asarray(np.random.RandomState(0).uniform(-0.5, 0.5, (1, n, s, s, 1)), jnp.float32)
+  fn = jax.jit(lambda v, g: model.apply(v, g)["ab"])
+  t0 = time.perf_counter()
+  compiled = fn.lower(variables, gray).compile()
+  print(f"compile: {time.perf_counter() - t0:.1f} s")
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  flops = float(cost.get("flops", float("nan")))
+
+  jax.block_until_ready(compiled(variables, gray))  # warm-up
+  times = []
+  for _ in range(args.repeats):
+    t0 = time.perf_counter()
+    jax.block_until_ready(compiled(variables, gray))
+    times.append(time.perf_counter() - t0)
+  t = float(np.median(times))
+  pairs = count_flow_pairs(model, variables, gray)
+  print(f"device: {jax.devices()[0].device_kind} ({platform.processor() or platform.machine()}), "
+        f"{jax.device_count()} device(s), dtype {args.dtype}")
+  print(f"window: {n} frames of {s}x{s}")
+  print(f"time per window: {t:.2f} s (median of {args.repeats}; all: {', '.join(f'{x:.2f}' for x in times)})")
+  print(f"frames/s: {n / t:.3f}")
+  print(f"FlowNet2 evaluations per window: {pairs} (original: {4 * n - 7})")
+  print(f"GFLOP per window: {flops / 1e9:.0f}; GFLOP per frame: {flops / 1e9 / n:.1f}")
+  print(f"achieved: {flops / 1e9 / t:.1f} GFLOP/s")
+
+
+if __name__ == "__main__":
+  main()

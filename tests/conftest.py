@@ -1,0 +1,50 @@
+"""Shared fixtures: golden checkpoints built from the weight formula, converted once per session."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, TESTS_DIR)
+
+import golden_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def _clean_env(**extra):
+  env = dict(os.environ)
+  env.pop("XLA_FLAGS", None)
+  env.update(extra)
+  return env
+
+
+@pytest.fixture(scope="session")
+def golden_f32_paths(tmp_path_factory):
+  """Formula weights as float32 .pth files (full TCVC, SIGGRAPH17, FlowNet2), converted with the CLI."""
+  workdir = tmp_path_factory.mktemp("golden_f32")
+  yield golden_lib.prepare_checkpoints(str(workdir), "float32")
+  shutil.rmtree(workdir, ignore_errors=True)  # ~3 GB
+
+
+@pytest.fixture(scope="session")
+def golden_errors_f32(golden_f32_paths):
+  return golden_lib.compute_errors(golden_f32_paths, "float32")
+
+
+@pytest.fixture(scope="session")
+def golden_errors_f64(tmp_path_factory):
+  """The float64 run needs jax x64 from the start, so it runs in its own process."""
+  workdir = tmp_path_factory.mktemp("golden_f64")
+  out = workdir / "errors.json"
+  proc = subprocess.run(
+      [sys.executable, os.path.join(TESTS_DIR, "golden_lib.py"), "--dtype", "float64",
+       "--workdir", str(workdir), "--out", str(out)],
+      env=_clean_env(JAX_ENABLE_X64="1"), capture_output=True, text=True, check=False)
+  if proc.returncode:
+    raise RuntimeError(f"float64 golden run failed:\n{proc.stdout}\n{proc.stderr}")
+  errors = json.loads(out.read_text())
+  shutil.rmtree(workdir, ignore_errors=True)
+  return errors

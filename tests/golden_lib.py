@@ -1,0 +1,225 @@
+"""Golden-test harness: the stand-in weight formula, .pth writing and comparison with the original's outputs.
+
+The golden files in tests/golden/ were produced by the ORIGINAL PyTorch TCVC code with weights given by a
+bit-exact formula (shared/golden/README.md, "Weight formula"); this module implements that formula
+independently, writes the state_dicts as PyTorch files, converts them with our CLI and runs our models.
+
+Run as a script (`python tests/golden_lib.py --dtype float64 --out errors.json`) it computes every max abs
+error in a fresh process; the float64 golden tests use that with JAX_ENABLE_X64=1.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import zlib
+
+import numpy as np
+
+GOLDEN_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden")
+KEYS_FILE = os.path.join(GOLDEN_DIR, "tcvc_idc_state_dict_keys.txt")
+# sha256 of the phase-0 float64 state_dict published with the goldens.
+PHASE0_DIGEST = "7d1efca57abdffb271bd99ab835046683e63fc673e373d361101fb94a0773d81"
+
+_MASK64 = (1 << 64) - 1
+
+
+def read_key_file(path=KEYS_FILE):
+  """[(key, shape)] from 'key<TAB>(d0, d1, ...)<TAB>dtype' lines; '#' starts a comment."""
+  entries = []
+  with open(path) as f:
+    for line in f:
+      if line.strip() and not line.startswith("#"):
+        key, shape = line.rstrip("\n").split("\t")[:2]
+        entries.append((key, tuple(int(d) for d in re.findall(r"\d+", shape))))
+  return entries
+
+
+def _splitmix_uniform(key, n):
+  """u_i = (splitmix64 output i of the stream seeded by crc32(key) << 32) >> 11, scaled to [0, 1)."""
+  seed = np.uint64(zlib.crc32(key.encode("utf-8")) << 32 & _MASK64)
+  i = np.arange(1, n + 1, dtype=np.uint64)
+  with np.errstate(over="ignore"):
+    z = seed + i * np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z ^= z >> np.uint64(31)
+  return (z >> np.uint64(11)).astype(np.float64) * (2.0 ** -53)
+
+
+def formula_value(key, shape, phase=0.0):
+  """The stand-in float64 value of one state_dict entry (PyTorch layout)."""
+  n = int(np.prod(shape)) if shape else 1
+  leaf = key.split(".")[-1]
+  if leaf == "num_batches_tracked":
+    return np.zeros(shape, np.float64)
+  t = _splitmix_uniform(key, n) + phase
+  v = (2.0 * (t - np.floor(t)) - 1.0).reshape(shape)
+  if leaf == "weight" and len(shape) == 4:
+    module = key.split(".")[-2]
+    if module.startswith("predict_flow"):
+      gain = 0.6
+    elif key == "feature_refine.conv3.weight":
+      gain = 0.5
+    else:
+      gain = 1.4
+    return v * (gain * np.sqrt(3.0 / (n // shape[0])))
+  if leaf == "bias":
+    return 0.05 * v
+  if leaf == "weight":
+    return 1.0 + 0.25 * v
+  if leaf == "running_mean":
+    return 0.1 * v
+  if leaf == "running_var":
+    return 1.0 + 0.5 * v
+  raise ValueError(f"no formula for {key} {shape}")
+
+
+def formula_state_dict(entries=None, phase=0.0):
+  return {k: formula_value(k, s, phase) for k, s in (entries or read_key_file())}
+
+
+def digest(sd):
+  h = hashlib.sha256()
+  for k, v in sd.items():
+    h.update(k.encode("utf-8") + b"\0")
+    h.update(np.ascontiguousarray(v, dtype="<f8").tobytes())
+  return h.hexdigest()
+
+
+def save_pth(sd, path, dtype, wrap=None):
+  """Writes {key: float64 array} as a PyTorch file, cast to `dtype` ('float32'/'float64') like
+  load_state_dict would (num_batches_tracked becomes int64). `wrap` nests it: {wrap: state_dict}."""
+  import torch  # pylint: disable=g-import-not-at-top
+  out = {}
+  for k, v in sd.items():
+    if k.endswith("num_batches_tracked"):
+      out[k] = torch.zeros((), dtype=torch.int64)
+    else:
+      out[k] = torch.from_numpy(np.ascontiguousarray(v.astype(dtype)))
+  torch.save({wrap: out} if wrap else out, path)
+
+
+def convert_cli(src, dst):
+  """Runs the converter CLI exactly as a user would."""
+  subprocess.run([sys.executable, "-m", "tcvc_jax.convert", src, dst], check=True, capture_output=True)
+
+
+def prepare_checkpoints(workdir, dtype):
+  """Writes the three PyTorch checkpoint formats with formula weights and converts each with the CLI.
+
+  Returns {'tcvc': dir, 'siggraph17': dir, 'flownet2': dir, 'tcvc_pth': path}.
+  """
+  sd = formula_state_dict()
+  strip = lambda p: {k[len(p):]: v for k, v in sd.items() if k.startswith(p)}
+  paths = {"tcvc_pth": os.path.join(workdir, f"tcvc_{dtype}.pth")}
+  save_pth(sd, paths["tcvc_pth"], dtype)
+  save_pth(strip("fea_key."), os.path.join(workdir, f"sig_{dtype}.pth"), dtype)
+  save_pth(strip("flow."), os.path.join(workdir, f"flownet2_{dtype}.pth.tar"), dtype, wrap="state_dict")
+  del sd
+  for kind, src in (("tcvc", paths["tcvc_pth"]), ("siggraph17", f"sig_{dtype}.pth"),
+                    ("flownet2", f"flownet2_{dtype}.pth.tar")):
+    paths[kind] = os.path.join(workdir, f"{kind}_{dtype}")
+    convert_cli(os.path.join(workdir, src), paths[kind])
+  return paths
+
+
+def _nhwc(a):
+  return np.moveaxis(a, -3, -1)  # [..., C, H, W] -> [..., H, W, C]
+
+
+def _err(ours, golden):
+  ours, golden = np.asarray(ours, np.float64), np.asarray(golden, np.float64)
+  if ours.shape != golden.shape:
+    raise AssertionError(f"shape {ours.shape} != golden {golden.shape}")
+  return float(np.max(np.abs(ours - golden)))
+
+
+def compute_errors(paths, dtype):
+  """Max abs error of every golden output, as {name: error} (None where both are None)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import tcvc_jax  # pylint: disable=g-import-not-at-top
+  from tcvc_jax import convert  # pylint: disable=g-import-not-at-top
+  from tcvc_jax.models.flownet2 import flow_from_gray  # pylint: disable=g-import-not-at-top
+  from tcvc_jax.ops import color, flow_ops, warp  # pylint: disable=g-import-not-at-top
+
+  jdt = jnp.float64 if dtype == "float64" else jnp.float32
+  tag = "f64" if dtype == "float64" else "f32"
+  g = lambda f: np.load(os.path.join(GOLDEN_DIR, f + ".npz"))
+  arr = lambda a: jnp.asarray(a, jdt)
+  errors = {}
+
+  c = g("color")
+  errors["color/rgb2lab"] = _err(color.rgb_to_lab(arr(_nhwc(c["rgb_in"]))), _nhwc(c[f"rgb2lab_{tag}"]))
+  errors["color/lab2rgb"] = _err(color.lab_to_rgb(arr(_nhwc(c["lab_in"]))), _nhwc(c[f"lab2rgb_{tag}"]))
+
+  o = g("ops")
+  errors["ops/resample2d"] = _err(
+      warp.backward_warp(arr(_nhwc(o["resample_input"])), arr(_nhwc(o["resample_flow"]))),
+      _nhwc(o[f"resample_out_{tag}"]))
+  errors["ops/correlation"] = _err(
+      flow_ops.correlation(arr(_nhwc(o["corr_input1"])), arr(_nhwc(o["corr_input2"]))),
+      _nhwc(o[f"corr_out_{tag}"]))
+  for k in ("3", "2"):
+    errors[f"ops/channelnorm{k}"] = _err(flow_ops.channel_norm(arr(_nhwc(o[f"chnorm_input{k}"]))),
+                                        _nhwc(o[f"chnorm_out{k}_{tag}"]))
+
+  s = g("siggraph17")
+  variables, meta, _ = convert.load_converted(paths["siggraph17"])
+  sig = convert.build_module("siggraph17", meta["model_kwargs"], dtype=jdt)
+  for hw in ("64x64", "48x80"):
+    ab, feat = jax.jit(sig.apply)(variables, arr(_nhwc(s[f"L_{hw}"])))
+    errors[f"siggraph17/ab_{hw}"] = _err(ab, _nhwc(s[f"ab_{hw}_{tag}"]))
+    if tag == "f32":
+      errors[f"siggraph17/conv10_2_{hw}"] = _err(feat, _nhwc(s[f"conv10_2_{hw}_f32"]))
+    else:
+      errors[f"siggraph17/conv10_2_{hw}"] = _err(np.asarray(feat)[..., ::4],
+                                                 _nhwc(s[f"conv10_2_{hw}_f64_ch0to128step4"]))
+
+  f = g("flownet2")
+  variables, _, _ = convert.load_converted(paths["flownet2"])
+  fnet = convert.build_module("flownet2", {}, dtype=jdt)
+  run_flow = jax.jit(lambda v, a, b: flow_from_gray(lambda x, y: fnet.apply(v, x, y), a, b))
+  for hw in ("64x64", "64x128"):
+    flow = run_flow(variables, arr(_nhwc(f[f"L1_{hw}"])), arr(_nhwc(f[f"L2_{hw}"])))
+    errors[f"flownet2/flow_{hw}"] = _err(flow, _nhwc(f[f"flow_{hw}_{tag}"]))
+
+  t = g("tcvc")
+  colorizer = tcvc_jax.load(paths["tcvc"], dtype=jdt)
+  with_srl = jax.jit(lambda v, x: colorizer.model.apply(v, x, srl=True))
+  names = (("ab", "out"), ("ab_warp1", "ab_fwarp_l_stack"), ("mask1", "non_mask_fwarp_l_stack"),
+           ("ab_warp2", "ab_fwarp_l_stack_2"), ("mask2", "non_mask_fwarp_l_stack_2"))
+  for case in ("N5_64x64", "N3_64x64", "N2_64x64"):
+    clip = _nhwc(t[f"clip_{case}"])  # [N, H, W, 1]
+    if case == "N5_64x64":  # the public API on a bare window (one case: each shape costs a compile)
+      errors[f"tcvc/colorize_window_{case}"] = _err(colorizer.colorize_window(clip),
+                                                    _nhwc(t[f"out_{case}_{tag}"])[0])
+    outs = with_srl(colorizer.variables, arr(clip[None]))
+    for ours, theirs in names:
+      if f"{theirs}_{case}_is_none" in t:
+        errors[f"tcvc/{ours}_{case}"] = None if outs[ours] is None else float("inf")
+      else:
+        errors[f"tcvc/{ours}_{case}"] = _err(outs[ours], _nhwc(t[f"{theirs}_{case}_{tag}"]))
+  return errors
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__)
+  parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+  parser.add_argument("--workdir", required=True)
+  parser.add_argument("--out", required=True, help="JSON file for {name: max abs error}")
+  args = parser.parse_args()
+  import jax  # pylint: disable=g-import-not-at-top
+  if args.dtype == "float64" and not jax.config.read("jax_enable_x64"):
+    jax.config.update("jax_enable_x64", True)
+  paths = prepare_checkpoints(args.workdir, args.dtype)
+  with open(args.out, "w") as f:
+    json.dump(compute_errors(paths, args.dtype), f, indent=1)
+
+
+if __name__ == "__main__":
+  main()
