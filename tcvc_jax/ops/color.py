@@ -3,6 +3,9 @@
 Normalised Lab, as the model sees it: L = (L* - 50) / 100 in [-0.5, 0.5], a = a* / 110, b = b* / 110.
 The constants are skimage's; the D65 white is rounded to float32 exactly as the original builds it
 (`torch.Tensor((0.95047, 1., 1.08883))` is a float32 tensor even in a float64 run).
+
+Every function takes `xp`, the array namespace: jax.numpy by default, numpy for data-loading workers that
+must not start a JAX backend. Both evaluate the same formulas in the input's precision.
 """
 
 import numpy as np
@@ -28,52 +31,52 @@ def _mix3(m, c0, c1, c2):
   return [m[i][0] * c0 + m[i][1] * c1 + m[i][2] * c2 for i in range(3)]
 
 
-def rgb_to_xyz(rgb):
+def rgb_to_xyz(rgb, xp=jnp):
   """sRGB in [0, 1], [..., 3] -> XYZ [..., 3]."""
-  lin = jnp.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
-  return jnp.stack(_mix3(_RGB2XYZ, lin[..., 0], lin[..., 1], lin[..., 2]), axis=-1)
+  lin = xp.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+  return xp.stack(_mix3(_RGB2XYZ, lin[..., 0], lin[..., 1], lin[..., 2]), axis=-1)
 
 
-def xyz_to_rgb(xyz):
+def xyz_to_rgb(xyz, xp=jnp):
   """XYZ [..., 3] -> sRGB [..., 3]; negative linear values clamp to 0, there is no upper clip."""
-  lin = jnp.stack(_mix3(_XYZ2RGB, xyz[..., 0], xyz[..., 1], xyz[..., 2]), axis=-1)
-  lin = jnp.maximum(lin, 0)
+  lin = xp.stack(_mix3(_XYZ2RGB, xyz[..., 0], xyz[..., 1], xyz[..., 2]), axis=-1)
+  lin = xp.maximum(lin, 0)
   # The power branch is evaluated on a safe value so its NaN-free gradient does not leak through where.
-  safe = jnp.where(lin > 0.0031308, lin, 1.0)
-  return jnp.where(lin > 0.0031308, 1.055 * safe ** (1.0 / 2.4) - 0.055, 12.92 * lin)
+  safe = xp.where(lin > 0.0031308, lin, 1.0)
+  return xp.where(lin > 0.0031308, 1.055 * safe ** (1.0 / 2.4) - 0.055, 12.92 * lin)
 
 
-def xyz_to_lab(xyz):
+def xyz_to_lab(xyz, xp=jnp):
   """XYZ [..., 3] -> un-normalised L*a*b* [..., 3]."""
-  s = jnp.stack([xyz[..., i] / _WHITE[i] for i in range(3)], axis=-1)
-  safe = jnp.where(s > 0.008856, s, 1.0)
-  f = jnp.where(s > 0.008856, safe ** (1 / 3.0), 7.787 * s + 16.0 / 116.0)
+  s = xp.stack([xyz[..., i] / _WHITE[i] for i in range(3)], axis=-1)
+  safe = xp.where(s > 0.008856, s, 1.0)
+  f = xp.where(s > 0.008856, safe ** (1 / 3.0), 7.787 * s + 16.0 / 116.0)
   fx, fy, fz = f[..., 0], f[..., 1], f[..., 2]
-  return jnp.stack([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)], axis=-1)
+  return xp.stack([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)], axis=-1)
 
 
-def lab_to_xyz(lab):
+def lab_to_xyz(lab, xp=jnp):
   """Un-normalised L*a*b* [..., 3] -> XYZ [..., 3]."""
   fy = (lab[..., 0] + 16.0) / 116.0
   fx = lab[..., 1] / 500.0 + fy
-  fz = jnp.maximum(fy - lab[..., 2] / 200.0, 0)  # only fz is clamped, as in the original
-  f = jnp.stack([fx, fy, fz], axis=-1)
-  t = jnp.where(f > 0.2068966, f ** 3.0, (f - 16.0 / 116.0) / 7.787)
-  return jnp.stack([t[..., i] * _WHITE[i] for i in range(3)], axis=-1)
+  fz = xp.maximum(fy - lab[..., 2] / 200.0, 0)  # only fz is clamped, as in the original
+  f = xp.stack([fx, fy, fz], axis=-1)
+  t = xp.where(f > 0.2068966, f ** 3.0, (f - 16.0 / 116.0) / 7.787)
+  return xp.stack([t[..., i] * _WHITE[i] for i in range(3)], axis=-1)
 
 
-def rgb_to_lab(rgb):
+def rgb_to_lab(rgb, xp=jnp):
   """sRGB in [0, 1], [..., 3] -> normalised Lab [..., 3] (L in [-0.5, 0.5], ab in about [-1, 1])."""
-  lab = xyz_to_lab(rgb_to_xyz(rgb))
-  return jnp.concatenate([(lab[..., :1] - L_CENT) / L_NORM, lab[..., 1:] / AB_NORM], axis=-1)
+  lab = xyz_to_lab(rgb_to_xyz(rgb, xp), xp)
+  return xp.concatenate([(lab[..., :1] - L_CENT) / L_NORM, lab[..., 1:] / AB_NORM], axis=-1)
 
 
-def lab_to_rgb(lab):
+def lab_to_rgb(lab, xp=jnp):
   """Normalised Lab [..., 3] -> sRGB [..., 3]; values may exceed 1 (callers clip)."""
-  un = jnp.concatenate([lab[..., :1] * L_NORM + L_CENT, lab[..., 1:] * AB_NORM], axis=-1)
-  return xyz_to_rgb(lab_to_xyz(un))
+  un = xp.concatenate([lab[..., :1] * L_NORM + L_CENT, lab[..., 1:] * AB_NORM], axis=-1)
+  return xyz_to_rgb(lab_to_xyz(un, xp), xp)
 
 
-def rgb_to_gray_l(rgb):
+def rgb_to_gray_l(rgb, xp=jnp):
   """Normalised L channel [..., 1] of sRGB in [0, 1]."""
-  return rgb_to_lab(rgb)[..., :1]
+  return rgb_to_lab(rgb, xp)[..., :1]
