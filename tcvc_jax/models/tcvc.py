@@ -52,6 +52,8 @@ class TCVC(nn.Module):
     refine_hidden: the two hidden widths of the refine net (196, 128).
     flow_type: 'flownet2' or 'classical' (a parameter-free estimator, for running without FlowNet2 weights).
     classical_flow: keyword arguments of the classical estimator.
+    unroll: time steps per iteration of the propagation scans (XLA's cost analysis counts a loop body
+      once, so benchmarks unroll fully to count FLOPs).
   """
   colorizer_widths: Sequence[int] = DEFAULT_WIDTHS
   l_features: int = 32
@@ -60,6 +62,7 @@ class TCVC(nn.Module):
   refine_hidden: Sequence[int] = (196, 128)
   flow_type: str = "flownet2"
   classical_flow: Any = None
+  unroll: int = 1
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   precision: Any = None
@@ -192,7 +195,8 @@ class TCVC(nn.Module):
       h = backward_warp(h_next, flow)
       return h, h
 
-    _, h_mid = jax.lax.scan(back_step, h_last, jnp.moveaxis(bflow, 1, 0), reverse=True)
+    _, h_mid = jax.lax.scan(back_step, h_last, jnp.moveaxis(bflow, 1, 0), reverse=True,
+                            unroll=self.unroll)
     h_mid = jnp.moveaxis(h_mid, 0, 1)  # [B, m, H, W, C]: h_1 .. h_{N-2}
     h_next = jnp.concatenate([h_mid[:, 1:], h_last[:, None]], axis=1)  # h_2 .. h_{N-1}
     cr_h_next = _unfold(self.channel_reduction(jax.lax.stop_gradient(_fold(h_next))), b)
@@ -200,7 +204,7 @@ class TCVC(nn.Module):
     xs = (e[:, :m], e[:, 1:m + 1], e[:, 2:m + 2], h_mid, cr_h_next, phi[:, :m])
     xs = jax.tree_util.tree_map(lambda t: jnp.moveaxis(t, 1, 0), xs)
     scan = nn.scan(lambda mdl, c, x: mdl._cell(c, x), variable_broadcast=("params", "batch_stats"),
-                   split_rngs={"params": False}, in_axes=0, out_axes=0)
+                   split_rngs={"params": False}, in_axes=0, out_axes=0, unroll=self.unroll)
     _, ab_mid = scan(self, g0, xs)
     return jnp.moveaxis(ab_mid, 0, 1)
 
