@@ -21,6 +21,8 @@ import numpy as np
 
 from tcvc_jax.models.tcvc import TCVC
 
+import machine_rate  # benchmarks/machine_rate.py, beside this file
+
 
 def count_flow_pairs(model, variables, gray):
   pairs = []
@@ -66,7 +68,11 @@ def main():
   parser.add_argument("--size", type=int, default=256)
   parser.add_argument("--repeats", type=int, default=2)
   parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+  parser.add_argument("--no-rate", action="store_true", help="skip measuring the machine's dense rate")
   args = parser.parse_args()
+  rates = {} if args.no_rate else machine_rate.measure()
+  for name, r in rates.items():
+    print(f"machine {name}: {r:.1f} GFLOP/s")
 
   dtype = jnp.dtype(args.dtype)
   model = TCVC(dtype=dtype)
@@ -97,7 +103,13 @@ def main():
   print(f"frames/s: {n / t:.3f}")
   print(f"FlowNet2 evaluations per window: {pairs} (original: {4 * n - 7})")
   print(f"GFLOP per window: {flops / 1e9:.0f}; GFLOP per frame: {flops / 1e9 / n:.1f}")
-  print(f"achieved: {flops / 1e9 / t:.1f} GFLOP/s")
+  achieved = flops / 1e9 / t
+  print(f"achieved: {achieved:.1f} GFLOP/s")
+  peak = max(rates.get("fp32_matmul", 0), rates.get("fp32_conv3x3", 0))
+  if args.dtype == "bfloat16":
+    peak = rates.get("bf16_matmul", 0)
+  if peak:
+    print(f"fraction of the machine's dense {args.dtype} rate ({peak:.0f} GFLOP/s): {achieved / peak:.0%}")
 
 
 if __name__ == "__main__":
