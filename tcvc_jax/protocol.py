@@ -336,6 +336,41 @@ def iter_colorize(frames: Iterable[np.ndarray], colorize_window: ColorizeWindowF
     yield pending[1]
 
 
+class AnchorCarry:
+  """A `ColorizeWindowFn` over a model that can carry the last anchor into the next window.
+
+  Wraps an object with `colorize_window(gray, first_anchor=None, return_last_anchor=False)` (an
+  `api.Colorizer`). The state of an anchor is a function of that frame's gray input alone, so when a
+  window starts on exactly the gray frame the previous call ended on (the boundary frame windows
+  share), the stored state is passed as `first_anchor` and the colorizer skips that frame; results
+  are identical. After a scene cut, in a new pass or a new clip the frames differ and the window
+  starts afresh, so one wrapper may serve any sequence of calls.
+
+  Attributes:
+    calls: model calls made.
+    reused: calls that reused the previous anchor.
+  """
+
+  def __init__(self, model):
+    self._model = model
+    self._last_gray = None  # float32 [h, w, 1]: the previous window's last (anchor) frame
+    self._state = None
+    self.calls = 0
+    self.reused = 0
+
+  def __call__(self, gray):
+    gray = np.asarray(gray)
+    first = None
+    if self._last_gray is not None and np.array_equal(gray[0], self._last_gray):
+      first = self._state
+      self.reused += 1
+    ab, self._state = self._model.colorize_window(gray, first_anchor=first,
+                                                  return_last_anchor=True)
+    self._last_gray = np.array(gray[-1])
+    self.calls += 1
+    return ab
+
+
 def psnr_interval(interval_lengths: Sequence[int] | int):
   """The interval the key/inter PSNR split uses: the first one (the original uses T = 17)."""
   if isinstance(interval_lengths, (int, np.integer)):

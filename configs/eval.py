@@ -1,0 +1,77 @@
+"""Evaluation config for eval.py: the original TCVC test protocol and its metrics.
+
+  python eval.py --config configs/eval.py --workdir /tmp/eval \\
+      --config.checkpoint=ckpt/ --config.data.root=data/DAVIS30
+
+Presets, comma-separated in the string argument (`--config configs/eval.py:multi,nogt`):
+  multi  the multi-sampling ensemble (intervals 17 and 19), as test_TCVC_multisampling.py.
+  nogt   no ground truth: colorize and measure CDC only (frames may be gray).
+  tiny   CPU-sized protocol for tests: network size 32, intervals 3 and 5, no warp error.
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+_PRESETS = ("multi", "nogt", "tiny")
+
+
+def get_config(arg=None):
+  """Returns the evaluation ConfigDict; `arg` selects presets (see the module docstring)."""
+  presets = [p for p in (arg or "").split(",") if p]
+  unknown = [p for p in presets if p not in _PRESETS]
+  if unknown:
+    raise ValueError(f"unknown preset(s) {unknown}; choose from {_PRESETS}")
+
+  config = ml_collections.ConfigDict()
+  # Converted checkpoint directory or original full TCVC .pth (anything tcvc_jax.load reads).
+  config.checkpoint = config_dict.placeholder(str)
+  # Compute dtype of the model: float32 or bfloat16.
+  config.dtype = "float32"
+  # Replace the results of an earlier run in the same workdir.
+  config.overwrite = False
+
+  config.data = ml_collections.ConfigDict()
+  # Where clips come from: "folder" reads <root>/<clip>/*.png (the DAVIS30 / Videvo20 layout).
+  config.data.source = "folder"
+  config.data.root = config_dict.placeholder(str)
+  # Clip names to evaluate (comma-separated); empty: every sub-folder of root.
+  config.data.clips = ""
+  # No ground truth: frames may be gray; only CDC is measured.
+  config.data.no_gt = False
+  # One-channel frames: "srgb" (true lightness) or "original" (gray - 0.5, the no-GT script).
+  config.data.gray_mode = "srgb"
+
+  config.protocol = ml_collections.ConfigDict()
+  # Side of the square the network runs at (the original resizes every frame to 256x256).
+  config.protocol.network_size = 256
+  # "one": one pass with interval_length; "multi": the ensemble over ensemble_intervals.
+  config.protocol.mode = "one"
+  config.protocol.interval_length = 17
+  config.protocol.ensemble_intervals = (17, 19)
+
+  config.metrics = ml_collections.ConfigDict()
+  config.metrics.ssim = True
+  config.metrics.warp_error = True
+  # Flow of the warping error: "classical" (parameter-free TV-L1, the same for every checkpoint)
+  # or "flownet2" (the checkpoint's own FlowNet2; needs one).
+  config.metrics.warp_flow = "classical"
+  # Image pairs per flow call.
+  config.metrics.warp_batch = 8
+
+  config.outputs = ml_collections.ConfigDict()
+  config.outputs.frames = True
+  config.outputs.videos = True
+  config.outputs.plots = True
+  # Frame rate of the per-clip mp4 files (frame folders carry none).
+  config.outputs.fps = 25
+
+  if "multi" in presets:
+    config.protocol.mode = "multi"
+  if "nogt" in presets:
+    config.data.no_gt = True
+  if "tiny" in presets:
+    config.protocol.network_size = 32
+    config.protocol.interval_length = 3
+    config.protocol.ensemble_intervals = (3, 5)
+    config.metrics.warp_error = False
+  return config

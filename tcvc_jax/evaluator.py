@@ -1,0 +1,382 @@
+"""Evaluates a TCVC checkpoint on a test set with the original protocol: frames, videos, metrics.
+
+`evaluate(config, workdir)` (config: configs/eval.py) colorizes every clip with
+`protocol.colorize_clip` (one-sampling, or the multi-sampling ensemble), then measures it with
+`metrics` as the original scripts do (REFERENCE.md §7): PSNR over all, key and inter frames, per
+clip and then averaged over clips; CDC; SSIM; and a warping error (not in the original). Windows
+sharing a boundary frame reuse its anchor state (`protocol.AnchorCarry`): same frames, fewer passes.
+
+Warping error flow: by default the parameter-free classical TV-L1 flow
+(`models.classical_flow.estimate_flow`, default parameters) on the normalised L of the colorized
+frames, at full resolution. It is the same ruler for every checkpoint, so the numbers of two
+checkpoints are comparable, and needs no size multiple. `metrics.warp_flow="flownet2"` uses the
+checkpoint's own FlowNet2 instead (frames resized to multiples of 64 for it, the flow resized back).
+
+Workdir layout:
+  config.json                 the resolved config
+  frames/<clip>/*.png         colorized frames, named as the input frames
+  videos/<clip>.mp4           the same frames as H.264
+  per_clip.csv, per_frame.csv metrics per clip and PSNR per frame
+  summary.json                psnr, psnr_key, psnr_inter, cdc, ssim, warp_error (null: not measured)
+  psnr_per_frame.png, cdc_per_gap.png
+"""
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import os
+import tempfile
+import time
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tcvc_jax import colorize
+from tcvc_jax import convert
+from tcvc_jax import metrics
+from tcvc_jax import protocol
+from tcvc_jax import video_io
+from tcvc_jax.models import classical_flow
+
+SUMMARY_KEYS = ("psnr", "psnr_key", "psnr_inter", "cdc", "ssim", "warp_error")
+CLASSICAL_FLOW_NAME = "classical TV-L1 (tcvc_jax.models.classical_flow.estimate_flow, defaults)"
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+class EvalError(ValueError):
+  """A bad config, test set or workdir; the message is one line."""
+
+
+# Reported in one line by eval.py; anything else is a bug and keeps its traceback.
+INPUT_ERRORS = (EvalError, video_io.VideoIOError, convert.ConversionError,
+                protocol.ClipTooShortError, colorize.UsageError, OSError)
+
+
+# --------------------------------------------------------------------------------------------------
+# Test set
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Clip:
+  """One test clip: input frames for the model, uint8 ground truth (or None) and frame names."""
+
+  name: str
+  frames: np.ndarray  # [n, H, W, 1 | 3]: uint8, or float32 in [0, 1] for 16-bit files
+  gt: np.ndarray | None  # uint8 [n, H, W, 3]
+  names: list
+
+
+def _clip_dirs(root, only):
+  if not root:
+    raise EvalError("no test set: set --config.data.root")
+  if not os.path.isdir(root):
+    raise EvalError(f"test set folder not found: {root}")
+  names = sorted(n for n in os.listdir(root)
+                 if not n.startswith(".") and os.path.isdir(os.path.join(root, n)))
+  wanted = [c.strip() for c in only.split(",") if c.strip()]
+  missing = [c for c in wanted if c not in names]
+  if missing:
+    raise EvalError(f"clips not found in {root}: {', '.join(missing)}")
+  names = wanted or names
+  if not names:
+    raise EvalError(f"no clip folders in {root} (expected <root>/<clip>/*.png)")
+  return [(n, os.path.join(root, n)) for n in names]
+
+
+def _read_clip(name, path, no_gt):
+  src = video_io.open_source(path)
+  if src.num_frames < 2:
+    raise protocol.ClipTooShortError(f"clip {name} has 1 frame; the protocol needs at least 2")
+  if not no_gt and src.is_gray:
+    raise EvalError(f"clip {name}: the ground truth is gray; set --config.data.no_gt=True")
+  gt = None if no_gt else src.read_all(np.uint8)
+  if src.bit_depth > 8:
+    frames = src.read_all(np.float32)  # the model sees all 16 bits; metrics use 8
+  else:
+    frames = gt if gt is not None else src.read_all(np.uint8)
+  return Clip(name, frames, gt, src.names)
+
+
+def iter_clips(data_config):
+  """The test set's clips in name order, read one at a time (whole clips, as the original).
+
+  The clip list is checked at once; each clip is read when the iterator reaches it.
+
+  Args:
+    data_config: `config.data` (source, root, clips, no_gt).
+
+  Returns:
+    An iterator of Clip.
+
+  Raises:
+    EvalError: unknown source, missing or empty root (at once).
+    video_io.VideoIOError, protocol.ClipTooShortError: an unreadable or 1-frame clip (when read).
+  """
+  if data_config.source != "folder":
+    raise EvalError(f"unknown data source {data_config.source!r}; only 'folder' is supported")
+  dirs = _clip_dirs(data_config.root, data_config.clips)
+  return (_read_clip(name, path, data_config.no_gt) for name, path in dirs)
+
+
+# --------------------------------------------------------------------------------------------------
+# Model and flow
+# --------------------------------------------------------------------------------------------------
+
+
+def interval_lengths(protocol_config):
+  """The passes of the configured mode: (T,) for "one", the ensemble's intervals for "multi"."""
+  if protocol_config.mode == "one":
+    return (int(protocol_config.interval_length),)
+  if protocol_config.mode == "multi":
+    return tuple(int(t) for t in protocol_config.ensemble_intervals)
+  raise EvalError(f"protocol.mode must be 'one' or 'multi', got {protocol_config.mode!r}")
+
+
+def _flownet2_flow_fn(colorizer):
+  """The checkpoint's FlowNet2 on frames resized up to multiples of 64, flow resized back."""
+  if colorizer.model.flow_type != "flownet2":
+    raise EvalError("metrics.warp_flow='flownet2' needs a checkpoint with FlowNet2; this one uses "
+                    f"the {colorizer.model.flow_type} flow")
+  model = colorizer.model
+
+  @jax.jit
+  def resized_flow(variables, g1, g2):
+    b, h, w, _ = g1.shape
+    hh, ww = -(-h // 64) * 64, -(-w // 64) * 64
+    up = [jax.image.resize(g, (b, hh, ww, 1), "bilinear", antialias=False) for g in (g1, g2)]
+    f = model.apply(variables, *up, method=model.flows)  # [b, hh, ww, 2]
+    f = jax.image.resize(f.astype(jnp.float32), (b, h, w, 2), "bilinear", antialias=False)
+    return f * jnp.array([w / ww, h / hh], jnp.float32)
+
+  return lambda g1, g2: resized_flow(colorizer.variables, g1, g2)
+
+
+def make_flow_fn(metrics_config, colorizer):
+  """(flow_fn or None, description) for the warping error."""
+  if not metrics_config.warp_error:
+    return None, None
+  if metrics_config.warp_flow == "classical":
+    return classical_flow.estimate_flow, CLASSICAL_FLOW_NAME
+  if metrics_config.warp_flow == "flownet2":
+    return _flownet2_flow_fn(colorizer), "the checkpoint's FlowNet2"
+  raise EvalError(f"metrics.warp_flow must be 'classical' or 'flownet2', "
+                  f"got {metrics_config.warp_flow!r}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Outputs
+# --------------------------------------------------------------------------------------------------
+
+
+def _write_atomic(path, data):
+  """Writes bytes or text to `path` through a temporary file in the same folder."""
+  fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", dir=os.path.dirname(path))
+  try:
+    with os.fdopen(fd, "wb") as f:
+      f.write(data.encode() if isinstance(data, str) else data)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def to_json_value(x):
+  """NaN / inf -> None (JSON has neither), numpy scalars -> Python."""
+  if isinstance(x, dict):
+    return {str(k): to_json_value(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [to_json_value(v) for v in x]
+  if isinstance(x, (float, np.floating)):
+    return float(x) if math.isfinite(float(x)) else None
+  if isinstance(x, np.integer):
+    return int(x)
+  return x
+
+
+def write_json(path, obj):
+  _write_atomic(path, json.dumps(to_json_value(obj), indent=1, allow_nan=False) + "\n")
+
+
+def _write_csv(path, header, rows):
+  buf = io.StringIO()
+  writer = csv.writer(buf, lineterminator="\n")
+  writer.writerow(header)
+  for row in rows:
+    writer.writerow(["" if isinstance(v, float) and math.isnan(v) else v for v in row])
+  _write_atomic(path, buf.getvalue())
+
+
+def _write_clip_media(workdir, clip, out, outputs, overwrite):
+  if outputs.frames:
+    os.makedirs(os.path.join(workdir, "frames"), exist_ok=True)
+    with video_io.open_writer(os.path.join(workdir, "frames", clip.name), overwrite=overwrite,
+                              names=clip.names) as w:
+      for frame in out:
+        w.write(frame)
+  if outputs.videos:
+    os.makedirs(os.path.join(workdir, "videos"), exist_ok=True)
+    with video_io.open_writer(os.path.join(workdir, "videos", clip.name + ".mp4"),
+                              fps=outputs.fps, overwrite=overwrite) as w:
+      for frame in out:
+        w.write(frame)
+
+
+_CLIP_HEADER = ("clip", "frames", "height", "width", "psnr", "psnr_key", "psnr_inter", "ssim",
+                "warp_error", "cdc", "js_r", "js_g", "js_b", "cdc_gap1", "cdc_gap2", "cdc_gap4",
+                "seconds")
+
+
+def _clip_row(r):
+  c = r["cdc_detail"]
+  gaps = [float(np.mean(c.per_gap[d])) for d in metrics.CDC_GAPS]
+  return ([r["clip"], r["frames"], r["height"], r["width"]]
+          + [r[k] for k in ("psnr", "psnr_key", "psnr_inter", "ssim", "warp_error")]
+          + [float(np.mean(c.per_channel))] + [float(v) for v in c.per_channel] + gaps
+          + [round(r["seconds"], 3)])
+
+
+def _write_tables(workdir, results):
+  _write_csv(os.path.join(workdir, "per_clip.csv"), _CLIP_HEADER, [_clip_row(r) for r in results])
+  rows = []
+  for r in results:
+    p = r.get("psnr_detail")
+    for i, name in enumerate(r["names"]):
+      rows.append([r["clip"], i, name, p.per_frame[i] if p else float("nan"),
+                   int(p.is_key[i]) if p else ""])
+  _write_csv(os.path.join(workdir, "per_frame.csv"), ("clip", "index", "file", "psnr", "key"), rows)
+
+
+def _save_figure(fig, path):
+  buf = io.BytesIO()
+  fig.savefig(buf, format="png", dpi=100)
+  _write_atomic(path, buf.getvalue())
+
+
+def _write_plots(workdir, results, summary):
+  """psnr_per_frame.png (with ground truth) and cdc_per_gap.png, with matplotlib's Agg canvas."""
+  try:
+    from matplotlib import figure  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    logging.warning("matplotlib is not installed; no plots written")
+    return
+  if not summary["no_gt"]:
+    fig = figure.Figure(figsize=(8, 4))
+    ax = fig.add_subplot()
+    for r in results:
+      p = r["psnr_detail"]
+      line, = ax.plot(p.per_frame, label=r["clip"], linewidth=1)
+      ax.plot(np.flatnonzero(p.is_key), p.per_frame[p.is_key], "o", color=line.get_color(), ms=3)
+    ax.set(xlabel="frame (dots: key frames)", ylabel="PSNR (dB)",
+           title=f"PSNR per frame; mean over clips {summary['psnr']:.2f} dB")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", ncol=max(1, len(results) // 12))
+    fig.tight_layout()
+    _save_figure(fig, os.path.join(workdir, "psnr_per_frame.png"))
+  fig = figure.Figure(figsize=(6, 4))
+  ax = fig.add_subplot()
+  gaps = list(metrics.CDC_GAPS)
+  for k, ch in enumerate("RGB"):
+    vals = [summary["cdc_per_gap"][d][ch.lower()] for d in gaps]
+    ax.bar(np.arange(len(gaps)) + (k - 1) * 0.27, vals, 0.27, label=ch, color="rgb"[k], alpha=0.7)
+  ax.set_xticks(np.arange(len(gaps)), [f"gap {d}" for d in gaps])
+  ax.set(ylabel="Jensen-Shannon divergence", title=f"CDC per frame gap; CDC {summary['cdc']:.5f}")
+  ax.legend()
+  fig.tight_layout()
+  _save_figure(fig, os.path.join(workdir, "cdc_per_gap.png"))
+
+
+# --------------------------------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------------------------------
+
+
+def _check_workdir(workdir, overwrite):
+  os.makedirs(workdir, exist_ok=True)
+  old = [n for n in ("summary.json", "per_clip.csv", "frames", "videos")
+         if os.path.lexists(os.path.join(workdir, n))]
+  if old and not overwrite:
+    raise EvalError(f"{workdir} already holds results ({', '.join(old)}); use another --workdir or "
+                    "set --config.overwrite=True")
+
+
+def _measure(clip, out, t, flow_fn):
+  if clip.gt is None:
+    res = {k: float("nan") for k in SUMMARY_KEYS if k != "cdc"}
+    res["cdc_detail"] = metrics.cdc_clip(out)
+    return res
+  return metrics.clip_metrics(clip.gt, out, t, flow_fn)
+
+
+def _summarize(results, config, flow_desc, seconds):
+  if config.data.no_gt:
+    summary = {k: float("nan") for k in SUMMARY_KEYS}
+    summary["cdc"] = metrics.cdc([r["cdc_detail"] for r in results])["cdc"]
+  else:
+    summary = metrics.summarize(results)
+  cdc_all = metrics.cdc([r["cdc_detail"] for r in results])
+  per_gap = {}
+  for d in metrics.CDC_GAPS:
+    per_gap[d] = {ch: metrics.mean_over_clips([r["cdc_detail"].per_gap[d][k] for r in results])
+                  for k, ch in enumerate("rgb")}
+  frames = sum(r["frames"] for r in results)
+  summary.update({
+      "warp_error_flow": flow_desc, "cdc_per_channel": {c: cdc_all[f"js_{c}"] for c in "rgb"},
+      "cdc_per_gap": per_gap, "no_gt": bool(config.data.no_gt), "mode": config.protocol.mode,
+      "interval_lengths": list(interval_lengths(config.protocol)),
+      "network_size": config.protocol.network_size, "checkpoint": config.checkpoint,
+      "num_clips": len(results), "num_frames": frames, "seconds": seconds,
+      "frames_per_second": frames / seconds if seconds > 0 else float("nan"),
+  })
+  return summary
+
+
+def evaluate(config, workdir):
+  """Colorizes and measures the test set of `config`; writes everything into `workdir`.
+
+  Args:
+    config: ConfigDict of configs/eval.py.
+    workdir: output folder (created if needed).
+
+  Returns:
+    The summary dict written to summary.json (NaN where a metric was not measured).
+
+  Raises:
+    One of INPUT_ERRORS, with a one-line message.
+  """
+  start = time.perf_counter()
+  if not config.checkpoint:
+    raise EvalError("no checkpoint: set --config.checkpoint")
+  if config.dtype not in _DTYPES:
+    raise EvalError(f"dtype must be one of {sorted(_DTYPES)}, got {config.dtype!r}")
+  passes = interval_lengths(config.protocol)
+  clips = iter_clips(config.data)
+  _check_workdir(workdir, config.overwrite)
+  write_json(os.path.join(workdir, "config.json"), config.to_dict())
+  colorizer = colorize.load_colorizer(config.checkpoint, dtype=_DTYPES[config.dtype])
+  size = int(config.protocol.network_size)
+  colorize.check_network_size(colorizer, size)
+  flow_fn, flow_desc = make_flow_fn(config.metrics, colorizer)
+  model = protocol.AnchorCarry(colorizer)
+  results = []
+  for clip in clips:
+    t0 = time.perf_counter()
+    out = protocol.colorize_clip(clip.frames, model, passes, size, config.data.gray_mode)
+    _write_clip_media(workdir, clip, out, config.outputs, config.overwrite)
+    res = _measure(clip, out, protocol.psnr_interval(passes), flow_fn)
+    res.update(clip=clip.name, names=clip.names, frames=len(out), height=out.shape[1],
+               width=out.shape[2], seconds=time.perf_counter() - t0)
+    logging.info("clip %s: %d frames, PSNR %.3f, %.1f s", clip.name, len(out), res["psnr"],
+                 res["seconds"])
+    results.append(res)
+  summary = _summarize(results, config, flow_desc, time.perf_counter() - start)
+  _write_tables(workdir, results)
+  if config.outputs.plots:
+    _write_plots(workdir, results, summary)
+  write_json(os.path.join(workdir, "summary.json"), summary)
+  return summary

@@ -1,0 +1,295 @@
+"""Tests for tcvc_jax/colorize.py: the streaming colorize CLI on videos and frame folders.
+
+A tiny random TCVC (classical flow) runs at network size 32 with interval 4, on 40x56 clips whose
+lengths reuse the same few window shapes, so XLA compiles little.
+"""
+
+import os
+import subprocess
+import sys
+
+import av
+import jax
+import numpy as np
+import pytest
+import torch
+
+from tcvc_jax import colorize
+from tcvc_jax import convert
+from tcvc_jax import protocol
+from tcvc_jax import video_io
+import tiny
+
+H, W = 40, 56
+ARGS = ("--size", "32", "--interval", "4")
+
+
+@pytest.fixture(scope="module")
+def tiny_sd():
+  model = tiny.tiny_model()
+  return convert.flax_to_torch(jax.tree_util.tree_map(np.asarray, tiny.tiny_variables(model)))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_sd, tmp_path_factory):
+  """A converted tiny checkpoint; loaded once (jit caches live on the Colorizer) for all tests."""
+  path = str(tmp_path_factory.mktemp("ckpt") / "tiny")
+  kwargs = convert.infer_model_kwargs(tiny_sd, "tcvc")
+  kwargs["classical_flow"] = [list(kv) for kv in tiny.TINY_KWARGS["classical_flow"]]
+  variables, _ = convert.torch_to_flax(tiny_sd)
+  convert.save_converted(path, variables, "tcvc", kwargs)
+  return path
+
+
+@pytest.fixture(scope="module")
+def _loaded():
+  return {}
+
+
+@pytest.fixture(autouse=True)
+def _cached_loader(monkeypatch, checkpoint, _loaded):
+  loaded = _loaded
+  real = colorize.load_colorizer
+
+  def load(path, dtype=None):
+    if os.fspath(path) != checkpoint:
+      return real(path, dtype)
+    if checkpoint not in loaded:
+      loaded[checkpoint] = real(path, dtype)
+    return loaded[checkpoint]
+
+  monkeypatch.setattr(colorize, "load_colorizer", load)
+  yield
+
+
+# --------------------------------------------------------------------------------------------------
+# Synthetic inputs
+# --------------------------------------------------------------------------------------------------
+
+
+def _texture(seed):
+  """Smooth random RGB texture of 3x the frame size, values in [0, 1]."""
+  rng = np.random.default_rng(seed)
+  y, x = np.mgrid[0:3 * H, 0:3 * W].astype(np.float64)
+  chans = []
+  for _ in range(3):
+    t = sum(np.sin(rng.uniform(0.05, 0.3) * x + rng.uniform(0.05, 0.3) * y + rng.uniform(0, 6))
+            for _ in range(4))
+    chans.append((t - t.min()) / (t.max() - t.min()))
+  return np.stack(chans, -1) * rng.uniform(0.5, 0.9) + rng.uniform(0, 0.1)
+
+
+def _shot(seed, n, dx=2, dy=1):
+  """n uint8 RGB frames panning over one texture."""
+  tex = _texture(seed)
+  return [np.round(tex[H + dy * i:2 * H + dy * i, W + dx * i:2 * W + dx * i] * 255).astype(np.uint8)
+          for i in range(n)]
+
+
+def _folder(path, frames, fmt=None):
+  os.makedirs(path)
+  for i, f in enumerate(frames):
+    with open(os.path.join(path, f"f{i:03d}.png"), "wb") as fh:
+      fh.write(video_io.encode_png(fmt(f) if fmt else f))
+  return str(path)
+
+
+def _video(path, frames, fps=12, audio=True, codec="libx264"):
+  """An mp4 (or other container) of uint8 RGB frames, with 1 s of AAC audio if asked."""
+  with av.open(str(path), "w") as out:
+    vs = out.add_stream(codec, rate=fps)
+    vs.height, vs.width, vs.pix_fmt = H, W, "yuv420p"
+    if audio:
+      aus = out.add_stream("aac", rate=8000)
+      aus.layout = "mono"
+    for i, frame in enumerate(frames):
+      vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+      vf.pts = i
+      out.mux(vs.encode(vf))
+    out.mux(vs.encode(None))
+    if audio:
+      wave = (0.3 * np.sin(2 * np.pi * 440 * np.arange(8000) / 8000)).astype(np.float32)[None]
+      for k in range(0, 8000, 1024):
+        af = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[:, k:k + 1024]), format="fltp",
+                                        layout="mono")
+        af.sample_rate, af.pts = 8000, k
+        out.mux(aus.encode(af))
+      out.mux(aus.encode(None))
+  return str(path)
+
+
+def _run(capsys, *argv):
+  """colorize.main in this process: (exit status, stdout, stderr)."""
+  rc = colorize.main([str(a) for a in argv])
+  out, err = capsys.readouterr()
+  return rc, out, err
+
+
+def _read(path):
+  return video_io.open_source(path).read_all(np.uint8)
+
+
+# --------------------------------------------------------------------------------------------------
+# Working runs
+# --------------------------------------------------------------------------------------------------
+
+
+def test_mp4_with_audio_and_overwrite(checkpoint, tmp_path, capsys):
+  src = _video(tmp_path / "in.mp4", _shot(1, 11))
+  out = tmp_path / "out.mp4"
+  rc, stdout, stderr = _run(capsys, src, out, "--checkpoint", checkpoint, *ARGS)
+  assert rc == 0, stderr
+  assert "frame/s" in stderr  # the progress bar
+  assert "11 frames" in stdout
+  with av.open(str(out)) as c:
+    assert [s.type for s in c.streams] == ["video", "audio"]
+    v = c.streams.video[0]
+    assert v.average_rate == 12
+    assert sum(1 for _ in c.decode(video=0)) == 11
+  with av.open(str(out)) as c, av.open(src) as s:  # audio copied packet for packet
+    got = [bytes(p) for p in c.demux(audio=0) if p.size]
+    want = [bytes(p) for p in s.demux(audio=0) if p.size]
+  assert got == want
+  assert _read(str(out)).shape == (11, H, W, 3)
+
+  before = os.path.getmtime(out)
+  rc, _, stderr = _run(capsys, src, out, "--checkpoint", checkpoint, *ARGS)
+  assert rc == 1
+  assert stderr.strip().splitlines() == [stderr.strip()]
+  assert stderr.startswith("error: output exists")
+  assert os.path.getmtime(out) == before
+  rc, _, stderr = _run(capsys, src, out, "--checkpoint", checkpoint, *ARGS, "--overwrite",
+                       "--quiet")
+  assert rc == 0, stderr
+  assert stderr == ""
+  assert sorted(os.listdir(tmp_path)) == ["in.mp4", "out.mp4"]  # no temporary files left
+
+
+@pytest.mark.parametrize("kind", ["rgba8", "gray16"])
+def test_png_folders(kind, checkpoint, tmp_path, capsys):
+  """RGBA and 16-bit PNG folders work: same names, lightness kept, colour added."""
+  frames = _shot(2, 11)
+
+  def fmt(f):
+    if kind == "rgba8":
+      return np.concatenate([f, np.full(f.shape[:2] + (1,), 128, np.uint8)], -1)
+    return (f.mean(-1, keepdims=True) * 257).astype(np.uint16)
+
+  src = _folder(tmp_path / "in", frames, fmt)
+  out = tmp_path / "out"
+  rc, _, stderr = _run(capsys, src, out, "--checkpoint", checkpoint, *ARGS, "--quiet")
+  assert rc == 0, stderr
+  assert sorted(os.listdir(out)) == sorted(os.listdir(src))
+  got = _read(str(out))
+  assert got.shape == (11, H, W, 3)
+  assert np.abs(got.astype(int) - np.roll(got, 1, -1)).max() > 0  # not gray
+  l_in = protocol.frames_to_l(np.stack([fmt(f) for f in frames]))
+  l_out = protocol.frames_to_l(got)
+  assert np.abs(l_out - l_in).mean() < 0.02  # normalised L: 1 = 100 L* units
+
+
+def test_folder_to_mp4_uses_fps_option(checkpoint, tmp_path, capsys):
+  src = _folder(tmp_path / "in", _shot(3, 11))
+  out = tmp_path / "out.mkv"
+  rc, _, stderr = _run(capsys, src, out, "--checkpoint", checkpoint, *ARGS, "--fps", "10",
+                       "--quiet")
+  assert rc == 0, stderr
+  with av.open(str(out)) as c:
+    assert c.streams.video[0].average_rate == 10
+    assert not c.streams.audio
+
+
+def test_scene_cut_stops_colour_propagation(checkpoint, tmp_path):
+  """Frames after a cut do not depend on frames before it; without cut detection they do."""
+  colorizer = colorize.load_colorizer(checkpoint)
+  after = _shot(5, 11, dx=-2, dy=2)
+  runs = {}
+  for name, before, cuts in (("a", _shot(6, 6), True), ("b", _shot(7, 6, dx=1), True),
+                             ("a_nocut", _shot(6, 6), False)):
+    src = _folder(tmp_path / f"in_{name}", before + after)
+    res = colorize.colorize_file(src, str(tmp_path / name), colorizer, interval=4, network_size=32,
+                                 detect_cuts=cuts, progress=False)
+    assert res.frames == 17
+    assert res.cuts == ([6] if cuts else [])
+    runs[name] = _read(str(tmp_path / name))
+  np.testing.assert_array_equal(runs["a"][6:], runs["b"][6:])
+  assert np.any(runs["a"][:6] != runs["b"][:6])
+  # Without cut detection frame 6 shares a window with frames 5..10 and so depends on frame 5.
+  assert np.any(runs["a_nocut"][6:11] != runs["a"][6:11])
+
+
+# --------------------------------------------------------------------------------------------------
+# Bad input
+# --------------------------------------------------------------------------------------------------
+
+
+def _bad_inputs(tmp_path, tiny_sd, checkpoint):
+  """{case: (argv, expected message start)}."""
+  good = _folder(tmp_path / "good", _shot(1, 3))
+  os.makedirs(tmp_path / "empty")
+  mixed = _folder(tmp_path / "mixed",
+                  [np.zeros((8, 8, 3), np.uint8), np.zeros((8, 16, 3), np.uint8)])
+  with open(tmp_path / "junk.mp4", "wb") as f:
+    f.write(b"definitely not a video" * 10)
+  one = _video(tmp_path / "one.mp4", _shot(1, 1), audio=False)
+  avi = _video(tmp_path / "v.avi", _shot(1, 2), audio=False, codec="mpeg4")
+  with open(avi, "rb") as f:
+    data = f.read()
+  with open(avi, "wb") as f:
+    f.write(data.replace(b"FMP4", b"QQQQ"))  # a fourcc no decoder knows
+  sig = {k[len("fea_key."):]: torch.from_numpy(np.array(v)) for k, v in tiny_sd.items()
+         if k.startswith("fea_key.")}
+  torch.save(sig, tmp_path / "siggraph17.pth")
+  with open(tmp_path / "junk.pth", "wb") as f:
+    f.write(os.urandom(256))
+  out = str(tmp_path / "o.mp4")
+  ck = ("--checkpoint", checkpoint)
+  return {
+      "missing": ([tmp_path / "nothing.mp4", out, *ck], "error: no such file or folder"),
+      "unreadable": ([tmp_path / "junk.mp4", out, *ck], "error: cannot read"),
+      "empty_folder": ([tmp_path / "empty", out, *ck], "error: no frames"),
+      "mixed_sizes": ([mixed, out, *ck], "error: frames differ in size"),
+      "one_frame": ([one, out, *ck], f"error: {one} has 1 frame"),
+      "codec": ([avi, out, *ck], "error: unsupported codec"),
+      "wrong_model": ([good, out, "--checkpoint", tmp_path / "siggraph17.pth"],
+                      "error: " + str(tmp_path / "siggraph17.pth") + ": holds siggraph17 weights"),
+      "no_checkpoint": ([good, out, "--checkpoint", tmp_path / "junk.pth"],
+                        f"error: {tmp_path / 'junk.pth'}: refused or unreadable"),
+      "missing_checkpoint": ([good, out, "--checkpoint", tmp_path / "nock"],
+                             f"error: {tmp_path / 'nock'}: no such file"),
+      "bad_size": ([good, out, *ck, "--size", "30"], "error: network size 30x30"),
+      "bad_output_type": ([good, tmp_path / "o.gif", *ck], "error: unsupported output"),
+  }
+
+
+def test_bad_inputs(tmp_path, tiny_sd, checkpoint, capsys):
+  for case, (argv, start) in _bad_inputs(tmp_path, tiny_sd, checkpoint).items():
+    rc, stdout, stderr = _run(capsys, *ARGS, *argv, "--quiet")
+    assert rc == 1, case
+    assert stdout == "", case
+    assert stderr.startswith(start), (case, stderr)
+    assert len(stderr.strip().splitlines()) == 1, (case, stderr)
+    assert not os.path.exists(tmp_path / "o.mp4"), case
+  leftovers = [n for n in os.listdir(tmp_path) if n.startswith(".")]
+  assert not leftovers  # no temporary outputs
+
+
+def test_verbose_shows_the_exception(tmp_path):
+  with pytest.raises(video_io.VideoIOError):
+    colorize.main([str(tmp_path / "nothing.mp4"), str(tmp_path / "o.mp4"), "--checkpoint", "x",
+                   "--verbose"])
+
+
+def test_module_entry_point(tmp_path):
+  """`python -m tcvc_jax.colorize`: --help, and a bad input without a traceback."""
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  cmd = [sys.executable, "-m", "tcvc_jax.colorize"]
+  proc = subprocess.run(cmd + ["--help"], capture_output=True, text=True, env=env, check=False)
+  assert proc.returncode == 0
+  assert "--checkpoint" in proc.stdout and "--no-scene-cuts" in proc.stdout
+  proc = subprocess.run(cmd + [str(tmp_path / "nothing.mp4"), str(tmp_path / "o.mp4"),
+                               "--checkpoint", str(tmp_path)], capture_output=True, text=True,
+                        env=env, check=False)
+  assert proc.returncode == 1
+  assert proc.stderr.strip().splitlines() == [f"error: no such file or folder: "
+                                              f"{tmp_path / 'nothing.mp4'}"]

@@ -1,0 +1,290 @@
+"""Tests for tcvc_jax/evaluator.py and eval.py: end-to-end runs on a tiny generated test set.
+
+Two 40x56 clips of 9 and 7 frames, a tiny random TCVC (classical flow) at network size 32 and the
+`tiny` preset of configs/eval.py (interval 3; ensemble 3 and 5).
+"""
+
+import csv
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import types
+
+import jax
+import numpy as np
+import pytest
+
+from tcvc_jax import colorize
+from tcvc_jax import convert
+from tcvc_jax import evaluator
+from tcvc_jax import metrics
+from tcvc_jax import protocol
+from tcvc_jax import video_io
+from tcvc_jax.models import classical_flow
+import tiny
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_spec = importlib.util.spec_from_file_location("eval_config",
+                                               os.path.join(REPO, "configs", "eval.py"))
+eval_config = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(eval_config)
+
+H, W = 40, 56
+CLIPS = {"bear": 9, "cat": 7}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+  model = tiny.tiny_model()
+  variables = jax.tree_util.tree_map(np.asarray, tiny.tiny_variables(model))
+  kwargs = convert.infer_model_kwargs(convert.flax_to_torch(variables), "tcvc")
+  kwargs["classical_flow"] = [list(kv) for kv in tiny.TINY_KWARGS["classical_flow"]]
+  path = str(tmp_path_factory.mktemp("ckpt") / "tiny")
+  convert.save_converted(path, variables, "tcvc", kwargs)
+  return path
+
+
+@pytest.fixture(scope="module")
+def colorizer(checkpoint):
+  return colorize.load_colorizer(checkpoint)
+
+
+@pytest.fixture(autouse=True)
+def _cached_loader(monkeypatch, checkpoint, colorizer):
+  """The evaluator loads via colorize.load_colorizer; reuse one Colorizer (and its jit cache)."""
+  real = colorize.load_colorizer
+  monkeypatch.setattr(colorize, "load_colorizer",
+                      lambda p, dtype=None: colorizer if p == checkpoint else real(p, dtype))
+
+
+def _frames(seed, n):
+  """n uint8 RGB frames [H, W, 3]: a smooth colour pattern drifting by 2 px per frame."""
+  y, x = np.mgrid[0:H, 0:W].astype(np.float64)
+  params = np.random.default_rng(seed).uniform(0.05, 0.3, (3, 3))
+  out = []
+  for i in range(n):
+    chans = [np.sin(fx * (x + 2 * i) + fy * y + 20 * ph) for fx, fy, ph in params]
+    out.append(np.round((np.stack(chans, -1) + 1) * 127.5).astype(np.uint8))
+  return out
+
+
+@pytest.fixture(scope="module")
+def test_set(tmp_path_factory):
+  root = tmp_path_factory.mktemp("testset")
+  for k, (name, n) in enumerate(CLIPS.items()):
+    os.makedirs(root / name)
+    for i, f in enumerate(_frames(k, n)):
+      with open(root / name / f"{i:05d}.png", "wb") as fh:
+        fh.write(video_io.encode_png(f))
+  return str(root)
+
+
+def _config(checkpoint, root, presets="tiny", **data):
+  config = eval_config.get_config(presets)
+  config.checkpoint = checkpoint
+  config.data.root = root
+  for k, v in data.items():
+    config.data[k] = v
+  return config
+
+
+def _read(path):
+  return video_io.open_source(str(path)).read_all(np.uint8)
+
+
+def _summary(workdir):
+  with open(os.path.join(workdir, "summary.json")) as f:
+    return json.load(f)
+
+
+def test_one_sampling_end_to_end(checkpoint, test_set, tmp_path):
+  config = _config(checkpoint, test_set)
+  config.metrics.warp_error = True
+  workdir = str(tmp_path / "work")
+  evaluator.evaluate(config, workdir)
+  s = _summary(workdir)
+  for name in ("config.json", "per_clip.csv", "per_frame.csv", "psnr_per_frame.png",
+               "cdc_per_gap.png"):
+    assert os.path.isfile(os.path.join(workdir, name)), name
+  with open(os.path.join(workdir, "cdc_per_gap.png"), "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+  # Recompute every number from the written PNGs and the ground truth.
+  per_clip = []
+  for name, n in CLIPS.items():
+    out = _read(os.path.join(workdir, "frames", name))
+    gt = _read(os.path.join(test_set, name))
+    assert out.shape == (n, H, W, 3)
+    assert sorted(os.listdir(os.path.join(workdir, "frames", name))) == sorted(
+        os.listdir(os.path.join(test_set, name)))
+    video = video_io.open_source(os.path.join(workdir, "videos", name + ".mp4"))
+    assert video.num_frames == n
+    p = metrics.psnr_clip(gt, out, 3)
+    per_clip.append({"psnr": p.avg, "psnr_key": p.key, "psnr_inter": p.inter,
+                     "ssim": metrics.ssim_clip(gt, out),
+                     "warp_error": metrics.warp_error(out, classical_flow.estimate_flow),
+                     "cdc": metrics.cdc_clip(out)})
+  for k in ("psnr", "psnr_key", "psnr_inter", "ssim"):
+    assert s[k] == pytest.approx(np.mean([c[k] for c in per_clip]), rel=1e-12), k
+  assert s["warp_error"] == pytest.approx(np.mean([c["warp_error"] for c in per_clip]), rel=1e-5)
+  assert s["cdc"] == pytest.approx(metrics.cdc([c["cdc"] for c in per_clip])["cdc"], rel=1e-7)
+  assert "classical" in s["warp_error_flow"]
+  assert (s["num_clips"], s["num_frames"], s["mode"]) == (2, 16, "one")
+  assert s["interval_lengths"] == [3]
+  assert 5 < s["psnr"] < 40 and 0 < s["cdc"] < 1 and 0 < s["ssim"] < 1 and s["warp_error"] > 0
+
+  with open(os.path.join(workdir, "per_clip.csv")) as f:
+    rows = list(csv.DictReader(f))
+  assert [r["clip"] for r in rows] == list(CLIPS)
+  assert float(rows[1]["psnr"]) == pytest.approx(per_clip[1]["psnr"], rel=1e-12)
+  with open(os.path.join(workdir, "per_frame.csv")) as f:
+    assert len(list(csv.DictReader(f))) == sum(CLIPS.values())
+
+  # The same workdir again: refused unless overwrite.
+  with pytest.raises(evaluator.EvalError, match="already holds results"):
+    evaluator.evaluate(config, workdir)
+  config.overwrite = True
+  config.metrics.warp_error = False
+  config.outputs.videos = False
+  assert evaluator.evaluate(config, workdir)["psnr"] == pytest.approx(s["psnr"], rel=1e-12)
+  assert _summary(workdir)["warp_error"] is None
+
+
+def test_ensemble(checkpoint, colorizer, test_set, tmp_path):
+  """multi: the truncated mean of the passes at intervals 3 and 5, without anchor carrying."""
+  config = _config(checkpoint, test_set, "tiny,multi")
+  config.outputs.videos = False
+  workdir = str(tmp_path / "work")
+  s = evaluator.evaluate(config, workdir)
+  assert s["mode"] == "multi" and s["interval_lengths"] == [3, 5]
+  psnrs = []
+  for name in CLIPS:
+    gt = _read(os.path.join(test_set, name))
+    passes = [protocol.run_pass(protocol.frames_to_l(gt), colorizer.colorize_window, t, 32)
+              for t in (3, 5)]
+    want = np.clip((passes[0].astype(np.float64) + passes[1]) / 2, 0, 255).astype(np.uint8)
+    got = _read(os.path.join(workdir, "frames", name))
+    np.testing.assert_array_equal(got, want)
+    psnrs.append(metrics.psnr_clip(gt, got, 3).avg)
+  assert s["psnr"] == pytest.approx(np.mean(psnrs), rel=1e-12)
+
+
+def test_no_ground_truth(checkpoint, tmp_path):
+  """Gray and 16-bit frames, no ground truth: frames colorized, only CDC measured."""
+  root = tmp_path / "gray"
+  for k, (name, n) in enumerate(CLIPS.items()):
+    os.makedirs(root / name)
+    for i, f in enumerate(_frames(k + 5, n)):
+      g = f.mean(-1, keepdims=True)
+      g = (g * 257).astype(np.uint16) if k else g.astype(np.uint8)
+      with open(root / name / f"img{i}.png", "wb") as fh:
+        fh.write(video_io.encode_png(g))
+  config = _config(checkpoint, str(root), "tiny,nogt")
+  config.outputs.videos = False
+  workdir = str(tmp_path / "work")
+  s = evaluator.evaluate(config, workdir)
+  outs = [_read(os.path.join(workdir, "frames", name)) for name in CLIPS]
+  assert [o.shape for o in outs] == [(n, H, W, 3) for n in CLIPS.values()]
+  saved = _summary(workdir)
+  assert saved["no_gt"] is True
+  for k in ("psnr", "psnr_key", "psnr_inter", "ssim", "warp_error"):
+    assert saved[k] is None, k
+  assert saved["cdc"] == pytest.approx(metrics.cdc([metrics.cdc_clip(o) for o in outs])["cdc"])
+  assert s["cdc"] == saved["cdc"]
+  assert os.path.isfile(os.path.join(workdir, "cdc_per_gap.png"))
+  assert not os.path.exists(os.path.join(workdir, "psnr_per_frame.png"))
+
+
+class _Replay:
+  """A stand-in Colorizer: the original's stored ab for the window whose L it is given."""
+
+  model = types.SimpleNamespace(flow_type="classical")
+
+  def __init__(self, windows):
+    self.windows = windows
+
+  def colorize_window(self, gray, first_anchor=None, return_last_anchor=False):
+    del first_anchor
+    g = np.asarray(gray)
+    for lum, ab in self.windows:
+      if lum.shape == g.shape and np.allclose(lum, g, rtol=0, atol=1e-6):
+        return (ab, None) if return_last_anchor else ab
+    raise AssertionError(f"no stored window matches the L of shape {g.shape}")
+
+
+@pytest.mark.parametrize("run,presets", [("one_f32", ""), ("multi_f32", "multi")])
+def test_golden_protocol_numbers(run, presets, tmp_path, monkeypatch):
+  """On the golden clip (tests/golden/protocol.*) the summary equals the original script's."""
+  z = np.load(os.path.join(REPO, "tests", "golden", "protocol.npz"))
+  with open(os.path.join(REPO, "tests", "golden", "protocol.json")) as f:
+    ref = json.load(f)["runs"][run]
+  windows = [(z[f"{prefix}_window{k}_L"].transpose(0, 2, 3, 1),
+              z[f"{prefix}_window{k}_out_ab"].transpose(0, 2, 3, 1))
+             for prefix, ks in (("one", (0, 1, 2)), ("multi", (3, 4))) for k in ks]
+  os.makedirs(tmp_path / "gt" / "clip")
+  for i, frame in enumerate(z["input_frames"]):
+    with open(tmp_path / "gt" / "clip" / f"{i:05d}.png", "wb") as f:
+      f.write(video_io.encode_png(frame))
+  monkeypatch.setattr(colorize, "load_colorizer", lambda p, dtype=None: _Replay(windows))
+  config = _config("replay", str(tmp_path / "gt"), presets)
+  config.protocol.network_size = 64
+  config.protocol.interval_length = 4
+  config.protocol.ensemble_intervals = (4, 5)
+  config.metrics.warp_error = False
+  config.outputs.videos = config.outputs.plots = False
+  s = evaluator.evaluate(config, str(tmp_path / "work"))
+  # The original's own float32 and float64 runs differ by up to 1.1e-6 dB and 2.7e-6 in CDC.
+  for key, ref_key in (("psnr", "psnr_avg"), ("psnr_key", "psnr_key_avg"),
+                       ("psnr_inter", "psnr_inter_avg"), ("cdc", "CDC")):
+    assert s[key] == pytest.approx(ref[ref_key], abs=1e-5), key
+  for ch in "rgb":
+    assert s["cdc_per_channel"][ch] == pytest.approx(ref[f"JS_{ch}"], abs=1e-5), ch
+
+
+def test_bad_inputs(checkpoint, test_set, tmp_path):
+  """Each raises one of evaluator.INPUT_ERRORS with a one-line message, before writing results."""
+  one = tmp_path / "one" / "clip"
+  os.makedirs(one)
+  with open(one / "0.png", "wb") as f:
+    f.write(video_io.encode_png(np.zeros((16, 16, 3), np.uint8)))
+  gray = tmp_path / "gray" / "clip"
+  os.makedirs(gray)
+  for i in range(3):
+    with open(gray / f"{i}.png", "wb") as f:
+      f.write(video_io.encode_png(np.zeros((16, 16), np.uint8)))
+  os.makedirs(tmp_path / "empty")
+  cases = {
+      "missing root": (_config(checkpoint, str(tmp_path / "nothing")), "test set folder not found"),
+      "empty root": (_config(checkpoint, str(tmp_path / "empty")), "no clip folders"),
+      "no root": (_config(checkpoint, None), "set --config.data.root"),
+      "unknown clip": (_config(checkpoint, test_set, clips="bear,zebra"),
+                       "clips not found .*zebra"),
+      "no checkpoint": (_config(None, test_set), "set --config.checkpoint"),
+      "missing checkpoint": (_config(str(tmp_path / "nock"), test_set), "no such file"),
+      "1-frame clip": (_config(checkpoint, str(tmp_path / "one")), "1 frame"),
+      "gray ground truth": (_config(checkpoint, str(tmp_path / "gray")), "ground truth is gray"),
+  }
+  bad_mode = _config(checkpoint, test_set)
+  bad_mode.protocol.mode = "many"
+  cases["bad mode"] = (bad_mode, "mode must be")
+  for case, (config, pattern) in cases.items():
+    with pytest.raises(evaluator.INPUT_ERRORS, match=pattern) as e:
+      evaluator.evaluate(config, str(tmp_path / "work" / case.replace(" ", "_")))
+    assert "\n" not in str(e.value), case
+
+
+def test_eval_main(checkpoint, test_set, tmp_path):
+  """eval.py: a bad test set gives exit status 1 and one error line, no traceback."""
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  cmd = [sys.executable, os.path.join(REPO, "eval.py"),
+         f"--config={os.path.join(REPO, 'configs', 'eval.py')}:tiny",
+         f"--workdir={tmp_path / 'work'}", f"--config.checkpoint={checkpoint}",
+         f"--config.data.root={tmp_path / 'nothing'}"]
+  proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False, cwd=REPO)
+  assert proc.returncode == 1, proc.stderr
+  assert "Traceback" not in proc.stderr
+  errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+  assert errors == [f"error: test set folder not found: {tmp_path / 'nothing'}"]
+  assert proc.stderr.rstrip().endswith(errors[0])
