@@ -60,14 +60,22 @@ def load(path, dtype=jnp.float32):
   """Loads TCVC weights for inference.
 
   Args:
-    path: a converted checkpoint directory (`python -m tcvc_jax.convert`), or an original full TCVC `.pth`
-      state_dict (converted in memory, read with the weights-only unpickler).
+    path: a train.py workdir (its latest checkpoint), a converted checkpoint directory
+      (`python -m tcvc_jax.convert`), or an original full TCVC `.pth` state_dict (converted in memory, read
+      with the weights-only unpickler).
     dtype: compute dtype (float32; bfloat16 for speed; float64 needs jax x64).
 
   Returns:
     A `Colorizer`.
   """
-  if os.path.isdir(path):
+  from tcvc_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  if os.path.isdir(path) and checkpointing.is_workdir(path):
+    try:
+      variables, kwargs = checkpointing.load_workdir(path)
+    except FileNotFoundError as e:
+      raise convert.ConversionError(f"{path}: {e}") from e
+    kind = "tcvc"
+  elif os.path.isdir(path):
     variables, meta, _ = convert.load_converted(path)
     kind, kwargs = meta["kind"], meta["model_kwargs"]
   elif os.path.isfile(path):

@@ -1,0 +1,262 @@
+"""Orbax checkpoints of training runs, and loading pretrained weights (`config.init_from`).
+
+A run's workdir holds `checkpoints/<step>/` with two items: `state` (the train state) and
+`data_iter` (the grain iterator state of every process), and `model.json` (the model's keyword
+arguments), so a workdir is enough to rebuild the model for inference (`load_workdir`).
+"""
+
+import json
+import os
+import shutil
+import time
+from typing import Any, Sequence
+
+from absl import logging
+import grain
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from tcvc_jax import convert
+from tcvc_jax import sharding
+
+CHECKPOINT_DIR = "checkpoints"
+CORRUPT_DIR = "checkpoints_corrupt"
+MODEL_FILE = "model.json"
+# Keyword arguments of the compute precision: chosen at load time, not stored with the weights.
+_PRECISION_KWARGS = ("dtype", "param_dtype", "precision")
+
+
+def create_manager(workdir: str, *, save_every: int, max_to_keep: int,
+                   async_save: bool = True) -> ocp.CheckpointManager:
+  """The run's CheckpointManager: keeps `max_to_keep` checkpoints, saves every `save_every`."""
+  options = ocp.CheckpointManagerOptions(
+      max_to_keep=max_to_keep, save_interval_steps=max(1, save_every),
+      enable_async_checkpointing=async_save, create=True)
+  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR),
+                               options=options)
+
+
+def save(mngr: ocp.CheckpointManager, step: int, state: Any, data_iter: Any,
+         force: bool = False) -> bool:
+  """Saves state and iterator at `step` if due (always with `force`); returns whether it saved."""
+  args = ocp.args.Composite(state=ocp.args.StandardSave(state),
+                            data_iter=grain.checkpoint.CheckpointSave(data_iter))
+  return mngr.save(step, args=args, force=force)
+
+
+def _quarantine(mngr: ocp.CheckpointManager, step: int) -> None:
+  """Moves an unreadable step out of the manager's directory (kept for inspection)."""
+  if jax.process_index() == 0:
+    src = os.path.join(str(mngr.directory), str(step))
+    dst_root = os.path.join(os.path.dirname(str(mngr.directory)), CORRUPT_DIR)
+    os.makedirs(dst_root, exist_ok=True)
+    dst = os.path.join(dst_root, f"{step}-{int(time.time())}")
+    if os.path.exists(src):
+      shutil.move(src, dst)
+      logging.warning("moved unreadable checkpoint %s to %s", src, dst)
+  sharding.sync(f"tcvc_quarantine_{step}")
+  mngr.reload()
+
+
+def restore_latest(mngr: ocp.CheckpointManager, abstract_state: Any,
+                   data_iter: Any) -> tuple[Any, int] | None:
+  """Restores the newest readable checkpoint into `abstract_state`'s shardings, and `data_iter`.
+
+  Checkpoints newer than the one restored that fail to restore (truncated or missing files) are
+  moved aside with a warning. If none restores, nothing is moved and the first error is raised:
+  then the checkpoints do not fit this config (or all are damaged), and starting from scratch
+  silently would be wrong.
+
+  Args:
+    mngr: the run's manager.
+    abstract_state: ShapeDtypeStructs with target shardings (`sharding.with_shardings`).
+    data_iter: the training iterator; its state is restored in place.
+
+  Returns:
+    (state, step), or None if the workdir has no checkpoint.
+
+  Raises:
+    RuntimeError: no checkpoint could be restored.
+  """
+  failed = []
+  for step in sorted(mngr.all_steps(), reverse=True):
+    try:
+      restored = mngr.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state),
+          data_iter=grain.checkpoint.CheckpointRestore(data_iter)))
+    except Exception as e:  # pylint: disable=broad-exception-caught
+      # Orbax and TensorStore raise many types for damaged files; any of them means "unusable".
+      logging.warning("checkpoint at step %d in %s is unreadable (%s: %s); trying the previous "
+                      "one", step, mngr.directory, type(e).__name__, str(e)[:2000])
+      failed.append((step, e))
+      continue
+    for bad, _ in failed:
+      _quarantine(mngr, bad)
+    return restored["state"], step
+  if failed:
+    step, error = failed[0]
+    raise RuntimeError(
+        f"no checkpoint in {mngr.directory} could be restored (steps {[s for s, _ in failed]}); "
+        "they were written with another model or optimizer config, or are damaged. Use a new "
+        f"workdir, or the same config. First error, at step {step}: {error}") from error
+  return None
+
+
+# ----------------------------------------------------------------------------- model of a workdir
+
+
+def write_model_kwargs(workdir: str, model_kwargs: dict[str, Any]) -> None:
+  """Writes the model's keyword arguments (JSON-friendly values) to `workdir/model.json`."""
+  if jax.process_index() != 0:
+    return
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, MODEL_FILE)
+  with open(path + ".tmp", "w") as f:
+    json.dump({"model_kwargs": model_kwargs}, f, indent=1)
+  os.replace(path + ".tmp", path)
+
+
+def is_workdir(path: str) -> bool:
+  """Whether `path` is a train.py workdir (has `model.json` and a checkpoint folder)."""
+  return (os.path.isfile(os.path.join(path, MODEL_FILE))
+          and os.path.isdir(os.path.join(path, CHECKPOINT_DIR)))
+
+
+def _read_model_kwargs(workdir: str) -> dict[str, Any]:
+  with open(os.path.join(workdir, MODEL_FILE)) as f:
+    kwargs = json.load(f)["model_kwargs"]
+  for key in ("colorizer_widths", "weighting_hidden", "refine_hidden"):
+    if key in kwargs:
+      kwargs[key] = tuple(kwargs[key])
+  if kwargs.get("classical_flow") is not None:
+    kwargs["classical_flow"] = tuple((str(k), v) for k, v in kwargs["classical_flow"])
+  return kwargs
+
+
+def load_workdir(workdir: str, step: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+  """Weights and model of a train.py run, for inference (`tcvc_jax.load`).
+
+  Args:
+    workdir: the run's workdir.
+    step: checkpoint step; None for the latest.
+
+  Returns:
+    (variables {'params', 'batch_stats'} of NumPy arrays, model keyword arguments for
+    `TCVC(**kwargs)` / `convert.build_module("tcvc", kwargs)`, without the compute dtype).
+
+  Raises:
+    FileNotFoundError: not a workdir, or it has no checkpoint.
+  """
+  workdir = os.path.abspath(workdir)
+  if not is_workdir(workdir):
+    raise FileNotFoundError(f"{workdir}: not a train.py workdir (no {MODEL_FILE} and "
+                            f"{CHECKPOINT_DIR}/)")
+  mngr = ocp.CheckpointManager(os.path.join(workdir, CHECKPOINT_DIR),
+                               options=ocp.CheckpointManagerOptions(create=False),
+                               item_handlers={"state": ocp.PyTreeCheckpointHandler(),
+                                              "data_iter": grain.checkpoint.CheckpointHandler()})
+  step = mngr.latest_step() if step is None else step
+  if step is None:
+    raise FileNotFoundError(f"{workdir}: no checkpoint yet")
+  metadata = mngr.item_metadata(step)["state"]
+  device = jax.local_devices()[0]
+  target = {c: jax.tree_util.tree_map(
+      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype,
+                                     sharding=jax.sharding.SingleDeviceSharding(device)),
+      dict(metadata[c])) for c in ("params", "batch_stats")}
+  # Only params and batch_stats: the optimizer state is not needed for inference.
+  restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+      item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+      partial_restore=True)))["state"]
+  mngr.close()
+  variables = {c: jax.tree_util.tree_map(np.asarray, dict(restored[c]))
+               for c in ("params", "batch_stats")}
+  kwargs = {k: v for k, v in _read_model_kwargs(workdir).items() if k not in _PRECISION_KWARGS}
+  return variables, kwargs
+
+
+# ----------------------------------------------------------------------------- init_from
+
+
+def parse_paths(init_from: str | Sequence[str] | None) -> list[str]:
+  """A comma-separated string or a sequence of paths -> list of paths (empty for None)."""
+  if not init_from:
+    return []
+  items = init_from.split(",") if isinstance(init_from, str) else list(init_from)
+  return [os.path.expanduser(p.strip()) for p in items if p and p.strip()]
+
+
+def _subtrees(variables: dict[str, Any], kind: str, path: str) -> dict[tuple[str, str], Any]:
+  """{(collection, top-level name): tree} that a checkpoint provides to the TCVC model."""
+  if kind == "siggraph17":
+    return {(c, "fea_key"): variables[c] for c in ("params", "batch_stats") if variables.get(c)}
+  if kind == "flownet2":
+    return {("params", "flow"): variables["params"]}
+  if kind == "tcvc":
+    return {(c, name): tree for c in ("params", "batch_stats")
+            for name, tree in dict(variables.get(c) or {}).items()}
+  raise ValueError(f"{path}: unknown checkpoint kind {kind!r}")
+
+
+def load_pretrained(init_from: str | Sequence[str] | None) -> dict[tuple[str, str], Any]:
+  """Reads `config.init_from`: converted TCVC / SIGGRAPH17 / FlowNet2 dirs or train.py workdirs.
+
+  Later paths override earlier ones where they overlap.
+
+  Args:
+    init_from: paths, comma-separated or as a sequence.
+
+  Returns:
+    {(collection, top-level module name): NumPy tree}, e.g. ('params', 'fea_key').
+
+  Raises:
+    ValueError: a path is neither a converted checkpoint nor a workdir.
+  """
+  out = {}
+  for path in parse_paths(init_from):
+    if convert.is_converted_dir(path):
+      variables, meta, _ = convert.load_converted(path)
+      kind = meta["kind"]
+    elif is_workdir(path):
+      variables, _ = load_workdir(path)
+      kind = "tcvc"
+    else:
+      raise ValueError(f"init_from: {path} is neither a converted checkpoint (python -m "
+                       "tcvc_jax.convert) nor a train.py workdir")
+    found = _subtrees(variables, kind, path)
+    logging.info("init_from %s (%s): %s", path, kind,
+                 ", ".join(f"{c}/{n}" for c, n in sorted(found)))
+    out.update(found)
+  return out
+
+
+def apply_pretrained(state: Any, pretrained: dict[tuple[str, str], Any],
+                     mesh: jax.sharding.Mesh) -> tuple[Any, set[str]]:
+  """Puts pretrained subtrees into a fresh state (replicated); returns it and the loaded names.
+
+  Subtrees the model does not have (FlowNet2 weights for a classical-flow model) are skipped
+  with a warning; a shape mismatch raises ValueError.
+  """
+  collections = {"params": dict(state.params), "batch_stats": dict(state.batch_stats or {})}
+  loaded = set()
+  replicated = sharding.replicated(mesh)
+  for (col, name), tree in sorted(pretrained.items()):
+    if name not in collections[col]:
+      logging.warning("init_from: the model has no %s/%s; skipped", col, name)
+      continue
+    current = collections[col][name]
+    want = jax.tree_util.tree_structure(current)
+    got = jax.tree_util.tree_structure(tree)
+    if want != got:
+      raise ValueError(f"init_from: {col}/{name} has a different structure than the model's")
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(current),
+                            jax.tree_util.tree_leaves(tree), strict=True):
+      if tuple(a.shape) != tuple(np.shape(b)):
+        raise ValueError(f"init_from: {col}/{name}{jax.tree_util.keystr(path)} has shape "
+                         f"{np.shape(b)}, the model wants {a.shape}")
+    collections[col][name] = jax.tree_util.tree_map(
+        lambda a, b: sharding.global_from_host(np.asarray(b, a.dtype), replicated), current, tree)
+    loaded.add(name)
+  state = state.replace(params=collections["params"], batch_stats=collections["batch_stats"])
+  return state, loaded

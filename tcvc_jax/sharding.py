@@ -1,0 +1,138 @@
+"""Device mesh, shardings and host-local -> global arrays for data-parallel training.
+
+The mesh has one `data` axis over every device of every process. The batch is split along its
+leading axis; the train state is replicated. Each process loads its own slice of the global batch
+and `global_batch` stitches the slices into one global array.
+"""
+
+from typing import Any, Sequence
+
+from absl import logging
+import jax
+from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+import numpy as np
+
+_AXIS_TYPES = {"explicit": jax.sharding.AxisType.Explicit, "auto": jax.sharding.AxisType.Auto}
+
+
+def initialize_distributed(**kwargs) -> None:
+  """Starts `jax.distributed` on a multi-host job; a no-op when no cluster is detected.
+
+  Must run before anything touches a JAX backend. On Cloud TPU, SLURM, Open MPI or with
+  `JAX_COORDINATOR_ADDRESS` set, JAX finds the coordinator and the process ids by itself.
+
+  Args:
+    **kwargs: passed to `jax.distributed.initialize` (coordinator_address, num_processes,
+      process_id, ...), e.g. for a local multi-process test.
+  """
+  try:
+    jax.distributed.initialize(**kwargs)
+  except ValueError as e:  # "coordinator_address should be defined": a single-host run.
+    if kwargs:
+      raise
+    logging.info("single-host run (jax.distributed not initialised: %s)", e)
+
+
+def fill_mesh_shape(axes: Sequence[tuple[str, int]], num_devices: int) -> tuple[int, ...]:
+  """Sizes of the mesh axes with the one -1 replaced so that they multiply to `num_devices`."""
+  sizes = [int(s) for _, s in axes]
+  unknown = [i for i, s in enumerate(sizes) if s == -1]
+  if len(unknown) > 1:
+    raise ValueError(f"at most one mesh axis may be -1, got {list(axes)}")
+  known = int(np.prod([s for s in sizes if s != -1]))
+  if unknown:
+    if num_devices % known:
+      raise ValueError(f"mesh {list(axes)} does not divide {num_devices} devices")
+    sizes[unknown[0]] = num_devices // known
+  if int(np.prod(sizes)) != num_devices:
+    raise ValueError(f"mesh {list(axes)} has {int(np.prod(sizes))} devices, "
+                     f"but there are {num_devices}")
+  return tuple(sizes)
+
+
+def create_mesh(axes: Sequence[tuple[str, int]] = (("data", -1),), axis_type: str = "explicit",
+                devices: Sequence[Any] | None = None) -> jax.sharding.Mesh:
+  """The device mesh.
+
+  Args:
+    axes: (name, size) pairs; one size may be -1 (all remaining devices). Our mesh is
+      `(("data", -1),)`.
+    axis_type: "explicit" or "auto" (`jax.sharding.AxisType`), the same for every axis.
+    devices: devices to use (default: all devices of all processes).
+
+  Returns:
+    A `jax.sharding.Mesh`.
+  """
+  if axis_type not in _AXIS_TYPES:
+    raise ValueError(f"axis_type must be one of {sorted(_AXIS_TYPES)}, got {axis_type!r}")
+  names = tuple(str(name) for name, _ in axes)
+  types = (_AXIS_TYPES[axis_type],) * len(names)
+  if devices is None:
+    shape = fill_mesh_shape(axes, jax.device_count())
+    return jax.make_mesh(shape, names, axis_types=types)
+  shape = fill_mesh_shape(axes, len(devices))
+  return jax.sharding.Mesh(np.asarray(devices).reshape(shape), names, axis_types=types)
+
+
+def data_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
+  """Batch sharding: the leading axis split over the `data` axis."""
+  return NamedSharding(mesh, P("data"))
+
+
+def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
+  """The same value on every device."""
+  return NamedSharding(mesh, P())
+
+
+def state_shardings(abstract_state: Any, mesh: jax.sharding.Mesh) -> Any:
+  """Shardings for a train state (replicated: TCVC's nets are small enough for data parallelism)."""
+  return jax.tree_util.tree_map(lambda _: replicated(mesh), abstract_state)
+
+
+def with_shardings(abstract: Any, shardings: Any) -> Any:
+  """ShapeDtypeStructs of `abstract` carrying `shardings` (targets for a sharded restore)."""
+  return jax.tree_util.tree_map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+
+
+def check_batch_size(global_batch_size: int, mesh: jax.sharding.Mesh) -> None:
+  """Raises unless the global batch splits evenly over the data axis and the processes."""
+  data = mesh.shape["data"]
+  if global_batch_size % data:
+    raise ValueError(f"global batch size {global_batch_size} is not divisible by the {data} "
+                     "devices of the data axis")
+  if global_batch_size % jax.process_count():
+    raise ValueError(f"global batch size {global_batch_size} is not divisible by "
+                     f"{jax.process_count()} processes")
+
+
+def global_batch(local_batch: Any, sharding: NamedSharding) -> Any:
+  """This process's slice of the batch (NumPy, leading axis) -> global arrays, for every leaf."""
+  return jax.tree_util.tree_map(
+      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_batch)
+
+
+def global_from_host(value: np.ndarray, sharding: NamedSharding) -> jax.Array:
+  """A global array from a host value that every process holds in full (e.g. loaded weights)."""
+  value = np.asarray(value)
+  return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
+
+def local_copy(tree: Any, device: Any = None) -> Any:
+  """Replicated global arrays -> arrays on one device of this process (default: the first)."""
+  device = device or jax.local_devices()[0]
+  return jax.tree_util.tree_map(lambda x: jax.device_put(x.addressable_data(0), device), tree)
+
+
+def local_mesh(device: Any = None) -> jax.sharding.Mesh:
+  """A 1-device mesh on this process's first device, for per-host computations."""
+  device = device or jax.local_devices()[0]
+  return jax.sharding.Mesh(np.asarray([device]), ("data",))
+
+
+def sync(name: str) -> None:
+  """A barrier across processes (no-op on a single process)."""
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)

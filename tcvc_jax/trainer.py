@@ -1,0 +1,269 @@
+"""The training loop: `train_and_evaluate(config, workdir)`.
+
+Sets up the mesh, data, state (restored, pretrained or fresh), the jitted step and the writers,
+then trains with periodic logging, checkpoints and validation. SIGTERM (or a JAX preemption
+notice on multi-host jobs) saves a checkpoint at the next step boundary and returns normally.
+"""
+
+import functools
+import json
+import os
+import signal
+import time
+from typing import Any
+
+from absl import logging
+import jax
+import ml_collections
+import numpy as np
+import tqdm
+
+from tcvc_jax import checkpointing
+from tcvc_jax import data_sources
+from tcvc_jax import input_pipeline
+from tcvc_jax import metric_writers
+from tcvc_jax import sharding
+from tcvc_jax import train_lib
+from tcvc_jax import validation
+
+_BATCH_KEYS = ("gray", "ab")
+
+
+def model_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """TCVC keyword arguments (JSON-friendly) from `config.model` and `config.flow`."""
+  kwargs = config.model.to_dict()
+  kwargs["flow_type"] = config.flow.type
+  if config.flow.type == "classical":
+    kwargs["classical_flow"] = sorted(config.flow.classical.to_dict().items())
+  return json.loads(json.dumps(kwargs))  # tuples -> lists, as they come back from model.json
+
+
+def _optimizer(config):
+  optim = config.optim
+  schedule = train_lib.lr_schedule(optim.learning_rate, optim.milestones, optim.gamma)
+  tx = train_lib.make_optimizer(
+      learning_rate=optim.learning_rate, b1=optim.b1, b2=optim.b2, eps=optim.eps,
+      milestones=optim.milestones, gamma=optim.gamma, trainable=optim.trainable)
+  return tx, schedule
+
+
+def _datasets(config):
+  """Training and validation datasets; on multi-host jobs process 0 prepares the data first."""
+  data = config.data
+  if data.get("build", True) and jax.process_count() > 1:
+    if jax.process_index() == 0:
+      data_sources.build(data.name, data.data_dir, config=data.config,
+                         manual_dir=data.manual_dir)
+    sharding.sync("tcvc_data_built")
+  eval_split = data.eval_split if config.eval_every_steps else None
+  data_cfg = dict(data.to_dict(), eval_split=eval_split)
+  return input_pipeline.get_datasets(data_cfg, num_frames=data.num_frames,
+                                     global_batch_size=data.batch_size, seed=config.seed)
+
+
+def _log_parameter_overview(params, trainable):
+  for name in sorted(params):
+    count = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(params[name]))
+    logging.info("params %-20s %12d  %s", name, count,
+                 "trainable" if name in trainable else "frozen")
+
+
+def jit_train_step(config, state_shardings, mesh, schedule=None):
+  """`train_lib.train_step` jitted once: state donated, batch split on data, metrics replicated."""
+  step = functools.partial(
+      train_lib.train_step, loss_config=train_lib.LossConfig(**config.loss.to_dict()),
+      trainable=tuple(config.optim.trainable), schedule=schedule)
+  return jax.jit(step, in_shardings=(state_shardings, sharding.data_sharding(mesh)),
+                 out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=0)
+
+
+def fresh_state(config, model, tx, mesh):
+  """(jitted init function whose state is born sharded on `mesh`, abstract state, shardings)."""
+  init_fn = lambda: train_lib.create_train_state(jax.random.key(config.seed), model, tx)
+  abstract = jax.eval_shape(init_fn)
+  shardings = sharding.state_shardings(abstract, mesh)
+  return jax.jit(init_fn, out_shardings=shardings), abstract, shardings
+
+
+def _initial_state(config, model, tx, mesh, mngr, train_iter):
+  """(state, step, shardings): restored, pretrained or fresh, born with replicated shardings."""
+  init_fn, abstract, shardings = fresh_state(config, model, tx, mesh)
+  # Resume order: the latest readable checkpoint in the workdir (state and data iterator),
+  # else config.init_from (converted weights or an earlier run), else scratch.
+  restored = checkpointing.restore_latest(mngr, sharding.with_shardings(abstract, shardings),
+                                          train_iter)
+  if restored is not None:
+    logging.info("resumed from the checkpoint at step %d", restored[1])
+    return restored[0], restored[1], shardings
+  state = init_fn()
+  loaded = set()
+  if config.init_from:
+    state, loaded = checkpointing.apply_pretrained(
+        state, checkpointing.load_pretrained(config.init_from), mesh)
+  random_frozen = sorted(set(state.params) - set(config.optim.trainable) - loaded)
+  if random_frozen:
+    message = (f"frozen sub-networks {random_frozen} have random weights; give them pretrained "
+               "weights through config.init_from or train them (config.optim.trainable)")
+    if not config.allow_random_frozen:
+      raise ValueError(message)
+    logging.warning(message)
+  logging.info("starting at step 0 (%s)", "init_from" if loaded else "scratch")
+  return state, 0, shardings
+
+
+class _Preemption:
+  """Tells the loop to save and stop: on SIGTERM (single process) or a JAX preemption notice."""
+
+  def __init__(self, mngr):
+    self._mngr = mngr
+    self._signalled = False
+    self._previous = None
+    if jax.process_count() == 1:  # multi-host jobs use JAX's preemption service instead
+      try:
+        self._previous = signal.signal(signal.SIGTERM, self._on_signal)
+      except ValueError:  # not the main thread
+        logging.warning("SIGTERM handler not installed (not in the main thread)")
+
+  def _on_signal(self, signum, frame):
+    del signum, frame
+    self._signalled = True
+
+  def reached(self, step: int) -> bool:
+    return self._signalled or self._mngr.reached_preemption(step)
+
+  def close(self):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def _average(history):
+  """Mean of per-step metrics (loss terms over applied steps only); counters: last value."""
+  host = jax.device_get(history)
+  out = {}
+  for key in host[0]:
+    values = np.array([float(h[key]) for h in host])
+    if key.startswith("nonfinite_") or key == "lr":
+      out[key] = values[-1]
+    elif key == "nonfinite":
+      out[key] = values.sum()
+    else:
+      finite = values[np.isfinite(values)]
+      out[key] = finite.mean() if len(finite) else float("nan")
+  return out
+
+
+def _write_run_files(config, workdir, writer, kwargs):
+  checkpointing.write_model_kwargs(workdir, kwargs)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=1))
+  writer.write_hparams(config.to_dict())
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains (resuming if `workdir` has a checkpoint) and evaluates.
+
+  Args:
+    config: a config from `configs/` (see configs/default.py for the fields).
+    workdir: where checkpoints, metrics, TensorBoard files and images go.
+
+  Returns:
+    {'step', 'preempted', 'train': last logged train metrics, 'eval': last validation scalars}.
+  """
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  mesh = sharding.create_mesh(config.mesh.axes, config.mesh.axis_type)
+  sharding.check_batch_size(config.data.batch_size, mesh)
+  logging.info("mesh %s over %d devices, %d processes", dict(mesh.shape), jax.device_count(),
+               jax.process_count())
+  kwargs = model_kwargs(config)
+  model = train_lib.build_model(kwargs, remat=config.remat_propagation)
+  tx, schedule = _optimizer(config)
+  writer = metric_writers.MetricWriter(workdir, write_files=jax.process_index() == 0,
+                                       tensorboard=config.log.tensorboard)
+  _write_run_files(config, workdir, writer, kwargs)
+  train_ds, eval_ds = _datasets(config)
+  train_iter = iter(train_ds)
+  mngr = checkpointing.create_manager(workdir, save_every=config.checkpoint_every_steps,
+                                      max_to_keep=config.ckpt.max_to_keep,
+                                      async_save=config.ckpt.async_save)
+  validator = None
+  if eval_ds is not None:
+    validator = validation.Validator(
+        model, eval_ds, interval_length=config.eval.interval_length,
+        network_size=config.eval.network_size, num_images=config.eval.num_images,
+        image_frames=config.eval.image_frames)
+  preemption = _Preemption(mngr)
+  try:
+    with jax.set_mesh(mesh):
+      state, start, shardings = _initial_state(config, model, tx, mesh, mngr, train_iter)
+      _log_parameter_overview(state.params, config.optim.trainable)
+      step_fn = jit_train_step(config, shardings, mesh, schedule)
+      result = _loop(config, state, start, step_fn, train_iter, mngr, writer, validator,
+                     preemption, sharding.data_sharding(mesh))
+  finally:
+    preemption.close()
+    mngr.wait_until_finished()
+    mngr.close()
+    writer.close()
+  return result
+
+
+def _loop(config, state, start, step_fn, train_iter, mngr, writer, validator, preemption,
+          data_sharding):
+  """Runs steps start+1 .. num_train_steps; see `train_and_evaluate` for the return value."""
+  total = config.num_train_steps
+  limit = config.optim.max_consecutive_nonfinite
+  result = {"step": start, "preempted": False, "train": {}, "eval": {}}
+  bar = tqdm.tqdm(total=total, initial=start, unit="step", dynamic_ncols=True,
+                  disable=not (config.log.progress_bar and jax.process_index() == 0))
+  history, previous = [], None
+  last_log = (time.perf_counter(), start)
+  step = start
+  for step in range(start + 1, total + 1):
+    local = next(train_iter)
+    batch = sharding.global_batch({k: local[k] for k in _BATCH_KEYS}, data_sharding)
+    state, metrics = step_fn(state, batch)
+    # Checked one step late, so the host never waits for the step it just queued.
+    if previous is not None and int(previous["nonfinite_consecutive"]) >= limit:
+      raise FloatingPointError(
+          f"{limit} consecutive steps (up to step {step - 1}) had a non-finite loss or "
+          "gradient; none was applied, and the last checkpoint holds finite weights. Lower "
+          "the learning rate or check the data.")
+    previous = metrics
+    history.append(metrics)
+    bar.update(1)
+    if step % config.log_every_steps == 0 or step == total:
+      scalars = _average(history)
+      now = time.perf_counter()
+      scalars["steps_per_sec"] = (step - last_log[1]) / max(now - last_log[0], 1e-9)
+      last_log, history = (now, step), []
+      writer.write_scalars(step, {f"train/{k}": v for k, v in scalars.items()})
+      bar.set_postfix(loss=f"{scalars['loss']:.4g}")
+      result["train"] = scalars
+    preempted = preemption.reached(step)
+    checkpointing.save(mngr, step, state, train_iter, force=preempted or step == total)
+    if preempted:
+      logging.warning("preemption: saved the checkpoint at step %d; stopping", step)
+      mngr.wait_until_finished()
+      result.update(step=step, preempted=True)
+      bar.close()
+      return result
+    if validator is not None and (step % config.eval_every_steps == 0 or step == total):
+      result["eval"] = _evaluate(validator, state, step, writer)
+      last_log = (time.perf_counter(), step)  # steps/s leaves the validation time out
+    writer.flush()
+  bar.close()
+  result["step"] = step
+  if start >= total:
+    logging.info("nothing to train: the checkpoint is at step %d of %d", start, total)
+  return result
+
+
+def _evaluate(validator, state, step, writer):
+  t0 = time.perf_counter()
+  scalars, images = validator.run({"params": state.params, "batch_stats": state.batch_stats})
+  scalars["seconds"] = time.perf_counter() - t0
+  writer.write_scalars(step, {f"eval/{k}": v for k, v in scalars.items()})
+  writer.write_images(step, images)
+  return scalars

@@ -1,0 +1,191 @@
+"""Checkpoints: state + grain iterator round trip, fallback past a damaged checkpoint, init_from."""
+
+import json
+import logging
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import tcvc_jax
+
+from tcvc_jax import checkpointing
+from tcvc_jax import convert
+from tcvc_jax import data_sources
+from tcvc_jax import input_pipeline
+from tcvc_jax import sharding
+from tcvc_jax import synthetic
+from tcvc_jax import train_lib
+from tcvc_jax import trainer
+import tiny
+import train_testlib
+
+
+def _small_state(seed=0):
+  params = {"a": jnp.arange(6.0).reshape(2, 3) + seed, "b": {"c": jnp.ones((4,)) * seed}}
+  return train_lib.TrainState.create(apply_fn=None, params=params, tx=optax.adam(1e-3),
+                                     batch_stats={}, nonfinite_total=jnp.zeros((), jnp.int32),
+                                     nonfinite_consecutive=jnp.zeros((), jnp.int32))
+
+
+def _data():
+  clips = [synthetic.generate_clip((0, i), height=16, width=16, num_frames=5) for i in range(3)]
+  source = data_sources.ArraySource([c.frames for c in clips])
+  spec = input_pipeline.WindowSpec(num_frames=2, crop_size=(8, 8))
+  ds = input_pipeline.make_train_dataset(source, source.index(), spec, seed=3)
+  return input_pipeline.to_batches(ds, 2)
+
+
+def _abstract(state):
+  mesh = sharding.create_mesh((("data", -1),), "auto", devices=jax.devices()[:1])
+  shardings = sharding.state_shardings(state, mesh)
+  return sharding.with_shardings(jax.eval_shape(lambda: state), shardings)
+
+
+def _save_steps(workdir, steps):
+  """Saves a state and the iterator at each step (two batches apart); returns the iterator."""
+  mngr = checkpointing.create_manager(workdir, save_every=1, max_to_keep=5)
+  it = iter(_data())
+  for step in steps:
+    next(it)
+    next(it)
+    assert checkpointing.save(mngr, step, _small_state(step), it, force=True)
+  mngr.wait_until_finished()
+  mngr.close()
+  return it
+
+
+def test_state_and_iterator_round_trip(tmp_path):
+  it = _save_steps(str(tmp_path), [2])
+  expected = next(it)
+  mngr = checkpointing.create_manager(str(tmp_path), save_every=1, max_to_keep=5)
+  fresh = iter(_data())
+  state, step = checkpointing.restore_latest(mngr, _abstract(_small_state()), fresh)
+  assert step == 2
+  np.testing.assert_array_equal(state.params["a"], _small_state(2).params["a"])
+  assert state.params["a"].sharding.spec == jax.sharding.PartitionSpec()
+  got = next(fresh)  # the restored iterator continues where the saved one was
+  for key in ("gray", "ab", "frame_ids", "key"):
+    np.testing.assert_array_equal(got[key], expected[key])
+  mngr.close()
+
+
+def _truncate_largest_file(folder):
+  files = [os.path.join(d, f) for d, _, fs in os.walk(folder) for f in fs]
+  path = max(files, key=os.path.getsize)
+  size = os.path.getsize(path)
+  with open(path, "r+b") as f:
+    f.truncate(size // 2)
+  return path
+
+
+def test_truncated_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
+  _save_steps(str(tmp_path), [2, 4])
+  _truncate_largest_file(str(tmp_path / "checkpoints" / "4" / "state"))
+  mngr = checkpointing.create_manager(str(tmp_path), save_every=1, max_to_keep=5)
+  with caplog.at_level(logging.WARNING):
+    state, step = checkpointing.restore_latest(mngr, _abstract(_small_state()), iter(_data()))
+  assert step == 2
+  np.testing.assert_array_equal(state.params["b"]["c"], _small_state(2).params["b"]["c"])
+  assert "step 4" in caplog.text and "unreadable" in caplog.text
+  # The damaged step is moved aside, so a resumed run can save step 4 again.
+  assert mngr.all_steps() == [2]
+  assert os.listdir(tmp_path / checkpointing.CORRUPT_DIR)
+  mngr.close()
+
+
+def test_checkpoints_of_another_config_raise_and_stay(tmp_path):
+  _save_steps(str(tmp_path), [2])
+  other = _small_state().replace(params={"a": jnp.zeros((5,))})  # another model
+  mngr = checkpointing.create_manager(str(tmp_path), save_every=1, max_to_keep=5)
+  with pytest.raises(RuntimeError, match="could be restored"):
+    checkpointing.restore_latest(mngr, _abstract(other), iter(_data()))
+  assert mngr.all_steps() == [2]  # nothing moved
+  mngr.close()
+
+
+def test_no_checkpoint_gives_none(tmp_path):
+  mngr = checkpointing.create_manager(str(tmp_path), save_every=1, max_to_keep=5)
+  assert checkpointing.restore_latest(mngr, _abstract(_small_state()), iter(_data())) is None
+  mngr.close()
+
+
+@pytest.fixture(scope="module")
+def tiny_setup():
+  config = train_testlib.tiny_config()
+  kwargs = trainer.model_kwargs(config)
+  model = train_lib.build_model(kwargs)
+  tx = train_lib.make_optimizer(**train_testlib.optimizer_kwargs(config))
+  mesh = sharding.create_mesh((("data", -1),), "auto", devices=jax.devices()[:1])
+  init_fn, _, _ = trainer.fresh_state(config, model, tx, mesh)
+  return config, kwargs, model, mesh, init_fn
+
+
+def test_init_from_converted_siggraph17_and_flownet2(tmp_path, tiny_setup, caplog):
+  _, _, model, mesh, init_fn = tiny_setup
+  variables = tiny.tiny_variables(model)
+  sig = {c: variables[c]["fea_key"] for c in ("params", "batch_stats")}
+  convert.save_converted(str(tmp_path / "sig"), sig, "siggraph17",
+                         {"widths": list(model.colorizer_widths)})
+  fake_flow = {"params": {"flownetc": {"conv1": {"kernel": np.ones((3, 3, 6, 4), np.float32)}}}}
+  convert.save_converted(str(tmp_path / "flow"), fake_flow, "flownet2", {})
+  pretrained = checkpointing.load_pretrained(f"{tmp_path / 'sig'}, {tmp_path / 'flow'}")
+  assert set(pretrained) == {("params", "fea_key"), ("batch_stats", "fea_key"),
+                             ("params", "flow")}
+  with caplog.at_level(logging.WARNING):
+    state, loaded = checkpointing.apply_pretrained(init_fn(), pretrained, mesh)
+  assert loaded == {"fea_key"}
+  assert "params/flow" in caplog.text  # the classical-flow model has no FlowNet2: skipped
+  got = jax.tree_util.tree_leaves(state.params["fea_key"])
+  want = jax.tree_util.tree_leaves(variables["params"]["fea_key"])
+  for g, w in zip(got, want, strict=True):
+    np.testing.assert_array_equal(g, w)
+  np.testing.assert_array_equal(state.batch_stats["fea_key"]["model1"]["4"]["var"],
+                                variables["batch_stats"]["fea_key"]["model1"]["4"]["var"])
+
+
+def test_init_from_rejects_wrong_shapes_and_unknown_paths(tmp_path, tiny_setup):
+  _, _, _, mesh, init_fn = tiny_setup
+  wide = tiny.tiny_model(colorizer_widths=(8,) * 9 + (32,))
+  variables = tiny.tiny_variables(wide)
+  sig = {c: variables[c]["fea_key"] for c in ("params", "batch_stats")}
+  convert.save_converted(str(tmp_path / "sig"), sig, "siggraph17", {"widths": [8] * 9 + [32]})
+  with pytest.raises(ValueError, match="shape"):
+    checkpointing.apply_pretrained(init_fn(), checkpointing.load_pretrained(
+        [str(tmp_path / "sig")]), mesh)
+  with pytest.raises(ValueError, match="neither"):
+    checkpointing.load_pretrained(str(tmp_path / "nothing"))
+  assert checkpointing.parse_paths(None) == [] and checkpointing.parse_paths(" a, ,b") == ["a", "b"]
+
+
+def test_load_workdir_and_init_from_a_workdir(tmp_path, tiny_setup):
+  _, kwargs, model, mesh, init_fn = tiny_setup
+  workdir = str(tmp_path / "run")
+  state = init_fn()
+  checkpointing.write_model_kwargs(workdir, kwargs)
+  mngr = checkpointing.create_manager(workdir, save_every=1, max_to_keep=2)
+  checkpointing.save(mngr, 7, state, iter(_data()), force=True)
+  mngr.wait_until_finished()
+  mngr.close()
+  variables, model_kwargs = checkpointing.load_workdir(workdir)
+  assert model_kwargs["flow_type"] == "classical" and "dtype" not in model_kwargs
+  rebuilt = convert.build_module("tcvc", model_kwargs)
+  for field in ("colorizer_widths", "refine_hidden", "flow_type", "classical_flow"):
+    assert getattr(rebuilt, field) == getattr(model, field), field
+  for got, want in zip(jax.tree_util.tree_leaves(variables["params"]),
+                       jax.tree_util.tree_leaves(state.params), strict=True):
+    np.testing.assert_array_equal(got, want)
+  # The same workdir as init_from restores every sub-network.
+  pretrained = checkpointing.load_pretrained(workdir)
+  _, loaded = checkpointing.apply_pretrained(init_fn(), pretrained, mesh)
+  assert loaded == set(state.params)
+  with open(os.path.join(workdir, checkpointing.MODEL_FILE)) as f:
+    assert json.load(f)["model_kwargs"]["classical_flow"]
+  # Users load a training run for inference like any checkpoint.
+  colorizer = tcvc_jax.load(workdir)
+  gray = np.random.RandomState(0).uniform(-0.5, 0.5, (3, 32, 32, 1)).astype(np.float32)
+  want = model.apply({"params": state.params, "batch_stats": state.batch_stats}, gray[None])["ab"][0]
+  np.testing.assert_allclose(colorizer.colorize_window(gray), want, atol=1e-6)

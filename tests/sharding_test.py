@@ -1,0 +1,110 @@
+"""Mesh and sharding helpers, and one train step on 8 fake devices against 1 device.
+
+The device test runs in a child process (this file run as a script), because the number of
+fake CPU devices must be fixed before JAX starts.
+
+Tolerance: the 8-device step reduces the loss over shards in a different order, so the loss and
+the gradients differ by float32 rounding (~1e-7 relative). One Adam step moves each weight by
+about lr * g / (|g| + eps), which rounding changes by far less than lr: we require the loss to
+agree to 1e-5 relative and every updated weight to 1e-6 absolute (lr = 1e-3 in the tiny preset).
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import train_testlib
+
+LOSS_RTOL = 1e-5
+PARAM_ATOL = 1e-6
+
+
+def test_fill_mesh_shape():
+  from tcvc_jax import sharding  # pylint: disable=g-import-not-at-top
+  assert sharding.fill_mesh_shape((("data", -1),), 8) == (8,)
+  assert sharding.fill_mesh_shape((("data", 4),), 4) == (4,)
+  with pytest.raises(ValueError):
+    sharding.fill_mesh_shape((("data", 3),), 8)
+  with pytest.raises(ValueError):
+    sharding.fill_mesh_shape((("data", -1), ("model", -1)), 8)
+
+
+def test_batch_size_must_divide_the_data_axis():
+  import jax  # pylint: disable=g-import-not-at-top
+  from tcvc_jax import sharding  # pylint: disable=g-import-not-at-top
+  mesh = sharding.create_mesh((("data", -1),), "auto")
+  sharding.check_batch_size(2 * jax.device_count(), mesh)
+  if jax.device_count() > 1:
+    with pytest.raises(ValueError, match="not divisible"):
+      sharding.check_batch_size(jax.device_count() + 1, mesh)
+
+
+@pytest.fixture(scope="module")
+def device_results(tmp_path_factory):
+  out = tmp_path_factory.mktemp("sharding") / "result.json"
+  env = train_testlib.subprocess_env(devices=8)
+  proc = subprocess.run([sys.executable, os.path.abspath(__file__), str(out)], env=env,
+                        capture_output=True, text=True, timeout=600, check=False)
+  assert proc.returncode == 0, proc.stderr[-5000:]
+  return json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("axis_type", ["explicit", "auto"])
+def test_8_device_step_equals_1_device_step(device_results, axis_type):
+  one, eight = device_results["1"], device_results[f"8-{axis_type}"]
+  assert eight["num_devices"] == 8 and one["num_devices"] == 1
+  np.testing.assert_allclose(eight["loss"], one["loss"], rtol=LOSS_RTOL)
+  assert eight["max_param_diff"] <= PARAM_ATOL, eight["max_param_diff"]
+  assert eight["max_update"] > 100 * PARAM_ATOL  # the step really moved the weights
+  # The state stays replicated and the batch is split over the data axis.
+  assert eight["param_spec"] == "P()"
+  assert eight["batch_spec"] == "P('data',)"
+  assert eight["batch_shard_shape"][0] == 1
+
+
+def _child(out_path):
+  """One train step of the tiny preset on a 1-device and on 8-device meshes (both axis types)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from tcvc_jax import sharding  # pylint: disable=g-import-not-at-top
+  from tcvc_jax import train_lib  # pylint: disable=g-import-not-at-top
+  from tcvc_jax import trainer  # pylint: disable=g-import-not-at-top
+
+  config = train_testlib.tiny_config()
+  model = train_lib.build_model(trainer.model_kwargs(config))
+  tx = train_lib.make_optimizer(**train_testlib.optimizer_kwargs(config))
+  batch = train_testlib.random_batch(8, config.data.num_frames, 32)
+  results, reference = {}, None
+  runs = (("1", jax.devices()[:1], "explicit"), ("8-explicit", jax.devices(), "explicit"),
+          ("8-auto", jax.devices(), "auto"))
+  for name, devices, axis_type in runs:
+    mesh = sharding.create_mesh((("data", -1),), axis_type, devices=devices)
+    with jax.set_mesh(mesh):
+      init_fn, _, shardings = trainer.fresh_state(config, model, tx, mesh)
+      state = init_fn()
+      before = [np.asarray(x) for x in jax.tree_util.tree_leaves(state.params)]
+      global_batch = sharding.global_batch(batch, sharding.data_sharding(mesh))
+      state, metrics = trainer.jit_train_step(config, shardings, mesh)(state, global_batch)
+      after = [np.asarray(x) for x in jax.tree_util.tree_leaves(state.params)]
+    if reference is None:
+      reference = after
+    leaf = jax.tree_util.tree_leaves(state.params)[0]
+    results[name] = {
+        "num_devices": len(devices), "loss": float(metrics["loss"]),
+        "max_param_diff": max(float(np.max(np.abs(a - r)))
+                              for a, r in zip(after, reference, strict=True)),
+        "max_update": max(float(np.max(np.abs(a - b)))
+                          for a, b in zip(after, before, strict=True)),
+        "param_spec": repr(leaf.sharding.spec),
+        "batch_spec": repr(global_batch["gray"].sharding.spec),
+        "batch_shard_shape": list(global_batch["gray"].addressable_shards[0].data.shape)}
+  with open(out_path, "w") as f:
+    json.dump(results, f)
+
+
+if __name__ == "__main__":
+  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+  _child(sys.argv[1])

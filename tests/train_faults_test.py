@@ -1,0 +1,98 @@
+"""Fault tolerance of train.py: kill -9 and restart, SIGTERM, a damaged latest checkpoint.
+
+Every run is a real `python train.py` process on configs/default.py:tiny; runs share a
+persistent compilation cache, so restarts skip the compile.
+"""
+
+import os
+import shutil
+import signal
+
+import numpy as np
+import pytest
+
+import train_testlib
+
+STEPS = 40
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+  return {"tfds": train_testlib.prepared_tfds(tmp_path_factory),
+          "cache": train_testlib.shared_dir(tmp_path_factory, "jax_cache")}
+
+
+def _overrides(env, **extra):
+  overrides = {"data.data_dir": env["tfds"], "num_train_steps": STEPS,
+               "checkpoint_every_steps": 4, "log_every_steps": 4}
+  overrides.update(extra)
+  return overrides
+
+
+@pytest.fixture(scope="module")
+def reference(env, tmp_path_factory):
+  """An uninterrupted run of STEPS steps."""
+  workdir = str(tmp_path_factory.mktemp("faults") / "reference")
+  train_testlib.run_train(workdir, _overrides(env), cache_dir=env["cache"])
+  assert train_testlib.checkpoint_steps(workdir)[-1] == STEPS
+  return workdir
+
+
+def _assert_same_params(workdir, reference):
+  got, want = train_testlib.final_params(workdir), train_testlib.final_params(reference)
+  assert got.keys() == want.keys()
+  for key in want:
+    np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+
+
+def test_kill_9_then_restart_gives_identical_params(env, reference, tmp_path):
+  workdir = str(tmp_path / "killed")
+  proc = train_testlib.start_train(workdir, _overrides(env), cache_dir=env["cache"])
+  train_testlib.wait_for(lambda: any(s >= 8 for s in train_testlib.checkpoint_steps(workdir)),
+                         proc)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait(timeout=60)
+  killed_at = train_testlib.checkpoint_steps(workdir)[-1]
+  assert killed_at < STEPS, "the run ended before it could be killed"
+  log = train_testlib.run_train(workdir, _overrides(env), cache_dir=env["cache"],
+                                log_name="restart")
+  assert "resumed from the checkpoint at step" in log
+  assert train_testlib.checkpoint_steps(workdir)[-1] == STEPS
+  _assert_same_params(workdir, reference)
+
+
+def test_sigterm_saves_at_the_next_step_and_exits_0(env, tmp_path):
+  workdir = str(tmp_path / "sigterm")
+  overrides = _overrides(env, num_train_steps=100_000, checkpoint_every_steps=100_000,
+                         log_every_steps=1)
+  proc = train_testlib.start_train(workdir, overrides, cache_dir=env["cache"])
+  metrics_file = os.path.join(workdir, "metrics.jsonl")
+  train_testlib.wait_for(
+      lambda: os.path.exists(metrics_file) and len(train_testlib.metrics(workdir)) >= 3, proc)
+  proc.send_signal(signal.SIGTERM)
+  assert proc.wait(timeout=120) == 0
+  logged = train_testlib.metrics(workdir)[-1]["step"]
+  saved = train_testlib.checkpoint_steps(workdir)[-1]
+  # Saved at the step boundary right after the signal (every step is logged before that check).
+  assert saved == logged < 100_000
+  assert os.path.isdir(os.path.join(workdir, "checkpoints", str(saved), "data_iter"))
+  assert f"saved the checkpoint at step {saved}" in train_testlib.read_log(workdir)
+
+
+def test_truncated_latest_checkpoint_resumes_from_the_previous_one(env, reference, tmp_path):
+  workdir = str(tmp_path / "truncated")
+  shutil.copytree(reference, workdir)
+  steps = train_testlib.checkpoint_steps(workdir)
+  latest, previous = steps[-1], steps[-2]
+  state_dir = os.path.join(workdir, "checkpoints", str(latest), "state")
+  files = [os.path.join(d, f) for d, _, fs in os.walk(state_dir) for f in fs]
+  largest = max(files, key=os.path.getsize)
+  with open(largest, "r+b") as f:
+    f.truncate(os.path.getsize(largest) // 2)
+  log = train_testlib.run_train(workdir, _overrides(env), cache_dir=env["cache"],
+                                log_name="resume")
+  assert f"checkpoint at step {latest}" in log and "unreadable" in log
+  assert f"resumed from the checkpoint at step {previous}" in log
+  # Steps previous+1 .. latest are trained again, exactly as the first time.
+  assert train_testlib.checkpoint_steps(workdir)[-1] == latest
+  _assert_same_params(workdir, reference)

@@ -1,0 +1,68 @@
+"""A 2-process jax.distributed job on localhost (2 fake CPU devices each) trains, saves, resumes."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import train_testlib
+
+DRIVER = os.path.join(train_testlib.TESTS_DIR, "train_driver.py")
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _run_job(workdir, overrides, cache_dir, timeout=420):
+  """Runs both processes to the end; returns their RESULT records and logs."""
+  port = _free_port()
+  procs = []
+  for pid in range(2):
+    args = {"process_id": pid, "num_processes": 2, "port": port, "local_devices": 2,
+            "workdir": workdir, "overrides": overrides}
+    procs.append(subprocess.Popen(
+        [sys.executable, DRIVER, json.dumps(args)], stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, env=train_testlib.subprocess_env(cache_dir=cache_dir)))
+  results, logs = [], []
+  try:
+    for proc in procs:
+      out, _ = proc.communicate(timeout=timeout)
+      logs.append(out)
+      assert proc.returncode == 0, out[-6000:]
+      results.append(json.loads(out.split("RESULT ")[-1].splitlines()[0]))
+  finally:
+    for proc in procs:
+      if proc.poll() is None:
+        proc.kill()
+  return results, logs
+
+
+def test_two_processes_train_checkpoint_and_resume(tmp_path_factory):
+  tfds = train_testlib.prepared_tfds(tmp_path_factory)
+  cache = train_testlib.shared_dir(tmp_path_factory, "jax_cache_multihost")
+  workdir = str(tmp_path_factory.mktemp("multihost") / "run")
+  base = {"data.data_dir": tfds, "checkpoint_every_steps": 2, "data.batch_size": 4}
+
+  results, _ = _run_job(workdir, dict(base, num_train_steps=4), cache)
+  assert [r["process"] for r in results] == [0, 1]
+  assert all(r["devices"] == 4 and r["step"] == 4 for r in results)
+  assert train_testlib.checkpoint_steps(workdir)[-1] == 4
+  # Each process saved its own data-iterator state.
+  iter_dir = os.path.join(workdir, "checkpoints", "4", "data_iter")
+  assert sorted(os.listdir(iter_dir)) == ["commit_success.txt", "process_0-of-2.json",
+                                          "process_1-of-2.json"]
+  logged = [m["step"] for m in train_testlib.metrics(workdir)]
+  assert logged == [1, 2, 3, 4]  # written once, by process 0
+
+  # Restarted with a longer schedule: both processes resume at step 4 and validate at the end.
+  results, logs = _run_job(workdir, dict(base, num_train_steps=6, eval_every_steps=6), cache)
+  assert all("resumed from the checkpoint at step 4" in log for log in logs)
+  assert all(r["step"] == 6 for r in results)
+  assert train_testlib.checkpoint_steps(workdir)[-1] == 6
+  # Validation gathered the clips of both processes (the tiny split has 2).
+  assert results[0]["eval"]["num_clips"] == 2 == results[1]["eval"]["num_clips"]
+  assert results[0]["eval"]["psnr"] == results[1]["eval"]["psnr"]
