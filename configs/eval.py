@@ -7,12 +7,13 @@ Presets, comma-separated in the string argument (`--config configs/eval.py:multi
   multi  the multi-sampling ensemble (intervals 17 and 19), as test_TCVC_multisampling.py.
   nogt   no ground truth: colorize and measure CDC only (frames may be gray).
   tiny   CPU-sized protocol for tests: network size 32, intervals 3 and 5, no warp error.
+  synthetic  the embedded synthetic_clips test split (64x64 clips) at network size 64, the demo's test set.
 """
 
 import ml_collections
 from ml_collections import config_dict
 
-_PRESETS = ("multi", "nogt", "tiny")
+_PRESETS = ("multi", "nogt", "tiny", "synthetic")
 
 
 def get_config(arg=None):
@@ -31,9 +32,15 @@ def get_config(arg=None):
   config.overwrite = False
 
   config.data = ml_collections.ConfigDict()
-  # Where clips come from: "folder" reads <root>/<clip>/*.png (the DAVIS30 / Videvo20 layout).
+  # Where clips come from: "folder" reads <root>/<clip>/*.png (the DAVIS30 / Videvo20 layout); "tfds"
+  # reads a split of a data/ dataset (name, config, split, data_dir; built first if needed).
   config.data.source = "folder"
   config.data.root = config_dict.placeholder(str)
+  config.data.name = "synthetic_clips"
+  config.data.config = "default"
+  config.data.split = "test"
+  config.data.data_dir = config_dict.placeholder(str)
+  config.data.manual_dir = config_dict.placeholder(str)
   # Clip names to evaluate (comma-separated); empty: every sub-folder of root.
   config.data.clips = ""
   # No ground truth: frames may be gray; only CDC is measured.
@@ -74,4 +81,7 @@ def get_config(arg=None):
     config.protocol.interval_length = 3
     config.protocol.ensemble_intervals = (3, 5)
     config.metrics.warp_error = False
+  if "synthetic" in presets:
+    config.data.source = "tfds"
+    config.protocol.network_size = 64
   return config

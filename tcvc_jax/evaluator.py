@@ -117,10 +117,38 @@ def iter_clips(data_config):
     EvalError: unknown source, missing or empty root (at once).
     video_io.VideoIOError, protocol.ClipTooShortError: an unreadable or 1-frame clip (when read).
   """
+  if data_config.source == "tfds":
+    return _tfds_clips(data_config)
   if data_config.source != "folder":
-    raise EvalError(f"unknown data source {data_config.source!r}; only 'folder' is supported")
+    raise EvalError(f"unknown data source {data_config.source!r}; use 'folder' or 'tfds'")
   dirs = _clip_dirs(data_config.root, data_config.clips)
   return (_read_clip(name, path, data_config.no_gt) for name, path in dirs)
+
+
+def _tfds_clips(data_config):
+  """Clips of a data/ dataset split (built first if it is not prepared yet)."""
+  from tcvc_jax import data_sources  # pylint: disable=g-import-not-at-top
+  name, config = data_config.name, data_config.config or None
+  try:
+    data_sources.build(name, data_config.data_dir, config=config, manual_dir=data_config.manual_dir)
+    source, _ = data_sources.open_split(name, data_config.split, data_config.data_dir, config=config)
+  except Exception as e:  # tfds raises many types; the user needs the message, not the type
+    raise EvalError(f"cannot open {name}/{config} split {data_config.split!r}: {e}") from e
+  wanted = {c.strip() for c in (data_config.clips or "").split(",") if c.strip()}
+
+  def clips():
+    for i in range(len(source)):
+      element = source[i]
+      clip = data_sources.clip_name(element) or f"clip{i:04d}"
+      if wanted and clip not in wanted:
+        continue
+      frames = np.asarray(element["frames"])  # uint8 [n, H, W, 3]
+      if frames.shape[0] < 2:
+        raise protocol.ClipTooShortError(f"clip {clip} has 1 frame; the protocol needs at least 2")
+      names = [f"{j:05d}.png" for j in range(frames.shape[0])]
+      yield Clip(clip, frames, None if data_config.no_gt else frames, names)
+
+  return clips()
 
 
 # --------------------------------------------------------------------------------------------------

@@ -288,3 +288,19 @@ def test_eval_main(checkpoint, test_set, tmp_path):
   errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
   assert errors == [f"error: test set folder not found: {tmp_path / 'nothing'}"]
   assert proc.stderr.rstrip().endswith(errors[0])
+
+
+def test_tfds_split_source(checkpoint, tmp_path):
+  """A split of a data/ dataset (the embedded synthetic clips) is a test set too; built on demand."""
+  config = _config(checkpoint, None, source="tfds", name="synthetic_clips", config="tiny", split="test",
+                   data_dir=str(tmp_path / "tfds"))
+  workdir = str(tmp_path / "work")
+  s = evaluator.evaluate(config, workdir)
+  clips = sorted(os.listdir(os.path.join(workdir, "frames")))
+  assert len(clips) == 2  # the tiny config's test split
+  out = _read(os.path.join(workdir, "frames", clips[0]))
+  assert out.shape == (8, 32, 32, 3)
+  assert np.isfinite(s["psnr"]) and np.isfinite(s["cdc"])
+  config.data.split = "nonexistent"
+  with pytest.raises(evaluator.EvalError, match="split 'nonexistent'"):
+    evaluator.evaluate(config, str(tmp_path / "work2"))
