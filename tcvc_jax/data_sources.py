@@ -24,6 +24,16 @@ DataError = clip_io.DataError
 DATA_CODE_DIR = pathlib.Path(__file__).resolve().parents[1] / "data"
 
 
+def clip_features() -> tfds.features.FeaturesDict:
+  """The record layout every data/ builder writes: one whole clip per record."""
+  return tfds.features.FeaturesDict({
+      "frames": tfds.features.Tensor(shape=(None, None, None, 3), dtype=np.uint8,
+                                     encoding=tfds.features.Encoding.BYTES),  # [n, H, W, 3] RGB
+      "clip": tfds.features.Text(),
+      "frame_names": tfds.features.Sequence(tfds.features.Text()),
+  })
+
+
 def clip_name(element: Mapping[str, Any]) -> str:
   """The `clip` field of a source element as str ("" if absent)."""
   name = element.get("clip", "")

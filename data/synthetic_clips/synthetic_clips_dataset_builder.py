@@ -3,9 +3,9 @@
 import dataclasses
 
 from etils import epath
-import numpy as np
 import tensorflow_datasets as tfds
 
+from tcvc_jax import data_sources
 from tcvc_jax import synthetic
 
 # Fixed ids so that each split draws from its own seed stream.
@@ -52,12 +52,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
-        features=tfds.features.FeaturesDict({
-            "frames": tfds.features.Tensor(shape=(None, None, None, 3), dtype=np.uint8,
-                                           encoding=tfds.features.Encoding.BYTES),
-            "clip": tfds.features.Text(),
-            "frame_names": tfds.features.Sequence(tfds.features.Text()),
-        }),
+        features=data_sources.clip_features(),
         # Records keep generation order, so the clip index in the metadata lines up with them.
         disable_shuffling=True,
         metadata=tfds.core.MetadataDict(),

@@ -5,10 +5,10 @@ import os
 
 from absl import logging
 from etils import epath
-import numpy as np
 import tensorflow_datasets as tfds
 
 from tcvc_jax import clip_io
+from tcvc_jax import data_sources
 
 _LISTS = epath.Path(__file__).parent / "lists"
 # Split list files a user may put in the manual dir: <manual_dir>/splits/<split>.txt.
@@ -74,12 +74,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
-        features=tfds.features.FeaturesDict({
-            "frames": tfds.features.Tensor(shape=(None, None, None, 3), dtype=np.uint8,
-                                           encoding=tfds.features.Encoding.BYTES),
-            "clip": tfds.features.Text(),
-            "frame_names": tfds.features.Sequence(tfds.features.Text()),
-        }),
+        features=data_sources.clip_features(),
         # Records keep generation order, so the clip index in the metadata lines up with them.
         disable_shuffling=True,
         metadata=tfds.core.MetadataDict(),
