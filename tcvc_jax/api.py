@@ -21,7 +21,8 @@ class Colorizer:
     self.model = model
     self.variables = jax.tree_util.tree_map(jnp.asarray, variables)
     self._apply = jax.jit(lambda v, gray, first: _window(model, v, gray, first))
-    self._multiple = 64 if model.flow_type == "flownet2" else 8
+    # H and W of a window must be multiples of this: FlowNet2 needs 64, the colorizer alone 8.
+    self.size_multiple = 64 if model.flow_type == "flownet2" else 8
 
   def colorize_window(self, gray, first_anchor=None, return_last_anchor=False):
     """Colorizes one window; the first and last frames are the anchors.
@@ -43,8 +44,8 @@ class Colorizer:
     n, h, w, _ = gray.shape
     if n < 2:
       raise ValueError(f"a window needs at least 2 frames (the two anchors), got {n}")
-    if h % self._multiple or w % self._multiple:
-      raise ValueError(f"H and W must be multiples of {self._multiple}, got {h}x{w}; resize first")
+    if h % self.size_multiple or w % self.size_multiple:
+      raise ValueError(f"H and W must be multiples of {self.size_multiple}, got {h}x{w}; resize first")
     ab, last = self._apply(self.variables, jnp.asarray(gray, self.model.dtype)[None], first_anchor)
     ab = np.asarray(ab[0])
     ab = ab if ab.dtype == np.float64 else ab.astype(np.float32)

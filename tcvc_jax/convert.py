@@ -222,10 +222,8 @@ def validate(sd, kind, path="state_dict"):
   """Checks `sd` against the model it implies; raises one ConversionError naming every bad key."""
   try:
     kwargs = infer_model_kwargs(sd, kind)
-  except KeyError:
-    kwargs = infer_model_kwargs({}, kind) if kind == "flownet2" else None
-  if kwargs is None:  # a structural key is missing: compare against the released architecture
-    kwargs = {} if kind != "tcvc" else {"flow_type": "flownet2"}
+  except KeyError:  # a structural key is missing: compare against the released architecture
+    kwargs = {"flow_type": "flownet2"} if kind == "tcvc" else {}
   want = expected_shapes(kind, kwargs)
   have = {k: tuple(v.shape) for k, v in sd.items() if not _is_extra(k)}
   missing = [k for k in want if k not in have]
