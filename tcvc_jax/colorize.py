@@ -73,7 +73,7 @@ def parse_size(text):
 
 def check_network_size(colorizer, size):
   """Raises UsageError unless both sides of `size` suit the model's flow network."""
-  multiple = colorizer.size_multiple
+  multiple = 64 if colorizer.model.flow_type == "flownet2" else 8
   h, w = (size, size) if isinstance(size, int) else size
   if h % multiple or w % multiple:
     raise UsageError(f"network size {h}x{w} does not suit this checkpoint: its "
