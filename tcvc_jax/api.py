@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tcvc_jax import convert
+from tcvc_jax.models.layers import activation_dtype
 
 
 class Colorizer:
@@ -46,7 +47,8 @@ class Colorizer:
       raise ValueError(f"a window needs at least 2 frames (the two anchors), got {n}")
     if h % self.size_multiple or w % self.size_multiple:
       raise ValueError(f"H and W must be multiples of {self.size_multiple}, got {h}x{w}; resize first")
-    ab, last = self._apply(self.variables, jnp.asarray(gray, self.model.dtype)[None], first_anchor)
+    gray = jnp.asarray(gray, activation_dtype(self.model.dtype))[None]
+    ab, last = self._apply(self.variables, gray, first_anchor)
     ab = np.asarray(ab[0])
     ab = ab if ab.dtype == np.float64 else ab.astype(np.float32)
     return (ab, last) if return_last_anchor else ab
@@ -64,7 +66,8 @@ def load(path, dtype=jnp.float32):
     path: a train.py workdir (its latest checkpoint), a converted checkpoint directory
       (`python -m tcvc_jax.convert`), or an original full TCVC `.pth` state_dict (converted in memory, read
       with the weights-only unpickler).
-    dtype: compute dtype (float32; bfloat16 for speed; float64 needs jax x64).
+    dtype: compute dtype: float32; bfloat16 (the propagation nets and the colorizer multiply in bf16 and
+      accumulate in fp32, flows stay fp32); float64 (needs jax x64).
 
   Returns:
     A `Colorizer`.

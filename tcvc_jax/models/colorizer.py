@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import jax.numpy as jnp
 from flax import linen as nn
 
-from tcvc_jax.models.layers import TorchSequential
+from tcvc_jax.models.layers import TorchSequential, activation_dtype
 
 # Channel widths of blocks 1..10 of the released model.
 DEFAULT_WIDTHS = (64, 128, 256, 512, 512, 512, 512, 256, 128, 128)
@@ -64,7 +64,7 @@ class SIGGRAPH17(nn.Module):
     """Args: gray [B, H, W, 1] normalised L. Returns (ab [B, H, W, 2], feature [B, H, W, widths[-1]])."""
     if gray.shape[1] % 8 or gray.shape[2] % 8:
       raise ValueError(f"SIGGRAPH17 needs H and W divisible by 8, got {gray.shape[1:3]}")
-    x = gray.astype(self.dtype)
+    x = gray.astype(activation_dtype(self.dtype))
     x = jnp.concatenate([x, jnp.zeros(x.shape[:3] + (3,), x.dtype)], axis=-1)  # [B, H, W, 4]
     c1 = self.model1(x)
     c2 = self.model2(c1[:, ::2, ::2])  # subsampling keeps even rows/cols; it is not pooling

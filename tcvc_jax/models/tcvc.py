@@ -20,7 +20,7 @@ from flax import linen as nn
 
 from tcvc_jax.models.colorizer import DEFAULT_WIDTHS, SIGGRAPH17
 from tcvc_jax.models.flownet2 import FlowNet2, flow_from_gray
-from tcvc_jax.models.layers import TorchSequential
+from tcvc_jax.models.layers import TorchSequential, activation_dtype
 from tcvc_jax.ops.warp import backward_warp
 
 MASK_SCALE = 50.0  # occlusion mask exp(-50 (dL)^2) on normalised L
@@ -54,6 +54,8 @@ class TCVC(nn.Module):
     classical_flow: keyword arguments of the classical estimator.
     unroll: time steps per iteration of the propagation scans (XLA's cost analysis counts a loop body
       once, so benchmarks unroll fully to count FLOPs).
+    dtype: float32 (the original's numerics), float64, or bfloat16: the colorizer and the small nets
+      multiply in bf16 and accumulate in fp32, with fp32 activations; FlowNet2, warps and masks stay fp32.
   """
   colorizer_widths: Sequence[int] = DEFAULT_WIDTHS
   l_features: int = 32
@@ -85,7 +87,7 @@ class TCVC(nn.Module):
                                ("conv", "conv3", feat, 3, 1, 1, 1)))
     self.fea_key = SIGGRAPH17(widths=tuple(self.colorizer_widths), **kw)
     if self.flow_type == "flownet2":
-      self.flow = FlowNet2(**kw)
+      self.flow = FlowNet2(**dict(kw, dtype=activation_dtype(self.dtype)))  # flows stay fp32 in bf16 mode
     elif self.flow_type == "classical":
       from tcvc_jax.models.classical_flow import ClassicalFlow  # pylint: disable=g-import-not-at-top
       self.flow = ClassicalFlow(**dict(self.classical_flow or {}))
@@ -97,9 +99,9 @@ class TCVC(nn.Module):
     if self.flow_type == "flownet2":
       f = flow_from_gray(self.flow, img1, img2)
     elif self.is_initializing():  # the classical estimator has no parameters: skip its work at init
-      f = jnp.zeros(img1.shape[:3] + (2,), self.dtype)
+      f = jnp.zeros(img1.shape[:3] + (2,), activation_dtype(self.dtype))
     else:
-      f = self.flow(img1, img2).astype(self.dtype)
+      f = self.flow(img1, img2).astype(activation_dtype(self.dtype))
     return jax.lax.stop_gradient(f)
 
   def _cell(self, g_prev, xs):
@@ -135,14 +137,14 @@ class TCVC(nn.Module):
     b, n = gray.shape[:2]
     if n < 2:
       raise ValueError(f"a window needs at least 2 frames (the two anchors), got {n}")
-    gray = gray.astype(self.dtype)
+    gray = gray.astype(activation_dtype(self.dtype))
     if first_anchor is None:
       # Anchors: colorizer on frames 0 and N-1 in one batch.
       ab_a, feat_a = self.fea_key(jnp.concatenate([gray[:, 0], gray[:, -1]], axis=0))
       ab_first, ab_last = ab_a[:b], ab_a[b:]
       g0, h_last = feat_a[:b], feat_a[b:]
     else:
-      ab_first, g0 = (a.astype(self.dtype) for a in first_anchor)
+      ab_first, g0 = (a.astype(activation_dtype(self.dtype)) for a in first_anchor)
       ab_last, h_last = self.fea_key(gray[:, -1])
 
     if n == 2 and self.is_initializing():

@@ -1,0 +1,78 @@
+"""The convolution forms of models/layers.py against PyTorch's Conv2d / ConvTranspose2d, in float64.
+
+Every rewrite (1x1 as a matrix product, width splitting, transposed convolutions as phase convolutions or
+as one 3x3 convolution) must be the same function as the original layer; float64 makes any wrong tap or
+index show up as an error far above rounding.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from tcvc_jax.models import layers
+
+
+@pytest.fixture(autouse=True)
+def _x64():
+  with jax.enable_x64(True):
+    yield
+
+
+def _run(module, x_nhwc, kernel, bias):
+  params = {"kernel": jnp.asarray(kernel), "bias": jnp.asarray(bias)}
+  return np.asarray(module.apply({"params": params}, jnp.asarray(x_nhwc)))
+
+
+@pytest.mark.parametrize("cin,cout,k,stride,pad,dil", [
+    (5, 7, 3, 1, 1, 1),     # plain
+    (6, 70, 3, 1, 1, 1),    # 70 = 64 + 6: split on CPU
+    (9, 196, 3, 1, 1, 1),   # 196 = 192 + 4, the weighting/refine first layers
+    (12, 5, 1, 1, 0, 1),    # 1x1 as a matrix product
+    (4, 130, 1, 1, 0, 1),   # 1x1, wide
+    (3, 8, 7, 2, 3, 1),     # strided (FlowNet encoders)
+    (4, 6, 3, 1, 2, 2),     # dilated (SIGGRAPH17 blocks 5, 6)
+])
+def test_conv2d_matches_torch(cin, cout, k, stride, pad, dil):
+  rng = np.random.default_rng(cin * 100 + cout)
+  x = rng.normal(size=(2, cin, 13, 11))
+  w = rng.normal(size=(cout, cin, k, k))
+  b = rng.normal(size=(cout,))
+  want = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b),
+                                    stride=stride, padding=pad, dilation=dil).numpy()
+  mod = layers.Conv2d(cout, k, stride, pad, dil, dtype=jnp.float64, param_dtype=jnp.float64)
+  got = _run(mod, x.transpose(0, 2, 3, 1), w.transpose(2, 3, 1, 0), b)
+  np.testing.assert_allclose(got.transpose(0, 3, 1, 2), want, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("cin,cout", [(5, 3), (7, 16), (6, 32), (4, 40), (3, 2)])
+def test_conv_transpose_matches_torch(cin, cout):
+  """Both evaluations (<= 32 output channels: one 3x3 conv on CPU; wider: four phase convs)."""
+  rng = np.random.default_rng(cin + 10 * cout)
+  x = rng.normal(size=(2, cin, 6, 9))
+  w = rng.normal(size=(cin, cout, 4, 4))  # torch ConvTranspose2d layout (in, out, kh, kw)
+  b = rng.normal(size=(cout,))
+  want = torch.nn.functional.conv_transpose2d(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b),
+                                              stride=2, padding=1).numpy()
+  mod = layers.ConvTranspose4x4(cout, dtype=jnp.float64, param_dtype=jnp.float64)
+  got = _run(mod, x.transpose(0, 2, 3, 1), w.transpose(2, 3, 1, 0), b)
+  np.testing.assert_allclose(got.transpose(0, 3, 1, 2), want, rtol=0, atol=1e-12)
+
+
+def test_bfloat16_conv_accumulates_in_float32():
+  """bf16 compute: operands rounded to bf16, sums in fp32, fp32 output (no bf16 rounding of the result)."""
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(1, 8, 8, 64)).astype(np.float32)
+  w = rng.normal(size=(3, 3, 64, 96)).astype(np.float32)
+  b = rng.normal(size=(96,)).astype(np.float32)
+  mod = layers.Conv2d(96, 3, 1, 1, dtype=jnp.bfloat16)
+  got = _run(mod, x, w, b)
+  assert got.dtype == np.float32
+  xr = np.array(jnp.asarray(x, jnp.bfloat16).astype(jnp.float64))
+  wr = np.array(jnp.asarray(w, jnp.bfloat16).astype(jnp.float64))
+  want = torch.nn.functional.conv2d(torch.from_numpy(xr.transpose(0, 3, 1, 2)),
+                                    torch.from_numpy(wr.transpose(3, 2, 0, 1)),
+                                    torch.from_numpy(b.astype(np.float64)), padding=1).numpy()
+  # fp32 accumulation of exact bf16 x bf16 products: ~1e-6 relative; a bf16 result would be ~4e-3 off.
+  np.testing.assert_allclose(got, want.transpose(0, 2, 3, 1), rtol=0, atol=2e-4 * np.abs(want).max())
