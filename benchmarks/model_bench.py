@@ -4,7 +4,7 @@ Prints frames/s, FlowNet2 evaluations per window and GFLOP per frame from XLA's 
 default 19-frame 256x256 window (the paper's test protocol, interval 17). Weights are random (speed does
 not depend on them); nothing is downloaded.
 
-  python benchmarks/model_bench.py [--frames 19] [--size 256] [--repeats 2] [--dtype float32]
+  python benchmarks/model_bench.py [--frames 19] [--size 256] [--repeats 2] [--dtype float32,bfloat16]
 
 For scale, the original PyTorch code on this 2-vCPU machine: a median 86 s per 19-frame window (about 69 s
 in the model), 69 FlowNet2 evaluations (4N-7), 471 GFLOP/frame.
@@ -23,6 +23,8 @@ from tcvc_jax.models.tcvc import TCVC
 
 import machine_rate  # benchmarks/machine_rate.py, beside this file
 
+ORIGINAL_S_PER_WINDOW = 69.0  # the original PyTorch model (86 s with its I/O), 19-frame 256x256 window, this machine
+
 
 def count_flow_pairs(model, variables, gray):
   pairs = []
@@ -32,8 +34,8 @@ def count_flow_pairs(model, variables, gray):
       pairs.append(args[0].shape[0])
     return next_fun(*args, **kwargs)
 
-  with nn.intercept_methods(interceptor):
-    jax.eval_shape(model.apply, variables, gray)
+  with nn.intercept_methods(interceptor):  # one batched call (flow_batch=0): every pair seen once
+    jax.eval_shape(model.clone(flow_batch=0).apply, variables, gray)
   return sum(pairs)
 
 
@@ -56,10 +58,52 @@ def random_variables(model, seed=0):
 
 def flops_per_window(model, variables, gray):
   """XLA's FLOP count of the whole window (scans unrolled: XLA counts a loop body once)."""
-  unrolled = model.clone(unroll=gray.shape[1])
+  unrolled = model.clone(unroll=gray.shape[1], flow_batch=0)  # same FLOPs, one loop-free graph
   cost = jax.jit(lambda v, g: unrolled.apply(v, g)["ab"]).lower(variables, gray).compile().cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   return float(cost.get("flops", float("nan")))
+
+
+def run(dtype="float32", frames=19, size=256, repeats=2, rates=None, variables=None):
+  """Times one window; prints and returns the figures ({'seconds', 'frames_per_s', 'gflop', ...})."""
+  model = TCVC(dtype=jnp.dtype(dtype))
+  if variables is None:
+    variables = jax.device_put(random_variables(model))
+  n, s = frames, size
+  gray = jnp.asarray(np.random.RandomState(0).uniform(-0.5, 0.5, (1, n, s, s, 1)), jnp.float32)
+  fn = jax.jit(lambda v, g: model.apply(v, g)["ab"])
+  t0 = time.perf_counter()
+  compiled = fn.lower(variables, gray).compile()
+  print(f"[{dtype}] compile: {time.perf_counter() - t0:.1f} s")
+  # Useful FLOPs: those of the float32 model (bf16 mode does the same products).
+  flops = flops_per_window(model.clone(dtype=jnp.float32), variables, gray)
+
+  jax.block_until_ready(compiled(variables, gray))  # warm-up
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    jax.block_until_ready(compiled(variables, gray))
+    times.append(time.perf_counter() - t0)
+  t = float(np.median(times))
+  pairs = count_flow_pairs(model, variables, gray)
+  print(f"[{dtype}] device: {jax.devices()[0].device_kind} ({platform.processor() or platform.machine()}), "
+        f"{jax.device_count()} device(s)")
+  print(f"[{dtype}] window: {n} frames of {s}x{s}")
+  print(f"[{dtype}] time per window: {t:.2f} s (median of {repeats}; all: {', '.join(f'{x:.2f}' for x in times)})")
+  print(f"[{dtype}] frames/s: {n / t:.3f} ({n / t / (n / ORIGINAL_S_PER_WINDOW):.2f}x the original's "
+        f"{n / ORIGINAL_S_PER_WINDOW:.3f}, {ORIGINAL_S_PER_WINDOW:.0f} s/window)")
+  print(f"[{dtype}] FlowNet2 evaluations per window: {pairs} (original: {4 * n - 7})")
+  print(f"[{dtype}] GFLOP per window: {flops / 1e9:.0f}; GFLOP per frame: {flops / 1e9 / n:.1f}")
+  achieved = flops / 1e9 / t
+  print(f"[{dtype}] achieved: {achieved:.1f} GFLOP/s")
+  out = dict(seconds=t, frames_per_s=n / t, gflop=flops / 1e9, achieved=achieved, flow_evals=pairs)
+  rates = rates or {}
+  key = "bf16_matmul" if dtype == "bfloat16" else "fp32_matmul"
+  peak = max(rates.get(key, 0), rates.get("fp32_conv3x3", 0) if dtype == "float32" else 0)
+  if peak:
+    out["fraction"] = achieved / peak
+    print(f"[{dtype}] fraction of the machine's dense {dtype} rate ({peak:.0f} GFLOP/s): {achieved / peak:.0%}")
+  return out
 
 
 def main():
@@ -67,49 +111,15 @@ def main():
   parser.add_argument("--frames", type=int, default=19)
   parser.add_argument("--size", type=int, default=256)
   parser.add_argument("--repeats", type=int, default=2)
-  parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+  parser.add_argument("--dtype", default="float32", help="float32, bfloat16, or both: float32,bfloat16")
   parser.add_argument("--no-rate", action="store_true", help="skip measuring the machine's dense rate")
   args = parser.parse_args()
   rates = {} if args.no_rate else machine_rate.measure()
   for name, r in rates.items():
     print(f"machine {name}: {r:.1f} GFLOP/s")
-
-  dtype = jnp.dtype(args.dtype)
-  model = TCVC(dtype=dtype)
-  t0 = time.perf_counter()
-  variables = jax.device_put(random_variables(model))
-  print(f"random weights: {time.perf_counter() - t0:.1f} s")
-
-  n, s = args.frames, args.size
-  gray = jnp.asarray(np.random.RandomState(0).uniform(-0.5, 0.5, (1, n, s, s, 1)), jnp.float32)
-  fn = jax.jit(lambda v, g: model.apply(v, g)["ab"])
-  t0 = time.perf_counter()
-  compiled = fn.lower(variables, gray).compile()
-  print(f"compile: {time.perf_counter() - t0:.1f} s")
-  flops = flops_per_window(model, variables, gray)
-
-  jax.block_until_ready(compiled(variables, gray))  # warm-up
-  times = []
-  for _ in range(args.repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(compiled(variables, gray))
-    times.append(time.perf_counter() - t0)
-  t = float(np.median(times))
-  pairs = count_flow_pairs(model, variables, gray)
-  print(f"device: {jax.devices()[0].device_kind} ({platform.processor() or platform.machine()}), "
-        f"{jax.device_count()} device(s), dtype {args.dtype}")
-  print(f"window: {n} frames of {s}x{s}")
-  print(f"time per window: {t:.2f} s (median of {args.repeats}; all: {', '.join(f'{x:.2f}' for x in times)})")
-  print(f"frames/s: {n / t:.3f}")
-  print(f"FlowNet2 evaluations per window: {pairs} (original: {4 * n - 7})")
-  print(f"GFLOP per window: {flops / 1e9:.0f}; GFLOP per frame: {flops / 1e9 / n:.1f}")
-  achieved = flops / 1e9 / t
-  print(f"achieved: {achieved:.1f} GFLOP/s")
-  peak = max(rates.get("fp32_matmul", 0), rates.get("fp32_conv3x3", 0))
-  if args.dtype == "bfloat16":
-    peak = rates.get("bf16_matmul", 0)
-  if peak:
-    print(f"fraction of the machine's dense {args.dtype} rate ({peak:.0f} GFLOP/s): {achieved / peak:.0%}")
+  variables = jax.device_put(random_variables(TCVC()))
+  for dtype in args.dtype.split(","):
+    run(dtype, args.frames, args.size, args.repeats, rates, variables)
 
 
 if __name__ == "__main__":

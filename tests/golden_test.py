@@ -67,3 +67,25 @@ def test_weight_formula_digest():
   sd = golden_lib.formula_state_dict()
   assert len(sd) == 349
   assert golden_lib.digest(sd) == golden_lib.PHASE0_DIGEST
+
+
+def test_bfloat16_mode_stays_within_0_02_of_the_original(golden_f32_paths):
+  """bf16 mode (bf16 products, fp32 sums and flows): ab within 0.02 of the original's fp32 output."""
+  import os  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import golden_lib  # pylint: disable=g-import-not-at-top
+  import tcvc_jax  # pylint: disable=g-import-not-at-top
+
+  colorizer = tcvc_jax.load(golden_f32_paths["tcvc"], dtype=jnp.bfloat16)
+  run = jax.jit(lambda v, x: colorizer.model.apply(v, x)["ab"])
+  t = np.load(os.path.join(golden_lib.GOLDEN_DIR, "tcvc.npz"))
+  for case in ("N5_64x64", "N3_64x64", "N2_64x64"):
+    clip = np.moveaxis(t[f"clip_{case}"], -3, -1)[None]
+    ab = np.asarray(run(colorizer.variables, jnp.asarray(clip, jnp.float32)))
+    want = np.moveaxis(t[f"out_{case}_f32"], -3, -1)
+    err = float(np.max(np.abs(ab.astype(np.float64) - want)))
+    assert ab.dtype == np.float32
+    assert err <= 0.02, f"{case}: bf16 ab max abs error {err} > 0.02"
+    assert err > 0, "bf16 mode gave fp32-identical output: it is not computing in bf16"

@@ -46,17 +46,21 @@ def test_conv2d_matches_torch(cin, cout, k, stride, pad, dil):
   np.testing.assert_allclose(got.transpose(0, 3, 1, 2), want, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("cin,cout", [(5, 3), (7, 16), (6, 32), (4, 40), (3, 2)])
-def test_conv_transpose_matches_torch(cin, cout):
-  """Both evaluations (<= 32 output channels: one 3x3 conv on CPU; wider: four phase convs)."""
-  rng = np.random.default_rng(cin + 10 * cout)
-  x = rng.normal(size=(2, cin, 6, 9))
-  w = rng.normal(size=(cin, cout, 4, 4))  # torch ConvTranspose2d layout (in, out, kh, kw)
+@pytest.mark.parametrize("cin,cout,h,w", [
+    (5, 3, 6, 9), (3, 2, 9, 10), (7, 16, 2, 3),  # narrow: product form on CPU
+    (6, 70, 4, 5),                               # wide but tiny input: product form on CPU
+    (4, 70, 9, 10), (3, 65, 11, 7),              # wide: phase convolutions
+])
+def test_conv_transpose_matches_torch(cin, cout, h, w):
+  """Both evaluations: the 16-tap product form and the four phase convolutions."""
+  rng = np.random.default_rng(cin + 10 * cout + h)
+  x = rng.normal(size=(2, cin, h, w))
+  wt = rng.normal(size=(cin, cout, 4, 4))  # torch ConvTranspose2d layout (in, out, kh, kw)
   b = rng.normal(size=(cout,))
-  want = torch.nn.functional.conv_transpose2d(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b),
+  want = torch.nn.functional.conv_transpose2d(torch.from_numpy(x), torch.from_numpy(wt), torch.from_numpy(b),
                                               stride=2, padding=1).numpy()
   mod = layers.ConvTranspose4x4(cout, dtype=jnp.float64, param_dtype=jnp.float64)
-  got = _run(mod, x.transpose(0, 2, 3, 1), w.transpose(2, 3, 1, 0), b)
+  got = _run(mod, x.transpose(0, 2, 3, 1), wt.transpose(2, 3, 1, 0), b)
   np.testing.assert_allclose(got.transpose(0, 3, 1, 2), want, rtol=0, atol=1e-12)
 
 

@@ -81,11 +81,23 @@ def _count_flow_pairs(model, variables, gray, srl):
 def test_flow_evaluations_per_window(model_and_vars, n):
   """Inference: 2(N-2) flow pairs in ONE batched call; with SRL, the 3N-5 distinct pairs (original: 4N-7)."""
   model, variables = model_and_vars
+  model = model.clone(flow_batch=0)  # all pairs in one call (the default maps over chunks of them)
   gray = jnp.zeros((1, n, 32, 32, 1))
   infer = _count_flow_pairs(model, variables, gray, srl=False)
   assert sum(infer) == 2 * (n - 2) and len(infer) <= 1
   train = _count_flow_pairs(model, variables, gray, srl=True)
   assert train == [3 * n - 5]
+
+
+def test_flow_chunks_change_nothing(model_and_vars):
+  """Evaluating the flow pairs in chunks (flow_batch, padded last chunk) gives the one-call results."""
+  model, variables = model_and_vars
+  gray = jax.random.uniform(jax.random.key(3), (1, 6, 32, 32, 1), minval=-0.5, maxval=0.5)
+  outs = [jax.jit(lambda v, g, m=m: m.apply(v, g, srl=True))(variables, gray)
+          for m in (model.clone(flow_batch=0), model.clone(flow_batch=3), model.clone(flow_batch=1))]
+  for other in outs[1:]:
+    for k in ("ab", "ab_warp1", "mask1", "ab_warp2", "mask2"):
+      np.testing.assert_allclose(other[k], outs[0][k], rtol=0, atol=1e-5, err_msg=k)
 
 
 @pytest.mark.parametrize("n", [2, 3, 7])
