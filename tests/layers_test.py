@@ -49,6 +49,7 @@ def test_conv2d_matches_torch(cin, cout, k, stride, pad, dil):
 @pytest.mark.parametrize("cin,cout,h,w", [
     (5, 3, 6, 9), (3, 2, 9, 10), (7, 16, 2, 3),  # narrow: product form on CPU
     (6, 70, 4, 5),                               # wide but tiny input: product form on CPU
+    (40, 66, 1, 2),                              # input smaller than the kernel: kernel-first product
     (4, 70, 9, 10), (3, 65, 11, 7),              # wide: phase convolutions
 ])
 def test_conv_transpose_matches_torch(cin, cout, h, w):

@@ -152,8 +152,13 @@ class ConvTranspose4x4(nn.Module):
 
   def _product_form(self, x, kernel, acc):
     b, h, w, _ = x.shape
-    taps = jax.lax.dot_general(x, kernel, (((3,), (3,)), ((), ())), precision=self.precision,
-                               preferred_element_type=acc)  # [B, H, W, 4 (ky), 4 (kx), out]
+    dims = (((3,), (3,)), ((), ()))
+    if x.size < kernel.size:  # keep the big operand in its layout (re-laying a 32 MB kernel costs 4x the product)
+      taps = jax.lax.dot_general(kernel, x, dims, precision=self.precision, preferred_element_type=acc)
+      taps = jnp.transpose(taps, (3, 4, 5, 0, 1, 2))
+    else:
+      taps = jax.lax.dot_general(x, kernel, dims, precision=self.precision, preferred_element_type=acc)
+    # taps: [B, H, W, 4 (ky), 4 (kx), out]
     taps = jnp.pad(taps, ((0, 0), (1, 1), (1, 1), (0, 0), (0, 0), (0, 0)))
     rows = []
     for ry in (0, 1):
