@@ -81,3 +81,25 @@ def test_bfloat16_conv_accumulates_in_float32():
                                     torch.from_numpy(b.astype(np.float64)), padding=1).numpy()
   # fp32 accumulation of exact bf16 x bf16 products: ~1e-6 relative; a bf16 result would be ~4e-3 off.
   np.testing.assert_allclose(got, want.transpose(0, 2, 3, 1), rtol=0, atol=2e-4 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("cout", [5, 70])
+def test_conv3x3_gradients_match_torch(cout):
+  """The 3x3 layers' kernel gradient (nine matrix products on CPU) and input gradient equal torch's."""
+  rng = np.random.default_rng(cout)
+  x = rng.normal(size=(2, 6, 9, 7))
+  w = rng.normal(size=(cout, 6, 3, 3))
+  b = rng.normal(size=(cout,))
+  g = rng.normal(size=(2, cout, 9, 7))
+  xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+  torch.nn.functional.conv2d(xt, wt, bt, padding=1).backward(torch.from_numpy(g))
+  mod = layers.Conv2d(cout, 3, 1, 1, dtype=jnp.float64, param_dtype=jnp.float64)
+
+  def loss(params, xx):
+    return jnp.sum(mod.apply({"params": params}, xx) * jnp.asarray(g.transpose(0, 2, 3, 1)))
+
+  params = {"kernel": jnp.asarray(w.transpose(2, 3, 1, 0)), "bias": jnp.asarray(b)}
+  dparams, dx = jax.grad(loss, argnums=(0, 1))(params, jnp.asarray(x.transpose(0, 2, 3, 1)))
+  np.testing.assert_allclose(np.asarray(dparams["kernel"]).transpose(3, 2, 0, 1), wt.grad.numpy(), atol=1e-10)
+  np.testing.assert_allclose(np.asarray(dparams["bias"]), bt.grad.numpy(), atol=1e-10)
+  np.testing.assert_allclose(np.asarray(dx).transpose(0, 3, 1, 2), xt.grad.numpy(), atol=1e-10)

@@ -4,6 +4,7 @@ A PyTorch key such as `fea_key.model1.0.weight` lives at the Flax path `fea_key/
 torch module name becomes a Flax module name, so the checkpoint converter maps keys mechanically.
 """
 
+import functools
 from typing import Any, Sequence, Tuple
 
 import jax
@@ -52,6 +53,9 @@ def conv2d(x, kernel, stride=1, pad=0, dilation=1, precision=None, preferred_ele
   """
   kh, kw, _, cout = kernel.shape
   kw_dot = dict(precision=precision, preferred_element_type=preferred_element_type)
+  if (_on_cpu() and kh == kw == 3 and stride == 1 and pad == 1 and dilation == 1
+      and preferred_element_type is None):
+    return _conv3x3_cpu(x, kernel, precision)
   if kh == kw == 1 and stride == 1 and pad == 0:
     return jax.lax.dot_general(x, kernel[0, 0], (((3,), (0,)), ((), ())), **kw_dot)
   if _on_cpu() and stride == 1 and cout > 64 and cout % 64:
@@ -62,6 +66,47 @@ def conv2d(x, kernel, stride=1, pad=0, dilation=1, precision=None, preferred_ele
   return jax.lax.conv_general_dilated(
       x, kernel, (stride, stride), ((pad, pad), (pad, pad)), rhs_dilation=(dilation, dilation),
       dimension_numbers=("NHWC", "HWIO", "NHWC"), **kw_dot)
+
+
+def _conv3x3(x, kernel, precision):
+  """3x3 'same' convolution through conv2d's forward forms."""
+  cout = kernel.shape[-1]
+  if cout > 64 and cout % 64:
+    main = cout // 64 * 64
+    return jnp.concatenate([_conv3x3(x, kernel[..., :main], precision),
+                            _conv3x3(x, kernel[..., main:], precision)], axis=-1)
+  return jax.lax.conv_general_dilated(x, kernel, (1, 1), ((1, 1), (1, 1)),
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=precision)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv3x3_cpu(x, kernel, precision):
+  """A 3x3 'same' convolution whose kernel gradient is nine matrix products.
+
+  XLA:CPU computes a convolution's kernel gradient at 30-70 GFLOP/s (2.9 s for the 352->196 layer at
+  256x256); as dW[dy, dx] = sum_p x[p] g[p - (dy - 1, dx - 1)] (g shifted, zero-padded) it is 4x faster.
+  The input gradient is XLA's own.
+  """
+  return _conv3x3(x, kernel, precision)
+
+
+def _conv3x3_cpu_fwd(x, kernel, precision):
+  return _conv3x3(x, kernel, precision), (x, kernel)
+
+
+def _conv3x3_cpu_bwd(precision, res, g):
+  x, kernel = res
+  _, vjp_x = jax.vjp(lambda x_: _conv3x3(x_, kernel, precision), x)
+  (dx,) = vjp_x(g)
+  h, w = x.shape[1:3]
+  gp = jnp.pad(g, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  dw = jnp.stack([
+      jnp.einsum("bhwc,bhwo->co", x, gp[:, 2 - dy:2 - dy + h, 2 - dx:2 - dx + w], precision=precision)
+      for dy in range(3) for dx in range(3)])
+  return dx, dw.reshape(kernel.shape).astype(kernel.dtype)
+
+
+_conv3x3_cpu.defvjp(_conv3x3_cpu_fwd, _conv3x3_cpu_bwd)
 
 
 def _operands(x, kernel, bias, dtype):
