@@ -29,6 +29,7 @@ def get_config(arg=None):
   config.model.weighting_hidden = (16, 8)
   config.model.refine_hidden = (16, 16)
   config.model.unroll = 2  # the whole window (num_frames - 2): fast on CPU
+  config.remat_propagation = False  # no memory saved once unrolled
 
   config.flow.type = "classical"
   config.flow.classical = ml_collections.ConfigDict(
