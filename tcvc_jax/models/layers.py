@@ -48,6 +48,7 @@ def conv2d(x, kernel, stride=1, pad=0, dilation=1, precision=None, preferred_ele
   - On CPU, stride-1 convolutions whose output width is above 64 and not a multiple of 64 are split into a
     multiple-of-64 part and the rest (e.g. 196 = 192 + 4: 0.46 s instead of 0.71 s for the 352->196 3x3
     at 256x256; XLA:CPU's convolution kernel is 40 % slower at widths like 196).
+  - On CPU, fp32/fp64 3x3 'same' convolutions get their kernel gradient as nine matrix products.
   Each output value is the same sum of the same products as a plain convolution; only the order of the
   fp32 additions may differ.
   """
