@@ -53,31 +53,26 @@ def conv2d(x, kernel, stride=1, pad=0, dilation=1, precision=None, preferred_ele
   fp32 additions may differ.
   """
   kh, kw, _, cout = kernel.shape
-  kw_dot = dict(precision=precision, preferred_element_type=preferred_element_type)
-  if (_on_cpu() and kh == kw == 3 and stride == 1 and pad == 1 and dilation == 1
-      and preferred_element_type is None):
-    return _conv3x3_cpu(x, kernel, precision)
   if kh == kw == 1 and stride == 1 and pad == 0:
-    return jax.lax.dot_general(x, kernel[0, 0], (((3,), (0,)), ((), ())), **kw_dot)
+    return jax.lax.dot_general(x, kernel[0, 0], (((3,), (0,)), ((), ())), precision=precision,
+                               preferred_element_type=preferred_element_type)
   if _on_cpu() and stride == 1 and cout > 64 and cout % 64:
     main = cout // 64 * 64
     parts = [conv2d(x, kernel[..., :main], stride, pad, dilation, precision, preferred_element_type),
              conv2d(x, kernel[..., main:], stride, pad, dilation, precision, preferred_element_type)]
     return jnp.concatenate(parts, axis=-1)
+  if (_on_cpu() and kh == kw == 3 and stride == 1 and pad == 1 and dilation == 1
+      and preferred_element_type is None):
+    return _conv3x3_cpu(x, kernel, precision)
+  return _xla_conv(x, kernel, stride, ((pad, pad), (pad, pad)), dilation, precision, preferred_element_type)
+
+
+def _xla_conv(x, kernel, stride, padding, dilation=1, precision=None, preferred_element_type=None):
+  """XLA's own NHWC x HWIO convolution; padding ((top, bottom), (left, right))."""
   return jax.lax.conv_general_dilated(
-      x, kernel, (stride, stride), ((pad, pad), (pad, pad)), rhs_dilation=(dilation, dilation),
-      dimension_numbers=("NHWC", "HWIO", "NHWC"), **kw_dot)
-
-
-def _conv3x3(x, kernel, precision):
-  """3x3 'same' convolution through conv2d's forward forms."""
-  cout = kernel.shape[-1]
-  if cout > 64 and cout % 64:
-    main = cout // 64 * 64
-    return jnp.concatenate([_conv3x3(x, kernel[..., :main], precision),
-                            _conv3x3(x, kernel[..., main:], precision)], axis=-1)
-  return jax.lax.conv_general_dilated(x, kernel, (1, 1), ((1, 1), (1, 1)),
-                                      dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=precision)
+      x, kernel, (stride, stride), padding, rhs_dilation=(dilation, dilation),
+      dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=precision,
+      preferred_element_type=preferred_element_type)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -88,16 +83,16 @@ def _conv3x3_cpu(x, kernel, precision):
   256x256); as dW[dy, dx] = sum_p x[p] g[p - (dy - 1, dx - 1)] (g shifted, zero-padded) it is 4x faster.
   The input gradient is XLA's own.
   """
-  return _conv3x3(x, kernel, precision)
+  return _xla_conv(x, kernel, 1, ((1, 1), (1, 1)), precision=precision)
 
 
 def _conv3x3_cpu_fwd(x, kernel, precision):
-  return _conv3x3(x, kernel, precision), (x, kernel)
+  return _conv3x3_cpu(x, kernel, precision), (x, kernel)
 
 
 def _conv3x3_cpu_bwd(precision, res, g):
   x, kernel = res
-  _, vjp_x = jax.vjp(lambda x_: _conv3x3(x_, kernel, precision), x)
+  _, vjp_x = jax.vjp(lambda x_: _xla_conv(x_, kernel, 1, ((1, 1), (1, 1)), precision=precision), x)
   (dx,) = vjp_x(g)
   h, w = x.shape[1:3]
   gp = jnp.pad(g, ((0, 0), (1, 1), (1, 1), (0, 0)))
@@ -161,7 +156,6 @@ def conv(features, kernel, stride=1, pad=None, dilation=1, *, name, dtype=None, 
 
 # For output phase r (output index 2m + r) along one axis, the k4 s2 p1 transposed conv reads inputs
 # m - 1 and m with kernel taps 3 and 1 (r = 0) or m and m + 1 with taps 2 and 0 (r = 1).
-_PHASE_TAPS = {0: ((3, 1), (1, 0)), 1: ((2, 0), (0, 1))}  # r -> (torch kernel indices, padding)
 _PHASE_INPUTS = {0: ((-1, 3), (0, 1)), 1: ((0, 2), (1, 0))}  # r -> ((input offset, kernel index), ...)
 
 
@@ -221,16 +215,20 @@ class ConvTranspose4x4(nn.Module):
 
   def _phase_form(self, x, kernel, acc):
     w_io = jnp.transpose(kernel, (0, 1, 3, 2))  # (4, 4, in, out)
+
+    def taps_and_padding(r):  # inputs m + o0, m + o1 = a 2-tap conv padded (-o0, o1)
+      (o0, k0), (o1, k1) = _PHASE_INPUTS[r]
+      return jnp.array([k0, k1]), (-o0, o1)
+
     rows = []
     for ry in (0, 1):
-      ky, pad_y = _PHASE_TAPS[ry]
+      ky, pad_y = taps_and_padding(ry)
       cols = []
       for rx in (0, 1):
-        kx, pad_x = _PHASE_TAPS[rx]
-        k2 = w_io[jnp.array(ky)][:, jnp.array(kx)]  # (2, 2, in, out)
-        cols.append(jax.lax.conv_general_dilated(
-            x, k2, (1, 1), (pad_y, pad_x), dimension_numbers=("NHWC", "HWIO", "NHWC"),
-            precision=self.precision, preferred_element_type=acc))
+        kx, pad_x = taps_and_padding(rx)
+        k2 = w_io[ky][:, kx]  # (2, 2, in, out)
+        cols.append(_xla_conv(x, k2, 1, (pad_y, pad_x), precision=self.precision,
+                              preferred_element_type=acc))
       rows.append(jnp.stack(cols, axis=3))  # [B, H, W, 2 (rx), out]
     return jnp.stack(rows, axis=2)  # [B, H, 2 (ry), W, 2 (rx), out]
 
