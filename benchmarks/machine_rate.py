@@ -41,14 +41,19 @@ def measure(size=2048, repeats=5):
   return out
 
 
+def report(rates):
+  """Prints measure()'s figures, one line each."""
+  for name, r in rates.items():
+    print(f"machine {name}: {r:.1f} GFLOP/s")
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--size", type=int, default=2048)
   parser.add_argument("--repeats", type=int, default=5)
   args = parser.parse_args()
   print(f"device: {jax.devices()[0].device_kind}, {jax.device_count()} device(s)")
-  for name, r in measure(args.size, args.repeats).items():
-    print(f"{name}: {r:.1f} GFLOP/s")
+  report(measure(args.size, args.repeats))
 
 
 if __name__ == "__main__":

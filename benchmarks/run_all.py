@@ -36,8 +36,7 @@ def main():
   print(f"date: {time.strftime('%Y-%m-%d %H:%M %Z')}; device: {jax.devices()[0].device_kind} "
         f"({platform.processor() or platform.machine()}), {os.cpu_count()} CPUs, jax {jax.__version__}")
   rates = machine_rate.measure()
-  for name, r in rates.items():
-    print(f"machine {name}: {r:.1f} GFLOP/s")
+  machine_rate.report(rates)
   variables = jax.device_put(model_bench.random_variables(model_bench.TCVC()))
   for dtype in args.dtypes.split(","):
     model_bench.run(dtype, args.frames, args.size, args.repeats, rates, variables)
