@@ -7,7 +7,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from tcvc_jax import convert
-from tcvc_jax.models.layers import activation_dtype
 
 
 class Colorizer:
@@ -47,7 +46,7 @@ class Colorizer:
       raise ValueError(f"a window needs at least 2 frames (the two anchors), got {n}")
     if h % self.size_multiple or w % self.size_multiple:
       raise ValueError(f"H and W must be multiples of {self.size_multiple}, got {h}x{w}; resize first")
-    gray = jnp.asarray(gray, activation_dtype(self.model.dtype))[None]
+    gray = jnp.asarray(gray, self.model.act_dtype)[None]
     ab, last = self._apply(self.variables, gray, first_anchor)
     ab = np.asarray(ab[0])
     ab = ab if ab.dtype == np.float64 else ab.astype(np.float32)

@@ -82,9 +82,9 @@ def test_bfloat16_mode_stays_within_0_02_of_the_original(golden_f32_paths):
   run = jax.jit(lambda v, x: colorizer.model.apply(v, x)["ab"])
   t = np.load(os.path.join(golden_lib.GOLDEN_DIR, "tcvc.npz"))
   for case in ("N5_64x64", "N3_64x64", "N2_64x64"):
-    clip = np.moveaxis(t[f"clip_{case}"], -3, -1)[None]
+    clip = golden_lib._nhwc(t[f"clip_{case}"])[None]  # pylint: disable=protected-access
     ab = np.asarray(run(colorizer.variables, jnp.asarray(clip, jnp.float32)))
-    want = np.moveaxis(t[f"out_{case}_f32"], -3, -1)
+    want = golden_lib._nhwc(t[f"out_{case}_f32"])  # pylint: disable=protected-access
     err = float(np.max(np.abs(ab.astype(np.float64) - want)))
     assert ab.dtype == np.float32
     assert err <= 0.02, f"{case}: bf16 ab max abs error {err} > 0.02"

@@ -91,21 +91,26 @@ class TCVC(nn.Module):
                                ("conv", "conv3", feat, 3, 1, 1, 1)))
     self.fea_key = SIGGRAPH17(widths=tuple(self.colorizer_widths), **kw)
     if self.flow_type == "flownet2":
-      self.flow = FlowNet2(**dict(kw, dtype=activation_dtype(self.dtype)))  # flows stay fp32 in bf16 mode
+      self.flow = FlowNet2(**dict(kw, dtype=self.act_dtype))  # flows stay fp32 in bf16 mode
     elif self.flow_type == "classical":
       from tcvc_jax.models.classical_flow import ClassicalFlow  # pylint: disable=g-import-not-at-top
       self.flow = ClassicalFlow(**dict(self.classical_flow or {}))
     else:
       raise ValueError(f"flow_type must be 'flownet2' or 'classical', got {self.flow_type!r}")
 
+  @property
+  def act_dtype(self):
+    """dtype of activations, flows and outputs: fp32 in bf16 mode, else `dtype`."""
+    return activation_dtype(self.dtype)
+
   def flows(self, img1, img2):
     """Frozen optical flow between normalised-L frames [M, H, W, 1] -> [M, H, W, 2] (no gradient)."""
     if self.flow_type == "flownet2":
       f = flow_from_gray(self.flow, img1, img2)
     elif self.is_initializing():  # the classical estimator has no parameters: skip its work at init
-      f = jnp.zeros(img1.shape[:3] + (2,), activation_dtype(self.dtype))
+      f = jnp.zeros(img1.shape[:3] + (2,), self.act_dtype)
     else:
-      f = self.flow(img1, img2).astype(activation_dtype(self.dtype))
+      f = self.flow(img1, img2).astype(self.act_dtype)
     return jax.lax.stop_gradient(f)
 
   def _cell(self, g_prev, xs):
@@ -141,14 +146,14 @@ class TCVC(nn.Module):
     b, n = gray.shape[:2]
     if n < 2:
       raise ValueError(f"a window needs at least 2 frames (the two anchors), got {n}")
-    gray = gray.astype(activation_dtype(self.dtype))
+    gray = gray.astype(self.act_dtype)
     if first_anchor is None:
       # Anchors: colorizer on frames 0 and N-1 in one batch.
       ab_a, feat_a = self.fea_key(jnp.concatenate([gray[:, 0], gray[:, -1]], axis=0))
       ab_first, ab_last = ab_a[:b], ab_a[b:]
       g0, h_last = feat_a[:b], feat_a[b:]
     else:
-      ab_first, g0 = (a.astype(activation_dtype(self.dtype)) for a in first_anchor)
+      ab_first, g0 = (a.astype(self.act_dtype) for a in first_anchor)
       ab_last, h_last = self.fea_key(gray[:, -1])
 
     if n == 2 and self.is_initializing():
