@@ -1,0 +1,159 @@
+"""Atomic outputs: every file or folder the package writes appears whole or not at all.
+
+`AtomicOutput(path)` gives a temporary path beside `path` (same folder, so the final rename is atomic);
+`commit()` moves it onto `path`, `discard()` deletes it. Used as a context manager it commits on success
+and discards on any exception, KeyboardInterrupt included. An existing `path` is replaced only with
+`overwrite=True`; an old folder is swapped out first and deleted after the new one is in place.
+
+Permissions are those a plain `open()` / `os.mkdir()` would give under the user's umask (files 0o666,
+folders 0o777, minus the umask), unlike `tempfile.mkstemp` / `mkdtemp` (0o600 / 0o700).
+"""
+
+import json
+import os
+import shutil
+import threading
+import uuid
+
+# Unfinished outputs of this process, removed by `discard_all` when a tool is interrupted.
+_LIVE = {}
+_LIVE_LOCK = threading.Lock()
+
+
+class OutputExistsError(FileExistsError):
+  """The output exists and overwriting was not asked for."""
+
+
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
+
+
+def default_mode(directory: bool = False) -> int:
+  """The mode `open()` (0o666) or `os.mkdir()` (0o777) gives a new path under the current umask."""
+  return (0o777 if directory else 0o666) & ~_umask()
+
+
+def check_target(path, overwrite: bool = False) -> str:
+  """Absolute `path` after checking that its folder exists and that it may be written.
+
+  Raises:
+    FileNotFoundError: the parent folder does not exist.
+    OutputExistsError: `path` exists and `overwrite` is False.
+  """
+  path = os.path.abspath(os.fspath(path))
+  parent = os.path.dirname(path)
+  if not os.path.isdir(parent):
+    raise FileNotFoundError(f"output folder does not exist: {parent}")
+  if os.path.lexists(path) and not overwrite:
+    raise OutputExistsError(f"output exists: {path} (pass --overwrite to replace it)")
+  return path
+
+
+def _remove(path: str) -> None:
+  if os.path.isdir(path) and not os.path.islink(path):
+    shutil.rmtree(path, ignore_errors=True)
+  elif os.path.lexists(path):
+    os.remove(path)
+
+
+class AtomicOutput:
+  """A temporary file or folder that becomes `path` on `commit()`.
+
+  Attributes:
+    path: the final absolute path.
+    tmp: the temporary path to write (a file created empty, or a folder), in the same folder.
+  """
+
+  def __init__(self, path, *, directory: bool = False, overwrite: bool = False, suffix: str = "",
+               create_parents: bool = False):
+    if create_parents:
+      os.makedirs(os.path.dirname(os.path.abspath(os.fspath(path))), exist_ok=True)
+    self.path = check_target(path, overwrite)
+    self.overwrite = overwrite
+    self.directory = directory
+    base = os.path.basename(self.path)
+    self.tmp = os.path.join(os.path.dirname(self.path),
+                            f".{base}.tmp-{uuid.uuid4().hex[:12]}{suffix}")
+    if directory:
+      os.mkdir(self.tmp)  # 0o777 minus the umask
+    else:
+      os.close(os.open(self.tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    self._done = False
+    with _LIVE_LOCK:
+      _LIVE[id(self)] = self
+
+  def _forget(self) -> None:
+    with _LIVE_LOCK:
+      _LIVE.pop(id(self), None)
+
+  def commit(self) -> str:
+    """Moves the finished temporary output onto `path`; returns `path`."""
+    if self._done:
+      return self.path
+    try:
+      if os.path.lexists(self.path):
+        if not self.overwrite:
+          raise OutputExistsError(f"output exists: {self.path} (pass --overwrite to replace it)")
+        if os.path.isdir(self.path) and not os.path.islink(self.path):
+          old = f"{self.tmp}.old"
+          os.rename(self.path, old)
+          os.rename(self.tmp, self.path)
+          shutil.rmtree(old, ignore_errors=True)
+          self._done = True
+          self._forget()
+          return self.path
+      os.replace(self.tmp, self.path)
+    except BaseException:
+      self.discard()
+      raise
+    self._done = True
+    self._forget()
+    return self.path
+
+  def discard(self) -> None:
+    """Deletes the temporary output (nothing happens to `path`)."""
+    if not self._done:
+      self._done = True
+      self._forget()
+      _remove(self.tmp)
+
+  def __enter__(self) -> "AtomicOutput":
+    return self
+
+  def __exit__(self, exc_type, exc, tb) -> bool:
+    if exc_type is None:
+      self.commit()
+    else:
+      self.discard()
+    return False
+
+
+def discard_all() -> None:
+  """Removes every unfinished output of this process (for interrupt handlers)."""
+  with _LIVE_LOCK:
+    live = list(_LIVE.values())
+  for out in live:
+    try:
+      out.discard()
+    except OSError:
+      pass
+
+
+def write_bytes(path, data: bytes, *, overwrite: bool = False) -> str:
+  """Writes `data` to `path` atomically; returns the absolute path."""
+  with AtomicOutput(path, overwrite=overwrite) as out:
+    with open(out.tmp, "wb") as f:
+      f.write(data)
+  return out.path
+
+
+def write_text(path, text: str, *, overwrite: bool = False) -> str:
+  """Writes UTF-8 `text` to `path` atomically."""
+  return write_bytes(path, text.encode("utf-8"), overwrite=overwrite)
+
+
+def write_json(path, obj, *, overwrite: bool = False, indent: int = 1) -> str:
+  """Writes `obj` as JSON to `path` atomically."""
+  return write_text(path, json.dumps(obj, indent=indent) + "\n", overwrite=overwrite)
