@@ -1,7 +1,7 @@
 """Benchmark of `python -m tcvc_jax.colorize`: frames/s and peak memory against video length.
 
 Generates synthetic videos (a moving colour texture with an audio track) and colorizes them through
-`colorize.colorize_file`, each run in its own process so that its peak RSS (ru_maxrss) is its own:
+`streaming.colorize_file`, each run in its own process so that its peak RSS (ru_maxrss) is its own:
 
   * speed: one process colorizes the short video twice; frames/s is taken from the second pass,
     after XLA has compiled every window shape (the first pass's time is printed too);
@@ -36,7 +36,8 @@ def make_checkpoint(path, tiny):
   """Saves random weights of the full TCVC (or the tiny test variant) as a converted checkpoint."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from tcvc_jax import convert  # pylint: disable=g-import-not-at-top
+  from tcvc_jax import porting  # pylint: disable=g-import-not-at-top
+  from tcvc_jax.models import spec as spec_lib  # pylint: disable=g-import-not-at-top
   from tcvc_jax.models import tcvc  # pylint: disable=g-import-not-at-top
   if tiny:
     sys.path.insert(0, os.path.join(REPO, "tests"))
@@ -47,10 +48,8 @@ def make_checkpoint(path, tiny):
     model = tcvc.TCVC()
     variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 3, 64, 64, 1)))
   variables = jax.tree_util.tree_map(np.asarray, dict(variables))
-  kwargs = convert.infer_model_kwargs(convert.flax_to_torch(variables), "tcvc")
-  if model.classical_flow:
-    kwargs["classical_flow"] = [list(kv) for kv in model.classical_flow]
-  convert.save_converted(path, variables, "tcvc", kwargs, overwrite=True)
+  spec = tiny_lib.TINY_SPEC if tiny else spec_lib.ModelSpec()
+  porting.save_converted(path, variables, "tcvc", spec, overwrite=True)
 
 
 def make_video(path, num_frames, size, fps=25):
@@ -82,13 +81,14 @@ def make_video(path, num_frames, size, fps=25):
 
 def worker(args):
   """Colorizes args.input args.repeat times in this process; prints one JSON line."""
-  from tcvc_jax import colorize  # pylint: disable=g-import-not-at-top
-  colorizer = colorize.load_colorizer(args.checkpoint)
+  from tcvc_jax import api  # pylint: disable=g-import-not-at-top
+  from tcvc_jax import streaming  # pylint: disable=g-import-not-at-top
+  colorizer = api.load(args.checkpoint)
   passes = []
   for r in range(args.repeat):
     out = os.path.join(args.outdir, f"out{r}.mp4")
     t0 = time.perf_counter()
-    res = colorize.colorize_file(args.input, out, colorizer, interval=args.interval,
+    res = streaming.colorize_file(args.input, out, colorizer, interval=args.interval,
                                  network_size=args.size, progress=False, overwrite=True,
                                  release_memory=not args.no_trim)
     passes.append({"frames": res.frames, "seconds": time.perf_counter() - t0})
@@ -126,7 +126,7 @@ def main():
                       help="comma-separated video lengths of the memory runs ('' to skip)")
   parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
   parser.add_argument("--no-trim", action="store_true",
-                      help="no colorize.release_free_memory once per window")
+                      help="no streaming.release_free_memory once per window")
   parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
   parser.add_argument("--input", help=argparse.SUPPRESS)
   parser.add_argument("--repeat", type=int, default=1, help=argparse.SUPPRESS)

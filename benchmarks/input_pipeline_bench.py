@@ -1,8 +1,8 @@
-"""Throughput of the training input pipeline (tcvc_jax.input_pipeline) on this machine.
+"""Throughput of the training input pipeline (tcvc_jax.data.input_pipeline) on this machine.
 
 Usage: python benchmarks/input_pipeline_bench.py [--clips=8 --frames=40 --batches=20]
 
-Generates 300x300 source clips procedurally (tcvc_jax.synthetic, as the original's training
+Generates 300x300 source clips procedurally (tcvc_jax.data.synthetic, as the original's training
 frames were 300x300), writes them as ArrayRecord with the synthetic_clips builder into a
 temporary folder, then times the paper's training windows: N=12 frames, 256x256 random crops,
 flips, Lab, batch 4, read back through `tfds.data_source`. Prints windows/s for a few worker
@@ -19,8 +19,9 @@ from absl import app
 from absl import flags
 import tensorflow_datasets as tfds
 
-from tcvc_jax import data_sources
-from tcvc_jax import input_pipeline
+from tcvc_jax.data import datasets
+from tcvc_jax.data import sources as data_sources
+from tcvc_jax.data import input_pipeline
 
 try:
   import psutil  # pylint: disable=g-import-not-at-top
@@ -52,7 +53,7 @@ def _cpu_seconds():
 
 
 def _build(data_dir):
-  module = data_sources.load_builder_module("synthetic_clips")
+  module = datasets
   config = module.SyntheticConfig(name="bench300", height=SOURCE_SIZE, width=SOURCE_SIZE,
                                   num_frames=_FRAMES.value, num_train=_CLIPS.value,
                                   num_validation=1, num_test=1)

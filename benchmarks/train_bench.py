@@ -25,9 +25,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import default  # pylint: disable=g-import-not-at-top,wrong-import-position
 from configs import demo  # pylint: disable=g-import-not-at-top,wrong-import-position
-from tcvc_jax import sharding  # pylint: disable=g-import-not-at-top,wrong-import-position
-from tcvc_jax import train_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
-from tcvc_jax import trainer  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tcvc_jax.training import sharding  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tcvc_jax.training import train_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tcvc_jax.training import trainer  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def _config(name, args):
@@ -50,10 +50,9 @@ def _mib(x):
 
 def bench(name, args):
   config, size = _config(name, args)
-  model = train_lib.build_model(trainer.model_kwargs(config), remat=args.remat)
-  o = config.optim
-  tx = train_lib.make_optimizer(learning_rate=o.learning_rate, b1=o.b1, b2=o.b2, eps=o.eps,
-                                milestones=o.milestones, gamma=o.gamma, trainable=o.trainable)
+  model = train_lib.build_model(trainer.model_spec(config), remat=args.remat,
+                                **trainer.runtime_options(config))
+  tx, _ = trainer.optimizer(config)
   mesh = sharding.create_mesh((("data", -1),), "explicit", devices=jax.devices()[:1])
   b, n = config.data.batch_size, config.data.num_frames
   rs = np.random.RandomState(0)

@@ -1,4 +1,4 @@
-"""TCVC-IDC training as in the paper (REFERENCE.md section 5), with presets `released` and `tiny`.
+"""TCVC-IDC training as in the paper (docs/original.md#training), with presets `released` and `tiny`.
 
   python train.py --config configs/default.py --workdir runs/tcvc \
       --config.data.manual_dir=/data/clips \
@@ -95,7 +95,7 @@ def get_config(arg=None):
   config.data.random_reverse = False
   config.data.hflip = True
   config.data.rot90 = True
-  # Read frames 0..N-1 of the drawn clip, as the released loader did (REFERENCE.md section 5).
+  # Read frames 0..N-1 of the drawn clip, as the released loader did (docs/original.md#training).
   config.data.reproduce_original_sampling = False
   config.data.num_workers = 4
   config.data.read_threads = 2

@@ -11,7 +11,7 @@ metrics.jsonl, TensorBoard files and images/ of colorized validation frames.
 
 import ml_collections
 
-from configs import default
+from tcvc_jax.configs import default
 
 
 def get_config(arg=None):

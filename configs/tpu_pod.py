@@ -7,7 +7,7 @@ Start the same command on every host; `jax.distributed` finds the pod by itself.
 batch (default 64) must be a multiple of the number of chips.
 """
 
-from configs import default
+from tcvc_jax.configs import default
 
 
 def get_config(arg=None):

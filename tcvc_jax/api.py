@@ -6,7 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tcvc_jax import convert
+from tcvc_jax import porting
+from tcvc_jax.models import spec as spec_lib
 
 
 class Colorizer:
@@ -15,16 +16,36 @@ class Colorizer:
   Attributes:
     model: the Flax `TCVC` module.
     variables: {'params', 'batch_stats'} pytrees.
+    spec: the model description (sizes, flow type, the size rule).
   """
 
-  def __init__(self, model, variables):
+  def __init__(self, model, variables, spec=None):
     self.model = model
+    self.spec = spec or spec_lib.ModelSpec(**{f: getattr(model, f) for f in spec_lib.FIELDS})
     self.variables = jax.tree_util.tree_map(jnp.asarray, variables)
-    self._apply = jax.jit(lambda v, gray, first: _window(model, v, gray, first))
-    # H and W of a window must be multiples of this: FlowNet2 needs 64, the colorizer alone 8.
-    self.size_multiple = 64 if model.flow_type == "flownet2" else 8
+    self._apply = jax.jit(lambda v, gray, first, hints: _window(model, v, gray, first, hints))
+    self._apply_padded = jax.jit(
+        lambda v, gray, first, use, length, hints: _padded_window(model, v, gray, first, use,
+                                                                  length, hints))
+    # Windows up to this many frames run one compiled program per frame size (see `pad_windows`).
+    self.window_frames = None
 
-  def colorize_window(self, gray, first_anchor=None, return_last_anchor=False):
+  def pad_windows(self, frames):
+    """Runs every later window of <= `frames` frames (and any first_anchor) as one program.
+
+    Shorter windows (a clip's last, a shot's last) are padded in a way that provably leaves their
+    frames unchanged (`TCVC(length=...)`), so a video compiles once per frame size instead of once
+    per window length; the results are bit for bit those of the unpadded windows.
+    """
+    self.window_frames = int(frames)
+
+  @property
+  def size_multiple(self):
+    """H and W of a window must be multiples of this (`ModelSpec.size_multiple`)."""
+    return self.spec.size_multiple
+
+  def colorize_window(self, gray, first_anchor=None, return_last_anchor=False, hint_ab=None,
+                      hint_mask=None):
     """Colorizes one window; the first and last frames are the anchors.
 
     Args:
@@ -33,6 +54,11 @@ class Colorizer:
       first_anchor: optional state of frame 0 returned by the previous call (`return_last_anchor=True`)
         when consecutive windows share their boundary frame; saves one colorizer pass, same result.
       return_last_anchor: also return the state of frame N-1, to pass as the next window's first_anchor.
+      hint_ab: optional user colour hints, [N, H, W, 2] normalised ab like the output, 0 where
+        hint_mask is 0. Only the anchors' hints (frames 0 and N-1) are used: internal frames take
+        their colours from the anchors, and frame 0's hints are ignored with first_anchor (that
+        state already holds the hints frame 0 was colorized with). None: no hints (zeros).
+      hint_mask: optional [N, H, W, 1], 1 where a hint is given, else 0. None: zeros.
 
     Returns:
       numpy [N, H, W, 2] (float32; float64 for a float64 model), normalised ab (a* / 110, b* / 110): the
@@ -44,18 +70,76 @@ class Colorizer:
     n, h, w, _ = gray.shape
     if n < 2:
       raise ValueError(f"a window needs at least 2 frames (the two anchors), got {n}")
-    if h % self.size_multiple or w % self.size_multiple:
-      raise ValueError(f"H and W must be multiples of {self.size_multiple}, got {h}x{w}; resize first")
-    gray = jnp.asarray(gray, self.model.act_dtype)[None]
-    ab, last = self._apply(self.variables, gray, first_anchor)
-    ab = np.asarray(ab[0])
+    try:
+      self.spec.check_size(h, w, "window size")
+    except spec_lib.SpecError as e:
+      raise ValueError(f"{e}; resize first") from e
+    hints = {}
+    for name, hint, c in (("hint_ab", hint_ab, 2), ("hint_mask", hint_mask, 1)):
+      if hint is not None:
+        hint = np.asarray(hint)
+        if hint.shape != (n, h, w, c):
+          raise ValueError(f"{name} must have shape [N, H, W, {c}] = {(n, h, w, c)} (N, H, W of "
+                           f"gray), got {hint.shape}")
+        hints[name] = jnp.asarray(hint, self.model.act_dtype)[None]
+    if self.window_frames is not None and n <= self.window_frames:
+      ab, last = self._padded(gray, first_anchor, hints)
+    else:
+      gray = jnp.asarray(gray, self.model.act_dtype)[None]
+      ab, last = self._apply(self.variables, gray, first_anchor, hints)
+    ab = np.asarray(ab[0, :n])
     ab = ab if ab.dtype == np.float64 else ab.astype(np.float32)
     return (ab, last) if return_last_anchor else ab
 
 
-def _window(model, variables, gray, first_anchor):
-  out = model.apply(variables, gray, first_anchor=first_anchor)
+  def _padded(self, gray, first_anchor, hints):
+    n, h, w, _ = gray.shape
+    pad = lambda x: np.concatenate([x, np.zeros((self.window_frames - n,) + x.shape[1:], x.dtype)])
+    dtype = self.model.act_dtype
+    hints = {k: jnp.asarray(pad(np.asarray(v[0])), dtype)[None] for k, v in hints.items()}
+    use = first_anchor is not None
+    if first_anchor is None:  # a placeholder state of the right shapes; not used
+      feat = self.spec.colorizer_widths[-1]
+      first_anchor = (jnp.zeros((1, h, w, 2), dtype), jnp.zeros((1, h, w, feat), dtype))
+    return self._apply_padded(self.variables, jnp.asarray(pad(gray), dtype)[None], first_anchor,
+                              jnp.asarray(use), jnp.asarray(n, jnp.int32), hints)
+
+
+def _padded_window(model, variables, gray, first_anchor, use, length, hints):
+  out = model.apply(variables, gray, first_anchor=first_anchor, use_first_anchor=use,
+                    length=length, **hints)
   return out["ab"], out["last_anchor"]
+
+
+def _window(model, variables, gray, first_anchor, hints):
+  out = model.apply(variables, gray, first_anchor=first_anchor, **hints)
+  return out["ab"], out["last_anchor"]
+
+
+def read_checkpoint(path):
+  """Weights and model of any checkpoint `load` accepts.
+
+  Returns:
+    (variables {'params', 'batch_stats'}, kind, model description: a ModelSpec for "tcvc").
+
+  Raises:
+    porting.ConversionError: naming the path and the problem.
+  """
+  from tcvc_jax.training import checkpointing  # pylint: disable=g-import-not-at-top
+  if os.path.isdir(path) and checkpointing.is_workdir(path):
+    try:
+      variables, spec, _ = checkpointing.load_workdir(path)
+    except (FileNotFoundError, spec_lib.SpecError) as e:
+      raise porting.ConversionError(str(e)) from e
+    return variables, "tcvc", spec
+  if os.path.isdir(path):
+    variables, meta, _ = porting.load_converted(path)
+    return variables, meta["kind"], meta["model"]
+  if os.path.isfile(path):
+    sd, kind, model = porting.read_torch_checkpoint(path)
+    variables, _ = porting.torch_to_flax(sd)
+    return variables, kind, model
+  raise porting.ConversionError(f"{path}: no such file or directory")
 
 
 def load(path, dtype=jnp.float32):
@@ -63,33 +147,17 @@ def load(path, dtype=jnp.float32):
 
   Args:
     path: a train.py workdir (its latest checkpoint), a converted checkpoint directory
-      (`python -m tcvc_jax.convert`), or an original full TCVC `.pth` state_dict (converted in memory, read
-      with the weights-only unpickler).
-    dtype: compute dtype: float32; bfloat16 (the propagation nets and the colorizer multiply in bf16 and
-      accumulate in fp32, flows stay fp32); float64 (needs jax x64).
+      (`python -m tcvc_jax.convert`), or an original full TCVC `.pth` state_dict (converted in
+      memory; no PyTorch needed, and a file that asks to run code is refused).
+    dtype: compute dtype: float32; bfloat16 (the propagation nets and the colorizer multiply in bf16
+      and accumulate in fp32, flows stay fp32); float64 (needs jax x64).
 
   Returns:
     A `Colorizer`.
   """
-  from tcvc_jax import checkpointing  # pylint: disable=g-import-not-at-top
-  if os.path.isdir(path) and checkpointing.is_workdir(path):
-    try:
-      variables, kwargs = checkpointing.load_workdir(path)
-    except FileNotFoundError as e:
-      raise convert.ConversionError(f"{path}: {e}") from e
-    kind = "tcvc"
-  elif os.path.isdir(path):
-    variables, meta, _ = convert.load_converted(path)
-    kind, kwargs = meta["kind"], meta["model_kwargs"]
-  elif os.path.isfile(path):
-    sd, kind = convert.load_torch_file(path)
-    kwargs = convert.validate(sd, kind, path)
-    variables, _ = convert.torch_to_flax(sd)
-  else:
-    raise convert.ConversionError(f"{path}: no such file or directory")
+  variables, kind, spec = read_checkpoint(path)
   if kind != "tcvc":
-    raise convert.ConversionError(
+    raise porting.ConversionError(
         f"{path}: holds {kind} weights only; colorizing needs a full TCVC checkpoint")
-  model = convert.build_module(kind, kwargs, dtype=dtype)
   variables = {c: variables.get(c, {}) for c in ("params", "batch_stats")}
-  return Colorizer(model, variables)
+  return Colorizer(spec.build(dtype=dtype), variables, spec)

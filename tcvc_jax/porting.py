@@ -1,6 +1,7 @@
 """Converts the original PyTorch checkpoints to Flax variables and back.
 
-Sources (PyTorch files are read with torch's weights-only unpickler: no code in the file ever runs):
+Sources (PyTorch files are read by `tcvc_jax.pth`, a restricted reader that needs no PyTorch and refuses
+every pickled global outside a short allow-list: no code in a file ever runs):
   * a full TCVC_IDC state_dict (e.g. `80000_G.pth`), with or without a leading `module.`;
   * a standalone SIGGRAPH17 state_dict (e.g. `siggraph17-df00044c.pth`);
   * a FlowNet2 checkpoint: a dict whose `state_dict` holds the FlowNet2 weights.
@@ -11,25 +12,24 @@ to batch_stats mean/var. Entries the Flax model does not use (`num_batches_track
 `model_class`) are kept verbatim under `extras`, so converting back reproduces the state_dict exactly.
 
 The converted checkpoint is a directory: an orbax PyTree checkpoint in `variables/` and `tcvc_meta.json`
-(kind, model keyword arguments, the original key order).
+(kind, the model description (`ModelSpec` for TCVC, the widths for SIGGRAPH17), the original key order).
 
-CLI:
-  python -m tcvc_jax.convert SRC.pth OUT_DIR            PyTorch -> Flax
-  python -m tcvc_jax.convert SRC_DIR OUT.pth            Flax -> PyTorch (direction from SRC's type)
+The command-line tool is `python -m tcvc_jax.convert` (convert.py); writing PyTorch files is export.py.
 """
 
-import argparse
+import collections
 import json
 import os
-import shutil
-import sys
-import tempfile
 
 import numpy as np
 
+from tcvc_jax import atomic
+from tcvc_jax import pth
+from tcvc_jax.models import spec as spec_lib
+
 META_FILE = "tcvc_meta.json"
 VARIABLES_DIR = "variables"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 KINDS = ("tcvc", "siggraph17", "flownet2")
 # Top-level torch module of each kind inside the full model.
 _PREFIX = {"siggraph17": "fea_key.", "flownet2": "flow."}
@@ -44,28 +44,15 @@ class ConversionError(ValueError):
 
 
 def load_torch_file(path):
-  """Reads a .pth with the weights-only unpickler; returns {key: numpy array} and the detected kind."""
+  """Reads a .pth / .pth.tar state_dict; returns ({key: numpy array}, kind). No PyTorch needed.
+
+  A `{'state_dict': ...}` wrapper (FlowNet2's files) is unwrapped and a leading `module.` stripped.
+  """
   try:
-    import torch  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    raise ConversionError("reading .pth files needs PyTorch: pip install 'tcvc_jax[convert]'") from e
-  if not os.path.isfile(path):
-    raise ConversionError(f"{path}: no such file")
-  try:
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-  except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError ... depending on the damage
-    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    raise ConversionError(
-        f"{path}: refused or unreadable as a weights-only PyTorch checkpoint ({first})") from e
-  if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-    obj = obj["state_dict"]
-  if not isinstance(obj, dict) or not obj:
-    raise ConversionError(f"{path}: not a state_dict (expected a dict of tensors)")
-  sd = {}
-  for k, v in obj.items():
-    if not isinstance(k, str) or not isinstance(v, torch.Tensor):
-      raise ConversionError(f"{path}: entry {k!r} is not a named tensor")
-    sd[k[len("module."):] if k.startswith("module.") else k] = v.detach().cpu().numpy()
+    obj = pth.load_state_dict(path)
+  except pth.PthError as e:
+    raise ConversionError(str(e)) from e
+  sd = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in obj.items()}
   return sd, detect_kind(sd, path)
 
 
@@ -158,53 +145,98 @@ def flax_to_torch(variables, extras=None, key_order=None):
 # --------------------------------------------------------------------------- model structure
 
 
-def _out_ch(sd, key):
-  if key not in sd:
-    raise KeyError(key)
-  return int(sd[key].shape[0])
+def _vote(sd, candidates, default):
+  """The most common size among `(key, axis)` entries present in `sd` (`default` if none).
+
+  Every layer size shows in several entries (a conv's output channels, its bias, the next layer's
+  input channels, a BatchNorm's statistics), so one missing or mis-shaped entry cannot change the
+  inferred model: the report then names exactly that entry.
+  """
+  sizes = [int(sd[k].shape[ax]) for k, ax in candidates
+           if k in sd and np.ndim(sd[k]) > ax]
+  if not sizes:
+    return default
+  return collections.Counter(sizes).most_common(1)[0][0]
 
 
-def infer_model_kwargs(sd, kind):
-  """Keyword arguments of the Flax module that `sd` (torch keys, without kind prefix) fits."""
+# Per SIGGRAPH17 block: the torch indices of its convs and of its BatchNorm (None: no BN).
+_SIG_BLOCKS = {1: ((0, 2), 4), 2: ((0, 2), 4), 3: ((0, 2, 4), 6), 4: ((0, 2, 4), 6),
+               5: ((0, 2, 4), 6), 6: ((0, 2, 4), 6), 7: ((0, 2, 4), 6), 8: ((1, 3), 5),
+               9: ((1,), 3), 10: ((1,), None)}
+_SHORTCUT = {8: "model3short8", 9: "model2short9", 10: "model1short10"}
+
+
+def _sig_widths(sd, pre):
+  widths = []
+  for k in range(1, 11):
+    convs, bn = _SIG_BLOCKS[k]
+    cands = []
+    for i in convs:
+      cands += [(f"{pre}model{k}.{i}.weight", 0), (f"{pre}model{k}.{i}.bias", 0),
+                (f"{pre}model{k}.{i}.weight", 1) if i != convs[0] or k >= 8 else (None, 0)]
+    if bn is not None:
+      cands += [(f"{pre}model{k}.{bn}.{leaf}", 0)
+                for leaf in ("weight", "bias", "running_mean", "running_var")]
+    if k >= 8:
+      cands += [(f"{pre}model{k}up.0.weight", 1), (f"{pre}model{k}up.0.bias", 0),
+                (f"{pre}{_SHORTCUT[k]}.0.weight", 0), (f"{pre}{_SHORTCUT[k]}.0.bias", 0)]
+    if k < 7:
+      cands.append((f"{pre}model{k + 1}.0.weight", 1))
+    if k >= 7:  # input of the next upsampling (ConvTranspose weights are [in, out, kh, kw])
+      cands.append((f"{pre}model{k + 1}up.0.weight", 0))
+    if k in (1, 2, 3):
+      cands.append((f"{pre}{_SHORTCUT[11 - k]}.0.weight", 1))
+    if k == 10:
+      cands.append((f"{pre}model_out.0.weight", 1))
+    widths.append(_vote(sd, [c for c in cands if c[0]], spec_lib.RELEASED["colorizer_widths"][k - 1]))
+  return widths
+
+
+def infer_spec(sd, kind):
+  """The model description that `sd` (torch keys, without kind prefix) fits.
+
+  Returns:
+    a ModelSpec for "tcvc", {"widths": [...]} for "siggraph17", {} for "flownet2".
+  """
   if kind == "flownet2":
     return {}
-  pre = "fea_key." if kind == "tcvc" else ""
-  widths = [_out_ch(sd, f"{pre}model{k}.0.weight") for k in range(1, 8)]
-  widths += [_out_ch(sd, f"{pre}model{k}.1.weight") for k in (8, 9, 10)]
+  widths = _sig_widths(sd, "fea_key." if kind == "tcvc" else "")
   if kind == "siggraph17":
     return {"widths": widths}
-  return {
-      "colorizer_widths": widths,
-      "l_features": _out_ch(sd, "L_fea_extractor.0.weight"),
-      "reduced_features": _out_ch(sd, "channel_reduction.conv1.weight"),
-      "weighting_hidden": [_out_ch(sd, f"weigting.conv{i}.weight") for i in (1, 2)],
-      "refine_hidden": [_out_ch(sd, f"feature_refine.conv{i}.weight") for i in (1, 2)],
-      "flow_type": "flownet2" if any(k.startswith("flow.") for k in sd) else "classical",
-  }
+  conv = lambda name, axis: [(f"{name}.weight", axis)] + ([(f"{name}.bias", 0)] if axis == 0 else [])
+  lf = _vote(sd, conv("L_fea_extractor.0", 0) + conv("L_fea_extractor.2", 0)
+             + conv("L_fea_extractor.2", 1), 32)
+  rf = _vote(sd, conv("channel_reduction.conv1", 0) + conv("channel_reduction.conv2", 0)
+             + conv("channel_reduction.conv2", 1) + conv("channel_reduction.conv3", 0)
+             + conv("channel_reduction.conv3", 1), 64)
+  wh = [_vote(sd, conv("weigting.conv1", 0) + conv("weigting.conv2", 1), 196),
+        _vote(sd, conv("weigting.conv2", 0) + conv("weigting.conv3", 1), 64)]
+  rh = [_vote(sd, conv("feature_refine.conv1", 0) + conv("feature_refine.conv2", 1), 196),
+        _vote(sd, conv("feature_refine.conv2", 0) + conv("feature_refine.conv3", 1), 128)]
+  flow = "flownet2" if any(k.startswith("flow.") for k in sd) else "classical"
+  return spec_lib.ModelSpec(colorizer_widths=widths, l_features=lf, reduced_features=rf,
+                            weighting_hidden=wh, refine_hidden=rh, flow_type=flow)
 
 
-def build_module(kind, model_kwargs, dtype=None):
-  """The Flax module for a converted checkpoint kind."""
-  from tcvc_jax.models import colorizer, flownet2, tcvc  # pylint: disable=g-import-not-at-top
+def build_module(kind, model, dtype=None):
+  """The Flax module of a checkpoint kind; `model` as `infer_spec` returns it."""
+  from tcvc_jax.models import flownet2, siggraph17  # pylint: disable=g-import-not-at-top
   kw = {} if dtype is None else {"dtype": dtype}
   if kind == "tcvc":
-    args = dict(model_kwargs)
-    for k in ("colorizer_widths", "weighting_hidden", "refine_hidden"):
-      if k in args:
-        args[k] = tuple(args[k])
-    return tcvc.TCVC(**args, **kw)
+    return model.build(**kw)
   if kind == "siggraph17":
-    return colorizer.SIGGRAPH17(widths=tuple(model_kwargs.get("widths", colorizer.DEFAULT_WIDTHS)), **kw)
+    return siggraph17.SIGGRAPH17(
+        widths=tuple(model.get("widths", siggraph17.DEFAULT_WIDTHS)), **kw)
   if kind == "flownet2":
     return flownet2.FlowNet2(**kw)
   raise ConversionError(f"unknown checkpoint kind {kind!r}")
 
 
-def expected_shapes(kind, model_kwargs):
+def expected_shapes(kind, model):
   """{torch key: shape} of every entry the Flax model needs (extras excluded)."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  module = build_module(kind, model_kwargs)
+  module = build_module(kind, model)
   x = jnp.zeros((1, 64, 64, 3 if kind == "flownet2" else 1))
   if kind == "tcvc":
     args = (jnp.zeros((1, 3, 64, 64, 1)),)
@@ -218,13 +250,19 @@ def expected_shapes(kind, model_kwargs):
   return {k: tuple(v.shape) for k, v in sd.items() if not _is_extra(k)}
 
 
+def _listing(items, limit=12):
+  shown = ", ".join(items[:limit])
+  return shown + (f", ... ({len(items)} in all)" if len(items) > limit else "")
+
+
 def validate(sd, kind, path="state_dict"):
-  """Checks `sd` against the model it implies; raises one ConversionError naming every bad key."""
-  try:
-    kwargs = infer_model_kwargs(sd, kind)
-  except KeyError:  # a structural key is missing: compare against the released architecture
-    kwargs = {"flow_type": "flownet2"} if kind == "tcvc" else {}
-  want = expected_shapes(kind, kwargs)
+  """Checks `sd` against the model it implies; raises one ConversionError naming every bad key.
+
+  Returns:
+    the model description (`infer_spec`).
+  """
+  model = infer_spec(sd, kind)
+  want = expected_shapes(kind, model)
   have = {k: tuple(v.shape) for k, v in sd.items() if not _is_extra(k)}
   missing = [k for k in want if k not in have]
   unexpected = [k for k in have if k not in want]
@@ -232,11 +270,10 @@ def validate(sd, kind, path="state_dict"):
   problems = []
   for label, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", shaped)):
     if items:
-      shown = ", ".join(items[:8]) + (f", ... ({len(items)} in all)" if len(items) > 8 else "")
-      problems.append(f"{label} keys: {shown}")
+      problems.append(f"{label} keys: {_listing(items)}")
   if problems:
     raise ConversionError(f"{path}: does not match the {kind} model; " + "; ".join(problems))
-  return kwargs
+  return model
 
 
 # --------------------------------------------------------------------------- converted checkpoints
@@ -257,31 +294,37 @@ def _unnest(tree):
   return {".".join(p): v for p, v in flatten(tree)}
 
 
-def save_converted(out_dir, variables, kind, model_kwargs, extras=None, key_order=None, overwrite=False):
+def _model_json(kind, model):
+  return model.to_json() if kind == "tcvc" else dict(model)
+
+
+def _model_from_json(kind, data, path):
+  if kind != "tcvc":
+    return dict(data or {})
+  try:
+    return spec_lib.ModelSpec.from_json(data or {})
+  except (spec_lib.SpecError, TypeError) as e:
+    raise ConversionError(f"{path}: bad model description in {META_FILE} ({e})") from e
+
+
+def save_converted(out_dir, variables, kind, model, extras=None, key_order=None, overwrite=False):
   """Writes a converted checkpoint directory atomically (a temp dir renamed into place)."""
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  out_dir = os.path.abspath(out_dir)
-  if os.path.exists(out_dir) and not overwrite:
-    raise ConversionError(f"{out_dir} exists; pass --overwrite to replace it")
-  parent = os.path.dirname(out_dir)
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=".tmp_convert_", dir=parent)
   try:
+    out = atomic.AtomicOutput(out_dir, directory=True, overwrite=overwrite, create_parents=True)
+  except atomic.OutputExistsError as e:
+    raise ConversionError(str(e)) from e
+  except OSError as e:
+    raise ConversionError(f"cannot write {out_dir}: {e.strerror or e}") from e
+  with out:
     tree = {c: dict(variables[c]) for c in ("params", "batch_stats") if variables.get(c)}
     if extras:
       tree["extras"] = _nest(extras)
-    ocp.PyTreeCheckpointer().save(os.path.join(tmp, VARIABLES_DIR), tree)
-    meta = {"format_version": FORMAT_VERSION, "kind": kind, "model_kwargs": model_kwargs,
+    ocp.PyTreeCheckpointer().save(os.path.join(out.tmp, VARIABLES_DIR), tree)
+    meta = {"format_version": FORMAT_VERSION, "kind": kind, "model": _model_json(kind, model),
             "key_order": list(key_order or [])}
-    with open(os.path.join(tmp, META_FILE), "w") as f:
-      json.dump(meta, f, indent=1)
-    if os.path.exists(out_dir):
-      shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
-  return out_dir
+    atomic.write_json(os.path.join(out.tmp, META_FILE), meta)
+  return out.path
 
 
 def is_converted_dir(path):
@@ -289,67 +332,51 @@ def is_converted_dir(path):
 
 
 def load_converted(path):
-  """Reads a converted directory: (variables {'params', 'batch_stats'}, meta dict, extras {key: array})."""
+  """Reads a converted directory: (variables {'params', 'batch_stats'}, meta dict, extras {key: array}).
+
+  `meta["model"]` is the model description (a ModelSpec for TCVC).
+  """
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   if not is_converted_dir(path):
     raise ConversionError(f"{path}: not a converted tcvc_jax checkpoint (no {META_FILE} and {VARIABLES_DIR}/)")
-  with open(os.path.join(path, META_FILE)) as f:
-    meta = json.load(f)
-  if meta.get("kind") not in KINDS:
-    raise ConversionError(f"{path}: unknown checkpoint kind {meta.get('kind')!r}")
+  try:
+    with open(os.path.join(path, META_FILE)) as f:
+      meta = json.load(f)
+  except (OSError, ValueError) as e:
+    raise ConversionError(f"{path}: unreadable {META_FILE} ({e})") from e
+  if not isinstance(meta, dict) or meta.get("kind") not in KINDS:
+    raise ConversionError(f"{path}: unknown checkpoint kind {meta.get('kind') if isinstance(meta, dict) else meta!r}")
+  meta["model"] = _model_from_json(meta["kind"], meta.get("model", meta.get("model_kwargs")), path)
   tree = ocp.PyTreeCheckpointer().restore(os.path.join(os.path.abspath(path), VARIABLES_DIR))
   variables = {c: tree.get(c, {}) for c in ("params", "batch_stats")}
   return variables, meta, _unnest(tree.get("extras", {}))
 
 
+# A record in .pth files written by export.py: the ModelSpec (torch ignores it). It carries what the
+# weights cannot say, e.g. the classical flow's options.
+SPEC_RECORD = "tcvc_model.json"
+
+
+def read_torch_checkpoint(path):
+  """A .pth file checked against the model it implies: (state_dict, kind, model description)."""
+  sd, kind = load_torch_file(path)
+  model = validate(sd, kind, path)
+  stored = pth.read_extra(path, SPEC_RECORD) if kind == "tcvc" else None
+  if stored is not None:
+    try:
+      spec = spec_lib.ModelSpec.from_json(json.loads(stored))
+    except (ValueError, TypeError) as e:
+      raise ConversionError(f"{path}: bad {SPEC_RECORD} record ({e})") from e
+    sizes = lambda m: {k: v for k, v in m.to_json().items() if k != "classical_flow"}
+    if sizes(spec) != sizes(model):
+      raise ConversionError(f"{path}: its {SPEC_RECORD} record does not match its weights")
+    model = spec
+  return sd, kind, model
+
+
 def convert_torch_file(src, out_dir, overwrite=False):
   """PyTorch .pth -> converted directory. Returns (out_dir, kind)."""
-  sd, kind = load_torch_file(src)
-  kwargs = validate(sd, kind, src)
+  sd, kind, model = read_torch_checkpoint(src)
   variables, extras = torch_to_flax(sd)
-  save_converted(out_dir, variables, kind, kwargs, extras, key_order=list(sd), overwrite=overwrite)
+  save_converted(out_dir, variables, kind, model, extras, key_order=list(sd), overwrite=overwrite)
   return out_dir, kind
-
-
-def export_torch_file(src_dir, out_path, overwrite=False):
-  """Converted directory (or anything `load_converted` reads) -> PyTorch .pth (a plain state_dict)."""
-  import torch  # pylint: disable=g-import-not-at-top
-  if os.path.exists(out_path) and not overwrite:
-    raise ConversionError(f"{out_path} exists; pass --overwrite to replace it")
-  variables, meta, extras = load_converted(src_dir)
-  sd = flax_to_torch(variables, extras, meta.get("key_order"))
-  tensors = {k: torch.from_numpy(np.array(v)) for k, v in sd.items()}
-  tmp = out_path + ".tmp"
-  torch.save(tensors, tmp)
-  os.replace(tmp, out_path)
-  return out_path
-
-
-def main(argv=None):
-  parser = argparse.ArgumentParser(
-      prog="python -m tcvc_jax.convert",
-      description="Convert TCVC / SIGGRAPH17 / FlowNet2 PyTorch checkpoints to tcvc_jax (Flax + orbax) and "
-                  "back. The direction follows SRC: a .pth file is converted to a checkpoint directory, a "
-                  "converted directory to a .pth state_dict.")
-  parser.add_argument("src", help="a PyTorch .pth/.pth.tar file, or a converted checkpoint directory")
-  parser.add_argument("out", help="output directory (PyTorch -> Flax) or .pth file (Flax -> PyTorch)")
-  parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
-  parser.add_argument("--verbose", action="store_true", help="show tracebacks")
-  args = parser.parse_args(argv)
-  try:
-    if os.path.isdir(args.src):
-      export_torch_file(args.src, args.out, args.overwrite)
-      print(f"wrote PyTorch state_dict {args.out}")
-    else:
-      _, kind = convert_torch_file(args.src, args.out, args.overwrite)
-      print(f"wrote {kind} checkpoint {args.out}")
-  except ConversionError as e:
-    if args.verbose:
-      raise
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  return 0
-
-
-if __name__ == "__main__":
-  sys.exit(main())

@@ -12,14 +12,14 @@ import pytest
 
 import tcvc_jax
 
-from tcvc_jax import checkpointing
-from tcvc_jax import convert
-from tcvc_jax import data_sources
-from tcvc_jax import input_pipeline
-from tcvc_jax import sharding
-from tcvc_jax import synthetic
-from tcvc_jax import train_lib
-from tcvc_jax import trainer
+from tcvc_jax.training import checkpointing
+from tcvc_jax import porting
+from tcvc_jax.data import sources as data_sources
+from tcvc_jax.data import input_pipeline
+from tcvc_jax.training import sharding
+from tcvc_jax.data import synthetic
+from tcvc_jax.training import train_lib
+from tcvc_jax.training import trainer
 import tiny
 import train_testlib
 
@@ -116,22 +116,22 @@ def test_no_checkpoint_gives_none(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_setup():
   config = train_testlib.tiny_config()
-  kwargs = trainer.model_kwargs(config)
-  model = train_lib.build_model(kwargs)
-  tx = train_lib.make_optimizer(**train_testlib.optimizer_kwargs(config))
+  spec = trainer.model_spec(config)
+  model = trainer.build_model(config)
+  tx, _ = trainer.optimizer(config)
   mesh = sharding.create_mesh((("data", -1),), "auto", devices=jax.devices()[:1])
   init_fn, _, _ = trainer.fresh_state(config, model, tx, mesh)
-  return config, kwargs, model, mesh, init_fn
+  return config, spec, model, mesh, init_fn
 
 
 def test_init_from_converted_siggraph17_and_flownet2(tmp_path, tiny_setup, caplog):
   _, _, model, mesh, init_fn = tiny_setup
   variables = tiny.tiny_variables(model)
   sig = {c: variables[c]["fea_key"] for c in ("params", "batch_stats")}
-  convert.save_converted(str(tmp_path / "sig"), sig, "siggraph17",
+  porting.save_converted(str(tmp_path / "sig"), sig, "siggraph17",
                          {"widths": list(model.colorizer_widths)})
   fake_flow = {"params": {"flownetc": {"conv1": {"kernel": np.ones((3, 3, 6, 4), np.float32)}}}}
-  convert.save_converted(str(tmp_path / "flow"), fake_flow, "flownet2", {})
+  porting.save_converted(str(tmp_path / "flow"), fake_flow, "flownet2", {})
   pretrained = checkpointing.load_pretrained(f"{tmp_path / 'sig'}, {tmp_path / 'flow'}")
   assert set(pretrained) == {("params", "fea_key"), ("batch_stats", "fea_key"),
                              ("params", "flow")}
@@ -152,7 +152,7 @@ def test_init_from_rejects_wrong_shapes_and_unknown_paths(tmp_path, tiny_setup):
   wide = tiny.tiny_model(colorizer_widths=(8,) * 9 + (32,))
   variables = tiny.tiny_variables(wide)
   sig = {c: variables[c]["fea_key"] for c in ("params", "batch_stats")}
-  convert.save_converted(str(tmp_path / "sig"), sig, "siggraph17", {"widths": [8] * 9 + [32]})
+  porting.save_converted(str(tmp_path / "sig"), sig, "siggraph17", {"widths": [8] * 9 + [32]})
   with pytest.raises(ValueError, match="shape"):
     checkpointing.apply_pretrained(init_fn(), checkpointing.load_pretrained(
         [str(tmp_path / "sig")]), mesh)
@@ -162,17 +162,17 @@ def test_init_from_rejects_wrong_shapes_and_unknown_paths(tmp_path, tiny_setup):
 
 
 def test_load_workdir_and_init_from_a_workdir(tmp_path, tiny_setup):
-  _, kwargs, model, mesh, init_fn = tiny_setup
+  _, spec, model, mesh, init_fn = tiny_setup
   workdir = str(tmp_path / "run")
   state = init_fn()
-  checkpointing.write_model_kwargs(workdir, kwargs)
+  checkpointing.write_model_spec(workdir, spec)
   mngr = checkpointing.create_manager(workdir, save_every=1, max_to_keep=2)
   checkpointing.save(mngr, 7, state, iter(_data()), force=True)
   mngr.wait_until_finished()
   mngr.close()
-  variables, model_kwargs = checkpointing.load_workdir(workdir)
-  assert model_kwargs["flow_type"] == "classical" and "dtype" not in model_kwargs
-  rebuilt = convert.build_module("tcvc", model_kwargs)
+  variables, got_spec, step = checkpointing.load_workdir(workdir)
+  assert got_spec == spec and got_spec.flow_type == "classical" and step == 7
+  rebuilt = porting.build_module("tcvc", got_spec)
   for field in ("colorizer_widths", "refine_hidden", "flow_type", "classical_flow"):
     assert getattr(rebuilt, field) == getattr(model, field), field
   for got, want in zip(jax.tree_util.tree_leaves(variables["params"]),
@@ -183,7 +183,7 @@ def test_load_workdir_and_init_from_a_workdir(tmp_path, tiny_setup):
   _, loaded = checkpointing.apply_pretrained(init_fn(), pretrained, mesh)
   assert loaded == set(state.params)
   with open(os.path.join(workdir, checkpointing.MODEL_FILE)) as f:
-    assert json.load(f)["model_kwargs"]["classical_flow"]
+    assert json.load(f)["model"]["classical_flow"]
   # Users load a training run for inference like any checkpoint.
   colorizer = tcvc_jax.load(workdir)
   gray = np.random.RandomState(0).uniform(-0.5, 0.5, (3, 32, 32, 1)).astype(np.float32)

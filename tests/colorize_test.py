@@ -14,10 +14,13 @@ import numpy as np
 import pytest
 import torch
 
+from tcvc_jax import api
 from tcvc_jax import colorize
-from tcvc_jax import convert
-from tcvc_jax import protocol
-from tcvc_jax import video_io
+from tcvc_jax import streaming
+from tcvc_jax import porting
+from tcvc_jax.evaluation import windows as protocol
+from tcvc_jax.media import reading
+from tcvc_jax.media import writing
 import tiny
 
 H, W = 40, 56
@@ -27,17 +30,15 @@ ARGS = ("--size", "32", "--interval", "4")
 @pytest.fixture(scope="module")
 def tiny_sd():
   model = tiny.tiny_model()
-  return convert.flax_to_torch(jax.tree_util.tree_map(np.asarray, tiny.tiny_variables(model)))
+  return porting.flax_to_torch(jax.tree_util.tree_map(np.asarray, tiny.tiny_variables(model)))
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tiny_sd, tmp_path_factory):
   """A converted tiny checkpoint; loaded once (jit caches live on the Colorizer) for all tests."""
   path = str(tmp_path_factory.mktemp("ckpt") / "tiny")
-  kwargs = convert.infer_model_kwargs(tiny_sd, "tcvc")
-  kwargs["classical_flow"] = [list(kv) for kv in tiny.TINY_KWARGS["classical_flow"]]
-  variables, _ = convert.torch_to_flax(tiny_sd)
-  convert.save_converted(path, variables, "tcvc", kwargs)
+  variables, _ = porting.torch_to_flax(tiny_sd)
+  porting.save_converted(path, variables, "tcvc", tiny.TINY_SPEC)
   return path
 
 
@@ -49,7 +50,7 @@ def _loaded():
 @pytest.fixture(autouse=True)
 def _cached_loader(monkeypatch, checkpoint, _loaded):
   loaded = _loaded
-  real = colorize.load_colorizer
+  real = api.load
 
   def load(path, dtype=None):
     if os.fspath(path) != checkpoint:
@@ -58,7 +59,7 @@ def _cached_loader(monkeypatch, checkpoint, _loaded):
       loaded[checkpoint] = real(path, dtype)
     return loaded[checkpoint]
 
-  monkeypatch.setattr(colorize, "load_colorizer", load)
+  monkeypatch.setattr(api, "load", load)
   yield
 
 
@@ -90,7 +91,7 @@ def _folder(path, frames, fmt=None):
   os.makedirs(path)
   for i, f in enumerate(frames):
     with open(os.path.join(path, f"f{i:03d}.png"), "wb") as fh:
-      fh.write(video_io.encode_png(fmt(f) if fmt else f))
+      fh.write(writing.encode_png(fmt(f) if fmt else f))
   return str(path)
 
 
@@ -126,7 +127,7 @@ def _run(capsys, *argv):
 
 
 def _read(path):
-  return video_io.open_source(path).read_all(np.uint8)
+  return reading.open_source(path).read_all(np.uint8)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -201,13 +202,13 @@ def test_folder_to_mp4_uses_fps_option(checkpoint, tmp_path, capsys):
 
 def test_scene_cut_stops_colour_propagation(checkpoint, tmp_path):
   """Frames after a cut do not depend on frames before it; without cut detection they do."""
-  colorizer = colorize.load_colorizer(checkpoint)
+  colorizer = api.load(checkpoint)
   after = _shot(5, 11, dx=-2, dy=2)
   runs = {}
   for name, before, cuts in (("a", _shot(6, 6), True), ("b", _shot(7, 6, dx=1), True),
                              ("a_nocut", _shot(6, 6), False)):
     src = _folder(tmp_path / f"in_{name}", before + after)
-    res = colorize.colorize_file(src, str(tmp_path / name), colorizer, interval=4, network_size=32,
+    res = streaming.colorize_file(src, str(tmp_path / name), colorizer, interval=4, network_size=32,
                                  detect_cuts=cuts, progress=False)
     assert res.frames == 17
     assert res.cuts == ([6] if cuts else [])
@@ -254,7 +255,7 @@ def _bad_inputs(tmp_path, tiny_sd, checkpoint):
       "wrong_model": ([good, out, "--checkpoint", tmp_path / "siggraph17.pth"],
                       "error: " + str(tmp_path / "siggraph17.pth") + ": holds siggraph17 weights"),
       "no_checkpoint": ([good, out, "--checkpoint", tmp_path / "junk.pth"],
-                        f"error: {tmp_path / 'junk.pth'}: refused or unreadable"),
+                        f"error: {tmp_path / 'junk.pth'}: not a PyTorch checkpoint"),
       "missing_checkpoint": ([good, out, "--checkpoint", tmp_path / "nock"],
                              f"error: {tmp_path / 'nock'}: no such file"),
       "bad_size": ([good, out, *ck, "--size", "30"], "error: network size 30x30"),
@@ -274,10 +275,12 @@ def test_bad_inputs(tmp_path, tiny_sd, checkpoint, capsys):
   assert not leftovers  # no temporary outputs
 
 
-def test_verbose_shows_the_exception(tmp_path):
-  with pytest.raises(video_io.VideoIOError):
-    colorize.main([str(tmp_path / "nothing.mp4"), str(tmp_path / "o.mp4"), "--checkpoint", "x",
-                   "--verbose"])
+def test_verbose_shows_the_traceback(tmp_path, capsys):
+  rc = colorize.main([str(tmp_path / "nothing.mp4"), str(tmp_path / "o.mp4"), "--checkpoint", "x",
+                      "--verbose"])
+  err = capsys.readouterr().err
+  assert rc == 1
+  assert "Traceback" in err and "MediaError" in err and err.strip().endswith("nothing.mp4")
 
 
 def test_module_entry_point(tmp_path):

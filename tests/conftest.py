@@ -1,4 +1,4 @@
-"""Shared fixtures: golden checkpoints built from the weight formula, converted once per session."""
+"""Shared fixtures: 8 fake CPU devices; golden checkpoints from the weight formula, converted once."""
 
 import json
 import os
@@ -6,7 +6,13 @@ import shutil
 import subprocess
 import sys
 
-import pytest
+# The main pytest process sees 8 CPU devices (set before jax is imported), so that sharding code runs
+# on a real mesh here; subprocesses get a clean XLA_FLAGS from `_clean_env`.
+_FLAG = "--xla_force_host_platform_device_count=8"
+if _FLAG not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAG).strip()
+
+import pytest  # noqa: E402
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, TESTS_DIR)

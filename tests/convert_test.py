@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import tcvc_jax
-from tcvc_jax import convert
+from tcvc_jax import porting
 import tiny
 
 
@@ -23,7 +23,7 @@ def _run_cli(*args):
 def _tiny_state_dict():
   model = tiny.tiny_model()
   variables = jax.tree_util.tree_map(np.asarray, tiny.tiny_variables(model))
-  return convert.flax_to_torch(variables)
+  return porting.flax_to_torch(variables)
 
 
 def _save(sd, path):
@@ -53,11 +53,11 @@ def test_tiny_flax_model_exports_and_reimports(tmp_path):
   out = tmp_path / "tiny_ckpt"
   proc = _run_cli(pth, out)
   assert proc.returncode == 0, proc.stderr
-  variables, meta, extras = convert.load_converted(out)
+  variables, meta, extras = porting.load_converted(out)
   assert meta["kind"] == "tcvc"
-  assert meta["model_kwargs"]["colorizer_widths"] == list(tiny.TINY_KWARGS["colorizer_widths"])
-  assert meta["model_kwargs"]["flow_type"] == "classical"
-  again = convert.flax_to_torch(variables, extras, key_order=meta["key_order"])
+  assert meta["model"].colorizer_widths == tiny.TINY_SPEC.colorizer_widths
+  assert meta["model"].flow_type == "classical"
+  again = porting.flax_to_torch(variables, extras, key_order=meta["key_order"])
   assert list(again) == list(sd)
   for k in sd:
     np.testing.assert_array_equal(again[k], sd[k], err_msg=k)
@@ -67,7 +67,7 @@ def test_dataparallel_prefix_is_stripped(tmp_path):
   sd = _tiny_state_dict()
   pth = tmp_path / "dp.pth"
   _save({"module." + k: v for k, v in sd.items()}, pth)
-  loaded, kind = convert.load_torch_file(str(pth))
+  loaded, kind = porting.load_torch_file(str(pth))
   assert kind == "tcvc" and list(loaded) == list(sd)
 
 
@@ -78,15 +78,15 @@ def test_bad_keys_give_one_error_naming_them(tmp_path):
   sd["channel_reduction.conv2.weight"] = np.zeros((4, 4, 5, 5), np.float32)
   pth = tmp_path / "bad.pth"
   _save(sd, pth)
-  with pytest.raises(convert.ConversionError) as e:
-    convert.validate(*convert.load_torch_file(str(pth)), str(pth))
+  with pytest.raises(porting.ConversionError) as e:
+    porting.validate(*porting.load_torch_file(str(pth)), str(pth))
   msg = str(e.value)
   assert "missing keys: weigting.conv2.bias" in msg
   assert "unexpected keys: feature_refine.conv9.weight" in msg
   assert "mis-shaped keys: channel_reduction.conv2.weight (4, 4, 5, 5) (expected (4, 4, 3, 3))" in msg
   out = tmp_path / "bad_ckpt"
   proc = _run_cli(pth, out)
-  assert proc.returncode == 2
+  assert proc.returncode == 1
   assert proc.stderr.count("\n") == 1 and "missing keys: weigting.conv2.bias" in proc.stderr
   assert "Traceback" not in proc.stderr
   assert not out.exists()
@@ -111,10 +111,10 @@ def test_malicious_pickle_is_refused_without_running_code(tmp_path, writer):
     with open(evil, "wb") as f:
       pickle.dump(payload, f)
   proc = _run_cli(evil, tmp_path / "out")
-  assert proc.returncode == 2
-  assert "refused or unreadable" in proc.stderr
+  assert proc.returncode == 1
+  assert proc.stderr == f"error: {evil}: refused: the file asks to run code (posix.system)\n"
   assert not marker.exists(), "code embedded in the checkpoint was executed"
-  with pytest.raises(convert.ConversionError):
+  with pytest.raises(porting.ConversionError):
     tcvc_jax.load(str(evil))
   assert not marker.exists()
 
@@ -123,13 +123,14 @@ def test_not_a_checkpoint(tmp_path):
   junk = tmp_path / "junk.pth"
   junk.write_bytes(b"\x00\x01 definitely not a checkpoint" * 10)
   proc = _run_cli(junk, tmp_path / "out")
-  assert proc.returncode == 2 and "junk.pth" in proc.stderr
+  assert proc.stderr == f"error: {junk}: not a PyTorch checkpoint (unknown format)\n"
+  assert proc.returncode == 1
   other = tmp_path / "other.pth"
   torch.save({"encoder.layer.weight": torch.zeros(3)}, other)
   proc = _run_cli(other, tmp_path / "out2")
-  assert proc.returncode == 2 and "not a TCVC, SIGGRAPH17 or FlowNet2 state_dict" in proc.stderr
+  assert proc.returncode == 1 and "not a TCVC, SIGGRAPH17 or FlowNet2 state_dict" in proc.stderr
   proc = _run_cli(tmp_path / "missing.pth", tmp_path / "out3")
-  assert proc.returncode == 2 and "no such file" in proc.stderr
+  assert proc.returncode == 1 and "no such file" in proc.stderr
 
 
 def test_existing_output_is_not_overwritten(tmp_path):
@@ -139,13 +140,13 @@ def test_existing_output_is_not_overwritten(tmp_path):
   out.mkdir()
   (out / "keep.txt").write_text("user data")
   proc = _run_cli(pth, out)
-  assert proc.returncode == 2 and "--overwrite" in proc.stderr
+  assert proc.returncode == 1 and "--overwrite" in proc.stderr
   assert (out / "keep.txt").read_text() == "user data"
   proc = _run_cli(pth, out, "--overwrite")
   assert proc.returncode == 0, proc.stderr
-  assert convert.is_converted_dir(out)
+  assert porting.is_converted_dir(out)
 
 
 def test_partial_checkpoints_are_not_colorizers(golden_f32_paths):
-  with pytest.raises(convert.ConversionError, match="holds siggraph17 weights only"):
+  with pytest.raises(porting.ConversionError, match="holds siggraph17 weights only"):
     tcvc_jax.load(golden_f32_paths["siggraph17"])

@@ -8,9 +8,10 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 import data_testlib as dt
-from tcvc_jax import clip_io
-from tcvc_jax import data_sources
-from tcvc_jax import synthetic
+from tcvc_jax.data import datasets
+from tcvc_jax.data import sources as data_sources
+from tcvc_jax.data import synthetic
+from tcvc_jax.media import reading
 
 
 def setUpModule():
@@ -105,7 +106,7 @@ class VideoFramesTest(absltest.TestCase):
     for split, names in (("train", "bear\nghost\n"), ("test", "boat\n")):
       with open(os.path.join(self.root, "splits", f"{split}.txt"), "w") as f:
         f.write(names)
-    module = data_sources.load_builder_module("video_frames")
+    module = datasets
     config = module.VideoFramesConfig(name="tiny_resized", resize=(8, 12),
                                       resize_splits=("train",))
     builder = self._build(config)
@@ -115,9 +116,9 @@ class VideoFramesTest(absltest.TestCase):
     self.assertEqual(index.names, ("bear",))
     frames = source[0]["frames"]
     self.assertEqual(frames.shape, (4, 8, 12, 3))
-    jpeg = np.stack([clip_io.read_image(os.path.join(self.root, "JPEGImages/480p/bear",
+    jpeg = np.stack([reading.read_image(os.path.join(self.root, "JPEGImages/480p/bear",
                                                      f"{t:05d}.jpg")) for t in range(4)])
-    np.testing.assert_array_equal(frames, clip_io.resize_bilinear(jpeg, 8, 12))
+    np.testing.assert_array_equal(frames, reading.resize_bilinear(jpeg, 8, 12))
     self.assertLessEqual(np.abs(jpeg.astype(int) - a).mean(), 8)  # lossy JPEG round trip
     self.assertIn("ghost", dict(builder.info.metadata["skipped"]["train"])["ghost"])
     source, index = data_sources.open_split("video_frames", "test", self.data_dir,
@@ -125,9 +126,8 @@ class VideoFramesTest(absltest.TestCase):
     self.assertEqual((index.names, source[0]["frames"].shape), (("boat",), b.shape))
 
   def test_embedded_lists_are_the_original_ones(self):
-    module = data_sources.load_builder_module("video_frames")
-    lists = os.path.join(os.path.dirname(module.__file__), "lists")
-    counts = {f: len(clip_io.read_list_file(os.path.join(lists, f)))
+    lists = os.path.join(os.path.dirname(datasets.__file__), "lists")
+    counts = {f: len(data_sources.read_list_file(os.path.join(lists, f)))
               for f in ("DAVIS_train.txt", "DAVIS_test.txt", "videvo_train.txt")}
     self.assertEqual(counts, {"DAVIS_train.txt": 60, "DAVIS_test.txt": 30,
                               "videvo_train.txt": 80})
@@ -150,7 +150,7 @@ class VideoFramesTest(absltest.TestCase):
     _, paths = self._clip("only")
     with open(paths[0], "wb") as f:
       f.write(b"")
-    with self.assertRaisesRegex(clip_io.DataError, f"no usable clip.*empty image file {paths[0]}"):
+    with self.assertRaisesRegex(data_sources.DataError, f"no usable clip.*empty image file {paths[0]}"):
       self._build()
 
   def test_missing_or_empty_manual_dir(self):
@@ -158,7 +158,7 @@ class VideoFramesTest(absltest.TestCase):
     with self.assertRaisesRegex(Exception, "absent"):
       self._build()
     os.makedirs(os.path.join(self.root, "stuff"))
-    with self.assertRaisesRegex(clip_io.DataError, "no image frames"):
+    with self.assertRaisesRegex(data_sources.DataError, "no image frames"):
       self._build()
 
 

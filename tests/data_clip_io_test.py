@@ -1,4 +1,4 @@
-"""Tests for tcvc_jax.clip_io: decoding, resizing, layouts and bad files."""
+"""Tests for tcvc_jax.media.reading: decoding, resizing, layouts and bad files."""
 
 import os
 
@@ -6,7 +6,8 @@ from absl.testing import absltest
 import numpy as np
 
 import data_testlib as dt
-from tcvc_jax import clip_io
+from tcvc_jax.media import reading
+from tcvc_jax.data import sources as data_sources
 
 
 class ReadImageTest(absltest.TestCase):
@@ -19,21 +20,21 @@ class ReadImageTest(absltest.TestCase):
   def test_png_is_exact_and_jpeg_close(self):
     image = self.rng.integers(0, 256, (10, 14, 3), dtype=np.uint8)
     png = dt.write_image(os.path.join(self.dir, "a.png"), image)
-    np.testing.assert_array_equal(clip_io.read_image(png), image)
+    np.testing.assert_array_equal(reading.read_image(png), image)
     smooth = np.broadcast_to(np.linspace(0, 255, 14, dtype=np.uint8)[None, :, None],
                              (10, 14, 3)).copy()
     jpg = dt.write_image(os.path.join(self.dir, "a.jpg"), smooth)
-    self.assertLessEqual(np.abs(clip_io.read_image(jpg).astype(int) - smooth).max(), 3)
+    self.assertLessEqual(np.abs(reading.read_image(jpg).astype(int) - smooth).max(), 3)
 
   def test_gray_alpha_and_16_bit_become_8_bit_rgb(self):
     gray = self.rng.integers(0, 256, (6, 5, 1), dtype=np.uint8)
-    got = clip_io.read_image(dt.write_image(os.path.join(self.dir, "g.png"), gray))
+    got = reading.read_image(dt.write_image(os.path.join(self.dir, "g.png"), gray))
     np.testing.assert_array_equal(got, np.repeat(gray, 3, axis=-1))
     rgba = self.rng.integers(0, 256, (6, 5, 4), dtype=np.uint8)
-    got = clip_io.read_image(dt.write_image(os.path.join(self.dir, "r.png"), rgba))
+    got = reading.read_image(dt.write_image(os.path.join(self.dir, "r.png"), rgba))
     np.testing.assert_array_equal(got, rgba[..., :3])
     deep = self.rng.integers(0, 65536, (6, 5)).astype(np.uint16)
-    got = clip_io.read_image(dt.write_image(os.path.join(self.dir, "d.png"), deep))
+    got = reading.read_image(dt.write_image(os.path.join(self.dir, "d.png"), deep))
     self.assertEqual(got.shape, (6, 5, 3))
     np.testing.assert_array_equal(got, np.repeat(np.rint(deep / 257.0)[..., None], 3, -1))
 
@@ -47,8 +48,8 @@ class ReadImageTest(absltest.TestCase):
       if content is not None:
         with open(path, "wb") as f:
           f.write(content)
-      with self.assertRaisesRegex(clip_io.DataError, path, msg=name):
-        clip_io.read_image(path)
+      with self.assertRaisesRegex(reading.MediaError, path, msg=name):
+        reading.read_image(path)
 
 
 class ResizeTest(absltest.TestCase):
@@ -60,7 +61,7 @@ class ResizeTest(absltest.TestCase):
       self.skipTest("torch not installed")
     images = np.random.default_rng(1).integers(0, 256, (2, 17, 23, 3), dtype=np.uint8)
     for size in ((9, 11), (30, 40), (17, 7)):
-      got = clip_io.resize_bilinear(images, *size)
+      got = reading.resize_bilinear(images, *size)
       ref = torch.nn.functional.interpolate(
           torch.from_numpy(images.astype(np.float32)).permute(0, 3, 1, 2), size=size,
           mode="bilinear", align_corners=False, antialias=False).permute(0, 2, 3, 1).numpy()
@@ -69,8 +70,8 @@ class ResizeTest(absltest.TestCase):
 
   def test_same_size_and_constant(self):
     images = np.full((3, 5, 7, 3), 77, np.uint8)
-    self.assertIs(clip_io.resize_bilinear(images, 5, 7), images)
-    np.testing.assert_array_equal(clip_io.resize_bilinear(images, 9, 2), 77)
+    self.assertIs(reading.resize_bilinear(images, 5, 7), images)
+    np.testing.assert_array_equal(reading.resize_bilinear(images, 9, 2), 77)
 
 
 class LayoutTest(absltest.TestCase):
@@ -88,41 +89,41 @@ class LayoutTest(absltest.TestCase):
     self._frames("JPEGImages/480p/bear", ext=".jpg")
     self._frames("JPEGImages/480p/boat", ext=".jpg")
     self._frames("Annotations/480p/bear")  # ignored
-    layout = clip_io.discover(self.root)
+    layout = data_sources.discover(self.root)
     self.assertEqual(layout.kind, "davis")
     self.assertEqual(sorted(layout.clips), ["bear", "boat"])
 
   def test_split_folders_and_duplicates(self):
     self._frames("train/a")
     self._frames("test/b")
-    layout = clip_io.discover(self.root)
+    layout = data_sources.discover(self.root)
     self.assertEqual(layout.kind, "split_folders")
     self.assertEqual(layout.split_of, {"a": "train", "b": "test"})
     self._frames("test/a")
-    with self.assertRaisesRegex(clip_io.DataError, "two split folders"):
-      clip_io.discover(self.root)
+    with self.assertRaisesRegex(reading.MediaError, "two split folders"):
+      data_sources.discover(self.root)
 
   def test_flat_layout_with_videos_natural_order(self):
     paths = self._frames("clip", n=3, names=["10", "2", "1"])
     dt.write_video(os.path.join(self.root, "movie.mkv"), dt.random_clip(self.rng, 4, 8, 10))
     with open(os.path.join(self.root, "notes.txt"), "w") as f:
       f.write("ignored")
-    layout = clip_io.discover(self.root)
+    layout = data_sources.discover(self.root)
     self.assertEqual(layout.kind, "flat")
     self.assertEqual(sorted(layout.clips), ["clip", "movie"])
     self.assertEqual([os.path.basename(p) for p in layout.clips["clip"].frames],
                      ["1.png", "2.png", "10.png"])
-    frames, names = clip_io.load_clip(layout.clips["clip"])
+    frames, names = data_sources.load_clip(layout.clips["clip"])
     self.assertEqual(names, ["1", "2", "10"])
-    np.testing.assert_array_equal(frames[2], clip_io.read_image(paths[0]))
-    frames, names = clip_io.load_clip(layout.clips["movie"], resize=(5, 6))
+    np.testing.assert_array_equal(frames[2], reading.read_image(paths[0]))
+    frames, names = data_sources.load_clip(layout.clips["movie"], resize=(5, 6))
     self.assertEqual((frames.shape, names[-1]), ((4, 5, 6, 3), "00003"))
 
   def test_missing_and_empty_roots(self):
-    with self.assertRaisesRegex(clip_io.DataError, "missing data directory .*nowhere"):
-      clip_io.discover(os.path.join(self.root, "nowhere"))
-    with self.assertRaisesRegex(clip_io.DataError, f"no clips .* under {self.root}"):
-      clip_io.discover(self.root)
+    with self.assertRaisesRegex(reading.MediaError, "missing data directory .*nowhere"):
+      data_sources.discover(os.path.join(self.root, "nowhere"))
+    with self.assertRaisesRegex(reading.MediaError, f"no clips .* under {self.root}"):
+      data_sources.discover(self.root)
 
   def test_bad_clips(self):
     self._frames("mixed", n=2, size=(8, 10))
@@ -131,35 +132,35 @@ class LayoutTest(absltest.TestCase):
     bad = self._frames("corrupt", n=2)[1]
     with open(bad, "wb") as f:
       f.write(b"broken")
-    layout = clip_io.discover(self.root)
-    with self.assertRaisesRegex(clip_io.DataError, f"{odd} differs"):
-      clip_io.load_clip(layout.clips["mixed"])
-    with self.assertRaisesRegex(clip_io.DataError, "no image frames .*'empty'"):
-      clip_io.load_clip(layout.clips["empty"])
-    with self.assertRaisesRegex(clip_io.DataError, bad):
-      clip_io.load_clip(layout.clips["corrupt"])
+    layout = data_sources.discover(self.root)
+    with self.assertRaisesRegex(reading.MediaError, f"{odd} differs"):
+      data_sources.load_clip(layout.clips["mixed"])
+    with self.assertRaisesRegex(reading.MediaError, "no image frames .*'empty'"):
+      data_sources.load_clip(layout.clips["empty"])
+    with self.assertRaisesRegex(reading.MediaError, bad):
+      data_sources.load_clip(layout.clips["corrupt"])
 
   def test_video_read(self):
     frames = dt.random_clip(self.rng, 5, 16, 24)
     path = dt.write_video(os.path.join(self.root, "v.mkv"), frames)
-    np.testing.assert_array_equal(clip_io.read_video(path), frames)
+    np.testing.assert_array_equal(reading.read_video(path), frames)
     smooth = np.broadcast_to(np.linspace(0, 255, 32, dtype=np.uint8)[None, None, :, None],
                              (4, 16, 32, 3)).copy()
     path = dt.write_video(os.path.join(self.root, "v.mp4"), smooth, codec="mpeg4")
-    self.assertLessEqual(np.abs(clip_io.read_video(path).astype(int) - smooth).max(), 4)
+    self.assertLessEqual(np.abs(reading.read_video(path).astype(int) - smooth).max(), 4)
     bad = os.path.join(self.root, "bad.mp4")
     with open(bad, "wb") as f:
       f.write(b"\x00" * 100)
-    with self.assertRaisesRegex(clip_io.DataError, bad):
-      clip_io.read_video(bad)
+    with self.assertRaisesRegex(reading.MediaError, bad):
+      reading.read_video(bad)
 
   def test_list_file(self):
     path = os.path.join(self.root, "list.txt")
     with open(path, "w") as f:
       f.write("bear\n\n# comment\nboat  # trailing\r\n")
-    self.assertEqual(clip_io.read_list_file(path), ["bear", "boat"])
-    with self.assertRaisesRegex(clip_io.DataError, "missing list file"):
-      clip_io.read_list_file(path + ".nope")
+    self.assertEqual(data_sources.read_list_file(path), ["bear", "boat"])
+    with self.assertRaisesRegex(reading.MediaError, "missing list file"):
+      data_sources.read_list_file(path + ".nope")
 
 
 if __name__ == "__main__":

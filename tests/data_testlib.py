@@ -7,7 +7,7 @@ import tempfile
 import av
 import numpy as np
 
-from tcvc_jax import data_sources
+from tcvc_jax.data import sources as data_sources
 
 
 def tempdir(test) -> str:

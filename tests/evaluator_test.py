@@ -16,13 +16,15 @@ import jax
 import numpy as np
 import pytest
 
+from tcvc_jax import api
 from tcvc_jax import colorize
-from tcvc_jax import convert
-from tcvc_jax import evaluator
-from tcvc_jax import metrics
-from tcvc_jax import protocol
-from tcvc_jax import video_io
+from tcvc_jax import porting
+from tcvc_jax.evaluation import evaluator
+from tcvc_jax.evaluation import metrics
+from tcvc_jax.evaluation import windows as protocol
 from tcvc_jax.models import classical_flow
+from tcvc_jax.media import reading
+from tcvc_jax.media import writing
 import tiny
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,23 +41,21 @@ CLIPS = {"bear": 9, "cat": 7}
 def checkpoint(tmp_path_factory):
   model = tiny.tiny_model()
   variables = jax.tree_util.tree_map(np.asarray, tiny.tiny_variables(model))
-  kwargs = convert.infer_model_kwargs(convert.flax_to_torch(variables), "tcvc")
-  kwargs["classical_flow"] = [list(kv) for kv in tiny.TINY_KWARGS["classical_flow"]]
   path = str(tmp_path_factory.mktemp("ckpt") / "tiny")
-  convert.save_converted(path, variables, "tcvc", kwargs)
+  porting.save_converted(path, variables, "tcvc", tiny.TINY_SPEC)
   return path
 
 
 @pytest.fixture(scope="module")
 def colorizer(checkpoint):
-  return colorize.load_colorizer(checkpoint)
+  return api.load(checkpoint)
 
 
 @pytest.fixture(autouse=True)
 def _cached_loader(monkeypatch, checkpoint, colorizer):
-  """The evaluator loads via colorize.load_colorizer; reuse one Colorizer (and its jit cache)."""
-  real = colorize.load_colorizer
-  monkeypatch.setattr(colorize, "load_colorizer",
+  """The evaluator loads via api.load; reuse one Colorizer (and its jit cache)."""
+  real = api.load
+  monkeypatch.setattr(api, "load",
                       lambda p, dtype=None: colorizer if p == checkpoint else real(p, dtype))
 
 
@@ -77,7 +77,7 @@ def test_set(tmp_path_factory):
     os.makedirs(root / name)
     for i, f in enumerate(_frames(k, n)):
       with open(root / name / f"{i:05d}.png", "wb") as fh:
-        fh.write(video_io.encode_png(f))
+        fh.write(writing.encode_png(f))
   return str(root)
 
 
@@ -91,7 +91,7 @@ def _config(checkpoint, root, presets="tiny", **data):
 
 
 def _read(path):
-  return video_io.open_source(str(path)).read_all(np.uint8)
+  return reading.open_source(str(path)).read_all(np.uint8)
 
 
 def _summary(workdir):
@@ -119,7 +119,7 @@ def test_one_sampling_end_to_end(checkpoint, test_set, tmp_path):
     assert out.shape == (n, H, W, 3)
     assert sorted(os.listdir(os.path.join(workdir, "frames", name))) == sorted(
         os.listdir(os.path.join(test_set, name)))
-    video = video_io.open_source(os.path.join(workdir, "videos", name + ".mp4"))
+    video = reading.open_source(os.path.join(workdir, "videos", name + ".mp4"))
     assert video.num_frames == n
     p = metrics.psnr_clip(gt, out, 3)
     per_clip.append({"psnr": p.avg, "psnr_key": p.key, "psnr_inter": p.inter,
@@ -180,7 +180,7 @@ def test_no_ground_truth(checkpoint, tmp_path):
       g = f.mean(-1, keepdims=True)
       g = (g * 257).astype(np.uint16) if k else g.astype(np.uint8)
       with open(root / name / f"img{i}.png", "wb") as fh:
-        fh.write(video_io.encode_png(g))
+        fh.write(writing.encode_png(g))
   config = _config(checkpoint, str(root), "tiny,nogt")
   config.outputs.videos = False
   workdir = str(tmp_path / "work")
@@ -226,8 +226,8 @@ def test_golden_protocol_numbers(run, presets, tmp_path, monkeypatch):
   os.makedirs(tmp_path / "gt" / "clip")
   for i, frame in enumerate(z["input_frames"]):
     with open(tmp_path / "gt" / "clip" / f"{i:05d}.png", "wb") as f:
-      f.write(video_io.encode_png(frame))
-  monkeypatch.setattr(colorize, "load_colorizer", lambda p, dtype=None: _Replay(windows))
+      f.write(writing.encode_png(frame))
+  monkeypatch.setattr(api, "load", lambda p, dtype=None: _Replay(windows))
   config = _config("replay", str(tmp_path / "gt"), presets)
   config.protocol.network_size = 64
   config.protocol.interval_length = 4
@@ -248,12 +248,12 @@ def test_bad_inputs(checkpoint, test_set, tmp_path):
   one = tmp_path / "one" / "clip"
   os.makedirs(one)
   with open(one / "0.png", "wb") as f:
-    f.write(video_io.encode_png(np.zeros((16, 16, 3), np.uint8)))
+    f.write(writing.encode_png(np.zeros((16, 16, 3), np.uint8)))
   gray = tmp_path / "gray" / "clip"
   os.makedirs(gray)
   for i in range(3):
     with open(gray / f"{i}.png", "wb") as f:
-      f.write(video_io.encode_png(np.zeros((16, 16), np.uint8)))
+      f.write(writing.encode_png(np.zeros((16, 16), np.uint8)))
   os.makedirs(tmp_path / "empty")
   cases = {
       "missing root": (_config(checkpoint, str(tmp_path / "nothing")), "test set folder not found"),

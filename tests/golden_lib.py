@@ -143,7 +143,7 @@ def compute_errors(paths, dtype):
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import tcvc_jax  # pylint: disable=g-import-not-at-top
-  from tcvc_jax import convert  # pylint: disable=g-import-not-at-top
+  from tcvc_jax import porting  # pylint: disable=g-import-not-at-top
   from tcvc_jax.models.flownet2 import flow_from_gray  # pylint: disable=g-import-not-at-top
   from tcvc_jax.ops import color, flow_ops, warp  # pylint: disable=g-import-not-at-top
 
@@ -169,8 +169,8 @@ def compute_errors(paths, dtype):
                                         _nhwc(o[f"chnorm_out{k}_{tag}"]))
 
   s = g("siggraph17")
-  variables, meta, _ = convert.load_converted(paths["siggraph17"])
-  sig = convert.build_module("siggraph17", meta["model_kwargs"], dtype=jdt)
+  variables, meta, _ = porting.load_converted(paths["siggraph17"])
+  sig = porting.build_module("siggraph17", meta["model"], dtype=jdt)
   for hw in ("64x64", "48x80"):
     ab, feat = jax.jit(sig.apply)(variables, arr(_nhwc(s[f"L_{hw}"])))
     errors[f"siggraph17/ab_{hw}"] = _err(ab, _nhwc(s[f"ab_{hw}_{tag}"]))
@@ -179,8 +179,8 @@ def compute_errors(paths, dtype):
                                                _nhwc(s[f"conv10_2_{hw}_{tag}_ch0to128step4"]))
 
   f = g("flownet2")
-  variables, _, _ = convert.load_converted(paths["flownet2"])
-  fnet = convert.build_module("flownet2", {}, dtype=jdt)
+  variables, _, _ = porting.load_converted(paths["flownet2"])
+  fnet = porting.build_module("flownet2", {}, dtype=jdt)
   run_flow = jax.jit(lambda v, a, b: flow_from_gray(lambda x, y: fnet.apply(v, x, y), a, b))
   for hw in ("64x64", "64x128"):
     flow = run_flow(variables, arr(_nhwc(f[f"L1_{hw}"])), arr(_nhwc(f[f"L2_{hw}"])))
@@ -205,18 +205,67 @@ def compute_errors(paths, dtype):
   return errors
 
 
+# --- hints.npz: SIGGRAPH17 alone with user colour hints (README "hints.npz") ---
+
+HINT_CASES = ("sparse", "dense")
+
+
+def prepare_siggraph17(workdir, dtype):
+  """Formula `fea_key.*` weights as a plain SIGGRAPH17 .pth, converted with the CLI; its dir.
+
+  The formula seeds each value with its full TCVC key, so the prefix is stripped afterwards."""
+  sd = formula_state_dict([(k, s) for k, s in read_key_file() if k.startswith("fea_key.")])
+  sd = {k[len("fea_key."):]: v for k, v in sd.items()}
+  src, dst = os.path.join(workdir, f"sig_{dtype}.pth"), os.path.join(workdir, f"siggraph17_{dtype}")
+  save_pth(sd, src, dtype)
+  convert_cli(src, dst)
+  return dst
+
+
+def compute_hint_errors(siggraph17_dir, dtype):
+  """Max abs errors of SIGGRAPH17 with hints vs hints.npz, {name: error}.
+
+  ab against the same precision's golden; conv10_2 (channels ::4) against the float64 golden, the
+  only one published (so a float32 run's error includes the original's f32-f64 gap).
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from tcvc_jax import porting  # pylint: disable=g-import-not-at-top
+
+  jdt = jnp.float64 if dtype == "float64" else jnp.float32
+  tag = "f64" if dtype == "float64" else "f32"
+  z = np.load(os.path.join(GOLDEN_DIR, "hints.npz"))
+  gray = jnp.asarray(_nhwc(z["L"]), jdt)
+  variables, meta, _ = porting.load_converted(siggraph17_dir)
+  sig = porting.build_module("siggraph17", meta["model"], dtype=jdt)
+  run = jax.jit(lambda v, g, ab, mask: sig.apply(v, g, hint_ab=ab, hint_mask=mask))
+  errors = {}
+  for case in HINT_CASES:
+    ab, feat = run(variables, gray, jnp.asarray(_nhwc(z[f"hint_ab_{case}"]), jdt),
+                   jnp.asarray(_nhwc(z[f"hint_mask_{case}"]), jdt))
+    errors[f"hints/ab_{case}"] = _err(ab, _nhwc(z[f"ab_{case}_{tag}"]))
+    errors[f"hints/conv10_2_{case}"] = _err(np.asarray(feat)[..., ::4],
+                                            _nhwc(z[f"conv10_2_{case}_f64_ch0to128step4"]))
+  return errors
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__)
   parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
   parser.add_argument("--workdir", required=True)
   parser.add_argument("--out", required=True, help="JSON file for {name: max abs error}")
+  parser.add_argument("--suite", default="all", choices=("all", "hints"),
+                      help="all: the goldens of compute_errors; hints: hints.npz only")
   args = parser.parse_args()
   import jax  # pylint: disable=g-import-not-at-top
   if args.dtype == "float64" and not jax.config.read("jax_enable_x64"):
     jax.config.update("jax_enable_x64", True)
-  paths = prepare_checkpoints(args.workdir, args.dtype)
+  if args.suite == "hints":
+    errors = compute_hint_errors(prepare_siggraph17(args.workdir, args.dtype), args.dtype)
+  else:
+    errors = compute_errors(prepare_checkpoints(args.workdir, args.dtype), args.dtype)
   with open(args.out, "w") as f:
-    json.dump(compute_errors(paths, args.dtype), f, indent=1)
+    json.dump(errors, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Tests for tcvc_jax.input_pipeline: sampling, augmentation, Lab, sharding, resume, bad data."""
+"""Tests for tcvc_jax.data.input_pipeline: sampling, augmentation, Lab, sharding, resume, bad data."""
 
 import os
 import subprocess
@@ -12,11 +12,12 @@ import orbax.checkpoint as ocp
 import tensorflow_datasets as tfds
 
 import data_testlib as dt
-from tcvc_jax import data_sources
-from tcvc_jax import input_pipeline as ip
+from tcvc_jax.data import sources as data_sources
+from tcvc_jax.data import input_pipeline as ip
+from tcvc_jax.ops import color
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
-# The 4 ops the original's augment() produces (REFERENCE.md section 5), as functions of HWC.
+# The 4 ops the original's augment() produces (docs/original.md#training), as functions of HWC.
 ALLOWED_OPS = {
     "id": lambda x: x,
     "hflip": lambda x: x[:, ::-1],
@@ -57,7 +58,7 @@ class LabTest(absltest.TestCase):
     rgb = rng.integers(0, 256, (4, 9, 11, 3), dtype=np.uint8)
     rgb[0, 0, :6] = [[0, 0, 0], [255, 255, 255], [10, 11, 12], [255, 0, 0], [0, 255, 0],
                      [0, 0, 255]]
-    gray, ab = ip.rgb_to_gray_ab(rgb)
+    gray, ab = color.rgb_to_gray_ab(rgb, np)
     self.assertEqual((gray.dtype, gray.shape, ab.shape), (np.float32, (4, 9, 11, 1),
                                                           (4, 9, 11, 2)))
     lab = _jax_lab(rgb)

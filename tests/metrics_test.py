@@ -10,7 +10,7 @@ import numpy as np
 from scipy import signal
 from scipy import stats
 
-from tcvc_jax import metrics
+from tcvc_jax.evaluation import metrics
 
 _GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden")
 

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tcvc_jax import losses
+from tcvc_jax.training import losses
 import tiny
 
 

@@ -17,8 +17,8 @@ from absl.testing import absltest
 from absl.testing import parameterized
 import numpy as np
 
-from tcvc_jax import metrics
-from tcvc_jax import protocol
+from tcvc_jax.evaluation import metrics
+from tcvc_jax.evaluation import windows as protocol
 
 _GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden")
 _MAX_LSB_VALUES = 8

@@ -24,7 +24,7 @@ PARAM_ATOL = 1e-6
 
 
 def test_fill_mesh_shape():
-  from tcvc_jax import sharding  # pylint: disable=g-import-not-at-top
+  from tcvc_jax.training import sharding  # pylint: disable=g-import-not-at-top
   assert sharding.fill_mesh_shape((("data", -1),), 8) == (8,)
   assert sharding.fill_mesh_shape((("data", 4),), 4) == (4,)
   with pytest.raises(ValueError):
@@ -35,7 +35,7 @@ def test_fill_mesh_shape():
 
 def test_batch_size_must_divide_the_data_axis():
   import jax  # pylint: disable=g-import-not-at-top
-  from tcvc_jax import sharding  # pylint: disable=g-import-not-at-top
+  from tcvc_jax.training import sharding  # pylint: disable=g-import-not-at-top
   mesh = sharding.create_mesh((("data", -1),), "auto")
   sharding.check_batch_size(2 * jax.device_count(), mesh)
   if jax.device_count() > 1:
@@ -69,13 +69,13 @@ def test_8_device_step_equals_1_device_step(device_results, axis_type):
 def _child(out_path):
   """One train step of the tiny preset on a 1-device and on 8-device meshes (both axis types)."""
   import jax  # pylint: disable=g-import-not-at-top
-  from tcvc_jax import sharding  # pylint: disable=g-import-not-at-top
-  from tcvc_jax import train_lib  # pylint: disable=g-import-not-at-top
-  from tcvc_jax import trainer  # pylint: disable=g-import-not-at-top
+  from tcvc_jax.training import sharding  # pylint: disable=g-import-not-at-top
+  from tcvc_jax.training import train_lib  # pylint: disable=g-import-not-at-top
+  from tcvc_jax.training import trainer  # pylint: disable=g-import-not-at-top
 
   config = train_testlib.tiny_config()
-  model = train_lib.build_model(trainer.model_kwargs(config))
-  tx = train_lib.make_optimizer(**train_testlib.optimizer_kwargs(config))
+  model = trainer.build_model(config)
+  tx, _ = trainer.optimizer(config)
   batch = train_testlib.random_batch(8, config.data.num_frames, 32)
   results, reference = {}, None
   runs = (("1", jax.devices()[:1], "explicit"), ("8-explicit", jax.devices(), "explicit"),

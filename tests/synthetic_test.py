@@ -1,10 +1,10 @@
-"""Tests for tcvc_jax.synthetic: determinism, exact flow and cuts, colour follows luminance."""
+"""Tests for tcvc_jax.data.synthetic: determinism, exact flow and cuts, colour follows luminance."""
 
 from absl.testing import absltest
 import numpy as np
 
-from tcvc_jax import input_pipeline
-from tcvc_jax import synthetic
+from tcvc_jax.ops import color
+from tcvc_jax.data import synthetic
 
 
 class SyntheticTest(absltest.TestCase):
@@ -79,7 +79,7 @@ class SyntheticTest(absltest.TestCase):
   def test_colour_is_a_function_of_the_material(self):
     clip = synthetic.generate_clip(7, height=64, width=64, num_frames=10, max_cuts=3,
                                    cut_probability=1.0, max_objects=3)
-    gray, ab = input_pipeline.rgb_to_gray_ab(clip.frames)
+    gray, ab = color.rgb_to_gray_ab(clip.frames, np)
     labels = clip.labels
     # Pixels away from edges (anti-aliasing mixes the colours of two surfaces there).
     interior = np.ones(labels.shape, bool)

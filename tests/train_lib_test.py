@@ -1,20 +1,22 @@
 """Train step pieces: schedule, optimizer masking, PyTorch-default init, non-finite steps."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tcvc_jax import losses
-from tcvc_jax import sharding
-from tcvc_jax import train_lib
-from tcvc_jax import trainer
+from tcvc_jax.training import losses
+from tcvc_jax.training import sharding
+from tcvc_jax.training import train_lib
+from tcvc_jax.training import trainer
 import tiny
 import train_testlib
 
 
 def test_schedule_is_the_originals_multistep():
-  """Iteration k (1-based) uses 5e-5 * 0.5^#{milestones <= k - 1} (REFERENCE.md section 5)."""
+  """Iteration k (1-based) uses 5e-5 * 0.5^#{milestones <= k - 1} (docs/original.md#training)."""
   schedule = train_lib.lr_schedule(5e-5, (10_000, 20_000, 30_000), 0.5)
   for k, want in ((1, 5e-5), (10_000, 5e-5), (10_001, 2.5e-5), (20_001, 1.25e-5),
                   (30_000, 1.25e-5), (30_001, 6.25e-6), (100_000, 6.25e-6)):
@@ -85,8 +87,8 @@ def test_compute_losses_weights():
 def step_setup():
   config = train_testlib.tiny_config()
   config.optim.trainable = losses.TRAINABLE  # the colorizer frozen, as in the paper
-  model = train_lib.build_model(trainer.model_kwargs(config))
-  tx = train_lib.make_optimizer(**train_testlib.optimizer_kwargs(config))
+  model = trainer.build_model(config)
+  tx, _ = trainer.optimizer(config)
   mesh = sharding.create_mesh((("data", -1),), "explicit", devices=jax.devices()[:1])
   with jax.set_mesh(mesh):
     init_fn, _, shardings = trainer.fresh_state(config, model, tx, mesh)
@@ -127,9 +129,9 @@ def test_non_finite_step_is_skipped_and_counted(step_setup):
 
 
 def test_remat_propagation_gives_the_same_gradients():
-  kwargs = dict(tiny.TINY_KWARGS, classical_flow=(("num_scales", 1), ("num_warps", 1),
+  spec = dataclasses.replace(tiny.TINY_SPEC, classical_flow=(("num_scales", 1), ("num_warps", 1),
                                                   ("num_iters", 1)))
-  plain, remat = train_lib.build_model(kwargs), train_lib.build_model(kwargs, remat=True)
+  plain, remat = train_lib.build_model(spec), train_lib.build_model(spec, remat=True)
   variables = train_lib.init_variables(plain, jax.random.key(0))
   batch = train_testlib.random_batch(1, 4, 16)
 

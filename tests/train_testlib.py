@@ -29,12 +29,6 @@ def tiny_config(**overrides):
   return config
 
 
-def optimizer_kwargs(config):
-  o = config.optim
-  return dict(learning_rate=o.learning_rate, b1=o.b1, b2=o.b2, eps=o.eps,
-              milestones=o.milestones, gamma=o.gamma, trainable=o.trainable)
-
-
 def random_batch(batch_size, num_frames, size, seed=0):
   """A smooth moving gray clip per example and a colour target, NumPy: {'gray', 'ab'}."""
   rs = np.random.RandomState(seed)
@@ -57,7 +51,7 @@ def shared_dir(tmp_path_factory, name):
 def prepared_tfds(tmp_path_factory):
   """A TFDS data dir with synthetic_clips/tiny built (once per session)."""
   data_dir = shared_dir(tmp_path_factory, "tcvc_train_tfds")
-  from tcvc_jax import data_sources  # pylint: disable=g-import-not-at-top
+  from tcvc_jax.data import sources as data_sources  # pylint: disable=g-import-not-at-top
   data_sources.build("synthetic_clips", data_dir, config="tiny")
   return data_dir
 
@@ -120,8 +114,8 @@ def metrics(workdir):
 def final_params(workdir, step=None):
   """{path: array} of a workdir's checkpointed params and batch_stats."""
   import jax  # pylint: disable=g-import-not-at-top
-  from tcvc_jax import checkpointing  # pylint: disable=g-import-not-at-top
-  variables, _ = checkpointing.load_workdir(workdir, step)
+  from tcvc_jax.training import checkpointing  # pylint: disable=g-import-not-at-top
+  variables, _, _ = checkpointing.load_workdir(workdir, step)
   return {jax.tree_util.keystr(p): np.asarray(v)
           for p, v in jax.tree_util.tree_leaves_with_path(variables)}
 

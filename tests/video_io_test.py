@@ -10,13 +10,14 @@ from absl.testing import absltest
 import av
 import numpy as np
 
-from tcvc_jax import protocol
-from tcvc_jax import video_io
+from tcvc_jax.evaluation import windows as protocol
+from tcvc_jax.media import reading
+from tcvc_jax.media import writing
 
 
 def _write_png(path, array):
   with open(path, "wb") as f:
-    f.write(video_io.encode_png(array))
+    f.write(writing.encode_png(array))
 
 
 def _make_video(path, frames, fps=12, audio=True, codec="libx264", pix_fmt="yuv420p"):
@@ -73,7 +74,7 @@ class ReadFolderTest(absltest.TestCase):
 
   def test_8bit_rgb_exact(self):
     frames = self.rng.integers(0, 256, (3, 5, 7, 3), dtype=np.uint8)
-    src = video_io.open_source(self._folder("c", frames))
+    src = reading.open_source(self._folder("c", frames))
     self.assertEqual((src.kind, src.width, src.height, src.num_frames), ("folder", 7, 5, 3))
     self.assertEqual((src.is_gray, src.bit_depth, src.fps), (False, 8, 25))
     np.testing.assert_array_equal(src.read_all(np.uint8), frames)
@@ -81,33 +82,33 @@ class ReadFolderTest(absltest.TestCase):
 
   def test_16bit_rgb_and_gray(self):
     rgb = self.rng.integers(0, 65536, (2, 4, 6, 3), dtype=np.uint16)
-    src = video_io.open_source(self._folder("rgb16", rgb))
+    src = reading.open_source(self._folder("rgb16", rgb))
     self.assertEqual((src.bit_depth, src.is_gray), (16, False))
     got = src.read_all(np.float32)
     np.testing.assert_array_equal(got, rgb.astype(np.float32) / 65535)  # real depth, not / 255
     np.testing.assert_array_equal(src.read_all(np.uint8),
                                   np.round(rgb.astype(np.float32) / 257).astype(np.uint8))
     gray = self.rng.integers(0, 65536, (2, 4, 6, 1), dtype=np.uint16)
-    src = video_io.open_source(self._folder("gray16", gray))
+    src = reading.open_source(self._folder("gray16", gray))
     self.assertEqual((src.bit_depth, src.is_gray), (16, True))
     np.testing.assert_array_equal(src.read_all(np.float32), gray.astype(np.float32) / 65535)
 
   def test_rgba_drops_alpha(self):
     rgba = self.rng.integers(0, 256, (2, 4, 5, 4), dtype=np.uint8)
-    src = video_io.open_source(self._folder("rgba", rgba))
+    src = reading.open_source(self._folder("rgba", rgba))
     np.testing.assert_array_equal(src.read_all(np.uint8), rgba[..., :3])
     rgba16 = self.rng.integers(0, 65536, (2, 4, 5, 4), dtype=np.uint16)
-    src = video_io.open_source(self._folder("rgba16", rgba16))
+    src = reading.open_source(self._folder("rgba16", rgba16))
     np.testing.assert_array_equal(src.read_all(np.float32),
                                   rgba16[..., :3].astype(np.float32) / 65535)
 
   def test_gray_and_mixed_folders(self):
     gray = self.rng.integers(0, 256, (2, 4, 5, 1), dtype=np.uint8)
-    src = video_io.open_source(self._folder("gray", gray))
+    src = reading.open_source(self._folder("gray", gray))
     self.assertTrue(src.is_gray)
     np.testing.assert_array_equal(src.read_all(), gray)
     colour = self.rng.integers(0, 256, (4, 5, 3), dtype=np.uint8)
-    src = video_io.open_source(self._folder("mixed", [gray[0], colour]))
+    src = reading.open_source(self._folder("mixed", [gray[0], colour]))
     self.assertFalse(src.is_gray)
     np.testing.assert_array_equal(src.read_all(), [np.repeat(gray[0], 3, -1), colour])
 
@@ -125,7 +126,7 @@ class ReadFolderTest(absltest.TestCase):
         f.write(data)
     with open(os.path.join(path, "notes.txt"), "w") as f:
       f.write("ignored")
-    src = video_io.open_source(path)
+    src = reading.open_source(path)
     self.assertEqual(src.names, ["a.JPEG", "b.jpg"])
     self.assertEqual((src.width, src.height), (24, 16))
     self.assertLess(np.abs(src.read_all().astype(int) - frame).mean(), 4)
@@ -137,7 +138,7 @@ class ReadVideoTest(absltest.TestCase):
     path = os.path.join(_tempdir(self), "v.mp4")
     frames = _gradient_frames(5, 24, 32)
     _make_video(path, frames, fps=12)
-    src = video_io.open_source(path)
+    src = reading.open_source(path)
     self.assertEqual((src.kind, src.fps, src.num_frames, src.width, src.height),
                      ("video", 12, 5, 32, 24))
     self.assertTrue(src.has_audio)
@@ -151,12 +152,12 @@ class ReadVideoTest(absltest.TestCase):
     gray = np.repeat(_gradient_frames(3, 16, 16)[..., :1], 3, -1)
     path = os.path.join(tmp, "g.mkv")
     _make_video(path, gray, audio=False, codec="ffv1", pix_fmt="gray")
-    src = video_io.open_source(path)
+    src = reading.open_source(path)
     self.assertEqual((src.is_gray, src.bit_depth), (True, 8))
     np.testing.assert_array_equal(src.read_all(), gray[..., :1])  # ffv1 is lossless
     path16 = os.path.join(tmp, "g16.mkv")
     _make_video(path16, gray, audio=False, codec="ffv1", pix_fmt="gray16le")
-    src = video_io.open_source(path16)
+    src = reading.open_source(path16)
     self.assertEqual((src.is_gray, src.bit_depth), (True, 16))
     self.assertLessEqual(np.abs(src.read_all().astype(int) - gray[..., :1]).max(), 1)
 
@@ -173,20 +174,20 @@ class WriteTest(absltest.TestCase):
   def test_folder_round_trip_and_names(self):
     frames = np.random.default_rng(1).integers(0, 256, (3, 6, 9, 3), dtype=np.uint8)
     out = os.path.join(self.dir, "out")
-    with video_io.open_writer(out, names=["x1.jpg", "x2.jpg", "x3.jpg"]) as w:
+    with writing.open_writer(out, names=["x1.jpg", "x2.jpg", "x3.jpg"]) as w:
       for f in frames:
         w.write(f)
     self.assertEqual(sorted(os.listdir(out)), ["x1.png", "x2.png", "x3.png"])
-    np.testing.assert_array_equal(video_io.open_source(out).read_all(), frames)
+    np.testing.assert_array_equal(reading.open_source(out).read_all(), frames)
     self.assertEqual(self._listing(), ["out"])  # no temporary left over
 
   def test_video_round_trip_odd_size(self):
     frames = _gradient_frames(4, 25, 33)
     out = os.path.join(self.dir, "o.mp4")
-    with video_io.open_writer(out, fps=fractions.Fraction(30000, 1001)) as w:
+    with writing.open_writer(out, fps=fractions.Fraction(30000, 1001)) as w:
       for f in frames:
         w.write(f.astype(np.float32) / 255)
-    src = video_io.open_source(out)
+    src = reading.open_source(out)
     self.assertEqual((src.fps, src.num_frames, src.width, src.height),
                      (fractions.Fraction(30000, 1001), 4, 33, 25))
     self.assertFalse(src.has_audio)
@@ -195,9 +196,9 @@ class WriteTest(absltest.TestCase):
   def test_audio_is_copied(self):
     src_path = os.path.join(self.dir, "src.mp4")
     _make_video(src_path, _gradient_frames(6, 24, 32), fps=12)
-    src = video_io.open_source(src_path)
+    src = reading.open_source(src_path)
     out = os.path.join(self.dir, "out.mp4")
-    with video_io.open_writer(out, fps=src.fps, audio_from=src_path) as w:
+    with writing.open_writer(out, fps=src.fps, audio_from=src_path) as w:
       for f in src.iter_frames(np.uint8):
         w.write(255 - f)
     with av.open(out) as c:
@@ -213,45 +214,45 @@ class WriteTest(absltest.TestCase):
   def test_no_overwrite_unless_asked(self):
     out = os.path.join(self.dir, "o.mp4")
     frame = np.zeros((8, 8, 3), np.uint8)
-    with video_io.open_writer(out, fps=5) as w:
+    with writing.open_writer(out, fps=5) as w:
       w.write(frame)
-    with self.assertRaisesRegex(video_io.VideoIOError, "output exists"):
-      video_io.open_writer(out, fps=5)
-    with video_io.open_writer(out, fps=5, overwrite=True) as w:
+    with self.assertRaisesRegex(reading.MediaError, "output exists"):
+      writing.open_writer(out, fps=5)
+    with writing.open_writer(out, fps=5, overwrite=True) as w:
       w.write(frame)
       w.write(frame)
-    self.assertEqual(video_io.open_source(out).num_frames, 2)
+    self.assertEqual(reading.open_source(out).num_frames, 2)
     folder = os.path.join(self.dir, "f")
     for n in (1, 2):
-      with video_io.open_writer(folder, overwrite=True) as w:
+      with writing.open_writer(folder, overwrite=True) as w:
         for _ in range(n):
           w.write(frame)
     self.assertLen(os.listdir(folder), 2)
-    with self.assertRaisesRegex(video_io.VideoIOError, "output exists"):
-      video_io.open_writer(folder)
+    with self.assertRaisesRegex(reading.MediaError, "output exists"):
+      writing.open_writer(folder)
     self.assertEqual(self._listing(), ["f", "o.mp4"])
 
   def test_failed_write_leaves_nothing(self):
     for name in ("o.mp4", "frames"):
       with self.assertRaisesRegex(RuntimeError, "boom"):
-        with video_io.open_writer(os.path.join(self.dir, name), fps=5) as w:
+        with writing.open_writer(os.path.join(self.dir, name), fps=5) as w:
           w.write(np.zeros((8, 8, 3), np.uint8))
           raise RuntimeError("boom")
     self.assertEqual(self._listing(), [])
 
   def test_writer_errors(self):
     frame = np.zeros((8, 8, 3), np.uint8)
-    with self.assertRaisesRegex(video_io.VideoIOError, "unsupported output"):
-      video_io.open_writer(os.path.join(self.dir, "o.gif"))
-    with self.assertRaisesRegex(video_io.VideoIOError, "output folder does not exist"):
-      video_io.open_writer(os.path.join(self.dir, "missing", "o.mp4"))
-    with self.assertRaisesRegex(video_io.VideoIOError, "unsupported codec"):
-      video_io.VideoWriter(os.path.join(self.dir, "o.mp4"), 5, codec="no-such-codec")
-    with self.assertRaisesRegex(video_io.VideoIOError, "no frames were written"):
-      with video_io.open_writer(os.path.join(self.dir, "o.mp4"), fps=5):
+    with self.assertRaisesRegex(reading.MediaError, "unsupported output"):
+      writing.open_writer(os.path.join(self.dir, "o.gif"))
+    with self.assertRaisesRegex(reading.MediaError, "output folder does not exist"):
+      writing.open_writer(os.path.join(self.dir, "missing", "o.mp4"))
+    with self.assertRaisesRegex(reading.MediaError, "unsupported codec"):
+      writing.VideoWriter(os.path.join(self.dir, "o.mp4"), 5, codec="no-such-codec")
+    with self.assertRaisesRegex(reading.MediaError, "no frames were written"):
+      with writing.open_writer(os.path.join(self.dir, "o.mp4"), fps=5):
         pass
-    with self.assertRaisesRegex(video_io.VideoIOError, "the video is 8x8"):
-      with video_io.open_writer(os.path.join(self.dir, "o.mp4"), fps=5) as w:
+    with self.assertRaisesRegex(reading.MediaError, "the video is 8x8"):
+      with writing.open_writer(os.path.join(self.dir, "o.mp4"), fps=5) as w:
         w.write(frame)
         w.write(np.zeros((6, 8, 3), np.uint8))
     self.assertEqual(self._listing(), [])
@@ -264,8 +265,8 @@ class BadInputTest(absltest.TestCase):
     self.dir = _tempdir(self)
 
   def _raises(self, path, pattern):
-    with self.assertRaisesRegex(video_io.VideoIOError, pattern) as cm:
-      video_io.open_source(path)
+    with self.assertRaisesRegex(reading.MediaError, pattern) as cm:
+      reading.open_source(path)
     self.assertNotIn("\n", str(cm.exception))
 
   def test_missing(self):
@@ -293,9 +294,9 @@ class BadInputTest(absltest.TestCase):
     self._raises(path, "1.png: not a valid PNG or JPEG image")
     # A valid header over corrupt data fails when the frame is decoded.
     with open(os.path.join(path, "1.png"), "wb") as f:
-      f.write(video_io.encode_png(np.zeros((4, 6, 3), np.uint8))[:40])
-    src = video_io.open_source(path)
-    with self.assertRaisesRegex(video_io.VideoIOError, "cannot decode .*1.png"):
+      f.write(writing.encode_png(np.zeros((4, 6, 3), np.uint8))[:40])
+    src = reading.open_source(path)
+    with self.assertRaisesRegex(reading.MediaError, "cannot decode .*1.png"):
       src.read_all()
 
   def test_unreadable_video(self):
@@ -319,7 +320,7 @@ class BadInputTest(absltest.TestCase):
     # Readable, but the protocol needs two anchors: a one-line ClipTooShortError, before any output.
     path = os.path.join(self.dir, "one.mp4")
     _make_video(path, _gradient_frames(1, 16, 16), audio=False)
-    src = video_io.open_source(path)
+    src = reading.open_source(path)
     self.assertEqual(src.num_frames, 1)
     model = lambda g: np.zeros(g.shape[:3] + (2,), np.float32)
     with self.assertRaisesRegex(protocol.ClipTooShortError, "at least 2 frames .*, got 1$"):

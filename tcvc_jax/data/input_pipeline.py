@@ -9,7 +9,7 @@ per-element generator that grain derives from the seed and the element's global 
 the stream is a pure function of the seed, and its iterator state (get_state /
 grain.checkpoint) resumes it exactly.
 
-Sampling follows the original (REFERENCE.md section 5): one key per frame of every clip, so
+Sampling follows the original (docs/original.md#training): one key per frame of every clip, so
 clips are drawn in proportion to their length; the key's frame starts the window when the
 window fits, else a uniform valid start is drawn. The original's loader always read frames
 0..N-1 (it named files by loop position); `reproduce_original_sampling=True` does that.
@@ -24,19 +24,10 @@ from absl import logging
 import grain
 import numpy as np
 
-from tcvc_jax import data_sources
-from tcvc_jax import np_color
+from tcvc_jax.data import sources as data_sources
+from tcvc_jax.ops import color
 
 DataError = data_sources.DataError
-
-
-def rgb_to_gray_ab(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """uint8 sRGB `[..., 3]` -> (gray `[..., 1]`, ab `[..., 2]`) float32, as `color.rgb_to_lab`.
-
-  The model's own functions, run by NumPy (`tcvc_jax.np_color`): input workers must never start
-  a JAX backend.
-  """
-  return np_color.rgb_to_gray_ab(rgb)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,7 +133,7 @@ class ToLab(grain.transforms.Map):
   def map(self, element: dict[str, Any]) -> dict[str, Any]:
     element = dict(element)
     rgb = element["rgb"] if self._keep_rgb else element.pop("rgb")
-    element["gray"], element["ab"] = rgb_to_gray_ab(rgb)
+    element["gray"], element["ab"] = color.rgb_to_gray_ab(rgb, np)  # numpy: workers never start JAX
     return element
 
 
@@ -240,7 +231,7 @@ class EvalChunk(grain.transforms.Map):
       frames = frames[start:start + t]
       count, ch, cw = frames.shape[:3]
       rgb[:count, :ch, :cw] = frames
-    gray, ab = rgb_to_gray_ab(rgb)
+    gray, ab = color.rgb_to_gray_ab(rgb, np)  # numpy: workers never start JAX
     return {"gray": gray, "ab": ab, "rgb": rgb, "valid": np.arange(t) < count,
             "mask": np.bool_(clip >= 0), "clip_id": np.int32(record),
             "start": np.int32(start), "num_frames": np.int32(count),

@@ -1,39 +1,40 @@
-"""Clip sources for the input pipeline: TFDS builds of `data/`, in-memory clips and clip indices.
+"""Clip sources for the input pipeline: the TFDS datasets (datasets.py), in-memory clips and clip indices.
 
 A source is any object with `__len__` and `__getitem__` whose elements are dicts with `frames`
 (`[T, H, W, 3]` uint8) and `clip` (the clip name). A `ClipIndex` lists the clips' names, lengths
-and sizes, so windows can be planned without decoding any frames; the `data/` builders store it
+and sizes, so windows can be planned without decoding any frames; the builders store it
 in their dataset metadata.
 """
 
 import dataclasses
-import importlib.util
 import os
-import pathlib
-import sys
 from typing import Any, Mapping, Sequence
 
 from absl import logging
 import numpy as np
 import tensorflow_datasets as tfds
 
-from tcvc_jax import clip_io
+from tcvc_jax.media import reading
 
-DataError = clip_io.DataError
-# The TFDS builder folders (`data/<name>/<name>_dataset_builder.py`) of a repository checkout.
-DATA_CODE_DIR = pathlib.Path(__file__).resolve().parents[1] / "data"
-
-
-def clip_features() -> tfds.features.FeaturesDict:
-  """The record layout every data/ builder writes: one whole clip per record."""
-  return tfds.features.FeaturesDict({
-      "frames": tfds.features.Tensor(shape=(None, None, None, 3), dtype=np.uint8,
-                                     encoding=tfds.features.Encoding.BYTES),  # [n, H, W, 3] RGB
-      "clip": tfds.features.Text(),
-      "frame_names": tfds.features.Sequence(tfds.features.Text()),
-  })
+# Videvo-style roots hold one folder per split.
+SPLIT_FOLDERS = ("train", "val", "validation", "test")
 
 
+class DataError(reading.MediaError):
+  """Unusable data: the message names the file, folder or dataset."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipFiles:
+  """Where one clip lives: an ordered list of frame images or one video file."""
+  name: str
+  frames: tuple[str, ...] = ()
+  video: str | None = None
+
+  @property
+  def location(self) -> str:
+    """The clip's video file or frame folder, for messages."""
+    return self.video or os.path.dirname(self.frames[0])
 def clip_name(element: Mapping[str, Any]) -> str:
   """The `clip` field of a source element as str ("" if absent)."""
   name = element.get("clip", "")
@@ -92,7 +93,7 @@ def scan_index(source) -> ClipIndex:
 
 
 def index_from_metadata(metadata: Mapping[str, Any], split: str) -> ClipIndex | None:
-  """The index the `data/` builders store in their metadata, or None if it is absent."""
+  """The index the builders store in their metadata, or None if it is absent."""
   entry = (metadata or {}).get("splits", {}).get(split)
   if not entry:
     return None
@@ -174,28 +175,26 @@ def select_clips(index: ClipIndex, *, min_frames: int = 1, min_height: int = 0,
   return index.subset(keep), skipped
 
 
-def load_builder_module(name: str, code_dir: str | os.PathLike | None = None):
-  """Imports `<code_dir>/<name>/<name>_dataset_builder.py` once (TFDS registers it by name)."""
-  module_name = f"{name}_dataset_builder"
-  if module_name in sys.modules:
-    return sys.modules[module_name]
-  path = pathlib.Path(code_dir or DATA_CODE_DIR) / name / f"{module_name}.py"
-  if not path.is_file():
-    raise DataError(f"no dataset builder {path}; pass code_dir=<the repository's data/ folder>")
-  spec = importlib.util.spec_from_file_location(module_name, path)
-  module = importlib.util.module_from_spec(spec)
-  sys.modules[module_name] = module
+def builder_class(name: str):
+  """The builder class of dataset `name` ("synthetic_clips" or "video_frames")."""
+  from tcvc_jax.data import datasets  # pylint: disable=g-import-not-at-top
+  builders = {"synthetic_clips": datasets.SyntheticClips, "video_frames": datasets.VideoFrames}
+  if name not in builders:
+    raise DataError(f"unknown dataset {name!r}; known: {', '.join(sorted(builders))}")
+  return builders[name]
+
+
+def _register(name: str) -> None:
+  """Imports the package's builders so TFDS knows them by name (other names are TFDS's own)."""
   try:
-    spec.loader.exec_module(module)
-  except BaseException:
-    del sys.modules[module_name]
-    raise
-  return module
+    builder_class(name)
+  except DataError:
+    pass
 
 
 def build(name: str, data_dir: str | None, *, config: Any = None, manual_dir: str | None = None,
-          code_dir: str | None = None, overwrite: bool = False):
-  """Builds (if not built yet) a `data/` dataset as ArrayRecord, without TensorFlow.
+          overwrite: bool = False):
+  """Builds (if not built yet) a dataset as ArrayRecord, without TensorFlow.
 
   The `tfds build` CLI imports TensorFlow at start-up in tensorflow-datasets 4.9.10; this is the
   TensorFlow-free way to build.
@@ -205,14 +204,12 @@ def build(name: str, data_dir: str | None, *, config: Any = None, manual_dir: st
     data_dir: where the prepared dataset goes.
     config: builder config name or `tfds.core.BuilderConfig` (the default config if None).
     manual_dir: folder with the source clips (`video_frames`).
-    code_dir: folder holding the builder folders (default: this checkout's `data/`).
     overwrite: rebuild even if prepared.
 
   Returns:
     The prepared `tfds.core.DatasetBuilder`.
   """
-  module = load_builder_module(name, code_dir)
-  builder = module.Builder(config=config, data_dir=data_dir, file_format="array_record")
+  builder = builder_class(name)(config=config, data_dir=data_dir, file_format="array_record")
   mode = (tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if overwrite
           else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
@@ -222,6 +219,7 @@ def build(name: str, data_dir: str | None, *, config: Any = None, manual_dir: st
 
 def split_names(name: str, data_dir: str | None, *, config: str | None = None) -> list[str]:
   """The splits of a prepared dataset."""
+  _register(name)
   full_name = f"{name}/{config}" if config else name
   return list(tfds.builder(full_name, data_dir=data_dir).info.splits)
 
@@ -239,6 +237,7 @@ def open_split(name: str, split: str, data_dir: str | None, *, config: str | Non
   Returns:
     `(source, ClipIndex)`.
   """
+  _register(name)
   full_name = f"{name}/{config}" if config else name
   source = tfds.data_source(full_name, split=split, data_dir=data_dir)
   index = index_from_metadata(source.dataset_info.metadata, split)
@@ -246,3 +245,118 @@ def open_split(name: str, split: str, data_dir: str | None, *, config: str | Non
     logging.info("%s[%s]: no clip index in the metadata, reading the clips", full_name, split)
     index = scan_index(source)
   return source, index
+
+
+# --------------------------------------------------------------------------- clips on disk
+
+
+def read_list_file(path: str) -> list[str]:
+  """Clip names from a list file: one per line; blank lines and `#` comments are ignored."""
+  if not os.path.isfile(path):
+    raise DataError(f"missing list file {path}")
+  with open(path) as f:
+    names = [line.split("#", 1)[0].strip() for line in f]
+  return [n for n in names if n]
+
+
+def _clips_in(folder: str) -> dict[str, ClipFiles]:
+  """Clips directly under `folder`: sub-folders of images and video files."""
+  clips = {}
+  for entry in sorted(os.listdir(folder), key=reading.natural_key):
+    path = os.path.join(folder, entry)
+    stem, ext = os.path.splitext(entry)
+    if entry.startswith("."):
+      continue
+    if os.path.isdir(path):
+      frames = tuple(os.path.join(path, f) for f in reading.list_frame_files(path))
+      clips[entry] = ClipFiles(entry, frames=frames)
+    elif ext.lower() in reading.VIDEO_EXTENSIONS:
+      clips[stem] = ClipFiles(stem, video=path)
+  return clips
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+  """What `discover` found under a root.
+
+  Attributes:
+    kind: "davis" (`JPEGImages/480p/<clip>/`), "split_folders" (`<split>/<clip>/`, as the
+      Videvo release) or "flat" (`<clip>/` and `<clip>.mp4` directly under the root).
+    clips: clip name -> files, over all splits.
+    split_of: for "split_folders", clip name -> split folder name; else empty.
+  """
+  kind: str
+  clips: dict[str, ClipFiles]
+  split_of: dict[str, str]
+
+
+def discover(root: str) -> Layout:
+  """Finds the clips under a dataset root.
+
+  Args:
+    root: a DAVIS-2017 root (with `JPEGImages/480p`), a root with `train/`, `test/`, ...
+      folders of clips, or a folder of clip folders and/or video files.
+
+  Returns:
+    The `Layout`.
+
+  Raises:
+    DataError: the root is missing, a split folder holds the same clip name as another, or
+      no clip is found.
+  """
+  if not os.path.isdir(root):
+    raise DataError(f"missing data directory {root}")
+  davis = os.path.join(root, "JPEGImages", "480p")
+  splits = [s for s in SPLIT_FOLDERS if os.path.isdir(os.path.join(root, s))]
+  if os.path.isdir(davis):
+    layout = Layout("davis", _clips_in(davis), {})
+  elif splits:
+    clips, split_of = {}, {}
+    for split in splits:
+      for name, clip in _clips_in(os.path.join(root, split)).items():
+        if name in clips:
+          raise DataError(f"clip {name!r} appears in two split folders: {clip.location} and "
+                          f"{clips[name].location}")
+        clips[name], split_of[name] = clip, split
+    layout = Layout("split_folders", clips, split_of)
+  else:
+    layout = Layout("flat", _clips_in(root), {})
+  if not layout.clips:
+    raise DataError(f"no clips (frame folders or video files) found under {root}")
+  return layout
+
+
+def load_clip(clip: ClipFiles, resize: Sequence[int] | None = None):
+  """Reads a clip.
+
+  Args:
+    clip: where the clip lives.
+    resize: optional `(height, width)`; frames are resized with `resize_bilinear`.
+
+  Returns:
+    `(frames [T, H, W, 3] uint8, frame_names list[str])`; frame names are file names without
+    extension, or `%05d` frame numbers for a video.
+
+  Raises:
+    DataError: naming the file: no frames, an unreadable or corrupt frame, or frames of
+      different sizes within the clip.
+  """
+  if clip.video:
+    frames = reading.read_video(clip.video)
+    names = [f"{i:05d}" for i in range(len(frames))]
+  else:
+    if not clip.frames:
+      raise DataError(f"no image frames ({', '.join(reading.IMAGE_EXTENSIONS)}) in clip folder of "
+                      f"{clip.name!r}")
+    images = []
+    for path in clip.frames:
+      image = reading.read_image(path)
+      if images and image.shape != images[0].shape:
+        raise DataError(f"frame size {image.shape[:2]} of {path} differs from "
+                        f"{images[0].shape[:2]} of {clip.frames[0]}")
+      images.append(image)
+    frames = np.stack(images)
+    names = [os.path.splitext(os.path.basename(p))[0] for p in clip.frames]
+  if resize is not None:
+    frames = reading.resize_bilinear(frames, int(resize[0]), int(resize[1]))
+  return frames, names

@@ -16,7 +16,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from tcvc_jax import np_color
 from tcvc_jax.ops import color
 
 _Texture = Callable[[np.ndarray, np.ndarray, np.random.Generator], np.ndarray]
@@ -133,13 +132,13 @@ def material_rgb(material: Material, t: np.ndarray) -> np.ndarray:
   """sRGB colours `[..., 3]` float32 in [0, 1] of a material for texture values `t` in [0, 1].
 
   L* follows the texture inside the material's band; a* and b* are the material's. The
-  conversion is the model's own (`np_color.lab_to_rgb`).
+  conversion is the model's own (`color.lab_to_rgb` with `xp=numpy`).
   """
   lightness = material.low + (material.high - material.low) * np.clip(t, 0, 1)
   lab = np.empty(np.shape(t) + (3,), np.float32)
   lab[..., 0] = (lightness - color.L_CENT) / color.L_NORM
   lab[..., 1:] = material.ab
-  return np.clip(np_color.lab_to_rgb(lab), 0, 1)
+  return np.clip(color.lab_to_rgb(lab, np), 0, 1)
 
 
 def _reflect(x, low, high):

@@ -2,7 +2,7 @@
 
 `evaluate(config, workdir)` (config: configs/eval.py) colorizes every clip with
 `protocol.colorize_clip` (one-sampling, or the multi-sampling ensemble), then measures it with
-`metrics` as the original scripts do (REFERENCE.md §7): PSNR over all, key and inter frames, per
+`metrics` as the original scripts do (docs/original.md#evaluation-protocol): PSNR over all, key and inter frames, per
 clip and then averaged over clips; CDC; SSIM; and a warping error (not in the original). Windows
 sharing a boundary frame reuse its anchor state (`protocol.AnchorCarry`): same frames, fewer passes.
 
@@ -21,25 +21,24 @@ Workdir layout:
   psnr_per_frame.png, cdc_per_gap.png
 """
 
-import csv
 import dataclasses
-import io
-import json
-import math
 import os
-import tempfile
+import sys
 import time
 
 from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
+import tqdm
 
-from tcvc_jax import colorize
-from tcvc_jax import convert
-from tcvc_jax import metrics
-from tcvc_jax import protocol
-from tcvc_jax import video_io
+from tcvc_jax import api
+from tcvc_jax import porting
+from tcvc_jax import streaming
+from tcvc_jax.evaluation import metrics
+from tcvc_jax.evaluation import report
+from tcvc_jax.evaluation import windows as protocol
+from tcvc_jax.media import reading
 from tcvc_jax.models import classical_flow
 
 SUMMARY_KEYS = ("psnr", "psnr_key", "psnr_inter", "cdc", "ssim", "warp_error")
@@ -52,8 +51,8 @@ class EvalError(ValueError):
 
 
 # Reported in one line by eval.py; anything else is a bug and keeps its traceback.
-INPUT_ERRORS = (EvalError, video_io.VideoIOError, convert.ConversionError,
-                protocol.ClipTooShortError, colorize.UsageError, OSError)
+INPUT_ERRORS = (EvalError, reading.MediaError, porting.ConversionError,
+                protocol.ClipTooShortError, streaming.UsageError, OSError)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -89,7 +88,7 @@ def _clip_dirs(root, only):
 
 
 def _read_clip(name, path, no_gt):
-  src = video_io.open_source(path)
+  src = reading.open_source(path)
   if src.num_frames < 2:
     raise protocol.ClipTooShortError(f"clip {name} has 1 frame; the protocol needs at least 2")
   if not no_gt and src.is_gray:
@@ -115,7 +114,7 @@ def iter_clips(data_config):
 
   Raises:
     EvalError: unknown source, missing or empty root (at once).
-    video_io.VideoIOError, protocol.ClipTooShortError: an unreadable or 1-frame clip (when read).
+    reading.MediaError, protocol.ClipTooShortError: an unreadable or 1-frame clip (when read).
   """
   if data_config.source == "tfds":
     return _tfds_clips(data_config)
@@ -127,7 +126,7 @@ def iter_clips(data_config):
 
 def _tfds_clips(data_config):
   """Clips of a data/ dataset split (built first if it is not prepared yet)."""
-  from tcvc_jax import data_sources  # pylint: disable=g-import-not-at-top
+  from tcvc_jax.data import sources as data_sources  # pylint: disable=g-import-not-at-top
   name, config = data_config.name, data_config.config or None
   try:
     data_sources.build(name, data_config.data_dir, config=config, manual_dir=data_config.manual_dir)
@@ -197,129 +196,6 @@ def make_flow_fn(metrics_config, colorizer):
 
 
 # --------------------------------------------------------------------------------------------------
-# Outputs
-# --------------------------------------------------------------------------------------------------
-
-
-def _write_atomic(path, data):
-  """Writes bytes or text to `path` through a temporary file in the same folder."""
-  fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", dir=os.path.dirname(path))
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-
-
-def to_json_value(x):
-  """NaN / inf -> None (JSON has neither), numpy scalars -> Python."""
-  if isinstance(x, dict):
-    return {str(k): to_json_value(v) for k, v in x.items()}
-  if isinstance(x, (list, tuple)):
-    return [to_json_value(v) for v in x]
-  if isinstance(x, (float, np.floating)):
-    return float(x) if math.isfinite(float(x)) else None
-  if isinstance(x, np.integer):
-    return int(x)
-  return x
-
-
-def write_json(path, obj):
-  _write_atomic(path, json.dumps(to_json_value(obj), indent=1, allow_nan=False) + "\n")
-
-
-def _write_csv(path, header, rows):
-  buf = io.StringIO()
-  writer = csv.writer(buf, lineterminator="\n")
-  writer.writerow(header)
-  for row in rows:
-    writer.writerow(["" if isinstance(v, float) and math.isnan(v) else v for v in row])
-  _write_atomic(path, buf.getvalue())
-
-
-def _write_clip_media(workdir, clip, out, outputs, overwrite):
-  if outputs.frames:
-    os.makedirs(os.path.join(workdir, "frames"), exist_ok=True)
-    with video_io.open_writer(os.path.join(workdir, "frames", clip.name), overwrite=overwrite,
-                              names=clip.names) as w:
-      for frame in out:
-        w.write(frame)
-  if outputs.videos:
-    os.makedirs(os.path.join(workdir, "videos"), exist_ok=True)
-    with video_io.open_writer(os.path.join(workdir, "videos", clip.name + ".mp4"),
-                              fps=outputs.fps, overwrite=overwrite) as w:
-      for frame in out:
-        w.write(frame)
-
-
-_CLIP_HEADER = ("clip", "frames", "height", "width", "psnr", "psnr_key", "psnr_inter", "ssim",
-                "warp_error", "cdc", "js_r", "js_g", "js_b", "cdc_gap1", "cdc_gap2", "cdc_gap4",
-                "seconds")
-
-
-def _clip_row(r):
-  c = r["cdc_detail"]
-  gaps = [float(np.mean(c.per_gap[d])) for d in metrics.CDC_GAPS]
-  return ([r["clip"], r["frames"], r["height"], r["width"]]
-          + [r[k] for k in ("psnr", "psnr_key", "psnr_inter", "ssim", "warp_error")]
-          + [float(np.mean(c.per_channel))] + [float(v) for v in c.per_channel] + gaps
-          + [round(r["seconds"], 3)])
-
-
-def _write_tables(workdir, results):
-  _write_csv(os.path.join(workdir, "per_clip.csv"), _CLIP_HEADER, [_clip_row(r) for r in results])
-  rows = []
-  for r in results:
-    p = r.get("psnr_detail")
-    for i, name in enumerate(r["names"]):
-      rows.append([r["clip"], i, name, p.per_frame[i] if p else float("nan"),
-                   int(p.is_key[i]) if p else ""])
-  _write_csv(os.path.join(workdir, "per_frame.csv"), ("clip", "index", "file", "psnr", "key"), rows)
-
-
-def _save_figure(fig, path):
-  buf = io.BytesIO()
-  fig.savefig(buf, format="png", dpi=100)
-  _write_atomic(path, buf.getvalue())
-
-
-def _write_plots(workdir, results, summary):
-  """psnr_per_frame.png (with ground truth) and cdc_per_gap.png, with matplotlib's Agg canvas."""
-  try:
-    from matplotlib import figure  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    logging.warning("matplotlib is not installed; no plots written")
-    return
-  if not summary["no_gt"]:
-    fig = figure.Figure(figsize=(8, 4))
-    ax = fig.add_subplot()
-    for r in results:
-      p = r["psnr_detail"]
-      line, = ax.plot(p.per_frame, label=r["clip"], linewidth=1)
-      ax.plot(np.flatnonzero(p.is_key), p.per_frame[p.is_key], "o", color=line.get_color(), ms=3)
-    ax.set(xlabel="frame (dots: key frames)", ylabel="PSNR (dB)",
-           title=f"PSNR per frame; mean over clips {summary['psnr']:.2f} dB")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small", ncol=max(1, len(results) // 12))
-    fig.tight_layout()
-    _save_figure(fig, os.path.join(workdir, "psnr_per_frame.png"))
-  fig = figure.Figure(figsize=(6, 4))
-  ax = fig.add_subplot()
-  gaps = list(metrics.CDC_GAPS)
-  for k, ch in enumerate("RGB"):
-    vals = [summary["cdc_per_gap"][d][ch.lower()] for d in gaps]
-    ax.bar(np.arange(len(gaps)) + (k - 1) * 0.27, vals, 0.27, label=ch, color="rgb"[k], alpha=0.7)
-  ax.set_xticks(np.arange(len(gaps)), [f"gap {d}" for d in gaps])
-  ax.set(ylabel="Jensen-Shannon divergence", title=f"CDC per frame gap; CDC {summary['cdc']:.5f}")
-  ax.legend()
-  fig.tight_layout()
-  _save_figure(fig, os.path.join(workdir, "cdc_per_gap.png"))
-
-
-# --------------------------------------------------------------------------------------------------
 # Evaluation
 # --------------------------------------------------------------------------------------------------
 
@@ -333,12 +209,13 @@ def _check_workdir(workdir, overwrite):
                     "set --config.overwrite=True")
 
 
-def _measure(clip, out, t, flow_fn):
+def _measure(clip, out, t, flow_fn, metrics_config):
   if clip.gt is None:
     res = {k: float("nan") for k in SUMMARY_KEYS if k != "cdc"}
     res["cdc_detail"] = metrics.cdc_clip(out)
     return res
-  return metrics.clip_metrics(clip.gt, out, t, flow_fn)
+  return metrics.clip_metrics(clip.gt, out, t, flow_fn, ssim=bool(metrics_config.ssim),
+                              warp_batch=int(metrics_config.warp_batch))
 
 
 def _summarize(results, config, flow_desc, seconds):
@@ -364,12 +241,13 @@ def _summarize(results, config, flow_desc, seconds):
   return summary
 
 
-def evaluate(config, workdir):
+def evaluate(config, workdir, progress=False):
   """Colorizes and measures the test set of `config`; writes everything into `workdir`.
 
   Args:
     config: ConfigDict of configs/eval.py.
     workdir: output folder (created if needed).
+    progress: show a progress bar (clips, frames/s) on stderr.
 
   Returns:
     The summary dict written to summary.json (NaN where a metric was not measured).
@@ -384,27 +262,36 @@ def evaluate(config, workdir):
     raise EvalError(f"dtype must be one of {sorted(_DTYPES)}, got {config.dtype!r}")
   passes = interval_lengths(config.protocol)
   clips = iter_clips(config.data)
-  _check_workdir(workdir, config.overwrite)
-  write_json(os.path.join(workdir, "config.json"), config.to_dict())
-  colorizer = colorize.load_colorizer(config.checkpoint, dtype=_DTYPES[config.dtype])
+  colorizer = api.load(config.checkpoint, dtype=_DTYPES[config.dtype])
   size = int(config.protocol.network_size)
-  colorize.check_network_size(colorizer, size)
+  streaming.check_network_size(colorizer, size)
   flow_fn, flow_desc = make_flow_fn(config.metrics, colorizer)
+  _check_workdir(workdir, config.overwrite)
+  report.write_json(os.path.join(workdir, "config.json"), config.to_dict())
   model = protocol.AnchorCarry(colorizer)
   results = []
+  bar = tqdm.tqdm(unit="clip", desc="evaluating", disable=not progress, dynamic_ncols=True,
+                  file=sys.stderr)
+  frames_done = 0
   for clip in clips:
     t0 = time.perf_counter()
     out = protocol.colorize_clip(clip.frames, model, passes, size, config.data.gray_mode)
-    _write_clip_media(workdir, clip, out, config.outputs, config.overwrite)
-    res = _measure(clip, out, protocol.psnr_interval(passes), flow_fn)
+    report.write_clip_media(workdir, clip, out, config.outputs, config.overwrite)
+    res = _measure(clip, out, protocol.psnr_interval(passes), flow_fn, config.metrics)
     res.update(clip=clip.name, names=clip.names, frames=len(out), height=out.shape[1],
                width=out.shape[2], seconds=time.perf_counter() - t0)
     logging.info("clip %s: %d frames, PSNR %.3f, %.1f s", clip.name, len(out), res["psnr"],
                  res["seconds"])
     results.append(res)
+    frames_done += len(out)
+    rate = frames_done / max(time.perf_counter() - start, 1e-9)
+    bar.set_postfix_str(f"{clip.name}: PSNR {res['psnr']:.2f} dB; {frames_done} frames, "
+                        f"{rate:.2f} frames/s")
+    bar.update(1)
+  bar.close()
   summary = _summarize(results, config, flow_desc, time.perf_counter() - start)
-  _write_tables(workdir, results)
+  report.write_tables(workdir, results)
   if config.outputs.plots:
-    _write_plots(workdir, results, summary)
-  write_json(os.path.join(workdir, "summary.json"), summary)
+    report.write_plots(workdir, results, summary)
+  report.write_json(os.path.join(workdir, "summary.json"), summary)
   return summary

@@ -1,6 +1,6 @@
 """Video colorization metrics: PSNR, CDC, MATLAB-style SSIM and a flow-based warping error.
 
-PSNR, CDC and SSIM follow the original TCVC evaluation code (REFERENCE.md §7) number for number:
+PSNR, CDC and SSIM follow the original TCVC evaluation code (docs/original.md#evaluation-protocol) number for number:
 
 * PSNR is computed per frame on uint8 images (float64 MSE over all pixels and channels),
   averaged per clip, then averaged over clips (unweighted). Key frames are the indices in
@@ -342,7 +342,8 @@ def warp_error(frames, flow_fn: FlowFn, batch_size=8, use_occlusion_mask=True):
   return float(np.mean(errors)) if errors else float("nan")
 
 
-def clip_metrics(gt_frames, out_frames, interval_length, flow_fn=None):
+def clip_metrics(gt_frames, out_frames, interval_length, flow_fn=None, *, ssim=True,
+                 warp_batch=8):
   """All metrics of one clip, for `summarize`.
 
   Args:
@@ -350,6 +351,8 @@ def clip_metrics(gt_frames, out_frames, interval_length, flow_fn=None):
     out_frames: uint8 [n, H, W, 3] colorized frames.
     interval_length: T of the key/inter PSNR split.
     flow_fn: flow function for `warp_error`; None gives NaN.
+    ssim: measure SSIM (slow on large frames); False gives NaN.
+    warp_batch: frame pairs per flow_fn call in `warp_error`.
 
   Returns:
     dict: psnr, psnr_key, psnr_inter, ssim, warp_error (floats), psnr_detail (ClipPSNR) and
@@ -358,8 +361,9 @@ def clip_metrics(gt_frames, out_frames, interval_length, flow_fn=None):
   p = psnr_clip(gt_frames, out_frames, interval_length)
   return {
       "psnr": p.avg, "psnr_key": p.key, "psnr_inter": p.inter,
-      "ssim": ssim_clip(gt_frames, out_frames),
-      "warp_error": warp_error(out_frames, flow_fn) if flow_fn is not None else float("nan"),
+      "ssim": ssim_clip(gt_frames, out_frames) if ssim else float("nan"),
+      "warp_error": (warp_error(out_frames, flow_fn, batch_size=warp_batch)
+                     if flow_fn is not None else float("nan")),
       "psnr_detail": p, "cdc_detail": cdc_clip(out_frames),
   }
 

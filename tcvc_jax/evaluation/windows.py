@@ -1,6 +1,6 @@
 """The original TCVC test protocol: windows, resizes, Lab recombination, uint8 and the ensemble.
 
-Faithful to `test_TCVC_onesampling.py` / `test_TCVC_multisampling.py` (REFERENCE.md §7):
+Faithful to `test_TCVC_onesampling.py` / `test_TCVC_multisampling.py` (docs/original.md#evaluation-protocol):
 
 * Windows of interval length T: keyframes range(0, n, T + 1); a keyframe equal to n - 1 is dropped
   (no 1-frame window); window k holds frames [k, k + T + 2) cut at the clip end, so neighbouring
@@ -239,6 +239,7 @@ def run_pass(l_full, colorize_window, interval_length=DEFAULT_INTERVAL,
   """
   l_full = np.asarray(l_full, np.float32)
   out = np.empty(l_full.shape[:3] + (3,), np.float32)
+  _announce_interval(colorize_window, interval_length)
   for win in plan_windows(len(l_full), interval_length, cuts):
     # Later windows overwrite the shared boundary frame, as the original rewrites that file.
     out[win.start:win.stop] = np.asarray(
@@ -325,6 +326,7 @@ def iter_colorize(frames: Iterable[np.ndarray], colorize_window: ColorizeWindowF
   """
   # (index, uint8 frame): a window's last frame, dropped if the next window starts on it.
   pending = None
+  _announce_interval(colorize_window, interval_length)
   for start, win in iter_windows(frames, interval_length, is_cut):
     l_full = frames_to_l(np.stack(win), gray_mode)
     out = to_uint8_round(colorize_l_window(l_full, colorize_window, network_size))
@@ -334,6 +336,14 @@ def iter_colorize(frames: Iterable[np.ndarray], colorize_window: ColorizeWindowF
     pending = (start + len(out) - 1, out[-1])
   if pending is not None:
     yield pending[1]
+
+
+def _announce_interval(colorize_window, interval_length):
+  """Lets a model that can (AnchorCarry over an api.Colorizer) run all windows of the pass as one
+  compiled program: windows hold at most T + 2 frames."""
+  announce = getattr(colorize_window, "set_interval", None)
+  if announce is not None:
+    announce(int(interval_length))
 
 
 class AnchorCarry:
@@ -357,6 +367,12 @@ class AnchorCarry:
     self._state = None
     self.calls = 0
     self.reused = 0
+
+  def set_interval(self, interval_length):
+    """Windows of the coming pass hold at most T + 2 frames: one compiled program for them all."""
+    pad = getattr(self._model, "pad_windows", None)
+    if pad is not None:
+      pad(interval_length + 2)
 
   def __call__(self, gray):
     gray = np.asarray(gray)

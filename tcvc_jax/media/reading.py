@@ -1,109 +1,329 @@
-"""Reading clips from disk: frame folders (DAVIS, Videvo, generic) and video files, via PyAV.
+"""Reading media: video files, frame folders and images, through PyAV (FFmpeg), with one-line errors.
 
-Decoding never needs TensorFlow, OpenCV or Pillow: images and videos both go through FFmpeg
-(PyAV). Every error names the file or folder it is about.
+One reader for every caller (training data, evaluation, colorize):
+  * a video file in any container FFmpeg reads, or a folder of PNG / JPEG frames;
+  * frames gray or colour, 8 or 16 bit (alpha dropped), as float32 in [0, 1] (divided by the maximum
+    of their real bit depth) or uint8 (16 bit rounded to 8), [H, W, 1] when every frame is gray
+    (unless colour is asked for) and [H, W, 3] RGB otherwise;
+  * the frames of a folder in natural file-name order ("2.png" before "10.png"; hidden files and other
+    extensions ignored): `list_frame_files` is the one rule;
+  * every problem raises `MediaError` with a one-line message that names the file.
+Pillow, OpenCV and TensorFlow are not needed: PNG and JPEG go through FFmpeg's codecs, which also read
+16-bit PNGs exactly.
 """
 
-import dataclasses
+import fractions
 import os
 import re
-from typing import Sequence
+import struct
 
 import av
 import numpy as np
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
-# Videvo-style roots hold one folder per split.
-SPLIT_FOLDERS = ("train", "val", "validation", "test")
+VIDEO_EXTENSIONS = (".mp4", ".m4v", ".avi", ".mov", ".mkv", ".webm")
+DEFAULT_FOLDER_FPS = 25
 
 
-class DataError(ValueError):
-  """Unusable data: the message names the file or folder."""
+class MediaError(ValueError):
+  """A missing, unreadable or unsupported file or folder; the message is one line and names it."""
+
+  def __init__(self, message):
+    super().__init__(" ".join(str(message).split()))
 
 
-@dataclasses.dataclass(frozen=True)
-class ClipFiles:
-  """Where one clip lives: an ordered list of frame images or one video file."""
-  name: str
-  frames: tuple[str, ...] = ()
-  video: str | None = None
-
-  @property
-  def location(self) -> str:
-    """The clip's video file or frame folder, for messages."""
-    return self.video or os.path.dirname(self.frames[0])
+def _reason(err):
+  """Short one-line reason from a PyAV / OS error."""
+  text = getattr(err, "strerror", None) or str(err) or type(err).__name__
+  return " ".join(str(text).split())
 
 
 def natural_key(name: str):
-  """Sort key that orders "2.png" before "10.png"."""
+  """Sort key that orders "2.png" before "10.png" (case-insensitive)."""
   return [int(p) if p.isdigit() else p.lower() for p in re.split(r"(\d+)", name)]
 
 
-def _to_rgb8(frame) -> np.ndarray:
-  if max(c.bits for c in frame.format.components) > 8:
-    # Deep frames: scale by the real maximum (65535 -> 255) with rounding; FFmpeg's own
-    # conversion to 8 bits truncates and dithers.
-    deep = frame.to_ndarray(format="rgb48le").astype(np.float32)
-    return np.rint(deep / 257.0).astype(np.uint8)
-  return frame.to_ndarray(format="rgb24")
+def list_frame_files(folder: str) -> list[str]:
+  """The frame images of a folder (file names, not paths), in the order every reader uses.
+
+  Raises:
+    MediaError: the folder cannot be listed.
+  """
+  try:
+    entries = os.listdir(folder)
+  except OSError as e:
+    raise MediaError(f"cannot list {folder}: {_reason(e)}") from e
+  names = [n for n in entries if not n.startswith(".")
+           and os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS
+           and os.path.isfile(os.path.join(folder, n))]
+  return sorted(names, key=lambda n: (natural_key(n), n))
 
 
-def _decode_first_frame(path: str) -> np.ndarray:
-  with av.open(path) as container:
-    for frame in container.decode(video=0):
-      return _to_rgb8(frame)
-  raise DataError(f"no image data in {path}")
+# --------------------------------------------------------------------------------------------------
+# Image headers (cheap checks of a whole folder before decoding anything)
+# --------------------------------------------------------------------------------------------------
+
+
+def _png_header(data):
+  # IHDR is the first chunk: width, height, bit depth, colour type (0 gray, 4 gray + alpha).
+  if data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
+    return None
+  w, h, depth, ctype = struct.unpack(">IIBB", data[16:26])
+  return w, h, depth, ctype in (0, 4)
+
+
+def _jpeg_header(f):
+  # Walks the marker segments up to the first start-of-frame (SOFn) segment.
+  if f.read(2) != b"\xff\xd8":
+    return None
+  while True:
+    b = f.read(1)
+    if not b:
+      return None
+    if b != b"\xff":
+      continue
+    marker = f.read(1)
+    while marker == b"\xff":
+      marker = f.read(1)
+    if not marker or marker in (b"\xd8", b"\x01") or b"\xd0" <= marker <= b"\xd7":
+      continue
+    seglen = f.read(2)
+    if len(seglen) < 2:
+      return None
+    (length,) = struct.unpack(">H", seglen)
+    m = marker[0]
+    if 0xC0 <= m <= 0xCF and m not in (0xC4, 0xC8, 0xCC):
+      seg = f.read(6)
+      if len(seg) < 6:
+        return None
+      depth, h, w, comps = struct.unpack(">BHHB", seg)
+      return w, h, depth, comps == 1
+    f.seek(length - 2, os.SEEK_CUR)
+
+
+def image_header(path):
+  """(width, height, bit depth, is_gray) from a PNG or JPEG header.
+
+  Raises:
+    MediaError: the file cannot be read or is no PNG / JPEG.
+  """
+  try:
+    with open(path, "rb") as f:
+      head = f.read(32)
+      info = _png_header(head)
+      if info is None and head[:2] == b"\xff\xd8":
+        f.seek(0)
+        info = _jpeg_header(f)
+  except OSError as e:
+    raise MediaError(f"cannot read {path}: {_reason(e)}") from e
+  if info is None or info[0] == 0 or info[1] == 0:
+    raise MediaError(f"cannot read {path}: not a valid PNG or JPEG image")
+  return info
+
+
+# --------------------------------------------------------------------------------------------------
+# Decoding one PyAV frame
+# --------------------------------------------------------------------------------------------------
+
+
+def _frame_kind(fmt):
+  """(is_gray, bit depth) of a PyAV VideoFormat."""
+  # One colour component (gray, gray + alpha, 1-bit); PyAV's is_chroma is False for 4:4:4 chroma.
+  comps = [c for c in fmt.components if not c.is_alpha]
+  gray = len(comps) == 1 and not fmt.has_palette
+  return gray, max(c.bits for c in comps)
+
+
+def _to_array(frame, gray_out):
+  """Frame -> uint8 or uint16 array [H, W, 1 | 3] at its own bit depth; alpha dropped.
+
+  FFmpeg's converter is only used within one bit depth (8 -> 8, 16 -> 16), where it is exact; from
+  8 to 16 bits or back it is not (3 -> 766), so values are never rescaled by it.
+  """
+  gray_in, depth = _frame_kind(frame.format)
+  high = depth > 8
+  if gray_in:
+    x = frame.to_ndarray(format="gray16le" if high else "gray")[..., None]
+    return x if gray_out else np.repeat(x, 3, axis=-1)
+  if gray_out:
+    raise MediaError("a colour frame in a source opened as gray")
+  return frame.to_ndarray(format="rgb48le" if high else "rgb24")
+
+
+def _convert(x, dtype):
+  """uint8 / uint16 array -> float32 in [0, 1], or uint8 (16 bit rounded to 8)."""
+  if dtype == np.float32:
+    return x.astype(np.float32) / np.float32(65535 if x.dtype == np.uint16 else 255)
+  if dtype == np.uint8:
+    if x.dtype == np.uint16:
+      return np.round(x.astype(np.float32) / np.float32(257)).astype(np.uint8)
+    return x
+  raise ValueError(f"dtype must be np.float32 or np.uint8, got {dtype}")
+
+
+def _decode_image(path, gray_out):
+  try:
+    with av.open(path) as c:
+      for frame in c.decode(video=0):
+        return _to_array(frame, gray_out)
+  except (av.error.FFmpegError, OSError) as e:
+    raise MediaError(f"cannot decode {path}: {_reason(e)}") from e
+  raise MediaError(f"cannot decode {path}: no image in the file")
+
+
+# --------------------------------------------------------------------------------------------------
+# Sources
+# --------------------------------------------------------------------------------------------------
+
+
+class FrameSource:
+  """A video file or frame folder; iterate it (any number of times) for its frames in order.
+
+  Attributes:
+    path: the input path.
+    kind: "video" or "folder".
+    fps: frames per second (Fraction); DEFAULT_FOLDER_FPS for folders unless given.
+    height, width: frame size.
+    num_frames: frame count (None when a video's container does not store it).
+    names: file names for a folder source (None for videos).
+    is_gray: True when frames are yielded as [H, W, 1].
+    bit_depth: bits per sample of the first frame (8 or 16 for typical inputs).
+    has_audio: whether a video file has an audio stream (what a writer's `audio_from` copies).
+  """
+
+  def __init__(self, path, fps=None):
+    self.path = os.fspath(path)
+    if not os.path.exists(self.path):
+      raise MediaError(f"no such file or folder: {self.path}")
+    if os.path.isdir(self.path):
+      self._init_folder(fps)
+    else:
+      self._init_video(fps)
+
+  def _init_folder(self, fps):
+    self.kind = "folder"
+    self.names = list_frame_files(self.path)
+    if not self.names:
+      raise MediaError(f"no frames (*.png, *.jpg) in folder {self.path}")
+    heads = [image_header(os.path.join(self.path, n)) for n in self.names]
+    w, h = heads[0][:2]
+    for name, head in zip(self.names, heads):
+      if head[:2] != (w, h):
+        raise MediaError(f"frames differ in size in {self.path}: {self.names[0]} is {w}x{h}, "
+                           f"{name} is {head[0]}x{head[1]}")
+    self.width, self.height = w, h
+    self.num_frames = len(self.names)
+    self.is_gray = all(head[3] for head in heads)
+    self.bit_depth = heads[0][2]
+    self.fps = fractions.Fraction(fps if fps is not None else DEFAULT_FOLDER_FPS)
+    self.has_audio = False
+
+  def _open_container(self):
+    try:
+      container = av.open(self.path)
+    except (av.error.FFmpegError, OSError) as e:
+      raise MediaError(
+          f"cannot read {self.path}: not a video PyAV can open ({_reason(e)})") from e
+    if not container.streams.video:
+      container.close()
+      raise MediaError(f"no video stream in {self.path}")
+    stream = container.streams.video[0]
+    if stream.codec_context is None:
+      container.close()
+      raise MediaError(f"unsupported codec in {self.path}: no decoder for its video stream")
+    return container, stream
+
+  def _init_video(self, fps):
+    self.kind = "video"
+    self.names = None
+    container, stream = self._open_container()
+    with container:
+      self.has_audio = bool(container.streams.audio)
+      rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+      self.fps = fractions.Fraction(fps if fps is not None else (rate or DEFAULT_FOLDER_FPS))
+      self.num_frames = stream.frames or None
+      first = next(self._decode(container, stream), None)
+    if first is None:
+      raise MediaError(f"no frames in {self.path}")
+    self.is_gray, self.bit_depth = _frame_kind(first.format)
+    self.width, self.height = first.width, first.height
+
+  def _decode(self, container, stream):
+    stream.thread_type = "AUTO"
+    try:
+      yield from container.decode(stream)
+    except av.error.DecoderNotFoundError as e:
+      raise MediaError(f"unsupported codec in {self.path}: {_reason(e)}") from e
+    except av.error.FFmpegError as e:
+      raise MediaError(f"cannot decode {self.path}: {_reason(e)}") from e
+
+  def iter_frames(self, dtype=np.float32, rgb=False):
+    """Yields frames as float32 in [0, 1] (dtype=np.float32) or uint8.
+
+    Args:
+      dtype: np.float32 or np.uint8.
+      rgb: always [H, W, 3] (gray replicated); else [H, W, 1] when `is_gray`.
+    """
+    gray = self.is_gray and not rgb
+    if self.kind == "folder":
+      for name in self.names:
+        yield _convert(_decode_image(os.path.join(self.path, name), gray), dtype)
+      return
+    container, stream = self._open_container()
+    with container:
+      for i, frame in enumerate(self._decode(container, stream)):
+        if (frame.width, frame.height) != (self.width, self.height):
+          raise MediaError(f"frame size changes in {self.path} at frame {i}: "
+                           f"{self.width}x{self.height} -> {frame.width}x{frame.height}")
+        yield _convert(_to_array(frame, gray), dtype)
+
+  def __iter__(self):
+    return self.iter_frames(np.float32)
+
+  def read_all(self, dtype=np.uint8, rgb=False):
+    """All frames stacked, [n, H, W, C] (loads the whole clip)."""
+    return np.stack(list(self.iter_frames(dtype, rgb)))
+
+
+def open_source(path, fps=None):
+  """Opens a video file or frame folder (checks it, decodes one frame of a video).
+
+  Args:
+    path: video file or folder of PNG / JPEG frames.
+    fps: overrides the frame rate (folders default to DEFAULT_FOLDER_FPS).
+
+  Returns:
+    FrameSource.
+
+  Raises:
+    MediaError: missing path, unreadable file, empty folder, frames of mixed sizes, no video
+      stream, unsupported codec.
+  """
+  return FrameSource(path, fps)
 
 
 def read_image(path: str) -> np.ndarray:
-  """Reads a PNG or JPEG file as `[H, W, 3]` uint8 RGB (gray is replicated, alpha dropped).
-
-  Args:
-    path: image file.
-
-  Returns:
-    The image. 16-bit PNGs are scaled to 8 bits.
+  """Reads a PNG or JPEG file as `[H, W, 3]` uint8 RGB (gray replicated, alpha dropped, 16 bit rounded).
 
   Raises:
-    DataError: the file is missing, empty, not an image or corrupt.
+    MediaError: the file is missing, empty, not an image or corrupt.
   """
   if not os.path.isfile(path):
-    raise DataError(f"missing image file {path}")
+    raise MediaError(f"missing image file {path}")
   if os.path.getsize(path) == 0:
-    raise DataError(f"empty image file {path}")
-  try:
-    return _decode_first_frame(path)
-  except (av.FFmpegError, StopIteration, ValueError, IndexError) as e:
-    raise DataError(f"cannot decode image {path}: {e}") from e
+    raise MediaError(f"empty image file {path}")
+  return _convert(_decode_image(path, gray_out=False), np.uint8)
 
 
 def read_video(path: str) -> np.ndarray:
-  """Decodes every frame of a video file.
-
-  Args:
-    path: a video file in any container FFmpeg reads.
-
-  Returns:
-    `[T, H, W, 3]` uint8 RGB frames (deeper formats scaled to 8 bits).
+  """Decodes every frame of a video file as `[T, H, W, 3]` uint8 RGB.
 
   Raises:
-    DataError: the file is missing, unreadable, has no video stream or no frames.
+    MediaError: the file is missing, unreadable, has no video stream or no frames.
   """
   if not os.path.isfile(path):
-    raise DataError(f"missing video file {path}")
-  try:
-    with av.open(path) as container:
-      if not container.streams.video:
-        raise DataError(f"no video stream in {path}")
-      frames = [_to_rgb8(f) for f in container.decode(video=0)]
-  except av.FFmpegError as e:
-    raise DataError(f"cannot decode video {path}: {e}") from e
-  if not frames:
-    raise DataError(f"no frames in video {path}")
-  if any(f.shape != frames[0].shape for f in frames):
-    raise DataError(f"frames of different sizes in video {path}")
-  return np.stack(frames)
+    raise MediaError(f"missing video file {path}")
+  return open_source(path).read_all(np.uint8, rgb=True)
 
 
 def _axis_taps(size_in: int, size_out: int):
@@ -139,114 +359,3 @@ def resize_bilinear(images: np.ndarray, height: int, width: int) -> np.ndarray:
   rows = x[..., r0, :, :] * (1 - wr)[:, None, None] + x[..., r1, :, :] * wr[:, None, None]
   out = rows[..., c0, :] * (1 - wc)[:, None] + rows[..., c1, :] * wc[:, None]
   return np.clip(np.rint(out), 0, 255).astype(np.uint8)
-
-
-def read_list_file(path: str) -> list[str]:
-  """Clip names from a list file: one per line; blank lines and `#` comments are ignored."""
-  if not os.path.isfile(path):
-    raise DataError(f"missing list file {path}")
-  with open(path) as f:
-    names = [line.split("#", 1)[0].strip() for line in f]
-  return [n for n in names if n]
-
-
-def _clips_in(folder: str) -> dict[str, ClipFiles]:
-  """Clips directly under `folder`: sub-folders of images and video files."""
-  clips = {}
-  for entry in sorted(os.listdir(folder), key=natural_key):
-    path = os.path.join(folder, entry)
-    stem, ext = os.path.splitext(entry)
-    if os.path.isdir(path):
-      frames = tuple(os.path.join(path, f) for f in sorted(os.listdir(path), key=natural_key)
-                     if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS)
-      clips[entry] = ClipFiles(entry, frames=frames)
-    elif ext.lower() in VIDEO_EXTENSIONS:
-      clips[stem] = ClipFiles(stem, video=path)
-  return clips
-
-
-@dataclasses.dataclass(frozen=True)
-class Layout:
-  """What `discover` found under a root.
-
-  Attributes:
-    kind: "davis" (`JPEGImages/480p/<clip>/`), "split_folders" (`<split>/<clip>/`, as the
-      Videvo release) or "flat" (`<clip>/` and `<clip>.mp4` directly under the root).
-    clips: clip name -> files, over all splits.
-    split_of: for "split_folders", clip name -> split folder name; else empty.
-  """
-  kind: str
-  clips: dict[str, ClipFiles]
-  split_of: dict[str, str]
-
-
-def discover(root: str) -> Layout:
-  """Finds the clips under a dataset root.
-
-  Args:
-    root: a DAVIS-2017 root (with `JPEGImages/480p`), a root with `train/`, `test/`, ...
-      folders of clips, or a folder of clip folders and/or video files.
-
-  Returns:
-    The `Layout`.
-
-  Raises:
-    DataError: the root is missing, a split folder holds the same clip name as another, or
-      no clip is found.
-  """
-  if not os.path.isdir(root):
-    raise DataError(f"missing data directory {root}")
-  davis = os.path.join(root, "JPEGImages", "480p")
-  splits = [s for s in SPLIT_FOLDERS if os.path.isdir(os.path.join(root, s))]
-  if os.path.isdir(davis):
-    layout = Layout("davis", _clips_in(davis), {})
-  elif splits:
-    clips, split_of = {}, {}
-    for split in splits:
-      for name, clip in _clips_in(os.path.join(root, split)).items():
-        if name in clips:
-          raise DataError(f"clip {name!r} appears in two split folders: {clip.location} and "
-                          f"{clips[name].location}")
-        clips[name], split_of[name] = clip, split
-    layout = Layout("split_folders", clips, split_of)
-  else:
-    layout = Layout("flat", _clips_in(root), {})
-  if not layout.clips:
-    raise DataError(f"no clips (frame folders or video files) found under {root}")
-  return layout
-
-
-def load_clip(clip: ClipFiles, resize: Sequence[int] | None = None):
-  """Reads a clip.
-
-  Args:
-    clip: where the clip lives.
-    resize: optional `(height, width)`; frames are resized with `resize_bilinear`.
-
-  Returns:
-    `(frames [T, H, W, 3] uint8, frame_names list[str])`; frame names are file names without
-    extension, or `%05d` frame numbers for a video.
-
-  Raises:
-    DataError: naming the file: no frames, an unreadable or corrupt frame, or frames of
-      different sizes within the clip.
-  """
-  if clip.video:
-    frames = read_video(clip.video)
-    names = [f"{i:05d}" for i in range(len(frames))]
-  else:
-    if not clip.frames:
-      raise DataError(f"no image frames ({', '.join(IMAGE_EXTENSIONS)}) in clip folder of "
-                      f"{clip.name!r}")
-    images = []
-    for path in clip.frames:
-      image = read_image(path)
-      if images and image.shape != images[0].shape:
-        raise DataError(f"frame size {image.shape[:2]} of {path} differs from "
-                        f"{images[0].shape[:2]} of {clip.frames[0]}")
-      images.append(image)
-    frames = np.stack(images)
-    names = [os.path.splitext(os.path.basename(p))[0] for p in clip.frames]
-  if resize is not None:
-    frames = resize_bilinear(frames, int(resize[0]), int(resize[1]))
-  return frames, names

@@ -6,7 +6,6 @@ images [B, H, W, 3] in [0, rgb_max] (H, W multiples of 64) and returns the flow 
 channels, plus 0.5.
 """
 
-import functools
 from typing import Any
 
 import jax

@@ -1,7 +1,9 @@
 """SIGGRAPH17 ("IDC", Zhang et al. 2017) anchor-frame colorizer as used by TCVC.
 
-Input is normalised L [B, H, W, 1] (H, W multiples of 8); the network sees [L, 0, 0, 0] (empty ab hint and
-mask). Returns the ab prediction in [-1, 1] (units of 1/110) and the 128-channel `conv10_2` feature that TCVC
+Input is normalised L [B, H, W, 1] (H, W multiples of 8) and optional user colour hints: the
+network sees [L, ab_hint, mask] as in the original `forward(input_A, input_B, mask_B)`, with zeros
+for a missing hint or mask; without hints that is [L, 0, 0, 0], which is what TCVC feeds. Returns
+the ab prediction in [-1, 1] (units of 1/110) and the 128-channel `conv10_2` feature that TCVC
 propagates. The original computes the decoder tail twice with identical inputs; here it runs once.
 """
 
@@ -24,6 +26,17 @@ def _encoder_block(n_conv, width, dilation=1):
     layers += [("conv", str(2 * j), width, 3, 1, dilation, dilation), ("relu",)]
   layers.append(("bn", str(2 * n_conv)))
   return tuple(layers)
+
+
+def _hint(h, x, channels, name):
+  """A hint as [B, H, W, channels] in x's dtype (zeros if None), checked against x [B, H, W, 1]."""
+  shape = x.shape[:3] + (channels,)
+  if h is None:
+    return jnp.zeros(shape, x.dtype)
+  if tuple(h.shape) != shape:
+    raise ValueError(f"{name} must have shape {shape} (gray's [B, H, W] and {channels} channels), "
+                     f"got {tuple(h.shape)}")
+  return jnp.asarray(h).astype(x.dtype)
 
 
 class SIGGRAPH17(nn.Module):
@@ -60,12 +73,26 @@ class SIGGRAPH17(nn.Module):
   def feature_channels(self):
     return self.widths[-1]
 
-  def __call__(self, gray):
-    """Args: gray [B, H, W, 1] normalised L. Returns (ab [B, H, W, 2], feature [B, H, W, widths[-1]])."""
+  def __call__(self, gray, hint_ab=None, hint_mask=None):
+    """Colorizes frames, optionally guided by user colour hints.
+
+    Args:
+      gray: [B, H, W, 1] normalised L.
+      hint_ab: optional [B, H, W, 2] hint colours, normalised ab (a* / 110, b* / 110). Fed as
+        given, like the original: it should be 0 where `hint_mask` is 0. None: zeros.
+      hint_mask: optional [B, H, W, 1], 1 where a hint is given, else 0. None: zeros.
+
+    Returns:
+      (ab [B, H, W, 2], feature [B, H, W, widths[-1]]).
+    """
     if gray.shape[1] % 8 or gray.shape[2] % 8:
       raise ValueError(f"SIGGRAPH17 needs H and W divisible by 8, got {gray.shape[1:3]}")
     x = gray.astype(activation_dtype(self.dtype))
-    x = jnp.concatenate([x, jnp.zeros(x.shape[:3] + (3,), x.dtype)], axis=-1)  # [B, H, W, 4]
+    if hint_ab is None and hint_mask is None:
+      hints = [jnp.zeros(x.shape[:3] + (3,), x.dtype)]  # no hints: one zero block, as always
+    else:
+      hints = [_hint(hint_ab, x, 2, "hint_ab"), _hint(hint_mask, x, 1, "hint_mask")]
+    x = jnp.concatenate([x] + hints, axis=-1)  # [B, H, W, 4]: L, ab hint, mask
     c1 = self.model1(x)
     c2 = self.model2(c1[:, ::2, ::2])  # subsampling keeps even rows/cols; it is not pooling
     c3 = self.model3(c2[:, ::2, ::2])

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from tcvc_jax.models.colorizer import DEFAULT_WIDTHS, SIGGRAPH17
+from tcvc_jax.models.siggraph17 import DEFAULT_WIDTHS, SIGGRAPH17
 from tcvc_jax.models.flownet2 import FlowNet2, flow_from_gray
 from tcvc_jax.models.layers import TorchSequential, activation_dtype
 from tcvc_jax.ops.warp import backward_warp
@@ -31,6 +31,21 @@ def _mask(target, warped):
   return jnp.exp(-MASK_SCALE * jnp.sum((target - warped) ** 2, axis=-1, keepdims=True))
 
 
+def _repeat_last(x, length):
+  """[B, N, ...] with frames t >= length replaced by frame length-1."""
+  last = jax.lax.dynamic_index_in_dim(x, length - 1, axis=1, keepdims=True)
+  valid = (jnp.arange(x.shape[1]) < length).reshape((1, -1) + (1,) * (x.ndim - 2))
+  return jnp.where(valid, x, last)
+
+
+def _zero_from(flow, start):
+  """[B, T, H, W, 2] flows with pairs t >= start set to exactly zero."""
+  if flow is None:
+    return None
+  valid = (jnp.arange(flow.shape[1]) < start).reshape((1, -1, 1, 1, 1))
+  return jnp.where(valid, flow, jnp.zeros((), flow.dtype))
+
+
 def _fold(x):
   """[B, T, ...] -> [B * T, ...]."""
   return x.reshape((-1,) + x.shape[2:])
@@ -39,6 +54,15 @@ def _fold(x):
 def _unfold(x, b):
   """[B * T, ...] -> [B, T, ...]."""
   return x.reshape((b, -1) + x.shape[1:])
+
+
+def _check_hints(gray_shape, hint_ab, hint_mask):
+  """Hints must be [B, N, H, W, 2] (ab) and [B, N, H, W, 1] (mask), with gray's B, N, H, W."""
+  for name, h, c in (("hint_ab", hint_ab, 2), ("hint_mask", hint_mask, 1)):
+    want = tuple(gray_shape[:4]) + (c,)
+    if h is not None and tuple(h.shape) != want:
+      raise ValueError(f"{name} must have shape {want} (gray's [B, N, H, W], {c} channels), "
+                       f"got {tuple(h.shape)}")
 
 
 class TCVC(nn.Module):
@@ -127,7 +151,8 @@ class TCVC(nn.Module):
     g = u + r
     return g, self.fea_key.head(g)
 
-  def __call__(self, gray, srl=False, first_anchor=None):
+  def __call__(self, gray, srl=False, first_anchor=None, hint_ab=None, hint_mask=None,
+               length=None, use_first_anchor=None):
     """Colorizes windows.
 
     Args:
@@ -136,6 +161,21 @@ class TCVC(nn.Module):
       first_anchor: optional (ab [B, H, W, 2], feature [B, H, W, C]) of frame 0, e.g. the previous
         window's `last_anchor` when windows share their boundary frame (the original's optional
         `first_key_HR` / `first_key_fea`); the colorizer then runs on the last frame only. Identical results.
+      hint_ab: optional [B, N, H, W, 2] user colour hints per frame, normalised ab, 0 where
+        hint_mask is 0 (see SIGGRAPH17). Only the anchors' hints are used (frames 0 and N-1, the
+        colorizer's inputs): internal frames get colour by propagation only, so their hints are
+        ignored, and so are frame 0's with `first_anchor` (that state already holds the hints
+        frame 0 was colorized with). None: zeros.
+      hint_mask: optional [B, N, H, W, 1], 1 where a hint is given; used like hint_ab. None: zeros.
+        Without hints (or with zero hints) the outputs are those of the plain model.
+      length: optional int (traced) 2 <= length <= N: the window is frames 0 .. length-1, padded
+        to N, so that windows of every length run one compiled program. Frames from `length` on
+        are replaced by frame length-1 and every flow pair that touches them by zero flow (an exact
+        identity warp), so frames 0 .. length-1 of the output are those of the unpadded window,
+        bit for bit; frames from length-1 on hold the last anchor's ab. Inference only (not srl).
+      use_first_anchor: optional traced bool, with `first_anchor` given: use it (True) or colorize
+        frame 0 afresh (False), in one compiled program; the results equal those of passing
+        first_anchor or None.
 
     Returns:
       dict with 'ab' [B, N, H, W, 2] (the original's `out`), 'last_anchor' (ab, feature) of frame N-1 and,
@@ -147,14 +187,25 @@ class TCVC(nn.Module):
     if n < 2:
       raise ValueError(f"a window needs at least 2 frames (the two anchors), got {n}")
     gray = gray.astype(self.act_dtype)
+    _check_hints(gray.shape, hint_ab, hint_mask)
+    if length is not None:
+      if srl:
+        raise ValueError("length (padded windows) is for inference; srl needs the real window")
+      gray, hint_ab, hint_mask = (None if x is None else _repeat_last(x, length)
+                                  for x in (gray, hint_ab, hint_mask))
+    # Anchors: the colorizer on frame 0 and on frame N-1, one call each as in the original (so a
+    # frame's anchor state does not depend on which other frame shares its batch).
+    frame = lambda x, t: None if x is None else x[:, t]
+    anchor = lambda t: self.fea_key(gray[:, t], hint_ab=frame(hint_ab, t),
+                                    hint_mask=frame(hint_mask, t))
+    ab_last, h_last = anchor(-1)
     if first_anchor is None:
-      # Anchors: colorizer on frames 0 and N-1 in one batch.
-      ab_a, feat_a = self.fea_key(jnp.concatenate([gray[:, 0], gray[:, -1]], axis=0))
-      ab_first, ab_last = ab_a[:b], ab_a[b:]
-      g0, h_last = feat_a[:b], feat_a[b:]
-    else:
+      ab_first, g0 = anchor(0)
+    elif use_first_anchor is None:
       ab_first, g0 = (a.astype(self.act_dtype) for a in first_anchor)
-      ab_last, h_last = self.fea_key(gray[:, -1])
+    else:
+      ab_first, g0 = (jnp.where(use_first_anchor, a.astype(self.act_dtype), c)
+                      for a, c in zip(first_anchor, anchor(0), strict=True))
 
     if n == 2 and self.is_initializing():
       self(jnp.concatenate([gray[:, :1], gray], axis=1))  # create the small nets' params too
@@ -168,12 +219,19 @@ class TCVC(nn.Module):
     else:
       pairs["phi"] = (gray[:, 1:n - 1], gray[:, :n - 2])
     flows = self._batched_flows(pairs)
+    if length is not None:
+      # backward pair i-1 is (x_i, x_{i+1}), phi pair i-1 is (x_i, x_{i-1}), i = 1 .. N-2.
+      flows["backward"] = _zero_from(flows["backward"], length - 2)
+      flows["phi"] = _zero_from(flows["phi"], length - 1)
 
     if m > 0:
       abs_mid = self._propagate(gray, g0, h_last, flows["backward"], flows["phi"])
       ab = jnp.concatenate([ab_first[:, None], abs_mid, ab_last[:, None]], axis=1)
     else:
       ab = jnp.stack([ab_first, ab_last], axis=1)
+    if length is not None:
+      keep = (jnp.arange(n) < length - 1)[None, :, None, None, None]
+      ab = jnp.where(keep, ab, ab_last[:, None])
     out = {"ab": ab, "last_anchor": (ab_last, h_last)}
     if srl:
       out.update(self._srl_terms(gray, ab, flows["phi"], flows["psi"]))

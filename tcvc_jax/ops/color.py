@@ -77,6 +77,11 @@ def lab_to_rgb(lab, xp=jnp):
   return xyz_to_rgb(lab_to_xyz(un, xp), xp)
 
 
-def rgb_to_gray_l(rgb, xp=jnp):
-  """Normalised L channel [..., 1] of sRGB in [0, 1]."""
-  return rgb_to_lab(rgb, xp)[..., :1]
+def rgb_to_gray_ab(rgb, xp=jnp):
+  """uint8 sRGB `[..., 3]` -> (gray `[..., 1]`, ab `[..., 2]`) float32, normalised Lab.
+
+  Same as `rgb_to_lab(rgb / 255)` split into the L channel and the ab channels. Data workers call it
+  with `xp=numpy`: they must never start a JAX backend (on a TPU host it belongs to the trainer).
+  """
+  lab = rgb_to_lab(xp.asarray(rgb).astype(xp.float32) / 255.0, xp)
+  return lab[..., :1], lab[..., 1:]

@@ -17,14 +17,15 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from tcvc_jax import convert
-from tcvc_jax import sharding
+from tcvc_jax import atomic
+from tcvc_jax import porting
+from tcvc_jax.models import spec as spec_lib
+from tcvc_jax.training import sharding
 
 CHECKPOINT_DIR = "checkpoints"
 CORRUPT_DIR = "checkpoints_corrupt"
 MODEL_FILE = "model.json"
 # Keyword arguments of the compute precision: chosen at load time, not stored with the weights.
-_PRECISION_KWARGS = ("dtype", "param_dtype", "precision")
 
 
 def create_manager(workdir: str, *, save_every: int, max_to_keep: int,
@@ -106,15 +107,12 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state: Any,
 # ----------------------------------------------------------------------------- model of a workdir
 
 
-def write_model_kwargs(workdir: str, model_kwargs: dict[str, Any]) -> None:
-  """Writes the model's keyword arguments (JSON-friendly values) to `workdir/model.json`."""
+def write_model_spec(workdir: str, spec: spec_lib.ModelSpec) -> None:
+  """Writes the model description to `workdir/model.json` (process 0 only)."""
   if jax.process_index() != 0:
     return
   os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, MODEL_FILE)
-  with open(path + ".tmp", "w") as f:
-    json.dump({"model_kwargs": model_kwargs}, f, indent=1)
-  os.replace(path + ".tmp", path)
+  atomic.write_json(os.path.join(workdir, MODEL_FILE), {"model": spec.to_json()}, overwrite=True)
 
 
 def is_workdir(path: str) -> bool:
@@ -123,18 +121,19 @@ def is_workdir(path: str) -> bool:
           and os.path.isdir(os.path.join(path, CHECKPOINT_DIR)))
 
 
-def _read_model_kwargs(workdir: str) -> dict[str, Any]:
-  with open(os.path.join(workdir, MODEL_FILE)) as f:
-    kwargs = json.load(f)["model_kwargs"]
-  for key in ("colorizer_widths", "weighting_hidden", "refine_hidden"):
-    if key in kwargs:
-      kwargs[key] = tuple(kwargs[key])
-  if kwargs.get("classical_flow") is not None:
-    kwargs["classical_flow"] = tuple((str(k), v) for k, v in kwargs["classical_flow"])
-  return kwargs
+def read_model_spec(workdir: str) -> spec_lib.ModelSpec:
+  """The model description in `workdir/model.json`."""
+  path = os.path.join(workdir, MODEL_FILE)
+  try:
+    with open(path) as f:
+      data = json.load(f)
+    return spec_lib.ModelSpec.from_json(data.get("model", data.get("model_kwargs")))
+  except (OSError, ValueError, TypeError, AttributeError) as e:
+    raise spec_lib.SpecError(f"{path}: not a model description ({e})") from e
 
 
-def load_workdir(workdir: str, step: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+def load_workdir(workdir: str, step: int | None = None
+                 ) -> tuple[dict[str, Any], spec_lib.ModelSpec, int]:
   """Weights and model of a train.py run, for inference (`tcvc_jax.load`).
 
   Args:
@@ -142,8 +141,7 @@ def load_workdir(workdir: str, step: int | None = None) -> tuple[dict[str, Any],
     step: checkpoint step; None for the latest.
 
   Returns:
-    (variables {'params', 'batch_stats'} of NumPy arrays, model keyword arguments for
-    `TCVC(**kwargs)` / `convert.build_module("tcvc", kwargs)`, without the compute dtype).
+    (variables {'params', 'batch_stats'} of NumPy arrays, the ModelSpec, the step).
 
   Raises:
     FileNotFoundError: not a workdir, or it has no checkpoint.
@@ -156,9 +154,13 @@ def load_workdir(workdir: str, step: int | None = None) -> tuple[dict[str, Any],
                                options=ocp.CheckpointManagerOptions(create=False),
                                item_handlers={"state": ocp.PyTreeCheckpointHandler(),
                                               "data_iter": grain.checkpoint.CheckpointHandler()})
-  step = mngr.latest_step() if step is None else step
-  if step is None:
+  steps = sorted(mngr.all_steps())
+  if step is None and not steps:
     raise FileNotFoundError(f"{workdir}: no checkpoint yet")
+  if step is not None and step not in steps:
+    raise FileNotFoundError(f"{workdir}: no checkpoint at step {step} (there are: "
+                            f"{', '.join(map(str, steps)) or 'none'})")
+  step = steps[-1] if step is None else step
   metadata = mngr.item_metadata(step)["state"]
   device = jax.local_devices()[0]
   target = {c: jax.tree_util.tree_map(
@@ -172,8 +174,7 @@ def load_workdir(workdir: str, step: int | None = None) -> tuple[dict[str, Any],
   mngr.close()
   variables = {c: jax.tree_util.tree_map(np.asarray, dict(restored[c]))
                for c in ("params", "batch_stats")}
-  kwargs = {k: v for k, v in _read_model_kwargs(workdir).items() if k not in _PRECISION_KWARGS}
-  return variables, kwargs
+  return variables, read_model_spec(workdir), int(step)
 
 
 # ----------------------------------------------------------------------------- init_from
@@ -215,11 +216,11 @@ def load_pretrained(init_from: str | Sequence[str] | None) -> dict[tuple[str, st
   """
   out = {}
   for path in parse_paths(init_from):
-    if convert.is_converted_dir(path):
-      variables, meta, _ = convert.load_converted(path)
+    if porting.is_converted_dir(path):
+      variables, meta, _ = porting.load_converted(path)
       kind = meta["kind"]
     elif is_workdir(path):
-      variables, _ = load_workdir(path)
+      variables, _, _ = load_workdir(path)
       kind = "tcvc"
     else:
       raise ValueError(f"init_from: {path} is neither a converted checkpoint (python -m "

@@ -1,7 +1,8 @@
 """Loss terms of TCVC training, each a pure function of arrays.
 
-Reconstruction on ab plus self-regularization (SRL): the prediction at frame i+1 (i+2) should equal the
-prediction at frame i warped to it, where the occlusion mask says warping is photometrically consistent.
+Reconstruction on ab plus self-regularization (SRL): the prediction at frame i+1 (i+2) should equal
+the prediction at frame i warped to it, where the occlusion mask says warping is photometrically
+consistent.
 Gradients flow into both sides of each SRL term, as in the original.
 """
 
@@ -17,8 +18,8 @@ def reconstruction(pred, target, criterion="l2"):
 
   Args:
     pred, target: arrays of the same shape.
-    criterion: 'l1', 'l2' (MSE, what the original applies), 'smooth_l1' (beta 1, PyTorch's default) or
-      'charbonnier' (sqrt(d^2 + 1e-6)).
+    criterion: 'l1', 'l2' (MSE, what the original applies), 'smooth_l1' (beta 1, PyTorch's default)
+      or 'charbonnier' (sqrt(d^2 + 1e-6)).
   """
   d = pred - target
   if criterion == "l1":
@@ -39,7 +40,7 @@ def masked_warp_mse(pred, warped, mask):
 
 
 def srl_losses(outputs):
-  """SRL terms from the model's srl=True outputs: {'warp1', 'warp2'} (warp2 is 0 for 2-frame windows)."""
+  """SRL terms of the model's srl=True outputs: {'warp1', 'warp2'} (warp2 0 for 2-frame windows)."""
   ab = outputs["ab"]
   losses = {"warp1": masked_warp_mse(ab[:, 1:], outputs["ab_warp1"], outputs["mask1"])}
   if outputs.get("ab_warp2") is not None:
@@ -55,5 +56,5 @@ def trainable_mask(params, trainable=TRAINABLE):
 
 
 def freeze(params, mask):
-  """stop_gradient on every leaf whose mask is False, so frozen weights get exactly zero gradient."""
+  """stop_gradient on every leaf whose mask is False: frozen weights get exactly zero gradient."""
   return jax.tree_util.tree_map(lambda p, m: p if m else jax.lax.stop_gradient(p), params, mask)

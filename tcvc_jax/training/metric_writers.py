@@ -14,6 +14,8 @@ from typing import Any, Mapping
 from absl import logging
 import numpy as np
 
+from tcvc_jax import atomic
+
 IMAGES_DIR = "images"
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -87,16 +89,14 @@ class MetricWriter:
     """Writes uint8 RGB images [H, W, 3] as `images/<name>_<step>.png` and to TensorBoard."""
     if not self._write_files:
       return
-    from tcvc_jax import video_io  # pylint: disable=g-import-not-at-top
+    from tcvc_jax.media import writing  # pylint: disable=g-import-not-at-top
     folder = os.path.join(self._workdir, IMAGES_DIR)
     os.makedirs(folder, exist_ok=True)
     for name, image in images.items():
       image = np.ascontiguousarray(np.asarray(image, np.uint8))
-      png = video_io.encode_png(image)
+      png = writing.encode_png(image)
       path = os.path.join(folder, f"{name.replace('/', '_')}_{int(step):07d}.png")
-      with open(path + ".tmp", "wb") as f:
-        f.write(png)
-      os.replace(path + ".tmp", path)
+      atomic.write_bytes(path, png, overwrite=True)
       if self._tb is not None:
         proto = self._summary.Summary(value=[self._summary.Summary.Value(
             tag=name, image=self._summary.Summary.Image(

@@ -1,7 +1,7 @@
 """Pure training functions: the train state, the optimizer, the loss and the train step.
 
 Nothing here logs, reads files or reads a config: `trainer.py` turns the config into the plain
-arguments below and runs the loop. The loss is the original's (REFERENCE.md section 5):
+arguments below and runs the loop. The loss is the original's (docs/original.md#training):
 
   loss = reconstruction_weight * criterion(ab, ab_gt) + warp1_weight * warp1 + warp2_weight * warp2
 
@@ -20,7 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from tcvc_jax import losses
+from tcvc_jax.training import losses
+from tcvc_jax.models import spec as model_spec
 from tcvc_jax.models import tcvc
 
 # Parameter-free leaves of BatchNorm and their PyTorch defaults.
@@ -51,29 +52,9 @@ class LossConfig:
   warp2_weight: float = 1.0
 
 
-class RematTCVC(tcvc.TCVC):
-  """TCVC that recomputes each propagation step in the backward pass instead of storing it.
-
-  The memory of a window then grows with the carried feature only, not with every step's
-  activations of the weighting and refine nets; parameter paths are unchanged.
-  """
-
-  def _cell(self, g_prev, xs):
-    return nn.remat(tcvc.TCVC._cell)(self, g_prev, xs)  # pylint: disable=protected-access
-
-
-def build_model(model_kwargs: dict[str, Any], remat: bool = False) -> tcvc.TCVC:
-  """The TCVC module from keyword arguments (JSON-friendly values are converted)."""
-  kwargs = dict(model_kwargs)
-  for key in ("colorizer_widths", "weighting_hidden", "refine_hidden"):
-    if key in kwargs:
-      kwargs[key] = tuple(kwargs[key])
-  if kwargs.get("classical_flow") is not None:
-    kwargs["classical_flow"] = tuple((str(k), v) for k, v in dict(kwargs["classical_flow"]).items())
-  for key in ("dtype", "param_dtype"):
-    if isinstance(kwargs.get(key), str):
-      kwargs[key] = jnp.dtype(kwargs[key])
-  return (RematTCVC if remat else tcvc.TCVC)(**kwargs)
+def build_model(spec: model_spec.ModelSpec, remat: bool = False, **runtime) -> tcvc.TCVC:
+  """The TCVC module of `spec`; `runtime`: dtype, unroll, flow_batch, ... (see ModelSpec.build)."""
+  return spec.build(remat=remat, **runtime)
 
 
 def init_variables(model: nn.Module, rng: jax.Array, sample_shape=INIT_SHAPE) -> dict[str, Any]:
@@ -81,7 +62,7 @@ def init_variables(model: nn.Module, rng: jax.Array, sample_shape=INIT_SHAPE) ->
 
   Conv kernels and biases ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in = prod(kernel.shape[:-1])
   (in_ch * kh * kw; out_ch * kh * kw for transposed convs, as torch computes it); BatchNorm scale 1,
-  bias 0, running mean 0, variance 1 (REFERENCE.md section 10). Shapes come from `jax.eval_shape`,
+  bias 0, running mean 0, variance 1 (docs/original.md#training). Shapes come from `jax.eval_shape`,
   so nothing is compiled but the random draws (`jit(model.init)` costs seconds of XLA compile).
 
   Args:
@@ -145,10 +126,15 @@ def create_train_state(rng: jax.Array, model: nn.Module, tx: optax.GradientTrans
 
 def compute_losses(outputs: dict[str, Any], target_ab: jax.Array,
                    loss_config: LossConfig) -> dict[str, jax.Array]:
-  """Loss terms (float32) and their weighted sum under 'loss'."""
-  f32 = lambda x: None if x is None else x.astype(jnp.float32)
-  outputs = {k: (f32(v) if k != "last_anchor" else v) for k, v in outputs.items()}
-  rec = losses.reconstruction(outputs["ab"], target_ab.astype(jnp.float32), loss_config.criterion)
+  """Loss terms and their weighted sum under 'loss'.
+
+  The terms are float32 for float32 and bfloat16 models and float64 for float64 models (the
+  targets are cast to that dtype), so that a float64 step is float64 throughout.
+  """
+  dtype = jnp.promote_types(outputs["ab"].dtype, jnp.float32)
+  cast = lambda x: None if x is None else x.astype(dtype)
+  outputs = {k: (cast(v) if k != "last_anchor" else v) for k, v in outputs.items()}
+  rec = losses.reconstruction(outputs["ab"], target_ab.astype(dtype), loss_config.criterion)
   srl = losses.srl_losses(outputs)
   total = (loss_config.reconstruction_weight * rec + loss_config.warp1_weight * srl["warp1"]
            + loss_config.warp2_weight * srl["warp2"])
@@ -238,10 +224,3 @@ def _adam_count(opt_state) -> jax.Array:
 def colorize(model: nn.Module, variables: dict[str, Any], gray: jax.Array) -> jax.Array:
   """Inference on windows: gray [B, N, H, W, 1] -> ab [B, N, H, W, 2] float32."""
   return model.apply(variables, gray)["ab"].astype(jnp.float32)
-
-
-def eval_step(model: nn.Module, variables: dict[str, Any], batch: dict[str, jax.Array],
-              loss_config: LossConfig) -> dict[str, jax.Array]:
-  """Loss terms of a batch of windows without an update (same keys as the train metrics)."""
-  outputs = model.apply(variables, batch["gray"], srl=True)
-  return compute_losses(outputs, batch["ab"], loss_config)

@@ -6,9 +6,10 @@ notice on multi-host jobs) saves a checkpoint at the next step boundary and retu
 """
 
 import functools
-import json
 import os
 import signal
+import sys
+import threading
 import time
 from typing import Any
 
@@ -18,27 +19,44 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from tcvc_jax import checkpointing
-from tcvc_jax import data_sources
-from tcvc_jax import input_pipeline
-from tcvc_jax import metric_writers
-from tcvc_jax import sharding
-from tcvc_jax import train_lib
-from tcvc_jax import validation
+from tcvc_jax.models import spec as spec_lib
+from tcvc_jax.training import checkpointing
+from tcvc_jax.data import sources as data_sources
+from tcvc_jax.data import input_pipeline
+from tcvc_jax.training import metric_writers
+from tcvc_jax.training import sharding
+from tcvc_jax.training import train_lib
+from tcvc_jax.training import validation
 
 _BATCH_KEYS = ("gray", "ab")
 
 
-def model_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """TCVC keyword arguments (JSON-friendly) from `config.model` and `config.flow`."""
-  kwargs = config.model.to_dict()
-  kwargs["flow_type"] = config.flow.type
-  if config.flow.type == "classical":
-    kwargs["classical_flow"] = sorted(config.flow.classical.to_dict().items())
-  return json.loads(json.dumps(kwargs))  # tuples -> lists, as they come back from model.json
+def tell(message: str) -> None:
+  """A line for the user on stderr (process 0), and in the log."""
+  logging.info("%s", message)
+  if jax.process_index() == 0:
+    print(message, file=sys.stderr, flush=True)
 
 
-def _optimizer(config):
+def model_spec(config: ml_collections.ConfigDict) -> spec_lib.ModelSpec:
+  """The model a config describes (`config.model` sizes, `config.flow`)."""
+  return spec_lib.ModelSpec.from_config(config)
+
+
+def runtime_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """How the config runs its model: the run-time fields of `config.model` (dtype, unroll, ...)."""
+  model = config.model.to_dict()
+  return {k: model[k] for k in spec_lib.RUNTIME_KEYS if k in model}
+
+
+def build_model(config: ml_collections.ConfigDict):
+  """The TCVC module of a config, with its run-time options and remat setting."""
+  return train_lib.build_model(model_spec(config), remat=config.remat_propagation,
+                               **runtime_options(config))
+
+
+def optimizer(config):
+  """(optax transformation, learning-rate schedule) of `config.optim`, as train.py uses them."""
   optim = config.optim
   schedule = train_lib.lr_schedule(optim.learning_rate, optim.milestones, optim.gamma)
   tx = train_lib.make_optimizer(
@@ -93,7 +111,7 @@ def _initial_state(config, model, tx, mesh, mngr, train_iter):
   restored = checkpointing.restore_latest(mngr, sharding.with_shardings(abstract, shardings),
                                           train_iter)
   if restored is not None:
-    logging.info("resumed from the checkpoint at step %d", restored[1])
+    tell(f"resumed from the checkpoint at step {restored[1]}")
     return restored[0], restored[1], shardings
   state = init_fn()
   loaded = set()
@@ -111,25 +129,49 @@ def _initial_state(config, model, tx, mesh, mngr, train_iter):
   return state, 0, shardings
 
 
-class _Preemption:
-  """Tells the loop to save and stop: on SIGTERM (single process) or a JAX preemption notice."""
+class RunControl:
+  """Lets a signal handler stop training: `request_stop()` from any thread.
 
-  def __init__(self, mngr):
+  Once the loop runs, a stop request makes it save a checkpoint after the current step and return;
+  before that (data, init, XLA compilation) there is nothing to save, and `request_stop` returns
+  False so that the caller ends the process at once.
+  """
+
+  def __init__(self):
+    self._stop = threading.Event()
+    self._looping = threading.Event()
+
+  def request_stop(self) -> bool:
+    self._stop.set()
+    return self._looping.is_set()
+
+  def started_loop(self) -> None:
+    self._looping.set()
+
+  @property
+  def stop_requested(self) -> bool:
+    return self._stop.is_set()
+
+
+class _Preemption:
+  """Tells the loop to save and stop: a RunControl request, SIGTERM, or a JAX preemption notice."""
+
+  def __init__(self, mngr, control):
     self._mngr = mngr
+    self._control = control
     self._signalled = False
     self._previous = None
-    if jax.process_count() == 1:  # multi-host jobs use JAX's preemption service instead
-      try:
-        self._previous = signal.signal(signal.SIGTERM, self._on_signal)
-      except ValueError:  # not the main thread
-        logging.warning("SIGTERM handler not installed (not in the main thread)")
+    in_main = threading.current_thread() is threading.main_thread()
+    if jax.process_count() == 1 and in_main:  # multi-host jobs use JAX's preemption service
+      self._previous = signal.signal(signal.SIGTERM, self._on_signal)
 
   def _on_signal(self, signum, frame):
     del signum, frame
     self._signalled = True
 
   def reached(self, step: int) -> bool:
-    return self._signalled or self._mngr.reached_preemption(step)
+    return (self._signalled or self._control.stop_requested
+            or self._mngr.reached_preemption(step))
 
   def close(self):
     if self._previous is not None:
@@ -152,15 +194,53 @@ def _average(history):
   return out
 
 
-def _write_run_files(config, workdir, writer, kwargs):
-  checkpointing.write_model_kwargs(workdir, kwargs)
+def _write_run_files(config, workdir, writer, spec):
+  checkpointing.write_model_spec(workdir, spec)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=1))
   writer.write_hparams(config.to_dict())
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError (one line, naming the key) for a config that cannot train."""
+  def positive(key, value, allow_zero=False):
+    if not isinstance(value, int) or isinstance(value, bool) or value < (0 if allow_zero else 1):
+      want = "a non-negative" if allow_zero else "a positive"
+      raise ValueError(f"{key} must be {want} integer, got {value!r}")
+  positive("num_train_steps", config.num_train_steps)
+  positive("log_every_steps", config.log_every_steps)
+  positive("checkpoint_every_steps", config.checkpoint_every_steps)
+  positive("eval_every_steps", config.eval_every_steps, allow_zero=True)
+  positive("data.batch_size", config.data.batch_size)
+  positive("data.num_frames", config.data.num_frames)
+  if config.data.num_frames < 3:
+    raise ValueError(f"data.num_frames must be >= 3 (two anchors and a frame between), got "
+                     f"{config.data.num_frames}")
+  if not config.optim.learning_rate > 0:
+    raise ValueError(f"optim.learning_rate must be positive, got {config.optim.learning_rate!r}")
+  try:
+    spec = model_spec(config)
+  except spec_lib.SpecError as e:
+    raise ValueError(str(e)) from e
+  positive("data.crop_size", config.data.crop_size)
+  spec.check_size(config.data.crop_size, config.data.crop_size, "data.crop_size")
+  size = config.eval.network_size
+  if size is not None:
+    spec.check_size(size, size, "eval.network_size")
+  if config.model.dtype not in ("float32", "bfloat16", "float64"):
+    raise ValueError(f"model.dtype must be float32, bfloat16 or float64, got {config.model.dtype!r}")
+  unknown = sorted(set(config.optim.trainable) - set(_TOP_LEVEL))
+  if unknown:
+    raise ValueError(f"optim.trainable: unknown sub-network(s) {', '.join(unknown)}; the model has "
+                     f"{', '.join(_TOP_LEVEL)}")
+
+
+_TOP_LEVEL = ("L_fea_extractor", "channel_reduction", "weigting", "feature_refine", "fea_key", "flow")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       control: RunControl | None = None) -> dict[str, Any]:
   """Trains (resuming if `workdir` has a checkpoint) and evaluates.
 
   Args:
@@ -170,18 +250,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   Returns:
     {'step', 'preempted', 'train': last logged train metrics, 'eval': last validation scalars}.
   """
+  validate_config(config)
+  control = control or RunControl()
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   mesh = sharding.create_mesh(config.mesh.axes, config.mesh.axis_type)
   sharding.check_batch_size(config.data.batch_size, mesh)
   logging.info("mesh %s over %d devices, %d processes", dict(mesh.shape), jax.device_count(),
                jax.process_count())
-  kwargs = model_kwargs(config)
-  model = train_lib.build_model(kwargs, remat=config.remat_propagation)
-  tx, schedule = _optimizer(config)
+  spec = model_spec(config)
+  model = build_model(config)
+  tx, schedule = optimizer(config)
   writer = metric_writers.MetricWriter(workdir, write_files=jax.process_index() == 0,
                                        tensorboard=config.log.tensorboard)
-  _write_run_files(config, workdir, writer, kwargs)
+  _write_run_files(config, workdir, writer, spec)
   train_ds, eval_ds = _datasets(config)
   train_iter = iter(train_ds)
   mngr = checkpointing.create_manager(workdir, save_every=config.checkpoint_every_steps,
@@ -193,14 +275,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         model, eval_ds, interval_length=config.eval.interval_length,
         network_size=config.eval.network_size, num_images=config.eval.num_images,
         image_frames=config.eval.image_frames)
-  preemption = _Preemption(mngr)
+  preemption = _Preemption(mngr, control)
   try:
     with jax.set_mesh(mesh):
       state, start, shardings = _initial_state(config, model, tx, mesh, mngr, train_iter)
       _log_parameter_overview(state.params, config.optim.trainable)
       step_fn = jit_train_step(config, shardings, mesh, schedule)
       result = _loop(config, state, start, step_fn, train_iter, mngr, writer, validator,
-                     preemption, sharding.data_sharding(mesh))
+                     preemption, sharding.data_sharding(mesh), control)
   finally:
     preemption.close()
     mngr.wait_until_finished()
@@ -210,20 +292,32 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
 
 def _loop(config, state, start, step_fn, train_iter, mngr, writer, validator, preemption,
-          data_sharding):
+          data_sharding, control):
   """Runs steps start+1 .. num_train_steps; see `train_and_evaluate` for the return value."""
   total = config.num_train_steps
   limit = config.optim.max_consecutive_nonfinite
   result = {"step": start, "preempted": False, "train": {}, "eval": {}}
-  bar = tqdm.tqdm(total=total, initial=start, unit="step", dynamic_ncols=True,
-                  disable=not (config.log.progress_bar and jax.process_index() == 0))
+  show_bar = config.log.progress_bar and jax.process_index() == 0
+  bar = None
   history, previous = [], None
   last_log = (time.perf_counter(), start)
   step = start
   for step in range(start + 1, total + 1):
     local = next(train_iter)
     batch = sharding.global_batch({k: local[k] for k in _BATCH_KEYS}, data_sharding)
+    if bar is None and show_bar:
+      print("compiling the train step (once per shape; a second run reads the compilation cache)",
+            file=sys.stderr, flush=True)
     state, metrics = step_fn(state, batch)
+    if bar is None:
+      # The bar (and its ETA) starts after the first step, so the compilation does not count.
+      jax.block_until_ready(metrics)
+      compile_seconds = time.perf_counter() - last_log[0]
+      logging.info("first step (with compilation) took %.1f s", compile_seconds)
+      bar = tqdm.tqdm(total=total, initial=step - 1, unit="step", dynamic_ncols=True,
+                      disable=not show_bar, file=sys.stderr)
+      last_log = (time.perf_counter(), step)
+      control.started_loop()
     # Checked one step late, so the host never waits for the step it just queued.
     if previous is not None and int(previous["nonfinite_consecutive"]) >= limit:
       raise FloatingPointError(
@@ -236,7 +330,8 @@ def _loop(config, state, start, step_fn, train_iter, mngr, writer, validator, pr
     if step % config.log_every_steps == 0 or step == total:
       scalars = _average(history)
       now = time.perf_counter()
-      scalars["steps_per_sec"] = (step - last_log[1]) / max(now - last_log[0], 1e-9)
+      if step > last_log[1]:
+        scalars["steps_per_sec"] = (step - last_log[1]) / max(now - last_log[0], 1e-9)
       last_log, history = (now, step), []
       writer.write_scalars(step, {f"train/{k}": v for k, v in scalars.items()})
       bar.set_postfix(loss=f"{scalars['loss']:.4g}")
@@ -253,7 +348,8 @@ def _loop(config, state, start, step_fn, train_iter, mngr, writer, validator, pr
       result["eval"] = _evaluate(validator, state, step, writer)
       last_log = (time.perf_counter(), step)  # steps/s leaves the validation time out
     writer.flush()
-  bar.close()
+  if bar is not None:
+    bar.close()
   result["step"] = step
   if start >= total:
     logging.info("nothing to train: the checkpoint is at step %d of %d", start, total)

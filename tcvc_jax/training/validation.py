@@ -15,10 +15,10 @@ import jax
 from jax.experimental import multihost_utils
 import numpy as np
 
-from tcvc_jax import metrics
-from tcvc_jax import protocol
-from tcvc_jax import sharding
-from tcvc_jax import train_lib
+from tcvc_jax.evaluation import metrics
+from tcvc_jax.evaluation import windows as protocol
+from tcvc_jax.training import sharding
+from tcvc_jax.training import train_lib
 
 # Per-clip row: valid, psnr, cdc_r, cdc_g, cdc_b, and the same four for the gray baseline and
 # the ground truth (cdc only).

@@ -1,0 +1,101 @@
+"""What the four command-line tools share: exit codes, one-line errors and prompt interrupts.
+
+Exit codes (train.py, eval.py, `python -m tcvc_jax.colorize`, `python -m tcvc_jax.convert`):
+  0    success (train.py: also after SIGINT / SIGTERM once the checkpoint is saved);
+  1    an error: one line on stderr ("error: ..."), a traceback only with --verbose;
+  2    a command-line usage error (unknown flag, missing argument);
+  130  interrupted (SIGINT / SIGTERM) before anything was finished: partial outputs are removed.
+
+`run(fn)` runs the tool's work in a worker thread, so that the main thread sees a signal at once,
+even while XLA compiles for a minute in C++ (a Python signal handler would only run after that).
+On a signal it removes every unfinished `tcvc_jax.atomic` output and ends the process at once
+(`os._exit`), which also avoids the crash of tearing down a runtime in the middle of a compile.
+"""
+
+import os
+import signal
+import sys
+import threading
+import traceback
+
+from tcvc_jax import atomic
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_CODES_HELP = ("exit codes: 0 success, 1 error (one line; --verbose for the traceback), "
+                   "2 usage error, 130 interrupted (no partial output left)")
+
+
+class UserError(Exception):
+  """A problem the user can fix; the message is the whole story."""
+
+
+def one_line(err: BaseException) -> str:
+  """The message of an exception on one line (its type name when it has none)."""
+  text = " ".join(str(err).split())
+  if isinstance(err, KeyError) and text.startswith("'"):
+    text = text.strip("'")
+  return text or type(err).__name__
+
+
+def _interrupted(message: str) -> None:
+  atomic.discard_all()
+  print(message, file=sys.stderr, flush=True)
+  sys.stdout.flush()
+  os._exit(EXIT_INTERRUPTED)  # pylint: disable=protected-access
+
+
+def run(fn, verbose: bool = False, on_signal=None) -> int:
+  """Runs `fn()` (returning an exit code) with the exit-code and error conventions above.
+
+  Args:
+    fn: the tool's work.
+    verbose: print tracebacks of errors.
+    on_signal: optional callable run at the first SIGINT / SIGTERM; if it returns True the work is
+      left to finish by itself (train.py saves a checkpoint and returns); a second signal, or a
+      False return, interrupts at once.
+
+  Returns:
+    The exit code.
+  """
+  outcome = {}
+
+  def work():
+    try:
+      outcome["code"] = fn()
+    except BaseException as e:  # pylint: disable=broad-except
+      outcome["error"] = e
+      outcome["traceback"] = traceback.format_exc()
+
+  signals = {"count": 0}
+
+  def handler(signum, frame):
+    del frame
+    signals["count"] += 1
+    if signals["count"] == 1 and on_signal is not None and on_signal(signum):
+      print("stopping after the current step (signal again to stop at once)", file=sys.stderr,
+            flush=True)
+      return
+    raise KeyboardInterrupt
+
+  previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+  thread = threading.Thread(target=work, name="tcvc-main", daemon=True)
+  try:
+    thread.start()
+    while thread.is_alive():
+      thread.join(0.1)
+  except KeyboardInterrupt:
+    _interrupted("interrupted; no output written")
+  finally:
+    for s, h in previous.items():
+      signal.signal(s, h)
+  if "error" in outcome:
+    err = outcome["error"]
+    if isinstance(err, KeyboardInterrupt):
+      _interrupted("interrupted; no output written")
+    if isinstance(err, SystemExit):
+      return int(err.code or 0) if isinstance(err.code, int) or err.code is None else EXIT_ERROR
+    if verbose:
+      print(outcome["traceback"], file=sys.stderr, end="")
+    print(f"error: {one_line(err)}", file=sys.stderr, flush=True)
+    return EXIT_ERROR
+  return int(outcome.get("code") or 0)

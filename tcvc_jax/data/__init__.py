@@ -1,0 +1,1 @@
+"""Training data: sources (DAVIS, Videvo, folders, videos), TFDS datasets, the grain pipeline, synthetic clips."""

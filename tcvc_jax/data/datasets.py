@@ -1,0 +1,223 @@
+"""The TFDS dataset builders, shipped in the package: `synthetic_clips` and `video_frames`.
+
+Both store one whole clip per record (`clip_features`) and keep the clip index (names, frame counts,
+sizes per split, in record order) in their dataset metadata, so windows can be planned without decoding
+frames. `tcvc_jax.data.sources.build` prepares them without TensorFlow; the thin files in the
+repository's `data/<name>/` folders let the `tfds build` CLI find them too.
+"""
+
+import dataclasses
+import os
+
+from absl import logging
+from etils import epath
+import numpy as np
+import tensorflow_datasets as tfds
+
+from tcvc_jax.data import sources
+from tcvc_jax.data import synthetic
+from tcvc_jax.media import reading
+
+# README.md (description) of each builder, and the original's split lists (lists/).
+_PKG_DIR = epath.Path(__file__).parent
+_LISTS = _PKG_DIR / "lists"
+
+
+def clip_features() -> tfds.features.FeaturesDict:
+  """The record layout every builder writes: one whole clip per record."""
+  return tfds.features.FeaturesDict({
+      "frames": tfds.features.Tensor(shape=(None, None, None, 3), dtype=np.uint8,
+                                     encoding=tfds.features.Encoding.BYTES),  # [n, H, W, 3] RGB
+      "clip": tfds.features.Text(),
+      "frame_names": tfds.features.Sequence(tfds.features.Text()),
+  })
+
+
+# Fixed ids so that each split draws from its own seed stream.
+_SPLIT_IDS = {"train": 0, "validation": 1, "test": 2}
+
+
+@dataclasses.dataclass
+class SyntheticConfig(tfds.core.BuilderConfig):
+  """Size of the generated clips and of each split."""
+  height: int = 64
+  width: int = 64
+  num_frames: int = 20
+  num_train: int = 96
+  num_validation: int = 8
+  num_test: int = 8
+  seed: int = 0
+
+
+class SyntheticClips(tfds.core.GeneratorBasedBuilder):
+  """Procedural clips: textured objects over textured backgrounds, with cuts and known motion."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  BUILDER_CONFIGS = [
+      SyntheticConfig(name="default", description="64x64, 20 frames, 96/8/8 clips."),
+      SyntheticConfig(name="tiny", description="32x32, 8 frames, 6/2/2 clips (tests).",
+                      height=32, width=32, num_frames=8, num_train=6, num_validation=2,
+                      num_test=2),
+      SyntheticConfig(name="large", description="128x128, 24 frames, 256/16/16 clips.",
+                      height=128, width=128, num_frames=24, num_train=256,
+                      num_validation=16, num_test=16),
+  ]
+  DEFAULT_CONFIG_NAME = "default"
+
+  # tensorflow-datasets 4.9.10 derives a builder's folder (README.md) and code path from its
+  # module's package through `importlib_resources`; both are given here instead.
+  pkg_dir_path = _PKG_DIR / "docs" / "synthetic_clips"
+  code_path = tfds.core.utils.classproperty(classmethod(lambda cls: epath.Path(__file__)))
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return self.dataset_info_from_configs(
+        features=clip_features(),
+        # Records keep generation order, so the clip index in the metadata lines up with them.
+        disable_shuffling=True,
+        metadata=tfds.core.MetadataDict(),
+        homepage="https://github.com/lyh-18/TCVC-Temporally-Consistent-Video-Colorization",
+    )
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    c = self.builder_config
+    counts = {"train": c.num_train, "validation": c.num_validation, "test": c.num_test}
+    return {split: self._generate_examples(split, n) for split, n in counts.items()}
+
+  def _generate_examples(self, split, count):
+    c = self.builder_config
+    entry = {"clips": [], "num_frames": [], "heights": [], "widths": []}
+    self.info.metadata.setdefault("splits", {})[split] = entry
+    self.info.metadata["generator"] = {"seed": c.seed, "split_ids": _SPLIT_IDS,
+                                       "note": "clip i = generate_clip((seed, split_id, i))"}
+    for i in range(count):
+      clip = synthetic.generate_clip((c.seed, _SPLIT_IDS[split], i), height=c.height,
+                                     width=c.width, num_frames=c.num_frames)
+      name = f"synthetic-{split}-{i:05d}"
+      for key, value in (("clips", name), ("num_frames", c.num_frames),
+                         ("heights", c.height), ("widths", c.width)):
+        entry[key].append(value)
+      yield i, {"frames": clip.frames, "clip": name,
+                "frame_names": [f"{t:05d}" for t in range(c.num_frames)]}
+
+
+# Split list files a user may put in the manual dir: <manual_dir>/splits/<split>.txt.
+_USER_SPLITS = "splits"
+
+
+@dataclasses.dataclass
+class VideoFramesConfig(tfds.core.BuilderConfig):
+  """How to resize and split the clips.
+
+  Attributes:
+    resize: `(height, width)` to resize frames to (bilinear, aspect ratio not kept, as the
+      original's 300x300 training frames), or None to keep the native size.
+    resize_splits: splits the resize applies to; None means all.
+    split_lists: split -> list files in this builder's `lists/` folder; empty means splits
+      come from `<manual_dir>/splits/<split>.txt`, from split folders, or all clips in "train".
+    min_frames: clips with fewer frames are skipped.
+  """
+  resize: tuple[int, int] | None = None
+  resize_splits: tuple[str, ...] | None = None
+  split_lists: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+  min_frames: int = 2
+
+
+class VideoFrames(tfds.core.GeneratorBasedBuilder):
+  """Video clips from frame folders or video files, stored as uint8 frames per clip."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  MANUAL_DOWNLOAD_INSTRUCTIONS = """
+  Put the clips in the manual dir, in one of these layouts:
+    DAVIS-2017:   <manual_dir>/JPEGImages/480p/<clip>/<frame>.jpg
+    split folders (e.g. Videvo): <manual_dir>/{train,test,...}/<clip>/<frame>.png
+    generic:      <manual_dir>/<clip>/<frame>.(png|jpg) and/or <manual_dir>/<clip>.mp4
+  Optional: <manual_dir>/splits/<split>.txt lists the clips of each split, one per line.
+  """
+  BUILDER_CONFIGS = [
+      VideoFramesConfig(name="folder", description="All clips at native size."),
+      VideoFramesConfig(name="folder_300", description="All clips resized to 300x300.",
+                        resize=(300, 300)),
+      VideoFramesConfig(
+          name="davis", description="DAVIS-2017 train (60, at 300x300) / test (30, native).",
+          resize=(300, 300), resize_splits=("train",),
+          split_lists={"train": ("DAVIS_train.txt",), "test": ("DAVIS_test.txt",)}),
+      VideoFramesConfig(
+          name="davis_videvo",
+          description="The original's training set: DAVIS train + Videvo train at 300x300; "
+                      "DAVIS test (30 clips) at native size.",
+          resize=(300, 300), resize_splits=("train",),
+          split_lists={"train": ("DAVIS_train.txt", "videvo_train.txt"),
+                       "test": ("DAVIS_test.txt",)}),
+  ]
+  DEFAULT_CONFIG_NAME = "folder"
+
+  pkg_dir_path = _PKG_DIR / "docs" / "video_frames"
+  code_path = tfds.core.utils.classproperty(classmethod(lambda cls: epath.Path(__file__)))
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return self.dataset_info_from_configs(
+        features=clip_features(),
+        # Records keep generation order, so the clip index in the metadata lines up with them.
+        disable_shuffling=True,
+        metadata=tfds.core.MetadataDict(),
+    )
+
+  def _split_generators(self, dl_manager):
+    root = os.fspath(dl_manager.manual_dir)
+    layout = sources.discover(root)
+    user_splits = os.path.join(root, _USER_SPLITS)
+    if os.path.isdir(user_splits):
+      lists = {os.path.splitext(f)[0]: [os.path.join(user_splits, f)]
+               for f in sorted(os.listdir(user_splits)) if f.endswith(".txt")}
+    else:
+      lists = {split: [os.fspath(_LISTS / f) for f in files]
+               for split, files in self.builder_config.split_lists.items()}
+    if lists:
+      wanted = {split: [n for f in files for n in sources.read_list_file(f)]
+                for split, files in lists.items()}
+    elif layout.split_of:
+      wanted = {}
+      for name, split in layout.split_of.items():
+        wanted.setdefault("validation" if split == "val" else split, []).append(name)
+    else:
+      wanted = {"train": list(layout.clips)}
+    logging.info("video_frames: %s layout under %s, splits %s", layout.kind, root,
+                 {s: len(n) for s, n in wanted.items()})
+    return {split: self._generate_examples(split, names, layout, root)
+            for split, names in wanted.items()}
+
+  def _generate_examples(self, split, names, layout, root):
+    c = self.builder_config
+    resize = c.resize if c.resize_splits is None or split in c.resize_splits else None
+    entry = {"clips": [], "num_frames": [], "heights": [], "widths": []}
+    skipped = []
+    self.info.metadata.setdefault("splits", {})[split] = entry
+    self.info.metadata.setdefault("skipped", {})[split] = skipped
+    for name in names:
+      clip = layout.clips.get(name)
+      try:
+        if clip is None:
+          raise sources.DataError(f"no clip folder or video named {name!r} under {root}")
+        frames, frame_names = sources.load_clip(clip, resize)
+        if len(frames) < c.min_frames:
+          raise sources.DataError(f"{len(frames)} frames in {clip.location}, fewer than "
+                                  f"min_frames={c.min_frames}")
+      except reading.MediaError as e:
+        logging.warning("video_frames[%s]: skipping clip %r: %s", split, name, e)
+        skipped.append([name, str(e)])
+        continue
+      for key, value in (("clips", name), ("num_frames", len(frames)),
+                         ("heights", frames.shape[1]), ("widths", frames.shape[2])):
+        entry[key].append(int(value) if key != "clips" else value)
+      yield len(entry["clips"]) - 1, {"frames": frames, "clip": name,
+                                      "frame_names": frame_names}
+    if skipped:
+      logging.warning("video_frames[%s]: kept %d clips, skipped %d", split,
+                      len(entry["clips"]), len(skipped))
+    if not entry["clips"]:
+      reasons = "; ".join(f"{n}: {r}" for n, r in skipped[:5])
+      raise sources.DataError(f"video_frames[{split}]: no usable clip under {root} "
+                              f"({len(skipped)} skipped: {reasons})")

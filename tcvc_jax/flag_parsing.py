@@ -1,0 +1,144 @@
+"""Flags of train.py and eval.py: an ml_collections config file, its overrides, a workdir.
+
+Every mistake on the command line (unknown flag, a config file that does not exist, an unknown preset,
+an unknown or mistyped `--config.KEY=VALUE`) ends with one line and exit code 2 before any work is done
+or any folder is created; `--help` prints the presets and the main keys and exits 0.
+"""
+
+import os
+import sys
+
+from absl import flags
+from absl import logging
+
+from tcvc_jax import cli
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+if not os.path.isdir(CONFIG_DIR):  # an editable install maps tcvc_jax.configs to the top-level configs/
+  CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+def config_path(value: str) -> str:
+  """`--config` value -> a file path: a preset name ("demo", "default:released") or a path."""
+  name, sep, preset = value.partition(":")
+  if os.sep not in name and not name.endswith(".py"):
+    candidate = os.path.join(CONFIG_DIR, name + ".py")
+    if os.path.isfile(candidate):
+      return candidate + sep + preset
+  return value
+
+
+def _rewrite_config_arg(argv):
+  out = []
+  it = iter(argv)
+  for arg in it:
+    if arg == "--config":
+      value = next(it, "")
+      out += ["--config", config_path(value)]
+    elif arg.startswith("--config="):
+      out.append("--config=" + config_path(arg[len("--config="):]))
+    else:
+      out.append(arg)
+  return out
+
+
+def _define(default_config, workdir_default, workdir_help):
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", default_config, "Config file[:preset].",
+                                  lock_config=True, flag_values=fv)
+  flags.DEFINE_string("workdir", workdir_default, workdir_help, flag_values=fv)
+  flags.DEFINE_bool("verbose", False, "Show tracebacks and INFO logs.", flag_values=fv)
+  flags.DEFINE_bool("show_config", False, "Print the resolved config (every key) and exit.",
+                    flag_values=fv)
+  flags.DEFINE_string("compilation_cache", "auto",
+                      "XLA compilation cache: 'auto' (a folder in the user's cache), 'off', or a "
+                      "folder.", flag_values=fv)
+  return fv
+
+
+def _help(fv, usage, examples):
+  print(usage.strip() + "\n")
+  print("flags:")
+  for name in ("config", "workdir", "compilation_cache", "show_config", "verbose"):
+    flag = fv[name]
+    default = "" if name == "config" else f" (default: {flag.default!r})"
+    print(f"  --{name}: {flag.help}{default}")
+  print("\n" + examples.rstrip())
+  print("\n" + cli.EXIT_CODES_HELP)
+
+
+def parse(argv, usage, examples, default_config, workdir_default, workdir_help):
+  """Parses argv; returns (config, workdir, verbose, compilation_cache) or an exit code."""
+  fv = _define(default_config, workdir_default, workdir_help)
+  argv = list(argv)
+  if any(a in ("-h", "--help", "-help", "--helpshort", "--helpfull") for a in argv[1:]):
+    _help(fv, usage, examples)
+    return cli.EXIT_OK
+  try:
+    rest = fv(_rewrite_config_arg(argv))
+    config = fv.config
+  except Exception as e:  # pylint: disable=broad-except
+    message = cli.one_line(e)
+    # absl wraps config errors as "Failed to parse --config.x ... : <reason>"
+    print(f"error: {message}", file=sys.stderr)
+    return cli.EXIT_USAGE
+  if len(rest) > 1:
+    print(f"error: unexpected arguments: {' '.join(rest[1:])}", file=sys.stderr)
+    return cli.EXIT_USAGE
+  if config is None:
+    print("error: no config: pass --config FILE[:PRESET] (see --help)", file=sys.stderr)
+    return cli.EXIT_USAGE
+  if fv.show_config:
+    print(config)
+    return cli.EXIT_OK
+  if not fv.workdir:
+    print("error: no workdir: pass --workdir FOLDER", file=sys.stderr)
+    return cli.EXIT_USAGE
+  return config, fv.workdir, fv.verbose, fv.compilation_cache
+
+
+def parse_train_flags(argv, usage, examples):
+  out = parse(argv, usage, examples, os.path.join(CONFIG_DIR, "demo.py"), "runs/demo",
+              "Where checkpoints, metrics and images go.")
+  if isinstance(out, int):
+    return out
+  config, workdir, verbose, cache = out
+  with config.unlocked():
+    config.compilation_cache = cache
+  return config, workdir, verbose
+
+
+def quiet_third_party_logs(verbose: bool) -> None:
+  """INFO logs (ours, orbax's, JAX's backend probing) only with --verbose; warnings always."""
+  logging.set_verbosity(logging.INFO if verbose else logging.WARNING)
+  if not verbose:
+    import logging as std_logging  # pylint: disable=g-import-not-at-top
+    for name in ("jax", "orbax", "absl", "grain", "tensorflow_datasets"):
+      std_logging.getLogger(name).setLevel(std_logging.WARNING)
+
+
+def default_cache_dir() -> str:
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return os.path.join(base, "tcvc_jax", "xla")
+
+
+def enable_compilation_cache(setting: str | None) -> str | None:
+  """Turns on JAX's persistent compilation cache: 'auto' / None, 'off', or a folder; returns it."""
+  if setting in ("off", "none", "", False):
+    return None
+  if setting in (None, "auto", True):
+    path = os.environ.get("JAX_COMPILATION_CACHE_DIR") or default_cache_dir()
+  else:
+    path = os.path.expanduser(setting)
+  try:
+    os.makedirs(path, exist_ok=True)
+  except OSError as e:
+    logging.warning("compilation cache %s not usable (%s); compiling from scratch", path, e)
+    return None
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.config.update("jax_compilation_cache_dir", path)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                    float(os.environ.get("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", 0.5)))
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+  return path

@@ -1,0 +1,292 @@
+"""Writing media: mp4 / mov / mkv videos (with the source's audio copied) and PNG frame folders.
+
+Sinks (`open_writer`): an mp4 / m4v / mov / mkv file (H.264 by default, the source's fps, and the
+source's audio stream copied packet by packet, without re-encoding) or a folder of PNG frames.
+Outputs are written under a temporary name in the target's folder and renamed at the end
+(`tcvc_jax.atomic`), so a failed or interrupted run leaves nothing behind; an existing output is only
+replaced with `overwrite=True`. Files get the permissions the user's umask gives.
+"""
+
+import fractions
+import io
+import os
+
+import av
+import numpy as np
+
+from tcvc_jax import atomic
+from tcvc_jax.media.reading import DEFAULT_FOLDER_FPS, MediaError, _reason
+
+VIDEO_OUTPUT_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv")
+
+
+def _target(path, overwrite, directory=False, suffix=""):
+  """An AtomicOutput for `path`, with the reader's one error type."""
+  try:
+    return atomic.AtomicOutput(path, directory=directory, overwrite=overwrite, suffix=suffix)
+  except atomic.OutputExistsError as e:
+    raise MediaError(str(e)) from e
+  except OSError as e:
+    raise MediaError(f"cannot write {os.fspath(path)}: {_reason(e)}") from e
+
+
+def _frame_uint8(frame):
+  """[H, W] or [H, W, 1 | 3 | 4], uint8 or float in [0, 1] -> uint8 [H, W, 3] (gray replicated)."""
+  x = np.asarray(frame)
+  if np.issubdtype(x.dtype, np.floating):
+    x = np.round(np.clip(x, 0, 1) * 255).astype(np.uint8)
+  elif x.dtype != np.uint8:
+    raise ValueError(f"frames to write must be uint8 or float, got {x.dtype}")
+  if x.ndim == 2:
+    x = x[..., None]
+  if x.ndim != 3 or x.shape[-1] not in (1, 3, 4):
+    raise ValueError(f"frames to write must be [H, W, 1|3|4], got {x.shape}")
+  x = x[..., :3]
+  return np.ascontiguousarray(np.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x)
+
+
+class _Writer:
+  """Context-manager behaviour shared by the writers: commit on success, discard on error."""
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, exc_type, exc, tb):
+    if exc_type is None:
+      self.close()
+    else:
+      self.abort()
+    return False
+
+
+class VideoWriter(_Writer):
+  """Encodes frames into a video file, copying the audio stream of another file alongside."""
+
+  def __init__(self, path, fps, audio_from=None, overwrite=False, codec="libx264", crf=18):
+    """Opens the output under a temporary name.
+
+    Args:
+      path: output file; its extension picks the container (VIDEO_OUTPUT_EXTENSIONS).
+      fps: frame rate (int, float or Fraction).
+      audio_from: a video file whose first audio stream is copied (remuxed) into the output; None
+        or a file without audio gives a silent output.
+      overwrite: replace an existing output.
+      codec: video encoder; H.264 ("libx264") by default.
+      crf: constant rate factor for libx264 (lower is better quality).
+    """
+    self.path = os.path.abspath(os.fspath(path))
+    ext = os.path.splitext(self.path)[1].lower()
+    if ext not in VIDEO_OUTPUT_EXTENSIONS:
+      raise MediaError(f"unsupported output type {ext!r}: use "
+                         f"{', '.join(VIDEO_OUTPUT_EXTENSIONS)} or a folder")
+    if codec not in av.codecs_available:
+      raise MediaError(f"unsupported codec {codec!r}: this PyAV build has no such encoder")
+    self.fps = fractions.Fraction(fps).limit_denominator(1_000_000)
+    if self.fps <= 0:
+      raise MediaError(f"fps must be positive, got {fps}")
+    self._codec, self._crf, self._stream, self._count = codec, crf, None, 0
+    self._target = _target(self.path, overwrite, suffix=ext)
+    self._tmp = self._target.tmp
+    self._out = self._audio_in = self._audio_template = self._audio_out = None
+    self._audio_packets = self._next_audio = None
+    try:
+      self._out = av.open(self._tmp, "w")
+      if audio_from is not None:
+        self._open_audio(os.fspath(audio_from), ext)
+    except BaseException:
+      self.abort()
+      raise
+
+  def _open_audio(self, src, ext):
+    try:
+      self._audio_in = av.open(src)
+    except (av.error.FFmpegError, OSError) as e:
+      raise MediaError(f"cannot read audio from {src}: {_reason(e)}") from e
+    if not self._audio_in.streams.audio:
+      return
+    stream = self._audio_in.streams.audio[0]
+    # Try the container in memory first, so an audio codec it cannot hold fails before any work.
+    try:
+      with av.open(io.BytesIO(), "w", format=self._out.format.name) as probe:
+        probe.add_stream_from_template(stream)
+        probe.start_encoding()
+    except (av.error.FFmpegError, ValueError) as e:
+      raise MediaError(f"cannot copy the {stream.codec_context.name} audio of {src} into a {ext} "
+                         f"file without re-encoding ({_reason(e)})") from e
+    self._audio_template = stream  # added after the video stream, so video is stream 0
+
+  def _mux_audio_until(self, t):
+    """Copies the source's audio packets that start before time t (seconds; None: all the rest).
+
+    Interleaving audio with the video as it is written keeps the muxer's buffer small.
+    """
+    while self._audio_packets is not None:
+      if self._next_audio is None:
+        self._next_audio = next(self._audio_packets, None)
+        if self._next_audio is None:
+          self._audio_packets = None
+          return
+      pkt = self._next_audio
+      if pkt.dts is None:  # the demuxer's flush packet
+        self._next_audio = None
+        continue
+      if t is not None and pkt.pts is not None and float(pkt.pts * pkt.time_base) > t:
+        return
+      pkt.stream = self._audio_out
+      self._out.mux(pkt)
+      self._next_audio = None
+
+  def _add_video_stream(self, h, w):
+    s = self._out.add_stream(self._codec, rate=self.fps)
+    s.width, s.height = w, h
+    # 4:2:0 needs even sizes; odd-sized frames are kept whole in 4:4:4 instead of being cropped.
+    s.pix_fmt = "yuv420p" if h % 2 == 0 and w % 2 == 0 else "yuv444p"
+    if self._codec == "libx264":
+      s.options = {"crf": str(self._crf)}
+    self._stream = s
+    if self._audio_template is not None:
+      self._audio_out = self._out.add_stream_from_template(self._audio_template)
+      self._audio_packets = self._audio_in.demux(self._audio_template)
+
+  def write(self, frame):
+    """Appends one frame (uint8 or float in [0, 1]; [H, W, 1 | 3 | 4])."""
+    if self._out is None:
+      raise MediaError(f"{self.path} is already closed")
+    x = _frame_uint8(frame)
+    if self._stream is None:
+      self._add_video_stream(*x.shape[:2])
+    elif (x.shape[0], x.shape[1]) != (self._stream.height, self._stream.width):
+      raise MediaError(f"frame {self._count} is {x.shape[1]}x{x.shape[0]}, the video is "
+                         f"{self._stream.width}x{self._stream.height}")
+    vf = av.VideoFrame.from_ndarray(x, format="rgb24")
+    vf.pts = self._count
+    vf.time_base = 1 / self.fps
+    for pkt in self._stream.encode(vf):
+      self._out.mux(pkt)
+    self._count += 1
+    self._mux_audio_until(float(self._count / self.fps))
+
+  def close(self):
+    """Flushes the encoder, finishes the file and renames it into place."""
+    if self._out is None:
+      return
+    if self._stream is None:
+      self.abort()
+      raise MediaError(f"no frames were written to {self.path}")
+    try:
+      for pkt in self._stream.encode(None):
+        self._out.mux(pkt)
+      self._mux_audio_until(None)
+      self._out.close()
+      self._out = None
+      self._target.commit()
+    except (av.error.FFmpegError, OSError) as e:
+      self.abort()
+      raise MediaError(f"cannot write {self.path}: {_reason(e)}") from e
+    finally:
+      self._close_audio()
+
+  def _close_audio(self):
+    if self._audio_in is not None:
+      self._audio_in.close()
+      self._audio_in = None
+
+  def abort(self):
+    """Discards the output."""
+    out, self._out = self._out, None
+    if out is not None:
+      try:
+        out.close()
+      except (av.error.FFmpegError, ValueError):
+        pass  # the file is deleted next anyway
+    self._close_audio()
+    self._target.discard()
+
+
+_PNG_FORMATS = {(np.uint8, 1): "gray", (np.uint8, 3): "rgb24", (np.uint8, 4): "rgba",
+                (np.uint16, 1): "gray16be", (np.uint16, 3): "rgb48be", (np.uint16, 4): "rgba64be"}
+
+
+def encode_png(frame):
+  """PNG file bytes of a uint8 or uint16 frame [H, W] or [H, W, 1 | 3 | 4] (gray, RGB, RGBA)."""
+  x = np.asarray(frame)
+  if x.ndim == 2:
+    x = x[..., None]
+  key = (x.dtype.type, x.shape[-1]) if x.ndim == 3 else None
+  if key not in _PNG_FORMATS:
+    raise ValueError(f"cannot write a {x.dtype} array of shape {x.shape} as PNG")
+  ctx = av.CodecContext.create("png", "w")
+  ctx.width, ctx.height, ctx.pix_fmt = x.shape[1], x.shape[0], _PNG_FORMATS[key]
+  data = np.ascontiguousarray(x[..., 0] if x.shape[-1] == 1 else x)
+  vf = av.VideoFrame.from_ndarray(data, format=_PNG_FORMATS[key].replace("be", "le"))
+  return b"".join(bytes(p) for p in ctx.encode(vf)) + b"".join(bytes(p) for p in ctx.encode(None))
+
+
+class FolderWriter(_Writer):
+  """Writes frames as 8-bit RGB PNG files into a new folder (built under a temporary name)."""
+
+  def __init__(self, path, overwrite=False, names=None):
+    """Creates the temporary folder.
+
+    Args:
+      path: output folder.
+      overwrite: replace an existing output.
+      names: file names to use in order (their extension becomes .png); default 00000.png, ...
+    """
+    self.path = os.path.abspath(os.fspath(path))
+    self._names = list(names) if names is not None else None
+    self._count = 0
+    self._target = _target(self.path, overwrite, directory=True)
+    self._tmp = self._target.tmp
+
+  def write(self, frame):
+    """Writes the next frame (uint8 or float in [0, 1]; [H, W, 1 | 3 | 4])."""
+    if self._tmp is None:
+      raise MediaError(f"{self.path} is already closed")
+    if self._names is not None:
+      if self._count >= len(self._names):
+        raise MediaError(f"more frames than names for {self.path}")
+      name = os.path.splitext(os.path.basename(self._names[self._count]))[0] + ".png"
+    else:
+      name = f"{self._count:05d}.png"
+    with open(os.path.join(self._tmp, name), "wb") as f:
+      f.write(encode_png(_frame_uint8(frame)))
+    self._count += 1
+
+  def close(self):
+    """Renames the finished folder into place."""
+    if self._tmp is None:
+      return
+    if not self._count:
+      self.abort()
+      raise MediaError(f"no frames were written to {self.path}")
+    self._tmp = None
+    self._target.commit()
+
+  def abort(self):
+    """Discards everything written."""
+    self._tmp = None
+    self._target.discard()
+
+
+def open_writer(path, fps=DEFAULT_FOLDER_FPS, audio_from=None, overwrite=False, names=None):
+  """A VideoWriter for a path with a video extension, else a FolderWriter; use as a context manager.
+
+  Args:
+    path: output file (VIDEO_OUTPUT_EXTENSIONS) or folder (a name without extension).
+    fps: frame rate of a video output.
+    audio_from: source file whose audio a video output copies (ignored for folders).
+    overwrite: replace an existing output.
+    names: frame file names for a folder output.
+
+  Raises:
+    MediaError: the output exists (without overwrite), its folder is missing, or its type is
+      not supported.
+  """
+  ext = os.path.splitext(os.fspath(path))[1].lower()
+  if ext in VIDEO_OUTPUT_EXTENSIONS:
+    return VideoWriter(path, fps, audio_from=audio_from, overwrite=overwrite)
+  if ext:
+    raise MediaError(f"unsupported output {os.fspath(path)}: use a video file "
+                       f"({', '.join(VIDEO_OUTPUT_EXTENSIONS)}) or a folder without an extension")
+  return FolderWriter(path, overwrite=overwrite, names=names)

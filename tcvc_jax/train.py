@@ -1,0 +1,87 @@
+"""python -m tcvc_jax.train (or train.py): train TCVC; without flags, the CPU demo into runs/demo.
+
+  python -m tcvc_jax.train --config configs/default.py --workdir runs/tcvc \\
+      --config.data.manual_dir=/data/clips --config.init_from=weights/siggraph17,weights/flownet2
+
+Multi-host jobs (Cloud TPU pods, SLURM, or JAX_COORDINATOR_ADDRESS set) start the same command on
+every host. SIGINT / SIGTERM during training: the checkpoint is saved, then exit 0 (a second signal
+stops at once); before the first step (while XLA compiles) nothing is lost, so it stops at once with
+exit 130. Exit codes: see tcvc_jax.cli.
+"""
+
+import os
+import sys
+
+from tcvc_jax import cli
+from tcvc_jax import flag_parsing
+
+_USAGE = __doc__.split("\n\n")[0]
+_EXAMPLES = """\
+presets (--config FILE[:PRESET], FILE a path or one of the names below):
+  demo            the CPU demo: tiny model, classical flow, synthetic clips (default)
+  demo:short      the demo, 150 steps
+  default         the paper: SRL + pixel loss, FlowNet2, DAVIS + Videvo
+  default:released  the released YAML: SRL only (no colour ground truth needed)
+  default:tiny    a few steps of a tiny model (tests)
+  tpu_pod         the paper's setup on a TPU pod slice
+
+main config keys (--config.KEY=VALUE; all of them: --config.help_keys):
+  num_train_steps, checkpoint_every_steps, eval_every_steps, log_every_steps, seed, init_from,
+  model.dtype, model.colorizer_widths, flow.type, loss.reconstruction_weight, loss.criterion,
+  optim.learning_rate, optim.milestones, optim.trainable, data.name, data.manual_dir,
+  data.batch_size, data.num_frames, data.crop_size, eval.network_size, compilation_cache
+
+outputs in WORKDIR: checkpoints/, model.json, config.json, metrics.jsonl, TensorBoard events, images/
+"""
+
+
+def _summary(result, workdir):
+  lines = [f"finished at step {result['step']}" + (" (stopped by a signal; the checkpoint is saved"
+                                                   ", run again to resume)"
+                                                   if result["preempted"] else "")]
+  train = result.get("train") or {}
+  if "loss" in train:
+    lines.append(f"  last train loss {train['loss']:.5g} (reconstruction {train.get('loss_rec', 0):.4g}"
+                 f", SRL warp terms {train.get('loss_warp1', 0):.4g} + "
+                 f"{train.get('loss_warp2', 0):.4g})")
+  ev = result.get("eval") or {}
+  if "psnr" in ev:
+    base = ev.get("psnr_gray")
+    lines.append(f"  validation: PSNR {ev['psnr']:.2f} dB against the ground truth (higher is better"
+                 + (f"; the gray ab=0 baseline scores {base:.2f} dB" if base is not None else "")
+                 + f"), CDC {ev.get('cdc', float('nan')):.5f} (colour flicker between frames, lower "
+                 "is better)")
+  lines.append(f"  outputs in {workdir}: checkpoints/ (resume, or colorize with --checkpoint "
+               f"{workdir}), metrics.jsonl, TensorBoard events, images/")
+  lines.append(f"  export for PyTorch: python -m tcvc_jax.convert {workdir} model.pth")
+  return "\n".join(lines)
+
+
+def main(argv=None):
+  argv = sys.argv if argv is None else argv
+  parsed = flag_parsing.parse_train_flags(argv, _USAGE, _EXAMPLES)
+  if isinstance(parsed, int):
+    return parsed
+  config, workdir, verbose = parsed
+  from tcvc_jax.training import trainer  # pylint: disable=g-import-not-at-top
+  try:
+    trainer.validate_config(config)
+  except ValueError as e:
+    print(f"error: {cli.one_line(e)}", file=sys.stderr)
+    return cli.EXIT_USAGE
+  control = trainer.RunControl()
+
+  def work():
+    flag_parsing.quiet_third_party_logs(verbose)
+    flag_parsing.enable_compilation_cache(config.get("compilation_cache", "auto"))
+    from tcvc_jax.training import sharding  # pylint: disable=g-import-not-at-top
+    sharding.initialize_distributed()
+    result = trainer.train_and_evaluate(config, workdir, control=control)
+    print(_summary(result, os.path.abspath(workdir)), flush=True)
+    return cli.EXIT_OK
+
+  return cli.run(work, verbose=verbose, on_signal=lambda _: control.request_stop())
+
+
+if __name__ == "__main__":
+  sys.exit(main())

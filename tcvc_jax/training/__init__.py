@@ -1,0 +1,1 @@
+"""Training: the jitted step and losses, the loop, checkpoints, sharding, metric writers, validation."""

@@ -1,0 +1,197 @@
+"""The four tools as a user types them: --help, config and flag mistakes, interrupts, file modes.
+
+Each case asserts the exit code, the one-line message, and that nothing was created or left behind.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from tcvc_jax import porting
+from tcvc_jax.media import writing
+import tiny
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _env(tmp_path):
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+  env["TFDS_DATA_DIR"] = str(tmp_path / "tfds")
+  return env
+
+
+def _run(args, tmp_path, cwd=None, timeout=300):
+  return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout,
+                        env=_env(tmp_path), cwd=cwd or str(tmp_path), check=False)
+
+
+def _one_error_line(proc, code, text):
+  assert proc.returncode == code, (proc.returncode, proc.stderr[-2000:])
+  assert "Traceback" not in proc.stderr
+  errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+  assert len(errors) == 1 and text in errors[0], proc.stderr[-2000:]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+  model = tiny.tiny_model()
+  variables = jax.tree_util.tree_map(np.asarray, tiny.tiny_variables(model))
+  path = str(tmp_path_factory.mktemp("ckpt") / "tiny")
+  porting.save_converted(path, variables, "tcvc", tiny.TINY_SPEC)
+  return path
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory):
+  folder = tmp_path_factory.mktemp("frames") / "clip"
+  folder.mkdir()
+  rs = np.random.RandomState(0)
+  for i in range(12):
+    (folder / f"{i:03d}.png").write_bytes(writing.encode_png(rs.randint(0, 255, (32, 32, 3),
+                                                                        np.uint8)))
+  return str(folder)
+
+
+@pytest.mark.parametrize("tool", ["train.py", "eval.py", "-m tcvc_jax.colorize",
+                                  "-m tcvc_jax.convert"])
+def test_help_exits_0(tool, tmp_path):
+  proc = _run([*tool.split(), "--help"], tmp_path, cwd=REPO)
+  assert proc.returncode == 0, proc.stderr
+  assert "exit codes" in proc.stdout
+  if tool == "train.py":
+    assert "demo:short" in proc.stdout and "default:released" in proc.stdout
+    assert "num_train_steps" in proc.stdout
+  if tool == "eval.py":
+    assert "eval:synthetic" in proc.stdout and "data.root" in proc.stdout
+
+
+@pytest.mark.parametrize("args,text", [
+    (["--config.no_such_key=1"], "no_such_key"),
+    (["--config=configs/nothing.py"], "nothing.py"),
+    (["--config=default:nopreset"], "nopreset"),
+    (["--config.num_train_steps=0"], "num_train_steps must be a positive integer"),
+    (["--config.num_train_steps=-5"], "num_train_steps must be a positive integer"),
+    (["--config=default", "--config.data.crop_size=100"], "needs positive multiples of 64"),
+    (["--config.model.colorizer_widths=(8,8)"], "colorizer_widths must have 10 entries"),
+    (["--workdirr=x"], "workdirr"),
+])
+def test_train_config_mistakes_stop_before_any_work(args, text, tmp_path):
+  proc = _run([os.path.join(REPO, "train.py"), "--workdir=run", *args], tmp_path)
+  _one_error_line(proc, 2, text)
+  assert not os.path.exists(tmp_path / "run")
+
+
+@pytest.mark.parametrize("args,text", [
+    (["--config=eval:nopreset"], "nopreset"),
+    (["--config=eval", "--config.protocol.network_sizee=3"], "network_sizee"),
+])
+def test_eval_config_mistakes(args, text, tmp_path):
+  proc = _run([os.path.join(REPO, "eval.py"), "--workdir=ev", *args], tmp_path)
+  _one_error_line(proc, 2, text)
+  assert not os.path.exists(tmp_path / "ev")
+
+
+def test_eval_bad_checkpoint_creates_no_workdir(tmp_path, frames):
+  proc = _run([os.path.join(REPO, "eval.py"), "--config=eval:tiny", "--workdir=ev",
+               f"--config.checkpoint={tmp_path / 'missing'}",
+               f"--config.data.root={os.path.dirname(frames)}"], tmp_path)
+  _one_error_line(proc, 1, "missing")
+  assert not os.path.exists(tmp_path / "ev")
+
+
+def _interrupt(cmd, tmp_path, delay, sig=signal.SIGINT):
+  proc = subprocess.Popen([sys.executable, *cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, env=_env(tmp_path), cwd=str(tmp_path))
+  time.sleep(delay)
+  sent = time.perf_counter()
+  proc.send_signal(sig)
+  out, err = proc.communicate(timeout=120)
+  return proc.returncode, time.perf_counter() - sent, out, err
+
+
+def _leftovers(folder):
+  return [n for n in os.listdir(folder) if n.startswith(".") and "tmp" in n]
+
+
+@pytest.mark.parametrize("delay", [3.0, 6.0])
+def test_colorize_interrupt_at_any_moment(checkpoint, frames, tmp_path, delay):
+  cmd = ["-m", "tcvc_jax.colorize", frames, "out.mp4", "--checkpoint", checkpoint, "--size", "32",
+         "--quiet", "--compilation-cache", "off"]
+  rc, after, _, err = _interrupt(cmd, tmp_path, delay)
+  if rc == 0:  # finished before the signal: a whole output
+    assert os.path.isfile(tmp_path / "out.mp4")
+    return
+  assert rc == 130, err[-2000:]
+  assert after < 15, f"took {after:.1f} s to stop"
+  assert "Segmentation" not in err and "Traceback" not in err
+  assert not os.path.exists(tmp_path / "out.mp4") and not _leftovers(tmp_path)
+
+
+def test_train_interrupt_during_compile_and_during_training(tmp_path):
+  # During the first step's compilation nothing is lost: exit 130 at once.
+  base = [os.path.join(REPO, "train.py"), "--config=default:tiny", "--compilation_cache=off",
+          "--config.data.data_dir=" + str(tmp_path / "tfds")]
+  rc, after, _, err = _interrupt(base + ["--workdir=a", "--config.num_train_steps=100000"],
+                                 tmp_path, 4.0)
+  assert rc == 130, err[-3000:]
+  assert after < 15 and "Segmentation" not in err
+  # Once steps run, SIGTERM saves a checkpoint and exits 0.
+  cmd = base + ["--workdir=b", "--config.num_train_steps=100000",
+                "--config.checkpoint_every_steps=100000"]
+  proc = subprocess.Popen([sys.executable, *cmd], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, env=_env(tmp_path), cwd=str(tmp_path))
+  deadline = time.time() + 240
+  while time.time() < deadline and not os.path.exists(tmp_path / "b" / "metrics.jsonl"):
+    time.sleep(0.5)
+  proc.send_signal(signal.SIGTERM)
+  out, err = proc.communicate(timeout=120)
+  assert proc.returncode == 0, err[-3000:]
+  assert "stopped by a signal" in out
+  assert os.listdir(tmp_path / "b" / "checkpoints")
+
+
+def test_outputs_follow_the_umask(checkpoint, frames, tmp_path):
+  old = os.umask(0o022)
+  try:
+    proc = _run(["-m", "tcvc_jax.colorize", frames, "out.mp4", "--checkpoint", checkpoint,
+                 "--size", "32", "--quiet"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    proc = _run(["-m", "tcvc_jax.colorize", frames, "out_frames", "--checkpoint", checkpoint,
+                 "--size", "32", "--quiet"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    proc = _run(["-m", "tcvc_jax.convert", checkpoint, "back.pth"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+  finally:
+    os.umask(old)
+  mode = lambda p: os.stat(tmp_path / p).st_mode & 0o777
+  assert mode("out.mp4") == 0o644
+  assert mode("out_frames") == 0o755 and mode("out_frames/000.png") == 0o644
+  assert mode("back.pth") == 0o644
+
+
+def test_convert_names_exactly_the_bad_keys(checkpoint, tmp_path):
+  from tcvc_jax import pth  # pylint: disable=g-import-not-at-top
+  variables, _, _ = porting.load_converted(checkpoint)
+  sd = porting.flax_to_torch(variables)
+  del sd["fea_key.model3.2.bias"]
+  sd["weigting.conv2.weight"] = np.zeros((4, 9, 3, 3), np.float32)
+  pth.save(sd, str(tmp_path / "bad.pth"))
+  proc = _run(["-m", "tcvc_jax.convert", "bad.pth", "out"], tmp_path)
+  _one_error_line(proc, 1, "missing keys: fea_key.model3.2.bias; mis-shaped keys: "
+                  "weigting.conv2.weight (4, 9, 3, 3) (expected (4, 8, 3, 3))")
+  assert not os.path.exists(tmp_path / "out")
+
+
+@pytest.mark.parametrize("target", ["file/x.pth", "/proc/x.pth", "missing_dir/x.pth"])
+def test_convert_to_an_unwritable_place(checkpoint, tmp_path, target):
+  (tmp_path / "file").write_text("a file, not a folder")
+  proc = _run(["-m", "tcvc_jax.convert", checkpoint, target], tmp_path)
+  _one_error_line(proc, 1, "x.pth" if target != "missing_dir/x.pth" else "missing_dir")
+  assert (tmp_path / "file").read_text() == "a file, not a folder"
