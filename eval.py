@@ -1,4 +1,7 @@
-"""Evaluates a TCVC checkpoint with the original test protocol (see tcvc_jax/evaluate.py, --help)."""
+"""Evaluates a TCVC checkpoint with the original test protocol.
+
+See tcvc_jax/evaluate.py, --help.
+"""
 
 import sys
 

@@ -1,4 +1,7 @@
-"""Trains TCVC: `python train.py` runs the CPU demo into runs/demo (see tcvc_jax/train.py, --help)."""
+"""Trains TCVC: `python train.py` runs the CPU demo into runs/demo.
+
+See tcvc_jax/train.py, --help.
+"""
 
 import sys
 

@@ -36,6 +36,7 @@ def make_checkpoint(path, tiny):
   """Saves random weights of the full TCVC (or the tiny test variant) as a converted checkpoint."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
   from tcvc_jax import porting  # pylint: disable=g-import-not-at-top
   from tcvc_jax.models import spec as spec_lib  # pylint: disable=g-import-not-at-top
   from tcvc_jax.models import tcvc  # pylint: disable=g-import-not-at-top

@@ -20,8 +20,8 @@ from absl import flags
 import tensorflow_datasets as tfds
 
 from tcvc_jax.data import datasets
-from tcvc_jax.data import sources as data_sources
 from tcvc_jax.data import input_pipeline
+from tcvc_jax.data import sources as data_sources
 
 try:
   import psutil  # pylint: disable=g-import-not-at-top

@@ -48,7 +48,8 @@ def report(rates):
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--size", type=int, default=2048)
   parser.add_argument("--repeats", type=int, default=5)
   args = parser.parse_args()

@@ -1,13 +1,14 @@
 """Inference benchmark of the full-size TCVC (SIGGRAPH17 + FlowNet2) on one window.
 
-Prints frames/s, FlowNet2 evaluations per window and GFLOP per frame from XLA's cost analysis, for the
-default 19-frame 256x256 window (the paper's test protocol, interval 17). Weights are random (speed does
-not depend on them); nothing is downloaded.
+Prints frames/s, FlowNet2 evaluations per window and GFLOP per frame from XLA's cost analysis, for
+the default 19-frame 256x256 window (the paper's test protocol, interval 17). Weights are random
+(speed does not depend on them); nothing is downloaded.
 
-  python benchmarks/model_bench.py [--frames 19] [--size 256] [--repeats 2] [--dtype float32,bfloat16]
+  python benchmarks/model_bench.py [--frames 19] [--size 256] [--repeats 2]
+      [--dtype float32,bfloat16]
 
-For scale, the original PyTorch code on this 2-vCPU machine: a median 86 s per 19-frame window (about 69 s
-in the model), 69 FlowNet2 evaluations (4N-7), 471 GFLOP/frame.
+For scale, the original PyTorch code on this 2-vCPU machine: a median 86 s per 19-frame window
+(about 69 s in the model), 69 FlowNet2 evaluations (4N-7), 471 GFLOP/frame.
 """
 
 import argparse
@@ -23,7 +24,8 @@ from tcvc_jax.models.tcvc import TCVC
 
 import machine_rate  # benchmarks/machine_rate.py, beside this file
 
-ORIGINAL_S_PER_WINDOW = 69.0  # the original PyTorch model (86 s with its I/O), 19-frame 256x256 window, this machine
+# The original PyTorch model (86 s with its I/O), 19-frame 256x256 window, this machine.
+ORIGINAL_S_PER_WINDOW = 69.0
 
 
 def count_flow_pairs(model, variables, gray):
@@ -40,7 +42,10 @@ def count_flow_pairs(model, variables, gray):
 
 
 def random_variables(model, seed=0):
-  """Random weights with PyTorch-default scales, from shapes only (compiling model.init takes minutes)."""
+  """Random weights with PyTorch-default scales, from shapes only.
+
+  Compiling model.init takes minutes.
+  """
   shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 3, 64, 64, 1)))
   rs = np.random.RandomState(seed)
 
@@ -59,7 +64,8 @@ def random_variables(model, seed=0):
 def flops_per_window(model, variables, gray):
   """XLA's FLOP count of the whole window (scans unrolled: XLA counts a loop body once)."""
   unrolled = model.clone(unroll=gray.shape[1], flow_batch=0)  # same FLOPs, one loop-free graph
-  cost = jax.jit(lambda v, g: unrolled.apply(v, g)["ab"]).lower(variables, gray).compile().cost_analysis()
+  fn = jax.jit(lambda v, g: unrolled.apply(v, g)["ab"])
+  cost = fn.lower(variables, gray).compile().cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   return float(cost.get("flops", float("nan")))
 
@@ -86,10 +92,11 @@ def run(dtype="float32", frames=19, size=256, repeats=2, rates=None, variables=N
     times.append(time.perf_counter() - t0)
   t = float(np.median(times))
   pairs = count_flow_pairs(model, variables, gray)
-  print(f"[{dtype}] device: {jax.devices()[0].device_kind} ({platform.processor() or platform.machine()}), "
-        f"{jax.device_count()} device(s)")
+  print(f"[{dtype}] device: {jax.devices()[0].device_kind} "
+        f"({platform.processor() or platform.machine()}), {jax.device_count()} device(s)")
   print(f"[{dtype}] window: {n} frames of {s}x{s}")
-  print(f"[{dtype}] time per window: {t:.2f} s (median of {repeats}; all: {', '.join(f'{x:.2f}' for x in times)})")
+  all_times = ", ".join(f"{x:.2f}" for x in times)
+  print(f"[{dtype}] time per window: {t:.2f} s (median of {repeats}; all: {all_times})")
   vs = ""
   if (n, s) == (19, 256):  # the window the original was timed on
     vs = (f" ({ORIGINAL_S_PER_WINDOW / t:.2f}x the original's {n / ORIGINAL_S_PER_WINDOW:.3f}, "
@@ -104,16 +111,20 @@ def run(dtype="float32", frames=19, size=256, repeats=2, rates=None, variables=N
   peak = (rates.get("bf16_matmul", 0) if dtype == "bfloat16"
           else max(rates.get("fp32_matmul", 0), rates.get("fp32_conv3x3", 0)))
   if peak:
-    print(f"[{dtype}] fraction of the machine's dense {dtype} rate ({peak:.0f} GFLOP/s): {achieved / peak:.0%}")
+    print(f"[{dtype}] fraction of the machine's dense {dtype} rate ({peak:.0f} GFLOP/s): "
+          f"{achieved / peak:.0%}")
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--frames", type=int, default=19)
   parser.add_argument("--size", type=int, default=256)
   parser.add_argument("--repeats", type=int, default=2)
-  parser.add_argument("--dtype", default="float32", help="float32, bfloat16, or both: float32,bfloat16")
-  parser.add_argument("--no-rate", action="store_true", help="skip measuring the machine's dense rate")
+  parser.add_argument("--dtype", default="float32",
+                      help="float32, bfloat16, or both: float32,bfloat16")
+  parser.add_argument("--no-rate", action="store_true",
+                      help="skip measuring the machine's dense rate")
   args = parser.parse_args()
   rates = {} if args.no_rate else machine_rate.measure()
   machine_rate.report(rates)

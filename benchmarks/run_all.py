@@ -1,12 +1,13 @@
-"""Every speed figure of the README in one run: machine rate, inference (fp32 and bf16), training step.
+"""Every speed figure of the README in one run: machine rate, inference (fp32, bf16), training step.
 
-  python benchmarks/run_all.py [--frames 19] [--size 256] [--repeats 2] [--train-steps 1] [--skip-train]
+  python benchmarks/run_all.py [--frames 19] [--size 256] [--repeats 2] [--train-steps 1]
+      [--skip-train]
 
 Prints, in order: the machine's measured dense rates (fp32 / bf16 matmul, fp32 3x3 conv); for the
 full-size TCVC (SIGGRAPH17 + FlowNet2, random weights) on one window, per dtype: seconds per window,
-frames/s against the original, FlowNet2 evaluations per window, achieved GFLOP/s and its fraction of the
-machine's rate; then the full-size training step (256x256, N=12, batch 1, SRL): seconds per step and
-XLA's peak memory per device. Takes ~15 minutes on a 2-vCPU machine.
+frames/s against the original, FlowNet2 evaluations per window, achieved GFLOP/s and its fraction of
+the machine's rate; then the full-size training step (256x256, N=12, batch 1, SRL): seconds per step
+and XLA's peak memory per device. Takes ~15 minutes on a 2-vCPU machine.
 """
 
 import argparse
@@ -24,7 +25,8 @@ import train_bench  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--frames", type=int, default=19)
   parser.add_argument("--size", type=int, default=256)
   parser.add_argument("--repeats", type=int, default=2)
@@ -34,7 +36,8 @@ def main():
   args = parser.parse_args()
   t_start = time.perf_counter()
   print(f"date: {time.strftime('%Y-%m-%d %H:%M %Z')}; device: {jax.devices()[0].device_kind} "
-        f"({platform.processor() or platform.machine()}), {os.cpu_count()} CPUs, jax {jax.__version__}")
+        f"({platform.processor() or platform.machine()}), {os.cpu_count()} CPUs, "
+        f"jax {jax.__version__}")
   rates = machine_rate.measure()
   machine_rate.report(rates)
   variables = jax.device_put(model_bench.random_variables(model_bench.TCVC()))

@@ -3,8 +3,8 @@
 Runs each command twice against an empty cache folder (first: compiles and fills the cache; second:
 reads it) and once with the cache off, and prints the wall times:
 
-  python benchmarks/startup_bench.py                 # colorize (tiny model) and the demo's first steps
-  python benchmarks/startup_bench.py --full          # also colorize with the full-size model
+  python benchmarks/startup_bench.py          # colorize (tiny model) and the demo's first steps
+  python benchmarks/startup_bench.py --full   # also colorize with the full-size model
 
 The colorize input is a generated 40-frame clip (its last window is shorter: one compilation for
 all windows). Times include Python start-up and imports.

@@ -1,4 +1,4 @@
-"""TCVC-IDC training as in the paper (docs/original.md#training), with presets `released` and `tiny`.
+"""TCVC-IDC training as in the paper (docs/original.md#training); presets `released` and `tiny`.
 
   python train.py --config configs/default.py --workdir runs/tcvc \
       --config.data.manual_dir=/data/clips \
@@ -31,8 +31,9 @@ def get_config(arg=None):
   config.init_from = config_dict.placeholder(str)
   # Train although a frozen net has no pretrained weights (tests and benchmarks only).
   config.allow_random_frozen = False
-  # Recompute each propagation step in the backward pass: XLA's peak per device at 256x256, N=12, batch 4
-  # is 16.3 GiB with it, ~35 GiB without. It saves nothing once the scan is unrolled (CPU presets).
+  # Recompute each propagation step in the backward pass: XLA's peak per device at 256x256, N=12,
+  # batch 4 is 16.3 GiB with it, ~35 GiB without. It saves nothing once the scan is unrolled (CPU
+  # presets).
   config.remat_propagation = True
 
   config.model = ml_collections.ConfigDict()
@@ -44,8 +45,8 @@ def get_config(arg=None):
   # Propagation steps per scan iteration; XLA on CPU runs conv gradients inside a loop ~5x
   # slower, so CPU runs unroll the whole window (num_frames - 2).
   config.model.unroll = 1
-  # Compute dtype: "float32", or "bfloat16" (bf16 products with fp32 sums; flows stay fp32); parameters
-  # stay float32.
+  # Compute dtype: "float32", or "bfloat16" (bf16 products with fp32 sums; flows stay fp32);
+  # parameters stay float32.
   config.model.dtype = "float32"
   # Flow pairs per FlowNet2 evaluation (0: all pairs of the batch at once).
   config.model.flow_batch = 2

@@ -7,7 +7,8 @@ Presets, comma-separated in the string argument (`--config configs/eval.py:multi
   multi  the multi-sampling ensemble (intervals 17 and 19), as test_TCVC_multisampling.py.
   nogt   no ground truth: colorize and measure CDC only (frames may be gray).
   tiny   CPU-sized protocol for tests: network size 32, intervals 3 and 5, no warp error.
-  synthetic  the embedded synthetic_clips test split (64x64 clips) at network size 64, the demo's test set.
+  synthetic  the embedded synthetic_clips test split (64x64 clips) at network size 64, the demo's
+             test set.
 """
 
 import ml_collections
@@ -32,8 +33,8 @@ def get_config(arg=None):
   config.overwrite = False
 
   config.data = ml_collections.ConfigDict()
-  # Where clips come from: "folder" reads <root>/<clip>/*.png (the DAVIS30 / Videvo20 layout); "tfds"
-  # reads a split of a data/ dataset (name, config, split, data_dir; built first if needed).
+  # Where clips come from: "folder" reads <root>/<clip>/*.png (the DAVIS30 / Videvo20 layout);
+  # "tfds" reads a split of a data/ dataset (name, config, split, data_dir; built first if needed).
   config.data.source = "folder"
   config.data.root = config_dict.placeholder(str)
   config.data.name = "synthetic_clips"

@@ -1,7 +1,7 @@
 """tcvc_jax: Temporally Consistent Video Colorization (Liu et al. 2021) in JAX/Flax.
 
-`tcvc_jax.load(path)` returns a `Colorizer`; see tcvc_jax/api.py. The package imports its submodules lazily,
-so `python -m tcvc_jax.convert` does not load the model code twice.
+`tcvc_jax.load(path)` returns a `Colorizer`; see tcvc_jax/api.py. The package imports its submodules
+lazily, so `python -m tcvc_jax.convert` does not load the model code twice.
 """
 
 __all__ = ["Colorizer", "load"]

@@ -49,11 +49,13 @@ class Colorizer:
     """Colorizes one window; the first and last frames are the anchors.
 
     Args:
-      gray: float32 [N, H, W, 1] normalised L ((L* - 50) / 100), N >= 2, H and W multiples of 64 (8 with
-        the classical flow).
-      first_anchor: optional state of frame 0 returned by the previous call (`return_last_anchor=True`)
-        when consecutive windows share their boundary frame; saves one colorizer pass, same result.
-      return_last_anchor: also return the state of frame N-1, to pass as the next window's first_anchor.
+      gray: float32 [N, H, W, 1] normalised L ((L* - 50) / 100), N >= 2, H and W multiples of 64 (8
+        with the classical flow).
+      first_anchor: optional state of frame 0 returned by the previous call
+        (`return_last_anchor=True`) when consecutive windows share their boundary frame; saves one
+        colorizer pass, same result.
+      return_last_anchor: also return the state of frame N-1, to pass as the next window's
+        first_anchor.
       hint_ab: optional user colour hints, [N, H, W, 2] normalised ab like the output, 0 where
         hint_mask is 0. Only the anchors' hints (frames 0 and N-1) are used: internal frames take
         their colours from the anchors, and frame 0's hints are ignored with first_anchor (that
@@ -61,8 +63,8 @@ class Colorizer:
       hint_mask: optional [N, H, W, 1], 1 where a hint is given, else 0. None: zeros.
 
     Returns:
-      numpy [N, H, W, 2] (float32; float64 for a float64 model), normalised ab (a* / 110, b* / 110): the
-      first output of the original forward. With return_last_anchor, a pair (ab, state).
+      numpy [N, H, W, 2] (float32; float64 for a float64 model), normalised ab (a* / 110, b* / 110):
+      the first output of the original forward. With return_last_anchor, a pair (ab, state).
     """
     gray = np.asarray(gray)
     if gray.ndim != 4 or gray.shape[-1] != 1:

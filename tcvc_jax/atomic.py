@@ -1,12 +1,13 @@
 """Atomic outputs: every file or folder the package writes appears whole or not at all.
 
-`AtomicOutput(path)` gives a temporary path beside `path` (same folder, so the final rename is atomic);
-`commit()` moves it onto `path`, `discard()` deletes it. Used as a context manager it commits on success
-and discards on any exception, KeyboardInterrupt included. An existing `path` is replaced only with
-`overwrite=True`; an old folder is swapped out first and deleted after the new one is in place.
+`AtomicOutput(path)` gives a temporary path beside `path` (same folder, so the final rename is
+atomic); `commit()` moves it onto `path`, `discard()` deletes it. Used as a context manager it
+commits on success and discards on any exception, KeyboardInterrupt included. An existing `path` is
+replaced only with `overwrite=True`; an old folder is swapped out first and deleted after the new
+one is in place.
 
-Permissions are those a plain `open()` / `os.mkdir()` would give under the user's umask (files 0o666,
-folders 0o777, minus the umask), unlike `tempfile.mkstemp` / `mkdtemp` (0o600 / 0o700).
+Permissions are those a plain `open()` / `os.mkdir()` would give under the user's umask (files
+0o666, folders 0o777, minus the umask), unlike `tempfile.mkstemp` / `mkdtemp` (0o600 / 0o700).
 """
 
 import json
@@ -44,8 +45,10 @@ def check_target(path, overwrite: bool = False) -> str:
   """
   path = os.path.abspath(os.fspath(path))
   parent = os.path.dirname(path)
+  if os.path.exists(parent) and not os.path.isdir(parent):
+    raise NotADirectoryError(f"cannot write {path}: {parent} is not a folder")
   if not os.path.isdir(parent):
-    raise FileNotFoundError(f"output folder does not exist: {parent}")
+    raise FileNotFoundError(f"cannot write {path}: its folder {parent} does not exist")
   if os.path.lexists(path) and not overwrite:
     raise OutputExistsError(f"output exists: {path} (pass --overwrite to replace it)")
   return path

@@ -2,9 +2,9 @@
 
   python -m tcvc_jax.colorize INPUT OUTPUT --checkpoint PATH [options]
 
-Argument parsing and messages only; the work is `tcvc_jax.streaming.colorize_file` (streaming, constant
-memory, scene cuts). The output is written under a temporary name and renamed when complete; an
-existing output is only replaced with `--overwrite`. Exit codes: see `tcvc_jax.cli`.
+Argument parsing and messages only; the work is `tcvc_jax.streaming.colorize_file` (streaming,
+constant memory, scene cuts). The output is written under a temporary name and renamed when
+complete; an existing output is only replaced with `--overwrite`. Exit codes: see `tcvc_jax.cli`.
 """
 
 import argparse
@@ -15,6 +15,7 @@ from absl import logging
 from tcvc_jax import cli
 from tcvc_jax import flag_parsing
 from tcvc_jax.evaluation import windows
+
 
 def build_parser():
   """The command-line interface."""

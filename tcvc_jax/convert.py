@@ -1,8 +1,11 @@
 """python -m tcvc_jax.convert: PyTorch checkpoints <-> tcvc_jax checkpoints.
 
-  python -m tcvc_jax.convert SRC.pth OUT_DIR        PyTorch (TCVC_IDC, SIGGRAPH17, FlowNet2) -> tcvc_jax
-  python -m tcvc_jax.convert CONVERTED_DIR OUT.pth  back to the original state_dict, bit for bit
-  python -m tcvc_jax.convert WORKDIR OUT.pth        a train.py run (latest or --step N) -> TCVC_IDC .pth
+  python -m tcvc_jax.convert SRC.pth OUT_DIR
+      PyTorch (TCVC_IDC, SIGGRAPH17, FlowNet2) -> tcvc_jax
+  python -m tcvc_jax.convert CONVERTED_DIR OUT.pth
+      back to the original state_dict, bit for bit
+  python -m tcvc_jax.convert WORKDIR OUT.pth
+      a train.py run (latest or --step N) -> TCVC_IDC .pth
 
 No PyTorch is needed: `.pth` files are read and written by tcvc_jax.pth, which refuses any file that
 asks to run code. The library behind it: porting.py (to tcvc_jax), export.py (to PyTorch).
@@ -21,12 +24,12 @@ def build_parser():
   parser = argparse.ArgumentParser(
       prog="python -m tcvc_jax.convert",
       description="Convert TCVC / SIGGRAPH17 / FlowNet2 PyTorch checkpoints to tcvc_jax checkpoint "
-                  "folders and back, and export train.py runs as the original's TCVC_IDC state_dict. "
-                  "The direction follows SRC: a .pth file becomes a checkpoint folder; a converted "
-                  "folder or a train.py workdir becomes a .pth file.",
+                  "folders and back, and export train.py runs as the original's TCVC_IDC "
+                  "state_dict. The direction follows SRC: a .pth file becomes a checkpoint folder; "
+                  "a converted folder or a train.py workdir becomes a .pth file.",
       epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("src", help="a PyTorch .pth / .pth.tar file, a converted checkpoint folder, or a "
-                                  "train.py workdir")
+  parser.add_argument("src", help="a PyTorch .pth / .pth.tar file, a converted checkpoint folder, "
+                                  "or a train.py workdir")
   parser.add_argument("out", help="output folder (from .pth) or .pth file (from a folder)")
   parser.add_argument("--step", type=int, default=None,
                       help="with a workdir: the checkpoint step to export (default: the latest)")

@@ -1,13 +1,13 @@
 """Writing PyTorch files: converted folders back to their state_dict, train.py runs as TCVC_IDC.
 
 A train.py workdir exports as the original's TCVC_IDC state_dict: the keys, dtypes and shapes of the
-original in its order (`models/tcvc_idc_keys.txt`), float32 weights, int64 BatchNorm counters, so that
-the original code loads it with `load_state_dict(strict=True)`. SIGGRAPH17's classification head
-(`fea_key.model_class.0.*`, 529 colour bins from conv8) is unused by TCVC, so a model trained here has
-none: it is written as zeros, which the original loads and never reads. Reduced-size models export in
-the same layout with their own shapes; only tcvc_jax can load those. The file also holds the ModelSpec
-in an extra record that torch ignores (the classical flow's options live nowhere else). No PyTorch is
-needed.
+original in its order (`models/tcvc_idc_keys.txt`), float32 weights, int64 BatchNorm counters, so
+that the original code loads it with `load_state_dict(strict=True)`. SIGGRAPH17's classification
+head (`fea_key.model_class.0.*`, 529 colour bins from conv8) is unused by TCVC, so a model trained
+here has none: it is written as zeros, which the original loads and never reads. Reduced-size models
+export in the same layout with their own shapes; only tcvc_jax can load those. The file also holds
+the ModelSpec in an extra record that torch ignores (the classical flow's options live nowhere
+else). No PyTorch is needed.
 """
 
 import json

@@ -1,11 +1,12 @@
 """Flags of train.py and eval.py: an ml_collections config file, its overrides, a workdir.
 
-Every mistake on the command line (unknown flag, a config file that does not exist, an unknown preset,
-an unknown or mistyped `--config.KEY=VALUE`) ends with one line and exit code 2 before any work is done
-or any folder is created; `--help` prints the presets and the main keys and exits 0.
+Every mistake on the command line (unknown flag, a config file that does not exist, an unknown
+preset, an unknown or mistyped `--config.KEY=VALUE`) ends with one line and exit code 2 before any
+work is done or any folder is created; `--help` prints the presets and the main keys and exits 0.
 """
 
 import os
+import re
 import sys
 
 from absl import flags
@@ -14,7 +15,8 @@ from absl import logging
 from tcvc_jax import cli
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
-if not os.path.isdir(CONFIG_DIR):  # an editable install maps tcvc_jax.configs to the top-level configs/
+# An editable install maps tcvc_jax.configs to the top-level configs/.
+if not os.path.isdir(CONFIG_DIR):
   CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
 
@@ -40,6 +42,51 @@ def _rewrite_config_arg(argv):
     else:
       out.append(arg)
   return out
+
+
+def _config_value(argv):
+  value = None
+  for i, arg in enumerate(argv):
+    if arg == "--config" and i + 1 < len(argv):
+      value = argv[i + 1]
+    elif arg.startswith("--config="):
+      value = arg[len("--config="):]
+  return value
+
+
+def _presets():
+  return sorted(os.path.splitext(f)[0] for f in os.listdir(CONFIG_DIR)
+                if f.endswith(".py") and not f.startswith("_"))
+
+
+def _check_config_arg(argv):
+  """A one-line problem with --config's file, or None."""
+  value = _config_value(argv)
+  if value is None:
+    return None
+  path = value.split(":", 1)[0]
+  if not os.path.isfile(path):
+    return (f"config file not found: {path} (give a path or one of {', '.join(_presets())}, "
+            "e.g. --config default:tiny)")
+  return None
+
+
+def _explain(err, argv):
+  """One line for a config or flag error from absl / ml_collections."""
+  text = cli.one_line(err)
+  if isinstance(err, (KeyError, AttributeError)) or "KeyError" in text:
+    keys = [a.split("=", 1)[0][len("--config."):] for a in argv if a.startswith("--config.")]
+    hint = re.search(r"Did you mean (.*?)\?", text)
+    hint = f"; did you mean {hint.group(1)}?" if hint else ""
+    for key in keys:
+      if re.search(r"\b%s\b" % re.escape(key.split(".")[-1]), text):
+        return f"unknown config key --config.{key}{hint} (--show_config lists them all)"
+    return f"unknown config key: {text} (--show_config lists them all)"
+  if "Error whilst parsing config file" in text:
+    # The traceback is inlined; its last line is the config's own message.
+    last = text.rsplit("Error: ", 1)[-1]
+    return f"{_config_value(argv)}: {last}"
+  return text
 
 
 def _define(default_config, workdir_default, workdir_help):
@@ -70,18 +117,24 @@ def _help(fv, usage, examples):
 
 def parse(argv, usage, examples, default_config, workdir_default, workdir_help):
   """Parses argv; returns (config, workdir, verbose, compilation_cache) or an exit code."""
-  fv = _define(default_config, workdir_default, workdir_help)
-  argv = list(argv)
+  argv = _rewrite_config_arg(list(argv))
   if any(a in ("-h", "--help", "-help", "--helpshort", "--helpfull") for a in argv[1:]):
-    _help(fv, usage, examples)
+    _help(_define(None, workdir_default, workdir_help), usage, examples)
     return cli.EXIT_OK
+  problem = _check_config_arg(argv)
+  if problem:
+    print(f"error: {problem}", file=sys.stderr)
+    return cli.EXIT_USAGE
   try:
-    rest = fv(_rewrite_config_arg(argv))
+    # ml_collections reads sys.argv's --config.* overrides when the flag is defined.
+    sys.argv[:] = argv
+    fv = _define(default_config, workdir_default, workdir_help)
+    rest = fv(argv)
     config = fv.config
+    if config is not None:
+      config.to_dict()  # a config that failed to load raises here
   except Exception as e:  # pylint: disable=broad-except
-    message = cli.one_line(e)
-    # absl wraps config errors as "Failed to parse --config.x ... : <reason>"
-    print(f"error: {message}", file=sys.stderr)
+    print(f"error: {_explain(e, argv)}", file=sys.stderr)
     return cli.EXIT_USAGE
   if len(rest) > 1:
     print(f"error: unexpected arguments: {' '.join(rest[1:])}", file=sys.stderr)

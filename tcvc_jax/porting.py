@@ -1,20 +1,23 @@
 """Converts the original PyTorch checkpoints to Flax variables and back.
 
-Sources (PyTorch files are read by `tcvc_jax.pth`, a restricted reader that needs no PyTorch and refuses
-every pickled global outside a short allow-list: no code in a file ever runs):
+Sources (PyTorch files are read by `tcvc_jax.pth`, a restricted reader that needs no PyTorch and
+refuses every pickled global outside a short allow-list: no code in a file ever runs):
   * a full TCVC_IDC state_dict (e.g. `80000_G.pth`), with or without a leading `module.`;
   * a standalone SIGGRAPH17 state_dict (e.g. `siggraph17-df00044c.pth`);
   * a FlowNet2 checkpoint: a dict whose `state_dict` holds the FlowNet2 weights.
 
-A PyTorch key `a.b.c.weight` maps to the Flax path a/b/c/kernel (Conv2d and ConvTranspose2d weights are
-transposed by (2, 3, 1, 0)), BatchNorm `weight`/`bias` to params scale/bias and `running_mean`/`running_var`
-to batch_stats mean/var. Entries the Flax model does not use (`num_batches_tracked`, SIGGRAPH17's unused
-`model_class`) are kept verbatim under `extras`, so converting back reproduces the state_dict exactly.
+A PyTorch key `a.b.c.weight` maps to the Flax path a/b/c/kernel (Conv2d and ConvTranspose2d weights
+are transposed by (2, 3, 1, 0)), BatchNorm `weight`/`bias` to params scale/bias and
+`running_mean`/`running_var` to batch_stats mean/var. Entries the Flax model does not use
+(`num_batches_tracked`, SIGGRAPH17's unused `model_class`) are kept verbatim under `extras`, so
+converting back reproduces the state_dict exactly.
 
-The converted checkpoint is a directory: an orbax PyTree checkpoint in `variables/` and `tcvc_meta.json`
-(kind, the model description (`ModelSpec` for TCVC, the widths for SIGGRAPH17), the original key order).
+The converted checkpoint is a directory: an orbax PyTree checkpoint in `variables/` and
+`tcvc_meta.json` (kind, the model description (`ModelSpec` for TCVC, the widths for SIGGRAPH17), the
+original key order).
 
-The command-line tool is `python -m tcvc_jax.convert` (convert.py); writing PyTorch files is export.py.
+The command-line tool is `python -m tcvc_jax.convert` (convert.py); writing PyTorch files is
+export.py.
 """
 
 import collections
@@ -33,7 +36,8 @@ FORMAT_VERSION = 2
 KINDS = ("tcvc", "siggraph17", "flownet2")
 # Top-level torch module of each kind inside the full model.
 _PREFIX = {"siggraph17": "fea_key.", "flownet2": "flow."}
-_TCVC_TOP = ("L_fea_extractor.", "channel_reduction.", "weigting.", "feature_refine.", "fea_key.", "flow.")
+_TCVC_TOP = ("L_fea_extractor.", "channel_reduction.", "weigting.", "feature_refine.", "fea_key.",
+             "flow.")
 
 
 class ConversionError(ValueError):
@@ -104,7 +108,8 @@ def torch_to_flax(sd):
   return variables, extras
 
 
-_LEAF_TO_TORCH = {("params", "kernel"): "weight", ("params", "scale"): "weight", ("params", "bias"): "bias",
+_LEAF_TO_TORCH = {("params", "kernel"): "weight", ("params", "scale"): "weight",
+                  ("params", "bias"): "bias",
                   ("batch_stats", "mean"): "running_mean", ("batch_stats", "var"): "running_var"}
 
 
@@ -188,7 +193,8 @@ def _sig_widths(sd, pre):
       cands.append((f"{pre}{_SHORTCUT[11 - k]}.0.weight", 1))
     if k == 10:
       cands.append((f"{pre}model_out.0.weight", 1))
-    widths.append(_vote(sd, [c for c in cands if c[0]], spec_lib.RELEASED["colorizer_widths"][k - 1]))
+    widths.append(_vote(sd, [c for c in cands if c[0]],
+                        spec_lib.RELEASED["colorizer_widths"][k - 1]))
   return widths
 
 
@@ -203,7 +209,8 @@ def infer_spec(sd, kind):
   widths = _sig_widths(sd, "fea_key." if kind == "tcvc" else "")
   if kind == "siggraph17":
     return {"widths": widths}
-  conv = lambda name, axis: [(f"{name}.weight", axis)] + ([(f"{name}.bias", 0)] if axis == 0 else [])
+  conv = lambda name, axis: ([(f"{name}.weight", axis)]
+                             + ([(f"{name}.bias", 0)] if axis == 0 else []))
   lf = _vote(sd, conv("L_fea_extractor.0", 0) + conv("L_fea_extractor.2", 0)
              + conv("L_fea_extractor.2", 1), 32)
   rf = _vote(sd, conv("channel_reduction.conv1", 0) + conv("channel_reduction.conv2", 0)
@@ -220,7 +227,8 @@ def infer_spec(sd, kind):
 
 def build_module(kind, model, dtype=None):
   """The Flax module of a checkpoint kind; `model` as `infer_spec` returns it."""
-  from tcvc_jax.models import flownet2, siggraph17  # pylint: disable=g-import-not-at-top
+  from tcvc_jax.models import flownet2  # pylint: disable=g-import-not-at-top
+  from tcvc_jax.models import siggraph17  # pylint: disable=g-import-not-at-top
   kw = {} if dtype is None else {"dtype": dtype}
   if kind == "tcvc":
     return model.build(**kw)
@@ -328,24 +336,28 @@ def save_converted(out_dir, variables, kind, model, extras=None, key_order=None,
 
 
 def is_converted_dir(path):
-  return os.path.isfile(os.path.join(path, META_FILE)) and os.path.isdir(os.path.join(path, VARIABLES_DIR))
+  return (os.path.isfile(os.path.join(path, META_FILE))
+          and os.path.isdir(os.path.join(path, VARIABLES_DIR)))
 
 
 def load_converted(path):
-  """Reads a converted directory: (variables {'params', 'batch_stats'}, meta dict, extras {key: array}).
+  """Reads a converted directory.
 
+  Returns (variables {'params', 'batch_stats'}, meta dict, extras {key: array}).
   `meta["model"]` is the model description (a ModelSpec for TCVC).
   """
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   if not is_converted_dir(path):
-    raise ConversionError(f"{path}: not a converted tcvc_jax checkpoint (no {META_FILE} and {VARIABLES_DIR}/)")
+    raise ConversionError(f"{path}: not a converted tcvc_jax checkpoint "
+                          f"(no {META_FILE} and {VARIABLES_DIR}/)")
   try:
     with open(os.path.join(path, META_FILE)) as f:
       meta = json.load(f)
   except (OSError, ValueError) as e:
     raise ConversionError(f"{path}: unreadable {META_FILE} ({e})") from e
   if not isinstance(meta, dict) or meta.get("kind") not in KINDS:
-    raise ConversionError(f"{path}: unknown checkpoint kind {meta.get('kind') if isinstance(meta, dict) else meta!r}")
+    kind = meta.get("kind") if isinstance(meta, dict) else meta
+    raise ConversionError(f"{path}: unknown checkpoint kind {kind!r}")
   meta["model"] = _model_from_json(meta["kind"], meta.get("model", meta.get("model_kwargs")), path)
   tree = ocp.PyTreeCheckpointer().restore(os.path.join(os.path.abspath(path), VARIABLES_DIR))
   variables = {c: tree.get(c, {}) for c in ("params", "batch_stats")}

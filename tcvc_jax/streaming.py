@@ -2,10 +2,10 @@
 
 Frames are read, colorized and written window by window (`windows.iter_colorize`): windows of
 `interval + 2` frames share their boundary frame, and the anchor state of a window's last frame is
-carried into the next window (`windows.AnchorCarry`), so memory does not grow with the clip's length.
-Each frame's lightness is kept at full resolution; only the colour (ab) comes from the network,
-which runs at `network_size`. Hard cuts are detected on the fly (`scene_cuts.CutDetector`); a new
-shot starts a new window, so colours never propagate across a cut.
+carried into the next window (`windows.AnchorCarry`), so memory does not grow with the clip's
+length. Each frame's lightness is kept at full resolution; only the colour (ab) comes from the
+network, which runs at `network_size`. Hard cuts are detected on the fly (`scene_cuts.CutDetector`);
+a new shot starts a new window, so colours never propagate across a cut.
 """
 
 import ctypes

@@ -31,7 +31,8 @@ main config keys (--config.KEY=VALUE; all of them: --config.help_keys):
   optim.learning_rate, optim.milestones, optim.trainable, data.name, data.manual_dir,
   data.batch_size, data.num_frames, data.crop_size, eval.network_size, compilation_cache
 
-outputs in WORKDIR: checkpoints/, model.json, config.json, metrics.jsonl, TensorBoard events, images/
+outputs in WORKDIR: checkpoints/, model.json, config.json, metrics.jsonl, \
+TensorBoard events, images/
 """
 
 
@@ -41,16 +42,18 @@ def _summary(result, workdir):
                                                    if result["preempted"] else "")]
   train = result.get("train") or {}
   if "loss" in train:
-    lines.append(f"  last train loss {train['loss']:.5g} (reconstruction {train.get('loss_rec', 0):.4g}"
+    lines.append(f"  last train loss {train['loss']:.5g} "
+                 f"(reconstruction {train.get('loss_rec', 0):.4g}"
                  f", SRL warp terms {train.get('loss_warp1', 0):.4g} + "
                  f"{train.get('loss_warp2', 0):.4g})")
   ev = result.get("eval") or {}
   if "psnr" in ev:
     base = ev.get("psnr_gray")
-    lines.append(f"  validation: PSNR {ev['psnr']:.2f} dB against the ground truth (higher is better"
+    lines.append(f"  validation: PSNR {ev['psnr']:.2f} dB against the ground truth "
+                 "(higher is better"
                  + (f"; the gray ab=0 baseline scores {base:.2f} dB" if base is not None else "")
-                 + f"), CDC {ev.get('cdc', float('nan')):.5f} (colour flicker between frames, lower "
-                 "is better)")
+                 + f"), CDC {ev.get('cdc', float('nan')):.5f} (colour flicker between frames, "
+                 "lower is better)")
   lines.append(f"  outputs in {workdir}: checkpoints/ (resume, or colorize with --checkpoint "
                f"{workdir}), metrics.jsonl, TensorBoard events, images/")
   lines.append(f"  export for PyTorch: python -m tcvc_jax.convert {workdir} model.pth")

@@ -6,6 +6,7 @@ import pytest
 from tcvc_jax import api
 from tcvc_jax import streaming
 from tcvc_jax.evaluation import windows
+
 import tiny
 
 

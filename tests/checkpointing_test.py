@@ -11,15 +11,15 @@ import optax
 import pytest
 
 import tcvc_jax
-
-from tcvc_jax.training import checkpointing
 from tcvc_jax import porting
-from tcvc_jax.data import sources as data_sources
 from tcvc_jax.data import input_pipeline
-from tcvc_jax.training import sharding
+from tcvc_jax.data import sources as data_sources
 from tcvc_jax.data import synthetic
+from tcvc_jax.training import checkpointing
+from tcvc_jax.training import sharding
 from tcvc_jax.training import train_lib
 from tcvc_jax.training import trainer
+
 import tiny
 import train_testlib
 
@@ -187,5 +187,6 @@ def test_load_workdir_and_init_from_a_workdir(tmp_path, tiny_setup):
   # Users load a training run for inference like any checkpoint.
   colorizer = tcvc_jax.load(workdir)
   gray = np.random.RandomState(0).uniform(-0.5, 0.5, (3, 32, 32, 1)).astype(np.float32)
-  want = model.apply({"params": state.params, "batch_stats": state.batch_stats}, gray[None])["ab"][0]
+  want = model.apply({"params": state.params, "batch_stats": state.batch_stats},
+                     gray[None])["ab"][0]
   np.testing.assert_allclose(colorizer.colorize_window(gray), want, atol=1e-6)

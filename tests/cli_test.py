@@ -15,6 +15,7 @@ import pytest
 
 from tcvc_jax import porting
 from tcvc_jax.media import writing
+
 import tiny
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -148,7 +149,8 @@ def test_train_interrupt_during_compile_and_during_training(tmp_path):
   proc = subprocess.Popen([sys.executable, *cmd], stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True, env=_env(tmp_path), cwd=str(tmp_path))
   deadline = time.time() + 240
-  while time.time() < deadline and not os.path.exists(tmp_path / "b" / "metrics.jsonl"):
+  metrics = tmp_path / "b" / "metrics.jsonl"
+  while time.time() < deadline and not (metrics.exists() and metrics.read_text().strip()):
     time.sleep(0.5)
   proc.send_signal(signal.SIGTERM)
   out, err = proc.communicate(timeout=120)

@@ -16,11 +16,12 @@ import torch
 
 from tcvc_jax import api
 from tcvc_jax import colorize
-from tcvc_jax import streaming
 from tcvc_jax import porting
+from tcvc_jax import streaming
 from tcvc_jax.evaluation import windows as protocol
 from tcvc_jax.media import reading
 from tcvc_jax.media import writing
+
 import tiny
 
 H, W = 40, 56

@@ -1,4 +1,7 @@
-"""Shared fixtures: 8 fake CPU devices; golden checkpoints from the weight formula, converted once."""
+"""Shared fixtures: 8 fake CPU devices and golden checkpoints from the weight formula.
+
+The golden checkpoints are converted once per session.
+"""
 
 import json
 import os
@@ -6,8 +9,8 @@ import shutil
 import subprocess
 import sys
 
-# The main pytest process sees 8 CPU devices (set before jax is imported), so that sharding code runs
-# on a real mesh here; subprocesses get a clean XLA_FLAGS from `_clean_env`.
+# The main pytest process sees 8 CPU devices (set before jax is imported), so that sharding code
+# runs on a real mesh here; subprocesses get a clean XLA_FLAGS from `_clean_env`.
 _FLAG = "--xla_force_host_platform_device_count=8"
 if _FLAG not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAG).strip()
@@ -29,7 +32,10 @@ def _clean_env(**extra):
 
 @pytest.fixture(scope="session")
 def golden_f32_paths(tmp_path_factory):
-  """Formula weights as float32 .pth files (full TCVC, SIGGRAPH17, FlowNet2), converted with the CLI."""
+  """Formula weights as float32 .pth files (full TCVC, SIGGRAPH17, FlowNet2).
+
+  They are converted with the CLI.
+  """
   workdir = tmp_path_factory.mktemp("golden_f32")
   yield golden_lib.prepare_checkpoints(str(workdir), "float32")
   shutil.rmtree(workdir, ignore_errors=True)  # ~3 GB

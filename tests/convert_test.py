@@ -12,6 +12,7 @@ import torch
 
 import tcvc_jax
 from tcvc_jax import porting
+
 import tiny
 
 
@@ -83,7 +84,8 @@ def test_bad_keys_give_one_error_naming_them(tmp_path):
   msg = str(e.value)
   assert "missing keys: weigting.conv2.bias" in msg
   assert "unexpected keys: feature_refine.conv9.weight" in msg
-  assert "mis-shaped keys: channel_reduction.conv2.weight (4, 4, 5, 5) (expected (4, 4, 3, 3))" in msg
+  assert ("mis-shaped keys: channel_reduction.conv2.weight (4, 4, 5, 5) "
+          "(expected (4, 4, 3, 3))") in msg
   out = tmp_path / "bad_ckpt"
   proc = _run_cli(pth, out)
   assert proc.returncode == 1

@@ -7,11 +7,12 @@ from absl.testing import absltest
 import numpy as np
 import tensorflow_datasets as tfds
 
-import data_testlib as dt
 from tcvc_jax.data import datasets
 from tcvc_jax.data import sources as data_sources
 from tcvc_jax.data import synthetic
 from tcvc_jax.media import reading
+
+import data_testlib as dt
 
 
 def setUpModule():
@@ -150,7 +151,8 @@ class VideoFramesTest(absltest.TestCase):
     _, paths = self._clip("only")
     with open(paths[0], "wb") as f:
       f.write(b"")
-    with self.assertRaisesRegex(data_sources.DataError, f"no usable clip.*empty image file {paths[0]}"):
+    with self.assertRaisesRegex(data_sources.DataError,
+                                f"no usable clip.*empty image file {paths[0]}"):
       self._build()
 
   def test_missing_or_empty_manual_dir(self):

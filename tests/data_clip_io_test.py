@@ -5,9 +5,10 @@ import os
 from absl.testing import absltest
 import numpy as np
 
-import data_testlib as dt
-from tcvc_jax.media import reading
 from tcvc_jax.data import sources as data_sources
+from tcvc_jax.media import reading
+
+import data_testlib as dt
 
 
 class ReadImageTest(absltest.TestCase):

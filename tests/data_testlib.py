@@ -50,7 +50,8 @@ def write_image(path: str, image: np.ndarray) -> str:
 
 def write_frames(folder: str, frames, ext: str = ".png", names=None) -> list[str]:
   names = names or [f"{t:05d}" for t in range(len(frames))]
-  return [write_image(os.path.join(folder, n + ext), f) for n, f in zip(names, frames)]
+  return [write_image(os.path.join(folder, n + ext), f)
+          for n, f in zip(names, frames, strict=False)]
 
 
 def write_video(path: str, frames: np.ndarray, codec: str = "ffv1") -> str:

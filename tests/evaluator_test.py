@@ -17,14 +17,14 @@ import numpy as np
 import pytest
 
 from tcvc_jax import api
-from tcvc_jax import colorize
 from tcvc_jax import porting
 from tcvc_jax.evaluation import evaluator
 from tcvc_jax.evaluation import metrics
 from tcvc_jax.evaluation import windows as protocol
-from tcvc_jax.models import classical_flow
 from tcvc_jax.media import reading
 from tcvc_jax.media import writing
+from tcvc_jax.models import classical_flow
+
 import tiny
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -291,9 +291,12 @@ def test_eval_main(checkpoint, test_set, tmp_path):
 
 
 def test_tfds_split_source(checkpoint, tmp_path):
-  """A split of a data/ dataset (the embedded synthetic clips) is a test set too; built on demand."""
-  config = _config(checkpoint, None, source="tfds", name="synthetic_clips", config="tiny", split="test",
-                   data_dir=str(tmp_path / "tfds"))
+  """A split of a data/ dataset (the embedded synthetic clips) is a test set too.
+
+  It is built on demand.
+  """
+  config = _config(checkpoint, None, source="tfds", name="synthetic_clips", config="tiny",
+                   split="test", data_dir=str(tmp_path / "tfds"))
   workdir = str(tmp_path / "work")
   s = evaluator.evaluate(config, workdir)
   clips = sorted(os.listdir(os.path.join(workdir, "frames")))

@@ -1,4 +1,7 @@
-"""train.py workdirs go back to PyTorch: the original's TCVC_IDC layout, loadable without PyTorch too."""
+"""train.py workdirs go back to PyTorch: the original's TCVC_IDC layout.
+
+The exported files load without PyTorch too.
+"""
 
 import os
 import subprocess
@@ -8,7 +11,6 @@ import jax
 import numpy as np
 import pytest
 
-import golden_lib
 import tcvc_jax
 from tcvc_jax import export
 from tcvc_jax import pth
@@ -19,6 +21,8 @@ from tcvc_jax.models import spec as spec_lib
 from tcvc_jax.training import checkpointing
 from tcvc_jax.training import sharding
 from tcvc_jax.training import trainer
+
+import golden_lib
 import train_testlib
 
 

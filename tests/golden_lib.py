@@ -1,11 +1,12 @@
-"""Golden-test harness: the stand-in weight formula, .pth writing and comparison with the original's outputs.
+"""Golden-test harness: the stand-in weight formula, .pth writing, comparison with the original.
 
-The golden files in tests/golden/ were produced by the ORIGINAL PyTorch TCVC code with weights given by a
-bit-exact formula (shared/golden/README.md, "Weight formula"); this module implements that formula
-independently, writes the state_dicts as PyTorch files, converts them with our CLI and runs our models.
+The golden files in tests/golden/ were produced by the ORIGINAL PyTorch TCVC code with weights given
+by a bit-exact formula (shared/golden/README.md, "Weight formula"); this module implements that
+formula independently, writes the state_dicts as PyTorch files, converts them with our CLI and runs
+our models.
 
-Run as a script (`python tests/golden_lib.py --dtype float64 --out errors.json`) it computes every max abs
-error in a fresh process; the float64 golden tests use that with JAX_ENABLE_X64=1.
+Run as a script (`python tests/golden_lib.py --dtype float64 --out errors.json`) it computes every
+max abs error in a fresh process; the float64 golden tests use that with JAX_ENABLE_X64=1.
 """
 
 import argparse
@@ -39,7 +40,10 @@ def read_key_file(path=KEYS_FILE):
 
 
 def _splitmix_uniform(key, n):
-  """u_i = (splitmix64 output i of the stream seeded by crc32(key) << 32) >> 11, scaled to [0, 1)."""
+  """u_i = (splitmix64 output i of the stream seeded by crc32(key) << 32) >> 11.
+
+  Scaled to [0, 1).
+  """
   seed = np.uint64(zlib.crc32(key.encode("utf-8")) << 32 & _MASK64)
   i = np.arange(1, n + 1, dtype=np.uint64)
   with np.errstate(over="ignore"):
@@ -105,20 +109,22 @@ def save_pth(sd, path, dtype, wrap=None):
 
 def convert_cli(src, dst):
   """Runs the converter CLI exactly as a user would."""
-  subprocess.run([sys.executable, "-m", "tcvc_jax.convert", src, dst], check=True, capture_output=True)
+  subprocess.run([sys.executable, "-m", "tcvc_jax.convert", src, dst], check=True,
+                 capture_output=True)
 
 
 def prepare_checkpoints(workdir, dtype):
-  """Writes the three PyTorch checkpoint formats with formula weights and converts each with the CLI.
+  """Writes the three PyTorch checkpoint formats with formula weights; converts each with the CLI.
 
   Returns {'tcvc': dir, 'siggraph17': dir, 'flownet2': dir, 'tcvc_pth': path}.
   """
   sd = formula_state_dict()
-  strip = lambda p: {k[len(p):]: v for k, v in sd.items() if k.startswith(p)}
+  strip = lambda d, p: {k[len(p):]: v for k, v in d.items() if k.startswith(p)}
   paths = {"tcvc_pth": os.path.join(workdir, f"tcvc_{dtype}.pth")}
   save_pth(sd, paths["tcvc_pth"], dtype)
-  save_pth(strip("fea_key."), os.path.join(workdir, f"sig_{dtype}.pth"), dtype)
-  save_pth(strip("flow."), os.path.join(workdir, f"flownet2_{dtype}.pth.tar"), dtype, wrap="state_dict")
+  save_pth(strip(sd, "fea_key."), os.path.join(workdir, f"sig_{dtype}.pth"), dtype)
+  save_pth(strip(sd, "flow."), os.path.join(workdir, f"flownet2_{dtype}.pth.tar"), dtype,
+           wrap="state_dict")
   del sd
   for kind, src in (("tcvc", paths["tcvc_pth"]), ("siggraph17", f"sig_{dtype}.pth"),
                     ("flownet2", f"flownet2_{dtype}.pth.tar")):
@@ -142,10 +148,13 @@ def compute_errors(paths, dtype):
   """Max abs error of every golden output, as {name: error} (None where both are None)."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
   import tcvc_jax  # pylint: disable=g-import-not-at-top
   from tcvc_jax import porting  # pylint: disable=g-import-not-at-top
   from tcvc_jax.models.flownet2 import flow_from_gray  # pylint: disable=g-import-not-at-top
-  from tcvc_jax.ops import color, flow_ops, warp  # pylint: disable=g-import-not-at-top
+  from tcvc_jax.ops import color  # pylint: disable=g-import-not-at-top
+  from tcvc_jax.ops import flow_ops  # pylint: disable=g-import-not-at-top
+  from tcvc_jax.ops import warp  # pylint: disable=g-import-not-at-top
 
   jdt = jnp.float64 if dtype == "float64" else jnp.float32
   tag = "f64" if dtype == "float64" else "f32"
@@ -154,8 +163,10 @@ def compute_errors(paths, dtype):
   errors = {}
 
   c = g("color")
-  errors["color/rgb2lab"] = _err(color.rgb_to_lab(arr(_nhwc(c["rgb_in"]))), _nhwc(c[f"rgb2lab_{tag}"]))
-  errors["color/lab2rgb"] = _err(color.lab_to_rgb(arr(_nhwc(c["lab_in"]))), _nhwc(c[f"lab2rgb_{tag}"]))
+  errors["color/rgb2lab"] = _err(color.rgb_to_lab(arr(_nhwc(c["rgb_in"]))),
+                                 _nhwc(c[f"rgb2lab_{tag}"]))
+  errors["color/lab2rgb"] = _err(color.lab_to_rgb(arr(_nhwc(c["lab_in"]))),
+                                 _nhwc(c[f"lab2rgb_{tag}"]))
 
   o = g("ops")
   errors["ops/resample2d"] = _err(
@@ -174,7 +185,8 @@ def compute_errors(paths, dtype):
   for hw in ("64x64", "48x80"):
     ab, feat = jax.jit(sig.apply)(variables, arr(_nhwc(s[f"L_{hw}"])))
     errors[f"siggraph17/ab_{hw}"] = _err(ab, _nhwc(s[f"ab_{hw}_{tag}"]))
-    # Every 4th feature channel is kept (as in the shared float64 golden file) to keep the repo small.
+    # Every 4th feature channel is kept (as in the shared float64 golden file) to keep the repo
+    # small.
     errors[f"siggraph17/conv10_2_{hw}"] = _err(np.asarray(feat)[..., ::4],
                                                _nhwc(s[f"conv10_2_{hw}_{tag}_ch0to128step4"]))
 
@@ -230,6 +242,7 @@ def compute_hint_errors(siggraph17_dir, dtype):
   """
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
   from tcvc_jax import porting  # pylint: disable=g-import-not-at-top
 
   jdt = jnp.float64 if dtype == "float64" else jnp.float32

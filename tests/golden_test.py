@@ -1,12 +1,13 @@
 """Faithfulness: our ops and models reproduce the original PyTorch TCVC's outputs (tests/golden/).
 
-Tolerances come from the golden README's "Achievable tolerance" table: the max |f32 - f64| gap of the
-ORIGINAL code itself on each output. A correct float32 port differs from the float32 goldens by about that
-gap (arithmetic order alone moves outputs by it: a correct alternative Resample2d moved the TCVC output by
-2.7e-6), so float32 tolerances are a small multiple (3-5x) of the gap. Every porting mistake in the README's
-sensitivity table moves the touched outputs by >= 150x their gap (the weakest, BatchNorm eps, by 7.3e-4 on
-the warped ab), far above these tolerances. float64 runs are compared with the float64 goldens at 1e-9: the
-original evaluates the same formulas in double, so only rounding order (~1e-14) separates them.
+Tolerances come from the golden README's "Achievable tolerance" table: the max |f32 - f64| gap of
+the ORIGINAL code itself on each output. A correct float32 port differs from the float32 goldens by
+about that gap (arithmetic order alone moves outputs by it: a correct alternative Resample2d moved
+the TCVC output by 2.7e-6), so float32 tolerances are a small multiple (3-5x) of the gap. Every
+porting mistake in the README's sensitivity table moves the touched outputs by >= 150x their gap
+(the weakest, BatchNorm eps, by 7.3e-4 on the warped ab), far above these tolerances. float64 runs
+are compared with the float64 goldens at 1e-9: the original evaluates the same formulas in double,
+so only rounding order (~1e-14) separates them.
 """
 
 import pytest
@@ -70,13 +71,16 @@ def test_weight_formula_digest():
 
 
 def test_bfloat16_mode_stays_within_0_02_of_the_original(golden_f32_paths):
-  """bf16 mode (bf16 products, fp32 sums and flows): ab within 0.02 of the original's fp32 output."""
+  """bf16 mode (bf16 products, fp32 sums and flows): ab within 0.02 of the original's fp32 ab."""
   import os  # pylint: disable=g-import-not-at-top
+
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  import golden_lib  # pylint: disable=g-import-not-at-top
+
   import tcvc_jax  # pylint: disable=g-import-not-at-top
+
+  import golden_lib  # pylint: disable=g-import-not-at-top
 
   colorizer = tcvc_jax.load(golden_f32_paths["tcvc"], dtype=jnp.bfloat16)
   run = jax.jit(lambda v, x: colorizer.model.apply(v, x)["ab"])

@@ -18,9 +18,10 @@ import jax
 import numpy as np
 import pytest
 
-import golden_lib
 from tcvc_jax import api
 from tcvc_jax.models.siggraph17 import SIGGRAPH17
+
+import golden_lib
 import tiny
 
 # name -> (float32 tolerance, the original's f32-f64 gap from the README)
@@ -109,7 +110,7 @@ def test_siggraph17_without_hints_equals_zero_hints_bitwise(model_and_vars):
   run = jax.jit(lambda v, g, a, m: sig.apply(v, g, hint_ab=a, hint_mask=m))
   plain = run(sig_vars, gray[:, 0], None, None)
   zeros = run(sig_vars, gray[:, 0], ab[:, 0], mask[:, 0])
-  for p, z in zip(plain, zeros):
+  for p, z in zip(plain, zeros, strict=True):
     np.testing.assert_array_equal(p, z)
   _click(ab, mask, 0, 8, 8, (0.3, -0.2))
   hinted = run(sig_vars, gray[:, 0], ab[:, 0], mask[:, 0])

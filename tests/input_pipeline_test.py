@@ -1,4 +1,7 @@
-"""Tests for tcvc_jax.data.input_pipeline: sampling, augmentation, Lab, sharding, resume, bad data."""
+"""Tests for tcvc_jax.data.input_pipeline.
+
+Sampling, augmentation, Lab, sharding, resume, bad data.
+"""
 
 import os
 import subprocess
@@ -11,10 +14,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 import tensorflow_datasets as tfds
 
-import data_testlib as dt
-from tcvc_jax.data import sources as data_sources
 from tcvc_jax.data import input_pipeline as ip
+from tcvc_jax.data import sources as data_sources
 from tcvc_jax.ops import color
+
+import data_testlib as dt
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 # The 4 ops the original's augment() produces (docs/original.md#training), as functions of HWC.
@@ -135,10 +139,10 @@ class SamplingTest(absltest.TestCase):
       return [next(it) for _ in range(5)]
 
     a, b, c = batches(7), batches(7), batches(8)
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
       for k in x:
         np.testing.assert_array_equal(x[k], y[k])
-    self.assertFalse(all(np.array_equal(x["gray"], y["gray"]) for x, y in zip(a, c)))
+    self.assertFalse(all(np.array_equal(x["gray"], y["gray"]) for x, y in zip(a, c, strict=True)))
     self.assertEqual(a[0]["gray"].shape, (4, 3, 8, 8, 1))
     self.assertEqual(a[0]["ab"].shape, (4, 3, 8, 8, 2))
 
@@ -234,7 +238,7 @@ class ResumeTest(absltest.TestCase):
     got = [next(workers) for _ in range(3)]
     state = workers.get_state()
     got += [next(workers) for _ in range(3)]
-    for x, y in zip(expected, got):
+    for x, y in zip(expected, got, strict=True):
       np.testing.assert_array_equal(x["gray"], y["gray"])
     again = iter(ip.to_batches(ds, 2, num_workers=2, read_threads=1))
     self.addCleanup(again.close)

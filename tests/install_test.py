@@ -1,4 +1,4 @@
-"""A non-editable install (a wheel in a fresh venv) trains, evaluates and colorizes from any folder."""
+"""A non-editable install (a wheel in a fresh venv) trains, evaluates, colorizes from any folder."""
 
 import glob
 import os
@@ -73,8 +73,8 @@ def test_installed_demo_eval_and_colorize_run_from_any_folder(venv_python, tmp_p
   from tcvc_jax.media import writing  # pylint: disable=g-import-not-at-top
   for i in range(5):
     (frames / f"{i}.png").write_bytes(writing.encode_png(rs.randint(0, 255, (32, 32, 3), np.uint8)))
-  _run([venv_python, "-m", "tcvc_jax.colorize", "gray", "out", "--checkpoint", "run", "--size", "32",
-        "--quiet"], cwd=str(work), env=env)
+  _run([venv_python, "-m", "tcvc_jax.colorize", "gray", "out", "--checkpoint", "run",
+        "--size", "32", "--quiet"], cwd=str(work), env=env)
   assert sorted(os.listdir(work / "out")) == [f"{i}.png" for i in range(5)]
 
 

@@ -1,8 +1,8 @@
 """The convolution forms of models/layers.py against PyTorch's Conv2d / ConvTranspose2d, in float64.
 
-Every rewrite (1x1 as a matrix product, width splitting, transposed convolutions as phase convolutions or
-as one 3x3 convolution) must be the same function as the original layer; float64 makes any wrong tap or
-index show up as an error far above rounding.
+Every rewrite (1x1 as a matrix product, width splitting, transposed convolutions as phase
+convolutions or as one 3x3 convolution) must be the same function as the original layer; float64
+makes any wrong tap or index show up as an error far above rounding.
 """
 
 import jax
@@ -49,7 +49,7 @@ def test_conv2d_matches_torch(cin, cout, k, stride, pad, dil):
 @pytest.mark.parametrize("cin,cout,h,w", [
     (5, 3, 6, 9), (3, 2, 9, 10), (7, 16, 2, 3),  # narrow: product form on CPU
     (6, 70, 4, 5),                               # wide but tiny input: product form on CPU
-    (40, 66, 1, 2),                              # input smaller than the kernel: kernel-first product
+    (40, 66, 1, 2),                              # input smaller than kernel: kernel-first product
     (4, 70, 9, 10), (3, 65, 11, 7),              # wide: phase convolutions
 ])
 def test_conv_transpose_matches_torch(cin, cout, h, w):
@@ -58,15 +58,18 @@ def test_conv_transpose_matches_torch(cin, cout, h, w):
   x = rng.normal(size=(2, cin, h, w))
   wt = rng.normal(size=(cin, cout, 4, 4))  # torch ConvTranspose2d layout (in, out, kh, kw)
   b = rng.normal(size=(cout,))
-  want = torch.nn.functional.conv_transpose2d(torch.from_numpy(x), torch.from_numpy(wt), torch.from_numpy(b),
-                                              stride=2, padding=1).numpy()
+  want = torch.nn.functional.conv_transpose2d(torch.from_numpy(x), torch.from_numpy(wt),
+                                              torch.from_numpy(b), stride=2, padding=1).numpy()
   mod = layers.ConvTranspose4x4(cout, dtype=jnp.float64, param_dtype=jnp.float64)
   got = _run(mod, x.transpose(0, 2, 3, 1), wt.transpose(2, 3, 1, 0), b)
   np.testing.assert_allclose(got.transpose(0, 3, 1, 2), want, rtol=0, atol=1e-12)
 
 
 def test_bfloat16_conv_accumulates_in_float32():
-  """bf16 compute: operands rounded to bf16, sums in fp32, fp32 output (no bf16 rounding of the result)."""
+  """bf16 compute: operands rounded to bf16, sums in fp32, fp32 output.
+
+  The result is not rounded to bf16.
+  """
   rng = np.random.default_rng(0)
   x = rng.normal(size=(1, 8, 8, 64)).astype(np.float32)
   w = rng.normal(size=(3, 3, 64, 96)).astype(np.float32)
@@ -79,13 +82,18 @@ def test_bfloat16_conv_accumulates_in_float32():
   want = torch.nn.functional.conv2d(torch.from_numpy(xr.transpose(0, 3, 1, 2)),
                                     torch.from_numpy(wr.transpose(3, 2, 0, 1)),
                                     torch.from_numpy(b.astype(np.float64)), padding=1).numpy()
-  # fp32 accumulation of exact bf16 x bf16 products: ~1e-6 relative; a bf16 result would be ~4e-3 off.
-  np.testing.assert_allclose(got, want.transpose(0, 2, 3, 1), rtol=0, atol=2e-4 * np.abs(want).max())
+  # fp32 accumulation of exact bf16 x bf16 products: ~1e-6 relative; a bf16 result would be ~4e-3
+  # off.
+  np.testing.assert_allclose(got, want.transpose(0, 2, 3, 1), rtol=0,
+                             atol=2e-4 * np.abs(want).max())
 
 
 @pytest.mark.parametrize("cout", [5, 70])
 def test_conv3x3_gradients_match_torch(cout):
-  """The 3x3 layers' kernel gradient (nine matrix products on CPU) and input gradient equal torch's."""
+  """The 3x3 layers' kernel gradient and input gradient equal torch's.
+
+  On CPU the kernel gradient is nine matrix products.
+  """
   rng = np.random.default_rng(cout)
   x = rng.normal(size=(2, 6, 9, 7))
   w = rng.normal(size=(cout, 6, 3, 3))
@@ -100,6 +108,7 @@ def test_conv3x3_gradients_match_torch(cout):
 
   params = {"kernel": jnp.asarray(w.transpose(2, 3, 1, 0)), "bias": jnp.asarray(b)}
   dparams, dx = jax.grad(loss, argnums=(0, 1))(params, jnp.asarray(x.transpose(0, 2, 3, 1)))
-  np.testing.assert_allclose(np.asarray(dparams["kernel"]).transpose(3, 2, 0, 1), wt.grad.numpy(), atol=1e-10)
+  np.testing.assert_allclose(np.asarray(dparams["kernel"]).transpose(3, 2, 0, 1), wt.grad.numpy(),
+                             atol=1e-10)
   np.testing.assert_allclose(np.asarray(dparams["bias"]), bt.grad.numpy(), atol=1e-10)
   np.testing.assert_allclose(np.asarray(dx).transpose(0, 3, 1, 2), xt.grad.numpy(), atol=1e-10)

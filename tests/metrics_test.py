@@ -163,7 +163,7 @@ class SSIMTest(absltest.TestCase):
   def test_clip_and_errors(self):
     frames, _ = _golden()
     gt, out = frames["input_frames"][:3], frames["output_frames_one"][:3]
-    expected = np.mean([metrics.ssim(g, o) for g, o in zip(gt, out)])
+    expected = np.mean([metrics.ssim(g, o) for g, o in zip(gt, out, strict=True)])
     self.assertAlmostEqual(metrics.ssim_clip(gt, out), expected)
     with self.assertRaises(ValueError):
       metrics.ssim(np.zeros((8, 8)), np.zeros((8, 8)))

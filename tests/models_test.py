@@ -1,4 +1,7 @@
-"""TCVC model behaviour beyond the goldens: gradients, flow-call counts, windows of any length, errors."""
+"""TCVC model behaviour beyond the goldens.
+
+Gradients, flow-call counts, windows of any length, errors.
+"""
 
 import flax.linen as nn
 import jax
@@ -7,6 +10,7 @@ import numpy as np
 import pytest
 
 from tcvc_jax.training import losses
+
 import tiny
 
 
@@ -35,13 +39,15 @@ def test_pixel_and_srl_gradients_reach_the_four_small_nets_only(model_and_vars):
   mask = losses.trainable_mask(variables["params"])
 
   def loss_fn(params):
-    out = model.apply({"params": losses.freeze(params, mask), "batch_stats": variables["batch_stats"]},
+    out = model.apply({"params": losses.freeze(params, mask),
+                       "batch_stats": variables["batch_stats"]},
                       gray, srl=True)
     srl = losses.srl_losses(out)
     return losses.reconstruction(out["ab"], target) + srl["warp1"] + srl["warp2"]
 
   grads = jax.jit(jax.grad(loss_fn))(variables["params"])
-  norms = {k: float(sum(jnp.sum(g ** 2) for g in jax.tree_util.tree_leaves(v))) for k, v in grads.items()}
+  norms = {k: float(sum(jnp.sum(g ** 2) for g in jax.tree_util.tree_leaves(v)))
+           for k, v in grads.items()}
   for name in losses.TRAINABLE:
     assert norms[name] > 0, f"no gradient reaches {name}"
   assert norms["fea_key"] == 0.0, "the frozen colorizer received a gradient"
@@ -55,7 +61,8 @@ def test_srl_alone_trains_without_colour_targets(model_and_vars):
   mask = losses.trainable_mask(variables["params"])
 
   def loss_fn(params):
-    out = model.apply({"params": losses.freeze(params, mask), "batch_stats": variables["batch_stats"]},
+    out = model.apply({"params": losses.freeze(params, mask),
+                       "batch_stats": variables["batch_stats"]},
                       gray, srl=True)
     s = losses.srl_losses(out)
     return s["warp1"] + s["warp2"]
@@ -79,7 +86,10 @@ def _count_flow_pairs(model, variables, gray, srl):
 
 @pytest.mark.parametrize("n", [2, 3, 5, 12])
 def test_flow_evaluations_per_window(model_and_vars, n):
-  """Inference: 2(N-2) flow pairs in ONE batched call; with SRL, the 3N-5 distinct pairs (original: 4N-7)."""
+  """Inference: 2(N-2) flow pairs in ONE batched call.
+
+  With SRL, the 3N-5 distinct pairs (original: 4N-7).
+  """
   model, variables = model_and_vars
   model = model.clone(flow_batch=0)  # all pairs in one call (the default maps over chunks of them)
   gray = jnp.zeros((1, n, 32, 32, 1))
@@ -90,11 +100,15 @@ def test_flow_evaluations_per_window(model_and_vars, n):
 
 
 def test_flow_chunks_change_nothing(model_and_vars):
-  """Evaluating the flow pairs in chunks (flow_batch, padded last chunk) gives the one-call results."""
+  """Evaluating the flow pairs in chunks gives the one-call results.
+
+  The chunks are flow_batch pairs each, the last one padded.
+  """
   model, variables = model_and_vars
   gray = jax.random.uniform(jax.random.key(3), (1, 6, 32, 32, 1), minval=-0.5, maxval=0.5)
   outs = [jax.jit(lambda v, g, m=m: m.apply(v, g, srl=True))(variables, gray)
-          for m in (model.clone(flow_batch=0), model.clone(flow_batch=3), model.clone(flow_batch=1))]
+          for m in (model.clone(flow_batch=0), model.clone(flow_batch=3),
+                    model.clone(flow_batch=1))]
   for other in outs[1:]:
     for k in ("ab", "ab_warp1", "mask1", "ab_warp2", "mask2"):
       np.testing.assert_allclose(other[k], outs[0][k], rtol=0, atol=1e-5, err_msg=k)
@@ -139,7 +153,8 @@ def test_rejects_one_frame_window(model_and_vars):
 def test_flownet2_size_check():
   from tcvc_jax.models.flownet2 import FlowNet2  # pylint: disable=g-import-not-at-top
   with pytest.raises(ValueError, match="divisible by 64"):
-    jax.eval_shape(FlowNet2().init, jax.random.key(0), jnp.zeros((1, 48, 64, 3)), jnp.zeros((1, 48, 64, 3)))
+    jax.eval_shape(FlowNet2().init, jax.random.key(0), jnp.zeros((1, 48, 64, 3)),
+                   jnp.zeros((1, 48, 64, 3)))
 
 
 @pytest.mark.parametrize("criterion", ["l1", "l2", "smooth_l1", "charbonnier"])

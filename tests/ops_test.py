@@ -1,9 +1,14 @@
-"""Pure ops against NumPy references and invariants (the goldens cover the original's exact values)."""
+"""Pure ops against NumPy references and invariants.
+
+The goldens cover the original's exact values.
+"""
 
 import jax.numpy as jnp
 import numpy as np
 
-from tcvc_jax.ops import color, flow_ops, warp
+from tcvc_jax.ops import color
+from tcvc_jax.ops import flow_ops
+from tcvc_jax.ops import warp
 
 
 def _numpy_resample(x, flow):
@@ -18,7 +23,8 @@ def _numpy_resample(x, flow):
         cl = lambda v, hi: min(max(v, 0), hi - 1)
         tl, tr = x[n, cl(y0, h), cl(x0, w)], x[n, cl(y0, h), cl(x0 + 1, w)]
         bl, br = x[n, cl(y0 + 1, h), cl(x0, w)], x[n, cl(y0 + 1, h), cl(x0 + 1, w)]
-        out[n, y, xx] = (1 - a) * (1 - bb) * tl + a * (1 - bb) * tr + (1 - a) * bb * bl + a * bb * br
+        out[n, y, xx] = ((1 - a) * (1 - bb) * tl + a * (1 - bb) * tr
+                         + (1 - a) * bb * bl + a * bb * br)
   return out
 
 
@@ -54,7 +60,8 @@ def test_lab_reference_points():
   lab = np.asarray(color.rgb_to_lab(jnp.array([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0], [1.0, 0.0, 0.0]])))
   np.testing.assert_allclose(lab[0], [0.5, 0, 0], atol=1e-4)   # white: L* = 100
   np.testing.assert_allclose(lab[1], [-0.5, 0, 0], atol=1e-6)  # black: L* = 0
-  np.testing.assert_allclose(lab[2] * [100, 110, 110] + [50, 0, 0], [53.24, 80.09, 67.20], atol=0.02)
+  np.testing.assert_allclose(lab[2] * [100, 110, 110] + [50, 0, 0], [53.24, 80.09, 67.20],
+                             atol=0.02)
 
 
 def test_correlation_peak_at_the_true_displacement():

@@ -47,10 +47,10 @@ class _StoredModel:
 
   def __call__(self, gray):
     g = np.asarray(gray)
-    for i, (l, ab) in enumerate(self.windows):
-      if l.shape == g.shape and np.allclose(l, g, rtol=0, atol=1e-6):
+    for i, (stored_l, ab) in enumerate(self.windows):
+      if stored_l.shape == g.shape and np.allclose(stored_l, g, rtol=0, atol=1e-6):
         self.calls.append(i)
-        self.max_l_diff = max(self.max_l_diff, float(np.abs(l - g).max()))
+        self.max_l_diff = max(self.max_l_diff, float(np.abs(stored_l - g).max()))
         return ab
     raise AssertionError(f"no stored window matches the L of shape {g.shape}")
 
@@ -149,7 +149,7 @@ class WindowingTest(parameterized.TestCase):
         # Every frame covered; neighbours share exactly their boundary frame; 2..T+2 frames each.
         self.assertEqual(windows[0].start, 0)
         self.assertEqual(windows[-1].stop, n)
-        for a, b in zip(windows[:-1], windows[1:]):
+        for a, b in zip(windows[:-1], windows[1:], strict=True):
           self.assertEqual(a.stop - 1, b.start)
         self.assertTrue(all(2 <= len(w) <= t + 2 for w in windows))
 

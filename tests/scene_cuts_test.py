@@ -3,8 +3,8 @@
 from absl.testing import absltest
 import numpy as np
 
-from tcvc_jax.evaluation import windows as protocol
 from tcvc_jax.evaluation import scene_cuts
+from tcvc_jax.evaluation import windows as protocol
 
 _H, _W = 72, 96
 

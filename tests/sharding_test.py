@@ -35,6 +35,7 @@ def test_fill_mesh_shape():
 
 def test_batch_size_must_divide_the_data_axis():
   import jax  # pylint: disable=g-import-not-at-top
+
   from tcvc_jax.training import sharding  # pylint: disable=g-import-not-at-top
   mesh = sharding.create_mesh((("data", -1),), "auto")
   sharding.check_batch_size(2 * jax.device_count(), mesh)
@@ -69,8 +70,8 @@ def test_8_device_step_equals_1_device_step(device_results, axis_type):
 def _child(out_path):
   """One train step of the tiny preset on a 1-device and on 8-device meshes (both axis types)."""
   import jax  # pylint: disable=g-import-not-at-top
+
   from tcvc_jax.training import sharding  # pylint: disable=g-import-not-at-top
-  from tcvc_jax.training import train_lib  # pylint: disable=g-import-not-at-top
   from tcvc_jax.training import trainer  # pylint: disable=g-import-not-at-top
 
   config = train_testlib.tiny_config()

@@ -3,8 +3,8 @@
 from absl.testing import absltest
 import numpy as np
 
-from tcvc_jax.ops import color
 from tcvc_jax.data import synthetic
+from tcvc_jax.ops import color
 
 
 class SyntheticTest(absltest.TestCase):

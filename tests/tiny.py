@@ -1,11 +1,12 @@
 """Tiny TCVC variants for fast tests (the real architecture with narrow layers)."""
 
+import dataclasses
+
 import jax
 import numpy as np
 
-import dataclasses
-
-from tcvc_jax.models.spec import RUNTIME_KEYS, ModelSpec
+from tcvc_jax.models.spec import RUNTIME_KEYS
+from tcvc_jax.models.spec import ModelSpec
 from tcvc_jax.training import train_lib
 
 TINY_SPEC = ModelSpec(

@@ -19,9 +19,10 @@ def main(args):
   logging.set_verbosity(logging.INFO)
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-  import train_testlib  # pylint: disable=g-import-not-at-top
   from tcvc_jax.training import sharding  # pylint: disable=g-import-not-at-top
   from tcvc_jax.training import trainer  # pylint: disable=g-import-not-at-top
+
+  import train_testlib  # pylint: disable=g-import-not-at-top
   sharding.initialize_distributed(coordinator_address=f"127.0.0.1:{args['port']}",
                                   num_processes=args["num_processes"],
                                   process_id=args["process_id"])

@@ -128,7 +128,9 @@ def run_steps(dtype="float32", steps=3):
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
-  from tcvc_jax.training import sharding, train_lib, trainer  # pylint: disable=g-import-not-at-top
+  from tcvc_jax.training import sharding  # pylint: disable=g-import-not-at-top
+  from tcvc_jax.training import train_lib  # pylint: disable=g-import-not-at-top
+  from tcvc_jax.training import trainer  # pylint: disable=g-import-not-at-top
 
   if dtype == "float64" and not jax.config.read("jax_enable_x64"):
     raise RuntimeError("float64 needs JAX_ENABLE_X64=1 from the start of the process")

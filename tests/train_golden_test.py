@@ -32,7 +32,8 @@ import numpy as np
 import pytest
 
 from tcvc_jax import porting
-from tcvc_jax.training import train_lib, trainer
+from tcvc_jax.training import train_lib
+from tcvc_jax.training import trainer
 
 import golden_lib
 import train_golden_lib as lib

@@ -11,6 +11,7 @@ from tcvc_jax.training import losses
 from tcvc_jax.training import sharding
 from tcvc_jax.training import train_lib
 from tcvc_jax.training import trainer
+
 import tiny
 import train_testlib
 

@@ -114,6 +114,7 @@ def metrics(workdir):
 def final_params(workdir, step=None):
   """{path: array} of a workdir's checkpointed params and batch_stats."""
   import jax  # pylint: disable=g-import-not-at-top
+
   from tcvc_jax.training import checkpointing  # pylint: disable=g-import-not-at-top
   variables, _, _ = checkpointing.load_workdir(workdir, step)
   return {jax.tree_util.keystr(p): np.asarray(v)

@@ -244,7 +244,7 @@ class WriteTest(absltest.TestCase):
     frame = np.zeros((8, 8, 3), np.uint8)
     with self.assertRaisesRegex(reading.MediaError, "unsupported output"):
       writing.open_writer(os.path.join(self.dir, "o.gif"))
-    with self.assertRaisesRegex(reading.MediaError, "output folder does not exist"):
+    with self.assertRaisesRegex(reading.MediaError, "does not exist"):
       writing.open_writer(os.path.join(self.dir, "missing", "o.mp4"))
     with self.assertRaisesRegex(reading.MediaError, "unsupported codec"):
       writing.VideoWriter(os.path.join(self.dir, "o.mp4"), 5, codec="no-such-codec")

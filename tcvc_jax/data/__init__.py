@@ -1,1 +1,4 @@
-"""Training data: sources (DAVIS, Videvo, folders, videos), TFDS datasets, the grain pipeline, synthetic clips."""
+"""Training data: sources, TFDS datasets, the grain pipeline, synthetic clips.
+
+Sources: DAVIS, Videvo, folders, videos.
+"""

@@ -1,9 +1,9 @@
 """The TFDS dataset builders, shipped in the package: `synthetic_clips` and `video_frames`.
 
 Both store one whole clip per record (`clip_features`) and keep the clip index (names, frame counts,
-sizes per split, in record order) in their dataset metadata, so windows can be planned without decoding
-frames. `tcvc_jax.data.sources.build` prepares them without TensorFlow; the thin files in the
-repository's `data/<name>/` folders let the `tfds build` CLI find them too.
+sizes per split, in record order) in their dataset metadata, so windows can be planned without
+decoding frames. `tcvc_jax.data.sources.build` prepares them without TensorFlow; the thin files in
+the repository's `data/<name>/` folders let the `tfds build` CLI find them too.
 """
 
 import dataclasses

@@ -17,7 +17,9 @@ window fits, else a uniform valid start is drawn. The original's loader always r
 
 import dataclasses
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any
+from typing import Mapping
+from typing import Sequence
 
 from absl import flags
 from absl import logging
@@ -267,7 +269,7 @@ def make_eval_dataset(source, index: data_sources.ClipIndex, *, batch_size: int,
   chunk = max_frames or int(index.num_frames.max())
   chunks = [(c, s) for c in range(len(index)) for s in range(0, int(index.num_frames[c]), chunk)]
   height, width = frame_size or (int(index.heights.max()), int(index.widths.max()))
-  too_big = [n for n, h, w in zip(index.names, index.heights, index.widths)
+  too_big = [n for n, h, w in zip(index.names, index.heights, index.widths, strict=False)
              if h > height or w > width]
   if too_big:
     raise DataError(f"clips larger than frame_size {height}x{width}: {too_big}")

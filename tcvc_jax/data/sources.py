@@ -1,4 +1,4 @@
-"""Clip sources for the input pipeline: the TFDS datasets (datasets.py), in-memory clips and clip indices.
+"""Clip sources for the input pipeline: TFDS datasets (datasets.py), in-memory clips, clip indices.
 
 A source is any object with `__len__` and `__getitem__` whose elements are dicts with `frames`
 (`[T, H, W, 3]` uint8) and `clip` (the clip name). A `ClipIndex` lists the clips' names, lengths
@@ -8,7 +8,9 @@ in their dataset metadata.
 
 import dataclasses
 import os
-from typing import Any, Mapping, Sequence
+from typing import Any
+from typing import Mapping
+from typing import Sequence
 
 from absl import logging
 import numpy as np

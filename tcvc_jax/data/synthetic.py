@@ -12,7 +12,8 @@ of every pixel and the shot of every frame. Everything is deterministic in the s
 """
 
 import dataclasses
-from typing import Callable, Sequence
+from typing import Callable
+from typing import Sequence
 
 import numpy as np
 

@@ -1,1 +1,1 @@
-"""Evaluation: the original test protocol (windows), metrics, scene cuts, the evaluator and its reports."""
+"""Evaluation: the original test protocol (windows), metrics, scene cuts, the evaluator, reports."""

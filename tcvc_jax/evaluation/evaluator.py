@@ -2,9 +2,10 @@
 
 `evaluate(config, workdir)` (config: configs/eval.py) colorizes every clip with
 `protocol.colorize_clip` (one-sampling, or the multi-sampling ensemble), then measures it with
-`metrics` as the original scripts do (docs/original.md#evaluation-protocol): PSNR over all, key and inter frames, per
-clip and then averaged over clips; CDC; SSIM; and a warping error (not in the original). Windows
-sharing a boundary frame reuse its anchor state (`protocol.AnchorCarry`): same frames, fewer passes.
+`metrics` as the original scripts do (docs/original.md#evaluation-protocol): PSNR over all, key and
+inter frames, per clip and then averaged over clips; CDC; SSIM; and a warping error (not in the
+original). Windows sharing a boundary frame reuse its anchor state (`protocol.AnchorCarry`): same
+frames, fewer passes.
 
 Warping error flow: by default the parameter-free classical TV-L1 flow
 (`models.classical_flow.estimate_flow`, default parameters) on the normalised L of the colorized
@@ -130,7 +131,8 @@ def _tfds_clips(data_config):
   name, config = data_config.name, data_config.config or None
   try:
     data_sources.build(name, data_config.data_dir, config=config, manual_dir=data_config.manual_dir)
-    source, _ = data_sources.open_split(name, data_config.split, data_config.data_dir, config=config)
+    source, _ = data_sources.open_split(name, data_config.split, data_config.data_dir,
+                                        config=config)
   except Exception as e:  # tfds raises many types; the user needs the message, not the type
     raise EvalError(f"cannot open {name}/{config} split {data_config.split!r}: {e}") from e
   wanted = {c.strip() for c in (data_config.clips or "").split(",") if c.strip()}

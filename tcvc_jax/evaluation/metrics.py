@@ -1,6 +1,7 @@
 """Video colorization metrics: PSNR, CDC, MATLAB-style SSIM and a flow-based warping error.
 
-PSNR, CDC and SSIM follow the original TCVC evaluation code (docs/original.md#evaluation-protocol) number for number:
+PSNR, CDC and SSIM follow the original TCVC evaluation code (docs/original.md#evaluation-protocol)
+number for number:
 
 * PSNR is computed per frame on uint8 images (float64 MSE over all pixels and channels),
   averaged per clip, then averaged over clips (unweighted). Key frames are the indices in
@@ -18,7 +19,8 @@ The warping error is not in the original; see `warp_error` for the definition us
 
 import dataclasses
 import math
-from typing import Callable, Sequence
+from typing import Callable
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -93,7 +95,8 @@ def psnr_clip(gt_frames, out_frames, interval_length):
     raise ValueError(f"clip lengths differ: {len(gt_frames)} vs {len(out_frames)}")
   if not len(gt_frames):
     raise ValueError("empty clip")
-  per_frame = np.array([psnr(g, o) for g, o in zip(gt_frames, out_frames)], dtype=np.float64)
+  per_frame = np.array([psnr(g, o) for g, o in zip(gt_frames, out_frames, strict=True)],
+                       dtype=np.float64)
   is_key = key_frame_mask(len(per_frame), interval_length)
   # Summed frame by frame in Python like the original, so the last bit matches too.
   return ClipPSNR(per_frame=per_frame, is_key=is_key, avg=sum(per_frame.tolist()) / len(per_frame),
@@ -166,7 +169,7 @@ def cdc_clip(frames, gaps=CDC_GAPS, weights=CDC_WEIGHTS):
   hists = channel_histograms(frames)
   per_channel = np.zeros(hists.shape[1], dtype=np.float32)
   per_gap = {}
-  for d, w in zip(gaps, weights):
+  for d, w in zip(gaps, weights, strict=False):
     if len(hists) > d:
       js = js_divergence(hists[:-d], hists[d:])  # [n - d, C] float32
       # Reduced along a contiguous axis so numpy sums pairwise in float32, as np.mean of the list.
@@ -243,7 +246,7 @@ def ssim_clip(gt_frames, out_frames):
   """Mean SSIM over the frames of one clip (frames paired by position)."""
   if len(gt_frames) != len(out_frames) or not len(gt_frames):
     raise ValueError(f"clip lengths differ or are 0: {len(gt_frames)} vs {len(out_frames)}")
-  return float(np.mean([ssim(g, o) for g, o in zip(gt_frames, out_frames)]))
+  return float(np.mean([ssim(g, o) for g, o in zip(gt_frames, out_frames, strict=True)]))
 
 
 # --------------------------------------------------------------------------------------------------

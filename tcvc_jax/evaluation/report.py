@@ -1,7 +1,7 @@
 """eval.py's outputs: colorized frames and videos, per-clip / per-frame CSV tables, JSON, plots.
 
-Every file is written atomically (`tcvc_jax.atomic`): a run that stops leaves the old file or the new
-one, never half of one.
+Every file is written atomically (`tcvc_jax.atomic`): a run that stops leaves the old file or the
+new one, never half of one.
 """
 
 import csv

@@ -133,4 +133,4 @@ def detect_cuts(frames, **kwargs):
 def shots(num_frames, cuts):
   """[(start, stop)] of the shots of a clip of `num_frames` frames with the given cut indices."""
   bounds = [0] + sorted({c for c in cuts if 0 < c < num_frames}) + [num_frames]
-  return list(zip(bounds[:-1], bounds[1:]))
+  return list(zip(bounds[:-1], bounds[1:], strict=True))

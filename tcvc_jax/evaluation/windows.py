@@ -1,6 +1,7 @@
 """The original TCVC test protocol: windows, resizes, Lab recombination, uint8 and the ensemble.
 
-Faithful to `test_TCVC_onesampling.py` / `test_TCVC_multisampling.py` (docs/original.md#evaluation-protocol):
+Faithful to `test_TCVC_onesampling.py` / `test_TCVC_multisampling.py`
+(docs/original.md#evaluation-protocol):
 
 * Windows of interval length T: keyframes range(0, n, T + 1); a keyframe equal to n - 1 is dropped
   (no 1-frame window); window k holds frames [k, k + T + 2) cut at the clip end, so neighbouring
@@ -35,7 +36,10 @@ Policies beyond the original (which has no such cases):
 
 import dataclasses
 import functools
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable
+from typing import Iterable
+from typing import Iterator
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -108,7 +112,7 @@ def plan_windows(num_frames, interval_length=DEFAULT_INTERVAL, cuts=()):
         f"a clip needs at least 2 frames (two anchors) for the TCVC protocol, got {num_frames}")
   bounds = [0] + sorted({int(c) for c in cuts if 0 < int(c) < num_frames}) + [num_frames]
   windows = []
-  for s0, s1 in zip(bounds[:-1], bounds[1:]):
+  for s0, s1 in zip(bounds[:-1], bounds[1:], strict=True):
     if s1 - s0 == 1:
       windows.append(Window(s0, s1))
       continue

@@ -1,15 +1,15 @@
-"""Reading media: video files, frame folders and images, through PyAV (FFmpeg), with one-line errors.
+"""Reading media (video files, frame folders, images) through PyAV (FFmpeg), with one-line errors.
 
 One reader for every caller (training data, evaluation, colorize):
   * a video file in any container FFmpeg reads, or a folder of PNG / JPEG frames;
   * frames gray or colour, 8 or 16 bit (alpha dropped), as float32 in [0, 1] (divided by the maximum
     of their real bit depth) or uint8 (16 bit rounded to 8), [H, W, 1] when every frame is gray
     (unless colour is asked for) and [H, W, 3] RGB otherwise;
-  * the frames of a folder in natural file-name order ("2.png" before "10.png"; hidden files and other
-    extensions ignored): `list_frame_files` is the one rule;
+  * the frames of a folder in natural file-name order ("2.png" before "10.png"; hidden files and
+    other extensions ignored): `list_frame_files` is the one rule;
   * every problem raises `MediaError` with a one-line message that names the file.
-Pillow, OpenCV and TensorFlow are not needed: PNG and JPEG go through FFmpeg's codecs, which also read
-16-bit PNGs exactly.
+Pillow, OpenCV and TensorFlow are not needed: PNG and JPEG go through FFmpeg's codecs, which also
+read 16-bit PNGs exactly.
 """
 
 import fractions
@@ -207,7 +207,7 @@ class FrameSource:
       raise MediaError(f"no frames (*.png, *.jpg) in folder {self.path}")
     heads = [image_header(os.path.join(self.path, n)) for n in self.names]
     w, h = heads[0][:2]
-    for name, head in zip(self.names, heads):
+    for name, head in zip(self.names, heads, strict=True):
       if head[:2] != (w, h):
         raise MediaError(f"frames differ in size in {self.path}: {self.names[0]} is {w}x{h}, "
                            f"{name} is {head[0]}x{head[1]}")
@@ -303,7 +303,9 @@ def open_source(path, fps=None):
 
 
 def read_image(path: str) -> np.ndarray:
-  """Reads a PNG or JPEG file as `[H, W, 3]` uint8 RGB (gray replicated, alpha dropped, 16 bit rounded).
+  """Reads a PNG or JPEG file as `[H, W, 3]` uint8 RGB.
+
+  Gray is replicated, alpha dropped, 16 bit rounded.
 
   Raises:
     MediaError: the file is missing, empty, not an image or corrupt.

@@ -3,8 +3,8 @@
 Sinks (`open_writer`): an mp4 / m4v / mov / mkv file (H.264 by default, the source's fps, and the
 source's audio stream copied packet by packet, without re-encoding) or a folder of PNG frames.
 Outputs are written under a temporary name in the target's folder and renamed at the end
-(`tcvc_jax.atomic`), so a failed or interrupted run leaves nothing behind; an existing output is only
-replaced with `overwrite=True`. Files get the permissions the user's umask gives.
+(`tcvc_jax.atomic`), so a failed or interrupted run leaves nothing behind; an existing output is
+only replaced with `overwrite=True`. Files get the permissions the user's umask gives.
 """
 
 import fractions
@@ -15,7 +15,9 @@ import av
 import numpy as np
 
 from tcvc_jax import atomic
-from tcvc_jax.media.reading import DEFAULT_FOLDER_FPS, MediaError, _reason
+from tcvc_jax.media.reading import DEFAULT_FOLDER_FPS
+from tcvc_jax.media.reading import MediaError
+from tcvc_jax.media.reading import _reason
 
 VIDEO_OUTPUT_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv")
 

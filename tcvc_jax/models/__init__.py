@@ -1,1 +1,1 @@
-"""Flax Linen networks: SIGGRAPH17 colorizer, FlowNet2, the classical flow and the TCVC composite."""
+"""Flax Linen networks: SIGGRAPH17 colorizer, FlowNet2, the classical flow, the TCVC composite."""

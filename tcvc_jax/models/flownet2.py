@@ -1,19 +1,22 @@
 """FlowNet2 (Ilg et al. 2017) as TCVC uses it: FlowNetC, FlowNetS x2, FlowNetSD and FlowNetFusion.
 
-No BatchNorm (batchNorm=False); every conv is followed by LeakyReLU(0.1) unless noted. `FlowNet2` takes two
-images [B, H, W, 3] in [0, rgb_max] (H, W multiples of 64) and returns the flow from image 1 to image 2,
-[B, H, W, 2] in pixels, channel 0 = x. `flow_from_gray` is how TCVC calls it: normalised L repeated to 3
-channels, plus 0.5.
+No BatchNorm (batchNorm=False); every conv is followed by LeakyReLU(0.1) unless noted. `FlowNet2`
+takes two images [B, H, W, 3] in [0, rgb_max] (H, W multiples of 64) and returns the flow from
+image 1 to image 2, [B, H, W, 2] in pixels, channel 0 = x. `flow_from_gray` is how TCVC calls it:
+normalised L repeated to 3 channels, plus 0.5.
 """
 
 from typing import Any
 
+from flax import linen as nn
 import jax
 import jax.numpy as jnp
-from flax import linen as nn
 
-from tcvc_jax.models.layers import TorchSequential, conv, conv_transpose
-from tcvc_jax.ops.flow_ops import channel_norm, correlation
+from tcvc_jax.models.layers import TorchSequential
+from tcvc_jax.models.layers import conv
+from tcvc_jax.models.layers import conv_transpose
+from tcvc_jax.ops.flow_ops import channel_norm
+from tcvc_jax.ops.flow_ops import correlation
 from tcvc_jax.ops.warp import backward_warp
 
 DIV_FLOW = 20.0
@@ -56,7 +59,7 @@ class _Base(nn.Module):
     """
     flow = self.predict_flow("predict_flow6")(top)
     x = top
-    for level, skip, dfeat in zip((5, 4, 3, 2), feats[::-1], (512, 256, 128, 64)):
+    for level, skip, dfeat in zip((5, 4, 3, 2), feats[::-1], (512, 256, 128, 64), strict=True):
       up = self.up_flow(f"upsampled_flow{level + 1}_to_{level}", up_bias)(flow)
       x = jnp.concatenate([skip, self.deconv(f"deconv{level}", dfeat)(x), up], axis=-1)
       flow = self.predict_flow(f"predict_flow{level}")(x)
@@ -111,7 +114,7 @@ class FlowNetSD(_Base):
     c6 = self.conv("conv6_1", 1024)(self.conv("conv6", 1024, s=2)(c5))
     flow = self.predict_flow("predict_flow6")(c6)
     x = c6
-    for level, skip, dfeat in zip((5, 4, 3, 2), (c5, c4, c3, c2), (512, 256, 128, 64)):
+    for level, skip, dfeat in zip((5, 4, 3, 2), (c5, c4, c3, c2), (512, 256, 128, 64), strict=True):
       up = self.up_flow(f"upsampled_flow{level + 1}_to_{level}")(flow)
       x = jnp.concatenate([skip, self.deconv(f"deconv{level}", dfeat)(x), up], axis=-1)
       inter = self.conv(f"inter_conv{level}", dfeat, act=False)(x)
@@ -132,7 +135,8 @@ class FlowNetFusion(_Base):
         [c1, self.deconv("deconv1", 32)(c2), self.up_flow("upsampled_flow2_to_1")(flow2)], axis=-1)
     flow1 = self.predict_flow("predict_flow1")(self.conv("inter_conv1", 32, act=False)(cat1))
     cat0 = jnp.concatenate(
-        [c0, self.deconv("deconv0", 16)(cat1), self.up_flow("upsampled_flow1_to_0")(flow1)], axis=-1)
+        [c0, self.deconv("deconv0", 16)(cat1), self.up_flow("upsampled_flow1_to_0")(flow1)],
+        axis=-1)
     return self.predict_flow("predict_flow0")(self.conv("inter_conv0", 16, act=False)(cat0))
 
 
@@ -154,21 +158,26 @@ class FlowNet2(nn.Module):
 
   @nn.compact
   def __call__(self, img1, img2):
-    """Flow from img1 to img2. Args: [B, H, W, 3] each, H and W multiples of 64. Returns [B, H, W, 2]."""
+    """Flow from img1 to img2.
+
+    Args: [B, H, W, 3] each, H and W multiples of 64. Returns [B, H, W, 2].
+    """
     if img1.shape[1] % 64 or img1.shape[2] % 64:
       raise ValueError(f"FlowNet2 needs H and W divisible by 64, got {img1.shape[1:3]}")
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, precision=self.precision)
     img1 = img1.astype(self.dtype)
     img2 = img2.astype(self.dtype)
     # Per sample and channel, the mean over both images jointly.
-    mu = (jnp.mean(img1, axis=(1, 2), keepdims=True) + jnp.mean(img2, axis=(1, 2), keepdims=True)) / 2
+    mu = (jnp.mean(img1, axis=(1, 2), keepdims=True)
+          + jnp.mean(img2, axis=(1, 2), keepdims=True)) / 2
     i1 = (img1 - mu) / self.rgb_max
     i2 = (img2 - mu) / self.rgb_max
     x = jnp.concatenate([i1, i2], axis=-1)  # [B, H, W, 6]
 
     def refine_input(flow):
       warped = backward_warp(i2, flow)
-      return jnp.concatenate([x, warped, flow / DIV_FLOW, channel_norm(i1 - warped)], axis=-1)  # 12 ch
+      # 12 channels.
+      return jnp.concatenate([x, warped, flow / DIV_FLOW, channel_norm(i1 - warped)], axis=-1)
 
     f_c = _up_bilinear4(FlowNetC(name="flownetc", **kw)(x) * DIV_FLOW)
     f_s1 = _up_bilinear4(FlowNetS(name="flownets_1", **kw)(refine_input(f_c)) * DIV_FLOW)
@@ -177,7 +186,8 @@ class FlowNet2(nn.Module):
     f_sd = _up_nearest4(FlowNetSD(name="flownets_d", **kw)(x) / DIV_FLOW)
     fusion_in = jnp.concatenate([
         i1, f_sd, f_s2, channel_norm(f_sd), channel_norm(f_s2),
-        channel_norm(i1 - backward_warp(i2, f_sd)), channel_norm(i1 - backward_warp(i2, f_s2))], axis=-1)
+        channel_norm(i1 - backward_warp(i2, f_sd)), channel_norm(i1 - backward_warp(i2, f_s2))],
+        axis=-1)
     return FlowNetFusion(name="flownetfusion", **kw)(fusion_in)
 
 

@@ -1,21 +1,27 @@
 """Shared Linen building blocks whose parameter paths mirror the original PyTorch module paths.
 
-A PyTorch key such as `fea_key.model1.0.weight` lives at the Flax path `fea_key/model1/0/kernel`: every
-torch module name becomes a Flax module name, so the checkpoint converter maps keys mechanically.
+A PyTorch key such as `fea_key.model1.0.weight` lives at the Flax path `fea_key/model1/0/kernel`:
+every torch module name becomes a Flax module name, so the checkpoint converter maps keys
+mechanically.
 """
 
 import functools
-from typing import Any, Sequence, Tuple
+from typing import Any
+from typing import Sequence
+from typing import Tuple
 
+from flax import linen as nn
 import jax
 import jax.numpy as jnp
-from flax import linen as nn
 
 Dtype = Any
 
 
 def torch_default_init(fan_in_axes=(0, 1, 2)):
-  """PyTorch's default Conv2d init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (kaiming_uniform, a=sqrt(5))."""
+  """PyTorch's default Conv2d init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+
+  That is kaiming_uniform with a=sqrt(5).
+  """
 
   def init(key, shape, dtype=jnp.float32):
     fan_in = 1
@@ -32,7 +38,10 @@ def _on_cpu():
 
 
 def _mixed(dtype):
-  """Whether `dtype` is a reduced-precision compute dtype (bf16 / f16): operands in it, fp32 accumulation."""
+  """Whether `dtype` is a reduced-precision compute dtype (bf16 / f16).
+
+  Operands are in it, accumulation is fp32.
+  """
   return dtype is not None and jnp.dtype(dtype).itemsize < 4 and jnp.issubdtype(dtype, jnp.floating)
 
 
@@ -42,15 +51,16 @@ def activation_dtype(dtype):
 
 
 def conv2d(x, kernel, stride=1, pad=0, dilation=1, precision=None, preferred_element_type=None):
-  """NHWC x HWIO convolution with symmetric padding, in the form XLA runs fastest (same products and sums).
+  """NHWC x HWIO convolution with symmetric padding, in the form XLA runs fastest.
 
-  - 1x1 convolutions are matrix products (XLA:CPU's 1x1 convolution runs at ~30 GFLOP/s, its dot at ~200).
-  - On CPU, stride-1 convolutions whose output width is above 64 and not a multiple of 64 are split into a
-    multiple-of-64 part and the rest (e.g. 196 = 192 + 4: 0.46 s instead of 0.71 s for the 352->196 3x3
-    at 256x256; XLA:CPU's convolution kernel is 40 % slower at widths like 196).
+  - 1x1 convolutions are matrix products (XLA:CPU's 1x1 convolution runs at ~30 GFLOP/s, its dot
+    at ~200).
+  - On CPU, stride-1 convolutions whose output width is above 64 and not a multiple of 64 are split
+    into a multiple-of-64 part and the rest (e.g. 196 = 192 + 4: 0.46 s instead of 0.71 s for the
+    352->196 3x3 at 256x256; XLA:CPU's convolution kernel is 40 % slower at widths like 196).
   - On CPU, fp32/fp64 3x3 'same' convolutions get their kernel gradient as nine matrix products.
-  Each output value is the same sum of the same products as a plain convolution; only the order of the
-  fp32 additions may differ.
+  Each output value is the same sum of the same products as a plain convolution; only the order of
+  the fp32 additions may differ.
   """
   kh, kw, _, cout = kernel.shape
   if kh == kw == 1 and stride == 1 and pad == 0:
@@ -58,13 +68,16 @@ def conv2d(x, kernel, stride=1, pad=0, dilation=1, precision=None, preferred_ele
                                preferred_element_type=preferred_element_type)
   if _on_cpu() and stride == 1 and cout > 64 and cout % 64:
     main = cout // 64 * 64
-    parts = [conv2d(x, kernel[..., :main], stride, pad, dilation, precision, preferred_element_type),
-             conv2d(x, kernel[..., main:], stride, pad, dilation, precision, preferred_element_type)]
+    parts = [conv2d(x, kernel[..., :main], stride, pad, dilation, precision,
+                    preferred_element_type),
+             conv2d(x, kernel[..., main:], stride, pad, dilation, precision,
+                    preferred_element_type)]
     return jnp.concatenate(parts, axis=-1)
   if (_on_cpu() and kh == kw == 3 and stride == 1 and pad == 1 and dilation == 1
       and preferred_element_type is None):
     return _conv3x3_cpu(x, kernel, precision)
-  return _xla_conv(x, kernel, stride, ((pad, pad), (pad, pad)), dilation, precision, preferred_element_type)
+  return _xla_conv(x, kernel, stride, ((pad, pad), (pad, pad)), dilation, precision,
+                   preferred_element_type)
 
 
 def _xla_conv(x, kernel, stride, padding, dilation=1, precision=None, preferred_element_type=None):
@@ -80,8 +93,8 @@ def _conv3x3_cpu(x, kernel, precision):
   """A 3x3 'same' convolution whose kernel gradient is nine matrix products.
 
   XLA:CPU computes a convolution's kernel gradient at 30-70 GFLOP/s (2.9 s for the 352->196 layer at
-  256x256); as dW[dy, dx] = sum_p x[p] g[p - (dy - 1, dx - 1)] (g shifted, zero-padded) it is 4x faster.
-  The input gradient is XLA's own.
+  256x256); as dW[dy, dx] = sum_p x[p] g[p - (dy - 1, dx - 1)] (g shifted, zero-padded) it is 4x
+  faster. The input gradient is XLA's own.
   """
   return _xla_conv(x, kernel, 1, ((1, 1), (1, 1)), precision=precision)
 
@@ -97,7 +110,8 @@ def _conv3x3_cpu_bwd(precision, res, g):
   h, w = x.shape[1:3]
   gp = jnp.pad(g, ((0, 0), (1, 1), (1, 1), (0, 0)))
   dw = jnp.stack([
-      jnp.einsum("bhwc,bhwo->co", x, gp[:, 2 - dy:2 - dy + h, 2 - dx:2 - dx + w], precision=precision)
+      jnp.einsum("bhwc,bhwo->co", x, gp[:, 2 - dy:2 - dy + h, 2 - dx:2 - dx + w],
+                 precision=precision)
       for dy in range(3) for dx in range(3)])
   return dx, dw.reshape(kernel.shape).astype(kernel.dtype)
 
@@ -108,8 +122,8 @@ _conv3x3_cpu.defvjp(_conv3x3_cpu_fwd, _conv3x3_cpu_bwd)
 def _operands(x, kernel, bias, dtype):
   """Casts for a conv computing in `dtype`: (x, kernel, bias, preferred_element_type)."""
   if _mixed(dtype):  # reduced-precision products, fp32 accumulation, fp32 bias and output
-    return (x.astype(dtype), kernel.astype(dtype), None if bias is None else bias.astype(jnp.float32),
-            jnp.float32)
+    return (x.astype(dtype), kernel.astype(dtype),
+            None if bias is None else bias.astype(jnp.float32), jnp.float32)
   x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=dtype)
   return x, kernel, bias, None
 
@@ -117,8 +131,9 @@ def _operands(x, kernel, bias, dtype):
 class Conv2d(nn.Module):
   """PyTorch's Conv2d (explicit symmetric padding, default init) with flax's parameter layout.
 
-  Parameters are `kernel` (kh, kw, in, out) and `bias` (out,), like nn.Conv. `dtype` float32 / float64
-  computes in that dtype; bfloat16 multiplies in bf16 and accumulates in fp32 (output fp32).
+  Parameters are `kernel` (kh, kw, in, out) and `bias` (out,), like nn.Conv.
+  `dtype` float32 / float64 computes in that dtype; bfloat16 multiplies in bf16 and accumulates in
+  fp32 (output fp32).
   """
   features: int
   kernel_size: int
@@ -134,41 +149,44 @@ class Conv2d(nn.Module):
   @nn.compact
   def __call__(self, x):
     k = self.kernel_size
-    kernel = self.param("kernel", torch_default_init(), (k, k, x.shape[-1], self.features), self.param_dtype)
+    kernel = self.param("kernel", torch_default_init(), (k, k, x.shape[-1], self.features),
+                        self.param_dtype)
     bias = None
     if self.use_bias:
       fan = self.fan_in
       init = nn.initializers.zeros if fan is None else (
-          lambda key, s, d=jnp.float32: jax.random.uniform(key, s, d, -1 / fan ** 0.5, 1 / fan ** 0.5))
+          lambda key, s, d=jnp.float32: jax.random.uniform(key, s, d, -1 / fan ** 0.5,
+                                                           1 / fan ** 0.5))
       bias = self.param("bias", init, (self.features,), self.param_dtype)
     x, kernel, bias, acc = _operands(x, kernel, bias, self.dtype)
     y = conv2d(x, kernel, self.stride, self.pad, self.dilation, self.precision, acc)
     return y if bias is None else y + bias
 
 
-def conv(features, kernel, stride=1, pad=None, dilation=1, *, name, dtype=None, param_dtype=jnp.float32,
-         precision=None, use_bias=True, fan_in=None):
+def conv(features, kernel, stride=1, pad=None, dilation=1, *, name, dtype=None,
+         param_dtype=jnp.float32, precision=None, use_bias=True, fan_in=None):
   """PyTorch Conv2d(padding=pad) as a Conv2d module (pad defaults to 'same' for odd kernels)."""
   pad = (kernel - 1) // 2 * dilation if pad is None else pad
-  return Conv2d(features, kernel, stride, pad, dilation, use_bias=use_bias, fan_in=fan_in, name=name,
-                dtype=dtype, param_dtype=param_dtype, precision=precision)
+  return Conv2d(features, kernel, stride, pad, dilation, use_bias=use_bias, fan_in=fan_in,
+                name=name, dtype=dtype, param_dtype=param_dtype, precision=precision)
 
 
 # For output phase r (output index 2m + r) along one axis, the k4 s2 p1 transposed conv reads inputs
 # m - 1 and m with kernel taps 3 and 1 (r = 0) or m and m + 1 with taps 2 and 0 (r = 1).
-_PHASE_INPUTS = {0: ((-1, 3), (0, 1)), 1: ((0, 2), (1, 0))}  # r -> ((input offset, kernel index), ...)
+# r -> ((input offset, kernel index), ...)
+_PHASE_INPUTS = {0: ((-1, 3), (0, 1)), 1: ((0, 2), (1, 0))}
 
 
 class ConvTranspose4x4(nn.Module):
   """PyTorch ConvTranspose2d(k=4, s=2, p=1): doubles H and W.
 
-  The kernel is stored like flax's ConvTranspose with `transpose_kernel=True`: (kh, kw, out, in), i.e.
-  torch's (in, out, kh, kw) weight transposed by (2, 3, 1, 0). It is evaluated without the zero-dilated
-  input XLA would otherwise convolve (4x the multiply-adds), in one of two exact forms:
+  The kernel is stored like flax's ConvTranspose with `transpose_kernel=True`: (kh, kw, out, in),
+  i.e. torch's (in, out, kh, kw) weight transposed by (2, 3, 1, 0). It is evaluated without the
+  zero-dilated input XLA would otherwise convolve (4x the multiply-adds), in one of two exact forms:
   - four 2x2 convolutions, one per output phase, interleaved;
-  - on CPU, for narrow outputs (<= 64 channels) or tiny inputs (<= 64 pixels), where those convolutions
-    run at 15-85 GFLOP/s: one matrix product of every input pixel with all 16 taps, then each output
-    pixel sums its four products (2x faster for FlowNet2's decoders).
+  - on CPU, for narrow outputs (<= 64 channels) or tiny inputs (<= 64 pixels), where those
+    convolutions run at 15-85 GFLOP/s: one matrix product of every input pixel with all 16 taps,
+    then each output pixel sums its four products (2x faster for FlowNet2's decoders).
   """
   features: int
   use_bias: bool = True
@@ -180,8 +198,10 @@ class ConvTranspose4x4(nn.Module):
   def __call__(self, x):
     b, h, w, cin = x.shape
     cout = self.features
-    kernel = self.param("kernel", torch_default_init((0, 1, 2)), (4, 4, cout, cin), self.param_dtype)
-    bias = self.param("bias", nn.initializers.zeros, (cout,), self.param_dtype) if self.use_bias else None
+    kernel = self.param("kernel", torch_default_init((0, 1, 2)), (4, 4, cout, cin),
+                        self.param_dtype)
+    bias = (self.param("bias", nn.initializers.zeros, (cout,), self.param_dtype)
+            if self.use_bias else None)
     x, kernel, bias, acc = _operands(x, kernel, bias, self.dtype)
     if _on_cpu() and (cout <= 64 or h * w <= 64):
       y = self._product_form(x, kernel, acc)
@@ -193,11 +213,14 @@ class ConvTranspose4x4(nn.Module):
   def _product_form(self, x, kernel, acc):
     b, h, w, _ = x.shape
     dims = (((3,), (3,)), ((), ()))
-    if x.size < kernel.size:  # keep the big operand in its layout (re-laying a 32 MB kernel costs 4x the product)
-      taps = jax.lax.dot_general(kernel, x, dims, precision=self.precision, preferred_element_type=acc)
+    # Keep the big operand in its layout (re-laying a 32 MB kernel costs 4x the product).
+    if x.size < kernel.size:
+      taps = jax.lax.dot_general(kernel, x, dims, precision=self.precision,
+                                 preferred_element_type=acc)
       taps = jnp.transpose(taps, (3, 4, 5, 0, 1, 2))
     else:
-      taps = jax.lax.dot_general(x, kernel, dims, precision=self.precision, preferred_element_type=acc)
+      taps = jax.lax.dot_general(x, kernel, dims, precision=self.precision,
+                                 preferred_element_type=acc)
     # taps: [B, H, W, 4 (ky), 4 (kx), out]
     taps = jnp.pad(taps, ((0, 0), (1, 1), (1, 1), (0, 0), (0, 0), (0, 0)))
     rows = []
@@ -233,10 +256,11 @@ class ConvTranspose4x4(nn.Module):
     return jnp.stack(rows, axis=2)  # [B, H, 2 (ry), W, 2 (rx), out]
 
 
-def conv_transpose(features, *, name, dtype=None, param_dtype=jnp.float32, precision=None, use_bias=True):
+def conv_transpose(features, *, name, dtype=None, param_dtype=jnp.float32, precision=None,
+                   use_bias=True):
   """PyTorch ConvTranspose2d(k=4, s=2, p=1) (see ConvTranspose4x4)."""
-  return ConvTranspose4x4(features, use_bias=use_bias, name=name, dtype=dtype, param_dtype=param_dtype,
-                          precision=precision)
+  return ConvTranspose4x4(features, use_bias=use_bias, name=name, dtype=dtype,
+                          param_dtype=param_dtype, precision=precision)
 
 
 class TorchSequential(nn.Module):
@@ -266,8 +290,8 @@ class TorchSequential(nn.Module):
       elif kind == "convT":
         x = conv_transpose(spec[2], name=spec[1], precision=self.precision, **kw)(x)
       elif kind == "bn":
-        x = nn.BatchNorm(use_running_average=True, epsilon=1e-5, momentum=0.9, name=spec[1], dtype=act,
-                         param_dtype=self.param_dtype)(x)
+        x = nn.BatchNorm(use_running_average=True, epsilon=1e-5, momentum=0.9, name=spec[1],
+                         dtype=act, param_dtype=self.param_dtype)(x)
       elif kind == "relu":
         x = nn.relu(x)
       elif kind == "lrelu":

@@ -8,12 +8,14 @@ propagates. The original computes the decoder tail twice with identical inputs; 
 """
 
 import functools
-from typing import Any, Sequence
+from typing import Any
+from typing import Sequence
 
-import jax.numpy as jnp
 from flax import linen as nn
+import jax.numpy as jnp
 
-from tcvc_jax.models.layers import TorchSequential, activation_dtype
+from tcvc_jax.models.layers import TorchSequential
+from tcvc_jax.models.layers import activation_dtype
 
 # Channel widths of blocks 1..10 of the released model.
 DEFAULT_WIDTHS = (64, 128, 256, 512, 512, 512, 512, 256, 128, 128)
@@ -40,7 +42,10 @@ def _hint(h, x, channels, name):
 
 
 class SIGGRAPH17(nn.Module):
-  """The SIGGRAPH17 generator; `widths` scales it down for tests (the last width is the feature size)."""
+  """The SIGGRAPH17 generator; `widths` scales it down for tests.
+
+  The last width is the feature size.
+  """
   widths: Sequence[int] = DEFAULT_WIDTHS
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
@@ -104,5 +109,8 @@ class SIGGRAPH17(nn.Module):
     return self.head(feat), feat
 
   def head(self, feat):
-    """The output head (1x1 conv + tanh): 128-channel feature -> ab. TCVC reuses it for internal frames."""
+    """The output head (1x1 conv + tanh): 128-channel feature -> ab.
+
+    TCVC reuses it for internal frames.
+    """
     return self.model_out(feat)

@@ -2,12 +2,13 @@
 
 It is what a checkpoint needs to be rebuilt: train.py writes it into a workdir's `model.json`, the
 converter into `tcvc_meta.json`, and `tcvc_jax.load`, train.py and the converter read it back. How a
-model is run (compute dtype, scan unroll, flow batch, remat) is not part of it: those are arguments of
-`ModelSpec.build`. The network-size rule lives here too (`size_multiple`, `check_size`).
+model is run (compute dtype, scan unroll, flow batch, remat) is not part of it: those are arguments
+of `ModelSpec.build`. The network-size rule lives here too (`size_multiple`, `check_size`).
 """
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any
+from typing import Mapping
 
 from tcvc_jax.models.siggraph17 import DEFAULT_WIDTHS
 
@@ -119,8 +120,9 @@ class ModelSpec:
 
   def build(self, *, dtype: Any = None, remat: bool = False, **runtime):
     """The Flax TCVC module; `runtime` takes TCVC's run-time fields (unroll, flow_batch, ...)."""
-    from tcvc_jax.models import tcvc  # pylint: disable=g-import-not-at-top
     import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+    from tcvc_jax.models import tcvc  # pylint: disable=g-import-not-at-top
     unknown = sorted(set(runtime) - set(RUNTIME_KEYS))
     if unknown:
       raise SpecError(f"unknown run-time option(s): {', '.join(unknown)}")
@@ -146,6 +148,7 @@ def _remat_class():
   activations of the weighting and refine nets; parameter paths are unchanged.
   """
   from flax import linen as nn  # pylint: disable=g-import-not-at-top
+
   from tcvc_jax.models import tcvc  # pylint: disable=g-import-not-at-top
   global _REMAT
   if _REMAT is None:

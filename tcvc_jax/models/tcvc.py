@@ -1,26 +1,32 @@
-"""TCVC: anchor colorization + bidirectional deep feature propagation (Liu et al. 2021), as TCVC_IDC.
+"""TCVC (Liu et al. 2021) as TCVC_IDC: anchor colorization + bidirectional deep feature propagation.
 
-Layout: a window is gray [B, N, H, W, 1] of normalised L; frames 0 and N-1 are the anchors. Everything that
-does not depend on the recurrence (all optical flows, the L features, the channel reduction of the backward
-features) is computed once, batched over time; only the warps and the small nets run inside `scan`s.
+Layout: a window is gray [B, N, H, W, 1] of normalised L; frames 0 and N-1 are the anchors.
+Everything that does not depend on the recurrence (all optical flows, the L features, the channel
+reduction of the backward features) is computed once, batched over time; only the warps and the
+small nets run inside `scan`s.
 
 Flow pairs (F(a, b) = flow from frame a to frame b, frozen, under stop_gradient):
   backward propagation  F(x_i, x_{i+1}),  i = 1..N-2
   t=1 pairs phi_i       F(x_{i+1}, x_i),  i = 0..N-2  (forward propagation at step i uses phi_{i-1})
   t=2 pairs psi_i       F(x_{i+2}, x_i),  i = 0..N-3  (only with `srl=True`)
-Inference evaluates the flow net 2(N-2) times per window, training with SRL 3N-5 times; the original 4N-7.
+Inference evaluates the flow net 2(N-2) times per window, training with SRL 3N-5 times; the
+original 4N-7.
 """
 
 import functools
-from typing import Any, Sequence
+from typing import Any
+from typing import Sequence
 
+from flax import linen as nn
 import jax
 import jax.numpy as jnp
-from flax import linen as nn
 
-from tcvc_jax.models.siggraph17 import DEFAULT_WIDTHS, SIGGRAPH17
-from tcvc_jax.models.flownet2 import FlowNet2, flow_from_gray
-from tcvc_jax.models.layers import TorchSequential, activation_dtype
+from tcvc_jax.models.flownet2 import FlowNet2
+from tcvc_jax.models.flownet2 import flow_from_gray
+from tcvc_jax.models.layers import TorchSequential
+from tcvc_jax.models.layers import activation_dtype
+from tcvc_jax.models.siggraph17 import DEFAULT_WIDTHS
+from tcvc_jax.models.siggraph17 import SIGGRAPH17
 from tcvc_jax.ops.warp import backward_warp
 
 MASK_SCALE = 50.0  # occlusion mask exp(-50 (dL)^2) on normalised L
@@ -66,7 +72,9 @@ def _check_hints(gray_shape, hint_ab, hint_mask):
 
 
 class TCVC(nn.Module):
-  """TCVC_IDC. Parameter paths equal the original state_dict keys (`weigting` is the original's spelling).
+  """TCVC_IDC.
+
+  Parameter paths equal the original state_dict keys (`weigting` is the original's spelling).
 
   Attributes:
     colorizer_widths: SIGGRAPH17 block widths; the last is the propagated feature size (128).
@@ -74,15 +82,17 @@ class TCVC(nn.Module):
     reduced_features: channel_reduction width (64).
     weighting_hidden: the two hidden widths of the weighting net (196, 64).
     refine_hidden: the two hidden widths of the refine net (196, 128).
-    flow_type: 'flownet2' or 'classical' (a parameter-free estimator, for running without FlowNet2 weights).
+    flow_type: 'flownet2' or 'classical' (a parameter-free estimator, for running without FlowNet2
+      weights).
     classical_flow: keyword arguments of the classical estimator.
-    unroll: time steps per iteration of the propagation scans (XLA's cost analysis counts a loop body
-      once, so benchmarks unroll fully to count FLOPs).
+    unroll: time steps per iteration of the propagation scans (XLA's cost analysis counts a loop
+      body once, so benchmarks unroll fully to count FLOPs).
     flow_batch: flow pairs per FlowNet2 evaluation; the window's pairs run in a sequential map over
-      chunks of this size (0: all in one batch). Small batches run XLA:CPU's convolutions ~20 % faster
-      and bound the flow net's activation memory; results are identical.
+      chunks of this size (0: all in one batch). Small batches run XLA:CPU's convolutions ~20 %
+      faster and bound the flow net's activation memory; results are identical.
     dtype: float32 (the original's numerics), float64, or bfloat16: the colorizer and the small nets
-      multiply in bf16 and accumulate in fp32, with fp32 activations; FlowNet2, warps and masks stay fp32.
+      multiply in bf16 and accumulate in fp32, with fp32 activations; FlowNet2, warps and masks
+      stay fp32.
   """
   colorizer_widths: Sequence[int] = DEFAULT_WIDTHS
   l_features: int = 32
@@ -102,7 +112,8 @@ class TCVC(nn.Module):
     seq = functools.partial(TorchSequential, **kw)
     feat = self.colorizer_widths[-1]
     lf, rf = self.l_features, self.reduced_features
-    self.L_fea_extractor = seq((("conv", "0", lf, 3, 1, 1, 1), ("lrelu", 0.1), ("conv", "2", lf, 3, 1, 1, 1)))
+    self.L_fea_extractor = seq((("conv", "0", lf, 3, 1, 1, 1), ("lrelu", 0.1),
+                                ("conv", "2", lf, 3, 1, 1, 1)))
     self.channel_reduction = seq((("conv", "conv1", rf, 1, 1, 0, 1), ("lrelu", 0.1),
                                   ("conv", "conv2", rf, 3, 1, 1, 1), ("lrelu", 0.1),
                                   ("conv", "conv3", rf, 1, 1, 0, 1)))
@@ -128,7 +139,10 @@ class TCVC(nn.Module):
     return activation_dtype(self.dtype)
 
   def flows(self, img1, img2):
-    """Frozen optical flow between normalised-L frames [M, H, W, 1] -> [M, H, W, 2] (no gradient)."""
+    """Frozen optical flow between normalised-L frames [M, H, W, 1] -> [M, H, W, 2].
+
+    No gradient flows through it.
+    """
     if self.flow_type == "flownet2":
       f = flow_from_gray(self.flow, img1, img2)
     elif self.is_initializing():  # the classical estimator has no parameters: skip its work at init
@@ -145,7 +159,8 @@ class TCVC(nn.Module):
     w = nn.sigmoid(self.weigting(jnp.concatenate(e3 + [h_cur, gw], axis=-1)))
     u = w * gw + (1 - w) * h_cur
     cr = self.channel_reduction
-    # The original detaches exactly the three channel_reduction inputs (h_{i+1} was reduced outside).
+    # The original detaches exactly the three channel_reduction inputs (h_{i+1} was reduced
+    # outside).
     r = self.feature_refine(jnp.concatenate(
         e3 + [cr_h_next, cr(jax.lax.stop_gradient(g_prev)), cr(jax.lax.stop_gradient(u))], axis=-1))
     g = u + r
@@ -160,7 +175,8 @@ class TCVC(nn.Module):
       srl: also return the self-regularization terms (training).
       first_anchor: optional (ab [B, H, W, 2], feature [B, H, W, C]) of frame 0, e.g. the previous
         window's `last_anchor` when windows share their boundary frame (the original's optional
-        `first_key_HR` / `first_key_fea`); the colorizer then runs on the last frame only. Identical results.
+        `first_key_HR` / `first_key_fea`); the colorizer then runs on the last frame only. Identical
+        results.
       hint_ab: optional [B, N, H, W, 2] user colour hints per frame, normalised ab, 0 where
         hint_mask is 0 (see SIGGRAPH17). Only the anchors' hints are used (frames 0 and N-1, the
         colorizer's inputs): internal frames get colour by propagation only, so their hints are
@@ -178,10 +194,10 @@ class TCVC(nn.Module):
         first_anchor or None.
 
     Returns:
-      dict with 'ab' [B, N, H, W, 2] (the original's `out`), 'last_anchor' (ab, feature) of frame N-1 and,
-      if srl, 'ab_warp1' [B, N-1, H, W, 2], 'mask1' [B, N-1, H, W, 1], 'ab_warp2' [B, N-2, H, W, 2],
-      'mask2' [B, N-2, H, W, 1] (the t=2 pair is None for N = 2), ordered as the original's ab_fwarp /
-      non_mask_fwarp stacks.
+      dict with 'ab' [B, N, H, W, 2] (the original's `out`), 'last_anchor' (ab, feature) of frame
+      N-1 and, if srl, 'ab_warp1' [B, N-1, H, W, 2], 'mask1' [B, N-1, H, W, 1],
+      'ab_warp2' [B, N-2, H, W, 2], 'mask2' [B, N-2, H, W, 1] (the t=2 pair is None for N = 2),
+      ordered as the original's ab_fwarp / non_mask_fwarp stacks.
     """
     b, n = gray.shape[:2]
     if n < 2:
@@ -211,7 +227,8 @@ class TCVC(nn.Module):
       self(jnp.concatenate([gray[:, :1], gray], axis=1))  # create the small nets' params too
 
     m = n - 2  # internal frames
-    # Every flow pair of the window in one batched call: backward (m), phi (m, or N-1 with SRL), psi (m).
+    # Every flow pair of the window in one batched call: backward (m), phi (m, or N-1 with SRL),
+    # psi (m).
     pairs = {"backward": (gray[:, 1:n - 1], gray[:, 2:])}
     if srl:
       pairs["phi"] = (gray[:, 1:], gray[:, :n - 1])
@@ -238,7 +255,10 @@ class TCVC(nn.Module):
     return out
 
   def _batched_flows(self, pairs):
-    """{name: (img1 [B, T, H, W, 1], img2)} -> {name: flow [B, T, H, W, 2] or None if T = 0}, one call."""
+    """{name: (img1 [B, T, H, W, 1], img2)} -> {name: flow [B, T, H, W, 2] or None if T = 0}.
+
+    All pairs go through one call.
+    """
     b = next(iter(pairs.values()))[0].shape[0]
     names = [k for k, (a, _) in pairs.items() if a.shape[1]]
     out = {k: None for k in pairs}
@@ -260,15 +280,20 @@ class TCVC(nn.Module):
     if c <= 0 or m <= c or self.is_initializing():
       return self.flows(img1, img2)
     chunks = -(-m // c)
-    pad = lambda x: jnp.concatenate([x, jnp.zeros((chunks * c - m,) + x.shape[1:], x.dtype)], axis=0)
+    pad = lambda x: jnp.concatenate([x, jnp.zeros((chunks * c - m,) + x.shape[1:], x.dtype)],
+                                    axis=0)
     split = lambda x: pad(x).reshape((chunks, c) + x.shape[1:])
-    scan = nn.scan(lambda mdl, carry, x: (carry, mdl.flows(*x)), variable_broadcast=("params", "batch_stats"),
+    scan = nn.scan(lambda mdl, carry, x: (carry, mdl.flows(*x)),
+                   variable_broadcast=("params", "batch_stats"),
                    split_rngs={"params": False}, in_axes=0, out_axes=0)
     _, flow = scan(self, None, (split(img1), split(img2)))
     return flow.reshape((chunks * c,) + flow.shape[2:])[:m]
 
   def _propagate(self, gray, g0, h_last, bflow, phi):
-    """Backward then forward propagation over the N-2 internal frames; returns ab [B, N-2, H, W, 2]."""
+    """Backward then forward propagation over the N-2 internal frames.
+
+    Returns ab [B, N-2, H, W, 2].
+    """
     b, n = gray.shape[:2]
     m = n - 2
     e = _unfold(self.L_fea_extractor(_fold(gray)), b)  # [B, N, H, W, lf], each frame once
@@ -292,7 +317,10 @@ class TCVC(nn.Module):
     return jnp.moveaxis(ab_mid, 0, 1)
 
   def _srl_terms(self, gray, ab, phi, psi):
-    """Predictions warped one and two steps ahead and their occlusion masks (no gradient into masks)."""
+    """Predictions warped one and two steps ahead and their occlusion masks.
+
+    No gradient flows into the masks.
+    """
     b = gray.shape[0]
 
     def warp_pairs(src_ab, src_l, dst_l, flow):

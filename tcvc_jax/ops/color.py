@@ -1,15 +1,16 @@
 """sRGB <-> CIE Lab with the original TCVC formulas and normalisation (NHWC, last axis = channel).
 
-Normalised Lab, as the model sees it: L = (L* - 50) / 100 in [-0.5, 0.5], a = a* / 110, b = b* / 110.
-The constants are skimage's; the D65 white is rounded to float32 exactly as the original builds it
-(`torch.Tensor((0.95047, 1., 1.08883))` is a float32 tensor even in a float64 run).
+Normalised Lab, as the model sees it: L = (L* - 50) / 100 in [-0.5, 0.5], a = a* / 110,
+b = b* / 110. The constants are skimage's; the D65 white is rounded to float32 exactly as the
+original builds it (`torch.Tensor((0.95047, 1., 1.08883))` is a float32 tensor even in a float64
+run).
 
-Every function takes `xp`, the array namespace: jax.numpy by default, numpy for data-loading workers that
-must not start a JAX backend. Both evaluate the same formulas in the input's precision.
+Every function takes `xp`, the array namespace: jax.numpy by default, numpy for data-loading workers
+that must not start a JAX backend. Both evaluate the same formulas in the input's precision.
 """
 
-import numpy as np
 import jax.numpy as jnp
+import numpy as np
 
 L_CENT = 50.0
 L_NORM = 100.0
@@ -41,7 +42,8 @@ def xyz_to_rgb(xyz, xp=jnp):
   """XYZ [..., 3] -> sRGB [..., 3]; negative linear values clamp to 0, there is no upper clip."""
   lin = xp.stack(_mix3(_XYZ2RGB, xyz[..., 0], xyz[..., 1], xyz[..., 2]), axis=-1)
   lin = xp.maximum(lin, 0)
-  # The power branch is evaluated on a safe value so its NaN-free gradient does not leak through where.
+  # The power branch is evaluated on a safe value so its NaN-free gradient does not leak
+  # through where.
   safe = xp.where(lin > 0.0031308, lin, 1.0)
   return xp.where(lin > 0.0031308, 1.055 * safe ** (1.0 / 2.4) - 0.055, 12.92 * lin)
 

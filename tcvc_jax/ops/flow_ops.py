@@ -1,19 +1,20 @@
 """FlowNet2's other custom ops: FlowNetC correlation and ChannelNorm (NHWC)."""
 
-import numpy as np
 import jax.numpy as jnp
+import numpy as np
 
 
 def correlation(f1, f2, max_displacement=20, stride=2, block_rows=8):
   """FlowNetC cost volume (pad 20, kernel 1, max displacement 20, stride1 1, stride2 2).
 
   out[..., k] = mean_c f1[y, x, c] * f2[y + dy, x + dx, c], f2 zero outside the image, for
-  dy, dx in {-20, -18, ..., 20}; channel k = (dy / 2 + 10) * 21 + (dx / 2 + 10) (dy is the slow index).
-  No activation (FlowNetC applies LeakyReLU(0.1) after it).
+  dy, dx in {-20, -18, ..., 20}; channel k = (dy / 2 + 10) * 21 + (dx / 2 + 10) (dy is the slow
+  index). No activation (FlowNetC applies LeakyReLU(0.1) after it).
 
-  Computed as matrix products: a block of `block_rows` rows of f1 against every f2 pixel those rows can
-  reach (rows y0 - d .. y0 + r + d of the zero-padded f2), then the 441 needed entries are picked out.
-  A direct shift-multiply-reduce per displacement streams both maps 441 times and is ~10x slower on CPU.
+  Computed as matrix products: a block of `block_rows` rows of f1 against every f2 pixel those rows
+  can reach (rows y0 - d .. y0 + r + d of the zero-padded f2), then the 441 needed entries are
+  picked out. A direct shift-multiply-reduce per displacement streams both maps 441 times and is
+  ~10x slower on CPU.
 
   Args:
     f1, f2: [B, H, W, C] feature maps.

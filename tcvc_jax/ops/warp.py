@@ -1,9 +1,9 @@
 """Backward warping with the semantics of FlowNet2's Resample2d (the op TCVC warps with).
 
-For each output pixel p = (y, x) the sample position is (x + u, y + v) in absolute pixels, pixel centres at
-integers. The bilinear weights come from the unclamped position; the four neighbour indices are clamped to
-the border, so samples outside the image replicate the edge (equal to `grid_sample(bilinear, border,
-align_corners=True)`), never zeros.
+For each output pixel p = (y, x) the sample position is (x + u, y + v) in absolute pixels, pixel
+centres at integers. The bilinear weights come from the unclamped position; the four neighbour
+indices are clamped to the border, so samples outside the image replicate the edge (equal to
+`grid_sample(bilinear, border, align_corners=True)`), never zeros.
 """
 
 import jax.numpy as jnp

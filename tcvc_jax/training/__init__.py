@@ -1,1 +1,4 @@
-"""Training: the jitted step and losses, the loop, checkpoints, sharding, metric writers, validation."""
+"""Training: the jitted step and losses, the loop, checkpoints, sharding, metrics, validation.
+
+Metrics go out through the metric writers.
+"""

@@ -9,7 +9,8 @@ import json
 import os
 import shutil
 import time
-from typing import Any, Sequence
+from typing import Any
+from typing import Sequence
 
 from absl import logging
 import grain

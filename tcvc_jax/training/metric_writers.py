@@ -9,7 +9,8 @@ is not installed, the other outputs still work. Only the process that owns the w
 import json
 import math
 import os
-from typing import Any, Mapping
+from typing import Any
+from typing import Mapping
 
 from absl import logging
 import numpy as np

@@ -5,7 +5,8 @@ leading axis; the train state is replicated. Each process loads its own slice of
 and `global_batch` stitches the slices into one global array.
 """
 
-from typing import Any, Sequence
+from typing import Any
+from typing import Sequence
 
 from absl import logging
 import jax

@@ -11,7 +11,8 @@ skipped: params and optimizer state stay as they were, and the state counts it.
 
 import dataclasses
 import functools
-from typing import Any, Sequence
+from typing import Any
+from typing import Sequence
 
 from flax import linen as nn
 from flax.training import train_state
@@ -20,9 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from tcvc_jax.training import losses
 from tcvc_jax.models import spec as model_spec
 from tcvc_jax.models import tcvc
+from tcvc_jax.training import losses
 
 # Parameter-free leaves of BatchNorm and their PyTorch defaults.
 _BN_DEFAULTS = {"scale": 1.0, "mean": 0.0, "var": 1.0}

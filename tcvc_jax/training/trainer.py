@@ -19,10 +19,10 @@ import ml_collections
 import numpy as np
 import tqdm
 
+from tcvc_jax.data import input_pipeline
+from tcvc_jax.data import sources as data_sources
 from tcvc_jax.models import spec as spec_lib
 from tcvc_jax.training import checkpointing
-from tcvc_jax.data import sources as data_sources
-from tcvc_jax.data import input_pipeline
 from tcvc_jax.training import metric_writers
 from tcvc_jax.training import sharding
 from tcvc_jax.training import train_lib
@@ -229,14 +229,16 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if size is not None:
     spec.check_size(size, size, "eval.network_size")
   if config.model.dtype not in ("float32", "bfloat16", "float64"):
-    raise ValueError(f"model.dtype must be float32, bfloat16 or float64, got {config.model.dtype!r}")
+    raise ValueError("model.dtype must be float32, bfloat16 or float64, "
+                     f"got {config.model.dtype!r}")
   unknown = sorted(set(config.optim.trainable) - set(_TOP_LEVEL))
   if unknown:
     raise ValueError(f"optim.trainable: unknown sub-network(s) {', '.join(unknown)}; the model has "
                      f"{', '.join(_TOP_LEVEL)}")
 
 
-_TOP_LEVEL = ("L_fea_extractor", "channel_reduction", "weigting", "feature_refine", "fea_key", "flow")
+_TOP_LEVEL = ("L_fea_extractor", "channel_reduction", "weigting", "feature_refine", "fea_key",
+              "flow")
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
