@@ -27,8 +27,16 @@ class Colorizer:
     self._apply_padded = jax.jit(
         lambda v, gray, first, use, length, hints: _padded_window(model, v, gray, first, use,
                                                                   length, hints))
+    self._flow = jax.jit(lambda v, a, b: model.apply(v, a, b, method=model.flows))
     # Windows up to this many frames run one compiled program per frame size (see `pad_windows`).
     self.window_frames = None
+
+  def flow(self, gray1, gray2):
+    """The model's frozen optical flow from gray1 to gray2 ([B, H, W, 1] normalised L), in pixels:
+    gray1(p) ~ gray2(p + F(p)); numpy [B, H, W, 2]."""
+    dtype = self.model.act_dtype
+    return np.asarray(self._flow(self.variables, jnp.asarray(gray1, dtype),
+                                 jnp.asarray(gray2, dtype)))
 
   def pad_windows(self, frames):
     """Runs every later window of <= `frames` frames (and any first_anchor) as one program.

@@ -60,6 +60,14 @@ def build_parser():
                       "overrides a video's own rate")
   parser.add_argument("--dtype", choices=("bfloat16", "float32"), default="float32",
                       help="compute precision (default %(default)s)")
+  parser.add_argument("--reference", action="append", default=[], metavar="FRAME:IMAGE",
+                      help="guided colorization: a colour image of frame FRAME (e.g. coloured by "
+                      "hand; any size, its colours are used); repeatable. The frame becomes an "
+                      "anchor and its colours are carried through its shot")
+  parser.add_argument("--hints", metavar="FILE.json",
+                      help='guided colorization: colour clicks, a JSON list of {"frame": 12, "x": '
+                      '0.41, "y": 0.73, "rgb": [200, 30, 40]} (x, y relative to the frame; '
+                      'optional "patch": odd size in network pixels, default 3)')
   parser.add_argument("--compilation-cache", default="auto", metavar="auto|off|DIR",
                       help="persistent XLA compilation cache, so that a second run of the same "
                       "video size starts in seconds (default: a folder in the user's cache)")
@@ -84,15 +92,35 @@ def _colorize(args):
     raise cli.UserError(f"--interval must be >= 0, got {args.interval}")
   if args.fps is not None and args.fps <= 0:
     raise cli.UserError(f"--fps must be positive, got {args.fps}")
+  hints = _user_hints(args, streaming.parse_size(args.size))
   result = streaming.colorize_file(
       args.input, args.output, args.checkpoint, interval=args.interval,
       network_size=streaming.parse_size(args.size), detect_cuts=not args.no_scene_cuts,
       gray_mode=args.gray_mode, overwrite=args.overwrite, fps=args.fps,
-      progress=not args.quiet, dtype=streaming.DTYPES[args.dtype])
+      progress=not args.quiet, dtype=streaming.DTYPES[args.dtype], hints=hints)
   cuts = ", ".join(map(str, result.cuts)) if result.cuts else "none"
   print(f"wrote {result.output}: {result.frames} frames in {result.seconds:.1f} s "
         f"({result.frames / max(result.seconds, 1e-9):.2f} frames/s overall); scene cuts: {cuts}")
   return cli.EXIT_OK
+
+
+def _user_hints(args, size):
+  """{frame: FrameHint} from --reference and --hints (clicks win over a reference)."""
+  from tcvc_jax import guidance  # pylint: disable=g-import-not-at-top
+  from tcvc_jax.media import reading  # pylint: disable=g-import-not-at-top
+  hints = {}
+  for text in args.reference:
+    frame, path = guidance.parse_reference(text)
+    if frame in hints:
+      raise cli.UserError(f"--reference: frame {frame} is given twice")
+    hints[frame] = guidance.reference_hint(reading.read_image(path))
+  if args.hints:
+    for frame, clicks in guidance.read_clicks(args.hints).items():
+      clicked = guidance.click_hint(clicks, *size)
+      base = hints.get(frame)
+      hints[frame] = guidance.merge(
+          clicked, None if base is None else guidance.resize_hint(base, *size))
+  return hints or None
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Colorizing whole clips: a stream of frames, or a video file / frame folder into another.
 
-Frames are read, colorized and written window by window (`windows.iter_colorize`): windows of
+Frames are read, colorized and written window by window (`iter_colorize`): windows of
 `interval + 2` frames share their boundary frame, and the anchor state of a window's last frame is
-carried into the next window (`windows.AnchorCarry`), so memory does not grow with the clip's
+carried into the next window (`AnchorCarry`), so memory does not grow with the clip's
 length. Each frame's lightness is kept at full resolution; only the colour (ab) comes from the
 network, which runs at `network_size`. Hard cuts are detected on the fly (`scene_cuts.CutDetector`);
 a new shot starts a new window, so colours never propagate across a cut.
@@ -15,12 +15,17 @@ import functools
 import os
 import sys
 import time
+from typing import Callable
+from typing import Iterable
+from typing import Iterator
 
 from absl import logging
 import jax.numpy as jnp
+import numpy as np
 import tqdm
 
 from tcvc_jax import api
+from tcvc_jax import guidance
 from tcvc_jax.evaluation import scene_cuts
 from tcvc_jax.evaluation import windows
 from tcvc_jax.media import reading
@@ -90,7 +95,7 @@ def release_free_memory():
 
 
 class _CutRecorder:
-  """`is_cut(index, frame)` for `windows.iter_windows` that remembers where the cuts are."""
+  """`is_cut(index, frame)` for `iter_windows` that remembers where the cuts are."""
 
   def __init__(self, detector, cuts):
     self._detector = detector
@@ -105,27 +110,87 @@ class _CutRecorder:
 
 
 def colorize_frames(frames, colorizer, interval=windows.DEFAULT_INTERVAL,
-                    network_size=windows.DEFAULT_NETWORK_SIZE, cuts=None, gray_mode="srgb"):
+                    network_size=windows.DEFAULT_NETWORK_SIZE, cuts=None, gray_mode="srgb",
+                    hints=None):
   """Colorizes a stream of frames window by window (one-sampling); yields uint8 RGB [H, W, 3].
 
   Args:
-    frames: iterable of frames [H, W, 1 | 3 | 4] (uint8, uint16 or float in [0, 1]).
+    frames: iterable of frames [H, W, 1 | 3 | 4] (uint8, uint16 or float in [0, 1]); with `hints`
+      it must be iterable twice (a `reading.FrameSource`, a list): a first pass finds the cuts and
+      the anchors the hints are carried to.
     colorizer: an `api.Colorizer` (anything with its `colorize_window`).
     interval: window interval T; windows hold T + 2 frames.
     network_size: int or (h, w) the model runs at.
     cuts: None (no scene-cut detection) or a list that receives the detected cut indices, in order,
       as the stream is read.
     gray_mode: see `windows.frames_to_l`.
+    hints: optional {frame index: guidance.FrameHint} (any resolution): user colour hints. Those
+      frames become anchors and their hints are carried to every anchor of their shot (see
+      tcvc_jax/guidance.py); a colorizer with hints support is needed.
   """
+  carry = AnchorCarry(colorizer)
+  if not hints:
+    is_cut = None if cuts is None else _CutRecorder(scene_cuts.CutDetector(), cuts)
+    return iter_colorize(frames, carry, interval, network_size, gray_mode=gray_mode,
+                         is_cut=is_cut)
+  found = [] if cuts is None else cuts
+  window_hints = plan_hints(frames, colorizer, hints, interval, network_size, gray_mode,
+                            found if cuts is not None else None)
+  cut_set = set(found)
+  return iter_colorize(frames, carry, interval, network_size, gray_mode=gray_mode,
+                       is_cut=lambda i, _: i in cut_set, anchors=set(hints),
+                       window_hints=window_hints)
+
+
+def plan_hints(frames, colorizer, hints, interval, network_size, gray_mode, cuts):
+  """First pass of guided colorization: cuts, anchors and every anchor's hints.
+
+  Returns:
+    `window_hints(start, n)` for `iter_colorize`: {"hint_ab", "hint_mask"} [n, h, w, *] with the
+    hints of the window's two anchors, or None for a window without any.
+  """
+  h, w = windows.size2(network_size)
   is_cut = None if cuts is None else _CutRecorder(scene_cuts.CutDetector(), cuts)
-  return windows.iter_colorize(frames, windows.AnchorCarry(colorizer), interval, network_size,
-                                gray_mode=gray_mode, is_cut=is_cut)
+  anchor_l, shot_of, shot, count = {}, {}, 0, 0
+  prev_stop = None
+  for start, win in iter_windows(frames, interval, is_cut, set(hints)):
+    if prev_stop is not None and start != prev_stop - 1:
+      shot += 1  # a window that does not start on the previous one's last frame: a new shot
+    ends = windows.resize_l(windows.frames_to_l(np.stack([win[0], win[-1]]), gray_mode), (h, w))
+    for t, l_frame in ((start, ends[0]), (start + len(win) - 1, ends[1])):
+      anchor_l[t] = np.asarray(l_frame)
+      shot_of[t] = shot
+    prev_stop, count = start + len(win), start + len(win)
+  bad = sorted(f for f in hints if f >= count)
+  if bad:
+    raise guidance.GuidanceError(f"hints on frame {bad[0]}, but the video has {count} frames "
+                                 f"(0..{count - 1})")
+  user = {f: guidance.resize_hint(hint, h, w) for f, hint in hints.items()}
+  per_anchor = {}
+  for s in sorted(set(shot_of.values())):
+    members = sorted(t for t, k in shot_of.items() if k == s)
+    per_anchor.update(guidance.anchor_hints(
+        members, {t: user[t] for t in members if t in user}, anchor_l.__getitem__,
+        colorizer.flow))
+
+  def window_hints(start, n):
+    ends = (start, start + n - 1)
+    if not any(t in per_anchor for t in ends):
+      return None
+    ab = np.zeros((n, h, w, 2), np.float32)
+    mask = np.zeros((n, h, w, 1), np.float32)
+    for pos, t in ((0, ends[0]), (n - 1, ends[1])):
+      if t in per_anchor:
+        ab[pos], mask[pos] = per_anchor[t].ab, per_anchor[t].mask
+    return {"hint_ab": ab, "hint_mask": mask}
+
+  return window_hints
 
 
 def colorize_file(input_path, output_path, model, interval=windows.DEFAULT_INTERVAL,
                   network_size=windows.DEFAULT_NETWORK_SIZE, detect_cuts=True, gray_mode="srgb",
                   overwrite=False, fps=None, progress=True, dtype=jnp.float32,
-                  release_memory=True):
+                  release_memory=True, hints=None):
   """Colorizes a video file or frame folder into an mp4 (or other video) file or a frame folder.
 
   Args:
@@ -142,6 +207,7 @@ def colorize_file(input_path, output_path, model, interval=windows.DEFAULT_INTER
     progress: show a progress bar on stderr.
     dtype: compute dtype when `model` is a path.
     release_memory: call `release_free_memory` once per window.
+    hints: optional {frame: guidance.FrameHint}, see `colorize_frames`.
 
   Returns:
     Result.
@@ -166,7 +232,8 @@ def colorize_file(input_path, output_path, model, interval=windows.DEFAULT_INTER
     check_network_size(colorizer, network_size)
     with tqdm.tqdm(total=source.num_frames, unit="frame", desc="colorizing", disable=not progress,
                    dynamic_ncols=True, file=sys.stderr) as bar:
-      for frame in colorize_frames(source, colorizer, interval, network_size, cuts, gray_mode):
+      for frame in colorize_frames(source, colorizer, interval, network_size, cuts, gray_mode,
+                                   hints):
         writer.write(frame)
         count += 1
         bar.update()
@@ -174,3 +241,117 @@ def colorize_file(input_path, output_path, model, interval=windows.DEFAULT_INTER
           release_free_memory()
   return Result(output=writer.path, frames=count, cuts=cuts or [],
                 seconds=time.perf_counter() - start)
+
+
+# ----------------------------------------------------------------- streaming windows
+
+
+def iter_windows(frames: Iterable[np.ndarray], interval_length=windows.DEFAULT_INTERVAL,
+                 is_cut: Callable[[int, np.ndarray], bool] | None = None, anchors=()
+                 ) -> Iterator[tuple[int, list[np.ndarray]]]:
+  """Groups a frame stream into the windows of `windows.plan_windows`, holding at most T + 3 frames.
+
+  Args:
+    frames: iterable of frames (any array type).
+    interval_length: T.
+    is_cut: optional `is_cut(index, frame) -> bool`, called once per frame in order; True means a
+      new shot starts at that frame.
+    anchors: frame indices that must be window boundaries (see `windows.plan_windows`).
+
+  Yields:
+    (start index, list of the window's frames).
+
+  Raises:
+    windows.ClipTooShortError: the stream has fewer than 2 frames.
+  """
+  windows._check_interval(interval_length)
+  full = interval_length + 2
+  buf, start, fresh, count = [], 0, True, 0  # fresh: buf[0] not yet part of any window
+  for i, frame in enumerate(frames):
+    count += 1
+    cut = bool(is_cut(i, frame)) if is_cut is not None else False
+    if cut and i > 0:
+      if len(buf) >= 2 or fresh:
+        yield start, buf
+      buf, start, fresh = [], i, True
+    elif len(buf) == full:
+      yield start, buf
+      buf, start, fresh = buf[-1:], start + full - 1, False
+    buf.append(frame)
+    if i in anchors and len(buf) >= 2:  # a forced anchor ends the window here
+      yield start, buf
+      buf, start, fresh = buf[-1:], i, False
+  if count < 2:
+    raise windows.ClipTooShortError(
+        f"a video needs at least 2 frames (two anchors) for the TCVC protocol, got {count}")
+  if len(buf) >= 2 or fresh:
+    yield start, buf
+
+
+def iter_colorize(frames: Iterable[np.ndarray], colorize_window: windows.ColorizeWindowFn,
+                  interval_length=windows.DEFAULT_INTERVAL,
+                  network_size=windows.DEFAULT_NETWORK_SIZE, gray_mode="srgb", is_cut=None,
+                  anchors=(), window_hints=None) -> Iterator[np.ndarray]:
+  """One-sampling colorization of a frame stream, window by window; yields uint8 [H, W, 3] in order.
+
+  Gives the same frames as `colorize_clip(..., (interval_length,), cuts=...)` while holding one
+  window of frames. `frames`, `is_cut` and `anchors` are as in `iter_windows` /
+  `windows.frames_to_l` (one frame [H, W, C]); `colorize_window` may keep state between calls (e.g.
+  to carry the last anchor). `window_hints(start, n)`: optional colour hints of a window (see
+  `windows.colorize_l_window`).
+  """
+  # (index, uint8 frame): a window's last frame, dropped if the next window starts on it.
+  pending = None
+  windows.announce_interval(colorize_window, interval_length)
+  for start, win in iter_windows(frames, interval_length, is_cut, anchors):
+    l_full = windows.frames_to_l(np.stack(win), gray_mode)
+    hints = None if window_hints is None else window_hints(start, len(win))
+    out = windows.to_uint8_round(
+        windows.colorize_l_window(l_full, colorize_window, network_size, hints))
+    if pending is not None and pending[0] != start:
+      yield pending[1]
+    yield from out[:-1]
+    pending = (start + len(out) - 1, out[-1])
+  if pending is not None:
+    yield pending[1]
+
+
+class AnchorCarry:
+  """A `windows.ColorizeWindowFn` over a model that can carry the last anchor into the next window.
+
+  Wraps an object with `colorize_window(gray, first_anchor=None, return_last_anchor=False)` (an
+  `api.Colorizer`). The state of an anchor is a function of that frame's gray input alone, so when a
+  window starts on exactly the gray frame the previous call ended on (the boundary frame windows
+  share), the stored state is passed as `first_anchor` and the colorizer skips that frame; results
+  are identical. After a scene cut, in a new pass or a new clip the frames differ and the window
+  starts afresh, so one wrapper may serve any sequence of calls.
+
+  Attributes:
+    calls: model calls made.
+    reused: calls that reused the previous anchor.
+  """
+
+  def __init__(self, model):
+    self._model = model
+    self._last_gray = None  # float32 [h, w, 1]: the previous window's last (anchor) frame
+    self._state = None
+    self.calls = 0
+    self.reused = 0
+
+  def set_interval(self, interval_length):
+    """Windows of the coming pass hold at most T + 2 frames: one compiled program for them all."""
+    pad = getattr(self._model, "pad_windows", None)
+    if pad is not None:
+      pad(interval_length + 2)
+
+  def __call__(self, gray, **hints):
+    gray = np.asarray(gray)
+    first = None
+    if self._last_gray is not None and np.array_equal(gray[0], self._last_gray):
+      first = self._state
+      self.reused += 1
+    ab, self._state = self._model.colorize_window(gray, first_anchor=first,
+                                                  return_last_anchor=True, **hints)
+    self._last_gray = np.array(gray[-1])
+    self.calls += 1
+    return ab

@@ -4,7 +4,7 @@
 `protocol.colorize_clip` (one-sampling, or the multi-sampling ensemble), then measures it with
 `metrics` as the original scripts do (docs/original.md#evaluation-protocol): PSNR over all, key and
 inter frames, per clip and then averaged over clips; CDC; SSIM; and a warping error (not in the
-original). Windows sharing a boundary frame reuse its anchor state (`protocol.AnchorCarry`): same
+original). Windows sharing a boundary frame reuse its anchor state (`streaming.AnchorCarry`): same
 frames, fewer passes.
 
 Warping error flow: by default the parameter-free classical TV-L1 flow
@@ -270,7 +270,7 @@ def evaluate(config, workdir, progress=False):
   flow_fn, flow_desc = make_flow_fn(config.metrics, colorizer)
   _check_workdir(workdir, config.overwrite)
   report.write_json(os.path.join(workdir, "config.json"), config.to_dict())
-  model = protocol.AnchorCarry(colorizer)
+  model = streaming.AnchorCarry(colorizer)
   results = []
   bar = tqdm.tqdm(unit="clip", desc="evaluating", disable=not progress, dynamic_ncols=True,
                   file=sys.stderr)

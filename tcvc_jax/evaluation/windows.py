@@ -37,8 +37,6 @@ Policies beyond the original (which has no such cases):
 import dataclasses
 import functools
 from typing import Callable
-from typing import Iterable
-from typing import Iterator
 from typing import Sequence
 
 import jax
@@ -91,14 +89,16 @@ def keyframe_indices(num_frames, interval_length=DEFAULT_INTERVAL):
   return keys
 
 
-def plan_windows(num_frames, interval_length=DEFAULT_INTERVAL, cuts=()):
+def plan_windows(num_frames, interval_length=DEFAULT_INTERVAL, cuts=(), anchors=()):
   """Windows covering a clip of `num_frames` frames.
 
   Args:
     num_frames: clip length n.
     interval_length: T; windows hold up to T + 2 frames.
     cuts: frame indices where a new shot starts (0 < c < n); each shot is windowed on its own.
-      Without cuts this is exactly the original's windowing.
+      Without cuts (and anchors) this is exactly the original's windowing.
+    anchors: frames that must be window boundaries (e.g. frames with user hints): a window ends
+      there and the next starts there, sharing it; windowing restarts from each.
 
   Returns:
     list of Window, in order. A 1-frame shot (only possible with cuts) gives a 1-frame Window.
@@ -112,12 +112,19 @@ def plan_windows(num_frames, interval_length=DEFAULT_INTERVAL, cuts=()):
         f"a clip needs at least 2 frames (two anchors) for the TCVC protocol, got {num_frames}")
   bounds = [0] + sorted({int(c) for c in cuts if 0 < int(c) < num_frames}) + [num_frames]
   windows = []
+  forced = sorted({int(a) for a in anchors if 0 < int(a) < num_frames - 1})
   for s0, s1 in zip(bounds[:-1], bounds[1:], strict=True):
     if s1 - s0 == 1:
       windows.append(Window(s0, s1))
       continue
-    for k in keyframe_indices(s1 - s0, interval_length):
-      windows.append(Window(s0 + k, min(s0 + k + interval_length + 2, s1)))
+    # Segments between forced anchors, each windowed from its start; a segment's last frame is
+    # the next one's first.
+    ends = [a for a in forced if s0 < a < s1 - 1] + [s1 - 1]
+    start = s0
+    for end in ends:
+      for k in keyframe_indices(end + 1 - start, interval_length):
+        windows.append(Window(start + k, min(start + k + interval_length + 2, end + 1)))
+      start = end
   return windows
 
 
@@ -163,7 +170,7 @@ def _rgb_to_l(rgb):
   return color.rgb_to_lab(rgb)[..., :1]
 
 
-def _size2(network_size):
+def size2(network_size):
   if isinstance(network_size, (int, np.integer)):
     return int(network_size), int(network_size)
   h, w = network_size
@@ -190,18 +197,20 @@ def compose_rgb255(l_full, ab_small):
   return rgb * jnp.float32(255)
 
 
-def colorize_l_window(l_full, colorize_window, network_size=DEFAULT_NETWORK_SIZE):
+def colorize_l_window(l_full, colorize_window, network_size=DEFAULT_NETWORK_SIZE, hints=None):
   """One model call on one window: full-res L [N, H, W, 1] -> float32 rgb * 255 [N, H, W, 3].
 
-  A 1-frame window is given to the model as that frame twice (first output kept).
+  A 1-frame window is given to the model as that frame twice (first output kept). `hints`:
+  optional {"hint_ab": [N, h, w, 2], "hint_mask": [N, h, w, 1]} at the network size.
   """
   l_full = jnp.asarray(l_full, jnp.float32)
   single = l_full.shape[0] == 1
   if single:
     l_full = jnp.concatenate([l_full, l_full], axis=0)
-  size = _size2(network_size)
+    hints = None if hints is None else {k: np.concatenate([v, v]) for k, v in hints.items()}
+  size = size2(network_size)
   gray = resize_l(l_full, size)  # [N, h, w, 1]
-  ab = jnp.asarray(colorize_window(gray))
+  ab = jnp.asarray(colorize_window(gray) if hints is None else colorize_window(gray, **hints))
   if ab.shape != gray.shape[:3] + (2,):
     raise ValueError(f"colorize_window returned shape {ab.shape}, expected {gray.shape[:3] + (2,)}")
   rgb255 = compose_rgb255(l_full, ab)
@@ -243,7 +252,7 @@ def run_pass(l_full, colorize_window, interval_length=DEFAULT_INTERVAL,
   """
   l_full = np.asarray(l_full, np.float32)
   out = np.empty(l_full.shape[:3] + (3,), np.float32)
-  _announce_interval(colorize_window, interval_length)
+  announce_interval(colorize_window, interval_length)
   for win in plan_windows(len(l_full), interval_length, cuts):
     # Later windows overwrite the shared boundary frame, as the original rewrites that file.
     out[win.start:win.stop] = np.asarray(
@@ -276,119 +285,12 @@ def colorize_clip(frames, colorize_window, interval_lengths=(DEFAULT_INTERVAL,),
   return ensemble_to_uint8(passes)
 
 
-# --------------------------------------------------------------------------------------------------
-# Streaming (one-sampling, constant memory)
-# --------------------------------------------------------------------------------------------------
-
-
-def iter_windows(frames: Iterable[np.ndarray], interval_length=DEFAULT_INTERVAL,
-                 is_cut: Callable[[int, np.ndarray], bool] | None = None
-                 ) -> Iterator[tuple[int, list[np.ndarray]]]:
-  """Groups a frame stream into the windows of `plan_windows`, holding at most T + 3 frames.
-
-  Args:
-    frames: iterable of frames (any array type).
-    interval_length: T.
-    is_cut: optional `is_cut(index, frame) -> bool`, called once per frame in order; True means a
-      new shot starts at that frame.
-
-  Yields:
-    (start index, list of the window's frames).
-
-  Raises:
-    ClipTooShortError: the stream has fewer than 2 frames.
-  """
-  _check_interval(interval_length)
-  full = interval_length + 2
-  buf, start, fresh, count = [], 0, True, 0  # fresh: buf[0] not yet part of any window
-  for i, frame in enumerate(frames):
-    count += 1
-    cut = bool(is_cut(i, frame)) if is_cut is not None else False
-    if cut and i > 0:
-      if len(buf) >= 2 or fresh:
-        yield start, buf
-      buf, start, fresh = [], i, True
-    elif len(buf) == full:
-      yield start, buf
-      buf, start, fresh = buf[-1:], start + full - 1, False
-    buf.append(frame)
-  if count < 2:
-    raise ClipTooShortError(
-        f"a video needs at least 2 frames (two anchors) for the TCVC protocol, got {count}")
-  if len(buf) >= 2 or fresh:
-    yield start, buf
-
-
-def iter_colorize(frames: Iterable[np.ndarray], colorize_window: ColorizeWindowFn,
-                  interval_length=DEFAULT_INTERVAL, network_size=DEFAULT_NETWORK_SIZE,
-                  gray_mode="srgb", is_cut=None) -> Iterator[np.ndarray]:
-  """One-sampling colorization of a frame stream, window by window; yields uint8 [H, W, 3] in order.
-
-  Gives the same frames as `colorize_clip(..., (interval_length,), cuts=...)` while holding one
-  window of frames. `frames` and `is_cut` are as in `iter_windows` / `frames_to_l` (one frame
-  [H, W, C]); `colorize_window` may keep state between calls (e.g. to carry the last anchor).
-  """
-  # (index, uint8 frame): a window's last frame, dropped if the next window starts on it.
-  pending = None
-  _announce_interval(colorize_window, interval_length)
-  for start, win in iter_windows(frames, interval_length, is_cut):
-    l_full = frames_to_l(np.stack(win), gray_mode)
-    out = to_uint8_round(colorize_l_window(l_full, colorize_window, network_size))
-    if pending is not None and pending[0] != start:
-      yield pending[1]
-    yield from out[:-1]
-    pending = (start + len(out) - 1, out[-1])
-  if pending is not None:
-    yield pending[1]
-
-
-def _announce_interval(colorize_window, interval_length):
+def announce_interval(colorize_window, interval_length):
   """Lets a model that can (AnchorCarry over an api.Colorizer) run all windows of the pass as one
   compiled program: windows hold at most T + 2 frames."""
   announce = getattr(colorize_window, "set_interval", None)
   if announce is not None:
     announce(int(interval_length))
-
-
-class AnchorCarry:
-  """A `ColorizeWindowFn` over a model that can carry the last anchor into the next window.
-
-  Wraps an object with `colorize_window(gray, first_anchor=None, return_last_anchor=False)` (an
-  `api.Colorizer`). The state of an anchor is a function of that frame's gray input alone, so when a
-  window starts on exactly the gray frame the previous call ended on (the boundary frame windows
-  share), the stored state is passed as `first_anchor` and the colorizer skips that frame; results
-  are identical. After a scene cut, in a new pass or a new clip the frames differ and the window
-  starts afresh, so one wrapper may serve any sequence of calls.
-
-  Attributes:
-    calls: model calls made.
-    reused: calls that reused the previous anchor.
-  """
-
-  def __init__(self, model):
-    self._model = model
-    self._last_gray = None  # float32 [h, w, 1]: the previous window's last (anchor) frame
-    self._state = None
-    self.calls = 0
-    self.reused = 0
-
-  def set_interval(self, interval_length):
-    """Windows of the coming pass hold at most T + 2 frames: one compiled program for them all."""
-    pad = getattr(self._model, "pad_windows", None)
-    if pad is not None:
-      pad(interval_length + 2)
-
-  def __call__(self, gray):
-    gray = np.asarray(gray)
-    first = None
-    if self._last_gray is not None and np.array_equal(gray[0], self._last_gray):
-      first = self._state
-      self.reused += 1
-    ab, self._state = self._model.colorize_window(gray, first_anchor=first,
-                                                  return_last_anchor=True)
-    self._last_gray = np.array(gray[-1])
-    self.calls += 1
-    return ab
 
 
 def psnr_interval(interval_lengths: Sequence[int] | int):
