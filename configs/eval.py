@@ -14,7 +14,7 @@ Presets, comma-separated in the string argument (`--config configs/eval.py:multi
 import ml_collections
 from ml_collections import config_dict
 
-_PRESETS = ("multi", "nogt", "tiny", "synthetic")
+_PRESETS = ("multi", "nogt", "tiny", "synthetic", "guided")
 
 
 def get_config(arg=None):
@@ -66,6 +66,15 @@ def get_config(arg=None):
   # Image pairs per flow call.
   config.metrics.warp_batch = 8
 
+  config.hints = ml_collections.ConfigDict()
+  # Runs to measure side by side (tcvc_jax/evaluation/guided.py): "auto" (no hints, the
+  # protocol), "reference" (ground-truth colour of each shot's first frame, carried through the
+  # shot), "clicks" (clicks_per_anchor ground-truth clicks on every anchor). One-sampling only.
+  config.hints.modes = ("auto",)
+  config.hints.clicks_per_anchor = 10
+  config.hints.click_patch = 3
+  config.hints.seed = 0
+
   config.outputs = ml_collections.ConfigDict()
   config.outputs.frames = True
   config.outputs.videos = True
@@ -82,6 +91,9 @@ def get_config(arg=None):
     config.protocol.interval_length = 3
     config.protocol.ensemble_intervals = (3, 5)
     config.metrics.warp_error = False
+  if "guided" in presets:
+    config.hints.modes = ("auto", "reference", "clicks")
+    config.protocol.interval_length = 4
   if "synthetic" in presets:
     config.data.source = "tfds"
     config.protocol.network_size = 64

@@ -47,6 +47,11 @@ def main(argv=None):
     from tcvc_jax.evaluation import evaluator  # pylint: disable=g-import-not-at-top
     from tcvc_jax.evaluation import report  # pylint: disable=g-import-not-at-top
     summary = evaluator.evaluate(config, workdir, progress=True)
+    if "guided" in summary:
+      from tcvc_jax.evaluation import guided  # pylint: disable=g-import-not-at-top
+      print(guided.table(summary["guided"]))
+      print(f"(PSNR far: frames more than {config.protocol.interval_length + 1} frames from "
+            "every reference frame; the same frames for every mode)")
     print(json.dumps(report.to_json_value({k: summary[k] for k in evaluator.SUMMARY_KEYS})))
     return cli.EXIT_OK
 

@@ -307,3 +307,22 @@ def test_tfds_split_source(checkpoint, tmp_path):
   config.data.split = "nonexistent"
   with pytest.raises(evaluator.EvalError, match="split 'nonexistent'"):
     evaluator.evaluate(config, str(tmp_path / "work2"))
+
+
+def test_hinted_modes_are_measured_next_to_the_automatic_run(checkpoint, test_set, tmp_path):
+  config = _config(checkpoint, test_set, "tiny,guided")
+  config.protocol.network_size = 32
+  config.outputs.videos = False
+  summary = evaluator.evaluate(config, str(tmp_path / "work"))
+  guided = summary["guided"]
+  assert set(guided) == {"auto", "reference", "clicks"}
+  assert guided["auto"]["psnr"] == pytest.approx(summary["psnr"])  # the protocol's own run
+  for mode in ("reference", "clicks"):
+    assert np.isfinite(guided[mode]["psnr"]) and guided[mode]["psnr"] != guided["auto"]["psnr"]
+  config.protocol.mode = "multi"
+  with pytest.raises(evaluator.EvalError, match="one-sampling"):
+    evaluator.evaluate(config, str(tmp_path / "work2"))
+  config.protocol.mode = "one"
+  config.hints.modes = ("auto", "magic")
+  with pytest.raises(evaluator.EvalError, match="unknown magic"):
+    evaluator.evaluate(config, str(tmp_path / "work3"))

@@ -36,6 +36,7 @@ import tqdm
 from tcvc_jax import api
 from tcvc_jax import porting
 from tcvc_jax import streaming
+from tcvc_jax.evaluation import guided
 from tcvc_jax.evaluation import metrics
 from tcvc_jax.evaluation import report
 from tcvc_jax.evaluation import windows as protocol
@@ -263,6 +264,13 @@ def evaluate(config, workdir, progress=False):
   if config.dtype not in _DTYPES:
     raise EvalError(f"dtype must be one of {sorted(_DTYPES)}, got {config.dtype!r}")
   passes = interval_lengths(config.protocol)
+  modes = tuple(config.hints.modes)
+  unknown = sorted(set(modes) - set(guided.MODES))
+  if unknown:
+    raise EvalError(f"hints.modes: unknown {', '.join(unknown)}; use {', '.join(guided.MODES)}")
+  hinted = set(modes) - {"auto"}
+  if hinted and (len(passes) > 1 or config.data.no_gt):
+    raise EvalError("hinted modes need one-sampling (protocol.mode='one') and ground truth")
   clips = iter_clips(config.data)
   colorizer = api.load(config.checkpoint, dtype=_DTYPES[config.dtype])
   size = int(config.protocol.network_size)
@@ -284,6 +292,9 @@ def evaluate(config, workdir, progress=False):
                width=out.shape[2], seconds=time.perf_counter() - t0)
     logging.info("clip %s: %d frames, PSNR %.3f, %.1f s", clip.name, len(out), res["psnr"],
                  res["seconds"])
+    if hinted:
+      res["guided"] = guided.run_modes(clip, colorizer, out, config.hints, passes[0], size,
+                                       config.data.gray_mode, config.hints.seed + len(results))
     results.append(res)
     frames_done += len(out)
     rate = frames_done / max(time.perf_counter() - start, 1e-9)
@@ -292,6 +303,8 @@ def evaluate(config, workdir, progress=False):
     bar.update(1)
   bar.close()
   summary = _summarize(results, config, flow_desc, time.perf_counter() - start)
+  if hinted and results:
+    summary["guided"] = guided.summarize([r["guided"] for r in results])
   report.write_tables(workdir, results)
   if config.outputs.plots:
     report.write_plots(workdir, results, summary)
