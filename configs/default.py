@@ -48,8 +48,8 @@ def get_config(arg=None):
   # Compute dtype: "float32", or "bfloat16" (bf16 products with fp32 sums; flows stay fp32);
   # parameters stay float32.
   config.model.dtype = "float32"
-  # Flow pairs per FlowNet2 evaluation (0: all pairs of the batch at once).
-  config.model.flow_batch = 2
+  # Flow pairs per FlowNet2 evaluation (0: all pairs at once; -1: 2 on CPU, 0 on GPU / TPU).
+  config.model.flow_batch = -1
 
   config.flow = ml_collections.ConfigDict()
   # "flownet2" (frozen, weights through init_from) or "classical" (TV-L1, no weights).
@@ -98,6 +98,16 @@ def get_config(arg=None):
   config.data.rot90 = True
   # Read frames 0..N-1 of the drawn clip, as the released loader did (docs/original.md#training).
   config.data.reproduce_original_sampling = False
+  # Colour hints simulated from the ground truth on the anchors (frames 0 and N-1), so that the
+  # model learns to follow clicks and reference frames (tcvc_jax/data/hints.py has the rule).
+  # Off: the original's training, which never gives hints. Per window: no hint at all with
+  # probability none_fraction; else per anchor a dense hint (the ground truth but in up to
+  # dense_max_holes random holes) with probability dense_fraction, else K ~ Geometric(points_p)
+  # patches (K >= 0, P(K = 0) = points_p) of side uniform in 1..max_patch holding the patch's
+  # mean ab, placed as SIGGRAPH17 did ("normal": centred Gaussian, or "uniform").
+  config.data.simulated_hints = ml_collections.ConfigDict(dict(
+      enabled=False, none_fraction=0.25, dense_fraction=0.125, points_p=0.125, max_patch=9,
+      location="normal", dense_max_holes=4))
   config.data.num_workers = 4
   config.data.read_threads = 2
   config.data.eval_batch_size = 1
