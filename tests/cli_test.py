@@ -172,6 +172,8 @@ def test_outputs_follow_the_umask(checkpoint, frames, tmp_path):
     assert proc.returncode == 0, proc.stderr
   finally:
     os.umask(old)
+  # The compilation cache is on by default, in the user's cache folder.
+  assert os.listdir(tmp_path / "cache" / "tcvc_jax" / "xla")
   mode = lambda p: os.stat(tmp_path / p).st_mode & 0o777
   assert mode("out.mp4") == 0o644
   assert mode("out_frames") == 0o755 and mode("out_frames/000.png") == 0o644
