@@ -1,8 +1,7 @@
 """PyTorch checkpoints (`torch.save` files) read and written with numpy only; nothing in them runs.
 
-Their pickles see an allow-list of stand-ins that build numpy arrays from the file's bytes; any
-other global (`os.system`, a model class) stops the load before anything is called.
-"""
+Pickles see an allow-list of stand-ins that build numpy arrays from the file's bytes; any other
+global (`os.system`, a model class) stops the load before anything is called."""
 
 import collections
 import io
@@ -392,12 +391,10 @@ def save(state_dict, path, overwrite=True, extra=None):
 
 
 def read_extra(path, name):
-  """The `extra/<name>` record that `save(..., extra=...)` wrote, or None (absent, not a zip)."""
+  """The `extra/<name>` record `save(..., extra=...)` wrote, or None (absent; not a zip file)."""
   try:
     with zipfile.ZipFile(os.fspath(path)) as zf:
-      for info in zf.infolist():
-        if info.filename.split("/", 1)[-1] == f"extra/{name}":
-          return zf.read(info)
+      found = [i for i in zf.infolist() if i.filename.split("/", 1)[-1] == f"extra/{name}"]
+      return zf.read(found[0]) if found else None
   except (OSError, zipfile.BadZipFile, ValueError):
     return None
-  return None
