@@ -2,12 +2,13 @@
 
 Training elements are windows of N frames from one clip: `gray [N, H, W, 1]` and `ab
 [N, H, W, 2]` float32 in the model's normalised Lab, plus where they came from (`clip_id`: the
-clip's element index in the source, `frame_ids [N]`, `key`). The order of operations
+clip's element index in the source, `frame_ids [N]`, `key`), and with simulated hints
+(`data/hints.py`) `hint_ab [N, H, W, 2]` and `hint_mask [N, H, W, 1]`. The order of operations
 (STYLE.md section 7) is: sample keys -> shuffle -> repeat -> random window, crop, flips -> Lab
--> host shard -> to_iter_dataset -> mp_prefetch -> batch. Every random draw comes from the
-per-element generator that grain derives from the seed and the element's global position, so
-the stream is a pure function of the seed, and its iterator state (get_state /
-grain.checkpoint) resumes it exactly.
+-> simulated hints (if on) -> host shard -> to_iter_dataset -> mp_prefetch -> batch. Every
+random draw comes from the per-element generator that grain derives from the seed and the
+element's global position, so the stream is a pure function of the seed, and its iterator state
+(get_state / grain.checkpoint) resumes it exactly.
 
 Sampling follows the original (docs/original.md#training): one key per frame of every clip, so
 clips are drawn in proportion to their length; the key's frame starts the window when the
@@ -26,6 +27,7 @@ from absl import logging
 import grain
 import numpy as np
 
+from tcvc_jax.data import hints as hints_lib
 from tcvc_jax.data import sources as data_sources
 from tcvc_jax.ops import color
 
@@ -141,7 +143,8 @@ class ToLab(grain.transforms.Map):
 
 def make_train_dataset(source, index: data_sources.ClipIndex, spec: WindowSpec, *, seed: int,
                        num_epochs: int | None = None, process_index: int = 0,
-                       process_count: int = 1, output: str = "lab") -> grain.MapDataset:
+                       process_count: int = 1, output: str = "lab",
+                       hints: hints_lib.HintSpec | None = None) -> grain.MapDataset:
   """Training windows of one process, before batching.
 
   Args:
@@ -154,6 +157,8 @@ def make_train_dataset(source, index: data_sources.ClipIndex, spec: WindowSpec, 
     process_count: number of processes; process p gets elements p, p + count, ... of the
       global stream, so processes are disjoint and together cover it.
     output: "lab" for gray/ab float32, "rgb" for uint8 `rgb` only (convert on device).
+    hints: simulated hints to add (`hint_ab`, `hint_mask`), or None for none. Their draws have
+      their own seed, so the windows are the same with and without them.
 
   Returns:
     A `grain.MapDataset` of windows.
@@ -174,6 +179,9 @@ def make_train_dataset(source, index: data_sources.ClipIndex, spec: WindowSpec, 
     ds = ds.map(ToLab())
   elif output != "rgb":
     raise ValueError(f"output must be 'lab' or 'rgb', got {output!r}")
+  if hints is not None:
+    hint_seed = int(np.random.SeedSequence([seed, 1]).generate_state(1)[0])
+    ds = ds.random_map(hints_lib.SimulateHints(hints), seed=hint_seed)
   # Sharding last (MapDataset is lazy, so nothing is computed for other hosts): the random
   # draws then depend on the global position only, and any process count sees the same stream.
   return ds[process_index::process_count]
@@ -294,7 +302,8 @@ def get_datasets(data_config, *, num_frames: int, global_batch_size: int, seed: 
   default], manual_dir [None], build [True: prepare the dataset if missing], train_split
   ["train"], eval_split ["validation"; None for no evaluation], crop_size [None; int or
   (h, w)], interval_list [(1,)], random_reverse [False], hflip [True], rot90 [True],
-  reproduce_original_sampling [False], output ["lab"], num_workers [0], read_threads [2],
+  reproduce_original_sampling [False], output ["lab"], simulated_hints [None: off; a block with
+  `enabled` and the fields of `hints.HintSpec`], num_workers [0], read_threads [2],
   eval_batch_size [1], eval_max_frames [None]. With several processes sharing a data_dir,
   prepare the dataset once beforehand (or on process 0 behind a barrier): concurrent builds
   of the same dataset race.
@@ -334,7 +343,8 @@ def get_datasets(data_config, *, num_frames: int, global_batch_size: int, seed: 
   workers = get("num_workers", 0)
   threads = get("read_threads", 2)
   train = make_train_dataset(source, index, spec, seed=seed, process_index=process_index,
-                             process_count=process_count, output=get("output", "lab"))
+                             process_count=process_count, output=get("output", "lab"),
+                             hints=hints_lib.HintSpec.from_config(get("simulated_hints")))
   train = to_batches(train, global_batch_size // process_count, num_workers=workers,
                      read_threads=threads)
   logging.info("training data %s[%s]: %d clips, %d keys per epoch", name,

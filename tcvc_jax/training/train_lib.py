@@ -169,7 +169,9 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, loss_config: L
 
   Args:
     state: the train state.
-    batch: 'gray' [B, N, H, W, 1] and 'ab' [B, N, H, W, 2] normalised Lab.
+    batch: 'gray' [B, N, H, W, 1] and 'ab' [B, N, H, W, 2] normalised Lab; optionally
+      'hint_ab' [B, N, H, W, 2] and 'hint_mask' [B, N, H, W, 1] colour hints for the anchors
+      (simulated hints, data/hints.py). Without them the model runs without hints.
     loss_config: loss weights and criterion.
     trainable: top-level sub-networks that learn; gradients stop at the others.
     schedule: optional learning-rate schedule, only to report the rate used.
@@ -183,7 +185,8 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, loss_config: L
   def loss_fn(params, batch_stats, batch):
     # Everything the loss reads is an argument, so that `_auto_sharded` sees all of it.
     variables = {"params": losses.freeze(params, mask), "batch_stats": batch_stats}
-    outputs = state.apply_fn(variables, batch["gray"], srl=True)
+    outputs = state.apply_fn(variables, batch["gray"], srl=True, hint_ab=batch.get("hint_ab"),
+                             hint_mask=batch.get("hint_mask"))
     terms = compute_losses(outputs, batch["ab"], loss_config)
     return terms["loss"], terms
 

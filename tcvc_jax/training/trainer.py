@@ -19,6 +19,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
+from tcvc_jax.data import hints as hints_lib
 from tcvc_jax.data import input_pipeline
 from tcvc_jax.data import sources as data_sources
 from tcvc_jax.models import spec as spec_lib
@@ -29,6 +30,14 @@ from tcvc_jax.training import train_lib
 from tcvc_jax.training import validation
 
 _BATCH_KEYS = ("gray", "ab")
+# Added to the batch when config.data.simulated_hints is on (data/hints.py).
+_HINT_KEYS = hints_lib.HINT_KEYS
+
+
+def batch_keys(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The pipeline keys the train step reads: gray and ab, and the hints when simulated."""
+  block = config.data.get("simulated_hints")
+  return _BATCH_KEYS + (_HINT_KEYS if block is not None and block.get("enabled") else ())
 
 
 def tell(message: str) -> None:
@@ -304,9 +313,10 @@ def _loop(config, state, start, step_fn, train_iter, mngr, writer, validator, pr
   history, previous = [], None
   last_log = (time.perf_counter(), start)
   step = start
+  keys = batch_keys(config)
   for step in range(start + 1, total + 1):
     local = next(train_iter)
-    batch = sharding.global_batch({k: local[k] for k in _BATCH_KEYS}, data_sharding)
+    batch = sharding.global_batch({k: local[k] for k in keys}, data_sharding)
     if bar is None and show_bar:
       print("compiling the train step (once per shape; a second run reads the compilation cache)",
             file=sys.stderr, flush=True)
