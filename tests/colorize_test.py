@@ -12,7 +12,6 @@ import av
 import jax
 import numpy as np
 import pytest
-import torch
 
 from tcvc_jax import api
 from tcvc_jax import colorize
@@ -23,6 +22,8 @@ from tcvc_jax.media import reading
 from tcvc_jax.media import writing
 
 import tiny
+
+torch = pytest.importorskip("torch")
 
 H, W = 40, 56
 ARGS = ("--size", "32", "--interval", "4")

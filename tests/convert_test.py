@@ -8,12 +8,13 @@ import sys
 import jax
 import numpy as np
 import pytest
-import torch
 
 import tcvc_jax
 from tcvc_jax import porting
 
 import tiny
+
+torch = pytest.importorskip("torch")
 
 
 def _run_cli(*args):

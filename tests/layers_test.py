@@ -9,9 +9,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
 
 from tcvc_jax.models import layers
+
+torch = pytest.importorskip("torch")
 
 
 @pytest.fixture(autouse=True)

@@ -19,6 +19,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
+from tcvc_jax import atomic
 from tcvc_jax.data import hints as hints_lib
 from tcvc_jax.data import input_pipeline
 from tcvc_jax.data import sources as data_sources
@@ -206,8 +207,8 @@ def _average(history):
 def _write_run_files(config, workdir, writer, spec):
   checkpointing.write_model_spec(workdir, spec)
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=1))
+    atomic.write_text(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=1),
+                      overwrite=True)
   writer.write_hparams(config.to_dict())
 
 
