@@ -3,9 +3,8 @@
 See tcvc_jax/evaluate.py, --help.
 """
 
-import sys
-
+from tcvc_jax import cli
 from tcvc_jax import evaluate
 
 if __name__ == "__main__":
-  sys.exit(evaluate.main(sys.argv))
+  cli.exit(evaluate.main())

@@ -3,9 +3,8 @@
 See tcvc_jax/train.py, --help.
 """
 
-import sys
-
+from tcvc_jax import cli
 from tcvc_jax import train
 
 if __name__ == "__main__":
-  sys.exit(train.main(sys.argv))
+  cli.exit(train.main())

@@ -8,7 +8,6 @@ complete; an existing output is only replaced with `--overwrite`. Exit codes: se
 """
 
 import argparse
-import sys
 
 from absl import logging
 
@@ -124,4 +123,4 @@ def _user_hints(args, size):
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  cli.exit(main())

@@ -13,7 +13,6 @@ asks to run code. The library behind it: porting.py (to tcvc_jax), export.py (to
 
 import argparse
 import os
-import sys
 
 from tcvc_jax import cli
 
@@ -69,4 +68,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  cli.exit(main())
