@@ -8,11 +8,7 @@ output, float64 at 1e-9. Only float64 goldens of conv10_2 exist, so the float32 
 with them at the float32 tolerance.
 """
 
-import json
 import os
-import shutil
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -37,30 +33,15 @@ F64_TOLERANCE = 1e-9
 
 
 @pytest.fixture(scope="module")
-def hint_errors_f32(tmp_path_factory):
-  workdir = tmp_path_factory.mktemp("hints_f32")
-  errors = golden_lib.compute_hint_errors(golden_lib.prepare_siggraph17(str(workdir), "float32"),
-                                          "float32")
-  shutil.rmtree(workdir, ignore_errors=True)
-  return errors
+def hint_errors_f32(golden_f32_paths):
+  """The converted formula SIGGRAPH17 of the session's golden checkpoints (conftest)."""
+  return golden_lib.compute_hint_errors(golden_f32_paths["siggraph17"], "float32")
 
 
 @pytest.fixture(scope="module")
-def hint_errors_f64(tmp_path_factory):
-  """float64 needs jax x64 from the start: a fresh process (golden_lib as a script)."""
-  workdir = tmp_path_factory.mktemp("hints_f64")
-  out = workdir / "errors.json"
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  env["JAX_ENABLE_X64"] = "1"
-  proc = subprocess.run(
-      [sys.executable, os.path.join(os.path.dirname(__file__), "golden_lib.py"), "--suite", "hints",
-       "--dtype", "float64", "--workdir", str(workdir), "--out", str(out)],
-      env=env, capture_output=True, text=True, check=False)
-  if proc.returncode:
-    raise RuntimeError(f"float64 hints run failed:\n{proc.stdout}\n{proc.stderr}")
-  errors = json.loads(out.read_text())
-  shutil.rmtree(workdir, ignore_errors=True)
-  return errors
+def hint_errors_f64(golden_errors_f64):
+  """conftest's float64 run (a fresh process with jax x64) computes the hint goldens too."""
+  return golden_errors_f64
 
 
 @pytest.mark.parametrize("name", sorted(F32_TOLERANCES))
