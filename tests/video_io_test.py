@@ -193,6 +193,11 @@ class WriteTest(absltest.TestCase):
                      (fractions.Fraction(30000, 1001), 4, 33, 25))
     self.assertFalse(src.has_audio)
     self.assertLess(np.abs(src.read_all().astype(int) - frames).mean(), 3)
+    # The exact size in 4:2:0, the pixel format players accept (VP9: H.264 4:2:0 needs even sizes).
+    with av.open(out) as c:
+      stream = c.streams.video[0]
+      self.assertEqual((stream.codec_context.name, stream.codec_context.pix_fmt),
+                       ("vp9", "yuv420p"))
 
   def test_audio_is_copied(self):
     src_path = os.path.join(self.dir, "src.mp4")

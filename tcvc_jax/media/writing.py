@@ -20,6 +20,8 @@ from tcvc_jax.media.reading import MediaError
 from tcvc_jax.media.reading import _reason
 
 VIDEO_OUTPUT_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv")
+# The encoder for odd-sized frames (see VideoWriter._add_video_stream).
+ODD_SIZE_CODEC = "libvpx-vp9"
 
 
 def _target(path, overwrite, directory=False, suffix=""):
@@ -139,12 +141,22 @@ class VideoWriter(_Writer):
       self._next_audio = None
 
   def _add_video_stream(self, h, w):
-    s = self._out.add_stream(self._codec, rate=self.fps)
-    s.width, s.height = w, h
-    # 4:2:0 needs even sizes; odd-sized frames are kept whole in 4:4:4 instead of being cropped.
-    s.pix_fmt = "yuv420p" if h % 2 == 0 and w % 2 == 0 else "yuv444p"
-    if self._codec == "libx264":
+    codec, pix_fmt = self._codec, "yuv420p"
+    if h % 2 or w % 2:
+      # H.264 in 4:2:0 cannot code an odd width or height (its crop unit is 2 pixels), and 4:4:4
+      # H.264 is refused by many players. VP9 codes 4:2:0 at any size and plays in browsers, VLC,
+      # mpv and current desktop players, so odd sizes keep their exact size in VP9 4:2:0.
+      ext = os.path.splitext(self.path)[1].lower()
+      if codec == "libx264" and ODD_SIZE_CODEC in av.codecs_available and ext in (".mp4", ".mkv"):
+        codec = ODD_SIZE_CODEC
+      elif codec == "libx264":
+        pix_fmt = "yuv444p"  # .mov / .m4v hold no VP9 (or no encoder): exact size, 4:4:4 H.264
+    s = self._out.add_stream(codec, rate=self.fps)
+    s.width, s.height, s.pix_fmt = w, h, pix_fmt
+    if codec == "libx264":
       s.options = {"crf": str(self._crf)}
+    elif codec == ODD_SIZE_CODEC:  # constant quality, about libx264's crf 18
+      s.options = {"crf": "24", "b": "0", "deadline": "good", "cpu-used": "4", "row-mt": "1"}
     self._stream = s
     if self._audio_template is not None:
       self._audio_out = self._out.add_stream_from_template(self._audio_template)
