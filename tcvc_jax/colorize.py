@@ -32,7 +32,9 @@ def build_parser():
           "examples:\n"
           "  python -m tcvc_jax.colorize old_film.mp4 old_film_color.mp4 --checkpoint ckpt/\n"
           "  python -m tcvc_jax.colorize frames/ colorized/ --checkpoint 80000_G.pth \\\n"
-          "      --size 256x448\n\n"
+          "      --size 256x448\n"
+          "  python -m tcvc_jax.colorize film.mp4 out.mp4 --checkpoint ckpt/ \\\n"
+          "      --reference 0:frame0_coloured.png\n\n"
           + cli.EXIT_CODES_HELP))
   parser.add_argument("input",
                       help="video file, or folder of *.png / *.jpg frames (sorted by name)")

@@ -1,6 +1,6 @@
 """python -m tcvc_jax.evaluate (or eval.py): evaluate a checkpoint with the original test protocol.
 
-  python -m tcvc_jax.evaluate --config eval[:multi|nogt|synthetic] --workdir runs/eval \\
+  python -m tcvc_jax.evaluate --config eval[:multi|nogt|synthetic|guided] --workdir runs/eval \\
       --config.checkpoint=CKPT --config.data.root=TEST_SET
 
 Writes colorized frames, one mp4 per clip, per-clip / per-frame CSV tables, summary.json and plots
@@ -20,12 +20,13 @@ presets (--config eval:PRESET[,PRESET]; or a config file path):
   eval:multi        the multi-sampling ensemble (intervals 17 and 19)
   eval:nogt         no ground truth: colorize and measure CDC only (frames may be gray)
   eval:synthetic    the embedded synthetic_clips test split (the demo's test set), network size 64
+  eval:guided       automatic vs a ground-truth reference per shot vs 10 clicks per anchor
   eval:tiny         a CPU-sized protocol (tests)
 
 main config keys (--config.KEY=VALUE; all of them: --show_config):
   checkpoint, data.root, data.clips, data.no_gt, data.gray_mode, protocol.network_size,
   protocol.interval_length, metrics.ssim, metrics.warp_error, metrics.warp_flow, outputs.frames,
-  outputs.videos, dtype, overwrite
+  outputs.videos, hints.modes, dtype, overwrite
 
 summary: psnr (dB, against the ground truth, higher is better; psnr_key / psnr_inter split it into
 anchor and propagated frames), cdc (colour distribution consistency between nearby frames, lower is

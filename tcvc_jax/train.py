@@ -25,11 +25,12 @@ presets (--config FILE[:PRESET], FILE a path or one of the names below):
   default:tiny    a few steps of a tiny model (tests)
   tpu_pod         the paper's setup on a TPU pod slice
 
-main config keys (--config.KEY=VALUE; all of them: --config.help_keys):
+main config keys (--config.KEY=VALUE; every key with its value: --show_config):
   num_train_steps, checkpoint_every_steps, eval_every_steps, log_every_steps, seed, init_from,
   model.dtype, model.colorizer_widths, flow.type, loss.reconstruction_weight, loss.criterion,
   optim.learning_rate, optim.milestones, optim.trainable, data.name, data.manual_dir,
-  data.batch_size, data.num_frames, data.crop_size, eval.network_size, compilation_cache
+  data.batch_size, data.num_frames, data.crop_size, data.simulated_hints.enabled,
+  eval.network_size
 
 outputs in WORKDIR: checkpoints/, model.json, config.json, metrics.jsonl, \
 TensorBoard events, images/
