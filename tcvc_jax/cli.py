@@ -12,6 +12,7 @@ On a signal it removes every unfinished `tcvc_jax.atomic` output and ends the pr
 (`os._exit`), which also avoids the crash of tearing down a runtime in the middle of a compile.
 """
 
+import argparse
 import os
 import signal
 import sys
@@ -23,6 +24,14 @@ from tcvc_jax import atomic
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_CODES_HELP = ("exit codes: 0 success, 1 error (one line; --verbose for the traceback), "
                    "2 usage error, 130 interrupted (no partial output left)")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+  """argparse with the tools' convention: a usage mistake is one line and exit code 2."""
+
+  def error(self, message):
+    print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+    sys.exit(EXIT_USAGE)
 
 
 class UserError(Exception):

@@ -18,7 +18,7 @@ from tcvc_jax.evaluation import windows
 
 def build_parser():
   """The command-line interface."""
-  parser = argparse.ArgumentParser(
+  parser = cli.ArgumentParser(
       prog="python -m tcvc_jax.colorize",
       formatter_class=argparse.RawDescriptionHelpFormatter,
       description=(

@@ -20,7 +20,7 @@ _EPILOG = cli.EXIT_CODES_HELP
 
 
 def build_parser():
-  parser = argparse.ArgumentParser(
+  parser = cli.ArgumentParser(
       prog="python -m tcvc_jax.convert",
       description="Convert TCVC / SIGGRAPH17 / FlowNet2 PyTorch checkpoints to tcvc_jax checkpoint "
                   "folders and back, and export train.py runs as the original's TCVC_IDC "

@@ -199,3 +199,12 @@ def test_convert_to_an_unwritable_place(checkpoint, tmp_path, target):
   proc = _run(["-m", "tcvc_jax.convert", checkpoint, target], tmp_path)
   _one_error_line(proc, 1, "x.pth" if target != "missing_dir/x.pth" else "missing_dir")
   assert (tmp_path / "file").read_text() == "a file, not a folder"
+
+
+@pytest.mark.parametrize("args,text", [
+    (["-m", "tcvc_jax.colorize", "a", "b", "--checkpoint", "c", "--sizee", "3"],
+     "unrecognized arguments: --sizee 3"),
+    (["-m", "tcvc_jax.convert"], "the following arguments are required: src, out"),
+])
+def test_argparse_mistakes_are_one_line(args, text, tmp_path):
+  _one_error_line(_run(args, tmp_path), 2, text)
