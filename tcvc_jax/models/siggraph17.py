@@ -74,10 +74,6 @@ class SIGGRAPH17(nn.Module):
     self.model10 = seq((("relu",), ("conv", "1", w[9], 3, 1, 1, 1), ("lrelu", 0.2)))
     self.model_out = seq((("conv", "0", 2, 1, 1, 0, 1), ("tanh",)))
 
-  @property
-  def feature_channels(self):
-    return self.widths[-1]
-
   def __call__(self, gray, hint_ab=None, hint_mask=None):
     """Colorizes frames, optionally guided by user colour hints.
 
