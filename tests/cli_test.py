@@ -208,3 +208,15 @@ def test_convert_to_an_unwritable_place(checkpoint, tmp_path, target):
 ])
 def test_argparse_mistakes_are_one_line(args, text, tmp_path):
   _one_error_line(_run(args, tmp_path), 2, text)
+
+
+def test_a_workdir_that_is_a_file(checkpoint, frames, tmp_path):
+  (tmp_path / "afile").write_text("mine")
+  proc = _run([os.path.join(REPO, "train.py"), "--workdir=afile", "--config=default:tiny"],
+              tmp_path)
+  _one_error_line(proc, 1, "is a file, not a folder")
+  proc = _run([os.path.join(REPO, "eval.py"), "--config=eval:tiny", "--workdir=afile",
+               f"--config.checkpoint={checkpoint}",
+               f"--config.data.root={os.path.dirname(frames)}"], tmp_path)
+  _one_error_line(proc, 1, "is a file, not a folder")
+  assert (tmp_path / "afile").read_text() == "mine"

@@ -204,6 +204,8 @@ def make_flow_fn(metrics_config, colorizer):
 
 
 def _check_workdir(workdir, overwrite):
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise EvalError(f"workdir {workdir} is a file, not a folder")
   os.makedirs(workdir, exist_ok=True)
   old = [n for n in ("summary.json", "per_clip.csv", "frames", "videos")
          if os.path.lexists(os.path.join(workdir, n))]

@@ -265,6 +265,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   validate_config(config)
   control = control or RunControl()
   workdir = os.path.abspath(workdir)
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ValueError(f"workdir {workdir} is a file, not a folder")
   os.makedirs(workdir, exist_ok=True)
   mesh = sharding.create_mesh(config.mesh.axes, config.mesh.axis_type)
   sharding.check_batch_size(config.data.batch_size, mesh)
