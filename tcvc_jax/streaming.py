@@ -236,6 +236,8 @@ def colorize_file(input_path, output_path, model, interval=windows.DEFAULT_INTER
                                    hints):
         writer.write(frame)
         count += 1
+        if count == 1:  # the first frame waited for the compilation: the rate starts after it
+          bar.reset(total=source.num_frames)
         bar.update()
         if release_memory and count % (interval + 1) == 0:
           release_free_memory()
