@@ -220,3 +220,21 @@ def test_a_workdir_that_is_a_file(checkpoint, frames, tmp_path):
                f"--config.data.root={os.path.dirname(frames)}"], tmp_path)
   _one_error_line(proc, 1, "is a file, not a folder")
   assert (tmp_path / "afile").read_text() == "mine"
+
+
+@pytest.mark.parametrize("delay", [1.0, 4.0])
+def test_eval_and_convert_interrupts(checkpoint, frames, tmp_path, delay):
+  cmd = [os.path.join(REPO, "eval.py"), "--config=eval:tiny", "--workdir=ev",
+         "--compilation_cache=off", f"--config.checkpoint={checkpoint}",
+         f"--config.data.root={os.path.dirname(frames)}"]
+  rc, after, _, err = _interrupt(cmd, tmp_path, delay)
+  assert rc in (0, 130), err[-2000:]
+  assert after < 15 and "Traceback" not in err and "Segmentation" not in err
+  if rc == 130:
+    assert not os.path.exists(tmp_path / "ev" / "summary.json")
+    for folder in (tmp_path / "ev", tmp_path / "ev" / "frames"):
+      assert not folder.exists() or not _leftovers(folder)
+  rc, after, _, err = _interrupt(["-m", "tcvc_jax.convert", checkpoint, "back.pth"], tmp_path,
+                                 delay / 2)
+  assert rc in (0, 130) and after < 15 and "Traceback" not in err, err[-2000:]
+  assert os.path.isfile(tmp_path / "back.pth") == (rc == 0) and not _leftovers(tmp_path)
