@@ -2,6 +2,7 @@
 
 import glob
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -26,8 +27,13 @@ def venv_python(tmp_path_factory):
   install, whose finder lives in a .pth file that a path entry does not run)."""
   root = tmp_path_factory.mktemp("install")
   wheels = root / "wheels"
+  # Built from a copy, so that the checkout gets no build/ folder (whose stale files a later
+  # local build would package).
+  src = root / "src"
+  shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(
+      ".git", ".venv*", "build", "dist", "runs", "*.egg-info", "__pycache__", ".pytest_cache"))
   _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-        "-w", str(wheels), REPO], cwd=str(root), env=dict(os.environ))
+        "-w", str(wheels), str(src)], cwd=str(root), env=dict(os.environ))
   (wheel,) = glob.glob(str(wheels / "tcvc_jax-*.whl"))
   venv = root / "venv"
   _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], cwd=str(root),
