@@ -133,10 +133,8 @@ def colorize_frames(frames, colorizer, interval=windows.DEFAULT_INTERVAL,
     is_cut = None if cuts is None else _CutRecorder(scene_cuts.CutDetector(), cuts)
     return iter_colorize(frames, carry, interval, network_size, gray_mode=gray_mode,
                          is_cut=is_cut)
-  found = [] if cuts is None else cuts
-  window_hints = plan_hints(frames, colorizer, hints, interval, network_size, gray_mode,
-                            found if cuts is not None else None)
-  cut_set = set(found)
+  window_hints = plan_hints(frames, colorizer, hints, interval, network_size, gray_mode, cuts)
+  cut_set = set(cuts or ())
   return iter_colorize(frames, carry, interval, network_size, gray_mode=gray_mode,
                        is_cut=lambda i, _: i in cut_set, anchors=set(hints),
                        window_hints=window_hints)

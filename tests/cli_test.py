@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 
-import jax
 import numpy as np
 import pytest
 
@@ -42,11 +41,7 @@ def _one_error_line(proc, code, text):
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-  model = tiny.tiny_model()
-  variables = jax.tree_util.tree_map(np.asarray, tiny.tiny_variables(model))
-  path = str(tmp_path_factory.mktemp("ckpt") / "tiny")
-  porting.save_converted(path, variables, "tcvc", tiny.TINY_SPEC)
-  return path
+  return tiny.save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny")
 
 
 @pytest.fixture(scope="module")

@@ -12,12 +12,10 @@ import subprocess
 import sys
 import types
 
-import jax
 import numpy as np
 import pytest
 
 from tcvc_jax import api
-from tcvc_jax import porting
 from tcvc_jax.evaluation import evaluator
 from tcvc_jax.evaluation import metrics
 from tcvc_jax.evaluation import windows as protocol
@@ -39,11 +37,7 @@ CLIPS = {"bear": 9, "cat": 7}
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-  model = tiny.tiny_model()
-  variables = jax.tree_util.tree_map(np.asarray, tiny.tiny_variables(model))
-  path = str(tmp_path_factory.mktemp("ckpt") / "tiny")
-  porting.save_converted(path, variables, "tcvc", tiny.TINY_SPEC)
-  return path
+  return tiny.save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny")
 
 
 @pytest.fixture(scope="module")

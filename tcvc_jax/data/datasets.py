@@ -33,6 +33,28 @@ def clip_features() -> tfds.features.FeaturesDict:
   })
 
 
+class _ClipBuilder(tfds.core.GeneratorBasedBuilder):
+  """What both builders share: the record layout, metadata and where their files are.
+
+  Abstract (no `_split_generators`), so TFDS does not register it as a dataset.
+  """
+
+  HOMEPAGE = None
+  # tensorflow-datasets 4.9.10 derives a builder's folder (README.md, `pkg_dir_path`, set per
+  # builder) and code path from its module's package through `importlib_resources`; both are given
+  # here instead.
+  code_path = tfds.core.utils.classproperty(classmethod(lambda cls: epath.Path(__file__)))
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return self.dataset_info_from_configs(
+        features=clip_features(),
+        # Records keep generation order, so the clip index in the metadata lines up with them.
+        disable_shuffling=True,
+        metadata=tfds.core.MetadataDict(),
+        homepage=self.HOMEPAGE,
+    )
+
+
 # Fixed ids so that each split draws from its own seed stream.
 _SPLIT_IDS = {"train": 0, "validation": 1, "test": 2}
 
@@ -49,7 +71,7 @@ class SyntheticConfig(tfds.core.BuilderConfig):
   seed: int = 0
 
 
-class SyntheticClips(tfds.core.GeneratorBasedBuilder):
+class SyntheticClips(_ClipBuilder):
   """Procedural clips: textured objects over textured backgrounds, with cuts and known motion."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -65,19 +87,8 @@ class SyntheticClips(tfds.core.GeneratorBasedBuilder):
   ]
   DEFAULT_CONFIG_NAME = "default"
 
-  # tensorflow-datasets 4.9.10 derives a builder's folder (README.md) and code path from its
-  # module's package through `importlib_resources`; both are given here instead.
   pkg_dir_path = _PKG_DIR / "docs" / "synthetic_clips"
-  code_path = tfds.core.utils.classproperty(classmethod(lambda cls: epath.Path(__file__)))
-
-  def _info(self) -> tfds.core.DatasetInfo:
-    return self.dataset_info_from_configs(
-        features=clip_features(),
-        # Records keep generation order, so the clip index in the metadata lines up with them.
-        disable_shuffling=True,
-        metadata=tfds.core.MetadataDict(),
-        homepage="https://github.com/lyh-18/TCVC-Temporally-Consistent-Video-Colorization",
-    )
+  HOMEPAGE = "https://github.com/lyh-18/TCVC-Temporally-Consistent-Video-Colorization"
 
   def _split_generators(self, dl_manager):
     del dl_manager
@@ -124,7 +135,7 @@ class VideoFramesConfig(tfds.core.BuilderConfig):
   min_frames: int = 2
 
 
-class VideoFrames(tfds.core.GeneratorBasedBuilder):
+class VideoFrames(_ClipBuilder):
   """Video clips from frame folders or video files, stored as uint8 frames per clip."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -155,15 +166,6 @@ class VideoFrames(tfds.core.GeneratorBasedBuilder):
   DEFAULT_CONFIG_NAME = "folder"
 
   pkg_dir_path = _PKG_DIR / "docs" / "video_frames"
-  code_path = tfds.core.utils.classproperty(classmethod(lambda cls: epath.Path(__file__)))
-
-  def _info(self) -> tfds.core.DatasetInfo:
-    return self.dataset_info_from_configs(
-        features=clip_features(),
-        # Records keep generation order, so the clip index in the metadata lines up with them.
-        disable_shuffling=True,
-        metadata=tfds.core.MetadataDict(),
-    )
 
   def _split_generators(self, dl_manager):
     root = os.fspath(dl_manager.manual_dir)
