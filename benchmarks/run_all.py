@@ -1,18 +1,24 @@
-"""Every speed figure of the README in one run: machine rate, inference (fp32, bf16), training step.
+"""Every speed figure of the README in one run, optionally side by side with the original code.
 
   python benchmarks/run_all.py [--frames 19] [--size 256] [--repeats 2] [--train-steps 1]
-      [--skip-train]
+      [--dtypes float32,bfloat16] [--skip-train] [--orig [DIR]]
 
-Prints, in order: the machine's measured dense rates (fp32 / bf16 matmul, fp32 3x3 conv); for the
-full-size TCVC (SIGGRAPH17 + FlowNet2, random weights) on one window, per dtype: seconds per window,
-frames/s against the original, FlowNet2 evaluations per window, achieved GFLOP/s and its fraction of
-the machine's rate; then the full-size training step (256x256, N=12, batch 1, SRL): seconds per step
-and XLA's peak memory per device. Takes ~15 minutes on a 2-vCPU machine.
+Prints, in order: the machine (CPU model, vector ISA) and its measured dense rates (fp32 / bf16
+matmul, fp32 3x3 conv); for the full-size TCVC (SIGGRAPH17 + FlowNet2, random weights) on one
+window, per dtype: compile time, first call, seconds per window, FlowNet2 evaluations, achieved
+GFLOP/s and its fraction of the machine's rate; the demo's training step (compile and step time);
+the full-size training step (256x256, N=12, batch 1, SRL): compile, seconds per step, XLA's peak
+memory per device. With `--orig` (default DIR: ../shared/orig beside the repository, built with
+its build.sh), the ORIGINAL PyTorch code's inference and training benchmarks then run in
+subprocesses on the same machine (one after the other, never at the same time as ours), and a
+summary gives the ratios. Takes ~15 minutes on a 2-vCPU machine, ~35 with --orig.
 """
 
 import argparse
 import os
 import platform
+import re
+import subprocess
 import sys
 import time
 
@@ -22,6 +28,45 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import machine_rate  # pylint: disable=g-import-not-at-top,wrong-import-position
 import model_bench  # pylint: disable=g-import-not-at-top,wrong-import-position
 import train_bench  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_ORIG = os.path.join(os.path.dirname(REPO), "shared", "orig")
+
+
+def cpu_description():
+  """'model name; ISA: avx2 avx512f ...' from /proc/cpuinfo (best effort)."""
+  model, isa = platform.processor() or platform.machine(), []
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      text = f.read()
+    m = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
+    model = m.group(1).strip() if m else model
+    m = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
+    flags = set(m.group(1).split()) if m else set()
+    isa = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16",
+                       "amx_tile") if f in flags]
+  except OSError:
+    pass
+  return f"{model}; ISA: {' '.join(isa) or 'unknown'}"
+
+
+def run_orig(script, args, orig_dir):
+  """Runs one of the harness's benchmarks; returns (last 'infer:'/'train:' line, its numbers)."""
+  python = os.path.join(os.environ.get("ORIG_VENV", "/tmp/orig-venv"), "bin", "python")
+  cmd = [python, os.path.join(orig_dir, script)] + args
+  print(f"original: {' '.join(cmd)}", flush=True)
+  proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  last = None
+  for line in proc.stdout:
+    print(f"  | {line.rstrip()}", flush=True)
+    if line.startswith(("infer:", "train:")):
+      last = line.strip()
+  if proc.wait() or last is None:
+    raise SystemExit(f"the original's {script} failed (exit {proc.returncode}); is {orig_dir} "
+                     f"built (bash {orig_dir}/build.sh)?")
+  total = float(re.search(r"([\d.]+) s/(?:window|step) total", last).group(1))
+  model_only = float(re.search(r"([\d.]+) s model only", last).group(1))
+  return last, total, model_only
 
 
 def main():
@@ -33,20 +78,59 @@ def main():
   parser.add_argument("--dtypes", default="float32,bfloat16")
   parser.add_argument("--train-steps", type=int, default=1)
   parser.add_argument("--skip-train", action="store_true")
+  parser.add_argument("--orig", nargs="?", const=DEFAULT_ORIG, default=None, metavar="DIR",
+                      help="also run the original code's benchmarks from this harness folder "
+                           f"(default {DEFAULT_ORIG})")
   args = parser.parse_args()
+  if args.orig and not os.path.isfile(os.path.join(args.orig, "bench_infer.py")):
+    parser.error(f"--orig: no bench_infer.py in {args.orig}")
   t_start = time.perf_counter()
-  print(f"date: {time.strftime('%Y-%m-%d %H:%M %Z')}; device: {jax.devices()[0].device_kind} "
-        f"({platform.processor() or platform.machine()}), {os.cpu_count()} CPUs, "
-        f"jax {jax.__version__}")
+  print(f"date: {time.strftime('%Y-%m-%d %H:%M %Z')}; device: {jax.devices()[0].device_kind}, "
+        f"{os.cpu_count()} CPUs, jax {jax.__version__}")
+  print(f"cpu: {cpu_description()}")
+  print(f"conv forms: TCVC_CONV_FORMS={os.environ.get('TCVC_CONV_FORMS', 'auto')}")
   rates = machine_rate.measure()
   machine_rate.report(rates)
   variables = jax.device_put(model_bench.random_variables(model_bench.TCVC()))
+  ours = {}
   for dtype in args.dtypes.split(","):
-    model_bench.run(dtype, args.frames, args.size, args.repeats, rates, variables)
+    ours[dtype] = model_bench.run(dtype, args.frames, args.size, args.repeats, rates, variables)
   del variables
+  train = {}
   if not args.skip_train:
+    demo_args = argparse.Namespace(steps=3, unroll=0, remat=False, dtype="float32")
+    train["demo"] = train_bench.bench("demo", demo_args)
     train_args = argparse.Namespace(steps=args.train_steps, unroll=0, remat=False, dtype="float32")
-    train_bench.bench("full", train_args)
+    train["full"] = train_bench.bench("full", train_args)
+
+  orig = {}
+  if args.orig:
+    window = ["--frames", str(args.frames), "--size", str(args.size)]
+    orig["infer"] = run_orig("bench_infer.py", ["--runs", str(args.repeats)] + window, args.orig)
+    if not args.skip_train:
+      orig["train"] = run_orig("bench_train.py", ["--steps", str(args.train_steps)], args.orig)
+
+  print("summary:")
+  print(f"  cpu: {cpu_description()}")
+  for dtype, r in ours.items():
+    line = (f"  window {args.frames}x{args.size}^2 {dtype}: {r['time']:.1f} s, "
+            f"{r['achieved']:.0f} GFLOP/s"
+            + (f" = {r['achieved'] / r['peak']:.0%} of {r['peak']:.0f}" if r["peak"] else "")
+            + f"; compile {r['compile']:.1f} s, first call {r['first_call']:.1f} s "
+              f"({r['first_call'] / r['time'] - 1:+.0%} over the steady window)")
+    if "infer" in orig:
+      _, total, model_only = orig["infer"]
+      line += (f"; original {total:.1f} s total, {model_only:.1f} s model only -> "
+               f"{model_only / r['time']:.2f}x its model time, {total / r['time']:.2f}x its total")
+    print(line)
+  for name, r in train.items():
+    line = (f"  train step [{name}]: {r['step']:.3f} s, compile {r['compile']:.1f} s, "
+            f"XLA peak {r['peak_bytes'] / 2**30:.2f} GiB per device")
+    if name == "full" and "train" in orig:
+      _, total, model_only = orig["train"]
+      line += (f"; original {total:.1f} s total, {model_only:.1f} s model only -> "
+               f"{model_only / r['step']:.2f}x its model time, {total / r['step']:.2f}x its total")
+    print(line)
   print(f"total: {time.perf_counter() - t_start:.0f} s")
 
 

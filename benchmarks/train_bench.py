@@ -91,6 +91,8 @@ def bench(name, args):
   print(f"[{name}] XLA memory per device: arguments {_mib(mem.argument_size_in_bytes)}, "
         f"outputs {_mib(mem.output_size_in_bytes)}, aliased {_mib(mem.alias_size_in_bytes)}, "
         f"temporaries {_mib(mem.temp_size_in_bytes)}; peak {_mib(peak)}")
+  return {"step": float(np.median(times)) if times else float("nan"), "compile": t_compile,
+          "peak_bytes": peak}
 
 
 def main():

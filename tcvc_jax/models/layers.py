@@ -5,7 +5,6 @@ every torch module name becomes a Flax module name, so the checkpoint converter 
 mechanically.
 """
 
-import functools
 from typing import Any
 from typing import Sequence
 from typing import Tuple
@@ -13,6 +12,8 @@ from typing import Tuple
 from flax import linen as nn
 import jax
 import jax.numpy as jnp
+
+from tcvc_jax.models import conv_forms
 
 Dtype = Any
 
@@ -55,17 +56,21 @@ def conv2d(x, kernel, stride=1, pad=0, dilation=1, precision=None, preferred_ele
 
   - 1x1 convolutions are matrix products (XLA:CPU's 1x1 convolution runs at ~30 GFLOP/s, its dot
     at ~200).
-  - On CPU, stride-1 convolutions whose output width is above 64 and not a multiple of 64 are split
-    into a multiple-of-64 part and the rest (e.g. 196 = 192 + 4: 0.46 s instead of 0.71 s for the
-    352->196 3x3 at 256x256; XLA:CPU's convolution kernel is 40 % slower at widths like 196).
-  - On CPU, fp32/fp64 3x3 'same' convolutions get their kernel gradient as nine matrix products.
-  Each output value is the same sum of the same products as a plain convolution; only the order of
-  the fp32 additions may differ.
+  - On CPU, fp32/fp64 3x3 stride-1 'same' convolutions, forward and both gradients, run in the form
+    measured fastest on this machine for their shape (`conv_forms`).
+  - On CPU, other stride-1 convolutions whose output width is above 64 and not a multiple of 64 are
+    split into a multiple-of-64 part and the rest (XLA:CPU's convolution kernel is up to 40 %
+    slower at widths like 196).
+  Each output value is the same convolution as a plain one; only the order and rounding of the
+  fp32 sums may differ.
   """
   kh, kw, _, cout = kernel.shape
   if kh == kw == 1 and stride == 1 and pad == 0:
     return jax.lax.dot_general(x, kernel[0, 0], (((3,), (0,)), ((), ())), precision=precision,
                                preferred_element_type=preferred_element_type)
+  if (_on_cpu() and kh == kw == 3 and stride == 1 and pad == 1 and dilation == 1
+      and preferred_element_type is None):
+    return conv_forms.conv3x3(x, kernel, precision)
   if _on_cpu() and stride == 1 and cout > 64 and cout % 64:
     main = cout // 64 * 64
     parts = [conv2d(x, kernel[..., :main], stride, pad, dilation, precision,
@@ -73,9 +78,6 @@ def conv2d(x, kernel, stride=1, pad=0, dilation=1, precision=None, preferred_ele
              conv2d(x, kernel[..., main:], stride, pad, dilation, precision,
                     preferred_element_type)]
     return jnp.concatenate(parts, axis=-1)
-  if (_on_cpu() and kh == kw == 3 and stride == 1 and pad == 1 and dilation == 1
-      and preferred_element_type is None):
-    return _conv3x3_cpu(x, kernel, precision)
   return _xla_conv(x, kernel, stride, ((pad, pad), (pad, pad)), dilation, precision,
                    preferred_element_type)
 
@@ -86,37 +88,6 @@ def _xla_conv(x, kernel, stride, padding, dilation=1, precision=None, preferred_
       x, kernel, (stride, stride), padding, rhs_dilation=(dilation, dilation),
       dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=precision,
       preferred_element_type=preferred_element_type)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _conv3x3_cpu(x, kernel, precision):
-  """A 3x3 'same' convolution whose kernel gradient is nine matrix products.
-
-  XLA:CPU computes a convolution's kernel gradient at 30-70 GFLOP/s (2.9 s for the 352->196 layer at
-  256x256); as dW[dy, dx] = sum_p x[p] g[p - (dy - 1, dx - 1)] (g shifted, zero-padded) it is 4x
-  faster. The input gradient is XLA's own.
-  """
-  return _xla_conv(x, kernel, 1, ((1, 1), (1, 1)), precision=precision)
-
-
-def _conv3x3_cpu_fwd(x, kernel, precision):
-  return _conv3x3_cpu(x, kernel, precision), (x, kernel)
-
-
-def _conv3x3_cpu_bwd(precision, res, g):
-  x, kernel = res
-  _, vjp_x = jax.vjp(lambda x_: _xla_conv(x_, kernel, 1, ((1, 1), (1, 1)), precision=precision), x)
-  (dx,) = vjp_x(g)
-  h, w = x.shape[1:3]
-  gp = jnp.pad(g, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  dw = jnp.stack([
-      jnp.einsum("bhwc,bhwo->co", x, gp[:, 2 - dy:2 - dy + h, 2 - dx:2 - dx + w],
-                 precision=precision)
-      for dy in range(3) for dx in range(3)])
-  return dx, dw.reshape(kernel.shape).astype(kernel.dtype)
-
-
-_conv3x3_cpu.defvjp(_conv3x3_cpu_fwd, _conv3x3_cpu_bwd)
 
 
 def _operands(x, kernel, bias, dtype):

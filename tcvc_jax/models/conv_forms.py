@@ -1,0 +1,298 @@
+"""Exact forms of a 3x3 'same' convolution, chosen per machine by measuring them once.
+
+XLA:CPU's speed for a convolution depends on the CPU (AVX2 / AVX-512 / AMX, cache sizes, memory
+bandwidth) and on the shape: the form that is fastest on one machine can be the slowest on another.
+So instead of fixed rules, each large 3x3 stride-1 convolution (forward, input gradient and kernel
+gradient) is timed in every applicable form the first time its shape is traced on a machine, and the
+winner is remembered in a small JSON file keyed by the CPU model and the shape:
+
+  forward / input gradient (the input gradient of a 3x3 'same' convolution is a 3x3 'same'
+  convolution of the output gradient with the flipped, transposed kernel):
+    xla       XLA's convolution
+    split64   output channels split into a multiple of 64 and the rest (e.g. 196 = 192 + 4)
+    winograd  Winograd F(2x2, 3x3): 16 matrix products on 4x4 input tiles, 2.25x fewer multiplies
+  kernel gradient:
+    xla       XLA's kernel gradient
+    dots      nine matrix products of the input with the shifted output gradient
+
+Every form computes the same convolution; they differ only in the order and rounding of the fp32
+sums (Winograd's transforms add a little more rounding, well inside the golden tests' tolerances).
+Small convolutions (under `MIN_GFLOP`) are not measured and use fixed rules, so tests, tiny models
+and multi-process runs (where every process must compile the same program) are deterministic.
+
+`TCVC_CONV_FORMS`: `auto` (default: measure once per machine and shape, then read the file),
+`fixed` (no measuring; the rules that were fastest on the AVX-512 machine they were tuned on), or
+`xla` (XLA's own convolution everywhere). `TCVC_CONV_FORMS_FILE` moves the file (default
+`~/.cache/tcvc_jax/conv_forms.json`). Only XLA:CPU is affected; on GPU / TPU XLA's convolution is
+always used.
+"""
+
+import functools
+import hashlib
+import json
+import os
+import platform
+import threading
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+MIN_GFLOP = 1.0  # forward GFLOP below which a convolution is not measured
+MIN_GAIN = 0.1  # another form replaces the fixed rule's only when it is this much faster
+FORWARD_FORMS = ("xla", "split64", "winograd")
+KERNEL_GRAD_FORMS = ("xla", "dots")
+_VERSION = 1  # bump when a form's implementation changes: old measurements are then ignored
+
+_LOCK = threading.Lock()
+_CHOICES = {}  # key -> form, this process
+_FILE_LOADED = {}
+
+
+def mode() -> str:
+  value = os.environ.get("TCVC_CONV_FORMS", "auto").strip().lower() or "auto"
+  if value not in ("auto", "fixed", "xla"):
+    raise ValueError(f"TCVC_CONV_FORMS must be 'auto', 'fixed' or 'xla', got {value!r}")
+  return value
+
+
+def cache_file() -> str:
+  path = os.environ.get("TCVC_CONV_FORMS_FILE")
+  if path:
+    return os.path.expanduser(path)
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return os.path.join(base, "tcvc_jax", "conv_forms.json")
+
+
+@functools.lru_cache(maxsize=1)
+def machine_id() -> str:
+  """The CPU model, its vector ISA extensions and the jax version: what the speeds depend on."""
+  model, flags = platform.processor() or platform.machine(), ""
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      for line in f:
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and model == (platform.processor() or platform.machine()):
+          model = value.strip()
+        elif key.strip() == "flags":
+          isa = sorted(w for w in value.split() if w.startswith(("avx", "amx", "fma", "sse4")))
+          flags = " ".join(isa)
+          break
+  except OSError:
+    pass
+  digest = hashlib.sha1(flags.encode()).hexdigest()[:8]
+  return f"{model} [{digest}] {os.cpu_count()} cpus, jax {jax.__version__}, v{_VERSION}"
+
+
+def _key(op, x_shape, k_shape, dtype):
+  return (f"{machine_id()} | {op} {jnp.dtype(dtype).name} "
+          f"x{tuple(int(d) for d in x_shape)} k{tuple(int(d) for d in k_shape)}")
+
+
+def _read_file():
+  path = cache_file()
+  try:
+    with open(path, encoding="utf-8") as f:
+      data = json.load(f)
+    return data if isinstance(data, dict) else {}
+  except (OSError, ValueError):
+    return {}
+
+
+def _remember(key, form):
+  """Records a measured choice in this process and in the file (merged with what it holds now)."""
+  _CHOICES[key] = form
+  path = cache_file()
+  try:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    data = _read_file()
+    data[key] = form
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+      json.dump(data, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+  except OSError:
+    pass  # read-only home: the choice still holds for this process
+
+
+def _time_forms(fns, args, rounds=3):
+  """Best wall time of each jitted fn over `rounds` interleaved calls, after a warm-up each.
+
+  Interleaving makes a change in the machine's speed while measuring (a busy neighbour) touch every
+  form alike.
+  """
+  fns = {name: jax.jit(fn) for name, fn in fns.items()}
+  for f in fns.values():
+    jax.block_until_ready(f(*args))
+  best = dict.fromkeys(fns, float("inf"))
+  for _ in range(rounds):
+    for name, f in fns.items():
+      t0 = time.perf_counter()
+      jax.block_until_ready(f(*args))
+      best[name] = min(best[name], time.perf_counter() - t0)
+  return best
+
+
+def _measured_choice(op, forms, x_shape, k_shape, dtype, build, fixed):
+  """The fastest of `forms` for this shape: remembered, or measured now; `fixed` when not measured.
+
+  `build(form)` gives a function of (x, k) -> output for the op (concrete arrays, any values). The
+  fixed rule's form stays unless another is at least MIN_GAIN faster.
+  """
+  gflop = 2.0 * np.prod(x_shape[:3]) * 9 * k_shape[2] * k_shape[3] / 1e9
+  how = mode()
+  if how == "xla":
+    return "xla"
+  if how == "fixed" or len(forms) == 1 or gflop < MIN_GFLOP or jax.process_count() > 1:
+    return fixed
+  key = _key(op, x_shape, k_shape, dtype)
+  with _LOCK:
+    if key in _CHOICES:
+      return _CHOICES[key]
+    if not _FILE_LOADED.get(cache_file()):
+      _CHOICES.update({k: v for k, v in _read_file().items() if isinstance(v, str)})
+      _FILE_LOADED[cache_file()] = True
+      if key in _CHOICES:
+        return _CHOICES[key]
+    rs = np.random.RandomState(0)
+    cpu = jax.local_devices(backend="cpu")[0]
+    x = jax.device_put(rs.standard_normal(x_shape).astype(dtype), cpu)
+    k = jax.device_put(rs.standard_normal(k_shape).astype(dtype), cpu)
+    times = _time_forms({form: build(form) for form in forms}, (x, k))
+    best = min(times, key=times.get)
+    if times[best] > (1 - MIN_GAIN) * times[fixed]:
+      best = fixed  # a gain inside the measurement's noise is not worth a different program
+    _remember(key, best)
+    return best
+
+
+# --- forms ------------------------------------------------------------------------------------
+
+
+def xla_conv(x, kernel, precision=None):
+  return jax.lax.conv_general_dilated(x, kernel, (1, 1), ((1, 1), (1, 1)),
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                      precision=precision)
+
+
+def split64_conv(x, kernel, precision=None):
+  main = kernel.shape[-1] // 64 * 64
+  return jnp.concatenate([xla_conv(x, kernel[..., :main], precision),
+                          xla_conv(x, kernel[..., main:], precision)], axis=-1)
+
+
+def _bt(d):
+  """Winograd F(2, 3) input transform B^T d along a list of 4 arrays."""
+  return [d[0] - d[2], d[1] + d[2], d[2] - d[1], d[1] - d[3]]
+
+
+def _at(m):
+  """Winograd F(2, 3) output transform A^T m along a list of 4 arrays."""
+  return [m[0] + m[1] + m[2], m[1] - m[2] - m[3]]
+
+
+def winograd_conv(x, kernel, precision=None):
+  """F(2x2, 3x3): each 2x2 output tile from its 4x4 input tile with 16 products instead of 36.
+
+  The 16 transformed inputs are kept apart (no stacked [16, tiles, C] tensor): each goes straight
+  into its matrix product, which keeps the memory traffic of the transforms down.
+  """
+  b, h, w, c = x.shape
+  co = kernel.shape[-1]
+  th, tw = -(-h // 2), -(-w // 2)
+  xp = jnp.pad(x, ((0, 0), (1, 2 * th - h + 1), (1, 2 * tw - w + 1), (0, 0)))
+  xp = xp.reshape(b, th + 1, 2, tw + 1, 2, c)  # padded row 2i + r = block i, phase r
+  rows = _bt([xp[:, :th, 0], xp[:, :th, 1], xp[:, 1:, 0], xp[:, 1:, 1]])
+  g = jnp.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]], kernel.dtype)
+  u = jnp.einsum("ai,ijco,bj->abco", g, kernel, g, precision=precision)  # (4, 4, C, O)
+  prods = []
+  for a in range(4):
+    r = rows[a]
+    cols = _bt([r[:, :, :tw, 0], r[:, :, :tw, 1], r[:, :, 1:, 0], r[:, :, 1:, 1]])
+    prods.append([jax.lax.dot_general(cols[j], u[a, j], (((3,), (0,)), ((), ())),
+                                      precision=precision) for j in range(4)])
+  by_col = [_at([prods[a][j] for a in range(4)]) for j in range(4)]  # [j][output row phase]
+  y = [_at([by_col[j][ry] for j in range(4)]) for ry in range(2)]  # [row phase][col phase]
+  out = jnp.stack([jnp.stack(y[ry], axis=3) for ry in range(2)], axis=2)  # b th 2 tw 2 co
+  return out.reshape(b, 2 * th, 2 * tw, co)[:, :h, :w]
+
+
+_FORWARD = {"xla": xla_conv, "split64": split64_conv, "winograd": winograd_conv}
+
+
+def _forward_forms(x_shape, cout):
+  forms = ["xla"]
+  if cout > 64 and cout % 64:
+    forms.append("split64")
+  if x_shape[1] >= 4 and x_shape[2] >= 4:
+    forms.append("winograd")
+  return tuple(forms)
+
+
+def _forward_fixed(cout):
+  return "split64" if cout > 64 and cout % 64 else "xla"
+
+
+def forward(x, kernel, precision=None):
+  """A 3x3 stride-1 'same' convolution (NHWC x HWIO) in this machine's fastest form for it."""
+  cout = kernel.shape[-1]
+  form = _measured_choice("conv3x3", _forward_forms(x.shape, cout), x.shape, kernel.shape,
+                          x.dtype, lambda f: functools.partial(_FORWARD[f], precision=precision),
+                          _forward_fixed(cout))
+  return _FORWARD[form](x, kernel, precision)
+
+
+def _dots_kernel_grad(x, g, precision=None):
+  """dW[dy, dx] = sum_p x[p] g[p - (dy - 1, dx - 1)]: nine products with the shifted gradient."""
+  h, w = x.shape[1:3]
+  gp = jnp.pad(g, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  dw = jnp.stack([
+      jnp.einsum("bhwc,bhwo->co", x, gp[:, 2 - dy:2 - dy + h, 2 - dx:2 - dx + w],
+                 precision=precision)
+      for dy in range(3) for dx in range(3)])
+  return dw.reshape((3, 3) + dw.shape[1:])
+
+
+def _xla_kernel_grad(x, g, precision=None):
+  k_shape = (3, 3, x.shape[-1], g.shape[-1])
+  _, vjp = jax.vjp(lambda k: xla_conv(x, k, precision), jnp.zeros(k_shape, x.dtype))
+  return vjp(g)[0]
+
+
+_KERNEL_GRAD = {"xla": _xla_kernel_grad, "dots": _dots_kernel_grad}
+
+
+def kernel_grad(x, g, precision=None):
+  """The kernel gradient of `forward(x, k)` for output gradient g, in the fastest form."""
+  k_shape = (3, 3, x.shape[-1], g.shape[-1])
+  # Measured as a function of (x, k): the output gradient gets the output's shape from k.
+  build = lambda f: (lambda x_, k_: _KERNEL_GRAD[f](x_, xla_conv(x_, k_), precision))
+  form = _measured_choice("conv3x3_kernel_grad", KERNEL_GRAD_FORMS, x.shape, k_shape, x.dtype,
+                          build, "dots")
+  return _KERNEL_GRAD[form](x, g, precision)
+
+
+def input_grad(g, kernel, precision=None):
+  """The input gradient of `forward(x, kernel)`: a 3x3 'same' convolution of g."""
+  flipped = jnp.transpose(kernel[::-1, ::-1], (0, 1, 3, 2))
+  return forward(g, flipped, precision)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def conv3x3(x, kernel, precision=None):
+  """3x3 stride-1 'same' convolution whose forward and both gradients use measured forms."""
+  return forward(x, kernel, precision)
+
+
+def _conv3x3_fwd(x, kernel, precision):
+  return forward(x, kernel, precision), (x, kernel)
+
+
+def _conv3x3_bwd(precision, res, g):
+  x, kernel = res
+  return (input_grad(g, kernel, precision),
+          kernel_grad(x, g, precision).astype(kernel.dtype))
+
+
+conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)

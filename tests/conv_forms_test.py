@@ -1,0 +1,142 @@
+"""The measured convolution forms: each is the same convolution, and the choice is measured once."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tcvc_jax.models import conv_forms
+
+torch = pytest.importorskip("torch")
+
+
+def _torch_conv(x, k):
+  xt = torch.from_numpy(np.asarray(x, np.float64).transpose(0, 3, 1, 2))
+  kt = torch.from_numpy(np.asarray(k, np.float64).transpose(3, 2, 0, 1))
+  return xt, kt
+
+
+def _data(shape, cin, cout, seed=0):
+  rs = np.random.RandomState(seed)
+  x = rs.standard_normal(shape + (cin,)).astype(np.float32)
+  k = (rs.uniform(-1, 1, (3, 3, cin, cout)) / np.sqrt(9 * cin)).astype(np.float32)
+  return x, k
+
+
+@pytest.mark.parametrize("form", conv_forms.FORWARD_FORMS)
+@pytest.mark.parametrize("shape,cin,cout", [((2, 9, 7), 5, 70), ((1, 16, 12), 33, 130),
+                                            ((1, 4, 4), 8, 3)])
+def test_forward_forms_equal_float64_torch(form, shape, cin, cout):
+  x, k = _data(shape, cin, cout)
+  xt, kt = _torch_conv(x, k)
+  want = torch.nn.functional.conv2d(xt, kt, padding=1).numpy().transpose(0, 2, 3, 1)
+  got = np.asarray(jax.jit(conv_forms._FORWARD[form])(x, k))
+  assert got.shape == want.shape
+  np.testing.assert_allclose(got, want, atol=2e-6 * max(1.0, np.abs(want).max()))
+
+
+@pytest.mark.parametrize("form", conv_forms.KERNEL_GRAD_FORMS)
+def test_gradients_equal_float64_torch(form, monkeypatch):
+  x, k = _data((2, 10, 6), 7, 66, seed=1)
+  g = np.random.RandomState(2).standard_normal((2, 10, 6, 66)).astype(np.float32)
+  xt, kt = _torch_conv(x, k)
+  xt.requires_grad_(True)
+  kt.requires_grad_(True)
+  torch.nn.functional.conv2d(xt, kt, padding=1).backward(
+      torch.from_numpy(g.astype(np.float64).transpose(0, 3, 1, 2)))
+  want_dx = xt.grad.numpy().transpose(0, 2, 3, 1)
+  want_dk = kt.grad.numpy().transpose(2, 3, 1, 0)
+  got_dk = np.asarray(jax.jit(conv_forms._KERNEL_GRAD[form])(x, g))
+  np.testing.assert_allclose(got_dk, want_dk, atol=1e-5 * np.abs(want_dk).max())
+  # Through the custom VJP, every forward form for the input gradient.
+  for fwd in conv_forms.FORWARD_FORMS:
+    monkeypatch.setattr(conv_forms, "_measured_choice",
+                        lambda op, forms, *a, fwd=fwd: form if op.endswith("grad") else fwd)
+    _, vjp = jax.vjp(lambda x_, k_: conv_forms.conv3x3(x_, k_), x, k)
+    dx, dk = vjp(g)
+    np.testing.assert_allclose(np.asarray(dx), want_dx, atol=2e-6 * np.abs(want_dx).max())
+    np.testing.assert_allclose(np.asarray(dk), want_dk, atol=1e-5 * np.abs(want_dk).max())
+
+
+def test_float64_forms_are_float64_exact():
+  x, k = _data((1, 8, 8), 6, 5)
+  x, k = x.astype(np.float64), k.astype(np.float64)
+  xt, kt = _torch_conv(x, k)
+  want = torch.nn.functional.conv2d(xt, kt, padding=1).numpy().transpose(0, 2, 3, 1)
+  with jax.enable_x64(True):
+    for form in conv_forms.FORWARD_FORMS:
+      got = np.asarray(jax.jit(conv_forms._FORWARD[form])(jnp.asarray(x), jnp.asarray(k)))
+      np.testing.assert_allclose(got, want, rtol=0, atol=1e-13)
+
+
+@pytest.fixture
+def forms_file(tmp_path, monkeypatch):
+  path = tmp_path / "forms.json"
+  monkeypatch.setenv("TCVC_CONV_FORMS_FILE", str(path))
+  monkeypatch.setattr(conv_forms, "_CHOICES", {})
+  monkeypatch.setattr(conv_forms, "_FILE_LOADED", {})
+  return path
+
+
+def test_choice_is_measured_once_and_remembered_in_the_file(forms_file, monkeypatch):
+  monkeypatch.setattr(conv_forms, "MIN_GFLOP", 0.0)
+  monkeypatch.delenv("TCVC_CONV_FORMS", raising=False)
+  timed = []
+  real_time = conv_forms._time_forms
+  monkeypatch.setattr(conv_forms, "_time_forms",
+                      lambda fns, args: timed.extend(fns) or real_time(fns, args))
+  x, k = _data((1, 12, 12), 4, 70)
+  y = jax.jit(conv_forms.forward)(x, k)
+  assert sorted(timed) == ["split64", "winograd", "xla"]
+  data = json.loads(forms_file.read_text())
+  (key, form), = data.items()
+  assert form in conv_forms.FORWARD_FORMS and conv_forms.machine_id() in key
+  assert "x(1, 12, 12, 4) k(3, 3, 4, 70)" in key
+  # Another process (empty memory) reads the file and measures nothing.
+  monkeypatch.setattr(conv_forms, "_CHOICES", {})
+  monkeypatch.setattr(conv_forms, "_FILE_LOADED", {})
+  monkeypatch.setattr(conv_forms, "_time_forms", lambda fns, args: pytest.fail("measured again"))
+  np.testing.assert_array_equal(np.asarray(jax.jit(conv_forms.forward)(x, k)), np.asarray(y))
+
+
+def test_small_convolutions_and_fixed_mode_are_not_measured(forms_file, monkeypatch):
+  monkeypatch.setattr(conv_forms, "_time_forms", lambda fns, args: pytest.fail("measured"))
+  x, k = _data((1, 8, 8), 4, 70)
+  jax.jit(conv_forms.conv3x3)(x, k)  # far under MIN_GFLOP
+  monkeypatch.setattr(conv_forms, "MIN_GFLOP", 0.0)
+  monkeypatch.setenv("TCVC_CONV_FORMS", "fixed")
+  assert conv_forms.forward(x, k).shape == (1, 8, 8, 70)
+  monkeypatch.setenv("TCVC_CONV_FORMS", "xla")
+  assert conv_forms.forward(x, k).shape == (1, 8, 8, 70)
+  assert not forms_file.exists()
+  monkeypatch.setenv("TCVC_CONV_FORMS", "fastest")
+  with pytest.raises(ValueError, match="TCVC_CONV_FORMS must be"):
+    conv_forms.forward(x, k)
+
+
+def test_unwritable_file_keeps_the_choice_in_memory(tmp_path, monkeypatch):
+  blocker = tmp_path / "file"
+  blocker.write_text("")
+  monkeypatch.setenv("TCVC_CONV_FORMS_FILE", str(blocker / "forms.json"))  # parent is a file
+  monkeypatch.setattr(conv_forms, "_CHOICES", {})
+  monkeypatch.setattr(conv_forms, "_FILE_LOADED", {})
+  monkeypatch.setattr(conv_forms, "MIN_GFLOP", 0.0)
+  monkeypatch.delenv("TCVC_CONV_FORMS", raising=False)
+  x, k = _data((1, 8, 8), 4, 8)
+  conv_forms.forward(x, k)
+  assert len(conv_forms._CHOICES) == 1
+
+
+@pytest.mark.parametrize("times,want", [
+    ({"xla": 1.0, "split64": 0.95, "winograd": 0.5}, "winograd"),
+    ({"xla": 1.0, "split64": 0.95, "winograd": 0.9}, "split64"),
+    ({"xla": 0.5, "split64": 0.95, "winograd": 0.9}, "xla")])
+def test_another_form_must_beat_the_fixed_rule_clearly(forms_file, monkeypatch, times, want):
+  monkeypatch.setattr(conv_forms, "MIN_GFLOP", 0.0)
+  monkeypatch.delenv("TCVC_CONV_FORMS", raising=False)
+  monkeypatch.setattr(conv_forms, "_time_forms", lambda fns, args: times)
+  x, k = _data((1, 8, 8), 4, 70)  # the fixed rule: split64 (70 = 64 + 6)
+  conv_forms.forward(x, k)
+  assert list(json.loads(forms_file.read_text()).values()) == [want]
