@@ -83,13 +83,14 @@ def forms_file(tmp_path, monkeypatch):
 def test_choice_is_measured_once_and_remembered_in_the_file(forms_file, monkeypatch):
   monkeypatch.setattr(conv_forms, "MIN_GFLOP", 0.0)
   monkeypatch.delenv("TCVC_CONV_FORMS", raising=False)
-  timed = []
+  timed = {}
   real_time = conv_forms._time_forms
   monkeypatch.setattr(conv_forms, "_time_forms",
-                      lambda fns, args: timed.extend(fns) or real_time(fns, args))
+                      lambda fns, args: timed.update(real_time(fns, args)) or timed)
   x, k = _data((1, 12, 12), 4, 70)
-  y = jax.jit(conv_forms.forward)(x, k)
+  y = jax.jit(conv_forms.forward)(x, k)  # measured while jit traces: the forms must really run
   assert sorted(timed) == ["split64", "winograd", "xla"]
+  assert min(timed.values()) > 0
   data = json.loads(forms_file.read_text())
   (key, form), = data.items()
   assert form in conv_forms.FORWARD_FORMS and conv_forms.machine_id() in key
@@ -140,3 +141,14 @@ def test_another_form_must_beat_the_fixed_rule_clearly(forms_file, monkeypatch, 
   x, k = _data((1, 8, 8), 4, 70)  # the fixed rule: split64 (70 = 64 + 6)
   conv_forms.forward(x, k)
   assert list(json.loads(forms_file.read_text()).values()) == [want]
+
+
+@pytest.mark.parametrize("form", sorted(conv_forms._MIXED))
+def test_bf16_forms_sum_the_bf16_products_in_fp32(form):
+  x, k = _data((2, 9, 6), 20, 70)
+  xb, kb = jnp.asarray(x, jnp.bfloat16), jnp.asarray(k, jnp.bfloat16)
+  xt, kt = _torch_conv(np.asarray(xb, np.float32), np.asarray(kb, np.float32))
+  want = torch.nn.functional.conv2d(xt, kt, padding=1).numpy().transpose(0, 2, 3, 1)
+  got = jax.jit(conv_forms._MIXED[form])(xb, kb)
+  assert got.dtype == jnp.float32
+  np.testing.assert_allclose(np.asarray(got), want, atol=2e-6 * np.abs(want).max())

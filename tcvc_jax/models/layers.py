@@ -56,8 +56,8 @@ def conv2d(x, kernel, stride=1, pad=0, dilation=1, precision=None, preferred_ele
 
   - 1x1 convolutions are matrix products (XLA:CPU's 1x1 convolution runs at ~30 GFLOP/s, its dot
     at ~200).
-  - On CPU, fp32/fp64 3x3 stride-1 'same' convolutions, forward and both gradients, run in the form
-    measured fastest on this machine for their shape (`conv_forms`).
+  - On CPU, 3x3 stride-1 'same' convolutions (fp32 / fp64: forward and both gradients; bf16 mode:
+    forward) run in the form measured fastest on this machine for their shape (`conv_forms`).
   - On CPU, other stride-1 convolutions whose output width is above 64 and not a multiple of 64 are
     split into a multiple-of-64 part and the rest (XLA:CPU's convolution kernel is up to 40 %
     slower at widths like 196).
@@ -68,9 +68,11 @@ def conv2d(x, kernel, stride=1, pad=0, dilation=1, precision=None, preferred_ele
   if kh == kw == 1 and stride == 1 and pad == 0:
     return jax.lax.dot_general(x, kernel[0, 0], (((3,), (0,)), ((), ())), precision=precision,
                                preferred_element_type=preferred_element_type)
-  if (_on_cpu() and kh == kw == 3 and stride == 1 and pad == 1 and dilation == 1
-      and preferred_element_type is None):
-    return conv_forms.conv3x3(x, kernel, precision)
+  if _on_cpu() and kh == kw == 3 and stride == 1 and pad == 1 and dilation == 1:
+    if preferred_element_type is None:
+      return conv_forms.conv3x3(x, kernel, precision)
+    if preferred_element_type == jnp.float32 and x.dtype == kernel.dtype == jnp.bfloat16:
+      return conv_forms.forward_mixed(x, kernel, precision)
   if _on_cpu() and stride == 1 and cout > 64 and cout % 64:
     main = cout // 64 * 64
     parts = [conv2d(x, kernel[..., :main], stride, pad, dilation, precision,
