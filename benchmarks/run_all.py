@@ -16,13 +16,14 @@ summary gives the ratios. Takes ~15 minutes on a 2-vCPU machine, ~35 with --orig
 
 import argparse
 import os
-import platform
 import re
 import subprocess
 import sys
 import time
 
 import jax
+
+from tcvc_jax.models import conv_forms
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import machine_rate  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -34,19 +35,10 @@ DEFAULT_ORIG = os.path.join(os.path.dirname(REPO), "shared", "orig")
 
 
 def cpu_description():
-  """'model name; ISA: avx2 avx512f ...' from /proc/cpuinfo (best effort)."""
-  model, isa = platform.processor() or platform.machine(), []
-  try:
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-      text = f.read()
-    m = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
-    model = m.group(1).strip() if m else model
-    m = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
-    flags = set(m.group(1).split()) if m else set()
-    isa = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16",
-                       "amx_tile") if f in flags]
-  except OSError:
-    pass
+  """'model name; ISA: avx2 avx512f ...' (the vector extensions that matter for the speeds)."""
+  model, flags = conv_forms.cpu_info()
+  isa = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16",
+                     "amx_tile") if f in flags]
   return f"{model}; ISA: {' '.join(isa) or 'unknown'}"
 
 

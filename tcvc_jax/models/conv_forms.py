@@ -72,21 +72,28 @@ def cache_file() -> str:
 
 
 @functools.lru_cache(maxsize=1)
-def machine_id() -> str:
-  """The CPU model, its vector ISA extensions and the jax version: what the speeds depend on."""
-  model, flags = platform.processor() or platform.machine(), ""
+def cpu_info():
+  """(CPU model name, its /proc/cpuinfo flags); no flags where that file is unreadable."""
+  model, flags = platform.processor() or platform.machine(), set()
   try:
     with open("/proc/cpuinfo", encoding="utf-8") as f:
       for line in f:
         key, _, value = line.partition(":")
-        if key.strip() == "model name" and model == (platform.processor() or platform.machine()):
+        if key.strip() == "model name":
           model = value.strip()
         elif key.strip() == "flags":
-          isa = sorted(w for w in value.split() if w.startswith(("avx", "amx", "fma", "sse4")))
-          flags = " ".join(isa)
+          flags = set(value.split())
           break
   except OSError:
     pass
+  return model, frozenset(flags)
+
+
+@functools.lru_cache(maxsize=1)
+def machine_id() -> str:
+  """The CPU model, its vector ISA extensions and the jax version: what the speeds depend on."""
+  model, all_flags = cpu_info()
+  flags = " ".join(sorted(w for w in all_flags if w.startswith(("avx", "amx", "fma", "sse4"))))
   digest = hashlib.sha1(flags.encode()).hexdigest()[:8]
   return f"{model} [{digest}] {os.cpu_count()} cpus, jax {jax.__version__}, v{_VERSION}"
 
@@ -194,10 +201,11 @@ def _measured_choice(op, forms, x_shape, k_shape, dtype, build, fixed):
 # --- forms ------------------------------------------------------------------------------------
 
 
-def xla_conv(x, kernel, precision=None):
+def xla_conv(x, kernel, precision=None, preferred_element_type=None):
   return jax.lax.conv_general_dilated(x, kernel, (1, 1), ((1, 1), (1, 1)),
                                       dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                      precision=precision)
+                                      precision=precision,
+                                      preferred_element_type=preferred_element_type)
 
 
 def split64_conv(x, kernel, precision=None):
@@ -291,9 +299,7 @@ _KERNEL_GRAD = {"xla": _xla_kernel_grad, "dots": _dots_kernel_grad}
 
 
 def _xla_mixed(x, kernel, precision=None):
-  return jax.lax.conv_general_dilated(x, kernel, (1, 1), ((1, 1), (1, 1)),
-                                      dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                      precision=precision, preferred_element_type=jnp.float32)
+  return xla_conv(x, kernel, precision, preferred_element_type=jnp.float32)
 
 
 def _dots9_mixed(x, kernel, precision=None):
