@@ -7,8 +7,8 @@ Presets, comma-separated in the string argument (`--config configs/eval.py:multi
   multi  the multi-sampling ensemble (intervals 17 and 19), as test_TCVC_multisampling.py.
   nogt   no ground truth: colorize and measure CDC only (frames may be gray).
   tiny   CPU-sized protocol for tests: network size 32, intervals 3 and 5, no warp error.
-  synthetic  the embedded synthetic_clips test split (64x64 clips) at network size 64, the demo's
-             test set.
+  synthetic  the embedded synthetic_clips/painted test split (64x64 clips) at network size 64, the
+             demo's test set.
 """
 
 import ml_collections
@@ -96,5 +96,6 @@ def get_config(arg=None):
     config.protocol.interval_length = 4
   if "synthetic" in presets:
     config.data.source = "tfds"
+    config.data.config = "painted"
     config.protocol.network_size = 64
   return config

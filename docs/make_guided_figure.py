@@ -1,10 +1,11 @@
 """Draws docs/guided.png: automatic vs guided (one reference frame) vs ground truth, synthetic clip.
 
-  python docs/make_guided_figure.py --checkpoint runs/demo [--clip 3] [--out docs/guided.png]
+  python docs/make_guided_figure.py --checkpoint runs/demo [--clip 0] [--out docs/guided.png]
 
-The clip is test clip `--clip` of the embedded synthetic_clips dataset (generated, no download);
-the reference is the ground-truth colour of the shot's first frame, given as `--reference 0:...`
-would be. Frames shown: the reference frame, and frames further and further from it.
+The clip is generated (no download) like the demo's synthetic_clips/painted test clips, with the
+seed of test clip `--clip`, as one shot; the reference is the ground-truth colour of the shot's
+first frame, given as `--reference 0:...` would be. Frames shown: the reference frame, and frames
+further and further from it.
 """
 
 import argparse
@@ -21,7 +22,7 @@ sys.path.insert(0, REPO)
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--checkpoint", default="runs/demo", help="a workdir or converted folder")
-  parser.add_argument("--clip", type=int, default=3, help="synthetic test clip index")
+  parser.add_argument("--clip", type=int, default=0, help="synthetic test clip index")
   parser.add_argument("--interval", type=int, default=4, help="window interval T")
   parser.add_argument("--out", default=os.path.join(REPO, "docs", "guided.png"))
   args = parser.parse_args()
@@ -31,12 +32,15 @@ def main():
   from tcvc_jax import atomic  # pylint: disable=g-import-not-at-top
   from tcvc_jax import guidance  # pylint: disable=g-import-not-at-top
   from tcvc_jax import streaming  # pylint: disable=g-import-not-at-top
+  from tcvc_jax.data import datasets  # pylint: disable=g-import-not-at-top
   from tcvc_jax.data import synthetic  # pylint: disable=g-import-not-at-top
   from tcvc_jax.evaluation import metrics  # pylint: disable=g-import-not-at-top
   colorizer = tcvc_jax.load(args.checkpoint)
-  # Test clip i of the dataset's default config (seed 0, split id 2), one shot.
-  clip = synthetic.generate_clip((0, 2, args.clip), height=64, width=64, num_frames=20,
-                                 max_cuts=0)
+  # A clip of the painted config's kind with the seed of test clip i, but one shot (max_cuts=0).
+  painted = datasets.SyntheticClips.builder_configs["painted"]
+  clip = synthetic.generate_clip((painted.seed, 2, args.clip), height=painted.height,
+                                 width=painted.width, num_frames=painted.num_frames, max_cuts=0,
+                                 paint_probability=painted.paint_probability)
   gt = clip.frames
   auto = np.stack(list(streaming.colorize_frames(list(gt), colorizer, args.interval, 64, [])))
   hints = {0: guidance.reference_hint(gt[0])}

@@ -19,7 +19,7 @@ presets (--config eval:PRESET[,PRESET]; or a config file path):
   eval              one-sampling (interval 17) at 256x256, PSNR / SSIM / CDC / warping error
   eval:multi        the multi-sampling ensemble (intervals 17 and 19)
   eval:nogt         no ground truth: colorize and measure CDC only (frames may be gray)
-  eval:synthetic    the embedded synthetic_clips test split (the demo's test set), network size 64
+  eval:synthetic    the embedded synthetic_clips/painted test split (the demo's), network size 64
   eval:guided       automatic vs a ground-truth reference per shot vs 10 clicks per anchor
   eval:tiny         a CPU-sized protocol (tests)
 

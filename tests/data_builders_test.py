@@ -46,6 +46,23 @@ class SyntheticClipsTest(absltest.TestCase):
       np.testing.assert_array_equal(index.num_frames, c.num_frames)
       np.testing.assert_array_equal(index.heights, c.height)
 
+  def test_painted_config_holds_painted_clips(self):
+    # The demo's set: the generator's clips with paint; some differ from the unpainted ones.
+    data_dir = dt.tempdir(self)
+    builder = data_sources.build("synthetic_clips", data_dir, config="painted")
+    c = builder.builder_config
+    self.assertGreater(c.paint_probability, 0)
+    source, _ = data_sources.open_split("synthetic_clips", "test", data_dir, config="painted")
+    changed = 0
+    for i, element in enumerate(_read_all(source)):
+      args = dict(height=c.height, width=c.width, num_frames=c.num_frames)
+      painted = synthetic.generate_clip((c.seed, 2, i), paint_probability=c.paint_probability,
+                                        **args)
+      np.testing.assert_array_equal(element["frames"], painted.frames)
+      changed += not np.array_equal(painted.frames,
+                                    synthetic.generate_clip((c.seed, 2, i), **args).frames)
+    self.assertGreaterEqual(changed, c.num_test // 2)
+
   def test_index_of_a_slice_is_read_from_the_clips(self):
     data_dir = dt.tempdir(self)
     data_sources.build("synthetic_clips", data_dir, config="tiny")

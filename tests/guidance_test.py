@@ -71,6 +71,34 @@ def test_reference_on_frame_0_reaches_the_last_anchor_and_stops_at_the_cut(color
   np.testing.assert_array_equal(guided[14:], plain[14:])
 
 
+class _CountingFlows:
+  """A colorizer whose flow calls are counted (the plan pass uses nothing else)."""
+
+  def __init__(self, colorizer):
+    self._colorizer, self.calls = colorizer, 0
+
+  def flow(self, a, b):
+    self.calls += 1
+    return self._colorizer.flow(a, b)
+
+
+@pytest.mark.parametrize("hinted", [0, 20])
+def test_flows_are_computed_for_hinted_shots_only(colorizer, hinted):
+  frames = _clip()
+  counting = _CountingFlows(colorizer)
+  hints = {hinted: guidance.reference_hint(frames[hinted])}
+  plan = streaming.plan_hints(frames, counting, hints, T, 64, "srgb", [])
+  chunks = lambda w: -(-2 * (len(w) - 1) // guidance.FLOW_CHUNK)
+  planned = windows.plan_windows(24, T, [14], hints)
+  if hinted == 0:  # the first shot's windows only: the second shot has no hint
+    assert counting.calls == sum(chunks(w) for w in planned if w.stop <= 14)
+    assert plan(planned[-1].start, len(planned[-1])) is None
+  else:  # windows before the hint may belong to its shot: all of them are measured
+    assert counting.calls == sum(chunks(w) for w in planned)
+    assert all(plan(w.start, len(w)) is None for w in planned if w.stop <= 14)
+    assert plan(planned[-1].start, len(planned[-1]))["hint_mask"][-1].mean() > 0.3
+
+
 def test_hints_beyond_the_video_are_an_error(colorizer):
   frames = _clip()[:8]
   hints = {30: guidance.reference_hint(np.zeros((8, 8, 3), np.uint8))}
@@ -81,22 +109,56 @@ def test_hints_beyond_the_video_are_an_error(colorizer):
 def test_carry_keeps_reliable_pixels_only():
   """A pure shift: carried hints equal the shifted hints except where the warp leaves the frame."""
   rs = np.random.RandomState(0)
-  l_src = rs.uniform(-0.4, 0.4, (32, 32, 1)).astype(np.float32)
+  ys, xs = np.mgrid[0:32, 0:32]
+  l_src = (0.3 * np.sin(2 * np.pi * xs / 24 + 1) * np.cos(2 * np.pi * ys / 20))[..., None]
+  l_src = l_src.astype(np.float32)
   l_dst = np.roll(l_src, 3, axis=1)
-  flows = {}
-
-  def flow_fn(a, b):  # dst(p) ~ src(p - 3 px) and back
-    key = "ds" if np.array_equal(a[0], l_dst) else "sd"
-    flows[key] = True
-    return np.broadcast_to(np.array([-3.0 if key == "ds" else 3.0, 0.0], np.float32),
-                           a.shape[:3] + (2,))
-
+  shift = lambda dx: np.broadcast_to(np.array([dx, 0.0], np.float32), (32, 32, 2))
   hint = guidance.FrameHint(rs.uniform(-0.5, 0.5, (32, 32, 2)).astype(np.float32),
                             np.ones((32, 32, 1), np.float32))
-  out = guidance.carry(hint, l_src, l_dst, flow_fn)
-  assert flows == {"ds": True, "sd": True}
+  out = guidance.carry(hint, l_src, l_dst, shift(-3.0), shift(3.0))  # dst(p) ~ src(p - 3 px)
   np.testing.assert_allclose(out.ab[:, 3:], hint.ab[:, :-3], atol=1e-6)
   assert out.mask[:, 3:].all() and not out.mask[:, :3].any()  # from outside frame A: dropped
+  # A flow 6 px off (a quarter period of the texture) fails the photometric check.
+  wrong = guidance.carry(hint, l_src, l_dst, shift(-9.0), shift(9.0))
+  assert wrong.mask.mean() < 0.3
+  # A flow that disagrees with the flow back (an occlusion) is dropped: the backward flow here
+  # says "+10 px" on the right half.
+  back = shift(3.0).copy()
+  back[:, 16:] = [10.0, 0.0]
+  occluded = guidance.carry(hint, l_src, l_dst, shift(-3.0), back)
+  assert not occluded.mask[:, 20:].any() and occluded.mask[:, 3:12].all()
+
+
+def test_compose_flows_follows_the_motion_through_every_frame():
+  # Frame 0 -> 1: everything moves 2 px right; 1 -> 2: the right half (x >= 16) moves 3 px down.
+  f01 = np.zeros((32, 32, 2), np.float32)
+  f01[..., 0] = 2.0
+  f12 = np.zeros((32, 32, 2), np.float32)
+  f12[:, 16:, 1] = 3.0
+  total = guidance.compose_flows([f01, f12])
+  # A pixel at x lands at x + 2 in frame 1; it moves down in 1 -> 2 iff x + 2 >= 16.
+  np.testing.assert_allclose(total[:, :13, 1], 0.0)
+  np.testing.assert_allclose(total[:, 14:30, 1], 3.0)
+  np.testing.assert_allclose(total[..., 0], 2.0)
+  np.testing.assert_array_equal(guidance.compose_flows([f01]), f01)
+
+
+def test_window_flows_compose_the_consecutive_flows_in_chunks():
+  # A fake flow function that tells frames apart by their constant value t / 10: flow (t' - t, 0).
+  n = 6
+  frames = np.stack([np.full((8, 8, 1), t / 10.0, np.float32) for t in range(n)])
+  calls = []
+
+  def flow_fn(a, b):
+    calls.append(a.shape[0])
+    d = np.round((b[:, 0, 0, 0] - a[:, 0, 0, 0]) * 10)
+    return np.broadcast_to(np.stack([d, 0 * d], -1)[:, None, None], a.shape[:3] + (2,))
+
+  back, fwd = guidance.window_flows(frames, flow_fn, chunk=4)
+  assert calls == [4, 4, 4]  # 10 pairs in chunks of 4, the last one padded: one shape
+  np.testing.assert_allclose(back[..., 0], -(n - 1))  # border-clamped warps keep constant flows
+  np.testing.assert_allclose(fwd[..., 0], n - 1)
 
 
 def _run(args, cwd):

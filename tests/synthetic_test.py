@@ -101,6 +101,53 @@ class SyntheticTest(absltest.TestCase):
     hues = np.array([m.hue for m in synthetic.MATERIALS])
     self.assertLen(set(hues), len(hues))  # every material has its own colour
 
+  def test_painted_surfaces_keep_layout_and_lightness_but_not_hue(self):
+    # Paint changes the hue of whole surfaces of a shot, nothing else: same layout, motion,
+    # materials and lightness; a painted surface's ab is one value per shot, and across shots
+    # and clips the paint takes many hues.
+    painted_hues = []
+    for seed in range(6):
+      plain = synthetic.generate_clip(seed, height=48, width=48, num_frames=6, max_cuts=1,
+                                      cut_probability=1.0)
+      paint = synthetic.generate_clip(seed, height=48, width=48, num_frames=6, max_cuts=1,
+                                      cut_probability=1.0, paint_probability=0.5)
+      for field in ("flow", "labels", "shot"):
+        np.testing.assert_array_equal(getattr(plain, field), getattr(paint, field))
+      gray_p, ab_p = color.rgb_to_gray_ab(plain.frames, np)
+      gray_q, ab_q = color.rgb_to_gray_ab(paint.frames, np)
+      interior = np.ones(plain.labels.shape, bool)
+      for axis in (1, 2):
+        for step in (1, -1):
+          interior &= np.roll(plain.labels, step, axis=axis) == plain.labels
+      for s in np.unique(plain.shot):
+        for m in np.unique(plain.labels[plain.shot == s]):
+          here = interior & (plain.labels == m) & (plain.shot == s)[:, None, None]
+          if here.sum() < 20:
+            continue
+          # Lightness within a few L* (uint8 rounding; out-of-gamut paint is clipped in RGB).
+          dl = np.abs(gray_p[..., 0][here] - gray_q[..., 0][here]) * 100
+          self.assertLess(np.median(dl), 2.5)
+          ab = np.median(ab_q[here], axis=0)
+          if np.abs(ab - synthetic.MATERIALS[m].ab).max() > 0.02:
+            painted_hues.append(np.degrees(np.arctan2(ab[1], ab[0])) % 360)
+            if m >= len(synthetic.BACKGROUNDS):
+              continue  # two objects of one material may be painted differently
+            # One paint per surface: its pixels share the ab (up to edge mixing and clipping).
+            self.assertGreater((np.abs(ab_q[here] - ab).max(-1) < 0.02).mean(), 0.95)
+    self.assertGreaterEqual(len(painted_hues), 8)
+    self.assertGreater(np.histogram(painted_hues, bins=6, range=(0, 360))[0].astype(bool).sum(),
+                       3)  # uniform hues, not a few fixed ones
+
+  def test_paint_probability_bounds(self):
+    unpainted = synthetic.generate_clip(3, height=16, width=16, num_frames=4)
+    zero = synthetic.generate_clip(3, height=16, width=16, num_frames=4, paint_probability=0.0)
+    np.testing.assert_array_equal(unpainted.frames, zero.frames)
+    always = synthetic.generate_clip(3, height=16, width=16, num_frames=4, paint_probability=1.0)
+    self.assertFalse(np.array_equal(unpainted.frames, always.frames))
+    for bad in (-0.1, 1.5):
+      with self.assertRaisesRegex(ValueError, "paint_probability"):
+        synthetic.generate_clip(3, height=16, width=16, num_frames=4, paint_probability=bad)
+
   def test_material_rgb_follows_lightness(self):
     for material in synthetic.MATERIALS:
       rgb = synthetic.material_rgb(material, np.linspace(0, 1, 5))

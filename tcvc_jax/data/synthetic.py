@@ -9,6 +9,13 @@ learn from the gray input alone. Shots are separated by hard scene cuts.
 
 The generator also returns what it knows exactly: the forward optical flow, the visible material
 of every pixel and the shot of every frame. Everything is deterministic in the seed.
+
+*Painted* surfaces (`paint_probability` > 0) are the exception to "colour follows lightness", as
+in real footage, where a dress may be red or blue in the same gray: each surface of a shot is, with
+that probability, painted in a hue drawn uniformly for that shot instead of its material's, with
+the material's texture and lightness band. No model can tell a painted surface's hue from the
+gray frames; a colour hint can (guided colorization, tcvc_jax/guidance.py). With
+`paint_probability` 0 (the default) no paint is drawn and clips are exactly as before.
 """
 
 import dataclasses
@@ -174,6 +181,16 @@ def _plan_shots(rng, num_frames, num_cuts):
   return shot
 
 
+PAINT_CHROMA = 35.0  # chroma of painted surfaces: inside the sRGB gamut for most hues and bands
+
+
+def _paint(material, rng, probability):
+  """The material, or (with `probability`) the material in a uniformly drawn hue."""
+  if rng.random() >= probability:
+    return material
+  return dataclasses.replace(material, hue=float(rng.uniform(0, 360)), chroma=PAINT_CHROMA)
+
+
 def _plan_shot(rng, height, width, max_objects, max_speed):
   """Random layout of one shot: background, pan and objects (positions as functions of time)."""
   scale = min(height, width) / 64.0
@@ -206,7 +223,7 @@ def _object_centre(obj, step, height, width):
 def _render(shot, step, xs, ys):
   """Renders frame `step` of a shot: colours, visible material and per-pixel owner."""
   height, width = xs.shape
-  bg = BACKGROUNDS[shot["background"]]
+  bg = shot.get("bg_material", BACKGROUNDS[shot["background"]])
   offset = shot["pan0"] + shot["pan"] * step
   u, v = xs - offset[0], ys - offset[1]
   image = material_rgb(bg, bg.texture(u, v, np.random.default_rng(shot["bg_seed"])))
@@ -215,7 +232,7 @@ def _render(shot, step, xs, ys):
   for k, obj in enumerate(shot["objects"]):
     centre = _object_centre(obj, step, height, width)
     du, dv = xs - centre[0], ys - centre[1]
-    material = OBJECTS[obj["material"]]
+    material = obj.get("painted", OBJECTS[obj["material"]])
     alpha = _shape_alpha(_SHAPES[obj["material"]], du, dv, obj["radius"])[..., None]
     colour = material_rgb(material, material.texture(
         du, dv, np.random.default_rng(obj["tex_seed"])))
@@ -239,7 +256,8 @@ def _shot_flow(shot, step, owner, height, width):
 
 def generate_clip(seed: int | Sequence[int], *, height: int = 64, width: int = 64,
                   num_frames: int = 20, max_objects: int = 3, max_cuts: int = 1,
-                  cut_probability: float = 0.5, max_speed: float = 2.0) -> SyntheticClip:
+                  cut_probability: float = 0.5, max_speed: float = 2.0,
+                  paint_probability: float = 0.0) -> SyntheticClip:
   """Generates one clip.
 
   Args:
@@ -252,15 +270,31 @@ def generate_clip(seed: int | Sequence[int], *, height: int = 64, width: int = 6
     max_cuts: up to this many scene cuts.
     cut_probability: probability of each of the `max_cuts` cuts.
     max_speed: largest object speed in pixels per frame at 64x64 (scaled with the size).
+    paint_probability: chance that a surface (the background or an object) of a shot is painted
+      in a random hue (see the module docstring); drawn from a stream of its own, so the layout
+      and motion do not depend on it.
 
   Returns:
     A `SyntheticClip`.
   """
-  rng = np.random.default_rng(np.random.SeedSequence(seed))
+  if not 0 <= paint_probability <= 1:
+    raise ValueError(f"paint_probability must be in [0, 1], got {paint_probability}")
+  seeds = np.random.SeedSequence(seed)
+  rng = np.random.default_rng(seeds)
   num_cuts = int((rng.random(max_cuts) < cut_probability).sum())
   shot_of = _plan_shots(rng, num_frames, num_cuts)
   shots = [_plan_shot(rng, height, width, max_objects, max_speed)
            for _ in range(int(shot_of[-1]) + 1)]
+  if paint_probability > 0:
+    paint_rng = np.random.default_rng(seeds.spawn(1)[0])
+    for shot in shots:
+      bg = BACKGROUNDS[shot["background"]]
+      if (painted := _paint(bg, paint_rng, paint_probability)) is not bg:
+        shot["bg_material"] = painted
+      for obj in shot["objects"]:
+        material = OBJECTS[obj["material"]]
+        if (painted := _paint(material, paint_rng, paint_probability)) is not material:
+          obj["painted"] = painted
   ys, xs = np.mgrid[0:height, 0:width].astype(np.float32) + 0.5
   frames = np.empty((num_frames, height, width, 3), np.uint8)
   labels = np.empty((num_frames, height, width), np.int8)
