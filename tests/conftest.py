@@ -42,21 +42,36 @@ def golden_f32_paths(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def golden_errors_f32(golden_f32_paths):
+def golden_f64_run(tmp_path_factory):
+  """Starts the float64 golden run: it needs jax x64 from the start, so it is its own process.
+
+  Started before the float32 run is computed, so that the two overlap (much of each is
+  single-threaded: writing and converting the checkpoints, compiling).
+  """
+  workdir = tmp_path_factory.mktemp("golden_f64")
+  out = workdir / "errors.json"
+  proc = subprocess.Popen(
+      [sys.executable, os.path.join(TESTS_DIR, "golden_lib.py"), "--dtype", "float64",
+       "--workdir", str(workdir), "--out", str(out)],
+      env=_clean_env(JAX_ENABLE_X64="1"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+      text=True)
+  yield proc, workdir
+  if proc.poll() is None:
+    proc.kill()
+    proc.wait()
+  shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def golden_errors_f32(golden_f64_run, golden_f32_paths):
+  del golden_f64_run  # started first, so that the two runs overlap
   return golden_lib.compute_errors(golden_f32_paths, "float32")
 
 
 @pytest.fixture(scope="session")
-def golden_errors_f64(tmp_path_factory):
-  """The float64 run needs jax x64 from the start, so it runs in its own process."""
-  workdir = tmp_path_factory.mktemp("golden_f64")
-  out = workdir / "errors.json"
-  proc = subprocess.run(
-      [sys.executable, os.path.join(TESTS_DIR, "golden_lib.py"), "--dtype", "float64",
-       "--workdir", str(workdir), "--out", str(out)],
-      env=_clean_env(JAX_ENABLE_X64="1"), capture_output=True, text=True, check=False)
+def golden_errors_f64(golden_f64_run):
+  proc, workdir = golden_f64_run
+  log, _ = proc.communicate(timeout=1800)
   if proc.returncode:
-    raise RuntimeError(f"float64 golden run failed:\n{proc.stdout}\n{proc.stderr}")
-  errors = json.loads(out.read_text())
-  shutil.rmtree(workdir, ignore_errors=True)
-  return errors
+    raise RuntimeError(f"float64 golden run failed:\n{log[-5000:]}")
+  return json.loads((workdir / "errors.json").read_text())
