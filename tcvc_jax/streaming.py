@@ -111,7 +111,7 @@ class _CutRecorder:
 
 def colorize_frames(frames, colorizer, interval=windows.DEFAULT_INTERVAL,
                     network_size=windows.DEFAULT_NETWORK_SIZE, cuts=None, gray_mode="srgb",
-                    hints=None):
+                    hints=None, on_planned=None):
   """Colorizes a stream of frames window by window (one-sampling); yields uint8 RGB [H, W, 3].
 
   Args:
@@ -127,21 +127,28 @@ def colorize_frames(frames, colorizer, interval=windows.DEFAULT_INTERVAL,
     hints: optional {frame index: guidance.FrameHint} (any resolution): user colour hints. Those
       frames become anchors and their hints are carried to every anchor of their shot (see
       tcvc_jax/guidance.py); a colorizer with hints support is needed.
+    on_planned: optional `on_planned(frames, done)`, called as the first pass of a hinted run
+      reads windows (frames read so far, False) and once when it ends (all frames, True).
   """
   carry = AnchorCarry(colorizer)
   if not hints:
     is_cut = None if cuts is None else _CutRecorder(scene_cuts.CutDetector(), cuts)
     return iter_colorize(frames, carry, interval, network_size, gray_mode=gray_mode,
                          is_cut=is_cut)
-  window_hints = plan_hints(frames, colorizer, hints, interval, network_size, gray_mode, cuts)
+  window_hints = plan_hints(frames, colorizer, hints, interval, network_size, gray_mode, cuts,
+                            on_planned)
   cut_set = set(cuts or ())
   return iter_colorize(frames, carry, interval, network_size, gray_mode=gray_mode,
                        is_cut=lambda i, _: i in cut_set, anchors=set(hints),
                        window_hints=window_hints)
 
 
-def plan_hints(frames, colorizer, hints, interval, network_size, gray_mode, cuts):
+def plan_hints(frames, colorizer, hints, interval, network_size, gray_mode, cuts,
+               on_planned=None):
   """First pass of guided colorization: cuts, anchors and every anchor's hints.
+
+  `on_planned(frames, done)`, if given, is called after each window with the number of frames
+  read so far and done=False, and once more at the end with done=True.
 
   Returns:
     `window_hints(start, n)` for `iter_colorize`: {"hint_ab", "hint_mask"} [n, h, w, *] with the
@@ -175,6 +182,10 @@ def plan_hints(frames, colorizer, hints, interval, network_size, gray_mode, cuts
       anchor_l[t] = np.asarray(l_frame)
       shot_of[t] = shot
     prev_stop, count = stop, stop
+    if on_planned is not None:
+      on_planned(count, False)
+  if on_planned is not None:
+    on_planned(count, True)
   bad = sorted(f for f in hints if f >= count)
   if bad:
     raise guidance.GuidanceError(f"hints on frame {bad[0]}, but the video has {count} frames "
@@ -245,10 +256,24 @@ def colorize_file(input_path, output_path, model, interval=windows.DEFAULT_INTER
                             names=source.names) as writer:
     colorizer = api.load(model, dtype) if isinstance(model, (str, os.PathLike)) else model
     check_network_size(colorizer, network_size)
-    with tqdm.tqdm(total=source.num_frames, unit="frame", desc="colorizing", disable=not progress,
-                   dynamic_ncols=True, file=sys.stderr) as bar:
+    bars = {}
+    new_bar = lambda desc: tqdm.tqdm(total=source.num_frames, unit="frame", desc=desc,
+                                     disable=not progress, dynamic_ncols=True, file=sys.stderr)
+
+    def on_planned(n, done):  # the first pass of a hinted run (cuts, anchors, carried hints)
+      if "planning" not in bars:
+        bars["planning"] = new_bar("carrying hints")
+      bars["planning"].update(n - bars["planning"].n)
+      if done:
+        bars["planning"].close()
+        bars["colorizing"] = new_bar("colorizing")
+
+    if not hints:
+      bars["colorizing"] = new_bar("colorizing")
+    try:
       for frame in colorize_frames(source, colorizer, interval, network_size, cuts, gray_mode,
-                                   hints):
+                                   hints, on_planned):
+        bar = bars["colorizing"]
         writer.write(frame)
         count += 1
         if count == 1:  # the first frame waited for the compilation: the rate starts after it
@@ -256,6 +281,9 @@ def colorize_file(input_path, output_path, model, interval=windows.DEFAULT_INTER
         bar.update()
         if release_memory and count % (interval + 1) == 0:
           release_free_memory()
+    finally:
+      for b in bars.values():
+        b.close()
   return Result(output=writer.path, frames=count, cuts=cuts or [],
                 seconds=time.perf_counter() - start)
 

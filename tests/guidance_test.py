@@ -99,6 +99,16 @@ def test_flows_are_computed_for_hinted_shots_only(colorizer, hinted):
     assert plan(planned[-1].start, len(planned[-1]))["hint_mask"][-1].mean() > 0.3
 
 
+def test_the_first_pass_reports_its_progress(colorizer):
+  frames = _clip()
+  reports = []
+  streaming.plan_hints(frames, colorizer, {0: guidance.reference_hint(frames[0])}, T, 64, "srgb",
+                       [], lambda n, done: reports.append((n, done)))
+  counts = [n for n, _ in reports]
+  assert counts == sorted(counts) and reports[-1] == (24, True)
+  assert [done for _, done in reports].count(True) == 1 and len(reports) > 3
+
+
 def test_hints_beyond_the_video_are_an_error(colorizer):
   frames = _clip()[:8]
   hints = {30: guidance.reference_hint(np.zeros((8, 8, 3), np.uint8))}
