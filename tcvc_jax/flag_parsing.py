@@ -13,6 +13,7 @@ from absl import flags
 from absl import logging
 
 from tcvc_jax import cli
+from tcvc_jax import paths
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 # An editable install maps tcvc_jax.configs to the top-level configs/.
@@ -172,8 +173,7 @@ def quiet_third_party_logs(verbose: bool) -> None:
 
 
 def default_cache_dir() -> str:
-  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-  return os.path.join(base, "tcvc_jax", "xla")
+  return paths.user_cache_dir("xla")
 
 
 def enable_compilation_cache(setting: str | None) -> str | None:

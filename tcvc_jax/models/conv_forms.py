@@ -45,6 +45,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tcvc_jax import paths
+
 MIN_GFLOP = 1.0  # forward GFLOP below which a convolution is not measured
 MIN_GAIN = 0.1  # another form replaces the fixed rule's only when it is this much faster
 FORWARD_FORMS = ("xla", "split64", "winograd")
@@ -67,8 +69,7 @@ def cache_file() -> str:
   path = os.environ.get("TCVC_CONV_FORMS_FILE")
   if path:
     return os.path.expanduser(path)
-  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-  return os.path.join(base, "tcvc_jax", "conv_forms.json")
+  return paths.user_cache_dir("conv_forms.json")
 
 
 @functools.lru_cache(maxsize=1)
