@@ -8,6 +8,7 @@ complete; an existing output is only replaced with `--overwrite`. Exit codes: se
 """
 
 import argparse
+import sys
 
 from absl import logging
 
@@ -107,6 +108,8 @@ def _colorize(args):
 
 def _user_hints(args, size):
   """{frame: FrameHint} from --reference and --hints (clicks win over a reference)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
   from tcvc_jax import guidance  # pylint: disable=g-import-not-at-top
   from tcvc_jax.media import reading  # pylint: disable=g-import-not-at-top
   hints = {}
@@ -114,7 +117,11 @@ def _user_hints(args, size):
     frame, path = guidance.parse_reference(text)
     if frame in hints:
       raise cli.UserError(f"--reference: frame {frame} is given twice")
-    hints[frame] = guidance.reference_hint(reading.read_image(path))
+    hint = guidance.reference_hint(reading.read_image(path))
+    if np.abs(hint.ab).max() < 0.01:
+      print(f"warning: --reference {text}: the image has no colour (gray); frame {frame} and the "
+            "frames its colours reach will come out gray", file=sys.stderr)
+    hints[frame] = hint
   if args.hints:
     for frame, clicks in guidance.read_clicks(args.hints).items():
       clicked = guidance.click_hint(clicks, *size)

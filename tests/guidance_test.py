@@ -186,7 +186,9 @@ def test_cli_guided_run_and_bad_references(colorizer, tmp_path):
   src.mkdir()
   for i, f in enumerate(_clip()[:10]):
     (src / f"{i:02d}.png").write_bytes(writing.encode_png(f))
-  (tmp_path / "ref.png").write_bytes(writing.encode_png(np.full((20, 30, 3), 200, np.uint8)))
+  (tmp_path / "ref.png").write_bytes(writing.encode_png(np.full((20, 30, 3), (200, 90, 40),
+                                                                np.uint8)))
+  (tmp_path / "gray.png").write_bytes(writing.encode_png(np.full((20, 30, 3), 200, np.uint8)))
   (tmp_path / "clicks.json").write_text(json.dumps(
       [{"frame": 5, "x": 0.5, "y": 0.5, "rgb": [200, 30, 40], "patch": 5}]))
   base = [str(src), "out", "--checkpoint", ckpt, "--size", "64", "--quiet"]
@@ -194,6 +196,12 @@ def test_cli_guided_run_and_bad_references(colorizer, tmp_path):
                       str(tmp_path / "clicks.json")], str(tmp_path))
   assert proc.returncode == 0, proc.stderr
   assert len(os.listdir(tmp_path / "out")) == 10
+  assert "warning" not in proc.stderr
+  # A gray reference is allowed (it asks for gray) but is most likely a mistake: a warning.
+  proc = _run(base[:1] + ["out_gray"] + base[2:] + ["--reference", f"3:{tmp_path / 'gray.png'}"],
+              str(tmp_path))
+  assert proc.returncode == 0, proc.stderr
+  assert "3:" in proc.stderr and "has no colour" in proc.stderr, proc.stderr
   (tmp_path / "bad.json").write_text("[{\"frame\": 1}]")
   cases = {
       "out of range": (["--reference", f"40:{tmp_path / 'ref.png'}"], "frame 40, but the video"),
