@@ -107,6 +107,32 @@ def save_pth(sd, path, dtype, wrap=None):
   torch.save({wrap: out} if wrap else out, path)
 
 
+def start_float64_run(script, *args):
+  """Starts tests/`script` with `--dtype float64` and jax x64 (needed from the start, so it is its
+  own process), without the test process's XLA_FLAGS; output piped."""
+  env = dict(os.environ, JAX_ENABLE_X64="1")
+  env.pop("XLA_FLAGS", None)
+  return subprocess.Popen(
+      [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), script),
+       "--dtype", "float64", *map(str, args)],
+      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish_float64_run(proc, out, what, timeout):
+  """Waits for a `start_float64_run` process; its JSON output, or RuntimeError with its log."""
+  log, _ = proc.communicate(timeout=timeout)
+  if proc.returncode:
+    raise RuntimeError(f"float64 {what} run failed:\n{log[-5000:]}")
+  with open(out) as f:
+    return json.load(f)
+
+
+def stop_run(proc):
+  if proc.poll() is None:
+    proc.kill()
+    proc.wait()
+
+
 def convert_cli(src, dst):
   """Runs the converter CLI exactly as a user would."""
   subprocess.run([sys.executable, "-m", "tcvc_jax.convert", src, dst], check=True,

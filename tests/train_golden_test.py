@@ -21,10 +21,6 @@ Tolerances (the original's own f32-f64 gaps are in train.json):
     near zero flip between float32 runs (the original's own gap is 3.5 % of max |delta|).
 """
 
-import json
-import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -56,15 +52,9 @@ def _f32_grad_tol(key):
 def f64_run(tmp_path_factory):
   """Starts the float64 run (it needs jax x64 from the start, so it is its own process)."""
   out = tmp_path_factory.mktemp("train_golden_f64") / "errors.json"
-  env = dict(os.environ, JAX_ENABLE_X64="1")
-  env.pop("XLA_FLAGS", None)
-  proc = subprocess.Popen(
-      [sys.executable, os.path.join(lib.TESTS_DIR, "train_golden_lib.py"), "--dtype", "float64",
-       "--out", str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  proc = golden_lib.start_float64_run("train_golden_lib.py", "--out", out)
   yield proc, out
-  if proc.poll() is None:
-    proc.kill()
-    proc.wait()
+  golden_lib.stop_run(proc)
 
 
 @pytest.fixture(scope="module")
@@ -76,10 +66,7 @@ def f32_errors(f64_run):
 @pytest.fixture(scope="module")
 def f64_errors(f64_run):
   proc, out = f64_run
-  log, _ = proc.communicate(timeout=1200)
-  if proc.returncode:
-    raise RuntimeError(f"float64 training golden run failed:\n{log[-5000:]}")
-  return json.loads(out.read_text())
+  return golden_lib.finish_float64_run(proc, out, "training golden", timeout=1200)
 
 
 def test_golden_setup_is_the_released_config_with_pixel_weight_1():
