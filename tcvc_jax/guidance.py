@@ -216,6 +216,42 @@ def window_flows(l_frames, flow_fn, chunk=FLOW_CHUNK):
   return compose_flows(backward), compose_flows(forward)
 
 
+class ShotFlows:
+  """The composed flows (`window_flows`) of the windows of hinted shots, gathered in one pass.
+
+  Windows arrive in order (`start_shot` before the first window of each shot). A window's flows are
+  computed when its shot already has a hint or a hinted frame lies at or after its start (it may
+  still join a hinted shot), and dropped when its shot ends without a hint. Call with `(a, b)`,
+  the ends of a kept window, for `anchor_hints`.
+  """
+
+  def __init__(self, hinted_frames, flow_fn):
+    self._hinted_frames = sorted(hinted_frames)
+    self._flow_fn = flow_fn
+    self._flows, self._shot_windows, self._shot_hinted = {}, [], False
+
+  def start_shot(self):
+    if not self._shot_hinted:
+      for key in self._shot_windows:
+        del self._flows[key]
+    self._shot_windows, self._shot_hinted = [], False
+
+  def wanted(self, start, stop):
+    """Whether the window [start, stop) needs its flows; notes whether it holds a hinted frame."""
+    self._shot_hinted |= any(start <= f < stop for f in self._hinted_frames)
+    later = bool(self._hinted_frames) and self._hinted_frames[-1] >= start
+    return stop - start >= 2 and (self._shot_hinted or later)
+
+  def add(self, start, l_frames):
+    """Computes the flows of the window starting at `start` from its L frames [n, h, w, 1]."""
+    key = (start, start + len(l_frames) - 1)
+    self._flows[key] = window_flows(l_frames, self._flow_fn)
+    self._shot_windows.append(key)
+
+  def __call__(self, a, b):
+    return self._flows[(a, b)]
+
+
 def _gradient(x):
   """Central-difference gradient magnitude of x [h, w, 1] (0 on the border)."""
   gy, gx = np.zeros_like(x), np.zeros_like(x)

@@ -157,27 +157,19 @@ def plan_hints(frames, colorizer, hints, interval, network_size, gray_mode, cuts
   h, w = windows.size2(network_size)
   is_cut = None if cuts is None else _CutRecorder(scene_cuts.CutDetector(), cuts)
   anchor_l, shot_of, shot, count = {}, {}, 0, 0
-  last_hint = max(hints) if hints else -1
-  # Composed flows of each window of a shot that has hints (see guidance.window_flows): computed
-  # for windows that can still belong to a hinted shot, dropped at the end of a shot without any.
-  window_flow, shot_windows, shot_hinted = {}, [], False
+  flows = guidance.ShotFlows(hints, colorizer.flow)
   prev_stop = None
   for start, win in iter_windows(frames, interval, is_cut, set(hints)):
     if prev_stop is not None and start != prev_stop - 1:
       shot += 1  # a window that does not start on the previous one's last frame: a new shot
-      if not shot_hinted:
-        for key in shot_windows:
-          window_flow.pop(key, None)
-      shot_windows, shot_hinted = [], False
+      flows.start_shot()
     stop = start + len(win)
-    shot_hinted = shot_hinted or any(start <= f < stop for f in hints)
-    if len(win) >= 2 and (shot_hinted or last_hint >= start):
-      l_win = np.asarray(windows.resize_l(windows.frames_to_l(np.stack(win), gray_mode), (h, w)))
-      window_flow[(start, stop - 1)] = guidance.window_flows(l_win, colorizer.flow)
-      shot_windows.append((start, stop - 1))
-      ends = l_win[[0, -1]]
-    else:
-      ends = windows.resize_l(windows.frames_to_l(np.stack([win[0], win[-1]]), gray_mode), (h, w))
+    wanted = flows.wanted(start, stop)
+    l_win = np.asarray(windows.resize_l(windows.frames_to_l(
+        np.stack(win if wanted else [win[0], win[-1]]), gray_mode), (h, w)))
+    if wanted:
+      flows.add(start, l_win)
+    ends = l_win[[0, -1]]
     for t, l_frame in ((start, ends[0]), (stop - 1, ends[1])):
       anchor_l[t] = np.asarray(l_frame)
       shot_of[t] = shot
@@ -196,8 +188,7 @@ def plan_hints(frames, colorizer, hints, interval, network_size, gray_mode, cuts
     members = sorted(t for t, k in shot_of.items() if k == s)
     shot_user = {t: user[t] for t in members if t in user}
     if shot_user:
-      per_anchor.update(guidance.anchor_hints(members, shot_user, anchor_l.__getitem__,
-                                              lambda a, b: window_flow[(a, b)]))
+      per_anchor.update(guidance.anchor_hints(members, shot_user, anchor_l.__getitem__, flows))
 
   def window_hints(start, n):
     ends = (start, start + n - 1)
