@@ -63,7 +63,8 @@ def random_variables(model, seed=0):
 
   Compiling model.init takes minutes.
   """
-  shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 3, 64, 64, 1)))
+  with fixed_forms():  # shapes only: measuring the 64x64 trace's convolutions would be wasted
+    shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 3, 64, 64, 1)))
   rs = np.random.RandomState(seed)
 
   def fill(path, s):

@@ -42,6 +42,16 @@ def cpu_description():
   return f"{model}; ISA: {' '.join(isa) or 'unknown'}"
 
 
+def bf16_units():
+  """Which bf16 matrix units this CPU has, in words."""
+  _, flags = conv_forms.cpu_info()
+  if "amx_bf16" in flags:
+    return "it has AMX"
+  if "avx512_bf16" in flags:
+    return "AVX512-BF16 dot instructions, no AMX"
+  return "no bf16 dot instructions"
+
+
 def run_orig(script, args, orig_dir):
   """Runs one of the harness's benchmarks; returns (last 'infer:'/'train:' line, its numbers)."""
   python = os.path.join(os.environ.get("ORIG_VENV", "/tmp/orig-venv"), "bin", "python")
@@ -110,6 +120,10 @@ def main():
             + (f" = {r['achieved'] / r['peak']:.0%} of {r['peak']:.0f}" if r["peak"] else "")
             + f"; compile {r['compile']:.1f} s, first call {r['first_call']:.1f} s "
               f"({r['first_call'] / r['time'] - 1:+.0%} over the steady window)")
+    if dtype != "float32" and "float32" in ours:
+      gain = ours["float32"]["time"] / r["time"]
+      line += f"; {gain:.2f}x our float32 speed" + (
+          f" (no gain from {dtype} on this CPU: {bf16_units()})" if gain < 1.05 else "")
     if "infer" in orig:
       _, total, model_only = orig["infer"]
       line += (f"; original {total:.1f} s total, {model_only:.1f} s model only -> "

@@ -82,6 +82,7 @@ def forms_file(tmp_path, monkeypatch):
 
 def test_choice_is_measured_once_and_remembered_in_the_file(forms_file, monkeypatch):
   monkeypatch.setattr(conv_forms, "MIN_GFLOP", 0.0)
+  monkeypatch.setattr(conv_forms, "WINOGRAD_MIN_CHANNELS", 0)
   monkeypatch.delenv("TCVC_CONV_FORMS", raising=False)
   timed = {}
   real_time = conv_forms._time_forms
@@ -100,6 +101,14 @@ def test_choice_is_measured_once_and_remembered_in_the_file(forms_file, monkeypa
   monkeypatch.setattr(conv_forms, "_FILE_LOADED", {})
   monkeypatch.setattr(conv_forms, "_time_forms", lambda fns, args: pytest.fail("measured again"))
   np.testing.assert_array_equal(np.asarray(jax.jit(conv_forms.forward)(x, k)), np.asarray(y))
+
+
+def test_winograd_is_timed_only_where_both_sides_are_wide():
+  assert conv_forms._forward_forms((1, 256, 256, 352), 196) == ("xla", "split64", "winograd")
+  assert conv_forms._forward_forms((1, 256, 256, 128), 128) == ("xla", "winograd")
+  assert conv_forms._forward_forms((17, 256, 256, 64), 64) == ("xla",)
+  assert conv_forms._forward_forms((1, 256, 256, 196), 64) == ("xla",)
+  assert conv_forms._forward_forms((1, 2, 256, 256), 256) == ("xla",)  # too small for tiles
 
 
 def test_small_convolutions_and_fixed_mode_are_not_measured(forms_file, monkeypatch):
@@ -125,7 +134,7 @@ def test_unwritable_file_keeps_the_choice_in_memory(tmp_path, monkeypatch):
   monkeypatch.setattr(conv_forms, "_FILE_LOADED", {})
   monkeypatch.setattr(conv_forms, "MIN_GFLOP", 0.0)
   monkeypatch.delenv("TCVC_CONV_FORMS", raising=False)
-  x, k = _data((1, 8, 8), 4, 8)
+  x, k = _data((1, 8, 8), 4, 70)  # two forms to time: xla, split64
   conv_forms.forward(x, k)
   assert len(conv_forms._CHOICES) == 1
 

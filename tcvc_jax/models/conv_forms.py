@@ -47,7 +47,12 @@ import numpy as np
 
 from tcvc_jax import paths
 
-MIN_GFLOP = 1.0  # forward GFLOP below which a convolution is not measured
+# Forward GFLOP below which a convolution is not measured: such a convolution runs in ~10-20 ms, so
+# a form that is slower by a third costs a few ms per call, while measuring it costs ~0.8 s (mostly
+# compiling its forms); 5 leaves the large ones (the cells', the batched L-feature convolutions) and
+# halves the measuring of a new machine's first full-size compile.
+MIN_GFLOP = 5.0
+WINOGRAD_MIN_CHANNELS = 128
 MIN_GAIN = 0.1  # another form replaces the fixed rule's only when it is this much faster
 FORWARD_FORMS = ("xla", "split64", "winograd")
 KERNEL_GRAD_FORMS = ("xla", "dots")
@@ -130,7 +135,7 @@ def _remember(key, form):
     pass  # read-only home: the choice still holds for this process
 
 
-def _time_forms(fns, args, rounds=3):
+def _time_forms(fns, args, rounds=2):
   """Best wall time of each jitted fn over `rounds` interleaved calls, after a warm-up each.
 
   Interleaving makes a change in the machine's speed while measuring (a busy neighbour) touch every
@@ -258,7 +263,10 @@ def _forward_forms(x_shape, cout):
   forms = ["xla"]
   if cout > 64 and cout % 64:
     forms.append("split64")
-  if x_shape[1] >= 4 and x_shape[2] >= 4:
+  # Winograd saves multiplies in proportion to C_in x C_out but its transforms move memory in
+  # proportion to C_in + C_out: with a side under 128 channels it was never the fastest on the two
+  # machines measured (AVX-512 with AMX, AVX-512 without), so it is not timed there.
+  if x_shape[1] >= 4 and x_shape[2] >= 4 and min(x_shape[-1], cout) >= WINOGRAD_MIN_CHANNELS:
     forms.append("winograd")
   return tuple(forms)
 
