@@ -19,7 +19,7 @@ _USAGE = __doc__.split("\n\n")[0]
 _EXAMPLES = """\
 presets (--config FILE[:PRESET], FILE a path or one of the names below):
   demo            the CPU demo: tiny model, classical flow, synthetic clips (default)
-  demo:short      the demo, 150 steps
+  demo:short      the demo, 300 steps on the unpainted clips (the end-to-end test)
   default         the paper: SRL + pixel loss, FlowNet2, DAVIS + Videvo
   default:released  the released YAML: SRL only (no colour ground truth needed)
   default:tiny    a few steps of a tiny model (tests)

@@ -1,8 +1,9 @@
 """The CPU demo end to end (configs/demo.py:short, ~1 minute): it learns colour.
 
 The full demo (`python train.py`, 2000 steps, painted clips) reaches ~22.4 dB against ~15.2 dB for
-the gray baseline. This shorter run (150 steps) asks for a margin of 1.5 dB over the gray (ab = 0)
-baseline on the validation clips, and a falling training loss.
+the gray baseline. This shorter run (300 steps on the unpainted clips, see the preset for why)
+asks for a margin of 1.5 dB over the gray (ab = 0) baseline on the validation clips (seeds 0-3
+gave 2.25-5.2 dB), and a falling training loss.
 """
 
 import os
@@ -26,13 +27,13 @@ def test_demo_learns_colour(tmp_path_factory):
   assert len(losses) >= 4 and losses[-1] < 0.9 * losses[0], losses
   evals = [m for m in train_testlib.metrics(workdir) if "eval/psnr" in m]
   final = evals[-1]
-  assert final["step"] == 150 and final["eval/num_clips"] == 8
+  assert final["step"] == 300 and final["eval/num_clips"] == 8
   assert final["eval/psnr"] >= final["eval/psnr_gray"] + PSNR_MARGIN_DB, final
   # The workdir holds what the README promises: a checkpoint, metrics, TensorBoard, pictures.
-  assert train_testlib.checkpoint_steps(workdir)[-1] == 150
+  assert train_testlib.checkpoint_steps(workdir)[-1] == 300
   assert any(f.startswith("events.out.tfevents")
              for f in os.listdir(os.path.join(workdir, "tensorboard")))
   images = os.listdir(os.path.join(workdir, "images"))
-  assert "eval_clip0_0000150.png" in images
+  assert "eval_clip0_0000300.png" in images
   for name in ("config.json", "model.json"):
     assert os.path.isfile(os.path.join(workdir, name))
