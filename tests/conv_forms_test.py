@@ -27,7 +27,7 @@ def _data(shape, cin, cout, seed=0):
 
 @pytest.mark.parametrize("form", conv_forms.FORWARD_FORMS)
 @pytest.mark.parametrize("shape,cin,cout", [((2, 9, 7), 5, 70), ((1, 16, 12), 33, 130),
-                                            ((1, 4, 4), 8, 3)])
+                                            ((1, 4, 4), 8, 3), ((2, 37, 11), 9, 20)])
 def test_forward_forms_equal_float64_torch(form, shape, cin, cout):
   x, k = _data(shape, cin, cout)
   xt, kt = _torch_conv(x, k)

@@ -56,7 +56,7 @@ WINOGRAD_MIN_CHANNELS = 128
 MIN_GAIN = 0.1  # another form replaces the fixed rule's only when it is this much faster
 FORWARD_FORMS = ("xla", "split64", "winograd")
 KERNEL_GRAD_FORMS = ("xla", "dots")
-_VERSION = 1  # bump when a form's implementation changes: old measurements are then ignored
+_VERSION = 2  # bump when a form's implementation changes: old measurements are then ignored
 
 _LOCK = threading.Lock()
 _CHOICES = {}  # key -> form, this process
@@ -230,30 +230,63 @@ def _at(m):
   return [m[0] + m[1] + m[2], m[1] - m[2] - m[3]]
 
 
+WINOGRAD_STRIP_ROWS = 8  # tile rows (16 output rows) per strip: measured best of 4, 6, 8, 12, 16
+
+
+def _winograd_tiles(xp, th, tw):
+  """The 16 transformed 4x4 input tiles of a padded block xp [B, 2 th + 2, 2 tw + 2, C].
+
+  Returns [4, 4, B, th, tw, C] (B^T d B for every tile d).
+  """
+  b, c = xp.shape[0], xp.shape[-1]
+  xr = xp.reshape(b, th + 1, 2, tw + 1, 2, c)  # padded row 2i + r = block i, phase r
+  rows = _bt([xr[:, :th, 0], xr[:, :th, 1], xr[:, 1:, 0], xr[:, 1:, 1]])
+  return jnp.stack([jnp.stack(_bt([r[:, :, :tw, 0], r[:, :, :tw, 1], r[:, :, 1:, 0],
+                                   r[:, :, 1:, 1]])) for r in rows])
+
+
+def _winograd_outputs(m):
+  """The 2x2 output tiles A^T m A of transformed products m [4, 4, B, th, tw, O] -> [B, 2 th,
+  2 tw, O]."""
+  by_col = [_at([m[a, j] for a in range(4)]) for j in range(4)]  # [j][output row phase]
+  y = [_at([by_col[j][ry] for j in range(4)]) for ry in range(2)]  # [row phase][col phase]
+  out = jnp.stack([jnp.stack(y[ry], axis=3) for ry in range(2)], axis=2)  # b th 2 tw 2 o
+  b, th, _, tw, _, o = out.shape
+  return out.reshape(b, 2 * th, 2 * tw, o)
+
+
 def winograd_conv(x, kernel, precision=None):
   """F(2x2, 3x3): each 2x2 output tile from its 4x4 input tile with 16 products instead of 36.
 
-  The 16 transformed inputs are kept apart (no stacked [16, tiles, C] tensor): each goes straight
-  into its matrix product, which keeps the memory traffic of the transforms down.
+  The image runs in horizontal strips of WINOGRAD_STRIP_ROWS tile rows, one after the other (a
+  loop): a strip's transformed tiles and products (~20 MB at 352 channels and 256 pixels' width)
+  stay in the last-level cache between the input transform, the 16 matrix products (one batched
+  product) and the output transform, where whole-image transforms stream 4x the input through
+  memory. Measured on a 2-vCPU AMD EPYC (AVX-512), 256x256: 352->196 429 ms vs 462 ms for the
+  whole-image form and 508 ms for the best direct form; 288->196 270 vs 329-406 vs 449 ms;
+  128->128 93 ms vs 141 ms whole-image and 119 ms direct.
   """
   b, h, w, c = x.shape
   co = kernel.shape[-1]
   th, tw = -(-h // 2), -(-w // 2)
-  xp = jnp.pad(x, ((0, 0), (1, 2 * th - h + 1), (1, 2 * tw - w + 1), (0, 0)))
-  xp = xp.reshape(b, th + 1, 2, tw + 1, 2, c)  # padded row 2i + r = block i, phase r
-  rows = _bt([xp[:, :th, 0], xp[:, :th, 1], xp[:, 1:, 0], xp[:, 1:, 1]])
+  rows = min(WINOGRAD_STRIP_ROWS, th)
+  strips = -(-th // rows)
+  xp = jnp.pad(x, ((0, 0), (1, 2 * strips * rows - h + 1), (1, 2 * tw - w + 1), (0, 0)))
   g = jnp.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]], kernel.dtype)
   u = jnp.einsum("ai,ijco,bj->abco", g, kernel, g, precision=precision)  # (4, 4, C, O)
-  prods = []
-  for a in range(4):
-    r = rows[a]
-    cols = _bt([r[:, :, :tw, 0], r[:, :, :tw, 1], r[:, :, 1:, 0], r[:, :, 1:, 1]])
-    prods.append([jax.lax.dot_general(cols[j], u[a, j], (((3,), (0,)), ((), ())),
-                                      precision=precision) for j in range(4)])
-  by_col = [_at([prods[a][j] for a in range(4)]) for j in range(4)]  # [j][output row phase]
-  y = [_at([by_col[j][ry] for j in range(4)]) for ry in range(2)]  # [row phase][col phase]
-  out = jnp.stack([jnp.stack(y[ry], axis=3) for ry in range(2)], axis=2)  # b th 2 tw 2 co
-  return out.reshape(b, 2 * th, 2 * tw, co)[:, :h, :w]
+
+  def strip(i):
+    block = jax.lax.dynamic_slice_in_dim(xp, i * 2 * rows, 2 * rows + 2, axis=1)
+    v = _winograd_tiles(block, rows, tw)
+    m = jnp.einsum("abnhwc,abco->abnhwo", v, u, precision=precision)
+    return _winograd_outputs(m)  # [B, 2 rows, 2 tw, O]
+
+  if strips == 1:
+    out = strip(0)
+  else:
+    out = jax.lax.map(strip, jnp.arange(strips))  # [strips, B, 2 rows, 2 tw, O]
+    out = jnp.moveaxis(out, 0, 1).reshape(b, strips * 2 * rows, 2 * tw, co)
+  return out[:, :h, :w]
 
 
 _FORWARD = {"xla": xla_conv, "split64": split64_conv, "winograd": winograd_conv}
