@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tcvc_jax import allocator
 from tcvc_jax.models.tcvc import TCVC
 
 import machine_rate  # benchmarks/machine_rate.py, beside this file
@@ -142,6 +143,7 @@ def run(dtype="float32", frames=19, size=256, repeats=2, rates=None, variables=N
 
 
 def main():
+  allocator.keep_freed_memory()  # as the tools do: freed XLA buffers are reused, not faulted in
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--frames", type=int, default=19)

@@ -23,6 +23,7 @@ import time
 
 import jax
 
+from tcvc_jax import allocator
 from tcvc_jax.models import conv_forms
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -72,6 +73,7 @@ def run_orig(script, args, orig_dir):
 
 
 def main():
+  kept = allocator.keep_freed_memory()  # as the tools do: freed XLA buffers reused, not faulted in
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--frames", type=int, default=19)
@@ -90,7 +92,8 @@ def main():
   print(f"date: {time.strftime('%Y-%m-%d %H:%M %Z')}; device: {jax.devices()[0].device_kind}, "
         f"{os.cpu_count()} CPUs, jax {jax.__version__}")
   print(f"cpu: {cpu_description()}")
-  print(f"conv forms: TCVC_CONV_FORMS={os.environ.get('TCVC_CONV_FORMS', 'auto')}")
+  print(f"conv forms: TCVC_CONV_FORMS={os.environ.get('TCVC_CONV_FORMS', 'auto')}; allocator: "
+        + ("freed memory kept for reuse" if kept else "the C library's default (TCVC_MALLOC)"))
   rates = machine_rate.measure()
   machine_rate.report(rates)
   variables = jax.device_put(model_bench.random_variables(model_bench.TCVC()))

@@ -25,6 +25,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import default  # pylint: disable=g-import-not-at-top,wrong-import-position
 from configs import demo  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tcvc_jax import allocator  # pylint: disable=g-import-not-at-top,wrong-import-position
 from tcvc_jax.training import sharding  # pylint: disable=g-import-not-at-top,wrong-import-position
 from tcvc_jax.training import train_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 from tcvc_jax.training import trainer  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -96,6 +97,7 @@ def bench(name, args):
 
 
 def main():
+  allocator.keep_freed_memory()  # as the tools do: freed XLA buffers are reused, not faulted in
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--models", default="tiny,demo,full")

@@ -6,7 +6,8 @@ Exit codes (train.py, eval.py, `python -m tcvc_jax.colorize`, `python -m tcvc_ja
   2    a command-line usage error (unknown flag, missing argument);
   130  interrupted (SIGINT / SIGTERM) before anything was finished: partial outputs are removed.
 
-`run(fn)` runs the tool's work in a worker thread, so that the main thread sees a signal at once,
+`run(fn)` first makes glibc keep freed memory for reuse (`allocator`; `TCVC_MALLOC=system` leaves
+it), then runs the tool's work in a worker thread, so that the main thread sees a signal at once,
 even while XLA compiles for a minute in C++ (a Python signal handler would only run after that).
 On a signal it removes every unfinished `tcvc_jax.atomic` output and ends the process at once
 (`os._exit`), which also avoids the crash of tearing down a runtime in the middle of a compile.
@@ -19,6 +20,7 @@ import sys
 import threading
 import traceback
 
+from tcvc_jax import allocator
 from tcvc_jax import atomic
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -66,6 +68,11 @@ def run(fn, verbose: bool = False, on_signal=None) -> int:
   Returns:
     The exit code.
   """
+  try:  # before the first computation, so that XLA's threads reuse their freed buffers
+    allocator.keep_freed_memory()
+  except ValueError as e:
+    print(f"error: {one_line(e)}", file=sys.stderr, flush=True)
+    return EXIT_USAGE
   outcome = {}
 
   def work():

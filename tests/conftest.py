@@ -14,7 +14,16 @@ _FLAG = "--xla_force_host_platform_device_count=8"
 if _FLAG not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAG).strip()
 
+import tempfile  # noqa: E402
+
 import pytest  # noqa: E402
+
+# Measured convolution forms go to a file of this test session (its subprocesses inherit the
+# variable), not to the user's ~/.cache: a test run neither reads nor changes the user's choices,
+# and it costs here what it costs on a fresh CI machine.
+if "TCVC_CONV_FORMS_FILE" not in os.environ:
+  os.environ["TCVC_CONV_FORMS_FILE"] = os.path.join(
+      tempfile.mkdtemp(prefix="tcvc_conv_forms_"), "conv_forms.json")
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, TESTS_DIR)
