@@ -11,8 +11,10 @@ use mmap for large blocks and never to give freed memory back; the block is then
 next call without a fault (measured: 0 faults per step or window, kernel time 17 s -> 1 s per
 step). The price: the process keeps its peak memory until it exits, which suits the tools (one
 job per process). The command-line tools and the benchmarks call it first; a library user may call
-it before the first computation. `TCVC_MALLOC=system` leaves the allocator as it is. It does
-nothing where the C library is not glibc.
+it before the first computation. `release_freed_memory()` gives the free pages back to the system
+(e.g. before starting another large process: a benchmark that ran the 12 GB training step and then
+started the original's 14 GB one was killed for memory on a 24 GB machine). `TCVC_MALLOC=system`
+leaves the allocator as it is. It does nothing where the C library is not glibc.
 """
 
 import ctypes
@@ -52,3 +54,21 @@ def keep_freed_memory() -> bool:
         and mallopt(_M_TRIM_THRESHOLD, -1) == 1)
   _state["applied"] = ok
   return ok
+
+
+def release_freed_memory() -> bool:
+  """Returns the process's free heap pages to the system (glibc `malloc_trim`).
+
+  Frees nothing that is in use: arrays still referenced stay, and the next large call faults its
+  buffers in again. Returns whether any memory was released (False where the C library is not
+  glibc).
+  """
+  if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    return False
+  try:
+    trim = ctypes.CDLL(None).malloc_trim
+  except (OSError, AttributeError):
+    return False
+  trim.argtypes = (ctypes.c_size_t,)
+  trim.restype = ctypes.c_int
+  return trim(0) == 1
