@@ -129,6 +129,17 @@ def test_non_finite_step_is_skipped_and_counted(step_setup):
   assert all(int(c) == 0 for c in counts)  # Adam and its schedule did not advance
 
 
+def test_step_is_finite_checks_the_loss_and_every_gradient():
+  grads = {"a": jnp.ones((3, 3)), "b": [jnp.full((2,), -2.0), jnp.zeros((4, 1))]}
+  ok, norm = train_lib.step_is_finite(jnp.float32(0.5), grads)
+  assert bool(ok) and np.isclose(float(norm), np.sqrt(9 + 8))
+  assert not bool(train_lib.step_is_finite(jnp.float32(np.nan), grads)[0])
+  for bad in (np.inf, -np.inf, np.nan, 3e19):  # 3e19: its square overflows fp32, as Adam's would
+    hurt = jax.tree_util.tree_map(lambda x: x, grads)
+    hurt["b"][1] = hurt["b"][1].at[2, 0].set(bad)
+    assert not bool(train_lib.step_is_finite(jnp.float32(0.5), hurt)[0]), bad
+
+
 def test_remat_propagation_gives_the_same_gradients():
   spec = dataclasses.replace(tiny.TINY_SPEC, classical_flow=(("num_scales", 1), ("num_warps", 1),
                                                   ("num_iters", 1)))
