@@ -74,15 +74,6 @@ def run_orig(script, args, orig_dir):
   return last, total, model_only
 
 
-def _rss_gib():
-  """This process's resident memory, GiB (0 where /proc is missing)."""
-  try:
-    with open("/proc/self/statm") as f:
-      return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30
-  except OSError:
-    return 0.0
-
-
 def main():
   kept = allocator.keep_freed_memory()  # as the tools do: freed XLA buffers reused, not faulted in
   parser = argparse.ArgumentParser(description=__doc__,
@@ -126,7 +117,8 @@ def main():
     jax.clear_caches()
     gc.collect()
     allocator.release_freed_memory()
-    print(f"memory released for the original's runs: resident {_rss_gib():.1f} GiB", flush=True)
+    print(f"memory released for the original's runs: resident "
+          f"{allocator.resident_bytes() / 2**30:.1f} GiB", flush=True)
     window = ["--frames", str(args.frames), "--size", str(args.size)]
     orig["infer"] = run_orig("bench_infer.py", ["--runs", str(args.repeats)] + window, args.orig)
     if not args.skip_train:

@@ -29,6 +29,16 @@ _M_ARENA_MAX = -8
 _state = {"applied": None}
 
 
+def _glibc_function(name):
+  """The C library's function `name` where the C library is glibc on Linux, else None."""
+  if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    return None
+  try:
+    return getattr(ctypes.CDLL(None), name)
+  except (OSError, AttributeError):
+    return None
+
+
 def keep_freed_memory() -> bool:
   """Configures glibc malloc as described above; returns whether it was applied (idempotent).
 
@@ -41,11 +51,8 @@ def keep_freed_memory() -> bool:
   mode = os.environ.get("TCVC_MALLOC", "reuse").strip().lower() or "reuse"
   if mode not in ("reuse", "system"):
     raise ValueError(f"TCVC_MALLOC must be 'reuse' or 'system', got {mode!r}")
-  if mode == "system" or platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-    return False
-  try:
-    mallopt = ctypes.CDLL(None).mallopt
-  except (OSError, AttributeError):
+  mallopt = _glibc_function("mallopt") if mode == "reuse" else None
+  if mallopt is None:
     return False
   mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
   mallopt.restype = ctypes.c_int
@@ -63,12 +70,18 @@ def release_freed_memory() -> bool:
   buffers in again. Returns whether any memory was released (False where the C library is not
   glibc).
   """
-  if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-    return False
-  try:
-    trim = ctypes.CDLL(None).malloc_trim
-  except (OSError, AttributeError):
+  trim = _glibc_function("malloc_trim")
+  if trim is None:
     return False
   trim.argtypes = (ctypes.c_size_t,)
   trim.restype = ctypes.c_int
   return trim(0) == 1
+
+
+def resident_bytes() -> int:
+  """This process's resident memory now, in bytes (0 where /proc is missing)."""
+  try:
+    with open("/proc/self/statm") as f:
+      return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+  except OSError:
+    return 0

@@ -25,13 +25,10 @@ f(x).block_until_ready()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 f(x).block_until_ready()
 faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-def rss():  # resident set size in MB, now
-  with open("/proc/self/statm") as f:
-    return int(f.read().split()[1]) * 4096 / 2**20
-kept_mb = rss()
+kept_mb = allocator.resident_bytes() / 2**20
 released = allocator.release_freed_memory()
 print(json.dumps({"applied": applied, "faults": faults, "kept_mb": kept_mb,
-                  "released": released, "after_release_mb": rss()}))
+                  "released": released, "after_release_mb": allocator.resident_bytes() / 2**20}))
 """
 
 
