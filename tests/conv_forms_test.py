@@ -106,8 +106,11 @@ def test_choice_is_measured_once_and_remembered_in_the_file(forms_file, monkeypa
 def test_winograd_is_timed_only_where_both_sides_are_wide():
   assert conv_forms._forward_forms((1, 256, 256, 352), 196) == ("xla", "split64", "winograd")
   assert conv_forms._forward_forms((1, 256, 256, 128), 128) == ("xla", "winograd")
+  assert conv_forms._forward_forms((1, 256, 256, 64), 196) == ("xla", "split64", "winograd")
+  assert conv_forms._forward_forms((1, 256, 256, 196), 64) == ("xla", "winograd")
   assert conv_forms._forward_forms((17, 256, 256, 64), 64) == ("xla",)
-  assert conv_forms._forward_forms((1, 256, 256, 196), 64) == ("xla",)
+  assert conv_forms._forward_forms((1, 256, 256, 64), 100) == ("xla", "split64")
+  assert conv_forms._forward_forms((1, 256, 256, 32), 256) == ("xla",)
   assert conv_forms._forward_forms((1, 2, 256, 256), 256) == ("xla",)  # too small for tiles
 
 
@@ -161,3 +164,29 @@ def test_bf16_forms_sum_the_bf16_products_in_fp32(form):
   got = jax.jit(conv_forms._MIXED[form])(xb, kb)
   assert got.dtype == jnp.float32
   np.testing.assert_allclose(np.asarray(got), want, atol=2e-6 * np.abs(want).max())
+
+
+def test_input_gradient_in_groups_is_the_gradient_and_drops_unused_groups():
+  x, k = _data((1, 12, 10), 24, 16, seed=3)
+  g = np.random.RandomState(4).standard_normal((1, 12, 10, 16)).astype(np.float32)
+  plain = jax.vjp(lambda x_, k_: conv_forms.conv3x3(x_, k_), x, k)[1](g)
+  grouped = jax.vjp(lambda x_, k_: conv_forms.conv3x3(x_, k_, None, (16, 8)), x, k)[1](g)
+  for a, b in zip(plain, grouped, strict=True):
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=0, atol=1e-6)
+  with pytest.raises(ValueError, match="do not add up"):
+    jax.vjp(lambda x_: conv_forms.conv3x3(x_, k, None, (16, 4)), x)[1](g)
+
+  # Only the first 16 channels differentiated (the last 8 are a constant, like frozen features):
+  # the convolution of the last group is not in the program.
+  def flops(groups):
+    def loss(part, rest, k_, g_):
+      y = conv_forms.conv3x3(jnp.concatenate([part, jax.lax.stop_gradient(rest)], -1), k_, None,
+                             groups)
+      return jnp.sum(y * g_)
+    lowered = jax.jit(jax.grad(loss)).lower(x[..., :16], x[..., 16:], k, g)
+    cost = lowered.compile().cost_analysis()
+    return (cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"]
+
+  # Per input channel of the input gradient: 16 products for each kernel tap inside the 12x10 image.
+  conv_flops = 2 * 16 * (3 * 12 - 2) * (3 * 10 - 2)
+  assert flops(None) - flops((16, 8)) == 8 * conv_flops

@@ -113,3 +113,15 @@ def test_conv3x3_gradients_match_torch(cout):
                              atol=1e-10)
   np.testing.assert_allclose(np.asarray(dparams["bias"]), bt.grad.numpy(), atol=1e-10)
   np.testing.assert_allclose(np.asarray(dx).transpose(0, 3, 1, 2), xt.grad.numpy(), atol=1e-10)
+
+
+def test_conv2d_in_order_reads_its_input_in_that_channel_order():
+  """The kernel keeps the original layout; the input holds its channel ranges in `in_order`."""
+  x = np.random.RandomState(5).standard_normal((1, 8, 8, 10)).astype(np.float32)
+  plain = layers.Conv2d(6, 3, pad=1)
+  params = plain.init(jax.random.PRNGKey(0), x)
+  order = ((0, 3), (7, 10), (3, 7))
+  moved = np.concatenate([x[..., a:b] for a, b in order], axis=-1)
+  reordered = layers.Conv2d(6, 3, pad=1, in_order=order, grad_groups=(6, 4))
+  np.testing.assert_allclose(np.asarray(reordered.apply(params, moved)),
+                             np.asarray(plain.apply(params, x)), rtol=0, atol=1e-5)

@@ -57,11 +57,11 @@ from tcvc_jax.models import winograd
 # channel_reduction's 64->64 at 256x256, whose Winograd kernel gradient was 3x faster on an AMD
 # EPYC) and keeps the measuring of a new machine's first full-size compile short.
 MIN_GFLOP = 4.0
-WINOGRAD_MIN_CHANNELS = 128
+WINOGRAD_MIN_CHANNELS = 64  # the narrower side; the wider needs twice that
 MIN_GAIN = 0.1  # another form replaces the fixed rule's only when it is this much faster
 FORWARD_FORMS = ("xla", "split64", "winograd")
 KERNEL_GRAD_FORMS = ("dots", "winograd")  # the measured ones
-_VERSION = 2  # bump when a form's implementation changes: old measurements are then ignored
+_VERSION = 3  # bump when a form or the forms timed change: old measurements are then ignored
 
 _LOCK = threading.Lock()
 _CHOICES = {}  # key -> form, this process
@@ -233,9 +233,13 @@ def _forward_forms(x_shape, cout):
   if cout > 64 and cout % 64:
     forms.append("split64")
   # Winograd saves multiplies in proportion to C_in x C_out but its transforms move memory in
-  # proportion to C_in + C_out: with a side under 128 channels it was never the fastest on the two
-  # machines measured (AVX-512 with AMX, AVX-512 without), so it is not timed there.
-  if x_shape[1] >= 4 and x_shape[2] >= 4 and min(x_shape[-1], cout) >= WINOGRAD_MIN_CHANNELS:
+  # proportion to C_in + C_out: with a side under 64 channels, or both under 128, it was never the
+  # fastest on the machines measured (AVX-512 with AMX, AVX-512 without), so it is not timed there.
+  # 64 -> 196 at 256x256 (the weighting net's second convolution's input gradient): 80 ms against
+  # 108 for XLA's on an AMD EPYC; 196 -> 64 and 64 -> 64 lost (104 vs 89, 44 vs 26 ms).
+  sides = sorted((x_shape[-1], cout))
+  if (x_shape[1] >= 4 and x_shape[2] >= 4 and sides[0] >= WINOGRAD_MIN_CHANNELS
+      and sides[1] >= 2 * WINOGRAD_MIN_CHANNELS):
     forms.append("winograd")
   return tuple(forms)
 
@@ -319,25 +323,40 @@ def kernel_grad(x, g, precision=None):
   return _KERNEL_GRAD[form](x, g, precision)
 
 
-def input_grad(g, kernel, precision=None):
-  """The input gradient of `forward(x, kernel)`: a 3x3 'same' convolution of g."""
+def input_grad(g, kernel, precision=None, groups=None):
+  """The input gradient of `forward(x, kernel)`: a 3x3 'same' convolution of g.
+
+  `groups` (channel counts summing to the kernel's input channels): computed as one convolution per
+  group of input channels, concatenated. XLA then drops the convolution of a group whose gradient
+  nobody uses (the slice of a concatenation that is one of its operands is that operand), e.g. the
+  channels of features from a frozen network.
+  """
   flipped = jnp.transpose(kernel[::-1, ::-1], (0, 1, 3, 2))
-  return forward(g, flipped, precision)
+  if not groups or len(groups) == 1:
+    return forward(g, flipped, precision)
+  if sum(groups) != kernel.shape[2]:
+    raise ValueError(f"gradient groups {groups} do not add up to {kernel.shape[2]} channels")
+  starts = np.cumsum((0,) + tuple(groups))
+  return jnp.concatenate([forward(g, flipped[..., a:b], precision)
+                          for a, b in zip(starts[:-1], starts[1:], strict=True)], axis=-1)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def conv3x3(x, kernel, precision=None):
-  """3x3 stride-1 'same' convolution whose forward and both gradients use measured forms."""
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv3x3(x, kernel, precision=None, grad_groups=None):
+  """3x3 stride-1 'same' convolution whose forward and both gradients use measured forms.
+
+  grad_groups: see `input_grad`.
+  """
   return forward(x, kernel, precision)
 
 
-def _conv3x3_fwd(x, kernel, precision):
+def _conv3x3_fwd(x, kernel, precision, grad_groups):
   return forward(x, kernel, precision), (x, kernel)
 
 
-def _conv3x3_bwd(precision, res, g):
+def _conv3x3_bwd(precision, grad_groups, res, g):
   x, kernel = res
-  return (input_grad(g, kernel, precision),
+  return (input_grad(g, kernel, precision, grad_groups),
           kernel_grad(x, g, precision).astype(kernel.dtype))
 
 

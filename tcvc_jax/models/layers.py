@@ -51,7 +51,8 @@ def activation_dtype(dtype):
   return jnp.float32 if _mixed(dtype) or dtype is None else dtype
 
 
-def conv2d(x, kernel, stride=1, pad=0, dilation=1, precision=None, preferred_element_type=None):
+def conv2d(x, kernel, stride=1, pad=0, dilation=1, precision=None, preferred_element_type=None,
+           grad_groups=None):
   """NHWC x HWIO convolution with symmetric padding, in the form XLA runs fastest.
 
   - 1x1 convolutions are matrix products (XLA:CPU's 1x1 convolution runs at ~30 GFLOP/s, its dot
@@ -62,7 +63,7 @@ def conv2d(x, kernel, stride=1, pad=0, dilation=1, precision=None, preferred_ele
     split into a multiple-of-64 part and the rest (XLA:CPU's convolution kernel is up to 40 %
     slower at widths like 196).
   Each output value is the same convolution as a plain one; only the order and rounding of the
-  fp32 sums may differ.
+  fp32 sums may differ. `grad_groups`: see `conv_forms.input_grad` (CPU 3x3 convolutions only).
   """
   kh, kw, _, cout = kernel.shape
   if kh == kw == 1 and stride == 1 and pad == 0:
@@ -70,7 +71,7 @@ def conv2d(x, kernel, stride=1, pad=0, dilation=1, precision=None, preferred_ele
                                preferred_element_type=preferred_element_type)
   if _on_cpu() and kh == kw == 3 and stride == 1 and pad == 1 and dilation == 1:
     if preferred_element_type is None:
-      return conv_forms.conv3x3(x, kernel, precision)
+      return conv_forms.conv3x3(x, kernel, precision, grad_groups)
     if preferred_element_type == jnp.float32 and x.dtype == kernel.dtype == jnp.bfloat16:
       return conv_forms.forward_mixed(x, kernel, precision)
   if _on_cpu() and stride == 1 and cout > 64 and cout % 64:
@@ -115,6 +116,10 @@ class Conv2d(nn.Module):
   dilation: int = 1
   use_bias: bool = True
   fan_in: Any = None  # the bias init bound's fan-in (in_ch * kh * kw); None: zero bias
+  # The input's channels as ranges (start, stop) of the kernel's input channels, in the order the
+  # input holds them (None: the kernel's order). Parameters keep the original layout.
+  in_order: Any = None
+  grad_groups: Any = None  # input channels per input-gradient group (conv_forms.input_grad)
   dtype: Any = None
   param_dtype: Any = jnp.float32
   precision: Any = None
@@ -131,17 +136,22 @@ class Conv2d(nn.Module):
           lambda key, s, d=jnp.float32: jax.random.uniform(key, s, d, -1 / fan ** 0.5,
                                                            1 / fan ** 0.5))
       bias = self.param("bias", init, (self.features,), self.param_dtype)
+    if self.in_order is not None:
+      kernel = jnp.concatenate([kernel[:, :, a:b] for a, b in self.in_order], axis=2)
     x, kernel, bias, acc = _operands(x, kernel, bias, self.dtype)
-    y = conv2d(x, kernel, self.stride, self.pad, self.dilation, self.precision, acc)
+    y = conv2d(x, kernel, self.stride, self.pad, self.dilation, self.precision, acc,
+               self.grad_groups)
     return y if bias is None else y + bias
 
 
 def conv(features, kernel, stride=1, pad=None, dilation=1, *, name, dtype=None,
-         param_dtype=jnp.float32, precision=None, use_bias=True, fan_in=None):
+         param_dtype=jnp.float32, precision=None, use_bias=True, fan_in=None, in_order=None,
+         grad_groups=None):
   """PyTorch Conv2d(padding=pad) as a Conv2d module (pad defaults to 'same' for odd kernels)."""
   pad = (kernel - 1) // 2 * dilation if pad is None else pad
   return Conv2d(features, kernel, stride, pad, dilation, use_bias=use_bias, fan_in=fan_in,
-                name=name, dtype=dtype, param_dtype=param_dtype, precision=precision)
+                in_order=in_order, grad_groups=grad_groups, name=name, dtype=dtype,
+                param_dtype=param_dtype, precision=precision)
 
 
 # For output phase r (output index 2m + r) along one axis, the k4 s2 p1 transposed conv reads inputs
@@ -240,7 +250,8 @@ class TorchSequential(nn.Module):
   """A torch.nn.Sequential look-alike: children are named by their position in the original.
 
   `layers` holds tuples:
-    ('conv', name, features, kernel, stride, pad, dilation)   Conv2d with bias
+    ('conv', name, features, kernel, stride, pad, dilation[, options])   Conv2d with bias; options:
+        a dict of Conv2d's in_order / grad_groups
     ('convT', name, features)                                 ConvTranspose2d k4 s2 p1 with bias
     ('bn', name)                                              BatchNorm2d, eval mode, eps 1e-5
     ('relu',) | ('lrelu', slope) | ('tanh',)                  parameter-free activations
@@ -257,9 +268,11 @@ class TorchSequential(nn.Module):
     for spec in self.layers:
       kind = spec[0]
       if kind == "conv":
-        _, name, feats, k, s, p, d = spec
+        _, name, feats, k, s, p, d = spec[:7]
+        options = spec[7] if len(spec) > 7 else {}
         fan_in = x.shape[-1] * k * k
-        x = conv(feats, k, s, p, d, name=name, precision=self.precision, fan_in=fan_in, **kw)(x)
+        x = conv(feats, k, s, p, d, name=name, precision=self.precision, fan_in=fan_in, **options,
+                 **kw)(x)
       elif kind == "convT":
         x = conv_transpose(spec[2], name=spec[1], precision=self.precision, **kw)(x)
       elif kind == "bn":

@@ -119,7 +119,14 @@ class TCVC(nn.Module):
                                   ("conv", "conv2", rf, 3, 1, 1, 1), ("lrelu", 0.1),
                                   ("conv", "conv3", rf, 1, 1, 0, 1)))
     wh, rh = self.weighting_hidden, self.refine_hidden
-    self.weigting = seq((("conv", "conv1", wh[0], 3, 1, 1, 1), ("lrelu", 0.1),
+    # The weighting net's input, in its kernel's channel order [e_prev, e_cur, e_next, h_i, g_w], is
+    # laid out as [e_prev, e_cur, e_next, g_w, h_i]: the input gradient then runs in two groups,
+    # and the one of h_i (the frozen colorizer's propagated feature: no gradient needed by default)
+    # is dropped by XLA, a third of that convolution's input gradient (see _cell).
+    e3w = 3 * lf
+    order = {"in_order": ((0, e3w), (e3w + feat, e3w + 2 * feat), (e3w, e3w + feat)),
+             "grad_groups": (e3w + feat, feat)}
+    self.weigting = seq((("conv", "conv1", wh[0], 3, 1, 1, 1, order), ("lrelu", 0.1),
                          ("conv", "conv2", wh[1], 3, 1, 1, 1), ("lrelu", 0.1),
                          ("conv", "conv3", 1, 3, 1, 1, 1)))
     self.feature_refine = seq((("conv", "conv1", rh[0], 3, 1, 1, 1), ("lrelu", 0.1),
@@ -157,7 +164,7 @@ class TCVC(nn.Module):
     e_prev, e_cur, e_next, h_cur, cr_h_next, flow = xs
     gw = backward_warp(g_prev, flow)  # g_{i-1} aligned to frame i
     e3 = [e_prev, e_cur, e_next]
-    w = nn.sigmoid(self.weigting(jnp.concatenate(e3 + [h_cur, gw], axis=-1)))
+    w = nn.sigmoid(self.weigting(jnp.concatenate(e3 + [gw, h_cur], axis=-1)))  # see setup
     u = w * gw + (1 - w) * h_cur
     cr = self.channel_reduction
     # The original detaches exactly the three channel_reduction inputs (h_{i+1} was reduced
