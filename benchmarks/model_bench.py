@@ -122,8 +122,10 @@ def run(dtype="float32", frames=19, size=256, repeats=2, rates=None, variables=N
   print(f"[{dtype}] time per window: {t:.2f} s (median of {repeats}; all: {all_times})")
   vs = ""
   if (n, s) == (19, 256):  # the window the original was timed on
-    vs = (f" ({ORIGINAL_S_PER_WINDOW / t:.2f}x the original's {n / ORIGINAL_S_PER_WINDOW:.3f}, "
-          f"{ORIGINAL_S_PER_WINDOW:.0f} s/window)")
+    # No ratio: a figure from another machine (or the same type on another day) is not side by
+    # side. run_all.py --orig measures the original on this machine.
+    vs = (f" (for scale only: the original took {ORIGINAL_S_PER_WINDOW:.0f} s/window, model only,"
+          f" on another machine; side by side: benchmarks/run_all.py --orig)")
   print(f"[{dtype}] frames/s: {n / t:.3f}{vs}")
   print(f"[{dtype}] FlowNet2 evaluations per window: {pairs} (original: {4 * n - 7})")
   print(f"[{dtype}] GFLOP per window: {flops / 1e9:.0f}; GFLOP per frame: {flops / 1e9 / n:.1f}")
