@@ -125,3 +125,5 @@ def test_conv2d_in_order_reads_its_input_in_that_channel_order():
   reordered = layers.Conv2d(6, 3, pad=1, in_order=order, grad_groups=(6, 4))
   np.testing.assert_allclose(np.asarray(reordered.apply(params, moved)),
                              np.asarray(plain.apply(params, x)), rtol=0, atol=1e-5)
+  with pytest.raises(ValueError, match="once each"):
+    layers.Conv2d(6, 3, pad=1, in_order=((0, 3), (3, 9))).apply(params, x)

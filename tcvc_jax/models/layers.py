@@ -137,6 +137,9 @@ class Conv2d(nn.Module):
                                                            1 / fan ** 0.5))
       bias = self.param("bias", init, (self.features,), self.param_dtype)
     if self.in_order is not None:
+      if sorted(i for a, b in self.in_order for i in range(a, b)) != list(range(x.shape[-1])):
+        raise ValueError(f"in_order {self.in_order} must cover the input's {x.shape[-1]} channels "
+                         "once each")
       kernel = jnp.concatenate([kernel[:, :, a:b] for a, b in self.in_order], axis=2)
     x, kernel, bias, acc = _operands(x, kernel, bias, self.dtype)
     y = conv2d(x, kernel, self.stride, self.pad, self.dilation, self.precision, acc,
