@@ -55,20 +55,27 @@ def bf16_units():
   return "no bf16 dot instructions"
 
 
+def _streamed(cmd, prefix=""):
+  """Runs cmd, echoing its output (stderr merged) line by line; returns (exit code, lines)."""
+  proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  lines = []
+  for line in proc.stdout:
+    print(f"{prefix}{line.rstrip()}", flush=True)
+    lines.append(line)
+  return proc.wait(), lines
+
+
 def run_orig(script, args, orig_dir):
   """Runs one of the harness's benchmarks; returns (last 'infer:'/'train:' line, its numbers)."""
   python = os.path.join(os.environ.get("ORIG_VENV", "/tmp/orig-venv"), "bin", "python")
   cmd = [python, os.path.join(orig_dir, script)] + args
   print(f"original: {' '.join(cmd)}", flush=True)
-  proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-  last = None
-  for line in proc.stdout:
-    print(f"  | {line.rstrip()}", flush=True)
-    if line.startswith(("infer:", "train:")):
-      last = line.strip()
-  if proc.wait() or last is None:
-    raise SystemExit(f"the original's {script} failed (exit {proc.returncode}); is {orig_dir} "
+  code, lines = _streamed(cmd, "  | ")
+  results = [line.strip() for line in lines if line.startswith(("infer:", "train:"))]
+  if code or not results:
+    raise SystemExit(f"the original's {script} failed (exit {code}); is {orig_dir} "
                      f"built (bash {orig_dir}/build.sh)?")
+  last = results[-1]
   total = float(re.search(r"([\d.]+) s/(?:window|step) total", last).group(1))
   model_only = float(re.search(r"([\d.]+) s model only", last).group(1))
   return last, total, model_only
@@ -87,17 +94,13 @@ def full_step_in_subprocess(steps):
   """train_bench's full-size step in a fresh process; its figures as train_bench.bench returns."""
   script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train_bench.py")
   cmd = [sys.executable, script, "--models", "full", "--steps", str(steps)]
-  proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-  out = []
-  for line in proc.stdout:
-    print(line.rstrip(), flush=True)
-    out.append(line)
-  text = "".join(out)
+  code, lines = _streamed(cmd)
+  text = "".join(lines)
   found = [re.search(pattern, text) for pattern in (r"\[full\] step ([\d.]+) s",
                                                     r"\[full\] init [\d.]+ s, compile ([\d.]+) s",
                                                     r"\[full\] XLA memory.*peak ([\d.]+) MiB")]
-  if proc.wait() or not all(found):
-    raise SystemExit(f"the full training step's benchmark failed (exit {proc.returncode})")
+  if code or not all(found):
+    raise SystemExit(f"the full training step's benchmark failed (exit {code})")
   step, compile_s, peak_mib = (float(m.group(1)) for m in found)
   return {"step": step, "compile": compile_s, "peak_bytes": peak_mib * 2**20}
 
@@ -144,8 +147,8 @@ def main():
 
   orig = {}
   if args.orig:
-    # Our programs' kept buffers (the training step's 12 GB) go back to the system first: the
-    # original's training needs ~14 GB of its own.
+    # Our programs' kept buffers (the windows') go back to the system first: the original's
+    # training needs ~14 GB of its own.
     release_memory("the original's runs")
     window = ["--frames", str(args.frames), "--size", str(args.size)]
     orig["infer"] = run_orig("bench_infer.py", ["--runs", str(args.repeats)] + window, args.orig)

@@ -331,11 +331,11 @@ def input_grad(g, kernel, precision=None, groups=None):
   nobody uses (the slice of a concatenation that is one of its operands is that operand), e.g. the
   channels of features from a frozen network.
   """
+  if groups and sum(groups) != kernel.shape[2]:
+    raise ValueError(f"gradient groups {groups} do not add up to {kernel.shape[2]} channels")
   flipped = jnp.transpose(kernel[::-1, ::-1], (0, 1, 3, 2))
   if not groups or len(groups) == 1:
     return forward(g, flipped, precision)
-  if sum(groups) != kernel.shape[2]:
-    raise ValueError(f"gradient groups {groups} do not add up to {kernel.shape[2]} channels")
   starts = np.cumsum((0,) + tuple(groups))
   return jnp.concatenate([forward(g, flipped[..., a:b], precision)
                           for a, b in zip(starts[:-1], starts[1:], strict=True)], axis=-1)
