@@ -53,7 +53,7 @@ def test_gradients_equal_float64_torch(form, monkeypatch):
   # Through the custom VJP, every forward form for the input gradient.
   for fwd in conv_forms.FORWARD_FORMS:
     monkeypatch.setattr(conv_forms, "_measured_choice",
-                        lambda op, forms, *a, fwd=fwd: form if op.endswith("grad") else fwd)
+                        lambda op, forms, *a, fwd=fwd, **kw: form if op.endswith("grad") else fwd)
     _, vjp = jax.vjp(lambda x_, k_: conv_forms.conv3x3(x_, k_), x, k)
     dx, dk = vjp(g)
     np.testing.assert_allclose(np.asarray(dx), want_dx, atol=2e-6 * np.abs(want_dx).max())
@@ -101,6 +101,29 @@ def test_choice_is_measured_once_and_remembered_in_the_file(forms_file, monkeypa
   monkeypatch.setattr(conv_forms, "_FILE_LOADED", {})
   monkeypatch.setattr(conv_forms, "_time_forms", lambda fns, args: pytest.fail("measured again"))
   np.testing.assert_array_equal(np.asarray(jax.jit(conv_forms.forward)(x, k)), np.asarray(y))
+
+
+def test_kernel_gradient_forms_are_timed_on_the_input_and_output_gradient(forms_file, monkeypatch):
+  """Each timed call is the kernel gradient alone, of operands shaped like x and the gradient."""
+  monkeypatch.setattr(conv_forms, "MIN_GFLOP", 0.0)
+  monkeypatch.delenv("TCVC_CONV_FORMS", raising=False)
+  seen = {}
+
+  def fake_time(fns, args):
+    seen["shapes"] = [a.shape for a in args]
+    seen["outputs"] = {name: np.asarray(f(*args)) for name, f in fns.items()}
+    return {"dots": 1.0, "winograd": 0.5}
+
+  monkeypatch.setattr(conv_forms, "_time_forms", fake_time)
+  x, _ = _data((1, 10, 8), 6, 9)
+  g = np.random.RandomState(5).standard_normal((1, 10, 8, 9)).astype(np.float32)
+  dk = jax.jit(conv_forms.kernel_grad)(x, g)
+  assert seen["shapes"] == [(1, 10, 8, 6), (1, 10, 8, 9)]
+  for out in seen["outputs"].values():  # a kernel gradient, nothing else
+    assert out.shape == (3, 3, 6, 9)
+  assert list(json.loads(forms_file.read_text()).values()) == ["winograd"]
+  np.testing.assert_allclose(np.asarray(dk), np.asarray(conv_forms._dots_kernel_grad(x, g)),
+                             atol=1e-5 * float(np.abs(dk).max()))
 
 
 def test_winograd_is_timed_only_where_both_sides_are_wide():

@@ -61,7 +61,7 @@ WINOGRAD_MIN_CHANNELS = 64  # the narrower side; the wider needs twice that
 MIN_GAIN = 0.1  # another form replaces the fixed rule's only when it is this much faster
 FORWARD_FORMS = ("xla", "split64", "winograd")
 KERNEL_GRAD_FORMS = ("dots", "winograd")  # the measured ones
-_VERSION = 3  # bump when a form or the forms timed change: old measurements are then ignored
+_VERSION = 4  # bump when a form or the forms timed change: old measurements are then ignored
 
 _LOCK = threading.Lock()
 _CHOICES = {}  # key -> form, this process
@@ -140,11 +140,11 @@ def _remember(key, form):
     pass  # read-only home: the choice still holds for this process
 
 
-def _time_forms(fns, args, rounds=2):
+def _time_forms(fns, args, rounds=3):
   """Best wall time of each jitted fn over `rounds` interleaved calls, after a warm-up each.
 
   Interleaving makes a change in the machine's speed while measuring (a busy neighbour) touch every
-  form alike.
+  form alike; the best of three rounds (two until forms version 3) lets one slow round pass.
   """
   fns = {name: jax.jit(fn) for name, fn in fns.items()}
   for f in fns.values():
@@ -177,11 +177,12 @@ def _outside_trace(fn, *args):
   return result["value"]
 
 
-def _measured_choice(op, forms, x_shape, k_shape, dtype, build, fixed):
+def _measured_choice(op, forms, x_shape, k_shape, dtype, build, fixed, operand_shapes=None):
   """The fastest of `forms` for this shape: remembered, or measured now; `fixed` when not measured.
 
-  `build(form)` gives a function of (x, k) -> output for the op (concrete arrays, any values). The
-  fixed rule's form stays unless another is at least MIN_GAIN faster.
+  `build(form)` gives the op as a function of two concrete arrays (any values) of `operand_shapes`
+  (default: the input x_shape and the kernel k_shape). The fixed rule's form stays unless another
+  is at least MIN_GAIN faster.
   """
   gflop = 2.0 * np.prod(x_shape[:3]) * 9 * k_shape[2] * k_shape[3] / 1e9
   how = mode()
@@ -199,9 +200,9 @@ def _measured_choice(op, forms, x_shape, k_shape, dtype, build, fixed):
       if key in _CHOICES:
         return _CHOICES[key]
     rs = np.random.RandomState(0)
-    x = rs.standard_normal(x_shape).astype(dtype)
-    k = rs.standard_normal(k_shape).astype(dtype)
-    times = _outside_trace(_time_forms, {form: build(form) for form in forms}, (x, k))
+    operands = tuple(rs.standard_normal(shape).astype(dtype)
+                     for shape in (operand_shapes or (x_shape, k_shape)))
+    times = _outside_trace(_time_forms, {form: build(form) for form in forms}, operands)
     best = min(times, key=times.get)
     if times[best] > (1 - MIN_GAIN) * times[fixed]:
       best = fixed  # a gain inside the measurement's noise is not worth a different program
@@ -316,10 +317,14 @@ def forward_mixed(x, kernel, precision=None):
 def kernel_grad(x, g, precision=None):
   """The kernel gradient of `forward(x, k)` for output gradient g, in the fastest form."""
   k_shape = (3, 3, x.shape[-1], g.shape[-1])
-  # Measured as a function of (x, k): the output gradient gets the output's shape from k.
-  build = lambda f: (lambda x_, k_: _KERNEL_GRAD[f](x_, xla_conv(x_, k_), precision))
+  # Timed on (x, g) alone: with a convolution making g inside each timed call (as until forms
+  # version 3), a 2x faster form only looked 1.4x faster, and one noisy round on a busy machine
+  # could keep the slower one (128 -> 128 at 256x256 on an AMD EPYC: the nine products, 162 ms,
+  # were kept over Winograd's 81 ms).
+  build = lambda f: functools.partial(_KERNEL_GRAD[f], precision=precision)
   forms = KERNEL_GRAD_FORMS if min(x.shape[1:3]) >= 4 else ("dots",)
-  form = _measured_choice("conv3x3_kernel_grad", forms, x.shape, k_shape, x.dtype, build, "dots")
+  form = _measured_choice("conv3x3_kernel_grad", forms, x.shape, k_shape, x.dtype, build, "dots",
+                          operand_shapes=(x.shape, g.shape))
   return _KERNEL_GRAD[form](x, g, precision)
 
 
