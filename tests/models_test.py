@@ -9,6 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tcvc_jax.models import tcvc as tcvc_model
+from tcvc_jax.models.flownet2 import FlowNet2
 from tcvc_jax.training import losses
 
 import tiny
@@ -108,10 +110,50 @@ def test_flow_chunks_change_nothing(model_and_vars):
   gray = jax.random.uniform(jax.random.key(3), (1, 6, 32, 32, 1), minval=-0.5, maxval=0.5)
   outs = [jax.jit(lambda v, g, m=m: m.apply(v, g, srl=True))(variables, gray)
           for m in (model.clone(flow_batch=0), model.clone(flow_batch=3),
-                    model.clone(flow_batch=1))]
+                    model.clone(flow_batch=1), model.clone(flow_batch=2),
+                    model.clone(flow_batch=4))]
   for other in outs[1:]:
     for k in ("ab", "ab_warp1", "mask1", "ab_warp2", "mask2"):
       np.testing.assert_allclose(other[k], outs[0][k], rtol=0, atol=1e-5, err_msg=k)
+
+
+@pytest.mark.parametrize("chunk", [2, 4])
+@pytest.mark.parametrize("srl", [False, True])
+def test_a_pair_and_its_reverse_share_a_chunk(chunk, srl):
+  """Window pairs are ordered so that whole chunks hold pairs and their reverses (mirrored)."""
+  n = 19
+  names = {"backward": (range(1, n - 1), range(2, n))}
+  if srl:
+    names.update(phi=(range(1, n), range(n - 1)), psi=(range(2, n), range(n - 2)))
+  else:
+    names["phi"] = (range(1, n - 1), range(n - 2))
+  pairs = [p for src, dst in names.values() for p in zip(src, dst, strict=True)]
+  order, mirrored = tcvc_model._chunk_order(pairs, chunk)
+  assert sorted(order) == list(range(len(pairs)))
+  # backward (i, i+1) and phi (i+1, i): i = 1 .. N-3, with SRL's longer phi i = 1 .. N-2
+  couples = n - 2 if srl else n - 3
+  assert len(mirrored) == -(-len(pairs) // chunk) and sum(mirrored) == couples // (chunk // 2)
+  for c, flag in enumerate(mirrored):
+    ps = [pairs[p] for p in order[c * chunk:(c + 1) * chunk]]
+    if flag:
+      assert ps[chunk // 2:] == [(b, a) for a, b in ps[:chunk // 2]]
+  assert tcvc_model._chunk_order(pairs, 3) == (list(range(len(pairs))), None)
+  assert tcvc_model._chunk_order([(0, 1), (1, 2)], 2) == ([0, 1], None)
+
+
+def test_flownet2_mirrored_chunk_gives_the_same_flows():
+  """A pair and its reverse in one batch: FlowNetC's towers run once for both, same flows."""
+  rs = np.random.RandomState(0)
+  a, b = (jnp.asarray(rs.uniform(0, 1, (1, 64, 64, 3)), jnp.float32) for _ in range(2))
+  img1, img2 = jnp.concatenate([a, b]), jnp.concatenate([b, a])
+  net = FlowNet2()
+  variables = jax.jit(net.init)(jax.random.key(0), img1, img2)
+  run = jax.jit(lambda v, x, y, m: net.apply(v, x, y, mirrored=m))
+  plain = np.asarray(jax.jit(net.apply)(variables, img1, img2))
+  for flag in (True, False):
+    np.testing.assert_allclose(np.asarray(run(variables, img1, img2, flag)), plain, rtol=0,
+                               atol=1e-5 * np.abs(plain).max(), err_msg=str(flag))
+  assert np.abs(plain).max() > 0
 
 
 @pytest.mark.parametrize("n", [2, 3, 7])
@@ -151,7 +193,6 @@ def test_rejects_one_frame_window(model_and_vars):
 
 
 def test_flownet2_size_check():
-  from tcvc_jax.models.flownet2 import FlowNet2  # pylint: disable=g-import-not-at-top
   with pytest.raises(ValueError, match="divisible by 64"):
     jax.eval_shape(FlowNet2().init, jax.random.key(0), jnp.zeros((1, 48, 64, 3)),
                    jnp.zeros((1, 48, 64, 3)))

@@ -66,17 +66,34 @@ class _Base(nn.Module):
     return flow
 
 
+def _towers(mdl, images):
+  """FlowNetC's siamese conv1..conv3 on [M, H, W, 3] images -> (conv2, conv3) features."""
+  c2 = mdl.conv("conv2", 128, 5, 2)(mdl.conv("conv1", 64, 7, 2)(images))
+  return c2, mdl.conv("conv3", 256, 5, 2)(c2)
+
+
+def _mirrored_towers(mdl, images):
+  """`_towers` of [img1s, img2s] (2B images) for a batch whose second half is its first half with
+  the images swapped: the towers run on the first half's images only (B instead of 2B)."""
+  h = images.shape[0] // 4
+  feats = _towers(mdl, jnp.concatenate([images[:h], images[2 * h:3 * h]], axis=0))
+  # [a, b] -> img1s [a, b], img2s [b, a]
+  return tuple(jnp.concatenate([f[:h], f[h:], f[h:], f[:h]], axis=0) for f in feats)
+
+
 class FlowNetC(_Base):
   """FlowNetC on a 6-channel pair; returns flow2 [B, H/4, W/4, 2]."""
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, mirrored=None):
+    """mirrored: optional traced bool, see FlowNet2."""
     b = x.shape[0]
     # conv1..conv3 share weights across the two images: run them on both at once.
     pair = jnp.concatenate([x[..., :3], x[..., 3:]], axis=0)
-    c1 = self.conv("conv1", 64, 7, 2)(pair)
-    c2 = self.conv("conv2", 128, 5, 2)(c1)
-    c3 = self.conv("conv3", 256, 5, 2)(c2)
+    if mirrored is None or b % 2:
+      c2, c3 = _towers(self, pair)
+    else:
+      c2, c3 = nn.cond(mirrored, _mirrored_towers, _towers, self, pair)
     c2a, c3a, c3b = c2[:b], c3[:b], c3[b:]
     corr = _lrelu(correlation(c3a, c3b))  # [B, H/8, W/8, 441]
     redir = self.conv("conv_redir", 32, 1, 1)(c3a)
@@ -157,10 +174,17 @@ class FlowNet2(nn.Module):
   precision: Any = None
 
   @nn.compact
-  def __call__(self, img1, img2):
+  def __call__(self, img1, img2, mirrored=None):
     """Flow from img1 to img2.
 
-    Args: [B, H, W, 3] each, H and W multiples of 64. Returns [B, H, W, 2].
+    Args:
+      img1, img2: [B, H, W, 3] each, H and W multiples of 64.
+      mirrored: optional traced bool (B even): true promises that pairs B/2 .. B-1 are pairs
+        0 .. B/2-1 with their two images swapped, as in F(a, b) and F(b, a). Both share the mean
+        that normalises them, so FlowNetC's siamese towers see the same images: they then run on
+        the first half's images only, half their work. The flows are the same either way.
+
+    Returns: [B, H, W, 2].
     """
     if img1.shape[1] % 64 or img1.shape[2] % 64:
       raise ValueError(f"FlowNet2 needs H and W divisible by 64, got {img1.shape[1:3]}")
@@ -179,7 +203,7 @@ class FlowNet2(nn.Module):
       # 12 channels.
       return jnp.concatenate([x, warped, flow / DIV_FLOW, channel_norm(i1 - warped)], axis=-1)
 
-    f_c = _up_bilinear4(FlowNetC(name="flownetc", **kw)(x) * DIV_FLOW)
+    f_c = _up_bilinear4(FlowNetC(name="flownetc", **kw)(x, mirrored) * DIV_FLOW)
     f_s1 = _up_bilinear4(FlowNetS(name="flownets_1", **kw)(refine_input(f_c)) * DIV_FLOW)
     f_s2 = _up_nearest4(FlowNetS(name="flownets_2", **kw)(refine_input(f_s1)) * DIV_FLOW)
     # Divided, not multiplied: inherited from NVIDIA's code and required for weight parity.
@@ -191,7 +215,7 @@ class FlowNet2(nn.Module):
     return FlowNetFusion(name="flownetfusion", **kw)(fusion_in)
 
 
-def flow_from_gray(flow_net, gray1, gray2):
+def flow_from_gray(flow_net, gray1, gray2, **kwargs):
   """TCVC's call: F(a, b) = FlowNet2(rep3(a) + 0.5, rep3(b) + 0.5) on normalised L [B, H, W, 1]."""
   rep = lambda g: jnp.repeat(g, 3, axis=-1) + 0.5
-  return flow_net(rep(gray1), rep(gray2))
+  return flow_net(rep(gray1), rep(gray2), **kwargs)

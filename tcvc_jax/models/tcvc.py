@@ -20,6 +20,7 @@ from typing import Sequence
 from flax import linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from tcvc_jax.models.flownet2 import FlowNet2
 from tcvc_jax.models.flownet2 import flow_from_gray
@@ -60,6 +61,42 @@ def _fold(x):
 def _unfold(x, b):
   """[B * T, ...] -> [B, T, ...]."""
   return x.reshape((b, -1) + x.shape[1:])
+
+
+def _chunk_order(pairs, chunk):
+  """An order of `pairs` (frame index pairs) for the flow net's chunks of `chunk` pairs.
+
+  A pair and its reverse (F(a, b) and F(b, a)) go into one chunk where whole chunks of such couples
+  can be filled: chunk/2 first members, then their reverses in the same order (FlowNet2's
+  `mirrored` layout, which runs FlowNetC's towers once for both); the other pairs follow in their
+  own order.
+
+  Returns:
+    (order: indices into pairs, mirrored: one bool per chunk, or None when no chunk is mirrored).
+  """
+  if chunk < 2 or chunk % 2:
+    return list(range(len(pairs))), None
+  index = {}
+  for p, pair in enumerate(pairs):
+    index.setdefault(pair, p)
+  couples, used = [], set()
+  for p, (a, b) in enumerate(pairs):
+    q = index.get((b, a))
+    if a != b and q is not None and p not in used and q not in used:
+      couples.append((p, q))
+      used.update((p, q))
+  half = chunk // 2
+  full = len(couples) // half
+  order = []
+  for c in range(full):
+    group = couples[c * half:(c + 1) * half]
+    order += [p for p, _ in group] + [q for _, q in group]
+  taken = set(order)
+  order += [p for p in range(len(pairs)) if p not in taken]
+  if not full:
+    return order, None
+  chunks = -(-len(pairs) // chunk)
+  return order, [c < full for c in range(chunks)]
 
 
 def _check_hints(gray_shape, hint_ab, hint_mask):
@@ -146,13 +183,14 @@ class TCVC(nn.Module):
     """dtype of activations, flows and outputs: fp32 in bf16 mode, else `dtype`."""
     return activation_dtype(self.dtype)
 
-  def flows(self, img1, img2):
+  def flows(self, img1, img2, mirrored=None):
     """Frozen optical flow between normalised-L frames [M, H, W, 1] -> [M, H, W, 2].
 
-    No gradient flows through it.
+    No gradient flows through it. mirrored: optional traced bool, see FlowNet2 (other flow nets
+    ignore it).
     """
     if self.flow_type == "flownet2":
-      f = flow_from_gray(self.flow, img1, img2)
+      f = flow_from_gray(self.flow, img1, img2, mirrored=mirrored)
     elif self.is_initializing():  # the classical estimator has no parameters: skip its work at init
       f = jnp.zeros(img1.shape[:3] + (2,), self.act_dtype)
     else:
@@ -237,13 +275,13 @@ class TCVC(nn.Module):
     m = n - 2  # internal frames
     # Every flow pair of the window in one batched call: backward (m), phi (m, or N-1 with SRL),
     # psi (m).
-    pairs = {"backward": (gray[:, 1:n - 1], gray[:, 2:])}
+    pairs = {"backward": (range(1, n - 1), range(2, n))}
     if srl:
-      pairs["phi"] = (gray[:, 1:], gray[:, :n - 1])
-      pairs["psi"] = (gray[:, 2:], gray[:, :n - 2])
+      pairs["phi"] = (range(1, n), range(n - 1))
+      pairs["psi"] = (range(2, n), range(n - 2))
     else:
-      pairs["phi"] = (gray[:, 1:n - 1], gray[:, :n - 2])
-    flows = self._batched_flows(pairs)
+      pairs["phi"] = (range(1, n - 1), range(n - 2))
+    flows = self._batched_flows(gray, pairs)
     if length is not None:
       # backward pair i-1 is (x_i, x_{i+1}), phi pair i-1 is (x_i, x_{i-1}), i = 1 .. N-2.
       flows["backward"] = _zero_from(flows["backward"], length - 2)
@@ -262,41 +300,65 @@ class TCVC(nn.Module):
       out.update(self._srl_terms(gray, ab, flows["phi"], flows["psi"]))
     return out
 
-  def _batched_flows(self, pairs):
-    """{name: (img1 [B, T, H, W, 1], img2)} -> {name: flow [B, T, H, W, 2] or None if T = 0}.
+  def _batched_flows(self, gray, pairs):
+    """Flows F(x_i, x_j) of the window's frame pairs, all in one call of the flow net.
 
-    All pairs go through one call.
+    Args:
+      gray: [B, N, H, W, 1].
+      pairs: {name: (frames i, frames j)}, static sequences of frame indices.
+
+    Returns:
+      {name: flow [B, T, H, W, 2], or None where the name has no pairs}.
     """
-    b = next(iter(pairs.values()))[0].shape[0]
-    names = [k for k, (a, _) in pairs.items() if a.shape[1]]
+    b, n = gray.shape[:2]
+    names = [k for k, (src, _) in pairs.items() if len(src)]
     out = {k: None for k in pairs}
     if not names:
       return out
-    img1 = jnp.concatenate([_fold(pairs[k][0]) for k in names], axis=0)
-    img2 = jnp.concatenate([_fold(pairs[k][1]) for k in names], axis=0)
-    flow = self._chunked_flows(img1, img2)
+    # Pair p of the flat list: name-major, then batch, then time.
+    flat = [(k * n + i, k * n + j) for name in names for k in range(b)
+            for i, j in zip(pairs[name][0], pairs[name][1], strict=True)]
+    order, mirrored = _chunk_order(flat, self._flow_chunk(len(flat)))
+    frames = _fold(gray)
+    take = lambda idx: jnp.take(frames, np.asarray(idx), axis=0)
+    flow = self._chunked_flows(take([flat[p][0] for p in order]),
+                               take([flat[p][1] for p in order]), mirrored)
+    flow = jnp.take(flow, np.argsort(order), axis=0)  # back to the flat list's order
     start = 0
     for k in names:
-      size = b * pairs[k][0].shape[1]
+      size = b * len(pairs[k][0])
       out[k] = _unfold(flow[start:start + size], b)
       start += size
     return out
 
-  def _chunked_flows(self, img1, img2):
-    """self.flows on [M, H, W, 1] pairs, `flow_batch` pairs at a time (the last chunk padded)."""
-    m, c = img1.shape[0], self.flow_batch
+  def _flow_chunk(self, m):
+    """Pairs per flow-net evaluation for m pairs (0: all at once)."""
+    c = self.flow_batch
     if c < 0:  # auto: small chunks only where they are faster (XLA:CPU), one batch on GPU / TPU
       c = 2 if jax.default_backend() == "cpu" else 0
-    if c <= 0 or m <= c or self.is_initializing():
+    return 0 if c <= 0 or m <= c or self.is_initializing() else c
+
+  def _chunked_flows(self, img1, img2, mirrored=None):
+    """self.flows on [M, H, W, 1] pairs, `_flow_chunk(M)` pairs at a time (the last chunk padded).
+
+    mirrored: optional static bools, one per chunk: the chunk's second half is its first half's
+    pairs reversed (see `_chunk_order` and FlowNet2).
+    """
+    m = img1.shape[0]
+    c = self._flow_chunk(m)
+    if not c:
       return self.flows(img1, img2)
     chunks = -(-m // c)
     pad = lambda x: jnp.concatenate([x, jnp.zeros((chunks * c - m,) + x.shape[1:], x.dtype)],
                                     axis=0)
     split = lambda x: pad(x).reshape((chunks, c) + x.shape[1:])
+    xs = (split(img1), split(img2))
+    if mirrored is not None:
+      xs += (jnp.asarray(np.asarray(mirrored, bool)),)
     scan = nn.scan(lambda mdl, carry, x: (carry, mdl.flows(*x)),
                    variable_broadcast=("params", "batch_stats"),
                    split_rngs={"params": False}, in_axes=0, out_axes=0)
-    _, flow = scan(self, None, (split(img1), split(img2)))
+    _, flow = scan(self, None, xs)
     return flow.reshape((chunks * c,) + flow.shape[2:])[:m]
 
   def _propagate(self, gray, g0, h_last, bflow, phi):
