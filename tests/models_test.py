@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tcvc_jax.models import tcvc as tcvc_model
 from tcvc_jax.models.flownet2 import FlowNet2
+from tcvc_jax.models.flownet2 import mirrored_chunk_order
 from tcvc_jax.training import losses
 
 import tiny
@@ -128,7 +128,7 @@ def test_a_pair_and_its_reverse_share_a_chunk(chunk, srl):
   else:
     names["phi"] = (range(1, n - 1), range(n - 2))
   pairs = [p for src, dst in names.values() for p in zip(src, dst, strict=True)]
-  order, mirrored = tcvc_model._chunk_order(pairs, chunk)
+  order, mirrored = mirrored_chunk_order(pairs, chunk)
   assert sorted(order) == list(range(len(pairs)))
   # backward (i, i+1) and phi (i+1, i): i = 1 .. N-3, with SRL's longer phi i = 1 .. N-2
   couples = n - 2 if srl else n - 3
@@ -137,8 +137,8 @@ def test_a_pair_and_its_reverse_share_a_chunk(chunk, srl):
     ps = [pairs[p] for p in order[c * chunk:(c + 1) * chunk]]
     if flag:
       assert ps[chunk // 2:] == [(b, a) for a, b in ps[:chunk // 2]]
-  assert tcvc_model._chunk_order(pairs, 3) == (list(range(len(pairs))), None)
-  assert tcvc_model._chunk_order([(0, 1), (1, 2)], 2) == ([0, 1], None)
+  assert mirrored_chunk_order(pairs, 3) == (list(range(len(pairs))), None)
+  assert mirrored_chunk_order([(0, 1), (1, 2)], 2) == ([0, 1], None)
 
 
 def test_flownet2_mirrored_chunk_gives_the_same_flows():

@@ -215,6 +215,42 @@ class FlowNet2(nn.Module):
     return FlowNetFusion(name="flownetfusion", **kw)(fusion_in)
 
 
+def mirrored_chunk_order(pairs, chunk):
+  """An order of `pairs` (frame index pairs) for the flow net's chunks of `chunk` pairs.
+
+  A pair and its reverse (F(a, b) and F(b, a)) go into one chunk where whole chunks of such couples
+  can be filled: chunk/2 first members, then their reverses in the same order (FlowNet2's
+  `mirrored` layout, which runs FlowNetC's towers once for both); the other pairs follow in their
+  own order.
+
+  Returns:
+    (order: indices into pairs, mirrored: one bool per chunk, or None when no chunk is mirrored).
+  """
+  if chunk < 2 or chunk % 2:
+    return list(range(len(pairs))), None
+  index = {}
+  for p, pair in enumerate(pairs):
+    index.setdefault(pair, p)
+  couples, used = [], set()
+  for p, (a, b) in enumerate(pairs):
+    q = index.get((b, a))
+    if a != b and q is not None and p not in used and q not in used:
+      couples.append((p, q))
+      used.update((p, q))
+  half = chunk // 2
+  full = len(couples) // half
+  order = []
+  for c in range(full):
+    group = couples[c * half:(c + 1) * half]
+    order += [p for p, _ in group] + [q for _, q in group]
+  taken = set(order)
+  order += [p for p in range(len(pairs)) if p not in taken]
+  if not full:
+    return order, None
+  chunks = -(-len(pairs) // chunk)
+  return order, [c < full for c in range(chunks)]
+
+
 def flow_from_gray(flow_net, gray1, gray2, **kwargs):
   """TCVC's call: F(a, b) = FlowNet2(rep3(a) + 0.5, rep3(b) + 0.5) on normalised L [B, H, W, 1]."""
   rep = lambda g: jnp.repeat(g, 3, axis=-1) + 0.5

@@ -24,6 +24,7 @@ import numpy as np
 
 from tcvc_jax.models.flownet2 import FlowNet2
 from tcvc_jax.models.flownet2 import flow_from_gray
+from tcvc_jax.models.flownet2 import mirrored_chunk_order
 from tcvc_jax.models.layers import TorchSequential
 from tcvc_jax.models.layers import activation_dtype
 from tcvc_jax.models.siggraph17 import DEFAULT_WIDTHS
@@ -61,42 +62,6 @@ def _fold(x):
 def _unfold(x, b):
   """[B * T, ...] -> [B, T, ...]."""
   return x.reshape((b, -1) + x.shape[1:])
-
-
-def _chunk_order(pairs, chunk):
-  """An order of `pairs` (frame index pairs) for the flow net's chunks of `chunk` pairs.
-
-  A pair and its reverse (F(a, b) and F(b, a)) go into one chunk where whole chunks of such couples
-  can be filled: chunk/2 first members, then their reverses in the same order (FlowNet2's
-  `mirrored` layout, which runs FlowNetC's towers once for both); the other pairs follow in their
-  own order.
-
-  Returns:
-    (order: indices into pairs, mirrored: one bool per chunk, or None when no chunk is mirrored).
-  """
-  if chunk < 2 or chunk % 2:
-    return list(range(len(pairs))), None
-  index = {}
-  for p, pair in enumerate(pairs):
-    index.setdefault(pair, p)
-  couples, used = [], set()
-  for p, (a, b) in enumerate(pairs):
-    q = index.get((b, a))
-    if a != b and q is not None and p not in used and q not in used:
-      couples.append((p, q))
-      used.update((p, q))
-  half = chunk // 2
-  full = len(couples) // half
-  order = []
-  for c in range(full):
-    group = couples[c * half:(c + 1) * half]
-    order += [p for p, _ in group] + [q for _, q in group]
-  taken = set(order)
-  order += [p for p in range(len(pairs)) if p not in taken]
-  if not full:
-    return order, None
-  chunks = -(-len(pairs) // chunk)
-  return order, [c < full for c in range(chunks)]
 
 
 def _check_hints(gray_shape, hint_ab, hint_mask):
@@ -318,12 +283,13 @@ class TCVC(nn.Module):
     # Pair p of the flat list: name-major, then batch, then time.
     flat = [(k * n + i, k * n + j) for name in names for k in range(b)
             for i, j in zip(pairs[name][0], pairs[name][1], strict=True)]
-    order, mirrored = _chunk_order(flat, self._flow_chunk(len(flat)))
+    order, mirrored = mirrored_chunk_order(flat, self._flow_chunk(len(flat)))
     frames = _fold(gray)
     take = lambda idx: jnp.take(frames, np.asarray(idx), axis=0)
     flow = self._chunked_flows(take([flat[p][0] for p in order]),
                                take([flat[p][1] for p in order]), mirrored)
-    flow = jnp.take(flow, np.argsort(order), axis=0)  # back to the flat list's order
+    if order != sorted(order):
+      flow = jnp.take(flow, np.argsort(order), axis=0)  # back to the flat list's order
     start = 0
     for k in names:
       size = b * len(pairs[k][0])
@@ -342,7 +308,7 @@ class TCVC(nn.Module):
     """self.flows on [M, H, W, 1] pairs, `_flow_chunk(M)` pairs at a time (the last chunk padded).
 
     mirrored: optional static bools, one per chunk: the chunk's second half is its first half's
-    pairs reversed (see `_chunk_order` and FlowNet2).
+    pairs reversed (see `mirrored_chunk_order` and FlowNet2).
     """
     m = img1.shape[0]
     c = self._flow_chunk(m)
