@@ -30,6 +30,52 @@ sys.path.insert(0, TESTS_DIR)
 
 import golden_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+# The float64 runs (their own processes, minutes each) that the selected tests need, started where
+# this process has a core to spare: the golden run while the float32 checkpoints are written and
+# converted (single-threaded), the training run while this process waits for the golden run.
+# (Started together at collection, they slowed the tests they overlapped more than they saved:
+# 1164 s against 1120 s for the suite on 2 cores.)
+_FLOAT64_RUNS = {
+    # name: (the fixture whose tests need it, tests/ script, its arguments given the run's folder)
+    "golden": ("golden_errors_f64", "golden_lib.py",
+               lambda d: ("--workdir", d, "--out", os.path.join(d, "errors.json"))),
+    "train": ("train_f64_errors", "train_golden_lib.py",
+              lambda d: ("--out", os.path.join(d, "errors.json"))),
+}
+_NEEDED = set()  # names of the runs the collected tests need
+_STARTED = {}  # name -> (process, folder)
+
+
+def pytest_collection_finish(session):
+  if session.config.option.collectonly:
+    return
+  fixtures = set()
+  for item in session.items:
+    fixtures.update(getattr(item, "fixturenames", ()))
+  _NEEDED.update(name for name, (fixture, _, _) in _FLOAT64_RUNS.items() if fixture in fixtures)
+
+
+def pytest_sessionfinish(session, exitstatus):
+  del session, exitstatus
+  for proc, workdir in _STARTED.values():
+    golden_lib.stop_run(proc)
+    shutil.rmtree(workdir, ignore_errors=True)  # ~5 GB of float64 checkpoints for "golden"
+  _STARTED.clear()
+
+
+def float64_run(name):
+  """(process, folder) of the float64 run `name`, started now unless it already is."""
+  if name not in _STARTED:
+    _, script, args = _FLOAT64_RUNS[name]
+    workdir = tempfile.mkdtemp(prefix=f"tcvc_{name}_f64_")
+    _STARTED[name] = (golden_lib.start_float64_run(script, *args(workdir)), workdir)
+  return _STARTED[name]
+
+
+def _start_if_needed(name):
+  if name in _NEEDED:
+    float64_run(name)
+
 
 @pytest.fixture(scope="session")
 def golden_f32_paths(tmp_path_factory):
@@ -37,33 +83,46 @@ def golden_f32_paths(tmp_path_factory):
 
   They are converted with the CLI.
   """
+  _start_if_needed("golden")
   workdir = tmp_path_factory.mktemp("golden_f32")
   yield golden_lib.prepare_checkpoints(str(workdir), "float32")
   shutil.rmtree(workdir, ignore_errors=True)  # ~3 GB
 
 
 @pytest.fixture(scope="session")
-def golden_f64_run(tmp_path_factory):
-  """Starts the float64 golden run (its own process, see golden_lib.start_float64_run).
-
-  Started before the float32 run is computed, so that the two overlap (much of each is
-  single-threaded: writing and converting the checkpoints, compiling).
-  """
-  workdir = tmp_path_factory.mktemp("golden_f64")
-  proc = golden_lib.start_float64_run("golden_lib.py", "--workdir", workdir,
-                                      "--out", workdir / "errors.json")
-  yield proc, workdir
-  golden_lib.stop_run(proc)
-  shutil.rmtree(workdir, ignore_errors=True)
+def golden_f64_run():
+  """The float64 golden run: golden_lib.py in float64 (see golden_lib.start_float64_run)."""
+  return float64_run("golden")
 
 
 @pytest.fixture(scope="session")
 def golden_errors_f32(golden_f64_run, golden_f32_paths):
-  del golden_f64_run  # started first, so that the two runs overlap
+  del golden_f64_run  # started first (at the latest now), so that the two runs overlap
   return golden_lib.compute_errors(golden_f32_paths, "float32")
 
 
 @pytest.fixture(scope="session")
 def golden_errors_f64(golden_f64_run):
   proc, workdir = golden_f64_run
-  return golden_lib.finish_float64_run(proc, workdir / "errors.json", "golden", timeout=1800)
+  _start_if_needed("train")  # while this process waits
+  return golden_lib.finish_float64_run(proc, os.path.join(workdir, "errors.json"), "golden",
+                                       timeout=1800)
+
+
+@pytest.fixture(scope="session")
+def start_train_f64():
+  """Starts the float64 training golden run if the collected tests need it."""
+  _start_if_needed("train")
+
+
+@pytest.fixture(scope="session")
+def train_f64_run():
+  """The float64 training golden run: train_golden_lib.py in float64."""
+  return float64_run("train")
+
+
+@pytest.fixture(scope="session")
+def train_f64_errors(train_f64_run):
+  proc, workdir = train_f64_run
+  return golden_lib.finish_float64_run(proc, os.path.join(workdir, "errors.json"),
+                                       "training golden", timeout=1200)

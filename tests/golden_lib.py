@@ -16,6 +16,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import zlib
 
 import numpy as np
@@ -109,20 +110,25 @@ def save_pth(sd, path, dtype, wrap=None):
 
 def start_float64_run(script, *args):
   """Starts tests/`script` with `--dtype float64` and jax x64 (needed from the start, so it is its
-  own process), without the test process's XLA_FLAGS; output piped."""
+  own process), without the test process's XLA_FLAGS. Its output goes to a temporary file (a pipe
+  nobody reads for minutes could fill and stall it)."""
   env = dict(os.environ, JAX_ENABLE_X64="1")
   env.pop("XLA_FLAGS", None)
-  return subprocess.Popen(
+  log = tempfile.TemporaryFile(mode="w+")
+  proc = subprocess.Popen(
       [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), script),
        "--dtype", "float64", *map(str, args)],
-      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+      env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+  proc.log = log
+  return proc
 
 
 def finish_float64_run(proc, out, what, timeout):
   """Waits for a `start_float64_run` process; its JSON output, or RuntimeError with its log."""
-  log, _ = proc.communicate(timeout=timeout)
+  proc.wait(timeout=timeout)
   if proc.returncode:
-    raise RuntimeError(f"float64 {what} run failed:\n{log[-5000:]}")
+    proc.log.seek(0)
+    raise RuntimeError(f"float64 {what} run failed:\n{proc.log.read()[-5000:]}")
   with open(out) as f:
     return json.load(f)
 
@@ -131,6 +137,7 @@ def stop_run(proc):
   if proc.poll() is None:
     proc.kill()
     proc.wait()
+  proc.log.close()
 
 
 def convert_cli(src, dst):

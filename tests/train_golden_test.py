@@ -5,7 +5,8 @@ original's `optimize_parameters` on one batch (B = 2, N = 5, 64x64, FlowNet2 flo
 weights for every key, pixel weight 1, MSE, Adam(5e-5, (0.9, 0.99), 1e-8, no weight decay).
 `train_golden_lib.run_steps` runs the same with what train.py runs (`trainer.build_model`,
 `trainer.optimizer` and `trainer.jit_train_step` on the `released` config with the paper's pixel
-weight 1); float64 runs in a subprocess started with JAX_ENABLE_X64, in parallel with float32.
+weight 1); float64 runs in a subprocess started with JAX_ENABLE_X64 as soon as the tests are
+collected (conftest.py), so that it overlaps the rest of the suite.
 
 Tolerances (the original's own f32-f64 gaps are in train.json):
   * float32 loss terms, relative to the float32 goldens: 1.7e-5 = 4x the 4.2e-6 gap.
@@ -49,24 +50,9 @@ def _f32_grad_tol(key):
 
 
 @pytest.fixture(scope="module")
-def f64_run(tmp_path_factory):
-  """Starts the float64 run (it needs jax x64 from the start, so it is its own process)."""
-  out = tmp_path_factory.mktemp("train_golden_f64") / "errors.json"
-  proc = golden_lib.start_float64_run("train_golden_lib.py", "--out", out)
-  yield proc, out
-  golden_lib.stop_run(proc)
-
-
-@pytest.fixture(scope="module")
-def f32_errors(f64_run):
-  del f64_run  # started first, so that the two runs overlap
+def f32_errors(start_train_f64):
+  del start_train_f64  # started first, so that the two runs overlap
   return lib.compute_errors(lib.run_steps("float32"), "f32")
-
-
-@pytest.fixture(scope="module")
-def f64_errors(f64_run):
-  proc, out = f64_run
-  return golden_lib.finish_float64_run(proc, out, "training golden", timeout=1200)
 
 
 def test_golden_setup_is_the_released_config_with_pixel_weight_1():
@@ -126,12 +112,12 @@ def test_float32_frozen_nets_unchanged_and_without_optimizer_state(f32_errors):
 
 @pytest.mark.parametrize("name", LOSSES + [f"grad/{k}" for k in GRAD_KEYS]
                          + [f"delta/{k}" for k in GRAD_KEYS] + ["out"])
-def test_float64_matches_original(f64_errors, name):
-  assert f64_errors[name] <= F64_TOL, f"{name}: {f64_errors[name]:.3g} > {F64_TOL}"
+def test_float64_matches_original(train_f64_errors, name):
+  assert train_f64_errors[name] <= F64_TOL, f"{name}: {train_f64_errors[name]:.3g} > {F64_TOL}"
 
 
-def test_float64_frozen_nets_unchanged_and_without_optimizer_state(f64_errors):
-  _check_structure(f64_errors, "float64")
+def test_float64_frozen_nets_unchanged_and_without_optimizer_state(train_f64_errors):
+  _check_structure(train_f64_errors, "float64")
 
 
 # ----------------------------------------------------------------------------- schedule
