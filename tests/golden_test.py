@@ -95,3 +95,41 @@ def test_bfloat16_mode_stays_within_0_02_of_the_original(golden_f32_paths):
     assert ab.dtype == np.float32
     assert err <= 0.02, f"{case}: bf16 ab max abs error {err} > 0.02"
     assert err > 0, "bf16 mode gave fp32-identical output: it is not computing in bf16"
+
+
+
+def test_winograd_everywhere_matches_the_original(golden_f32_paths, monkeypatch):
+  """The form of each large 3x3 convolution is measured per machine (conv_forms), so a machine may
+  take Winograd F(2x2, 3x3), the least direct form, wherever it is offered: with Winograd in every
+  convolution that can take it (small ones included), the window stays inside the tolerances.
+  (The kernel gradient's forms are checked against float64 PyTorch in conv_forms_test.py.)"""
+  import os  # pylint: disable=g-import-not-at-top
+
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  import tcvc_jax  # pylint: disable=g-import-not-at-top
+  from tcvc_jax.models import conv_forms  # pylint: disable=g-import-not-at-top
+
+  import golden_lib  # pylint: disable=g-import-not-at-top
+
+  taken = []
+
+  def winograd_where_offered(op, forms, x_shape, k_shape, dtype, build, fixed, **kwargs):
+    del op, x_shape, k_shape, dtype, build, kwargs
+    taken.append("winograd" in forms)
+    return "winograd" if "winograd" in forms else fixed
+
+  monkeypatch.setattr(conv_forms, "_measured_choice", winograd_where_offered)
+  t = np.load(os.path.join(golden_lib.GOLDEN_DIR, "tcvc.npz"))
+  nhwc = golden_lib._nhwc  # pylint: disable=protected-access
+  colorizer = tcvc_jax.load(golden_f32_paths["tcvc"])
+  outs = jax.jit(lambda v, x: colorizer.model.apply(v, x, srl=True))(
+      colorizer.variables, jnp.asarray(nhwc(t["clip_N3_64x64"])[None], jnp.float32))
+  assert sum(taken) >= 5, f"only {sum(taken)} convolutions took the Winograd form"
+  for ours, theirs in (("ab", "out"), ("ab_warp1", "ab_fwarp_l_stack"),
+                       ("mask1", "non_mask_fwarp_l_stack")):
+    name = f"tcvc/{ours}_N3_64x64"
+    err = golden_lib._err(outs[ours], nhwc(t[f"{theirs}_N3_64x64_f32"]))  # pylint: disable=protected-access
+    assert err <= _f32_tolerance(name), f"{name} with Winograd: max abs error {err}"
