@@ -21,9 +21,10 @@ import pytest  # noqa: E402
 # Measured convolution forms go to a file of this test session (its subprocesses inherit the
 # variable), not to the user's ~/.cache: a test run neither reads nor changes the user's choices,
 # and it costs here what it costs on a fresh CI machine.
+_FORMS_DIR = None  # removed at the end of the session
 if "TCVC_CONV_FORMS_FILE" not in os.environ:
-  os.environ["TCVC_CONV_FORMS_FILE"] = os.path.join(
-      tempfile.mkdtemp(prefix="tcvc_conv_forms_"), "conv_forms.json")
+  _FORMS_DIR = tempfile.mkdtemp(prefix="tcvc_conv_forms_")
+  os.environ["TCVC_CONV_FORMS_FILE"] = os.path.join(_FORMS_DIR, "conv_forms.json")
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, TESTS_DIR)
@@ -61,6 +62,8 @@ def pytest_sessionfinish(session, exitstatus):
     golden_lib.stop_run(proc)
     shutil.rmtree(workdir, ignore_errors=True)  # ~5 GB of float64 checkpoints for "golden"
   _STARTED.clear()
+  if _FORMS_DIR:
+    shutil.rmtree(_FORMS_DIR, ignore_errors=True)
 
 
 def float64_run(name):
