@@ -166,6 +166,12 @@ def prepare_checkpoints(workdir, dtype):
   return paths
 
 
+# Our TCVC output -> the original's name for it in tcvc.npz.
+TCVC_OUTPUTS = (("ab", "out"), ("ab_warp1", "ab_fwarp_l_stack"),
+                ("mask1", "non_mask_fwarp_l_stack"), ("ab_warp2", "ab_fwarp_l_stack_2"),
+                ("mask2", "non_mask_fwarp_l_stack_2"))
+
+
 def _nhwc(a):
   return np.moveaxis(a, -3, -1)  # [..., C, H, W] -> [..., H, W, C]
 
@@ -234,15 +240,13 @@ def compute_errors(paths, dtype):
   t = g("tcvc")
   colorizer = tcvc_jax.load(paths["tcvc"], dtype=jdt)
   with_srl = jax.jit(lambda v, x: colorizer.model.apply(v, x, srl=True))
-  names = (("ab", "out"), ("ab_warp1", "ab_fwarp_l_stack"), ("mask1", "non_mask_fwarp_l_stack"),
-           ("ab_warp2", "ab_fwarp_l_stack_2"), ("mask2", "non_mask_fwarp_l_stack_2"))
   for case in ("N5_64x64", "N3_64x64", "N2_64x64"):
     clip = _nhwc(t[f"clip_{case}"])  # [N, H, W, 1]
     if case == "N5_64x64":  # the public API on a bare window (one case: each shape costs a compile)
       errors[f"tcvc/colorize_window_{case}"] = _err(colorizer.colorize_window(clip),
                                                     _nhwc(t[f"out_{case}_{tag}"])[0])
     outs = with_srl(colorizer.variables, arr(clip[None]))
-    for ours, theirs in names:
+    for ours, theirs in TCVC_OUTPUTS:
       if f"{theirs}_{case}_is_none" in t:
         errors[f"tcvc/{ours}_{case}"] = None if outs[ours] is None else float("inf")
       else:

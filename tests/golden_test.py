@@ -97,7 +97,6 @@ def test_bfloat16_mode_stays_within_0_02_of_the_original(golden_f32_paths):
     assert err > 0, "bf16 mode gave fp32-identical output: it is not computing in bf16"
 
 
-
 def test_winograd_everywhere_matches_the_original(golden_f32_paths, monkeypatch):
   """The form of each large 3x3 convolution is measured per machine (conv_forms), so a machine may
   take Winograd F(2x2, 3x3), the least direct form, wherever it is offered: with Winograd in every
@@ -128,8 +127,7 @@ def test_winograd_everywhere_matches_the_original(golden_f32_paths, monkeypatch)
   outs = jax.jit(lambda v, x: colorizer.model.apply(v, x, srl=True))(
       colorizer.variables, jnp.asarray(nhwc(t["clip_N3_64x64"])[None], jnp.float32))
   assert sum(taken) >= 5, f"only {sum(taken)} convolutions took the Winograd form"
-  for ours, theirs in (("ab", "out"), ("ab_warp1", "ab_fwarp_l_stack"),
-                       ("mask1", "non_mask_fwarp_l_stack")):
+  for ours, theirs in golden_lib.TCVC_OUTPUTS:
     name = f"tcvc/{ours}_N3_64x64"
     err = golden_lib._err(outs[ours], nhwc(t[f"{theirs}_N3_64x64_f32"]))  # pylint: disable=protected-access
     assert err <= _f32_tolerance(name), f"{name} with Winograd: max abs error {err}"

@@ -5,8 +5,8 @@ original's `optimize_parameters` on one batch (B = 2, N = 5, 64x64, FlowNet2 flo
 weights for every key, pixel weight 1, MSE, Adam(5e-5, (0.9, 0.99), 1e-8, no weight decay).
 `train_golden_lib.run_steps` runs the same with what train.py runs (`trainer.build_model`,
 `trainer.optimizer` and `trainer.jit_train_step` on the `released` config with the paper's pixel
-weight 1); float64 runs in a subprocess started with JAX_ENABLE_X64 as soon as the tests are
-collected (conftest.py), so that it overlaps the rest of the suite.
+weight 1); float64 runs in a subprocess started with JAX_ENABLE_X64 (conftest.py), with the
+float32 run or earlier, while the test process waits for the float64 golden run.
 
 Tolerances (the original's own f32-f64 gaps are in train.json):
   * float32 loss terms, relative to the float32 goldens: 1.7e-5 = 4x the 4.2e-6 gap.
