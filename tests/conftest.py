@@ -39,7 +39,7 @@ import golden_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 _FLOAT64_RUNS = {
     # name: (the fixture whose tests need it, tests/ script, its arguments given the run's folder)
     "golden": ("golden_errors_f64", "golden_lib.py",
-               lambda d: ("--workdir", d, "--out", os.path.join(d, "errors.json"))),
+               lambda d: ("--out", os.path.join(d, "errors.json"))),
     "train": ("train_f64_errors", "train_golden_lib.py",
               lambda d: ("--out", os.path.join(d, "errors.json"))),
 }
@@ -60,7 +60,7 @@ def pytest_sessionfinish(session, exitstatus):
   del session, exitstatus
   for proc, workdir in _STARTED.values():
     golden_lib.stop_run(proc)
-    shutil.rmtree(workdir, ignore_errors=True)  # ~5 GB of float64 checkpoints for "golden"
+    shutil.rmtree(workdir, ignore_errors=True)
   _STARTED.clear()
   if _FORMS_DIR:
     shutil.rmtree(_FORMS_DIR, ignore_errors=True)
@@ -100,7 +100,7 @@ def golden_f64_run():
 
 @pytest.fixture(scope="session")
 def golden_errors_f32(golden_f32_paths):  # which starts the float64 run if it is needed
-  return golden_lib.compute_errors(golden_f32_paths, "float32")
+  return golden_lib.compute_errors(golden_lib.ConvertedWeights(golden_f32_paths), "float32")
 
 
 @pytest.fixture(scope="session")

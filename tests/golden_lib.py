@@ -6,7 +6,10 @@ formula independently, writes the state_dicts as PyTorch files, converts them wi
 our models.
 
 Run as a script (`python tests/golden_lib.py --dtype float64 --out errors.json`) it computes every
-max abs error in a fresh process; the float64 golden tests use that with JAX_ENABLE_X64=1.
+max abs error in a fresh process; the float64 golden tests use that with JAX_ENABLE_X64=1. The
+script takes the weights straight from the formula, in memory (`FormulaWeights`): writing and
+converting ~5 GB of float64 files took 70 of its 180 s, on cores the tests share, and the converter
+is proven on the float32 files (`ConvertedWeights`, which the float32 tests read).
 """
 
 import argparse
@@ -166,6 +169,48 @@ def prepare_checkpoints(workdir, dtype):
   return paths
 
 
+class ConvertedWeights:
+  """The weights of `prepare_checkpoints`' converted directories, read as a user's would be."""
+
+  def __init__(self, paths):
+    self.paths = paths
+
+  def module(self, kind):
+    """(variables, model description) of a 'siggraph17' or 'flownet2' checkpoint."""
+    from tcvc_jax import porting  # pylint: disable=g-import-not-at-top
+    variables, meta, _ = porting.load_converted(self.paths[kind])
+    return variables, meta["model"]
+
+  def colorizer(self, dtype):
+    import tcvc_jax  # pylint: disable=g-import-not-at-top
+    return tcvc_jax.load(self.paths["tcvc"], dtype=dtype)
+
+
+class FormulaWeights:
+  """The same weights straight from the formula, in memory: what the converter makes of the files
+  (`torch_to_flax` on the state_dict in `dtype`), without writing or reading them."""
+
+  _PREFIX = {"siggraph17": "fea_key", "flownet2": "flow"}
+
+  def __init__(self, dtype):
+    from tcvc_jax import porting  # pylint: disable=g-import-not-at-top
+    sd = {k: v.astype(dtype) for k, v in formula_state_dict().items()}
+    self.variables, _ = porting.torch_to_flax(sd)
+    self.models = {"tcvc": porting.infer_spec(sd, "tcvc")}
+    for kind, prefix in self._PREFIX.items():
+      part = {k[len(prefix) + 1:]: v for k, v in sd.items() if k.startswith(prefix + ".")}
+      self.models[kind] = porting.infer_spec(part, kind)
+
+  def module(self, kind):
+    prefix = self._PREFIX[kind]
+    return {c: t.get(prefix, {}) for c, t in self.variables.items()}, self.models[kind]
+
+  def colorizer(self, dtype):
+    import tcvc_jax  # pylint: disable=g-import-not-at-top
+    spec = self.models["tcvc"]
+    return tcvc_jax.Colorizer(spec.build(dtype=dtype), self.variables, spec)
+
+
 # Our TCVC output -> the original's name for it in tcvc.npz.
 TCVC_OUTPUTS = (("ab", "out"), ("ab_warp1", "ab_fwarp_l_stack"),
                 ("mask1", "non_mask_fwarp_l_stack"), ("ab_warp2", "ab_fwarp_l_stack_2"),
@@ -183,12 +228,14 @@ def _err(ours, golden):
   return float(np.max(np.abs(ours - golden)))
 
 
-def compute_errors(paths, dtype):
-  """Max abs error of every golden output, as {name: error} (None where both are None)."""
+def compute_errors(weights, dtype):
+  """Max abs error of every golden output, as {name: error} (None where both are None).
+
+  weights: ConvertedWeights or FormulaWeights.
+  """
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
-  import tcvc_jax  # pylint: disable=g-import-not-at-top
   from tcvc_jax import porting  # pylint: disable=g-import-not-at-top
   from tcvc_jax.models.flownet2 import flow_from_gray  # pylint: disable=g-import-not-at-top
   from tcvc_jax.ops import color  # pylint: disable=g-import-not-at-top
@@ -219,8 +266,8 @@ def compute_errors(paths, dtype):
                                         _nhwc(o[f"chnorm_out{k}_{tag}"]))
 
   s = g("siggraph17")
-  variables, meta, _ = porting.load_converted(paths["siggraph17"])
-  sig = porting.build_module("siggraph17", meta["model"], dtype=jdt)
+  variables, model = weights.module("siggraph17")
+  sig = porting.build_module("siggraph17", model, dtype=jdt)
   for hw in ("64x64", "48x80"):
     ab, feat = jax.jit(sig.apply)(variables, arr(_nhwc(s[f"L_{hw}"])))
     errors[f"siggraph17/ab_{hw}"] = _err(ab, _nhwc(s[f"ab_{hw}_{tag}"]))
@@ -230,7 +277,7 @@ def compute_errors(paths, dtype):
                                                _nhwc(s[f"conv10_2_{hw}_{tag}_ch0to128step4"]))
 
   f = g("flownet2")
-  variables, _, _ = porting.load_converted(paths["flownet2"])
+  variables, _ = weights.module("flownet2")
   fnet = porting.build_module("flownet2", {}, dtype=jdt)
   run_flow = jax.jit(lambda v, a, b: flow_from_gray(lambda x, y: fnet.apply(v, x, y), a, b))
   for hw in ("64x64", "64x128"):
@@ -238,7 +285,7 @@ def compute_errors(paths, dtype):
     errors[f"flownet2/flow_{hw}"] = _err(flow, _nhwc(f[f"flow_{hw}_{tag}"]))
 
   t = g("tcvc")
-  colorizer = tcvc_jax.load(paths["tcvc"], dtype=jdt)
+  colorizer = weights.colorizer(jdt)
   with_srl = jax.jit(lambda v, x: colorizer.model.apply(v, x, srl=True))
   for case in ("N5_64x64", "N3_64x64", "N2_64x64"):
     clip = _nhwc(t[f"clip_{case}"])  # [N, H, W, 1]
@@ -259,19 +306,7 @@ def compute_errors(paths, dtype):
 HINT_CASES = ("sparse", "dense")
 
 
-def prepare_siggraph17(workdir, dtype):
-  """Formula `fea_key.*` weights as a plain SIGGRAPH17 .pth, converted with the CLI; its dir.
-
-  The formula seeds each value with its full TCVC key, so the prefix is stripped afterwards."""
-  sd = formula_state_dict([(k, s) for k, s in read_key_file() if k.startswith("fea_key.")])
-  sd = {k[len("fea_key."):]: v for k, v in sd.items()}
-  src, dst = os.path.join(workdir, f"sig_{dtype}.pth"), os.path.join(workdir, f"siggraph17_{dtype}")
-  save_pth(sd, src, dtype)
-  convert_cli(src, dst)
-  return dst
-
-
-def compute_hint_errors(siggraph17_dir, dtype):
+def compute_hint_errors(weights, dtype):
   """Max abs errors of SIGGRAPH17 with hints vs hints.npz, {name: error}.
 
   ab against the same precision's golden; conv10_2 (channels ::4) against the float64 golden, the
@@ -286,8 +321,8 @@ def compute_hint_errors(siggraph17_dir, dtype):
   tag = "f64" if dtype == "float64" else "f32"
   z = np.load(os.path.join(GOLDEN_DIR, "hints.npz"))
   gray = jnp.asarray(_nhwc(z["L"]), jdt)
-  variables, meta, _ = porting.load_converted(siggraph17_dir)
-  sig = porting.build_module("siggraph17", meta["model"], dtype=jdt)
+  variables, model = weights.module("siggraph17")
+  sig = porting.build_module("siggraph17", model, dtype=jdt)
   run = jax.jit(lambda v, g, ab, mask: sig.apply(v, g, hint_ab=ab, hint_mask=mask))
   errors = {}
   for case in HINT_CASES:
@@ -302,24 +337,17 @@ def compute_hint_errors(siggraph17_dir, dtype):
 def main():
   parser = argparse.ArgumentParser(description=__doc__)
   parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
-  parser.add_argument("--workdir", required=True)
   parser.add_argument("--out", required=True, help="JSON file for {name: max abs error}")
-  parser.add_argument("--suite", default="all", choices=("all", "hints"),
-                      help="all: every golden (compute_errors, the hints); hints: hints.npz only")
   args = parser.parse_args()
   import jax  # pylint: disable=g-import-not-at-top
   if args.dtype == "float64" and not jax.config.read("jax_enable_x64"):
     jax.config.update("jax_enable_x64", True)
-  if args.suite == "hints":
-    errors = compute_hint_errors(prepare_siggraph17(args.workdir, args.dtype), args.dtype)
-  else:
-    paths = prepare_checkpoints(args.workdir, args.dtype)
-    errors = compute_errors(paths, args.dtype)
-    # The hint goldens use the same SIGGRAPH17 weights: one process for both.
-    errors.update(compute_hint_errors(paths["siggraph17"], args.dtype))
+  weights = FormulaWeights(args.dtype)
+  errors = compute_errors(weights, args.dtype)
+  # The hint goldens use the same SIGGRAPH17 weights: one process for both.
+  errors.update(compute_hint_errors(weights, args.dtype))
   with open(args.out, "w") as f:
     json.dump(errors, f, indent=1)
-
 
 if __name__ == "__main__":
   main()

@@ -35,7 +35,7 @@ F64_TOLERANCE = 1e-9
 @pytest.fixture(scope="module")
 def hint_errors_f32(golden_f32_paths):
   """The converted formula SIGGRAPH17 of the session's golden checkpoints (conftest)."""
-  return golden_lib.compute_hint_errors(golden_f32_paths["siggraph17"], "float32")
+  return golden_lib.compute_hint_errors(golden_lib.ConvertedWeights(golden_f32_paths), "float32")
 
 
 @pytest.fixture(scope="module")
