@@ -16,6 +16,7 @@ from tcvc_jax import porting
 from tcvc_jax.media import writing
 
 import tiny
+import train_testlib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -138,9 +139,11 @@ def test_train_interrupt_during_compile_and_during_training(tmp_path):
                                  tmp_path, 4.0)
   assert rc == 130, err[-3000:]
   assert after < 15 and "Segmentation" not in err
-  # Once steps run, SIGTERM saves a checkpoint and exits 0.
-  cmd = base + ["--workdir=b", "--config.num_train_steps=100000",
-                "--config.checkpoint_every_steps=100000"]
+  # Once steps run, SIGTERM saves a checkpoint and exits 0. This run compiles the tiny train step
+  # into the session's cache, where install_test and train_faults_test find it.
+  cmd = base[:2] + ["--compilation_cache=" + train_testlib.session_compilation_cache()] + base[3:]
+  cmd += ["--workdir=b", "--config.num_train_steps=100000",
+          "--config.checkpoint_every_steps=100000"]
   proc = subprocess.Popen([sys.executable, *cmd], stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True, env=_env(tmp_path), cwd=str(tmp_path))
   deadline = time.time() + 240

@@ -18,13 +18,14 @@ import tempfile  # noqa: E402
 
 import pytest  # noqa: E402
 
-# Measured convolution forms go to a file of this test session (its subprocesses inherit the
-# variable), not to the user's ~/.cache: a test run neither reads nor changes the user's choices,
-# and it costs here what it costs on a fresh CI machine.
-_FORMS_DIR = None  # removed at the end of the session
-if "TCVC_CONV_FORMS_FILE" not in os.environ:
-  _FORMS_DIR = tempfile.mkdtemp(prefix="tcvc_conv_forms_")
-  os.environ["TCVC_CONV_FORMS_FILE"] = os.path.join(_FORMS_DIR, "conv_forms.json")
+# The tools keep compiled programs and measured convolution forms in the user's cache folder,
+# $XDG_CACHE_HOME/tcvc_jax. This session and its subprocesses use a folder of their own, removed
+# at the end: a test run neither reads nor changes the user's files, a test costs here what it
+# costs on a fresh machine, and a program that one test's subprocess compiled is read by the next
+# (the tiny train step of cli_test, install_test and train_faults_test). Tests that need a cold
+# cache or a folder of their own set one.
+_CACHE_HOME = tempfile.mkdtemp(prefix="tcvc_test_cache_")
+os.environ["XDG_CACHE_HOME"] = _CACHE_HOME
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, TESTS_DIR)
@@ -62,8 +63,7 @@ def pytest_sessionfinish(session, exitstatus):
     golden_lib.stop_run(proc)
     shutil.rmtree(workdir, ignore_errors=True)
   _STARTED.clear()
-  if _FORMS_DIR:
-    shutil.rmtree(_FORMS_DIR, ignore_errors=True)
+  shutil.rmtree(_CACHE_HOME, ignore_errors=True)
 
 
 def float64_run(name):

@@ -143,29 +143,38 @@ def stop_run(proc):
   proc.log.close()
 
 
-def convert_cli(src, dst):
-  """Runs the converter CLI exactly as a user would."""
-  subprocess.run([sys.executable, "-m", "tcvc_jax.convert", src, dst], check=True,
-                 capture_output=True)
-
-
 def prepare_checkpoints(workdir, dtype):
-  """Writes the three PyTorch checkpoint formats with formula weights; converts each with the CLI.
+  """Writes the three PyTorch checkpoint formats with formula weights; converts each with the CLI,
+  exactly as a user would (the three conversions run side by side, each from when its file is
+  written).
 
   Returns {'tcvc': dir, 'siggraph17': dir, 'flownet2': dir, 'tcvc_pth': path}.
   """
   sd = formula_state_dict()
   strip = lambda d, p: {k[len(p):]: v for k, v in d.items() if k.startswith(p)}
   paths = {"tcvc_pth": os.path.join(workdir, f"tcvc_{dtype}.pth")}
-  save_pth(sd, paths["tcvc_pth"], dtype)
-  save_pth(strip(sd, "fea_key."), os.path.join(workdir, f"sig_{dtype}.pth"), dtype)
-  save_pth(strip(sd, "flow."), os.path.join(workdir, f"flownet2_{dtype}.pth.tar"), dtype,
-           wrap="state_dict")
+  files = {"tcvc": (sd, paths["tcvc_pth"], None),
+           "flownet2": (strip(sd, "flow."), f"flownet2_{dtype}.pth.tar", "state_dict"),
+           "siggraph17": (strip(sd, "fea_key."), f"sig_{dtype}.pth", None)}
   del sd
-  for kind, src in (("tcvc", paths["tcvc_pth"]), ("siggraph17", f"sig_{dtype}.pth"),
-                    ("flownet2", f"flownet2_{dtype}.pth.tar")):
-    paths[kind] = os.path.join(workdir, f"{kind}_{dtype}")
-    convert_cli(os.path.join(workdir, src), paths[kind])
+  procs = {}
+  try:
+    for kind, (entries, src, wrap) in files.items():
+      src = os.path.join(workdir, src)
+      save_pth(entries, src, dtype, wrap=wrap)
+      paths[kind] = os.path.join(workdir, f"{kind}_{dtype}")
+      procs[kind] = subprocess.Popen([sys.executable, "-m", "tcvc_jax.convert", src, paths[kind]],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    del files, entries
+    for kind, proc in procs.items():
+      out, _ = proc.communicate(timeout=600)
+      if proc.returncode:
+        raise RuntimeError(f"converting the {kind} file failed:\n{out[-3000:]}")
+  finally:
+    for proc in procs.values():
+      if proc.poll() is None:
+        proc.kill()
+        proc.wait()
   return paths
 
 

@@ -49,8 +49,10 @@ def venv_python(tmp_path_factory):
 
 
 def _env(tmp_path):
+  """No checkout on the path; the session's cache folder (conftest), whose compiled tiny train step
+  (cli_test) the installed package reads as the checkout's would."""
   env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "PYTHONPATH")}
-  env.update(XDG_CACHE_HOME=str(tmp_path / "cache"), TFDS_DATA_DIR=str(tmp_path / "tfds"))
+  env.update(TFDS_DATA_DIR=str(tmp_path / "tfds"))
   return env
 
 
@@ -60,14 +62,24 @@ def test_the_wheel_is_what_gets_imported(venv_python, tmp_path):
   assert REPO not in proc.stdout and "site-packages" in proc.stdout
 
 
-def test_installed_demo_eval_and_colorize_run_from_any_folder(venv_python, tmp_path):
+def test_installed_presets(venv_python, tmp_path):
+  """Every preset of the configs folder is in the wheel and found by name from any folder."""
+  for tool, preset, line in (("train", "demo:short", "num_train_steps: 300"),
+                             ("train", "default:released", "num_frames: 12"),
+                             ("evaluate", "eval:synthetic,tiny", "network_size: ")):
+    proc = _run([venv_python, "-m", f"tcvc_jax.{tool}", f"--config={preset}", "--show_config"],
+                cwd=str(tmp_path), env=_env(tmp_path))
+    assert line in proc.stdout, (preset, proc.stdout[-2000:])
+
+
+def test_installed_train_eval_and_colorize_run_from_any_folder(venv_python, tmp_path):
   env = _env(tmp_path)
   work = tmp_path / "elsewhere"
   work.mkdir()
-  _run([venv_python, "-m", "tcvc_jax.train", "--config=demo:short", "--workdir=run",
+  # The presets are found by name in the installed package (demo's by test_installed_presets).
+  _run([venv_python, "-m", "tcvc_jax.train", "--config=default:tiny", "--workdir=run",
         "--config.num_train_steps=3", "--config.checkpoint_every_steps=3",
-        "--config.eval_every_steps=3", "--config.data.config=tiny", "--config.data.batch_size=2",
-        "--config.eval.num_images=1"], cwd=str(work), env=env)
+        "--config.eval_every_steps=3"], cwd=str(work), env=env)
   assert os.path.isdir(work / "run" / "checkpoints" / "3")
   _run([venv_python, "-m", "tcvc_jax.evaluate", "--config=eval:synthetic,tiny", "--workdir=ev",
         "--config.checkpoint=run", "--config.data.config=tiny", "--config.outputs.videos=False"],

@@ -19,7 +19,7 @@ STEPS = 40
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
   return {"tfds": train_testlib.prepared_tfds(tmp_path_factory),
-          "cache": train_testlib.shared_dir(tmp_path_factory, "jax_cache")}
+          "cache": train_testlib.session_compilation_cache()}  # cli_test's and install_test's
 
 
 def _overrides(env, **extra):

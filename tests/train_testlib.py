@@ -1,7 +1,8 @@
 """Helpers of the training tests: tiny configs, batches, and train.py runs in subprocesses.
 
-Subprocesses share one persistent XLA compilation cache per test session, so a restarted run
-does not pay the compile again, and one prepared `synthetic_clips/tiny` dataset.
+Subprocesses share one persistent XLA compilation cache per test session
+(`session_compilation_cache`), so a restarted run does not pay the compile again, and one prepared
+`synthetic_clips/tiny` dataset.
 """
 
 import json
@@ -54,6 +55,13 @@ def prepared_tfds(tmp_path_factory):
   from tcvc_jax.data import sources as data_sources  # pylint: disable=g-import-not-at-top
   data_sources.build("synthetic_clips", data_dir, config="tiny")
   return data_dir
+
+
+def session_compilation_cache():
+  """The tools' default compilation cache, in this test session's cache folder (conftest): the
+  subprocesses of every test that runs the same program share it."""
+  from tcvc_jax import paths  # pylint: disable=g-import-not-at-top
+  return paths.user_cache_dir("xla")
 
 
 def subprocess_env(devices=1, cache_dir=None):
