@@ -133,17 +133,16 @@ def test_colorize_interrupt_at_any_moment(checkpoint, frames, tmp_path, delay):
 
 def test_train_interrupt_during_compile_and_during_training(tmp_path):
   # During the first step's compilation nothing is lost: exit 130 at once.
-  base = [os.path.join(REPO, "train.py"), "--config=default:tiny", "--compilation_cache=off",
+  base = [os.path.join(REPO, "train.py"), "--config=default:tiny",
           "--config.data.data_dir=" + str(tmp_path / "tfds")]
-  rc, after, _, err = _interrupt(base + ["--workdir=a", "--config.num_train_steps=100000"],
-                                 tmp_path, 4.0)
+  rc, after, _, err = _interrupt(base + ["--compilation_cache=off", "--workdir=a",
+                                         "--config.num_train_steps=100000"], tmp_path, 4.0)
   assert rc == 130, err[-3000:]
   assert after < 15 and "Segmentation" not in err
   # Once steps run, SIGTERM saves a checkpoint and exits 0. This run compiles the tiny train step
   # into the session's cache, where install_test and train_faults_test find it.
-  cmd = base[:2] + ["--compilation_cache=" + train_testlib.session_compilation_cache()] + base[3:]
-  cmd += ["--workdir=b", "--config.num_train_steps=100000",
-          "--config.checkpoint_every_steps=100000"]
+  cmd = base + ["--compilation_cache=" + train_testlib.session_compilation_cache(), "--workdir=b",
+                "--config.num_train_steps=100000", "--config.checkpoint_every_steps=100000"]
   proc = subprocess.Popen([sys.executable, *cmd], stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True, env=_env(tmp_path), cwd=str(tmp_path))
   deadline = time.time() + 240

@@ -27,14 +27,12 @@ import pytest  # noqa: E402
 _CACHE_HOME = tempfile.mkdtemp(prefix="tcvc_test_cache_")
 os.environ["XDG_CACHE_HOME"] = _CACHE_HOME
 
-import jax  # noqa: E402  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tcvc_jax import flag_parsing  # noqa: E402  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 # This process caches its compiled programs there too, from the start, as the tools do by default
 # (a test that runs a tool's main() in-process turned it on halfway through before): a program that
 # several tests compile (the same model, shapes and forms) is compiled once per session.
-jax.config.update("jax_compilation_cache_dir", os.path.join(_CACHE_HOME, "tcvc_jax", "xla"))
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+flag_parsing.enable_compilation_cache(flag_parsing.default_cache_dir())
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, TESTS_DIR)

@@ -60,8 +60,8 @@ def prepared_tfds(tmp_path_factory):
 def session_compilation_cache():
   """The tools' default compilation cache, in this test session's cache folder (conftest): the
   subprocesses of every test that runs the same program share it."""
-  from tcvc_jax import paths  # pylint: disable=g-import-not-at-top
-  return paths.user_cache_dir("xla")
+  from tcvc_jax import flag_parsing  # pylint: disable=g-import-not-at-top
+  return flag_parsing.default_cache_dir()
 
 
 def subprocess_env(devices=1, cache_dir=None):
