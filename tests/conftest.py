@@ -23,8 +23,15 @@ import pytest  # noqa: E402
 # at the end: a test run neither reads nor changes the user's files, a test costs here what it
 # costs on a fresh machine, and a program that one test's subprocess compiled is read by the next
 # (the tiny train step of cli_test, install_test and train_faults_test). Tests that need a cold
-# cache or a folder of their own set one.
-_CACHE_HOME = tempfile.mkdtemp(prefix="tcvc_test_cache_")
+# cache or a folder of their own set one. Under pytest-xdist (`-n 2`, as README.md runs the suite)
+# the main process makes the folder and its workers, which inherit its environment, share it.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # set in xdist's worker processes only
+if _WORKER is None or "TCVC_TEST_CACHE_HOME" not in os.environ:
+  os.environ["TCVC_TEST_CACHE_HOME"] = tempfile.mkdtemp(prefix="tcvc_test_cache_")
+  _OWNS_CACHE_HOME = True
+else:
+  _OWNS_CACHE_HOME = False
+_CACHE_HOME = os.environ["TCVC_TEST_CACHE_HOME"]
 os.environ["XDG_CACHE_HOME"] = _CACHE_HOME
 
 from tcvc_jax import flag_parsing  # noqa: E402  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -64,13 +71,51 @@ def pytest_collection_finish(session):
   _NEEDED.update(name for name, (fixture, _, _) in _FLOAT64_RUNS.items() if fixture in fixtures)
 
 
+# pytest-xdist: how the suite is split between worker processes. A test module is one unit of
+# work (its module-scoped fixtures are built once), and the modules that share the golden session
+# fixtures (the float32 checkpoints, ~70 s to write and convert, and the two float64 runs) are one
+# unit, so that no fixture is built twice. The longest units are handed out first.
+_GOLDEN_UNIT = ("convert_test.py", "golden_test.py", "hints_golden_test.py",
+                "train_golden_test.py")
+_LONGEST_FIRST = ("golden", "train_demo_test.py", "guidance_test.py", "models_test.py",
+                  "cli_test.py", "train_multihost_test.py", "api_test.py", "sharding_test.py",
+                  "train_lib_test.py", "install_test.py", "train_faults_test.py",
+                  "evaluator_test.py")
+
+
+def _work_unit(nodeid):
+  module = os.path.basename(nodeid.split("::", 1)[0])
+  return "golden" if module in _GOLDEN_UNIT else module
+
+
+def pytest_collection_modifyitems(config, items):
+  del config
+  if _WORKER is not None:  # every worker collects alike; the main process schedules in this order
+    rank = {unit: i for i, unit in enumerate(_LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(_work_unit(item.nodeid), len(rank)))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+  from xdist.scheduler import LoadScopeScheduling  # pylint: disable=g-import-not-at-top
+
+  class ModuleScheduling(LoadScopeScheduling):
+
+    def _split_scope(self, nodeid):
+      return _work_unit(nodeid)
+
+  config.option.loadscopereorder = False  # keep the order above, not "most tests first"
+  return ModuleScheduling(config, log)
+
+
 def pytest_sessionfinish(session, exitstatus):
   del session, exitstatus
   for proc, workdir in _STARTED.values():
     golden_lib.stop_run(proc)
     shutil.rmtree(workdir, ignore_errors=True)
   _STARTED.clear()
-  shutil.rmtree(_CACHE_HOME, ignore_errors=True)
+  if _OWNS_CACHE_HOME:
+    shutil.rmtree(_CACHE_HOME, ignore_errors=True)
 
 
 def float64_run(name):
