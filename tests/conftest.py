@@ -3,6 +3,7 @@
 The golden checkpoints are converted once per session.
 """
 
+import atexit
 import os
 import shutil
 import sys
@@ -29,6 +30,9 @@ _WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # set in xdist's worker process
 if _WORKER is None or "TCVC_TEST_CACHE_HOME" not in os.environ:
   os.environ["TCVC_TEST_CACHE_HOME"] = tempfile.mkdtemp(prefix="tcvc_test_cache_")
   _OWNS_CACHE_HOME = True
+  # Removed at the session's end (pytest_sessionfinish); also when this process exits without
+  # one (an import below fails, pytest stops on a usage error).
+  atexit.register(shutil.rmtree, os.environ["TCVC_TEST_CACHE_HOME"], ignore_errors=True)
 else:
   _OWNS_CACHE_HOME = False
 _CACHE_HOME = os.environ["TCVC_TEST_CACHE_HOME"]
