@@ -26,15 +26,12 @@ import pytest  # noqa: E402
 # (the tiny train step of cli_test, install_test and train_faults_test). Tests that need a cold
 # cache or a folder of their own set one. Under pytest-xdist (`-n 2`, as README.md runs the suite)
 # the main process makes the folder and its workers, which inherit its environment, share it.
+# Its maker removes it when it exits, after the session and its workers, and also when no session
+# ran (an import below failed, a usage error).
 _WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # set in xdist's worker processes only
 if _WORKER is None or "TCVC_TEST_CACHE_HOME" not in os.environ:
   os.environ["TCVC_TEST_CACHE_HOME"] = tempfile.mkdtemp(prefix="tcvc_test_cache_")
-  _OWNS_CACHE_HOME = True
-  # Removed at the session's end (pytest_sessionfinish); also when this process exits without
-  # one (an import below fails, pytest stops on a usage error).
   atexit.register(shutil.rmtree, os.environ["TCVC_TEST_CACHE_HOME"], ignore_errors=True)
-else:
-  _OWNS_CACHE_HOME = False
 _CACHE_HOME = os.environ["TCVC_TEST_CACHE_HOME"]
 os.environ["XDG_CACHE_HOME"] = _CACHE_HOME
 
@@ -118,8 +115,6 @@ def pytest_sessionfinish(session, exitstatus):
     golden_lib.stop_run(proc)
     shutil.rmtree(workdir, ignore_errors=True)
   _STARTED.clear()
-  if _OWNS_CACHE_HOME:
-    shutil.rmtree(_CACHE_HOME, ignore_errors=True)
 
 
 def float64_run(name):

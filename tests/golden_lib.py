@@ -76,7 +76,7 @@ def formula_value(key, shape, phase=0.0):
   if leaf == "num_batches_tracked":
     return np.zeros(shape, np.float64)
   v = _splitmix_uniform(key, n)
-  if phase:
+  if phase:  # u is in [0, 1), so frac(u) = u exactly without it
     v += phase
     v -= np.floor(v)
   v *= 2.0
