@@ -82,8 +82,12 @@ def run(fn, verbose: bool = False, on_signal=None) -> int:
       outcome["error"] = e
       outcome["traceback"] = traceback.format_exc()
 
-  signals = {"count": 0}
+  signals = {"count": 0, "stop": False}
 
+  # The handler only records the signal; the loop below acts on it. (It used to raise
+  # KeyboardInterrupt, which lands in whatever Python code the main thread runs at that moment:
+  # inside a gc callback, such as JAX's, the interpreter prints and drops it, and the signal was
+  # lost: a Ctrl-C during compilation that never stopped the run.)
   def handler(signum, frame):
     del frame
     signals["count"] += 1
@@ -91,16 +95,16 @@ def run(fn, verbose: bool = False, on_signal=None) -> int:
       print("stopping after the current step (signal again to stop at once)", file=sys.stderr,
             flush=True)
       return
-    raise KeyboardInterrupt
+    signals["stop"] = True
 
   previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
   thread = threading.Thread(target=work, name="tcvc-main", daemon=True)
   try:
     thread.start()
-    while thread.is_alive():
+    while thread.is_alive() and not signals["stop"]:
       thread.join(0.1)
-  except KeyboardInterrupt:
-    _interrupted("interrupted; no output written")
+    if signals["stop"]:
+      _interrupted("interrupted; no output written")
   finally:
     for s, h in previous.items():
       signal.signal(s, h)

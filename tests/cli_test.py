@@ -131,6 +131,39 @@ def test_colorize_interrupt_at_any_moment(checkpoint, frames, tmp_path, delay):
   assert not os.path.exists(tmp_path / "out.mp4") and not _leftovers(tmp_path)
 
 
+# A tool whose work would take 60 s; the main thread is made to collect garbage on every
+# allocation, and its gc callback sends SIGINT once and keeps running Python code, so that the
+# signal handler runs inside the callback (as it did inside JAX's _xla_gc_callback during a
+# compile, where the interpreter dropped the KeyboardInterrupt it raised and the run went on).
+_SIGNAL_IN_GC_CALLBACK = """
+import gc, os, signal, sys, threading, time
+from tcvc_jax import cli
+sent = []
+def callback(phase, info):
+  if (phase == "start" and not sent and threading.current_thread() is threading.main_thread()
+      and signal.getsignal(signal.SIGINT) is not signal.default_int_handler):  # cli.run's
+    sent.append(time.perf_counter())
+    os.kill(os.getpid(), signal.SIGINT)
+    for _ in range(100000):
+      pass
+gc.callbacks.append(callback)
+def work():
+  time.sleep(60)
+  print("finished")
+  return 0
+gc.set_threshold(1)
+sys.exit(cli.run(work))
+"""
+
+
+def test_a_signal_during_a_gc_callback_still_interrupts(tmp_path):
+  t0 = time.perf_counter()
+  proc = _run(["-c", _SIGNAL_IN_GC_CALLBACK], tmp_path, timeout=120)
+  assert proc.returncode == 130, (proc.returncode, proc.stderr[-2000:])
+  assert "finished" not in proc.stdout and "interrupted" in proc.stderr
+  assert time.perf_counter() - t0 < 30
+
+
 def test_train_interrupt_during_compile_and_during_training(tmp_path):
   # During the first step's compilation nothing is lost: exit 130 at once.
   base = [os.path.join(REPO, "train.py"), "--config=default:tiny",
