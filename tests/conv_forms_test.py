@@ -1,6 +1,11 @@
 """The measured convolution forms: each is the same convolution, and the choice is measured once."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -77,6 +82,7 @@ def forms_file(tmp_path, monkeypatch):
   monkeypatch.setenv("TCVC_CONV_FORMS_FILE", str(path))
   monkeypatch.setattr(conv_forms, "_CHOICES", {})
   monkeypatch.setattr(conv_forms, "_FILE_LOADED", {})
+  monkeypatch.setattr(conv_forms, "MEASURE_IN_CHILD", False)  # these tests fake _time_forms
   return path
 
 
@@ -213,3 +219,80 @@ def test_input_gradient_in_groups_is_the_gradient_and_drops_unused_groups():
   # Per input channel of the input gradient: 16 products for each kernel tap inside the 12x10 image.
   conv_flops = 2 * 16 * (3 * 12 - 2) * (3 * 10 - 2)
   assert flops(None) - flops((16, 8)) == 8 * conv_flops
+
+
+@pytest.fixture
+def child_process(forms_file, monkeypatch):
+  """The measuring child of this test alone, closed at its end."""
+  monkeypatch.setattr(conv_forms, "MEASURE_IN_CHILD", True)
+  monkeypatch.setattr(conv_forms, "_CHILD", {})
+  monkeypatch.setattr(conv_forms, "MIN_GFLOP", 0.0)
+  monkeypatch.delenv("TCVC_CONV_FORMS", raising=False)
+  yield conv_forms._CHILD
+  if "process" in conv_forms._CHILD:
+    conv_forms._CHILD["process"].close()
+
+
+def test_forms_are_timed_in_a_child_process(child_process, forms_file, monkeypatch):
+  monkeypatch.setattr(conv_forms, "_time_forms", lambda fns, args: pytest.fail("timed here"))
+  x, k = _data((1, 13, 11), 5, 70)  # a shape no other test traces (jit would not trace it again)
+  y = jax.jit(conv_forms.forward)(x, k)
+  proc = child_process["process"].proc
+  assert proc.poll() is None and proc.pid != os.getpid()
+  (form,) = json.loads(forms_file.read_text()).values()
+  assert form in ("xla", "split64")  # the forms timed at 5 -> 70
+  np.testing.assert_allclose(np.asarray(y), np.asarray(conv_forms._FORWARD[form](x, k)),
+                             rtol=0, atol=0)
+  g = np.random.RandomState(5).standard_normal((1, 13, 11, 70)).astype(np.float32)
+  jax.jit(conv_forms.kernel_grad)(x, g)  # the same child times the next shape
+  assert child_process["process"].proc is proc and len(json.loads(forms_file.read_text())) == 2
+  child_process["process"].close()
+  assert proc.returncode == 0
+
+
+def test_without_a_child_process_the_forms_are_timed_here(child_process, forms_file, monkeypatch,
+                                                          caplog):
+  monkeypatch.setattr(conv_forms.sys, "executable", str(forms_file.parent / "no-python"))
+  timed = []
+  real_time = conv_forms._time_forms
+  monkeypatch.setattr(conv_forms, "_time_forms", lambda fns, args: timed.append(1) or real_time(
+      fns, args))
+  x, k = _data((1, 11, 13), 6, 70)
+  jax.jit(conv_forms.forward)(x, k)
+  assert timed and len(json.loads(forms_file.read_text())) == 1
+  assert "timing convolution forms in this process" in caplog.text
+
+
+def test_the_child_process_ends_with_its_parent(tmp_path):
+  """Killed outright (no atexit), the parent leaves no measuring process behind."""
+  script = """
+import os, sys, time
+import numpy as np, jax
+from tcvc_jax.models import conv_forms
+conv_forms.MIN_GFLOP = 0.0
+x = np.ones((1, 12, 12, 4), np.float32)
+jax.jit(conv_forms.forward)(x, np.ones((3, 3, 4, 70), np.float32))
+print(conv_forms._CHILD["process"].proc.pid, flush=True)
+time.sleep(60)
+"""
+  env = dict(os.environ, TCVC_CONV_FORMS="auto", TCVC_CONV_FORMS_FILE=str(tmp_path / "f.json"))
+  parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, env=env,
+                            text=True)
+  try:
+    child = int(parent.stdout.readline())
+    os.kill(child, signal.SIGINT)  # a Ctrl-C is the parent's to handle: the child stays
+    time.sleep(0.5)
+    os.kill(child, 0)
+    parent.kill()
+    parent.wait()
+    for _ in range(100):
+      try:
+        os.kill(child, 0)
+      except ProcessLookupError:
+        break
+      time.sleep(0.1)
+    else:
+      pytest.fail("the measuring process outlived its parent")
+  finally:
+    parent.kill()
+    parent.stdout.close()
