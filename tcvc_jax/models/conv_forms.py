@@ -233,8 +233,11 @@ class _MeasuringProcess:
     # This copy of tcvc_jax first, installed or not.
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [env.get("PYTHONPATH")] if p])
-    code = ("import sys; from tcvc_jax.models import conv_forms; "
-            "conv_forms._child_main(int(sys.argv[1]))")
+    # The replies go to a copy of its stdout; fd 1 then points at stderr, so that nothing else
+    # (a library printing while it is imported) can reach the pipe.
+    code = ("import os, sys; replies = os.fdopen(os.dup(1), 'wb'); os.dup2(2, 1); "
+            "from tcvc_jax.models import conv_forms; "
+            "conv_forms._child_main(int(sys.argv[1]), replies)")
     try:
       self.proc = subprocess.Popen(  # pylint: disable=consider-using-with
           [sys.executable, "-c", code, str(alive_r)], stdin=subprocess.PIPE,
@@ -259,7 +262,7 @@ class _MeasuringProcess:
       self.proc.kill()
 
 
-def _child_main(alive_fd):
+def _child_main(alive_fd, replies):
   """The measuring process: times the forms of each request until its parent is gone."""
   signal.signal(signal.SIGINT, signal.SIG_IGN)
 
@@ -270,8 +273,7 @@ def _child_main(alive_fd):
 
   threading.Thread(target=watch, daemon=True).start()
   allocator.keep_freed_memory()  # as the tools run: a call's buffers are reused, not faulted in
-  stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-  sys.stdout = sys.stderr  # nothing but replies on the pipe
+  stdin = sys.stdin.buffer
   while True:
     try:
       fns, shapes, dtype = _read_message(stdin)
@@ -281,7 +283,7 @@ def _child_main(alive_fd):
       reply = ("ok", _time_forms(fns, _operands(shapes, jnp.dtype(dtype))))
     except Exception as e:  # pylint: disable=broad-except
       reply = ("error", f"{type(e).__name__}: {e}")
-    _write_message(stdout, reply)
+    _write_message(replies, reply)
 
 
 _CHILD = {}
