@@ -165,6 +165,7 @@ def test_unwritable_file_keeps_the_choice_in_memory(tmp_path, monkeypatch):
   monkeypatch.setattr(conv_forms, "_CHOICES", {})
   monkeypatch.setattr(conv_forms, "_FILE_LOADED", {})
   monkeypatch.setattr(conv_forms, "MIN_GFLOP", 0.0)
+  monkeypatch.setattr(conv_forms, "MEASURE_IN_CHILD", False)
   monkeypatch.delenv("TCVC_CONV_FORMS", raising=False)
   x, k = _data((1, 8, 8), 4, 70)  # two forms to time: xla, split64
   conv_forms.forward(x, k)
@@ -229,8 +230,7 @@ def child_process(forms_file, monkeypatch):
   monkeypatch.setattr(conv_forms, "MIN_GFLOP", 0.0)
   monkeypatch.delenv("TCVC_CONV_FORMS", raising=False)
   yield conv_forms._CHILD
-  if "process" in conv_forms._CHILD:
-    conv_forms._CHILD["process"].close()
+  conv_forms._close_child()
 
 
 def test_forms_are_timed_in_a_child_process(child_process, forms_file, monkeypatch):
@@ -246,8 +246,23 @@ def test_forms_are_timed_in_a_child_process(child_process, forms_file, monkeypat
   g = np.random.RandomState(5).standard_normal((1, 13, 11, 70)).astype(np.float32)
   jax.jit(conv_forms.kernel_grad)(x, g)  # the same child times the next shape
   assert child_process["process"].proc is proc and len(json.loads(forms_file.read_text())) == 2
-  child_process["process"].close()
+  conv_forms._close_child()
   assert proc.returncode == 0
+
+
+def test_an_idle_child_process_is_closed(child_process, monkeypatch):
+  monkeypatch.setattr(conv_forms, "CHILD_IDLE_S", 0.5)
+  x, k = _data((1, 9, 13), 5, 70)
+  jax.jit(conv_forms.forward)(x, k)
+  proc = child_process["process"].proc
+  for _ in range(100):
+    if proc.poll() is not None:
+      break
+    time.sleep(0.1)
+  assert proc.returncode == 0 and "process" not in child_process
+  x, k = _data((1, 13, 9), 5, 70)
+  jax.jit(conv_forms.forward)(x, k)  # a later measurement starts a new one
+  assert child_process["process"].proc.pid != proc.pid
 
 
 def test_without_a_child_process_the_forms_are_timed_here(child_process, forms_file, monkeypatch,
@@ -263,6 +278,16 @@ def test_without_a_child_process_the_forms_are_timed_here(child_process, forms_f
   assert "timing convolution forms in this process" in caplog.text
 
 
+def _running(pid):
+  """Whether process pid runs (a zombie, exited but not yet waited for, does not)."""
+  try:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+      return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+  except FileNotFoundError:
+    return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc")
 def test_the_child_process_ends_with_its_parent(tmp_path):
   """Killed outright (no atexit), the parent leaves no measuring process behind."""
   script = """
@@ -281,14 +306,12 @@ time.sleep(60)
   try:
     child = int(parent.stdout.readline())
     os.kill(child, signal.SIGINT)  # a Ctrl-C is the parent's to handle: the child stays
-    time.sleep(0.5)
-    os.kill(child, 0)
+    time.sleep(1.0)
+    assert _running(child), "the measuring process ended on SIGINT"
     parent.kill()
     parent.wait()
     for _ in range(100):
-      try:
-        os.kill(child, 0)
-      except ProcessLookupError:
+      if not _running(child):
         break
       time.sleep(0.1)
     else:

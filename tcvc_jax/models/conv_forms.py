@@ -220,11 +220,11 @@ def _read_message(f):
 
 
 class _MeasuringProcess:
-  """A child process that times forms in a fresh heap, for the life of this process.
+  """A child process that times forms in a fresh heap.
 
   Requests and replies are pickles over its stdin / stdout. It ignores SIGINT (a Ctrl-C is this
   process's to handle) and exits as soon as this process does: it watches a pipe whose write end
-  only this process holds.
+  only this process holds. `_measure` closes it once no request came for CHILD_IDLE_S seconds.
   """
 
   def __init__(self):
@@ -286,7 +286,28 @@ def _child_main(alive_fd, replies):
     _write_message(replies, reply)
 
 
+# The measuring process of this process: {"process": _MeasuringProcess, "timer": its idle timer,
+# "failed": True once it could not run}. Used under _LOCK.
 _CHILD = {}
+# A trace measures its new shapes in a burst, seconds apart; the child (~0.5-2 GB resident with
+# its operands) is then closed, and a later trace starts a new one (~2 s).
+CHILD_IDLE_S = 20.0
+
+
+def _close_child():
+  """Closes the measuring process, if one runs."""
+  timer = _CHILD.pop("timer", None)
+  if timer is not None:
+    timer.cancel()
+  child = _CHILD.pop("process", None)
+  if child is not None:
+    child.close()
+
+
+def _close_child_when_idle(child):
+  with _LOCK:
+    if _CHILD.get("process") is child:
+      _close_child()
 
 
 def _measure(fns, shapes, dtype):
@@ -294,11 +315,23 @@ def _measure(fns, shapes, dtype):
   in this process where it cannot run."""
   if MEASURE_IN_CHILD and not _CHILD.get("failed"):
     try:
+      timer = _CHILD.pop("timer", None)
+      if timer is not None:
+        timer.cancel()
       if "process" not in _CHILD:
+        if not _CHILD.get("atexit"):
+          atexit.register(lambda: _CHILD.get("process") and _close_child())
+          _CHILD["atexit"] = True
         _CHILD["process"] = _MeasuringProcess()
-        atexit.register(_CHILD["process"].close)
-      return _CHILD["process"].time(fns, shapes, dtype)
+      child = _CHILD["process"]
+      times = child.time(fns, shapes, dtype)
+      timer = threading.Timer(CHILD_IDLE_S, _close_child_when_idle, (child,))
+      timer.daemon = True
+      timer.start()
+      _CHILD["timer"] = timer
+      return times
     except (OSError, EOFError, RuntimeError, pickle.PicklingError) as e:
+      _close_child()
       _CHILD["failed"] = True
       logging.warning("timing convolution forms in this process (the measuring process: %s)", e)
   return _outside_trace(_time_forms, fns, _operands(shapes, dtype))
