@@ -14,6 +14,7 @@ On a signal it removes every unfinished `tcvc_jax.atomic` output and ends the pr
 """
 
 import argparse
+import functools
 import os
 import signal
 import sys
@@ -53,6 +54,28 @@ def _interrupted(message: str) -> None:
   print(message, file=sys.stderr, flush=True)
   sys.stdout.flush()
   os._exit(EXIT_INTERRUPTED)  # pylint: disable=protected-access
+
+
+def ends_on_interrupt(main):
+  """Decorates a tool's `main`: while it runs, a SIGINT / SIGTERM outside `run` (while it imports
+  JAX, parses flags, reads its config) ends the process at once with exit code 130 and one line,
+  instead of a KeyboardInterrupt traceback from the middle of an import; `run` handles the signals
+  while the work runs. The previous handlers are back once `main` returns.
+  """
+
+  @functools.wraps(main)
+  def wrapped(*args, **kwargs):
+    if threading.current_thread() is not threading.main_thread():
+      return main(*args, **kwargs)  # signal handlers can only be set from the main thread
+    handler = lambda signum, frame: _interrupted("interrupted")
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+      return main(*args, **kwargs)
+    finally:
+      for s, h in previous.items():
+        signal.signal(s, h)
+
+  return wrapped
 
 
 def run(fn, verbose: bool = False, on_signal=None) -> int:

@@ -14,11 +14,12 @@ from absl import logging
 
 from tcvc_jax import cli
 from tcvc_jax import flag_parsing
-from tcvc_jax.evaluation import windows
 
 
 def build_parser():
   """The command-line interface."""
+  # Imported here (it imports JAX, ~2 s): `main` has set its signal handling by now.
+  from tcvc_jax.evaluation import windows  # pylint: disable=g-import-not-at-top
   parser = cli.ArgumentParser(
       prog="python -m tcvc_jax.colorize",
       formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -80,6 +81,7 @@ def build_parser():
   return parser
 
 
+@cli.ends_on_interrupt
 def main(argv=None):
   """Runs the CLI; returns the exit status."""
   args = build_parser().parse_args(argv)

@@ -62,6 +62,7 @@ def _convert(args):
   return cli.EXIT_OK
 
 
+@cli.ends_on_interrupt
 def main(argv=None):
   args = build_parser().parse_args(argv)
   return cli.run(lambda: _convert(args), verbose=args.verbose)

@@ -34,6 +34,7 @@ better), ssim, warp_error (flow-warped difference of consecutive outputs, lower 
 """
 
 
+@cli.ends_on_interrupt
 def main(argv=None):
   argv = sys.argv if argv is None else argv
   parsed = flag_parsing.parse(argv, _USAGE, _EXAMPLES, None, None,

@@ -61,6 +61,7 @@ def _summary(result, workdir):
   return "\n".join(lines)
 
 
+@cli.ends_on_interrupt
 def main(argv=None):
   argv = sys.argv if argv is None else argv
   parsed = flag_parsing.parse_train_flags(argv, _USAGE, _EXAMPLES)

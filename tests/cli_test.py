@@ -131,6 +131,18 @@ def test_colorize_interrupt_at_any_moment(checkpoint, frames, tmp_path, delay):
   assert not os.path.exists(tmp_path / "out.mp4") and not _leftovers(tmp_path)
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_train_interrupt_while_it_starts(tmp_path, sig):
+  """A signal while train.py imports JAX and reads its config: exit 130, one line, no traceback."""
+  cmd = [os.path.join(REPO, "train.py"), "--config=default:tiny", "--workdir=a",
+         "--config.data.data_dir=" + str(tmp_path / "tfds"), "--compilation_cache=off"]
+  rc, after, _, err = _interrupt(cmd, tmp_path, 1.0, sig)
+  assert rc == 130, err[-3000:]
+  assert after < 5, f"took {after:.1f} s to stop"
+  assert "Traceback" not in err and err.strip().splitlines()[-1] == "interrupted"
+  assert not os.path.exists(tmp_path / "a")
+
+
 # A tool whose work would take 60 s; the main thread is made to collect garbage on every
 # allocation, and its gc callback sends SIGINT once and keeps running Python code, so that the
 # signal handler runs inside the callback (as it did inside JAX's _xla_gc_callback during a
