@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from tcvc_jax.models import conv_forms
+from tcvc_jax.models import form_timing
 
 torch = pytest.importorskip("torch")
 
@@ -82,7 +83,7 @@ def forms_file(tmp_path, monkeypatch):
   monkeypatch.setenv("TCVC_CONV_FORMS_FILE", str(path))
   monkeypatch.setattr(conv_forms, "_CHOICES", {})
   monkeypatch.setattr(conv_forms, "_FILE_LOADED", {})
-  monkeypatch.setattr(conv_forms, "MEASURE_IN_CHILD", False)  # these tests fake _time_forms
+  monkeypatch.setattr(form_timing, "MEASURE_IN_CHILD", False)  # these tests fake time_forms
   return path
 
 
@@ -91,8 +92,8 @@ def test_choice_is_measured_once_and_remembered_in_the_file(forms_file, monkeypa
   monkeypatch.setattr(conv_forms, "WINOGRAD_MIN_CHANNELS", 0)
   monkeypatch.delenv("TCVC_CONV_FORMS", raising=False)
   timed = {}
-  real_time = conv_forms._time_forms
-  monkeypatch.setattr(conv_forms, "_time_forms",
+  real_time = form_timing.time_forms
+  monkeypatch.setattr(form_timing, "time_forms",
                       lambda fns, args: timed.update(real_time(fns, args)) or timed)
   x, k = _data((1, 12, 12), 4, 70)
   y = jax.jit(conv_forms.forward)(x, k)  # measured while jit traces: the forms must really run
@@ -105,7 +106,7 @@ def test_choice_is_measured_once_and_remembered_in_the_file(forms_file, monkeypa
   # Another process (empty memory) reads the file and measures nothing.
   monkeypatch.setattr(conv_forms, "_CHOICES", {})
   monkeypatch.setattr(conv_forms, "_FILE_LOADED", {})
-  monkeypatch.setattr(conv_forms, "_time_forms", lambda fns, args: pytest.fail("measured again"))
+  monkeypatch.setattr(form_timing, "time_forms", lambda fns, args: pytest.fail("measured again"))
   np.testing.assert_array_equal(np.asarray(jax.jit(conv_forms.forward)(x, k)), np.asarray(y))
 
 
@@ -120,7 +121,7 @@ def test_kernel_gradient_forms_are_timed_on_the_input_and_output_gradient(forms_
     seen["outputs"] = {name: np.asarray(f(*args)) for name, f in fns.items()}
     return {"dots": 1.0, "winograd": 0.5}
 
-  monkeypatch.setattr(conv_forms, "_time_forms", fake_time)
+  monkeypatch.setattr(form_timing, "time_forms", fake_time)
   x, _ = _data((1, 10, 8), 6, 9)
   g = np.random.RandomState(5).standard_normal((1, 10, 8, 9)).astype(np.float32)
   dk = jax.jit(conv_forms.kernel_grad)(x, g)
@@ -144,7 +145,7 @@ def test_winograd_is_timed_only_where_both_sides_are_wide():
 
 
 def test_small_convolutions_and_fixed_mode_are_not_measured(forms_file, monkeypatch):
-  monkeypatch.setattr(conv_forms, "_time_forms", lambda fns, args: pytest.fail("measured"))
+  monkeypatch.setattr(form_timing, "time_forms", lambda fns, args: pytest.fail("measured"))
   x, k = _data((1, 8, 8), 4, 70)
   jax.jit(conv_forms.conv3x3)(x, k)  # far under MIN_GFLOP
   monkeypatch.setattr(conv_forms, "MIN_GFLOP", 0.0)
@@ -165,7 +166,7 @@ def test_unwritable_file_keeps_the_choice_in_memory(tmp_path, monkeypatch):
   monkeypatch.setattr(conv_forms, "_CHOICES", {})
   monkeypatch.setattr(conv_forms, "_FILE_LOADED", {})
   monkeypatch.setattr(conv_forms, "MIN_GFLOP", 0.0)
-  monkeypatch.setattr(conv_forms, "MEASURE_IN_CHILD", False)
+  monkeypatch.setattr(form_timing, "MEASURE_IN_CHILD", False)
   monkeypatch.delenv("TCVC_CONV_FORMS", raising=False)
   x, k = _data((1, 8, 8), 4, 70)  # two forms to time: xla, split64
   conv_forms.forward(x, k)
@@ -179,7 +180,7 @@ def test_unwritable_file_keeps_the_choice_in_memory(tmp_path, monkeypatch):
 def test_another_form_must_beat_the_fixed_rule_clearly(forms_file, monkeypatch, times, want):
   monkeypatch.setattr(conv_forms, "MIN_GFLOP", 0.0)
   monkeypatch.delenv("TCVC_CONV_FORMS", raising=False)
-  monkeypatch.setattr(conv_forms, "_time_forms", lambda fns, args: times)
+  monkeypatch.setattr(form_timing, "time_forms", lambda fns, args: times)
   x, k = _data((1, 8, 8), 4, 70)  # the fixed rule: split64 (70 = 64 + 6)
   conv_forms.forward(x, k)
   assert list(json.loads(forms_file.read_text()).values()) == [want]
@@ -225,16 +226,16 @@ def test_input_gradient_in_groups_is_the_gradient_and_drops_unused_groups():
 @pytest.fixture
 def child_process(forms_file, monkeypatch):
   """The measuring child of this test alone, closed at its end."""
-  monkeypatch.setattr(conv_forms, "MEASURE_IN_CHILD", True)
-  monkeypatch.setattr(conv_forms, "_CHILD", {})
+  monkeypatch.setattr(form_timing, "MEASURE_IN_CHILD", True)
+  monkeypatch.setattr(form_timing, "_CHILD", {})
   monkeypatch.setattr(conv_forms, "MIN_GFLOP", 0.0)
   monkeypatch.delenv("TCVC_CONV_FORMS", raising=False)
-  yield conv_forms._CHILD
-  conv_forms._close_child()
+  yield form_timing._CHILD
+  form_timing.close_child()
 
 
 def test_forms_are_timed_in_a_child_process(child_process, forms_file, monkeypatch):
-  monkeypatch.setattr(conv_forms, "_time_forms", lambda fns, args: pytest.fail("timed here"))
+  monkeypatch.setattr(form_timing, "time_forms", lambda fns, args: pytest.fail("timed here"))
   x, k = _data((1, 13, 11), 5, 70)  # a shape no other test traces (jit would not trace it again)
   y = jax.jit(conv_forms.forward)(x, k)
   proc = child_process["process"].proc
@@ -246,12 +247,12 @@ def test_forms_are_timed_in_a_child_process(child_process, forms_file, monkeypat
   g = np.random.RandomState(5).standard_normal((1, 13, 11, 70)).astype(np.float32)
   jax.jit(conv_forms.kernel_grad)(x, g)  # the same child times the next shape
   assert child_process["process"].proc is proc and len(json.loads(forms_file.read_text())) == 2
-  conv_forms._close_child()
+  form_timing.close_child()
   assert proc.returncode == 0
 
 
 def test_an_idle_child_process_is_closed(child_process, monkeypatch):
-  monkeypatch.setattr(conv_forms, "CHILD_IDLE_S", 0.5)
+  monkeypatch.setattr(form_timing, "CHILD_IDLE_S", 0.5)
   x, k = _data((1, 9, 13), 5, 70)
   jax.jit(conv_forms.forward)(x, k)
   proc = child_process["process"].proc
@@ -267,10 +268,10 @@ def test_an_idle_child_process_is_closed(child_process, monkeypatch):
 
 def test_without_a_child_process_the_forms_are_timed_here(child_process, forms_file, monkeypatch,
                                                           caplog):
-  monkeypatch.setattr(conv_forms.sys, "executable", str(forms_file.parent / "no-python"))
+  monkeypatch.setattr(form_timing.sys, "executable", str(forms_file.parent / "no-python"))
   timed = []
-  real_time = conv_forms._time_forms
-  monkeypatch.setattr(conv_forms, "_time_forms", lambda fns, args: timed.append(1) or real_time(
+  real_time = form_timing.time_forms
+  monkeypatch.setattr(form_timing, "time_forms", lambda fns, args: timed.append(1) or real_time(
       fns, args))
   x, k = _data((1, 11, 13), 6, 70)
   jax.jit(conv_forms.forward)(x, k)
@@ -293,11 +294,11 @@ def test_the_child_process_ends_with_its_parent(tmp_path):
   script = """
 import os, sys, time
 import numpy as np, jax
-from tcvc_jax.models import conv_forms
+from tcvc_jax.models import conv_forms, form_timing
 conv_forms.MIN_GFLOP = 0.0
 x = np.ones((1, 12, 12, 4), np.float32)
 jax.jit(conv_forms.forward)(x, np.ones((3, 3, 4, 70), np.float32))
-print(conv_forms._CHILD["process"].proc.pid, flush=True)
+print(form_timing._CHILD["process"].proc.pid, flush=True)
 time.sleep(60)
 """
   env = dict(os.environ, TCVC_CONV_FORMS="auto", TCVC_CONV_FORMS_FILE=str(tmp_path / "f.json"))
