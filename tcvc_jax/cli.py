@@ -14,6 +14,7 @@ On a signal it removes every unfinished `tcvc_jax.atomic` output and ends the pr
 """
 
 import argparse
+import contextlib
 import functools
 import os
 import signal
@@ -56,24 +57,42 @@ def _interrupted(message: str) -> None:
   os._exit(EXIT_INTERRUPTED)  # pylint: disable=protected-access
 
 
+@contextlib.contextmanager
+def _signals_to(handler):
+  """SIGINT and SIGTERM go to `handler` inside the block; the previous handlers are back after."""
+  previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+  try:
+    yield
+  finally:
+    for s, h in previous.items():
+      signal.signal(s, h)
+
+
+# Set by `run` once its work has ended without a signal: the outputs are complete.
+_WORK_DONE = {"done": False}
+
+
+def _before_or_after_run(signum, frame):
+  del signum, frame
+  if not _WORK_DONE["done"]:  # after the work, the tool only reports and exits: let it
+    _interrupted("interrupted")
+
+
 def ends_on_interrupt(main):
-  """Decorates a tool's `main`: while it runs, a SIGINT / SIGTERM outside `run` (while it imports
+  """Decorates a tool's `main`: while it runs, a SIGINT / SIGTERM before `run` (while it imports
   JAX, parses flags, reads its config) ends the process at once with exit code 130 and one line,
   instead of a KeyboardInterrupt traceback from the middle of an import; `run` handles the signals
-  while the work runs. The previous handlers are back once `main` returns.
+  while the work runs, and once the work has ended a signal is ignored (its outputs are complete).
+  The previous handlers are back once `main` returns.
   """
 
   @functools.wraps(main)
   def wrapped(*args, **kwargs):
     if threading.current_thread() is not threading.main_thread():
       return main(*args, **kwargs)  # signal handlers can only be set from the main thread
-    handler = lambda signum, frame: _interrupted("interrupted")
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    _WORK_DONE["done"] = False
+    with _signals_to(_before_or_after_run):
       return main(*args, **kwargs)
-    finally:
-      for s, h in previous.items():
-        signal.signal(s, h)
 
   return wrapped
 
@@ -120,17 +139,14 @@ def run(fn, verbose: bool = False, on_signal=None) -> int:
       return
     signals["stop"] = True
 
-  previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
   thread = threading.Thread(target=work, name="tcvc-main", daemon=True)
-  try:
+  with _signals_to(handler):
     thread.start()
     while thread.is_alive() and not signals["stop"]:
       thread.join(0.1)
     if signals["stop"]:
       _interrupted("interrupted; no output written")
-  finally:
-    for s, h in previous.items():
-      signal.signal(s, h)
+    _WORK_DONE["done"] = True
   if "error" in outcome:
     err = outcome["error"]
     if isinstance(err, KeyboardInterrupt):

@@ -143,6 +143,25 @@ def test_train_interrupt_while_it_starts(tmp_path, sig):
   assert not os.path.exists(tmp_path / "a")
 
 
+def test_a_signal_after_the_work_has_ended_is_ignored(tmp_path):
+  """Between `run` returning (outputs complete) and the exit, a signal changes nothing."""
+  script = """
+import os, signal, sys, time
+from tcvc_jax import cli
+@cli.ends_on_interrupt
+def main():
+  code = cli.run(lambda: 0)
+  os.kill(os.getpid(), signal.SIGINT)
+  time.sleep(0.5)  # the handler runs here
+  print("finished")
+  return code
+cli.exit(main())
+"""
+  proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                        env=_env(tmp_path), timeout=120, check=False)
+  assert proc.returncode == 0 and proc.stdout.strip() == "finished", proc.stderr[-2000:]
+
+
 # A tool whose work would take 60 s; the main thread is made to collect garbage on every
 # allocation, and its gc callback sends SIGINT once and keeps running Python code, so that the
 # signal handler runs inside the callback (as it did inside JAX's _xla_gc_callback during a
