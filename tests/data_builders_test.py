@@ -2,6 +2,8 @@
 
 import os
 import sys
+import tempfile
+from unittest import mock
 
 from absl.testing import absltest
 import numpy as np
@@ -70,6 +72,16 @@ class SyntheticClipsTest(absltest.TestCase):
                                             config="tiny")
     self.assertEqual(index.names, ("synthetic-train-00002", "synthetic-train-00003"))
     self.assertLen(source, 2)
+
+
+  def test_building_leaves_nothing_in_the_temporary_folder(self):
+    # TFDS made an empty /tmp/tmp*tfds folder per builder of an unprepared dataset, never removed.
+    data_dir = dt.tempdir(self)
+    tmp = dt.tempdir(self)
+    with mock.patch.object(tempfile, "tempdir", tmp):
+      data_sources.build("synthetic_clips", data_dir, config="tiny")
+      data_sources.open_split("synthetic_clips", "train", data_dir, config="tiny")
+    self.assertEqual(os.listdir(tmp), [])
 
 
 class VideoFramesTest(absltest.TestCase):

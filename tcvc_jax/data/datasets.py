@@ -46,13 +46,18 @@ class _ClipBuilder(tfds.core.GeneratorBasedBuilder):
   code_path = tfds.core.utils.classproperty(classmethod(lambda cls: epath.Path(__file__)))
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return self.dataset_info_from_configs(
+    info = self.dataset_info_from_configs(
         features=clip_features(),
         # Records keep generation order, so the clip index in the metadata lines up with them.
         disable_shuffling=True,
         metadata=tfds.core.MetadataDict(),
         homepage=self.HOMEPAGE,
     )
+    # These datasets are made here, never fetched: for a folder not yet prepared, TFDS would look
+    # for precomputed metadata in its GCS bucket (off by default), and make an empty temporary
+    # folder for it that nothing removes, one per builder, in /tmp.
+    info.initialize_from_bucket = lambda: None
+    return info
 
 
 # Fixed ids so that each split draws from its own seed stream.
