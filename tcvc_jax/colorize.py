@@ -102,6 +102,8 @@ def _colorize(args):
       network_size=streaming.parse_size(args.size), detect_cuts=not args.no_scene_cuts,
       gray_mode=args.gray_mode, overwrite=args.overwrite, fps=args.fps,
       progress=not args.quiet, dtype=streaming.DTYPES[args.dtype], hints=hints)
+  for note in result.warnings:
+    print(f"warning: {note}", file=sys.stderr)
   cuts = ", ".join(map(str, result.cuts)) if result.cuts else "none"
   print(f"wrote {result.output}: {result.frames} frames in {result.seconds:.1f} s "
         f"({result.frames / max(result.seconds, 1e-9):.2f} frames/s overall); scene cuts: {cuts}")

@@ -47,6 +47,7 @@ class Result:
   frames: int
   cuts: list  # frame indices where a new shot starts
   seconds: float  # wall time of the whole run, model loading and compilation included
+  warnings: tuple = ()  # sentences for the user: the audio not kept, a short read of the input
 
 
 def parse_size(text):
@@ -239,8 +240,10 @@ def colorize_file(input_path, output_path, model, interval=windows.DEFAULT_INTER
     raise windows.ClipTooShortError(
         f"{input_path} has {source.num_frames} frame; colorizing needs at least 2 (two anchors)")
   audio = source.path if source.kind == "video" and source.has_audio else None
+  notes = []
   if audio and os.path.splitext(os.fspath(output_path))[1] == "":
-    logging.warning("the audio of %s is not kept in a frame folder", input_path)
+    notes.append(f"the audio of {input_path} is not kept in a frame folder")
+    logging.warning("%s", notes[-1])
   cuts = [] if detect_cuts else None
   count = 0
   with writing.open_writer(output_path, fps=source.fps, audio_from=audio, overwrite=overwrite,
@@ -275,8 +278,10 @@ def colorize_file(input_path, output_path, model, interval=windows.DEFAULT_INTER
     finally:
       for b in bars.values():
         b.close()
+  if source.short_read:
+    notes.append(f"{source.short_read}; colorized those")
   return Result(output=writer.path, frames=count, cuts=cuts or [],
-                seconds=time.perf_counter() - start)
+                seconds=time.perf_counter() - start, warnings=tuple(notes))
 
 
 # ----------------------------------------------------------------- streaming windows

@@ -97,9 +97,9 @@ def _folder(path, frames, fmt=None):
   return str(path)
 
 
-def _video(path, frames, fps=12, audio=True, codec="libx264"):
+def _video(path, frames, fps=12, audio=True, codec="libx264", options=None):
   """An mp4 (or other container) of uint8 RGB frames, with 1 s of AAC audio if asked."""
-  with av.open(str(path), "w") as out:
+  with av.open(str(path), "w", options=options or {}) as out:
     vs = out.add_stream(codec, rate=fps)
     vs.height, vs.width, vs.pix_fmt = H, W, "yuv420p"
     if audio:
@@ -166,6 +166,27 @@ def test_mp4_with_audio_and_overwrite(checkpoint, tmp_path, capsys):
   assert rc == 0, stderr
   assert stderr == ""
   assert sorted(os.listdir(tmp_path)) == ["in.mp4", "out.mp4"]  # no temporary files left
+
+
+def test_a_truncated_video_is_colorized_as_far_as_it_reads_and_told(checkpoint, tmp_path, capsys):
+  # The container (moov at the front) lists 11 frames; the cut-off stream decodes fewer, and
+  # FFmpeg's threaded decoder ends quietly there. The audio into a frame folder is told too.
+  whole = _video(tmp_path / "whole.mp4", _shot(5, 11), options={"movflags": "faststart"})
+  with open(whole, "rb") as f:
+    data = f.read()
+  src = tmp_path / "cut.mp4"
+  src.write_bytes(data[:int(len(data) * 0.7)])
+  rc, stdout, stderr = _run(capsys, src, tmp_path / "out", "--checkpoint", checkpoint, *ARGS,
+                            "--quiet")
+  assert rc == 0, stderr
+  n = len(os.listdir(tmp_path / "out"))
+  assert 2 <= n < 11 and f"{n} frames" in stdout
+  lines = stderr.splitlines()
+  assert len(lines) == 2, stderr
+  assert lines[0] == f"warning: the audio of {src} is not kept in a frame folder"
+  assert lines[1].startswith(f"warning: {src}: {n} of the 11 frames its container lists could be "
+                             "decoded"), lines[1]
+  assert lines[1].endswith("(a truncated or damaged file?); colorized those"), lines[1]
 
 
 @pytest.mark.parametrize("kind", ["rgba8", "gray16"])

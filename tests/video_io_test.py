@@ -21,9 +21,10 @@ def _write_png(path, array):
     f.write(writing.encode_png(array))
 
 
-def _make_video(path, frames, fps=12, audio=True, codec="libx264", pix_fmt="yuv420p"):
+def _make_video(path, frames, fps=12, audio=True, codec="libx264", pix_fmt="yuv420p",
+                options=None):
   """Writes frames (uint8 RGB [n, H, W, 3]) with PyAV, plus 0.5 s of AAC audio if asked."""
-  with av.open(path, "w") as out:
+  with av.open(path, "w", options=options or {}) as out:
     vs = out.add_stream(codec, rate=fps)
     vs.height, vs.width = frames.shape[1:3]
     vs.pix_fmt = pix_fmt
@@ -147,6 +148,28 @@ class ReadVideoTest(absltest.TestCase):
     got = src.read_all()
     self.assertEqual(got.shape, frames.shape)
     self.assertLess(np.abs(got.astype(int) - frames).mean(), 6)  # lossy codec
+
+  def test_a_truncated_video_reads_its_frames_and_says_it_is_short(self):
+    path = os.path.join(_tempdir(self), "v.mp4")
+    noise = np.random.default_rng(0).integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)
+    _make_video(path, noise, audio=False,  # frames of similar size; the frame count comes first
+                options={"movflags": "faststart"})
+    src = reading.open_source(path)
+    self.assertEqual(len(src.read_all()), 12)
+    self.assertIsNone(src.short_read)
+    with open(path, "rb") as f:
+      data = f.read()
+    cut = path[:-4] + "_cut.mp4"
+    with open(cut, "wb") as f:
+      f.write(data[:int(len(data) * 0.7)])
+    src = reading.open_source(cut)
+    self.assertEqual(src.num_frames, 12)
+    n = len(src.read_all())
+    self.assertBetween(n, 5, 10)
+    self.assertRegex(src.short_read, f"^{re.escape(cut)}: {n} of the 12 frames its container "
+                     r"lists could be decoded; 1 undecodable part\(s\) skipped \(.+\) \(a "
+                     r"truncated or damaged file\?\)$")
+    self.assertEqual(len(src.read_all()), n)  # told once, read alike
 
   def test_gray_and_16bit_video(self):
     tmp = _tempdir(self)
