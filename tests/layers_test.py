@@ -5,6 +5,7 @@ convolutions or as one 3x3 convolution) must be the same function as the origina
 makes any wrong tap or index show up as an error far above rounding.
 """
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -127,3 +128,18 @@ def test_conv2d_in_order_reads_its_input_in_that_channel_order():
                              np.asarray(plain.apply(params, x)), rtol=0, atol=1e-5)
   with pytest.raises(ValueError, match="once each"):
     layers.Conv2d(6, 3, pad=1, in_order=((0, 3), (3, 9))).apply(params, x)
+
+
+@pytest.mark.parametrize("module", [layers.conv(5, 3, name="c"),
+                                    layers.ConvTranspose4x4(5, name="t")])
+def test_a_parameter_of_the_wrong_shape_is_refused_in_apply(module):
+  # apply compares each existing parameter with its declared shape (without tracing its init).
+  x = jnp.ones((1, 8, 8, 4))
+  variables = module.init(jax.random.key(0), x)
+  module.apply(variables, x)
+  for name in ("kernel", "bias"):
+    bad = jax.tree_util.tree_map(lambda a: a, variables)
+    good = bad["params"][name]
+    bad["params"][name] = jnp.zeros(good.shape[:-1] + (good.shape[-1] + 1,))
+    with pytest.raises(flax.errors.ScopeParamShapeError, match=f"{name}.*{good.shape}"):
+      module.apply(bad, x)
