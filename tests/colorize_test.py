@@ -189,6 +189,31 @@ def test_a_truncated_video_is_colorized_as_far_as_it_reads_and_told(checkpoint, 
   assert lines[1].endswith("(a truncated or damaged file?); colorized those"), lines[1]
 
 
+def test_a_rotated_phone_video_comes_out_upright(checkpoint, tmp_path, capsys):
+  # Stored W x H with a display rotation of 90: read, colorized and written as shown (H x W), as
+  # ffmpeg converts such a file; the output carries no rotation.
+  frames = [np.ascontiguousarray(np.rot90(f, -1)) for f in _shot(6, 6)]  # stored H x W frames
+  src = tmp_path / "phone.mp4"
+  with av.open(str(src), "w") as out:
+    vs = out.add_stream("libx264", rate=12)
+    vs.height, vs.width, vs.pix_fmt = W, H, "yuv420p"
+    vs.set_display_rotation(90)
+    for i, frame in enumerate(frames):
+      vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+      vf.pts = i
+      out.mux(vs.encode(vf))
+    out.mux(vs.encode(None))
+  out = tmp_path / "out.mp4"
+  rc, _, stderr = _run(capsys, src, out, "--checkpoint", checkpoint, *ARGS, "--quiet")
+  assert rc == 0, stderr
+  with av.open(str(out)) as c:
+    first = next(c.decode(video=0))
+    assert (first.width, first.height, first.rotation) == (W, H, 0)
+  l_out = protocol.frames_to_l(_read(str(out)))
+  l_in = protocol.frames_to_l(np.stack(_shot(6, 6)))  # the upright frames
+  assert np.abs(l_out - l_in).mean() < 0.03
+
+
 @pytest.mark.parametrize("kind", ["rgba8", "gray16"])
 def test_png_folders(kind, checkpoint, tmp_path, capsys):
   """RGBA and 16-bit PNG folders work: same names, lightness kept, colour added."""

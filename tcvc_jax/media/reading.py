@@ -151,6 +151,15 @@ def _to_array(frame, gray_out):
   return frame.to_ndarray(format="rgb48le" if high else "rgb24")
 
 
+def _quarter_turns(frame):
+  """Counter-clockwise quarter turns that show a decoded video frame upright: its display matrix
+  (a phone's portrait video is stored landscape with a rotation of 90 or 270). Only quarter turns
+  are applied; other angles (and flips) are left as stored."""
+  degrees = frame.rotation or 0
+  turns = round(degrees / 90)
+  return turns % 4 if abs(degrees - 90 * turns) < 1 else 0
+
+
 def _convert(x, dtype):
   """uint8 / uint16 array -> float32 in [0, 1], or uint8 (16 bit rounded to 8)."""
   if dtype == np.float32:
@@ -184,7 +193,9 @@ class FrameSource:
     path: the input path.
     kind: "video" or "folder".
     fps: frames per second (Fraction); DEFAULT_FOLDER_FPS for folders unless given.
-    height, width: frame size.
+    height, width: frame size, upright (a video's display rotation applied).
+    rotation: a video's display rotation, counter-clockwise degrees (0, 90, 180, 270; 0 for a
+      folder); its frames are yielded upright, as players show them (and as ffmpeg converts them).
     num_frames: frame count (None when a video's container does not store it).
     names: file names for a folder source (None for videos).
     is_gray: True when frames are yielded as [H, W, 1].
@@ -216,6 +227,7 @@ class FrameSource:
         raise MediaError(f"frames differ in size in {self.path}: {self.names[0]} is {w}x{h}, "
                            f"{name} is {head[0]}x{head[1]}")
     self.width, self.height = w, h
+    self.rotation = 0
     self.num_frames = len(self.names)
     self.is_gray = all(head[3] for head in heads)
     self.bit_depth = heads[0][2]
@@ -252,7 +264,10 @@ class FrameSource:
       raise MediaError(f"cannot decode {self.path}: {damage[0]}" if damage
                        else f"no frames in {self.path}")
     self.is_gray, self.bit_depth = _frame_kind(first.format)
-    self.width, self.height = first.width, first.height
+    self._stored_size = (first.width, first.height)
+    self._turns = _quarter_turns(first)
+    self.rotation = 90 * self._turns
+    self.width, self.height = self._stored_size[::-1] if self._turns % 2 else self._stored_size
 
   def _decode(self, container, stream, damage):
     """The stream's frames. A packet the decoder refuses is skipped, as the ffmpeg tool does, and
@@ -294,11 +309,15 @@ class FrameSource:
     decoded, damage = 0, []
     with container:
       for i, frame in enumerate(self._decode(container, stream, damage)):
-        if (frame.width, frame.height) != (self.width, self.height):
+        if (frame.width, frame.height) != self._stored_size:
+          w, h = self._stored_size
           raise MediaError(f"frame size changes in {self.path} at frame {i}: "
-                           f"{self.width}x{self.height} -> {frame.width}x{frame.height}")
+                           f"{w}x{h} -> {frame.width}x{frame.height}")
         decoded += 1
-        yield _convert(_to_array(frame, gray), dtype)
+        x = _to_array(frame, gray)
+        if self._turns:  # upright, as players show it (and as ffmpeg writes it by default)
+          x = np.ascontiguousarray(np.rot90(x, self._turns))
+        yield _convert(x, dtype)
     self._tell_short_read(decoded, damage)
 
   def _tell_short_read(self, decoded, damage):
