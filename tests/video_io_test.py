@@ -244,6 +244,26 @@ class WriteTest(absltest.TestCase):
       self.assertEqual((stream.codec_context.name, stream.codec_context.pix_fmt),
                        ("vp9", "yuv420p"))
 
+  def test_videos_are_coded_and_tagged_bt709(self):
+    # Players read an untagged HD video as BT.709 and FFmpeg's default conversion is BT.601: a red
+    # (200, 40, 40) was shown as (213, 55, 37). Every size and codec is coded and tagged BT.709.
+    red = np.zeros((2, 36, 64, 3), np.uint8) + np.array([200, 40, 40], np.uint8)
+    for name, size in (("h264.mp4", (36, 64)), ("vp9.mp4", (35, 63)), ("h264_444.mov", (35, 63))):
+      out = os.path.join(self.dir, name)
+      with writing.open_writer(out, fps=12) as w:
+        for f in red[:, :size[0], :size[1]]:
+          w.write(f)
+      with av.open(out) as c:
+        frame = next(c.decode(video=0))
+      self.assertEqual((frame.colorspace, frame.color_primaries, frame.color_trc,
+                        frame.color_range), (1, 1, 1, 1), name)  # BT.709, limited range
+      y, cb, cr = (np.frombuffer(p, np.uint8).reshape(-1, p.line_size)[:4, :4].mean()
+                   for p in frame.planes)
+      y, cb, cr = (y - 16) / 219, (cb - 128) / 224, (cr - 128) / 224
+      r, b = y + 1.5748 * cr, y + 1.8556 * cb  # the BT.709 decoding a player does
+      g = (y - 0.2126 * r - 0.0722 * b) / 0.7152
+      np.testing.assert_allclose(np.array([r, g, b]) * 255, [200, 40, 40], atol=3, err_msg=name)
+
   def test_audio_is_copied(self):
     src_path = os.path.join(self.dir, "src.mp4")
     _make_video(src_path, _gradient_frames(6, 24, 32), fps=12)

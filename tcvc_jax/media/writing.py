@@ -20,6 +20,12 @@ from tcvc_jax.media.reading import MediaError
 from tcvc_jax.media.reading import _reason
 
 VIDEO_OUTPUT_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv")
+# Videos are coded with the BT.709 matrix in limited range and tagged so (matrix, primaries and
+# transfer: those of sRGB, whose primaries BT.709 shares). Untagged, players guess the matrix from
+# the size: BT.709 for HD, BT.601 below; FFmpeg's default conversion is BT.601, so an untagged HD
+# output was shown with its reds and greens shifted (200, 40, 40 shown as 213, 55, 37).
+_BT709 = 1  # AVCOL_SPC_BT709 = AVCOL_PRI_BT709 = AVCOL_TRC_BT709
+_LIMITED = 1  # AVCOL_RANGE_MPEG
 # The encoder for odd-sized frames (see VideoWriter._add_video_stream).
 ODD_SIZE_CODEC = "libvpx-vp9"
 
@@ -153,6 +159,9 @@ class VideoWriter(_Writer):
         pix_fmt = "yuv444p"  # .mov / .m4v hold no VP9 (or no encoder): exact size, 4:4:4 H.264
     s = self._out.add_stream(codec, rate=self.fps)
     s.width, s.height, s.pix_fmt = w, h, pix_fmt
+    cc = s.codec_context
+    cc.colorspace, cc.color_primaries, cc.color_trc = _BT709, _BT709, _BT709
+    cc.color_range = _LIMITED
     if codec == "libx264":
       s.options = {"crf": str(self._crf)}
     elif codec == ODD_SIZE_CODEC:  # constant quality, about libx264's crf 18
@@ -172,7 +181,10 @@ class VideoWriter(_Writer):
     elif (x.shape[0], x.shape[1]) != (self._stream.height, self._stream.width):
       raise MediaError(f"frame {self._count} is {x.shape[1]}x{x.shape[0]}, the video is "
                          f"{self._stream.width}x{self._stream.height}")
-    vf = av.VideoFrame.from_ndarray(x, format="rgb24")
+    vf = av.VideoFrame.from_ndarray(x, format="rgb24").reformat(
+        format=self._stream.pix_fmt, dst_colorspace="ITU709", dst_color_range="MPEG")
+    vf.colorspace, vf.color_primaries, vf.color_trc = _BT709, _BT709, _BT709
+    vf.color_range = _LIMITED
     vf.pts = self._count
     vf.time_base = 1 / self.fps
     for pkt in self._stream.encode(vf):
