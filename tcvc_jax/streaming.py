@@ -247,7 +247,8 @@ def colorize_file(input_path, output_path, model, interval=windows.DEFAULT_INTER
   cuts = [] if detect_cuts else None
   count = 0
   with writing.open_writer(output_path, fps=source.fps, audio_from=audio, overwrite=overwrite,
-                            names=source.names) as writer:
+                            names=source.names,
+                            sample_aspect_ratio=source.sample_aspect_ratio) as writer:
     colorizer = api.load(model, dtype) if isinstance(model, (str, os.PathLike)) else model
     check_network_size(colorizer, network_size)
     bars = {}

@@ -4,6 +4,7 @@ A tiny random TCVC (classical flow) runs at network size 32 with interval 4, on 
 lengths reuse the same few window shapes, so XLA compiles little.
 """
 
+import fractions
 import os
 import subprocess
 import sys
@@ -209,9 +210,29 @@ def test_a_rotated_phone_video_comes_out_upright(checkpoint, tmp_path, capsys):
   with av.open(str(out)) as c:
     first = next(c.decode(video=0))
     assert (first.width, first.height, first.rotation) == (W, H, 0)
+    assert c.streams.video[0].sample_aspect_ratio in (None, 1)  # square pixels stay square
   l_out = protocol.frames_to_l(_read(str(out)))
   l_in = protocol.frames_to_l(np.stack(_shot(6, 6)))  # the upright frames
   assert np.abs(l_out - l_in).mean() < 0.03
+
+
+def test_an_anamorphic_video_keeps_its_shape(checkpoint, tmp_path, capsys):
+  # Pixels 4:3 wide (as a 16:9 DVD's 32:27): the output is shown at the source's shape.
+  src = tmp_path / "dvd.mkv"
+  with av.open(str(src), "w") as out:
+    vs = out.add_stream("libx264", rate=12)
+    vs.height, vs.width, vs.pix_fmt = H, W, "yuv420p"
+    vs.codec_context.sample_aspect_ratio = fractions.Fraction(4, 3)
+    for i, frame in enumerate(_shot(7, 6)):
+      vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+      vf.pts = i
+      out.mux(vs.encode(vf))
+    out.mux(vs.encode(None))
+  out = tmp_path / "out.mp4"
+  rc, _, stderr = _run(capsys, src, out, "--checkpoint", checkpoint, *ARGS, "--quiet")
+  assert rc == 0, stderr
+  with av.open(str(out)) as c:
+    assert c.streams.video[0].display_aspect_ratio == fractions.Fraction(4 * W, 3 * H)
 
 
 @pytest.mark.parametrize("kind", ["rgba8", "gray16"])

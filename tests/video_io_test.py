@@ -22,7 +22,7 @@ def _write_png(path, array):
 
 
 def _make_video(path, frames, fps=12, audio=True, codec="libx264", pix_fmt="yuv420p",
-                options=None, rotation=0):
+                options=None, rotation=0, sar=None):
   """Writes frames (uint8 RGB [n, H, W, 3]) with PyAV, plus 0.5 s of AAC audio if asked;
   `rotation`: the display rotation (counter-clockwise degrees), as a phone sets it."""
   with av.open(path, "w", options=options or {}) as out:
@@ -31,6 +31,8 @@ def _make_video(path, frames, fps=12, audio=True, codec="libx264", pix_fmt="yuv4
     vs.pix_fmt = pix_fmt
     if rotation:
       vs.set_display_rotation(rotation)
+    if sar:
+      vs.codec_context.sample_aspect_ratio = sar
     if audio:
       aus = out.add_stream("aac", rate=8000)
       aus.layout = "mono"
@@ -243,6 +245,30 @@ class WriteTest(absltest.TestCase):
       stream = c.streams.video[0]
       self.assertEqual((stream.codec_context.name, stream.codec_context.pix_fmt),
                        ("vp9", "yuv420p"))
+
+  def test_anamorphic_video_keeps_its_pixel_aspect_ratio(self):
+    # A 16:9 DVD is stored 720x480 with pixels 32:27 wide; written back without that ratio, it is
+    # shown squeezed to 3:2. Here 32x24 pixels of 4:3 make 16:9.
+    frames = _gradient_frames(2, 24, 32)
+    src_path = os.path.join(self.dir, "dvd.mp4")
+    _make_video(src_path, frames, audio=False, sar=fractions.Fraction(4, 3))
+    src = reading.open_source(src_path)
+    self.assertEqual(src.sample_aspect_ratio, fractions.Fraction(4, 3))
+    for ext in (".mp4", ".mkv"):
+      out = os.path.join(self.dir, "out" + ext)
+      with writing.open_writer(out, fps=12, sample_aspect_ratio=src.sample_aspect_ratio) as w:
+        for f in src.iter_frames(np.uint8):
+          w.write(f)
+      with av.open(out) as c:
+        self.assertEqual(c.streams.video[0].display_aspect_ratio, fractions.Fraction(16, 9), ext)
+      self.assertEqual(reading.open_source(out).sample_aspect_ratio, fractions.Fraction(4, 3))
+    # Turned a quarter, the pixels' ratio turns too; square pixels and folders read 1.
+    turned = os.path.join(self.dir, "turned.mp4")
+    _make_video(turned, frames, audio=False, sar=fractions.Fraction(4, 3), rotation=90)
+    self.assertEqual(reading.open_source(turned).sample_aspect_ratio, fractions.Fraction(3, 4))
+    plain = os.path.join(self.dir, "plain.mp4")
+    _make_video(plain, frames, audio=False)
+    self.assertEqual(reading.open_source(plain).sample_aspect_ratio, 1)
 
   def test_videos_are_coded_and_tagged_bt709(self):
     # Players read an untagged HD video as BT.709 and FFmpeg's default conversion is BT.601: a red

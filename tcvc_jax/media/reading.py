@@ -194,6 +194,8 @@ class FrameSource:
     kind: "video" or "folder".
     fps: frames per second (Fraction); DEFAULT_FOLDER_FPS for folders unless given.
     height, width: frame size, upright (a video's display rotation applied).
+    sample_aspect_ratio: the pixels' width : height (Fraction; 1 for square pixels and folders;
+      e.g. 32/27 for a 16:9 DVD stored 720x480), upright.
     rotation: a video's display rotation, counter-clockwise degrees (0, 90, 180, 270; 0 for a
       folder); its frames are yielded upright, as players show them (and as ffmpeg converts them).
     num_frames: frame count (None when a video's container does not store it).
@@ -228,6 +230,7 @@ class FrameSource:
                            f"{name} is {head[0]}x{head[1]}")
     self.width, self.height = w, h
     self.rotation = 0
+    self.sample_aspect_ratio = fractions.Fraction(1)
     self.num_frames = len(self.names)
     self.is_gray = all(head[3] for head in heads)
     self.bit_depth = heads[0][2]
@@ -259,6 +262,7 @@ class FrameSource:
       rate = stream.average_rate or stream.guessed_rate or stream.base_rate
       self.fps = fractions.Fraction(fps if fps is not None else (rate or DEFAULT_FOLDER_FPS))
       self.num_frames = stream.frames or None
+      sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
       first = next(self._decode(container, stream, damage), None)
     if first is None:
       raise MediaError(f"cannot decode {self.path}: {damage[0]}" if damage
@@ -268,6 +272,8 @@ class FrameSource:
     self._turns = _quarter_turns(first)
     self.rotation = 90 * self._turns
     self.width, self.height = self._stored_size[::-1] if self._turns % 2 else self._stored_size
+    sar = fractions.Fraction(sar) if sar and sar > 0 else fractions.Fraction(1)
+    self.sample_aspect_ratio = 1 / sar if self._turns % 2 else sar
 
   def _decode(self, container, stream, damage):
     """The stream's frames. A packet the decoder refuses is skipped, as the ffmpeg tool does, and

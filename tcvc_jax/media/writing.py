@@ -72,7 +72,8 @@ class _Writer:
 class VideoWriter(_Writer):
   """Encodes frames into a video file, copying the audio stream of another file alongside."""
 
-  def __init__(self, path, fps, audio_from=None, overwrite=False, codec="libx264", crf=18):
+  def __init__(self, path, fps, audio_from=None, overwrite=False, codec="libx264", crf=18,
+               sample_aspect_ratio=None):
     """Opens the output under a temporary name.
 
     Args:
@@ -83,6 +84,8 @@ class VideoWriter(_Writer):
       overwrite: replace an existing output.
       codec: video encoder; H.264 ("libx264") by default.
       crf: constant rate factor for libx264 (lower is better quality).
+      sample_aspect_ratio: the pixels' width : height (e.g. 32/27 for a 16:9 DVD stored 720x480),
+        written to the video so players show it at the source's shape; None: square pixels.
     """
     self.path = os.path.abspath(os.fspath(path))
     ext = os.path.splitext(self.path)[1].lower()
@@ -95,6 +98,9 @@ class VideoWriter(_Writer):
     if self.fps <= 0:
       raise MediaError(f"fps must be positive, got {fps}")
     self._codec, self._crf, self._stream, self._count = codec, crf, None, 0
+    self._sar = (fractions.Fraction(sample_aspect_ratio) if sample_aspect_ratio else None)
+    if self._sar is not None and self._sar <= 0:
+      raise MediaError(f"sample aspect ratio must be positive, got {sample_aspect_ratio}")
     self._target = _target(self.path, overwrite, suffix=ext)
     self._tmp = self._target.tmp
     self._out = self._audio_in = self._audio_template = self._audio_out = None
@@ -162,6 +168,8 @@ class VideoWriter(_Writer):
     cc = s.codec_context
     cc.colorspace, cc.color_primaries, cc.color_trc = _BT709, _BT709, _BT709
     cc.color_range = _LIMITED
+    if self._sar is not None and self._sar != 1:
+      cc.sample_aspect_ratio = self._sar
     if codec == "libx264":
       s.options = {"crf": str(self._crf)}
     elif codec == ODD_SIZE_CODEC:  # constant quality, about libx264's crf 18
@@ -295,7 +303,8 @@ class FolderWriter(_Writer):
     self._target.discard()
 
 
-def open_writer(path, fps=DEFAULT_FOLDER_FPS, audio_from=None, overwrite=False, names=None):
+def open_writer(path, fps=DEFAULT_FOLDER_FPS, audio_from=None, overwrite=False, names=None,
+                sample_aspect_ratio=None):
   """A VideoWriter for a path with a video extension, else a FolderWriter; use as a context manager.
 
   Args:
@@ -304,6 +313,8 @@ def open_writer(path, fps=DEFAULT_FOLDER_FPS, audio_from=None, overwrite=False, 
     audio_from: source file whose audio a video output copies (ignored for folders).
     overwrite: replace an existing output.
     names: frame file names for a folder output.
+    sample_aspect_ratio: pixel aspect ratio of a video output (None: square pixels; folders store
+      the frames as they are).
 
   Raises:
     MediaError: the output exists (without overwrite), its folder is missing, or its type is
@@ -311,7 +322,8 @@ def open_writer(path, fps=DEFAULT_FOLDER_FPS, audio_from=None, overwrite=False, 
   """
   ext = os.path.splitext(os.fspath(path))[1].lower()
   if ext in VIDEO_OUTPUT_EXTENSIONS:
-    return VideoWriter(path, fps, audio_from=audio_from, overwrite=overwrite)
+    return VideoWriter(path, fps, audio_from=audio_from, overwrite=overwrite,
+                       sample_aspect_ratio=sample_aspect_ratio)
   if ext:
     raise MediaError(f"unsupported output {os.fspath(path)}: use a video file "
                        f"({', '.join(VIDEO_OUTPUT_EXTENSIONS)}) or a folder without an extension")
