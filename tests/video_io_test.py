@@ -246,6 +246,29 @@ class WriteTest(absltest.TestCase):
       self.assertEqual((stream.codec_context.name, stream.codec_context.pix_fmt),
                        ("vp9", "yuv420p"))
 
+  def test_the_film_is_read_not_a_thumbnail_stream_before_it(self):
+    # A small one-picture video stream (a thumbnail or cover) ahead of the film, as some files
+    # have: the largest picture is the film, as the ffmpeg tool picks it.
+    path = os.path.join(self.dir, "thumb.mkv")
+    frames = _gradient_frames(5, 24, 32)
+    with av.open(path, "w") as out:
+      thumb = out.add_stream("mjpeg", rate=1)
+      thumb.width, thumb.height, thumb.pix_fmt = 16, 16, "yuvj420p"
+      film = out.add_stream("libx264", rate=12)
+      film.width, film.height, film.pix_fmt = 32, 24, "yuv420p"
+      out.mux(thumb.encode(av.VideoFrame.from_ndarray(np.zeros((16, 16, 3), np.uint8), "rgb24")))
+      out.mux(thumb.encode(None))
+      for i, f in enumerate(frames):
+        vf = av.VideoFrame.from_ndarray(f, format="rgb24")
+        vf.pts = i
+        out.mux(film.encode(vf))
+      out.mux(film.encode(None))
+    src = reading.open_source(path)
+    self.assertEqual((src.width, src.height, src.fps), (32, 24, 12))
+    got = src.read_all()
+    self.assertEqual(got.shape, frames.shape)
+    self.assertLess(np.abs(got.astype(int) - frames).mean(), 6)
+
   def test_anamorphic_video_keeps_its_pixel_aspect_ratio(self):
     # A 16:9 DVD is stored 720x480 with pixels 32:27 wide; written back without that ratio, it is
     # shown squeezed to 3:2. Here 32x24 pixels of 4:3 make 16:9.

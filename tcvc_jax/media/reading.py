@@ -186,6 +186,21 @@ def _decode_image(path, gray_out):
 # --------------------------------------------------------------------------------------------------
 
 
+def _main_video_stream(container):
+  """The video stream to read: as the ffmpeg tool picks it, the largest picture that is not a
+  cover image (attached picture); the first of equals. A thumbnail or cover stored as a video
+  stream before the film would otherwise be read as a one-frame video."""
+
+  def rank(item):
+    i, s = item
+    cover = bool(s.disposition & av.stream.Disposition.attached_pic)
+    cc = s.codec_context
+    area = (cc.width or 0) * (cc.height or 0) if cc is not None else 0
+    return (not cover, area, -i)
+
+  return max(enumerate(container.streams.video), key=rank)[1]
+
+
 class FrameSource:
   """A video file or frame folder; iterate it (any number of times) for its frames in order.
 
@@ -246,7 +261,7 @@ class FrameSource:
     if not container.streams.video:
       container.close()
       raise MediaError(f"no video stream in {self.path}")
-    stream = container.streams.video[0]
+    stream = _main_video_stream(container)
     if stream.codec_context is None:
       container.close()
       raise MediaError(f"unsupported codec in {self.path}: no decoder for its video stream")
