@@ -313,6 +313,28 @@ class WriteTest(absltest.TestCase):
       g = (y - 0.2126 * r - 0.0722 * b) / 0.7152
       np.testing.assert_allclose(np.array([r, g, b]) * 255, [200, 40, 40], atol=3, err_msg=name)
 
+  def test_audio_stays_in_sync_when_the_source_video_starts_late(self):
+    # In this MPEG-TS file the pictures start at 1/6 s and the sound at 0.039 s; our video starts at
+    # 0, so the sound is moved by 1/6 s: what played with the first picture still does.
+    src_path = os.path.join(self.dir, "rec.ts")
+    _make_video(src_path, _gradient_frames(12, 24, 32), fps=12)
+    with av.open(src_path) as c:
+      v0 = min(float(p.pts * p.time_base) for p in c.demux(video=0) if p.pts is not None)
+    with av.open(src_path) as c:
+      src_audio = [float(p.pts * p.time_base) for p in c.demux(audio=0) if p.pts is not None]
+    self.assertGreater(v0, 0.1)  # the case at hand
+    for ext in (".mp4", ".mkv"):
+      out = os.path.join(self.dir, "out" + ext)
+      src = reading.open_source(src_path)
+      with writing.open_writer(out, fps=src.fps, audio_from=src_path) as w:
+        for f in src.iter_frames(np.uint8):
+          w.write(f)
+      with av.open(out) as c:
+        got = [float(p.pts * p.time_base) for p in c.demux(audio=0) if p.pts is not None]
+      want = [t - v0 for t in src_audio if t - v0 > -1e-6]
+      np.testing.assert_allclose(got, want[:len(got)], atol=2e-3, err_msg=ext)
+      self.assertGreaterEqual(len(got), len(want) - 1, ext)
+
   def test_audio_is_copied(self):
     src_path = os.path.join(self.dir, "src.mp4")
     _make_video(src_path, _gradient_frames(6, 24, 32), fps=12)

@@ -17,6 +17,7 @@ import numpy as np
 from tcvc_jax import atomic
 from tcvc_jax.media.reading import DEFAULT_FOLDER_FPS
 from tcvc_jax.media.reading import MediaError
+from tcvc_jax.media.reading import _main_video_stream
 from tcvc_jax.media.reading import _reason
 
 VIDEO_OUTPUT_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv")
@@ -105,6 +106,7 @@ class VideoWriter(_Writer):
     self._tmp = self._target.tmp
     self._out = self._audio_in = self._audio_template = self._audio_out = None
     self._audio_packets = self._next_audio = None
+    self._audio_shift = 0  # audio ticks the source's video starts after 0
     try:
       self._out = av.open(self._tmp, "w")
       if audio_from is not None:
@@ -130,6 +132,14 @@ class VideoWriter(_Writer):
       raise MediaError(f"cannot copy the {stream.codec_context.name} audio of {src} into a {ext} "
                          f"file without re-encoding ({_reason(e)})") from e
     self._audio_template = stream  # added after the video stream, so video is stream 0
+    # Our video starts at 0; the source's video may start later than 0 (an MPEG-TS recording, an
+    # edit list), so its audio is moved by as much, and stays in sync with the pictures.
+    start = 0
+    if self._audio_in.streams.video:
+      video = _main_video_stream(self._audio_in)
+      if video.start_time is not None:
+        start = video.start_time * video.time_base
+    self._audio_shift = round(fractions.Fraction(start) / stream.time_base)
 
   def _mux_audio_until(self, t):
     """Copies the source's audio packets that start before time t (seconds; None: all the rest).
@@ -146,11 +156,18 @@ class VideoWriter(_Writer):
       if pkt.dts is None:  # the demuxer's flush packet
         self._next_audio = None
         continue
-      if t is not None and pkt.pts is not None and float(pkt.pts * pkt.time_base) > t:
+      if (t is not None and pkt.pts is not None
+          and float((pkt.pts - self._audio_shift) * pkt.time_base) > t):
         return
+      self._next_audio = None
+      if (self._audio_shift > 0 and pkt.pts is not None and pkt.duration
+          and pkt.pts + pkt.duration <= self._audio_shift):
+        continue  # sound from before the first picture (not an encoder's priming at 0: kept)
+      if self._audio_shift:
+        pkt.pts = None if pkt.pts is None else pkt.pts - self._audio_shift
+        pkt.dts = pkt.dts - self._audio_shift
       pkt.stream = self._audio_out
       self._out.mux(pkt)
-      self._next_audio = None
 
   def _add_video_stream(self, h, w):
     codec, pix_fmt = self._codec, "yuv420p"
