@@ -13,6 +13,7 @@ from tcvc_jax.data import datasets
 from tcvc_jax.data import sources as data_sources
 from tcvc_jax.data import synthetic
 from tcvc_jax.media import reading
+from tcvc_jax.media import resizing
 
 import data_testlib as dt
 
@@ -148,7 +149,7 @@ class VideoFramesTest(absltest.TestCase):
     self.assertEqual(frames.shape, (4, 8, 12, 3))
     jpeg = np.stack([reading.read_image(os.path.join(self.root, "JPEGImages/480p/bear",
                                                      f"{t:05d}.jpg")) for t in range(4)])
-    np.testing.assert_array_equal(frames, reading.resize_bilinear(jpeg, 8, 12))
+    np.testing.assert_array_equal(frames, resizing.resize_bilinear(jpeg, 8, 12))
     self.assertLessEqual(np.abs(jpeg.astype(int) - a).mean(), 8)  # lossy JPEG round trip
     self.assertIn("ghost", dict(builder.info.metadata["skipped"]["train"])["ghost"])
     source, index = data_sources.open_split("video_frames", "test", self.data_dir,

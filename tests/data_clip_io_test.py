@@ -7,6 +7,7 @@ import numpy as np
 
 from tcvc_jax.data import sources as data_sources
 from tcvc_jax.media import reading
+from tcvc_jax.media import resizing
 
 import data_testlib as dt
 
@@ -62,7 +63,7 @@ class ResizeTest(absltest.TestCase):
       self.skipTest("torch not installed")
     images = np.random.default_rng(1).integers(0, 256, (2, 17, 23, 3), dtype=np.uint8)
     for size in ((9, 11), (30, 40), (17, 7)):
-      got = reading.resize_bilinear(images, *size)
+      got = resizing.resize_bilinear(images, *size)
       ref = torch.nn.functional.interpolate(
           torch.from_numpy(images.astype(np.float32)).permute(0, 3, 1, 2), size=size,
           mode="bilinear", align_corners=False, antialias=False).permute(0, 2, 3, 1).numpy()
@@ -71,8 +72,8 @@ class ResizeTest(absltest.TestCase):
 
   def test_same_size_and_constant(self):
     images = np.full((3, 5, 7, 3), 77, np.uint8)
-    self.assertIs(reading.resize_bilinear(images, 5, 7), images)
-    np.testing.assert_array_equal(reading.resize_bilinear(images, 9, 2), 77)
+    self.assertIs(resizing.resize_bilinear(images, 5, 7), images)
+    np.testing.assert_array_equal(resizing.resize_bilinear(images, 9, 2), 77)
 
 
 class LayoutTest(absltest.TestCase):

@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from tcvc_jax.media import reading
+from tcvc_jax.media import resizing
 
 # Videvo-style roots hold one folder per split.
 SPLIT_FOLDERS = ("train", "val", "validation", "test")
@@ -360,5 +361,5 @@ def load_clip(clip: ClipFiles, resize: Sequence[int] | None = None):
     frames = np.stack(images)
     names = [os.path.splitext(os.path.basename(p))[0] for p in clip.frames]
   if resize is not None:
-    frames = reading.resize_bilinear(frames, int(resize[0]), int(resize[1]))
+    frames = resizing.resize_bilinear(frames, int(resize[0]), int(resize[1]))
   return frames, names

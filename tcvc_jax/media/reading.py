@@ -15,11 +15,12 @@ read 16-bit PNGs exactly.
 import fractions
 import os
 import re
-import struct
 
 from absl import logging
 import av
 import numpy as np
+
+from tcvc_jax.media import image_headers
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".avi", ".mov", ".mkv", ".webm")
@@ -65,43 +66,6 @@ def list_frame_files(folder: str) -> list[str]:
 # --------------------------------------------------------------------------------------------------
 
 
-def _png_header(data):
-  # IHDR is the first chunk: width, height, bit depth, colour type (0 gray, 4 gray + alpha).
-  if data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
-    return None
-  w, h, depth, ctype = struct.unpack(">IIBB", data[16:26])
-  return w, h, depth, ctype in (0, 4)
-
-
-def _jpeg_header(f):
-  # Walks the marker segments up to the first start-of-frame (SOFn) segment.
-  if f.read(2) != b"\xff\xd8":
-    return None
-  while True:
-    b = f.read(1)
-    if not b:
-      return None
-    if b != b"\xff":
-      continue
-    marker = f.read(1)
-    while marker == b"\xff":
-      marker = f.read(1)
-    if not marker or marker in (b"\xd8", b"\x01") or b"\xd0" <= marker <= b"\xd7":
-      continue
-    seglen = f.read(2)
-    if len(seglen) < 2:
-      return None
-    (length,) = struct.unpack(">H", seglen)
-    m = marker[0]
-    if 0xC0 <= m <= 0xCF and m not in (0xC4, 0xC8, 0xCC):
-      seg = f.read(6)
-      if len(seg) < 6:
-        return None
-      depth, h, w, comps = struct.unpack(">BHHB", seg)
-      return w, h, depth, comps == 1
-    f.seek(length - 2, os.SEEK_CUR)
-
-
 def image_header(path):
   """(width, height, bit depth, is_gray) from a PNG or JPEG header.
 
@@ -111,10 +75,10 @@ def image_header(path):
   try:
     with open(path, "rb") as f:
       head = f.read(32)
-      info = _png_header(head)
+      info = image_headers.png_header(head)
       if info is None and head[:2] == b"\xff\xd8":
         f.seek(0)
-        info = _jpeg_header(f)
+        info = image_headers.jpeg_header(f)
   except OSError as e:
     raise MediaError(f"cannot read {path}: {_reason(e)}") from e
   if info is None or info[0] == 0 or info[1] == 0:
@@ -405,38 +369,3 @@ def read_video(path: str) -> np.ndarray:
   if not os.path.isfile(path):
     raise MediaError(f"missing video file {path}")
   return open_source(path).read_all(np.uint8, rgb=True)
-
-
-def _axis_taps(size_in: int, size_out: int):
-  # Half-pixel centres; positions left of the first pixel clamp to it (as cv2.INTER_LINEAR).
-  pos = np.maximum((np.arange(size_out) + 0.5) * (size_in / size_out) - 0.5, 0)
-  i0 = np.minimum(np.floor(pos).astype(np.int64), size_in - 1)
-  i1 = np.minimum(i0 + 1, size_in - 1)
-  w1 = (pos - i0).astype(np.float32)
-  return i0, i1, w1
-
-
-def resize_bilinear(images: np.ndarray, height: int, width: int) -> np.ndarray:
-  """Bilinear resize of `[..., H, W, C]` uint8 images, half-pixel centres, no antialias.
-
-  These are the semantics of `cv2.resize(..., interpolation=cv2.INTER_LINEAR)` that the original
-  used to make its 300x300 training frames; cv2 rounds through 11-bit fixed point, so single
-  values may differ by one.
-
-  Args:
-    images: `[..., H, W, C]` uint8.
-    height: output height.
-    width: output width.
-
-  Returns:
-    `[..., height, width, C]` uint8.
-  """
-  h, w = images.shape[-3], images.shape[-2]
-  if (h, w) == (height, width):
-    return images
-  r0, r1, wr = _axis_taps(h, height)
-  c0, c1, wc = _axis_taps(w, width)
-  x = images.astype(np.float32)
-  rows = x[..., r0, :, :] * (1 - wr)[:, None, None] + x[..., r1, :, :] * wr[:, None, None]
-  out = rows[..., c0, :] * (1 - wc)[:, None] + rows[..., c1, :] * wc[:, None]
-  return np.clip(np.rint(out), 0, 255).astype(np.uint8)
