@@ -98,11 +98,17 @@ def _folder(path, frames, fmt=None):
   return str(path)
 
 
-def _video(path, frames, fps=12, audio=True, codec="libx264", options=None):
-  """An mp4 (or other container) of uint8 RGB frames, with 1 s of AAC audio if asked."""
+def _video(path, frames, fps=12, audio=True, codec="libx264", options=None, rotation=0, sar=None):
+  """An mp4 (or other container) of uint8 RGB frames, with 1 s of AAC audio if asked; `rotation`:
+  a display rotation (counter-clockwise degrees), `sar`: the pixels' aspect ratio."""
   with av.open(str(path), "w", options=options or {}) as out:
     vs = out.add_stream(codec, rate=fps)
-    vs.height, vs.width, vs.pix_fmt = H, W, "yuv420p"
+    vs.height, vs.width = frames[0].shape[:2]
+    vs.pix_fmt = "yuv420p"
+    if rotation:
+      vs.set_display_rotation(rotation)
+    if sar:
+      vs.codec_context.sample_aspect_ratio = sar
     if audio:
       aus = out.add_stream("aac", rate=8000)
       aus.layout = "mono"
@@ -193,17 +199,8 @@ def test_a_truncated_video_is_colorized_as_far_as_it_reads_and_told(checkpoint, 
 def test_a_rotated_phone_video_comes_out_upright(checkpoint, tmp_path, capsys):
   # Stored W x H with a display rotation of 90: read, colorized and written as shown (H x W), as
   # ffmpeg converts such a file; the output carries no rotation.
-  frames = [np.ascontiguousarray(np.rot90(f, -1)) for f in _shot(6, 6)]  # stored H x W frames
-  src = tmp_path / "phone.mp4"
-  with av.open(str(src), "w") as out:
-    vs = out.add_stream("libx264", rate=12)
-    vs.height, vs.width, vs.pix_fmt = W, H, "yuv420p"
-    vs.set_display_rotation(90)
-    for i, frame in enumerate(frames):
-      vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
-      vf.pts = i
-      out.mux(vs.encode(vf))
-    out.mux(vs.encode(None))
+  frames = [np.ascontiguousarray(np.rot90(f, -1)) for f in _shot(6, 6)]  # stored turned back
+  src = _video(tmp_path / "phone.mp4", frames, audio=False, rotation=90)
   out = tmp_path / "out.mp4"
   rc, _, stderr = _run(capsys, src, out, "--checkpoint", checkpoint, *ARGS, "--quiet")
   assert rc == 0, stderr
@@ -218,16 +215,7 @@ def test_a_rotated_phone_video_comes_out_upright(checkpoint, tmp_path, capsys):
 
 def test_an_anamorphic_video_keeps_its_shape(checkpoint, tmp_path, capsys):
   # Pixels 4:3 wide (as a 16:9 DVD's 32:27): the output is shown at the source's shape.
-  src = tmp_path / "dvd.mkv"
-  with av.open(str(src), "w") as out:
-    vs = out.add_stream("libx264", rate=12)
-    vs.height, vs.width, vs.pix_fmt = H, W, "yuv420p"
-    vs.codec_context.sample_aspect_ratio = fractions.Fraction(4, 3)
-    for i, frame in enumerate(_shot(7, 6)):
-      vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
-      vf.pts = i
-      out.mux(vs.encode(vf))
-    out.mux(vs.encode(None))
+  src = _video(tmp_path / "dvd.mkv", _shot(7, 6), audio=False, sar=fractions.Fraction(4, 3))
   out = tmp_path / "out.mp4"
   rc, _, stderr = _run(capsys, src, out, "--checkpoint", checkpoint, *ARGS, "--quiet")
   assert rc == 0, stderr
