@@ -208,8 +208,6 @@ class VideoWriter(_Writer):
                          f"{self._stream.width}x{self._stream.height}")
     vf = av.VideoFrame.from_ndarray(x, format="rgb24").reformat(
         format=self._stream.pix_fmt, dst_colorspace="ITU709", dst_color_range="MPEG")
-    vf.colorspace, vf.color_primaries, vf.color_trc = _BT709, _BT709, _BT709
-    vf.color_range = _LIMITED
     vf.pts = self._count
     vf.time_base = 1 / self.fps
     for pkt in self._stream.encode(vf):
