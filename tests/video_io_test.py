@@ -188,12 +188,9 @@ class ReadVideoTest(absltest.TestCase):
       got = src.read_all()
       self.assertEqual(got.shape, upright.shape)
       self.assertLess(np.abs(got.astype(int) - upright).mean(), 6)  # lossy codec
-    self.assertEqual(reading.open_source(self._mp4_plain(frames)).rotation, 0)
-
-  def _mp4_plain(self, frames):
-    path = os.path.join(_tempdir(self), "plain.mp4")
-    _make_video(path, frames, audio=False)
-    return path
+    plain = os.path.join(_tempdir(self), "plain.mp4")
+    _make_video(plain, frames, audio=False)
+    self.assertEqual(reading.open_source(plain).rotation, 0)
 
   def test_gray_and_16bit_video(self):
     tmp = _tempdir(self)
