@@ -5,6 +5,7 @@ lengths reuse the same few window shapes, so XLA compiles little.
 """
 
 import fractions
+import functools
 import os
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from tcvc_jax.evaluation import windows as protocol
 from tcvc_jax.media import reading
 from tcvc_jax.media import writing
 
+import data_testlib as dt
 import tiny
 
 torch = pytest.importorskip("torch")
@@ -98,34 +100,8 @@ def _folder(path, frames, fmt=None):
   return str(path)
 
 
-def _video(path, frames, fps=12, audio=True, codec="libx264", options=None, rotation=0, sar=None):
-  """An mp4 (or other container) of uint8 RGB frames, with 1 s of AAC audio if asked; `rotation`:
-  a display rotation (counter-clockwise degrees), `sar`: the pixels' aspect ratio."""
-  with av.open(str(path), "w", options=options or {}) as out:
-    vs = out.add_stream(codec, rate=fps)
-    vs.height, vs.width = frames[0].shape[:2]
-    vs.pix_fmt = "yuv420p"
-    if rotation:
-      vs.set_display_rotation(rotation)
-    if sar:
-      vs.codec_context.sample_aspect_ratio = sar
-    if audio:
-      aus = out.add_stream("aac", rate=8000)
-      aus.layout = "mono"
-    for i, frame in enumerate(frames):
-      vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-      vf.pts = i
-      out.mux(vs.encode(vf))
-    out.mux(vs.encode(None))
-    if audio:
-      wave = (0.3 * np.sin(2 * np.pi * 440 * np.arange(8000) / 8000)).astype(np.float32)[None]
-      for k in range(0, 8000, 1024):
-        af = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[:, k:k + 1024]), format="fltp",
-                                        layout="mono")
-        af.sample_rate, af.pts = 8000, k
-        out.mux(aus.encode(af))
-      out.mux(aus.encode(None))
-  return str(path)
+# An H.264 video with 1 s of AAC audio unless told otherwise.
+_video = functools.partial(dt.write_video, codec="libx264", fps=12, audio_seconds=1.0)
 
 
 def _run(capsys, *argv):
@@ -200,7 +176,7 @@ def test_a_rotated_phone_video_comes_out_upright(checkpoint, tmp_path, capsys):
   # Stored W x H with a display rotation of 90: read, colorized and written as shown (H x W), as
   # ffmpeg converts such a file; the output carries no rotation.
   frames = [np.ascontiguousarray(np.rot90(f, -1)) for f in _shot(6, 6)]  # stored turned back
-  src = _video(tmp_path / "phone.mp4", frames, audio=False, rotation=90)
+  src = _video(tmp_path / "phone.mp4", frames, audio_seconds=0, rotation=90)
   out = tmp_path / "out.mp4"
   rc, _, stderr = _run(capsys, src, out, "--checkpoint", checkpoint, *ARGS, "--quiet")
   assert rc == 0, stderr
@@ -215,7 +191,7 @@ def test_a_rotated_phone_video_comes_out_upright(checkpoint, tmp_path, capsys):
 
 def test_an_anamorphic_video_keeps_its_shape(checkpoint, tmp_path, capsys):
   # Pixels 4:3 wide (as a 16:9 DVD's 32:27): the output is shown at the source's shape.
-  src = _video(tmp_path / "dvd.mkv", _shot(7, 6), audio=False, sar=fractions.Fraction(4, 3))
+  src = _video(tmp_path / "dvd.mkv", _shot(7, 6), audio_seconds=0, sar=fractions.Fraction(4, 3))
   out = tmp_path / "out.mp4"
   rc, _, stderr = _run(capsys, src, out, "--checkpoint", checkpoint, *ARGS, "--quiet")
   assert rc == 0, stderr
@@ -289,8 +265,8 @@ def _bad_inputs(tmp_path, tiny_sd, checkpoint):
                   [np.zeros((8, 8, 3), np.uint8), np.zeros((8, 16, 3), np.uint8)])
   with open(tmp_path / "junk.mp4", "wb") as f:
     f.write(b"definitely not a video" * 10)
-  one = _video(tmp_path / "one.mp4", _shot(1, 1), audio=False)
-  avi = _video(tmp_path / "v.avi", _shot(1, 2), audio=False, codec="mpeg4")
+  one = _video(tmp_path / "one.mp4", _shot(1, 1), audio_seconds=0)
+  avi = _video(tmp_path / "v.avi", _shot(1, 2), audio_seconds=0, codec="mpeg4")
   with open(avi, "rb") as f:
     data = f.read()
   with open(avi, "wb") as f:

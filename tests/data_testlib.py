@@ -54,19 +54,44 @@ def write_frames(folder: str, frames, ext: str = ".png", names=None) -> list[str
           for n, f in zip(names, frames, strict=False)]
 
 
-def write_video(path: str, frames: np.ndarray, codec: str = "ffv1") -> str:
-  """Writes frames as a video (ffv1 in .mkv is lossless; mpeg4 in .mp4 is lossy)."""
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with av.open(path, "w") as container:
-    stream = container.add_stream(codec, rate=25)
-    stream.width, stream.height = frames.shape[2], frames.shape[1]
-    stream.pix_fmt = "bgr0" if codec == "ffv1" else "yuv420p"
-    if codec != "ffv1":
-      stream.options = {"qscale": "1"}
-    for f in frames:
-      frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
-      container.mux(stream.encode(frame.reformat(format=stream.pix_fmt)))
-    container.mux(stream.encode(None))
+def write_video(path, frames, codec: str = "ffv1", fps: int = 25, pix_fmt: str | None = None,
+                audio_seconds: float = 0.0, options=None, rotation: int = 0, sar=None) -> str:
+  """Writes uint8 RGB frames ([n, H, W, 3] or a list) as a video with PyAV; returns the path.
+
+  ffv1 (in .mkv) is lossless RGB by default; other codecs are 4:2:0 unless `pix_fmt` says otherwise
+  (mpeg4 at its best quantiser). `audio_seconds`: that much of a 440 Hz tone as mono AAC;
+  `options`: the container's (e.g. {"movflags": "faststart"}); `rotation`: a display rotation
+  (counter-clockwise degrees), as a phone sets it; `sar`: the pixels' aspect ratio.
+  """
+  path = str(path)
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  with av.open(path, "w", options=options or {}) as out:
+    vs = out.add_stream(codec, rate=fps)
+    vs.height, vs.width = frames[0].shape[:2]
+    vs.pix_fmt = pix_fmt or ("bgr0" if codec == "ffv1" else "yuv420p")
+    if codec == "mpeg4":
+      vs.options = {"qscale": "1"}
+    if rotation:
+      vs.set_display_rotation(rotation)
+    if sar:
+      vs.codec_context.sample_aspect_ratio = sar
+    if audio_seconds:
+      aus = out.add_stream("aac", rate=8000)
+      aus.layout = "mono"
+    for i, frame in enumerate(frames):
+      vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+      vf.pts = i
+      out.mux(vs.encode(vf))
+    out.mux(vs.encode(None))
+    if audio_seconds:
+      t = np.arange(int(8000 * audio_seconds)) / 8000
+      wave = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
+      for k in range(0, wave.shape[1], 1024):
+        af = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[:, k:k + 1024]), format="fltp",
+                                        layout="mono")
+        af.sample_rate, af.pts = 8000, k
+        out.mux(aus.encode(af))
+      out.mux(aus.encode(None))
   return path
 
 

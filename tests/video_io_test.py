@@ -1,10 +1,9 @@
 """Tests for tcvc_jax/video_io.py: folders and videos in, mp4 / folders out, audio, bad input."""
 
 import fractions
+import functools
 import os
 import re
-import shutil
-import tempfile
 
 from absl.testing import absltest
 import av
@@ -15,48 +14,16 @@ from tcvc_jax.evaluation import windows as protocol
 from tcvc_jax.media import reading
 from tcvc_jax.media import writing
 
+import data_testlib as dt  # tests/, beside this file
+
 
 def _write_png(path, array):
   with open(path, "wb") as f:
     f.write(writing.encode_png(array))
 
 
-def _make_video(path, frames, fps=12, audio=True, codec="libx264", pix_fmt="yuv420p",
-                options=None, rotation=0, sar=None):
-  """Writes frames (uint8 RGB [n, H, W, 3]) with PyAV, plus 0.5 s of AAC audio if asked;
-  `rotation`: the display rotation (counter-clockwise degrees), as a phone sets it."""
-  with av.open(path, "w", options=options or {}) as out:
-    vs = out.add_stream(codec, rate=fps)
-    vs.height, vs.width = frames.shape[1:3]
-    vs.pix_fmt = pix_fmt
-    if rotation:
-      vs.set_display_rotation(rotation)
-    if sar:
-      vs.codec_context.sample_aspect_ratio = sar
-    if audio:
-      aus = out.add_stream("aac", rate=8000)
-      aus.layout = "mono"
-    for i, frame in enumerate(frames):
-      vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
-      vf.pts = i
-      out.mux(vs.encode(vf))
-    out.mux(vs.encode(None))
-    if audio:
-      t = np.arange(4000) / 8000
-      wave = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
-      for k in range(0, wave.shape[1], 1024):
-        af = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[:, k:k + 1024]), format="fltp",
-                                        layout="mono")
-        af.sample_rate, af.pts = 8000, k
-        out.mux(aus.encode(af))
-      out.mux(aus.encode(None))
-
-
-def _tempdir(test):
-  """A fresh folder removed after the test (absltest's create_tempdir needs parsed flags)."""
-  path = tempfile.mkdtemp(prefix="video_io_test-")
-  test.addCleanup(shutil.rmtree, path, ignore_errors=True)
-  return path
+# An H.264 video with 0.5 s of AAC audio unless told otherwise.
+_make_video = functools.partial(dt.write_video, codec="libx264", fps=12, audio_seconds=0.5)
 
 
 def _gradient_frames(n, h, w):
@@ -69,7 +36,7 @@ class ReadFolderTest(absltest.TestCase):
 
   def setUp(self):
     super().setUp()
-    self.dir = _tempdir(self)
+    self.dir = dt.tempdir(self)
     self.rng = np.random.default_rng(0)
 
   def _folder(self, name, arrays, ext=".png"):
@@ -142,7 +109,7 @@ class ReadFolderTest(absltest.TestCase):
 class ReadVideoTest(absltest.TestCase):
 
   def test_mp4(self):
-    path = os.path.join(_tempdir(self), "v.mp4")
+    path = os.path.join(dt.tempdir(self), "v.mp4")
     frames = _gradient_frames(5, 24, 32)
     _make_video(path, frames, fps=12)
     src = reading.open_source(path)
@@ -155,9 +122,9 @@ class ReadVideoTest(absltest.TestCase):
     self.assertLess(np.abs(got.astype(int) - frames).mean(), 6)  # lossy codec
 
   def test_a_truncated_video_reads_its_frames_and_says_it_is_short(self):
-    path = os.path.join(_tempdir(self), "v.mp4")
+    path = os.path.join(dt.tempdir(self), "v.mp4")
     noise = np.random.default_rng(0).integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)
-    _make_video(path, noise, audio=False,  # frames of similar size; the frame count comes first
+    _make_video(path, noise, audio_seconds=0,  # frames of similar size; the frame count comes first
                 options={"movflags": "faststart"})
     src = reading.open_source(path)
     self.assertEqual(len(src.read_all()), 12)
@@ -180,28 +147,28 @@ class ReadVideoTest(absltest.TestCase):
     # A phone's portrait video: stored 32 wide and 24 high, shown turned a quarter.
     frames = _gradient_frames(3, 24, 32)
     for rotation, turns in ((90, 1), (180, 2), (270, 3)):
-      path = os.path.join(_tempdir(self), f"r{rotation}.mp4")
-      _make_video(path, frames, audio=False, rotation=rotation)
+      path = os.path.join(dt.tempdir(self), f"r{rotation}.mp4")
+      _make_video(path, frames, audio_seconds=0, rotation=rotation)
       src = reading.open_source(path)
       upright = np.rot90(frames, turns, axes=(1, 2))
       self.assertEqual((src.rotation, src.height, src.width), (rotation, *upright.shape[1:3]))
       got = src.read_all()
       self.assertEqual(got.shape, upright.shape)
       self.assertLess(np.abs(got.astype(int) - upright).mean(), 6)  # lossy codec
-    plain = os.path.join(_tempdir(self), "plain.mp4")
-    _make_video(plain, frames, audio=False)
+    plain = os.path.join(dt.tempdir(self), "plain.mp4")
+    _make_video(plain, frames, audio_seconds=0)
     self.assertEqual(reading.open_source(plain).rotation, 0)
 
   def test_gray_and_16bit_video(self):
-    tmp = _tempdir(self)
+    tmp = dt.tempdir(self)
     gray = np.repeat(_gradient_frames(3, 16, 16)[..., :1], 3, -1)
     path = os.path.join(tmp, "g.mkv")
-    _make_video(path, gray, audio=False, codec="ffv1", pix_fmt="gray")
+    _make_video(path, gray, audio_seconds=0, codec="ffv1", pix_fmt="gray")
     src = reading.open_source(path)
     self.assertEqual((src.is_gray, src.bit_depth), (True, 8))
     np.testing.assert_array_equal(src.read_all(), gray[..., :1])  # ffv1 is lossless
     path16 = os.path.join(tmp, "g16.mkv")
-    _make_video(path16, gray, audio=False, codec="ffv1", pix_fmt="gray16le")
+    _make_video(path16, gray, audio_seconds=0, codec="ffv1", pix_fmt="gray16le")
     src = reading.open_source(path16)
     self.assertEqual((src.is_gray, src.bit_depth), (True, 16))
     self.assertLessEqual(np.abs(src.read_all().astype(int) - gray[..., :1]).max(), 1)
@@ -211,7 +178,7 @@ class WriteTest(absltest.TestCase):
 
   def setUp(self):
     super().setUp()
-    self.dir = _tempdir(self)
+    self.dir = dt.tempdir(self)
 
   def _listing(self):
     return sorted(os.listdir(self.dir))
@@ -271,7 +238,7 @@ class WriteTest(absltest.TestCase):
     # shown squeezed to 3:2. Here 32x24 pixels of 4:3 make 16:9.
     frames = _gradient_frames(2, 24, 32)
     src_path = os.path.join(self.dir, "dvd.mp4")
-    _make_video(src_path, frames, audio=False, sar=fractions.Fraction(4, 3))
+    _make_video(src_path, frames, audio_seconds=0, sar=fractions.Fraction(4, 3))
     src = reading.open_source(src_path)
     self.assertEqual(src.sample_aspect_ratio, fractions.Fraction(4, 3))
     for ext in (".mp4", ".mkv"):
@@ -284,10 +251,10 @@ class WriteTest(absltest.TestCase):
       self.assertEqual(reading.open_source(out).sample_aspect_ratio, fractions.Fraction(4, 3))
     # Turned a quarter, the pixels' ratio turns too; square pixels and folders read 1.
     turned = os.path.join(self.dir, "turned.mp4")
-    _make_video(turned, frames, audio=False, sar=fractions.Fraction(4, 3), rotation=90)
+    _make_video(turned, frames, audio_seconds=0, sar=fractions.Fraction(4, 3), rotation=90)
     self.assertEqual(reading.open_source(turned).sample_aspect_ratio, fractions.Fraction(3, 4))
     plain = os.path.join(self.dir, "plain.mp4")
-    _make_video(plain, frames, audio=False)
+    _make_video(plain, frames, audio_seconds=0)
     self.assertEqual(reading.open_source(plain).sample_aspect_ratio, 1)
 
   def test_videos_are_coded_and_tagged_bt709(self):
@@ -401,7 +368,7 @@ class BadInputTest(absltest.TestCase):
 
   def setUp(self):
     super().setUp()
-    self.dir = _tempdir(self)
+    self.dir = dt.tempdir(self)
 
   def _raises(self, path, pattern):
     with self.assertRaisesRegex(reading.MediaError, pattern) as cm:
@@ -458,7 +425,7 @@ class BadInputTest(absltest.TestCase):
   def test_one_frame_video(self):
     # Readable, but the protocol needs two anchors: a one-line ClipTooShortError, before any output.
     path = os.path.join(self.dir, "one.mp4")
-    _make_video(path, _gradient_frames(1, 16, 16), audio=False)
+    _make_video(path, _gradient_frames(1, 16, 16), audio_seconds=0)
     src = reading.open_source(path)
     self.assertEqual(src.num_frames, 1)
     model = lambda g: np.zeros(g.shape[:3] + (2,), np.float32)
@@ -468,7 +435,7 @@ class BadInputTest(absltest.TestCase):
   def test_unsupported_codec(self):
     # An AVI whose video fourcc no decoder knows: PyAV opens the container but cannot decode it.
     path = os.path.join(self.dir, "v.avi")
-    _make_video(path, _gradient_frames(2, 16, 16), audio=False, codec="mpeg4")
+    _make_video(path, _gradient_frames(2, 16, 16), audio_seconds=0, codec="mpeg4")
     with open(path, "rb") as f:
       data = f.read()
     self.assertIn(b"FMP4", data)
