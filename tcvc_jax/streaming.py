@@ -248,7 +248,8 @@ def colorize_file(input_path, output_path, model, interval=windows.DEFAULT_INTER
   count = 0
   with writing.open_writer(output_path, fps=source.fps, audio_from=audio, overwrite=overwrite,
                             names=source.names,
-                            sample_aspect_ratio=source.sample_aspect_ratio) as writer:
+                            sample_aspect_ratio=source.sample_aspect_ratio,
+                            time_base=source.time_base) as writer:
     colorizer = api.load(model, dtype) if isinstance(model, (str, os.PathLike)) else model
     check_network_size(colorizer, network_size)
     bars = {}
@@ -269,7 +270,9 @@ def colorize_file(input_path, output_path, model, interval=windows.DEFAULT_INTER
       for frame in colorize_frames(source, colorizer, interval, network_size, cuts, gray_mode,
                                    hints, on_planned):
         bar = bars["colorizing"]
-        writer.write(frame)
+        # A video's frames keep their own times (a variable frame rate stays in sync with its
+        # sound); frame k is written after the source has yielded it.
+        writer.write(frame, time=source.frame_times[count] if source.frame_times else None)
         count += 1
         if count == 1:  # the first frame waited for the compilation: the rate starts after it
           bar.reset(total=source.num_frames)

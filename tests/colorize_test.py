@@ -189,6 +189,21 @@ def test_a_rotated_phone_video_comes_out_upright(checkpoint, tmp_path, capsys):
   assert np.abs(l_out - l_in).mean() < 0.03
 
 
+def test_a_variable_frame_rate_video_stays_in_sync(checkpoint, tmp_path, capsys):
+  # Frames 1/24 s apart, then 1/4 s, then 1/24 s (a phone in low light): each colorized frame is
+  # shown when its source frame was, against the same sound; at an even rate, frame 4 was late.
+  fast, slow = fractions.Fraction(1, 24), fractions.Fraction(1, 4)
+  times = [0, fast, 2 * fast, 2 * fast + slow, 2 * fast + 2 * slow, 3 * fast + 2 * slow,
+           4 * fast + 2 * slow, 5 * fast + 2 * slow]
+  src = _video(tmp_path / "vfr.mp4", _shot(8, len(times)), times=times)
+  out = tmp_path / "out.mp4"
+  rc, _, stderr = _run(capsys, src, out, "--checkpoint", checkpoint, *ARGS, "--quiet")
+  assert rc == 0, stderr
+  got = reading.open_source(str(out))
+  assert got.has_audio and len(got.read_all()) == len(times)
+  assert got.frame_times == times
+
+
 def test_an_anamorphic_video_keeps_its_shape(checkpoint, tmp_path, capsys):
   # Pixels 4:3 wide (as a 16:9 DVD's 32:27): the output is shown at the source's shape.
   src = _video(tmp_path / "dvd.mkv", _shot(7, 6), audio_seconds=0, sar=fractions.Fraction(4, 3))

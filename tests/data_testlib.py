@@ -55,13 +55,15 @@ def write_frames(folder: str, frames, ext: str = ".png", names=None) -> list[str
 
 
 def write_video(path, frames, codec: str = "ffv1", fps: int = 25, pix_fmt: str | None = None,
-                audio_seconds: float = 0.0, options=None, rotation: int = 0, sar=None) -> str:
+                audio_seconds: float = 0.0, options=None, rotation: int = 0, sar=None,
+                times=None) -> str:
   """Writes uint8 RGB frames ([n, H, W, 3] or a list) as a video with PyAV; returns the path.
 
   ffv1 (in .mkv) is lossless RGB by default; other codecs are 4:2:0 unless `pix_fmt` says otherwise
   (mpeg4 at its best quantiser). `audio_seconds`: that much of a 440 Hz tone as mono AAC;
   `options`: the container's (e.g. {"movflags": "faststart"}); `rotation`: a display rotation
-  (counter-clockwise degrees), as a phone sets it; `sar`: the pixels' aspect ratio.
+  (counter-clockwise degrees), as a phone sets it; `sar`: the pixels' aspect ratio; `times`: each
+  frame's time in seconds (a variable frame rate, in a time base of 1/90000 s; default i / fps).
   """
   path = str(path)
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
@@ -75,12 +77,17 @@ def write_video(path, frames, codec: str = "ffv1", fps: int = 25, pix_fmt: str |
       vs.set_display_rotation(rotation)
     if sar:
       vs.codec_context.sample_aspect_ratio = sar
+    if times is not None:
+      vs.time_base = vs.codec_context.time_base = fractions.Fraction(1, 90000)
     if audio_seconds:
       aus = out.add_stream("aac", rate=8000)
       aus.layout = "mono"
     for i, frame in enumerate(frames):
       vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
       vf.pts = i
+      if times is not None:
+        vf.pts = round(fractions.Fraction(times[i]) * 90000)
+        vf.time_base = vs.time_base
       out.mux(vs.encode(vf))
     out.mux(vs.encode(None))
     if audio_seconds:

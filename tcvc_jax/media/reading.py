@@ -184,11 +184,17 @@ class FrameSource:
     has_audio: whether a video file has an audio stream (what a writer's `audio_from` copies).
     short_read: None, or once a pass over a video has decoded fewer frames than its container
       lists (a truncated or damaged file), a sentence that says so.
+    time_base: a video stream's time base (Fraction), the unit of its timestamps; None for a folder.
+    frame_times: for a video, the presentation time of each frame the current (or last) pass has
+      yielded, in seconds after the first frame (Fractions, exact in `time_base`; a variable frame
+      rate source's times are uneven), None where a frame has no timestamp (or the first has
+      none); None for a folder.
   """
 
   def __init__(self, path, fps=None):
     self.path = os.fspath(path)
     self.short_read = None
+    self.time_base = self.frame_times = None
     if not os.path.exists(self.path):
       raise MediaError(f"no such file or folder: {self.path}")
     if os.path.isdir(self.path):
@@ -241,6 +247,7 @@ class FrameSource:
       rate = stream.average_rate or stream.guessed_rate or stream.base_rate
       self.fps = fractions.Fraction(fps if fps is not None else (rate or DEFAULT_FOLDER_FPS))
       self.num_frames = stream.frames or None
+      self.time_base = stream.time_base
       sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
       first = next(self._decode(container, stream, damage), None)
     if first is None:
@@ -292,12 +299,17 @@ class FrameSource:
       return
     container, stream = self._open_container()
     decoded, damage = 0, []
+    self.frame_times, first_pts = [], None
     with container:
       for i, frame in enumerate(self._decode(container, stream, damage)):
         if (frame.width, frame.height) != self._stored_size:
           w, h = self._stored_size
           raise MediaError(f"frame size changes in {self.path} at frame {i}: "
                            f"{w}x{h} -> {frame.width}x{frame.height}")
+        if i == 0:
+          first_pts = frame.pts
+        timed = frame.pts is not None and first_pts is not None and self.time_base
+        self.frame_times.append((frame.pts - first_pts) * self.time_base if timed else None)
         decoded += 1
         x = _to_array(frame, gray)
         if self._turns:  # upright, as players show it (and as ffmpeg writes it by default)

@@ -74,7 +74,7 @@ class VideoWriter(_Writer):
   """Encodes frames into a video file, copying the audio stream of another file alongside."""
 
   def __init__(self, path, fps, audio_from=None, overwrite=False, codec="libx264", crf=18,
-               sample_aspect_ratio=None):
+               sample_aspect_ratio=None, time_base=None):
     """Opens the output under a temporary name.
 
     Args:
@@ -87,6 +87,8 @@ class VideoWriter(_Writer):
       crf: constant rate factor for libx264 (lower is better quality).
       sample_aspect_ratio: the pixels' width : height (e.g. 32/27 for a 16:9 DVD stored 720x480),
         written to the video so players show it at the source's shape; None: square pixels.
+      time_base: the unit of the video's timestamps (a Fraction of a second; a source video's,
+        so that its frame times given to `write` are kept exactly); None: 1 / fps.
     """
     self.path = os.path.abspath(os.fspath(path))
     ext = os.path.splitext(self.path)[1].lower()
@@ -99,6 +101,10 @@ class VideoWriter(_Writer):
     if self.fps <= 0:
       raise MediaError(f"fps must be positive, got {fps}")
     self._codec, self._crf, self._stream, self._count = codec, crf, None, 0
+    self._time_base = fractions.Fraction(time_base) if time_base else 1 / self.fps
+    if self._time_base <= 0:
+      raise MediaError(f"time base must be positive, got {time_base}")
+    self._pts = None  # the last frame's timestamp, in _time_base
     self._sar = (fractions.Fraction(sample_aspect_ratio) if sample_aspect_ratio else None)
     if self._sar is not None and self._sar <= 0:
       raise MediaError(f"sample aspect ratio must be positive, got {sample_aspect_ratio}")
@@ -183,6 +189,7 @@ class VideoWriter(_Writer):
     s = self._out.add_stream(codec, rate=self.fps)
     s.width, s.height, s.pix_fmt = w, h, pix_fmt
     cc = s.codec_context
+    s.time_base = cc.time_base = self._time_base
     cc.colorspace, cc.color_primaries, cc.color_trc = _BT709, _BT709, _BT709
     cc.color_range = _LIMITED
     if self._sar is not None and self._sar != 1:
@@ -196,8 +203,16 @@ class VideoWriter(_Writer):
       self._audio_out = self._out.add_stream_from_template(self._audio_template)
       self._audio_packets = self._audio_in.demux(self._audio_template)
 
-  def write(self, frame):
-    """Appends one frame (uint8 or float in [0, 1]; [H, W, 1 | 3 | 4])."""
+  def write(self, frame, time=None):
+    """Appends one frame (uint8 or float in [0, 1]; [H, W, 1 | 3 | 4]).
+
+    Args:
+      frame: the picture.
+      time: when it is shown, in seconds after the first frame (a Fraction or float: e.g. a
+        variable frame rate source's own times, `FrameSource.frame_times`, so that the pictures
+        stay in sync with its audio); None: one frame period (1 / fps) after the previous frame.
+        A time that is not after the previous frame's is moved to just after it.
+    """
     if self._out is None:
       raise MediaError(f"{self.path} is already closed")
     x = _frame_uint8(frame)
@@ -208,12 +223,18 @@ class VideoWriter(_Writer):
                          f"{self._stream.width}x{self._stream.height}")
     vf = av.VideoFrame.from_ndarray(x, format="rgb24").reformat(
         format=self._stream.pix_fmt, dst_colorspace="ITU709", dst_color_range="MPEG")
-    vf.pts = self._count
-    vf.time_base = 1 / self.fps
+    period = max(1, round(1 / (self.fps * self._time_base)))  # one frame, in time-base units
+    if time is not None:
+      pts = round(fractions.Fraction(time) / self._time_base)
+    else:
+      pts = 0 if self._pts is None else self._pts + period
+    if self._pts is not None and pts <= self._pts:
+      pts = self._pts + 1
+    vf.pts, vf.time_base, self._pts = pts, self._time_base, pts
     for pkt in self._stream.encode(vf):
       self._out.mux(pkt)
     self._count += 1
-    self._mux_audio_until(float(self._count / self.fps))
+    self._mux_audio_until(float((pts + period) * self._time_base))
 
   def close(self):
     """Flushes the encoder, finishes the file and renames it into place."""
@@ -288,8 +309,9 @@ class FolderWriter(_Writer):
     self._target = _target(self.path, overwrite, directory=True)
     self._tmp = self._target.tmp
 
-  def write(self, frame):
-    """Writes the next frame (uint8 or float in [0, 1]; [H, W, 1 | 3 | 4])."""
+  def write(self, frame, time=None):  # pylint: disable=unused-argument
+    """Writes the next frame (uint8 or float in [0, 1]; [H, W, 1 | 3 | 4]); `time` is ignored: a
+    folder of frames keeps no timing."""
     if self._tmp is None:
       raise MediaError(f"{self.path} is already closed")
     if self._names is not None:
@@ -319,7 +341,7 @@ class FolderWriter(_Writer):
 
 
 def open_writer(path, fps=DEFAULT_FOLDER_FPS, audio_from=None, overwrite=False, names=None,
-                sample_aspect_ratio=None):
+                sample_aspect_ratio=None, time_base=None):
   """A VideoWriter for a path with a video extension, else a FolderWriter; use as a context manager.
 
   Args:
@@ -330,6 +352,7 @@ def open_writer(path, fps=DEFAULT_FOLDER_FPS, audio_from=None, overwrite=False, 
     names: frame file names for a folder output.
     sample_aspect_ratio: pixel aspect ratio of a video output (None: square pixels; folders store
       the frames as they are).
+    time_base: the unit of a video output's timestamps (see VideoWriter).
 
   Raises:
     MediaError: the output exists (without overwrite), its folder is missing, or its type is
@@ -338,7 +361,7 @@ def open_writer(path, fps=DEFAULT_FOLDER_FPS, audio_from=None, overwrite=False, 
   ext = os.path.splitext(os.fspath(path))[1].lower()
   if ext in VIDEO_OUTPUT_EXTENSIONS:
     return VideoWriter(path, fps, audio_from=audio_from, overwrite=overwrite,
-                       sample_aspect_ratio=sample_aspect_ratio)
+                       sample_aspect_ratio=sample_aspect_ratio, time_base=time_base)
   if ext:
     raise MediaError(f"unsupported output {os.fspath(path)}: use a video file "
                        f"({', '.join(VIDEO_OUTPUT_EXTENSIONS)}) or a folder without an extension")
