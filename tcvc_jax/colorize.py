@@ -60,7 +60,8 @@ def build_parser():
                       "default %(default)s")
   parser.add_argument("--fps", type=float, default=None,
                       help="frame rate of the output video for a frame-folder input (default 25); "
-                      "overrides a video's own rate")
+                      "for a video, evenly spaced frames at this rate instead of the source's "
+                      "own frame times")
   parser.add_argument("--dtype", choices=("bfloat16", "float32"), default="float32",
                       help="compute precision (default %(default)s)")
   parser.add_argument("--reference", action="append", default=[], metavar="FRAME:IMAGE",

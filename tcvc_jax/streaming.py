@@ -221,7 +221,8 @@ def colorize_file(input_path, output_path, model, interval=windows.DEFAULT_INTER
     detect_cuts: detect scene cuts and start a new window at each.
     gray_mode: see `windows.frames_to_l`.
     overwrite: replace an existing output.
-    fps: frame rate for a frame-folder input (default 25); overrides a video's own.
+    fps: frame rate for a frame-folder input (default 25); for a video, evenly spaced frames at
+      this rate instead of the source's own frame times.
     progress: show a progress bar on stderr.
     dtype: compute dtype when `model` is a path.
     release_memory: call `release_free_memory` once per window.
@@ -246,10 +247,13 @@ def colorize_file(input_path, output_path, model, interval=windows.DEFAULT_INTER
     logging.warning("%s", notes[-1])
   cuts = [] if detect_cuts else None
   count = 0
+  # A video's frames keep their own times (a variable frame rate stays in sync with its sound),
+  # unless a rate is asked for.
+  timed = source.kind == "video" and fps is None
   with writing.open_writer(output_path, fps=source.fps, audio_from=audio, overwrite=overwrite,
                             names=source.names,
                             sample_aspect_ratio=source.sample_aspect_ratio,
-                            time_base=source.time_base) as writer:
+                            time_base=source.time_base if timed else None) as writer:
     colorizer = api.load(model, dtype) if isinstance(model, (str, os.PathLike)) else model
     check_network_size(colorizer, network_size)
     bars = {}
@@ -270,9 +274,8 @@ def colorize_file(input_path, output_path, model, interval=windows.DEFAULT_INTER
       for frame in colorize_frames(source, colorizer, interval, network_size, cuts, gray_mode,
                                    hints, on_planned):
         bar = bars["colorizing"]
-        # A video's frames keep their own times (a variable frame rate stays in sync with its
-        # sound); frame k is written after the source has yielded it.
-        writer.write(frame, time=source.frame_times[count] if source.frame_times else None)
+        # Frame k is written after the source has yielded it (and recorded its time).
+        writer.write(frame, time=source.frame_times[count] if timed else None)
         count += 1
         if count == 1:  # the first frame waited for the compilation: the rate starts after it
           bar.reset(total=source.num_frames)

@@ -202,6 +202,13 @@ def test_a_variable_frame_rate_video_stays_in_sync(checkpoint, tmp_path, capsys)
   got = reading.open_source(str(out))
   assert got.has_audio and len(got.read_all()) == len(times)
   assert got.frame_times == times
+  # A rate asked for is a rate given: evenly spaced frames.
+  rc, _, stderr = _run(capsys, src, out, "--checkpoint", checkpoint, *ARGS, "--quiet", "--fps",
+                       "10", "--overwrite")
+  assert rc == 0, stderr
+  got = reading.open_source(str(out))
+  got.read_all()
+  assert got.fps == 10 and got.frame_times == [fractions.Fraction(i, 10) for i in range(len(times))]
 
 
 def test_an_anamorphic_video_keeps_its_shape(checkpoint, tmp_path, capsys):
