@@ -174,15 +174,21 @@ def callback(phase, info):
   if (phase == "start" and not sent and threading.current_thread() is threading.main_thread()
       and signal.getsignal(signal.SIGINT) is not signal.default_int_handler):  # cli.run's
     sent.append(time.perf_counter())
+    print("SIGINT sent from a gc callback", file=sys.stderr, flush=True)
     os.kill(os.getpid(), signal.SIGINT)
     for _ in range(100000):
       pass
 gc.callbacks.append(callback)
+# A collection in the main thread while cli.run waits there. Its wait loop allocates nothing that
+# would start one (with gc.set_threshold(1) the collections could all fall in the worker thread,
+# and the signal was never sent), so a timer's signal handler, which runs in the main thread,
+# collects.
+signal.signal(signal.SIGALRM, lambda *_: gc.collect())
+signal.setitimer(signal.ITIMER_REAL, 0.5, 0.5)
 def work():
   time.sleep(60)
   print("finished")
   return 0
-gc.set_threshold(1)
 sys.exit(cli.run(work))
 """
 
@@ -192,6 +198,7 @@ def test_a_signal_during_a_gc_callback_still_interrupts(tmp_path):
   proc = _run(["-c", _SIGNAL_IN_GC_CALLBACK], tmp_path, timeout=120)
   assert proc.returncode == 130, (proc.returncode, proc.stderr[-2000:])
   assert "finished" not in proc.stdout and "interrupted" in proc.stderr
+  assert "SIGINT sent from a gc callback" in proc.stderr  # the case at hand
   assert time.perf_counter() - t0 < 30
 
 
