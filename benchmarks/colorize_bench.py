@@ -127,7 +127,7 @@ def main():
                       help="comma-separated video lengths of the memory runs ('' to skip)")
   parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
   parser.add_argument("--no-trim", action="store_true",
-                      help="no streaming.release_free_memory once per window")
+                      help="no allocator.release_freed_memory once per window")
   parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
   parser.add_argument("--input", help=argparse.SUPPRESS)
   parser.add_argument("--repeat", type=int, default=1, help=argparse.SUPPRESS)

@@ -8,10 +8,7 @@ network, which runs at `network_size`. Hard cuts are detected on the fly (`scene
 a new shot starts a new window, so colours never propagate across a cut.
 """
 
-import ctypes
-import ctypes.util
 import dataclasses
-import functools
 import os
 import sys
 import time
@@ -24,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
+from tcvc_jax import allocator
 from tcvc_jax import api
 from tcvc_jax import guidance
 from tcvc_jax.evaluation import scene_cuts
@@ -73,26 +71,6 @@ def check_network_size(colorizer, size):
     spec.check_size(h, w)
   except spec_lib.SpecError as e:
     raise UsageError(f"{e}; this checkpoint cannot run at that size") from e
-
-
-@functools.cache
-def _libc():
-  try:
-    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-  except OSError:
-    return None
-
-
-def release_free_memory():
-  """Hands the heap's free pages back to the system (glibc `malloc_trim`); a no-op elsewhere.
-
-  Frame-sized buffers are allocated and freed for every window; glibc keeps the freed memory in
-  fragmented arenas, so without this the resident size of a 1000-frame run ended 22% above that of
-  a 50-frame run (benchmarks/colorize_bench.py); trimming once per window keeps it flat.
-  """
-  libc = _libc()
-  if libc is not None and hasattr(libc, "malloc_trim"):
-    libc.malloc_trim(0)
 
 
 class _CutRecorder:
@@ -225,7 +203,7 @@ def colorize_file(input_path, output_path, model, interval=windows.DEFAULT_INTER
       this rate instead of the source's own frame times.
     progress: show a progress bar on stderr.
     dtype: compute dtype when `model` is a path.
-    release_memory: call `release_free_memory` once per window.
+    release_memory: give the heap's free pages back to the system once per window.
     hints: optional {frame: guidance.FrameHint}, see `colorize_frames`.
 
   Returns:
@@ -281,7 +259,10 @@ def colorize_file(input_path, output_path, model, interval=windows.DEFAULT_INTER
           bar.reset(total=source.num_frames)
         bar.update()
         if release_memory and count % (interval + 1) == 0:
-          release_free_memory()
+          # Frame-sized buffers are allocated and freed every window, and glibc keeps the freed
+          # memory in fragmented arenas: a 1000-frame run ended 22 % above a 50-frame run's
+          # resident size (benchmarks/colorize_bench.py); trimming once per window keeps it flat.
+          allocator.release_freed_memory()
     finally:
       for b in bars.values():
         b.close()
