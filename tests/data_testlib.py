@@ -86,7 +86,7 @@ def write_video(path, frames, codec: str = "ffv1", fps: int = 25, pix_fmt: str |
       vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
       vf.pts = i
       if times is not None:
-        vf.pts = round(fractions.Fraction(times[i]) * 90000)
+        vf.pts = round(fractions.Fraction(times[i]) / vs.time_base)
         vf.time_base = vs.time_base
       out.mux(vs.encode(vf))
     out.mux(vs.encode(None))
