@@ -14,6 +14,7 @@ import pytest
 
 from tcvc_jax.models import conv_forms
 from tcvc_jax.models import form_timing
+from tcvc_jax.models import winograd
 
 torch = pytest.importorskip("torch")
 
@@ -41,6 +42,24 @@ def test_forward_forms_equal_float64_torch(form, shape, cin, cout):
   got = np.asarray(jax.jit(conv_forms._FORWARD[form])(x, k))
   assert got.shape == want.shape
   np.testing.assert_allclose(got, want, atol=2e-6 * max(1.0, np.abs(want).max()))
+
+
+@pytest.mark.parametrize("budget,rows", [(1, 1), (16 * 6 * 29 * 4 * 3, 3), (2**30, 8)])
+def test_short_winograd_strips_are_the_same_convolution(monkeypatch, budget, rows):
+  """A strip height that does not divide the tile rows (19 here) pads and crops like the default."""
+  x, k = _data((2, 37, 11), 9, 20)
+  xt, kt = _torch_conv(x, k)
+  want = torch.nn.functional.conv2d(xt, kt, padding=1).numpy().transpose(0, 2, 3, 1)
+  monkeypatch.setattr(winograd, "SHORT_STRIP_BYTES", budget)
+  assert winograd.short_strip_rows(x.shape, 20) == rows
+  got = np.asarray(jax.jit(winograd.conv_short)(x, k))
+  np.testing.assert_allclose(got, want, atol=2e-6 * max(1.0, np.abs(want).max()))
+
+
+def test_short_strips_shrink_with_the_layer_width():
+  assert winograd.short_strip_rows((1, 256, 256, 352), 196) == 3  # 36 MB in 8-row strips
+  assert winograd.short_strip_rows((1, 256, 512, 352), 196) == 1
+  assert winograd.short_strip_rows((1, 256, 256, 128), 128) == 8
 
 
 @pytest.mark.parametrize("form", sorted(conv_forms._KERNEL_GRAD))
@@ -134,7 +153,11 @@ def test_kernel_gradient_forms_are_timed_on_the_input_and_output_gradient(forms_
 
 
 def test_winograd_is_timed_only_where_both_sides_are_wide():
-  assert conv_forms._forward_forms((1, 256, 256, 352), 196) == ("xla", "split64", "winograd")
+  assert conv_forms._forward_forms((1, 256, 256, 352), 196) == ("xla", "split64", "winograd",
+                                                                 "winograd_short")
+  assert conv_forms._forward_forms((1, 256, 256, 288), 196) == ("xla", "split64", "winograd",
+                                                                 "winograd_short")
+  assert conv_forms._forward_forms((1, 256, 256, 196), 128) == ("xla", "winograd")
   assert conv_forms._forward_forms((1, 256, 256, 128), 128) == ("xla", "winograd")
   assert conv_forms._forward_forms((1, 256, 256, 64), 196) == ("xla", "split64", "winograd")
   assert conv_forms._forward_forms((1, 256, 256, 196), 64) == ("xla", "winograd")

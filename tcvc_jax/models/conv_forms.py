@@ -11,6 +11,7 @@ winner is remembered in a small JSON file keyed by the CPU model and the shape:
     xla       XLA's convolution
     split64   output channels split into a multiple of 64 and the rest (e.g. 196 = 192 + 4)
     winograd  Winograd F(2x2, 3x3): 16 matrix products on 4x4 input tiles, 2.25x fewer multiplies
+    winograd_short  the same in shorter strips, for wide layers whose 8-row strips outgrow the cache
   kernel gradient:
     xla       XLA's kernel gradient (2.5-6x slower than the others on every machine measured, so
               it is not timed; TCVC_CONV_FORMS=xla uses it)
@@ -62,10 +63,11 @@ from tcvc_jax.models import winograd
 MIN_GFLOP = 4.0
 WINOGRAD_MIN_CHANNELS = 64  # the narrower side; the wider needs twice that
 MIN_GAIN = 0.1  # another form replaces the fixed rule's only when it is this much faster
-FORWARD_FORMS = ("xla", "split64", "winograd")
+FORWARD_FORMS = ("xla", "split64", "winograd", "winograd_short")
 KERNEL_GRAD_FORMS = ("dots", "winograd")  # the measured ones
 # v5: timed in a child process (v4's in-process timings favoured the nine-product kernel gradients)
-_VERSION = 5  # bump when a form or the forms timed change: old measurements are then ignored
+# v6: winograd_short
+_VERSION = 6  # bump when a form or the forms timed change: old measurements are then ignored
 
 _LOCK = threading.Lock()
 _CHOICES = {}  # key -> form, this process
@@ -191,7 +193,8 @@ def split64_conv(x, kernel, precision=None):
                           xla_conv(x, kernel[..., main:], precision)], axis=-1)
 
 
-_FORWARD = {"xla": xla_conv, "split64": split64_conv, "winograd": winograd.conv}
+_FORWARD = {"xla": xla_conv, "split64": split64_conv, "winograd": winograd.conv,
+            "winograd_short": winograd.conv_short}
 
 
 def _forward_forms(x_shape, cout):
@@ -207,6 +210,9 @@ def _forward_forms(x_shape, cout):
   if (x_shape[1] >= 4 and x_shape[2] >= 4 and sides[0] >= WINOGRAD_MIN_CHANNELS
       and sides[1] >= 2 * WINOGRAD_MIN_CHANNELS):
     forms.append("winograd")
+    # Shorter strips only where they are at most half as tall (else they were never faster).
+    if 2 * winograd.short_strip_rows(x_shape, cout) <= winograd.WINOGRAD_STRIP_ROWS:
+      forms.append("winograd_short")
   return tuple(forms)
 
 

@@ -28,6 +28,7 @@ def _at(m):
 
 
 WINOGRAD_STRIP_ROWS = 8  # tile rows (16 output rows) per strip: measured best of 4, 6, 8, 12, 16
+SHORT_STRIP_BYTES = 16 * 2**20  # `conv_short`'s bound on a strip's transformed tiles
 
 
 def _winograd_tiles(xp, th, tw):
@@ -52,7 +53,7 @@ def _winograd_outputs(m):
   return out.reshape(b, 2 * th, 2 * tw, o)
 
 
-def conv(x, kernel, precision=None):
+def conv(x, kernel, precision=None, rows=None):
   """F(2x2, 3x3): each 2x2 output tile from its 4x4 input tile with 16 products instead of 36.
 
   The image runs in horizontal strips of WINOGRAD_STRIP_ROWS tile rows, one after the other (a
@@ -62,11 +63,13 @@ def conv(x, kernel, precision=None):
   memory. Measured on a 2-vCPU AMD EPYC (AVX-512), 256x256: 352->196 429 ms vs 462 ms for the
   whole-image form and 508 ms for the best direct form; 288->196 270 vs 329-406 vs 449 ms;
   128->128 93 ms vs 141 ms whole-image and 119 ms direct.
+
+  rows: tile rows per strip (default WINOGRAD_STRIP_ROWS); any height gives the same result.
   """
   b, h, w, c = x.shape
   co = kernel.shape[-1]
   th, tw = -(-h // 2), -(-w // 2)
-  rows = min(WINOGRAD_STRIP_ROWS, th)
+  rows = min(rows or WINOGRAD_STRIP_ROWS, th)
   strips = -(-th // rows)
   xp = jnp.pad(x, ((0, 0), (1, 2 * strips * rows - h + 1), (1, 2 * tw - w + 1), (0, 0)))
   g = jnp.asarray(_G, kernel.dtype)
@@ -84,6 +87,25 @@ def conv(x, kernel, precision=None):
     out = jax.lax.map(strip, jnp.arange(strips))  # [strips, B, 2 rows, 2 tw, O]
     out = jnp.moveaxis(out, 0, 1).reshape(b, strips * 2 * rows, 2 * tw, co)
   return out[:, :h, :w]
+
+
+def short_strip_rows(x_shape, cout, itemsize=4):
+  """Tile rows per strip of `conv_short`: the most (up to WINOGRAD_STRIP_ROWS, at least 1) whose
+  transformed input and output tiles (16 per tile, C_in + C_out channels) fit SHORT_STRIP_BYTES."""
+  per_row = 16 * -(-x_shape[2] // 2) * (x_shape[-1] + cout) * itemsize
+  return int(max(1, min(WINOGRAD_STRIP_ROWS, SHORT_STRIP_BYTES // per_row)))
+
+
+def conv_short(x, kernel, precision=None):
+  """`conv` in strips of `short_strip_rows`: for wide layers, whose 8-row strips outgrow the cache.
+
+  Measured on a 2-vCPU AMD EPYC (32 MB L3), 256x256, best of 8: 352->196 (36 MB of tiles in an
+  8-row strip; 3 rows here) 242-247 ms against 301-310 ms in 8-row strips; 288->196 (4 rows)
+  208-210 vs 213-216 ms; 196->128 and narrower ran best in 8-row strips (128->128: 58 ms against
+  95 in 4-row strips), so this is a form to measure, not a rule.
+  """
+  return conv(x, kernel, precision,
+              rows=short_strip_rows(x.shape, kernel.shape[-1], jnp.dtype(x.dtype).itemsize))
 
 
 def _a_rows(d):
