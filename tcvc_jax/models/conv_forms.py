@@ -197,7 +197,7 @@ _FORWARD = {"xla": xla_conv, "split64": split64_conv, "winograd": winograd.conv,
             "winograd_short": winograd.conv_short}
 
 
-def _forward_forms(x_shape, cout):
+def _forward_forms(x_shape, cout, itemsize=4):
   forms = ["xla"]
   if cout > 64 and cout % 64:
     forms.append("split64")
@@ -211,7 +211,7 @@ def _forward_forms(x_shape, cout):
       and sides[1] >= 2 * WINOGRAD_MIN_CHANNELS):
     forms.append("winograd")
     # Shorter strips only where they are at most half as tall (else they were never faster).
-    if 2 * winograd.short_strip_rows(x_shape, cout) <= winograd.WINOGRAD_STRIP_ROWS:
+    if 2 * winograd.short_strip_rows(x_shape, cout, itemsize) <= winograd.WINOGRAD_STRIP_ROWS:
       forms.append("winograd_short")
   return tuple(forms)
 
@@ -223,7 +223,8 @@ def _forward_fixed(cout):
 def forward(x, kernel, precision=None):
   """A 3x3 stride-1 'same' convolution (NHWC x HWIO) in this machine's fastest form for it."""
   cout = kernel.shape[-1]
-  form = _measured_choice("conv3x3", _forward_forms(x.shape, cout), x.shape, kernel.shape,
+  forms = _forward_forms(x.shape, cout, jnp.dtype(x.dtype).itemsize)
+  form = _measured_choice("conv3x3", forms, x.shape, kernel.shape,
                           x.dtype, lambda f: functools.partial(_FORWARD[f], precision=precision),
                           _forward_fixed(cout))
   return _FORWARD[form](x, kernel, precision)
