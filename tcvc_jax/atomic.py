@@ -6,10 +6,15 @@ commits on success and discards on any exception, KeyboardInterrupt included. An
 replaced only with `overwrite=True`; an old folder is swapped out first and deleted after the new
 one is in place.
 
+A tool names its finished output with `watch(path)`; `was_committed(path)` then tells whether that
+output is in place, and `commits_held()` keeps every commit out while an interrupt handler decides
+(an output is either in place or not started, never half swapped).
+
 Permissions are those a plain `open()` / `os.mkdir()` would give under the user's umask (files
 0o666, folders 0o777, minus the umask), unlike `tempfile.mkstemp` / `mkdtemp` (0o600 / 0o700).
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -19,6 +24,11 @@ import uuid
 # Unfinished outputs of this process, removed by `discard_all` when a tool is interrupted.
 _LIVE = {}
 _LIVE_LOCK = threading.Lock()
+# Held while an output is moved into place. `_WATCHED`: the outputs a tool calls finished;
+# `_COMMITTED`: those of them in place.
+_COMMIT_LOCK = threading.RLock()
+_WATCHED = set()
+_COMMITTED = set()
 
 
 class OutputExistsError(FileExistsError):
@@ -95,24 +105,29 @@ class AtomicOutput:
     """Moves the finished temporary output onto `path`; returns `path`."""
     if self._done:
       return self.path
-    try:
-      if os.path.lexists(self.path):
-        if not self.overwrite:
-          raise OutputExistsError(f"output exists: {self.path} (pass --overwrite to replace it)")
-        if os.path.isdir(self.path) and not os.path.islink(self.path):
-          old = f"{self.tmp}.old"
-          os.rename(self.path, old)
-          os.rename(self.tmp, self.path)
-          shutil.rmtree(old, ignore_errors=True)
-          self._done = True
-          self._forget()
-          return self.path
-      os.replace(self.tmp, self.path)
-    except BaseException:
-      self.discard()
-      raise
-    self._done = True
+    old = None
+    with _COMMIT_LOCK:
+      try:
+        if os.path.lexists(self.path):
+          if not self.overwrite:
+            raise OutputExistsError(f"output exists: {self.path} (pass --overwrite to replace it)")
+          if os.path.isdir(self.path) and not os.path.islink(self.path):
+            old = f"{self.tmp}.old"
+            os.rename(self.path, old)
+            os.rename(self.tmp, self.path)
+        if old is None:
+          os.replace(self.tmp, self.path)
+      except BaseException:
+        if old is not None and os.path.lexists(old) and not os.path.lexists(self.path):
+          os.rename(old, self.path)  # the user's old output back where it was
+        self.discard()
+        raise
+      self._done = True
+      if self.path in _WATCHED:
+        _COMMITTED.add(self.path)
     self._forget()
+    if old is not None:
+      shutil.rmtree(old, ignore_errors=True)
     return self.path
 
   def discard(self) -> None:
@@ -142,6 +157,25 @@ def discard_all() -> None:
       out.discard()
     except OSError:
       pass
+
+
+def watch(path) -> None:
+  """Names `path` as a finished output of this process: `was_committed(path)` reports it."""
+  with _COMMIT_LOCK:
+    _WATCHED.add(os.path.abspath(os.fspath(path)))
+
+
+def was_committed(path) -> bool:
+  """Whether the watched output `path` has been put in place by this process."""
+  with _COMMIT_LOCK:
+    return os.path.abspath(os.fspath(path)) in _COMMITTED
+
+
+@contextlib.contextmanager
+def commits_held():
+  """No output is put in place inside this block (one being moved finishes first)."""
+  with _COMMIT_LOCK:
+    yield
 
 
 def write_bytes(path, data: bytes, *, overwrite: bool = False) -> str:

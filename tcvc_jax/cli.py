@@ -5,6 +5,8 @@ Exit codes (train.py, eval.py, `python -m tcvc_jax.colorize`, `python -m tcvc_ja
   1    an error: one line on stderr ("error: ..."), a traceback only with --verbose;
   2    a command-line usage error (unknown flag, missing argument);
   130  interrupted (SIGINT / SIGTERM) before anything was finished: partial outputs are removed.
+       A signal that comes once the tool's output is in place (only the report and the exit are
+       left) is ignored: exit 0 with the whole output, never 130 beside a finished file.
 
 `run(fn)` first makes glibc keep freed memory for reuse (`allocator`; `TCVC_MALLOC=system` leaves
 it), then runs the tool's work in a worker thread, so that the main thread sees a signal at once,
@@ -97,7 +99,7 @@ def ends_on_interrupt(main):
   return wrapped
 
 
-def run(fn, verbose: bool = False, on_signal=None) -> int:
+def run(fn, verbose: bool = False, on_signal=None, final_output=None) -> int:
   """Runs `fn()` (returning an exit code) with the exit-code and error conventions above.
 
   Args:
@@ -106,6 +108,8 @@ def run(fn, verbose: bool = False, on_signal=None) -> int:
     on_signal: optional callable run at the first SIGINT / SIGTERM; if it returns True the work is
       left to finish by itself (train.py saves a checkpoint and returns); a second signal, or a
       False return, interrupts at once.
+    final_output: optional path of the tool's finished output (written through `tcvc_jax.atomic`);
+      once it is in place, signals are ignored and the work is left to report and return.
 
   Returns:
     The exit code.
@@ -139,13 +143,18 @@ def run(fn, verbose: bool = False, on_signal=None) -> int:
       return
     signals["stop"] = True
 
+  if final_output is not None:
+    atomic.watch(final_output)
   thread = threading.Thread(target=work, name="tcvc-main", daemon=True)
   with _signals_to(handler):
     thread.start()
-    while thread.is_alive() and not signals["stop"]:
+    while thread.is_alive():
       thread.join(0.1)
-    if signals["stop"]:
-      _interrupted("interrupted; no output written")
+      if signals["stop"]:
+        with atomic.commits_held():  # the output is either in place or not started
+          if final_output is None or not atomic.was_committed(final_output):
+            _interrupted("interrupted; no output written")
+        signals["stop"] = False  # too late to stop: the output is whole; let the work report
     _WORK_DONE["done"] = True
   if "error" in outcome:
     err = outcome["error"]

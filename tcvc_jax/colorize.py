@@ -87,7 +87,7 @@ def main(argv=None):
   """Runs the CLI; returns the exit status."""
   args = build_parser().parse_args(argv)
   logging.set_verbosity(logging.INFO if args.verbose else logging.ERROR)
-  return cli.run(lambda: _colorize(args), verbose=args.verbose)
+  return cli.run(lambda: _colorize(args), verbose=args.verbose, final_output=args.output)
 
 
 def _colorize(args):

@@ -65,7 +65,7 @@ def _convert(args):
 @cli.ends_on_interrupt
 def main(argv=None):
   args = build_parser().parse_args(argv)
-  return cli.run(lambda: _convert(args), verbose=args.verbose)
+  return cli.run(lambda: _convert(args), verbose=args.verbose, final_output=args.out)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ into the workdir, and prints the summary. Exit codes: see tcvc_jax.cli.
 """
 
 import json
+import os
 import sys
 
 from tcvc_jax import cli
@@ -57,7 +58,7 @@ def main(argv=None):
     print(json.dumps(report.to_json_value({k: summary[k] for k in evaluator.SUMMARY_KEYS})))
     return cli.EXIT_OK
 
-  return cli.run(work, verbose=verbose)
+  return cli.run(work, verbose=verbose, final_output=os.path.join(workdir, "summary.json"))
 
 
 if __name__ == "__main__":

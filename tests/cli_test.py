@@ -162,6 +162,38 @@ cli.exit(main())
   assert proc.returncode == 0 and proc.stdout.strip() == "finished", proc.stderr[-2000:]
 
 
+_SIGNAL_NEAR_THE_OUTPUT = """
+import os, signal, sys, time
+from tcvc_jax import atomic, cli
+def work():
+  with atomic.AtomicOutput("out.bin") as out:
+    with open(out.tmp, "wb") as f:
+      f.write(b"whole")
+    if sys.argv[1] == "before":
+      os.kill(os.getpid(), signal.SIGINT)
+      time.sleep(5)
+  if sys.argv[1] == "after":
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.5)
+  print("reported")
+  return 0
+cli.exit(cli.ends_on_interrupt(lambda: cli.run(work, final_output="out.bin"))())
+"""
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_signal_next_to_the_final_output(tmp_path, when):
+  """Before the output is in place: exit 130, nothing left. After (only the report is left to do):
+  the signal is ignored, exit 0 with the whole output, never 130 beside a finished file."""
+  proc = _run(["-c", _SIGNAL_NEAR_THE_OUTPUT, when], tmp_path, timeout=120)
+  if when == "before":
+    assert proc.returncode == 130 and "reported" not in proc.stdout, proc.stderr[-2000:]
+    assert not (tmp_path / "out.bin").exists() and not _leftovers(tmp_path)
+  else:
+    assert proc.returncode == 0 and proc.stdout.strip() == "reported", proc.stderr[-2000:]
+    assert (tmp_path / "out.bin").read_bytes() == b"whole" and not _leftovers(tmp_path)
+
+
 # A tool whose work would take 60 s; the main thread is made to collect garbage on every
 # allocation, and its gc callback sends SIGINT once and keeps running Python code, so that the
 # signal handler runs inside the callback (as it did inside JAX's _xla_gc_callback during a

@@ -1,0 +1,83 @@
+"""tcvc_jax.atomic: outputs appear whole or not at all, and an old output is never lost."""
+
+import os
+import shutil
+
+import pytest
+
+from tcvc_jax import atomic
+
+
+def _names(folder):
+  return sorted(os.listdir(folder))
+
+
+def test_a_file_appears_only_on_commit(tmp_path):
+  path = tmp_path / "a.bin"
+  with atomic.AtomicOutput(path) as out:
+    with open(out.tmp, "wb") as f:
+      f.write(b"data")
+    assert not path.exists()
+  assert path.read_bytes() == b"data" and _names(tmp_path) == ["a.bin"]
+
+
+def test_an_error_leaves_nothing_and_keeps_the_old_output(tmp_path):
+  path = tmp_path / "a.bin"
+  path.write_bytes(b"old")
+  with pytest.raises(RuntimeError):
+    with atomic.AtomicOutput(path, overwrite=True) as out:
+      with open(out.tmp, "wb") as f:
+        f.write(b"half")
+      raise RuntimeError("stopped")
+  assert path.read_bytes() == b"old" and _names(tmp_path) == ["a.bin"]
+
+
+def test_an_existing_output_needs_overwrite(tmp_path):
+  (tmp_path / "a.bin").write_bytes(b"old")
+  with pytest.raises(atomic.OutputExistsError, match="--overwrite"):
+    atomic.write_bytes(tmp_path / "a.bin", b"new")
+  assert (tmp_path / "a.bin").read_bytes() == b"old" and _names(tmp_path) == ["a.bin"]
+
+
+def test_a_folder_is_swapped_whole(tmp_path):
+  path = tmp_path / "out"
+  path.mkdir()
+  (path / "old.txt").write_text("old")
+  with atomic.AtomicOutput(path, directory=True, overwrite=True) as out:
+    with open(os.path.join(out.tmp, "new.txt"), "w") as f:
+      f.write("new")
+  assert _names(path) == ["new.txt"] and _names(tmp_path) == ["out"]
+
+
+def test_a_failed_folder_swap_puts_the_old_folder_back(tmp_path):
+  path = tmp_path / "out"
+  path.mkdir()
+  (path / "old.txt").write_text("old")
+  out = atomic.AtomicOutput(path, directory=True, overwrite=True)
+  shutil.rmtree(out.tmp)  # the new folder is gone: its move into place fails
+  with pytest.raises(FileNotFoundError):
+    out.commit()
+  assert _names(path) == ["old.txt"] and _names(tmp_path) == ["out"]
+
+
+def test_watched_outputs_are_reported_once_in_place(tmp_path):
+  final, other = tmp_path / "final.bin", tmp_path / "other.bin"
+  atomic.watch(final)
+  out = atomic.AtomicOutput(final)
+  assert not atomic.was_committed(final)
+  atomic.write_bytes(other, b"x")
+  assert not atomic.was_committed(other)  # not watched
+  with atomic.commits_held():  # the lock is re-entrant for the thread that holds it
+    out.commit()
+  assert atomic.was_committed(final) and atomic.was_committed(str(final))
+
+
+def test_discard_all_removes_every_unfinished_output(tmp_path):
+  a = atomic.AtomicOutput(tmp_path / "a.bin")
+  b = atomic.AtomicOutput(tmp_path / "b", directory=True)
+  assert len(_names(tmp_path)) == 2
+  atomic.discard_all()
+  assert not _names(tmp_path)
+  a.commit()  # a discarded output is not put in place afterwards
+  b.commit()
+  assert not _names(tmp_path)
