@@ -164,12 +164,16 @@ def parse_train_flags(argv, usage, examples):
 
 
 def quiet_third_party_logs(verbose: bool) -> None:
-  """INFO logs (ours, orbax's, JAX's backend probing) only with --verbose; warnings always."""
+  """INFO logs (ours, orbax's, JAX's backend probing) only with --verbose; warnings always, but
+  tensorboardX's about non-finite values (the trainer reports those itself)."""
   logging.set_verbosity(logging.INFO if verbose else logging.WARNING)
   if not verbose:
     import logging as std_logging  # pylint: disable=g-import-not-at-top
     for name in ("jax", "orbax", "absl", "grain", "tensorflow_datasets"):
       std_logging.getLogger(name).setLevel(std_logging.WARNING)
+    # "NaN or Inf found in input tensor" at every logged non-finite loss: the progress bar shows
+    # loss=nan, and the trainer stops with one error line after optim.max_consecutive_nonfinite.
+    std_logging.getLogger("tensorboardX.x2num").setLevel(std_logging.ERROR)
 
 
 def default_cache_dir() -> str:

@@ -322,6 +322,19 @@ def test_a_workdir_that_is_a_file(checkpoint, frames, tmp_path):
   assert (tmp_path / "afile").read_text() == "mine"
 
 
+def test_eval_error_after_the_progress_bar_starts_a_line(checkpoint, tmp_path):
+  """A clip's error comes after the bar has been drawn: one `error:` line of its own."""
+  clip = tmp_path / "test_set" / "clip"
+  clip.mkdir(parents=True)
+  for i in range(3):
+    (clip / f"{i}.png").write_bytes(writing.encode_png(np.full((32, 32), 40 * i, np.uint8)))
+  proc = _run([os.path.join(REPO, "eval.py"), "--config=eval:tiny", "--workdir=ev",
+               f"--config.checkpoint={checkpoint}", f"--config.data.root={clip.parent}"],
+              tmp_path)
+  _one_error_line(proc, 1, "clip clip: the ground truth is gray; set --config.data.no_gt=True")
+  assert "evaluating" in proc.stderr  # the bar was drawn before the error
+
+
 @pytest.mark.parametrize("delay", [1.0, 4.0])
 def test_eval_and_convert_interrupts(checkpoint, frames, tmp_path, delay):
   cmd = [os.path.join(REPO, "eval.py"), "--config=eval:tiny", "--workdir=ev",

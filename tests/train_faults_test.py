@@ -96,3 +96,22 @@ def test_truncated_latest_checkpoint_resumes_from_the_previous_one(env, referenc
   # Steps previous+1 .. latest are trained again, exactly as the first time.
   assert train_testlib.checkpoint_steps(workdir)[-1] == latest
   _assert_same_params(workdir, reference)
+
+
+def test_a_diverging_run_stops_with_one_error_line(env, tmp_path):
+  """A learning rate that makes every step non-finite: none is applied, and after
+  optim.max_consecutive_nonfinite of them train.py exits 1 with one error line of its own (after
+  the progress bar, not appended to it) and the last checkpoint holds finite weights."""
+  workdir = str(tmp_path / "diverging")
+  overrides = _overrides(env, num_train_steps=20, checkpoint_every_steps=1, log_every_steps=1,
+                         **{"optim.learning_rate": 1e30, "optim.max_consecutive_nonfinite": 2,
+                            "log.progress_bar": True})
+  proc = train_testlib.start_train(workdir, overrides, cache_dir=env["cache"])
+  assert proc.wait(timeout=600) == 1
+  log = train_testlib.read_log(workdir)
+  assert "Traceback" not in log and "NaN or Inf found" not in log, log[-3000:]
+  errors = [line for line in log.splitlines() if "error:" in line]
+  assert len(errors) == 1 and errors[0].startswith("error: 2 consecutive steps"), log[-3000:]
+  assert "Lower the learning rate" in errors[0]
+  params = train_testlib.final_params(workdir)
+  assert all(np.isfinite(v).all() for v in params.values())
