@@ -52,8 +52,18 @@ def one_line(err: BaseException) -> str:
   return text or type(err).__name__
 
 
+def _end_bar_lines() -> None:
+  """Ends the line of a progress bar still drawn on stderr, so that a message starts a line of its
+  own (a bar draws with a carriage return and no newline until it is closed)."""
+  tqdm = sys.modules.get("tqdm")
+  bars = list(getattr(getattr(tqdm, "tqdm", None), "_instances", ()))
+  if any(not getattr(b, "disable", True) for b in bars):
+    sys.stderr.write("\n")
+
+
 def _interrupted(message: str) -> None:
   atomic.discard_all()
+  _end_bar_lines()
   print(message, file=sys.stderr, flush=True)
   sys.stdout.flush()
   os._exit(EXIT_INTERRUPTED)  # pylint: disable=protected-access
@@ -162,6 +172,7 @@ def run(fn, verbose: bool = False, on_signal=None, final_output=None) -> int:
       _interrupted("interrupted; no output written")
     if isinstance(err, SystemExit):
       return int(err.code or 0) if isinstance(err.code, int) or err.code is None else EXIT_ERROR
+    _end_bar_lines()
     if verbose:
       print(outcome["traceback"], file=sys.stderr, end="")
     print(f"error: {one_line(err)}", file=sys.stderr, flush=True)

@@ -194,6 +194,29 @@ def test_a_signal_next_to_the_final_output(tmp_path, when):
     assert (tmp_path / "out.bin").read_bytes() == b"whole" and not _leftovers(tmp_path)
 
 
+_OPEN_BAR = """
+import os, signal, sys, time
+import tqdm
+from tcvc_jax import cli
+def work():
+  bar = tqdm.tqdm(total=10, desc="working", file=sys.stderr)  # drawn, never closed
+  bar.update(3)
+  if sys.argv[1] == "signal":
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(5)
+  raise ValueError("boom")
+cli.exit(cli.ends_on_interrupt(lambda: cli.run(work))())
+"""
+
+
+@pytest.mark.parametrize("how,code,last", [("signal", 130, "interrupted; no output written"),
+                                           ("error", 1, "error: boom")])
+def test_a_message_after_an_open_progress_bar_starts_a_line(tmp_path, how, code, last):
+  proc = _run(["-c", _OPEN_BAR, how], tmp_path, timeout=120)
+  assert proc.returncode == code, proc.stderr[-2000:]
+  assert "working" in proc.stderr and proc.stderr.splitlines()[-1] == last, proc.stderr[-2000:]
+
+
 # A tool whose work would take 60 s; the main thread is made to collect garbage on every
 # allocation, and its gc callback sends SIGINT once and keeps running Python code, so that the
 # signal handler runs inside the callback (as it did inside JAX's _xla_gc_callback during a
