@@ -148,6 +148,7 @@ def run(fn, verbose: bool = False, on_signal=None, final_output=None) -> int:
     del frame
     signals["count"] += 1
     if signals["count"] == 1 and on_signal is not None and on_signal(signum):
+      _end_bar_lines()  # else the bar's next redraw, on the same line, hides the message
       print("stopping after the current step (signal again to stop at once)", file=sys.stderr,
             flush=True)
       return

@@ -204,17 +204,28 @@ def work():
   if sys.argv[1] == "signal":
     os.kill(os.getpid(), signal.SIGINT)
     time.sleep(5)
+  if sys.argv[1] == "graceful":  # train.py's way: the work is asked to stop and finishes
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.5)
+    bar.update(1)  # the bar goes on drawing after the message
+    bar.close()
+    return 0
   raise ValueError("boom")
-cli.exit(cli.ends_on_interrupt(lambda: cli.run(work))())
+graceful = lambda signum: sys.argv[1] == "graceful"
+cli.exit(cli.ends_on_interrupt(lambda: cli.run(work, on_signal=graceful))())
 """
 
 
-@pytest.mark.parametrize("how,code,last", [("signal", 130, "interrupted; no output written"),
-                                           ("error", 1, "error: boom")])
-def test_a_message_after_an_open_progress_bar_starts_a_line(tmp_path, how, code, last):
+@pytest.mark.parametrize("how,code,line", [
+    ("signal", 130, "interrupted; no output written"), ("error", 1, "error: boom"),
+    ("graceful", 0, "stopping after the current step (signal again to stop at once)")])
+def test_a_message_after_an_open_progress_bar_starts_a_line(tmp_path, how, code, line):
   proc = _run(["-c", _OPEN_BAR, how], tmp_path, timeout=120)
   assert proc.returncode == code, proc.stderr[-2000:]
-  assert "working" in proc.stderr and proc.stderr.splitlines()[-1] == last, proc.stderr[-2000:]
+  lines = proc.stderr.splitlines()
+  assert "working" in proc.stderr and line in lines, proc.stderr[-2000:]
+  if how != "graceful":
+    assert lines[-1] == line
 
 
 # A tool whose work would take 60 s; the main thread is made to collect garbage on every

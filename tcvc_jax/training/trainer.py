@@ -356,6 +356,7 @@ def _loop(config, state, start, step_fn, train_iter, mngr, writer, validator, pr
       preempted = preemption.reached(step)
       checkpointing.save(mngr, step, state, train_iter, force=preempted or step == total)
       if preempted:
+        bar.close()  # before the message, which would otherwise land on the bar's line
         logging.warning("preemption: saved the checkpoint at step %d; stopping", step)
         mngr.wait_until_finished()
         result.update(step=step, preempted=True)
