@@ -284,28 +284,28 @@ def evaluate(config, workdir, progress=False):
   report.write_json(os.path.join(workdir, "config.json"), config.to_dict())
   model = streaming.AnchorCarry(colorizer)
   results = []
+  bar = tqdm.tqdm(unit="clip", desc="evaluating", disable=not progress, dynamic_ncols=True,
+                  file=sys.stderr)
   frames_done = 0
-  # A context: an error in a clip closes the bar first, so its message starts a line of its own.
-  with tqdm.tqdm(unit="clip", desc="evaluating", disable=not progress, dynamic_ncols=True,
-                 file=sys.stderr) as bar:
-    for clip in clips:
-      t0 = time.perf_counter()
-      out = protocol.colorize_clip(clip.frames, model, passes, size, config.data.gray_mode)
-      report.write_clip_media(workdir, clip, out, config.outputs, config.overwrite)
-      res = _measure(clip, out, protocol.psnr_interval(passes), flow_fn, config.metrics)
-      res.update(clip=clip.name, names=clip.names, frames=len(out), height=out.shape[1],
-                 width=out.shape[2], seconds=time.perf_counter() - t0)
-      logging.info("clip %s: %d frames, PSNR %.3f, %.1f s", clip.name, len(out), res["psnr"],
-                   res["seconds"])
-      if hinted:
-        res["guided"] = guided.run_modes(clip, colorizer, out, config.hints, passes[0], size,
-                                         config.data.gray_mode, config.hints.seed + len(results))
-      results.append(res)
-      frames_done += len(out)
-      rate = frames_done / max(time.perf_counter() - start, 1e-9)
-      bar.set_postfix_str(f"{clip.name}: PSNR {res['psnr']:.2f} dB; {frames_done} frames, "
-                          f"{rate:.2f} frames/s")
-      bar.update(1)
+  for clip in clips:
+    t0 = time.perf_counter()
+    out = protocol.colorize_clip(clip.frames, model, passes, size, config.data.gray_mode)
+    report.write_clip_media(workdir, clip, out, config.outputs, config.overwrite)
+    res = _measure(clip, out, protocol.psnr_interval(passes), flow_fn, config.metrics)
+    res.update(clip=clip.name, names=clip.names, frames=len(out), height=out.shape[1],
+               width=out.shape[2], seconds=time.perf_counter() - t0)
+    logging.info("clip %s: %d frames, PSNR %.3f, %.1f s", clip.name, len(out), res["psnr"],
+                 res["seconds"])
+    if hinted:
+      res["guided"] = guided.run_modes(clip, colorizer, out, config.hints, passes[0], size,
+                                       config.data.gray_mode, config.hints.seed + len(results))
+    results.append(res)
+    frames_done += len(out)
+    rate = frames_done / max(time.perf_counter() - start, 1e-9)
+    bar.set_postfix_str(f"{clip.name}: PSNR {res['psnr']:.2f} dB; {frames_done} frames, "
+                        f"{rate:.2f} frames/s")
+    bar.update(1)
+  bar.close()
   summary = _summarize(results, config, flow_desc, time.perf_counter() - start)
   if hinted and results:
     summary["guided"] = guided.summarize([r["guided"] for r in results])

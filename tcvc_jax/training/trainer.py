@@ -317,57 +317,54 @@ def _loop(config, state, start, step_fn, train_iter, mngr, writer, validator, pr
   last_log = (time.perf_counter(), start)
   step = start
   keys = batch_keys(config)
-  # try / finally: an error or a stop closes the bar first; what follows starts a line of its own.
-  try:
-    for step in range(start + 1, total + 1):
-      local = next(train_iter)
-      batch = sharding.global_batch({k: local[k] for k in keys}, data_sharding)
-      if bar is None and show_bar:
-        print("compiling the train step (once per shape; a second run reads the compilation cache)",
-              file=sys.stderr, flush=True)
-      state, metrics = step_fn(state, batch)
-      if bar is None:
-        # The bar (and its ETA) starts after the first step, so the compilation does not count.
-        jax.block_until_ready(metrics)
-        compile_seconds = time.perf_counter() - last_log[0]
-        logging.info("first step (with compilation) took %.1f s", compile_seconds)
-        bar = tqdm.tqdm(total=total, initial=step - 1, unit="step", dynamic_ncols=True,
-                        disable=not show_bar, file=sys.stderr)
-        last_log = (time.perf_counter(), step)
-        control.started_loop()
-      # Checked one step late, so the host never waits for the step it just queued.
-      if previous is not None and int(previous["nonfinite_consecutive"]) >= limit:
-        raise FloatingPointError(
-            f"{limit} consecutive steps (up to step {step - 1}) had a non-finite loss or "
-            "gradient; none was applied, and the last checkpoint holds finite weights. Lower "
-            "the learning rate or check the data.")
-      previous = metrics
-      history.append(metrics)
-      bar.update(1)
-      if step % config.log_every_steps == 0 or step == total:
-        scalars = _average(history)
-        now = time.perf_counter()
-        if step > last_log[1]:
-          scalars["steps_per_sec"] = (step - last_log[1]) / max(now - last_log[0], 1e-9)
-        last_log, history = (now, step), []
-        writer.write_scalars(step, {f"train/{k}": v for k, v in scalars.items()})
-        bar.set_postfix(loss=f"{scalars['loss']:.4g}")
-        result["train"] = scalars
-      preempted = preemption.reached(step)
-      checkpointing.save(mngr, step, state, train_iter, force=preempted or step == total)
-      if preempted:
-        bar.close()  # before the message, which would otherwise land on the bar's line
-        logging.warning("preemption: saved the checkpoint at step %d; stopping", step)
-        mngr.wait_until_finished()
-        result.update(step=step, preempted=True)
-        return result
-      if validator is not None and (step % config.eval_every_steps == 0 or step == total):
-        result["eval"] = _evaluate(validator, state, step, writer)
-        last_log = (time.perf_counter(), step)  # steps/s leaves the validation time out
-      writer.flush()
-  finally:
-    if bar is not None:
-      bar.close()
+  for step in range(start + 1, total + 1):
+    local = next(train_iter)
+    batch = sharding.global_batch({k: local[k] for k in keys}, data_sharding)
+    if bar is None and show_bar:
+      print("compiling the train step (once per shape; a second run reads the compilation cache)",
+            file=sys.stderr, flush=True)
+    state, metrics = step_fn(state, batch)
+    if bar is None:
+      # The bar (and its ETA) starts after the first step, so the compilation does not count.
+      jax.block_until_ready(metrics)
+      compile_seconds = time.perf_counter() - last_log[0]
+      logging.info("first step (with compilation) took %.1f s", compile_seconds)
+      bar = tqdm.tqdm(total=total, initial=step - 1, unit="step", dynamic_ncols=True,
+                      disable=not show_bar, file=sys.stderr)
+      last_log = (time.perf_counter(), step)
+      control.started_loop()
+    # Checked one step late, so the host never waits for the step it just queued.
+    if previous is not None and int(previous["nonfinite_consecutive"]) >= limit:
+      raise FloatingPointError(
+          f"{limit} consecutive steps (up to step {step - 1}) had a non-finite loss or "
+          "gradient; none was applied, and the last checkpoint holds finite weights. Lower "
+          "the learning rate or check the data.")
+    previous = metrics
+    history.append(metrics)
+    bar.update(1)
+    if step % config.log_every_steps == 0 or step == total:
+      scalars = _average(history)
+      now = time.perf_counter()
+      if step > last_log[1]:
+        scalars["steps_per_sec"] = (step - last_log[1]) / max(now - last_log[0], 1e-9)
+      last_log, history = (now, step), []
+      writer.write_scalars(step, {f"train/{k}": v for k, v in scalars.items()})
+      bar.set_postfix(loss=f"{scalars['loss']:.4g}")
+      result["train"] = scalars
+    preempted = preemption.reached(step)
+    checkpointing.save(mngr, step, state, train_iter, force=preempted or step == total)
+    if preempted:
+      bar.close()  # before the message, which would otherwise land on the bar's line
+      logging.warning("preemption: saved the checkpoint at step %d; stopping", step)
+      mngr.wait_until_finished()
+      result.update(step=step, preempted=True)
+      return result
+    if validator is not None and (step % config.eval_every_steps == 0 or step == total):
+      result["eval"] = _evaluate(validator, state, step, writer)
+      last_log = (time.perf_counter(), step)  # steps/s leaves the validation time out
+    writer.flush()
+  if bar is not None:
+    bar.close()
   result["step"] = step
   if start >= total:
     logging.info("nothing to train: the checkpoint is at step %d of %d", start, total)
