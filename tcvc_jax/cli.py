@@ -8,9 +8,10 @@ Exit codes (train.py, eval.py, `python -m tcvc_jax.colorize`, `python -m tcvc_ja
        A signal that comes once the tool's output is in place (only the report and the exit are
        left) is ignored: exit 0 with the whole output, never 130 beside a finished file.
 
-`run(fn)` first makes glibc keep freed memory for reuse (`allocator`; `TCVC_MALLOC=system` leaves
-it), then runs the tool's work in a worker thread, so that the main thread sees a signal at once,
-even while XLA compiles for a minute in C++ (a Python signal handler would only run after that).
+`run(fn)` first makes glibc keep freed memory for reuse unless the tool's calls are small
+(`allocator`; `TCVC_MALLOC=reuse|system` forces either), then runs the tool's work in a worker
+thread, so that the main thread sees a signal at once, even while XLA compiles for a minute in C++
+(a Python signal handler would only run after that).
 On a signal it removes every unfinished `tcvc_jax.atomic` output and ends the process at once
 (`os._exit`), which also avoids the crash of tearing down a runtime in the middle of a compile.
 """
@@ -109,7 +110,8 @@ def ends_on_interrupt(main):
   return wrapped
 
 
-def run(fn, verbose: bool = False, on_signal=None, final_output=None) -> int:
+def run(fn, verbose: bool = False, on_signal=None, final_output=None,
+        pixels_per_call=None) -> int:
   """Runs `fn()` (returning an exit code) with the exit-code and error conventions above.
 
   Args:
@@ -120,12 +122,14 @@ def run(fn, verbose: bool = False, on_signal=None, final_output=None) -> int:
       False return, interrupts at once.
     final_output: optional path of the tool's finished output (written through `tcvc_jax.atomic`);
       once it is in place, signals are ignored and the work is left to report and return.
+    pixels_per_call: the input pixels of the work's largest compiled call, where known: small
+      jobs keep glibc's default allocator (`allocator.keep_freed_memory`).
 
   Returns:
     The exit code.
   """
   try:  # before the first computation, so that XLA's threads reuse their freed buffers
-    allocator.keep_freed_memory()
+    allocator.keep_freed_memory(pixels_per_call)
   except ValueError as e:
     print(f"error: {one_line(e)}", file=sys.stderr, flush=True)
     return EXIT_USAGE

@@ -58,7 +58,18 @@ def main(argv=None):
     print(json.dumps(report.to_json_value({k: summary[k] for k in evaluator.SUMMARY_KEYS})))
     return cli.EXIT_OK
 
-  return cli.run(work, verbose=verbose, final_output=os.path.join(workdir, "summary.json"))
+  return cli.run(work, verbose=verbose, final_output=os.path.join(workdir, "summary.json"),
+                 pixels_per_call=_window_pixels(config))
+
+
+def _window_pixels(config):
+  """Input pixels of the protocol's longest window at the network size; None if not numbers."""
+  p = config.protocol
+  try:
+    intervals = [p.interval_length] + (list(p.ensemble_intervals) if p.mode == "multi" else [])
+    return (max(int(t) for t in intervals) + 2) * int(p.network_size) ** 2
+  except (TypeError, ValueError, AttributeError):
+    return None
 
 
 if __name__ == "__main__":

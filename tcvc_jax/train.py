@@ -85,7 +85,22 @@ def main(argv=None):
     print(_summary(result, os.path.abspath(workdir)), flush=True)
     return cli.EXIT_OK
 
-  return cli.run(work, verbose=verbose, on_signal=lambda _: control.request_stop())
+  return cli.run(work, verbose=verbose, on_signal=lambda _: control.request_stop(),
+                 pixels_per_call=_step_pixels(config))
+
+
+def _step_pixels(config):
+  """Input pixels of the largest compiled call: a training step (the whole batch) or a
+  validation window at a fixed network size; None if not numbers."""
+  d, e = config.data, config.eval
+  try:
+    pixels = int(d.batch_size) * int(d.num_frames) * int(d.crop_size) ** 2
+    if e.get("network_size"):
+      h, w = (e.network_size,) * 2 if isinstance(e.network_size, int) else e.network_size
+      pixels = max(pixels, (int(e.interval_length) + 2) * int(h) * int(w))
+    return pixels
+  except (TypeError, ValueError, AttributeError):
+    return None
 
 
 if __name__ == "__main__":

@@ -66,5 +66,57 @@ def test_tools_refuse_a_bad_mode_with_exit_2():
   proc = subprocess.run([sys.executable, "-m", "tcvc_jax.convert", "a.pth", "b"], env=env,
                         capture_output=True, text=True, timeout=120, cwd=REPO)
   assert proc.returncode == 2, proc.stderr
-  assert proc.stderr.strip() == ("error: TCVC_MALLOC must be 'reuse' or 'system', got "
+  assert proc.stderr.strip() == ("error: TCVC_MALLOC must be 'auto', 'reuse' or 'system', got "
                                  "'jemalloc'")
+
+
+class _FakeMallopt:
+  """Records mallopt calls instead of changing this test process's allocator."""
+
+  def __init__(self):
+    self.calls = []
+
+  def __call__(self, param, value):
+    self.calls.append((param, value))
+    return 1
+
+
+@pytest.mark.parametrize("mode,pixels,applied", [
+    ("auto", None, True),                                # unknown size: treated as large
+    ("auto", allocator.SMALL_CALL_PIXELS, True),
+    ("auto", allocator.SMALL_CALL_PIXELS - 1, False),    # small calls: glibc's default
+    ("reuse", 16, True),                                 # forced either way
+    ("system", 10**9, False),
+])
+def test_auto_mode_keeps_freed_memory_only_for_large_calls(monkeypatch, mode, pixels, applied):
+  fake = _FakeMallopt()
+  monkeypatch.setattr(allocator, "_state", {"applied": None})
+  monkeypatch.setattr(allocator, "_glibc_function", lambda name: fake)
+  monkeypatch.setenv("TCVC_MALLOC", mode)
+  assert allocator.keep_freed_memory(pixels) is applied
+  assert bool(fake.calls) is applied
+  # Idempotent: the first decision stands (XLA's threads keep the arenas they started with).
+  assert allocator.keep_freed_memory(None if not applied else 1) is applied
+  assert len(fake.calls) == (3 if applied else 0)
+
+
+def test_tools_size_their_calls():
+  """The CPU demo's small steps keep glibc's default; the paper's step and windows keep memory."""
+  from configs import default  # pylint: disable=g-import-not-at-top
+  from configs import demo  # pylint: disable=g-import-not-at-top
+  from configs import eval as eval_configs  # pylint: disable=g-import-not-at-top
+  from tcvc_jax import colorize  # pylint: disable=g-import-not-at-top
+  from tcvc_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from tcvc_jax import train  # pylint: disable=g-import-not-at-top
+  small = allocator.SMALL_CALL_PIXELS
+  assert train._step_pixels(demo.get_config()) == 4 * 4 * 32 * 32 < small
+  assert train._step_pixels(default.get_config()) == 4 * 12 * 256 * 256
+  assert evaluate._window_pixels(eval_configs.get_config()) == 19 * 256 * 256
+  multi = eval_configs.get_config("multi")
+  assert evaluate._window_pixels(multi) == (max(multi.protocol.ensemble_intervals) + 2) * 256**2
+  parser = colorize.build_parser()
+  args = lambda *flags: parser.parse_args(["a.mp4", "b.mp4", "--checkpoint", "c", *flags])
+  assert colorize._window_pixels(args()) == 19 * 256 * 256
+  small_window = args("--size", "64x128", "--interval", "4")
+  assert colorize._window_pixels(small_window) == 6 * 64 * 128 < small
+  assert colorize._window_pixels(args("--size", "x")) is None
