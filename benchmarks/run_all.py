@@ -8,7 +8,8 @@ matmul, fp32 3x3 conv); for the full-size TCVC (SIGGRAPH17 + FlowNet2, random we
 window, per dtype: compile time, first call, seconds per window, FlowNet2 evaluations, achieved
 GFLOP/s and its fraction of the machine's rate; the demo's training step (compile and step time);
 the full-size training step (256x256, N=12, batch 1, SRL): compile, seconds per step, XLA's peak
-memory per device. With `--orig` (default DIR: ../shared/orig beside the repository, built with
+memory per device. The training steps run in processes of their own, each with the allocator
+setting that train.py would pick for it (`tcvc_jax.allocator`). With `--orig` (default DIR: ../shared/orig beside the repository, built with
 its build.sh), the ORIGINAL PyTorch code's inference and training benchmarks then run in
 subprocesses on the same machine (one after the other, never at the same time as ours), and a
 summary gives the ratios. Takes ~15 minutes on a 2-vCPU machine, ~25-45 with --orig (the original
@@ -31,7 +32,6 @@ from tcvc_jax.models import conv_forms
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import machine_rate  # pylint: disable=g-import-not-at-top,wrong-import-position
 import model_bench  # pylint: disable=g-import-not-at-top,wrong-import-position
-import train_bench  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_ORIG = os.path.join(os.path.dirname(REPO), "shared", "orig")
@@ -90,17 +90,18 @@ def release_memory(what):
         flush=True)
 
 
-def full_step_in_subprocess(steps):
-  """train_bench's full-size step in a fresh process; its figures as train_bench.bench returns."""
+def step_in_subprocess(name, steps):
+  """train_bench's `name` step in a fresh process (its own allocator decision and peak memory);
+  its figures as train_bench.bench returns them."""
   script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train_bench.py")
-  cmd = [sys.executable, script, "--models", "full", "--steps", str(steps)]
+  cmd = [sys.executable, script, "--models", name, "--steps", str(steps)]
   code, lines = _streamed(cmd)
   text = "".join(lines)
-  found = [re.search(pattern, text) for pattern in (r"\[full\] step ([\d.]+) s",
-                                                    r"\[full\] init [\d.]+ s, compile ([\d.]+) s",
-                                                    r"\[full\] XLA memory.*peak ([\d.]+) MiB")]
+  found = [re.search(pattern, text) for pattern in (
+      rf"\[{name}\] step ([\d.]+) s", rf"\[{name}\] init [\d.]+ s, compile ([\d.]+) s",
+      rf"\[{name}\] XLA memory.*peak ([\d.]+) MiB")]
   if code or not all(found):
-    raise SystemExit(f"the full training step's benchmark failed (exit {code})")
+    raise SystemExit(f"the {name} training step's benchmark failed (exit {code})")
   step, compile_s, peak_mib = (float(m.group(1)) for m in found)
   return {"step": step, "compile": compile_s, "peak_bytes": peak_mib * 2**20}
 
@@ -137,13 +138,13 @@ def main():
   del variables
   train = {}
   if not args.skip_train:
-    demo_args = argparse.Namespace(steps=3, unroll=0, remat=False, dtype="float32")
-    train["demo"] = train_bench.bench("demo", demo_args)
-    # In a process of its own: run here after the windows, the full step was killed for memory
-    # on a 24 GB machine (24.3 GB resident, even with the windows' memory given back first; on its
-    # own its peak resident size is 16.9 GB).
-    release_memory("the full training step")
-    train["full"] = full_step_in_subprocess(args.train_steps)
+    # Each in a process of its own. The demo: as train.py runs it, with glibc's default allocator
+    # (its calls are small; this process keeps freed memory for the windows). The full step: run
+    # here after the windows, it was killed for memory on a 24 GB machine (24.3 GB resident, even
+    # with the windows' memory given back first; on its own its peak resident size is 16.9 GB).
+    release_memory("the training steps")
+    train["demo"] = step_in_subprocess("demo", 3)
+    train["full"] = step_in_subprocess("full", args.train_steps)
 
   orig = {}
   if args.orig:

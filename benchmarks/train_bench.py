@@ -26,6 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import default  # pylint: disable=g-import-not-at-top,wrong-import-position
 from configs import demo  # pylint: disable=g-import-not-at-top,wrong-import-position
 from tcvc_jax import allocator  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tcvc_jax import train  # pylint: disable=g-import-not-at-top,wrong-import-position
 from tcvc_jax.training import sharding  # pylint: disable=g-import-not-at-top,wrong-import-position
 from tcvc_jax.training import train_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 from tcvc_jax.training import trainer  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -97,7 +98,6 @@ def bench(name, args):
 
 
 def main():
-  allocator.keep_freed_memory()  # as the tools do: freed XLA buffers are reused, not faulted in
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--models", default="tiny,demo,full")
@@ -106,6 +106,13 @@ def main():
   parser.add_argument("--remat", action="store_true", help="rematerialise propagation steps")
   parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
   args = parser.parse_args()
+  # As train.py decides (before the first computation): freed XLA buffers kept for reuse unless
+  # every call is small. One decision per process: the largest model's.
+  pixels = max(train.step_pixels(_config(name, args)[0]) or 2**62
+               for name in args.models.split(","))
+  kept = allocator.keep_freed_memory(pixels)
+  print(f"allocator: {'freed memory kept for reuse' if kept else 'the C library default'} "
+        f"(TCVC_MALLOC={os.environ.get('TCVC_MALLOC', 'auto')}, {pixels} input pixels per step)")
   print(f"device: {jax.devices()[0].device_kind} ({platform.processor() or platform.machine()}), "
         f"{os.cpu_count()} CPUs, jax {jax.__version__}")
   for name in args.models.split(","):

@@ -88,10 +88,10 @@ def main(argv=None):
   args = build_parser().parse_args(argv)
   logging.set_verbosity(logging.INFO if args.verbose else logging.ERROR)
   return cli.run(lambda: _colorize(args), verbose=args.verbose, final_output=args.output,
-                 pixels_per_call=_window_pixels(args))
+                 pixels_per_call=window_pixels(args))
 
 
-def _window_pixels(args):
+def window_pixels(args):
   """Input pixels of one window (interval + 2 frames at the network size); None for bad flags,
   which the work reports."""
   from tcvc_jax import streaming  # pylint: disable=g-import-not-at-top

@@ -59,10 +59,10 @@ def main(argv=None):
     return cli.EXIT_OK
 
   return cli.run(work, verbose=verbose, final_output=os.path.join(workdir, "summary.json"),
-                 pixels_per_call=_window_pixels(config))
+                 pixels_per_call=window_pixels(config))
 
 
-def _window_pixels(config):
+def window_pixels(config):
   """Input pixels of the protocol's longest window at the network size; None if not numbers."""
   p = config.protocol
   try:

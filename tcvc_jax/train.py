@@ -86,10 +86,10 @@ def main(argv=None):
     return cli.EXIT_OK
 
   return cli.run(work, verbose=verbose, on_signal=lambda _: control.request_stop(),
-                 pixels_per_call=_step_pixels(config))
+                 pixels_per_call=step_pixels(config))
 
 
-def _step_pixels(config):
+def step_pixels(config):
   """Input pixels of the largest compiled call: a training step (the whole batch) or a
   validation window at a fixed network size; None if not numbers."""
   d, e = config.data, config.eval

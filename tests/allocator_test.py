@@ -109,14 +109,14 @@ def test_tools_size_their_calls():
   from tcvc_jax import evaluate  # pylint: disable=g-import-not-at-top
   from tcvc_jax import train  # pylint: disable=g-import-not-at-top
   small = allocator.SMALL_CALL_PIXELS
-  assert train._step_pixels(demo.get_config()) == 4 * 4 * 32 * 32 < small
-  assert train._step_pixels(default.get_config()) == 4 * 12 * 256 * 256
-  assert evaluate._window_pixels(eval_configs.get_config()) == 19 * 256 * 256
+  assert train.step_pixels(demo.get_config()) == 4 * 4 * 32 * 32 < small
+  assert train.step_pixels(default.get_config()) == 4 * 12 * 256 * 256
+  assert evaluate.window_pixels(eval_configs.get_config()) == 19 * 256 * 256
   multi = eval_configs.get_config("multi")
-  assert evaluate._window_pixels(multi) == (max(multi.protocol.ensemble_intervals) + 2) * 256**2
+  assert evaluate.window_pixels(multi) == (max(multi.protocol.ensemble_intervals) + 2) * 256**2
   parser = colorize.build_parser()
   args = lambda *flags: parser.parse_args(["a.mp4", "b.mp4", "--checkpoint", "c", *flags])
-  assert colorize._window_pixels(args()) == 19 * 256 * 256
+  assert colorize.window_pixels(args()) == 19 * 256 * 256
   small_window = args("--size", "64x128", "--interval", "4")
-  assert colorize._window_pixels(small_window) == 6 * 64 * 128 < small
-  assert colorize._window_pixels(args("--size", "x")) is None
+  assert colorize.window_pixels(small_window) == 6 * 64 * 128 < small
+  assert colorize.window_pixels(args("--size", "x")) is None
