@@ -75,8 +75,8 @@ def keep_freed_memory(pixels_per_call: int | None = None) -> bool:
                      + f" or '{MODES[-1]}', got {mode!r}")
   _state["applied"] = False
   if mode == "auto":
-    mode = "system" if pixels_per_call is not None and pixels_per_call < SMALL_CALL_PIXELS else (
-        "reuse")
+    small = pixels_per_call is not None and pixels_per_call < SMALL_CALL_PIXELS
+    mode = "system" if small else "reuse"
   mallopt = _glibc_function("mallopt") if mode == "reuse" else None
   if mallopt is None:
     return False
