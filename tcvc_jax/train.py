@@ -92,12 +92,13 @@ def main(argv=None):
 def step_pixels(config):
   """Input pixels of the largest compiled call: a training step (the whole batch) or a
   validation window at a fixed network size; None if not numbers."""
+  from tcvc_jax.evaluation import windows  # pylint: disable=g-import-not-at-top
   d, e = config.data, config.eval
   try:
     pixels = int(d.batch_size) * int(d.num_frames) * int(d.crop_size) ** 2
     if e.get("network_size"):
-      h, w = (e.network_size,) * 2 if isinstance(e.network_size, int) else e.network_size
-      pixels = max(pixels, (int(e.interval_length) + 2) * int(h) * int(w))
+      h, w = windows.size2(e.network_size)
+      pixels = max(pixels, (int(e.interval_length) + 2) * h * w)
     return pixels
   except (TypeError, ValueError, AttributeError):
     return None
