@@ -107,8 +107,10 @@ def _colorize(args):
   flag_parsing.enable_compilation_cache(args.compilation_cache)
   if args.interval < 0:
     raise cli.UserError(f"--interval must be >= 0, got {args.interval}")
-  if args.fps is not None and args.fps <= 0:
-    raise cli.UserError(f"--fps must be positive, got {args.fps}")
+  try:
+    streaming.check_fps(args.fps)
+  except streaming.UsageError as e:
+    raise cli.UserError(f"--{e}") from e
   hints = _user_hints(args, streaming.parse_size(args.size))
   result = streaming.colorize_file(
       args.input, args.output, args.checkpoint, interval=args.interval,

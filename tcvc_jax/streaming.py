@@ -34,7 +34,7 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 class UsageError(ValueError):
-  """A bad option value (network size, interval)."""
+  """A bad option value (network size, interval, frame rate)."""
 
 
 @dataclasses.dataclass
@@ -59,6 +59,24 @@ def parse_size(text):
   if len(parts) != 2 or min(parts) <= 0:
     raise UsageError(f"bad network size {text!r}: use N or HxW with positive integers, e.g. 256")
   return tuple(parts)
+
+
+# Frame rates a video can be written at: 1 / fps is its time base, whose terms FFmpeg keeps in
+# 32-bit integers (and `writing.VideoWriter` rounds the rate to a millionth).
+MIN_FPS, MAX_FPS = 0.001, 10_000
+
+
+def check_fps(fps):
+  """Raises UsageError unless `fps` (None: the source's own) is a finite rate a video can have."""
+  if fps is None:
+    return
+  try:
+    ok = MIN_FPS <= float(fps) <= MAX_FPS  # False for NaN
+  except (TypeError, ValueError):
+    ok = False
+  if not ok:
+    raise UsageError(f"fps must be a number of frames per second from {MIN_FPS} to {MAX_FPS}, "
+                     f"got {fps}")
 
 
 def check_network_size(colorizer, size):
@@ -214,6 +232,7 @@ def colorize_file(input_path, output_path, model, interval=windows.DEFAULT_INTER
     OSError, with a one-line message.
   """
   start = time.perf_counter()
+  check_fps(fps)
   source = reading.open_source(input_path, fps)
   if source.num_frames is not None and source.num_frames < 2:
     raise windows.ClipTooShortError(
@@ -331,7 +350,11 @@ def iter_colorize(frames: Iterable[np.ndarray], colorize_window: windows.Coloriz
   """
   # (index, uint8 frame): a window's last frame, dropped if the next window starts on it.
   pending = None
-  windows.announce_interval(colorize_window, interval_length)
+  if hasattr(frames, "num_frames"):  # a FrameSource (None where the container does not say)
+    num_frames = frames.num_frames
+  else:
+    num_frames = len(frames) if hasattr(frames, "__len__") else None
+  windows.announce_interval(colorize_window, interval_length, num_frames)
   for start, win in iter_windows(frames, interval_length, is_cut, anchors):
     l_full = windows.frames_to_l(np.stack(win), gray_mode)
     hints = None if window_hints is None else window_hints(start, len(win))
@@ -367,11 +390,16 @@ class AnchorCarry:
     self.calls = 0
     self.reused = 0
 
-  def set_interval(self, interval_length):
-    """Windows of the coming pass hold at most T + 2 frames: one compiled program for them all."""
+  def set_interval(self, interval_length, num_frames=None):
+    """Windows of the coming pass hold at most T + 2 frames, and no more than the clip's
+    `num_frames` (if known): one compiled program for them all, no larger than the clip.
+
+    A longer window than that (a clip longer than its container said) still runs, unpadded.
+    """
     pad = getattr(self._model, "pad_windows", None)
     if pad is not None:
-      pad(interval_length + 2)
+      full = interval_length + 2
+      pad(min(full, max(int(num_frames), 2)) if num_frames else full)
 
   def __call__(self, gray, **hints):
     gray = np.asarray(gray)

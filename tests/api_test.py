@@ -48,3 +48,38 @@ def test_a_video_compiles_once(pair, tmp_path):
   plain = api.Colorizer(colorizer.model, colorizer.variables)
   want = windows.colorize_clip(np.stack(frames), plain.colorize_window, (4,), 32)
   np.testing.assert_array_equal(np.stack(out), want)
+
+
+def test_a_clip_shorter_than_a_window_is_padded_to_its_length_only(pair):
+  """A huge --interval on a short clip costs the clip's frames, not the interval's."""
+  _, colorizer = pair
+  rs = np.random.RandomState(2)
+  frames = [rs.randint(0, 255, (32, 32, 3), np.uint8) for _ in range(5)]
+  out = list(streaming.colorize_frames(frames, colorizer, interval=500, network_size=32))
+  assert len(out) == 5
+  assert colorizer.window_frames == 5
+  plain = api.Colorizer(colorizer.model, colorizer.variables)
+  want = windows.colorize_clip(np.stack(frames), plain.colorize_window, (500,), 32)
+  np.testing.assert_array_equal(np.stack(out), want)
+
+
+class _PadRecorder:
+
+  def __init__(self):
+    self.frames = None
+
+  def pad_windows(self, frames):
+    self.frames = frames
+
+
+@pytest.mark.parametrize("interval,num_frames,want", [
+    (17, None, 19),  # length unknown (a container that does not store it): the interval's
+    (17, 100, 19),
+    (17, 6, 6),
+    (0, 6, 2),
+    (17, 1, 2),  # a window always holds two anchors
+])
+def test_anchor_carry_pads_to_the_smaller_of_window_and_clip(interval, num_frames, want):
+  model = _PadRecorder()
+  streaming.AnchorCarry(model).set_interval(interval, num_frames)
+  assert model.frames == want

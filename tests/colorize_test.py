@@ -298,8 +298,16 @@ def _bad_inputs(tmp_path, tiny_sd, checkpoint):
   torch.save(sig, tmp_path / "siggraph17.pth")
   with open(tmp_path / "junk.pth", "wb") as f:
     f.write(os.urandom(256))
+  tone = str(tmp_path / "tone.wav")  # FFmpeg opens it, but it holds no picture
+  with av.open(tone, "w") as c:
+    stream = c.add_stream("pcm_s16le", rate=8000)
+    samples = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
+    samples.rate = 8000
+    for packet in [*stream.encode(samples), *stream.encode(None)]:
+      c.mux(packet)
   out = str(tmp_path / "o.mp4")
   ck = ("--checkpoint", checkpoint)
+  nodir = tmp_path / "nodir"
   return {
       "missing": ([tmp_path / "nothing.mp4", out, *ck], "error: no such file or folder"),
       "unreadable": ([tmp_path / "junk.mp4", out, *ck], "error: cannot read"),
@@ -315,6 +323,15 @@ def _bad_inputs(tmp_path, tiny_sd, checkpoint):
                              f"error: {tmp_path / 'nock'}: no such file"),
       "bad_size": ([good, out, *ck, "--size", "30"], "error: network size 30x30"),
       "bad_output_type": ([good, tmp_path / "o.gif", *ck], "error: unsupported output"),
+      "output_folder_missing": ([good, nodir / "o.mp4", *ck],
+                                f"error: cannot write {nodir / 'o.mp4'}: its folder {nodir} does "
+                                "not exist"),
+      "reference_not_an_image": ([good, out, *ck, "--reference", f"1:{tone}"],
+                                 f"error: cannot decode {tone}: no image in the file"),
+      **{f"fps_{v}": ([good, out, *ck, "--fps", v],
+                      "error: --fps must be a number of frames per second from 0.001 to 10000, "
+                      f"got {float(v)}")
+         for v in ("nan", "inf", "0", "1e-9", "-1")},
   }
 
 

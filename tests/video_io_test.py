@@ -193,6 +193,22 @@ class WriteTest(absltest.TestCase):
     np.testing.assert_array_equal(reading.open_source(out).read_all(), frames)
     self.assertEqual(self._listing(), ["out"])  # no temporary left over
 
+  def test_folder_names_never_collide(self):
+    # f1.png and f1.jpg would both become f1.png: the second frame overwrote the first.
+    self.assertEqual(writing.png_names(["f1.jpg", "f1.png", "f2.png"]),
+                     ["f1.jpg.png", "f1.png.png", "f2.png"])
+    self.assertEqual(writing.png_names(["a/x1.jpg", "a/x2.jpeg"]), ["x1.png", "x2.png"])
+    # Names that differ only in case are one file on a case-insensitive disk.
+    self.assertEqual(writing.png_names(["x.PNG", "x.png", "y.png"]),
+                     ["00000.png", "00001.png", "00002.png"])
+    frames = np.random.default_rng(2).integers(0, 256, (3, 6, 9, 3), dtype=np.uint8)
+    out = os.path.join(self.dir, "out")
+    with writing.open_writer(out, names=["f1.jpg", "f1.png", "f2.png"]) as w:
+      for f in frames:
+        w.write(f)
+    self.assertEqual(sorted(os.listdir(out)), ["f1.jpg.png", "f1.png.png", "f2.png"])
+    np.testing.assert_array_equal(reading.open_source(out).read_all(), frames)  # in order
+
   def test_video_round_trip_odd_size(self):
     frames = _gradient_frames(4, 25, 33)
     out = os.path.join(self.dir, "o.mp4")

@@ -285,12 +285,13 @@ def colorize_clip(frames, colorize_window, interval_lengths=(DEFAULT_INTERVAL,),
   return ensemble_to_uint8(passes)
 
 
-def announce_interval(colorize_window, interval_length):
+def announce_interval(colorize_window, interval_length, num_frames=None):
   """Lets a model that can (AnchorCarry over an api.Colorizer) run all windows of the pass as one
-  compiled program: windows hold at most T + 2 frames."""
+  compiled program: windows hold at most T + 2 frames, and at most `num_frames` (the clip's length,
+  if known)."""
   announce = getattr(colorize_window, "set_interval", None)
   if announce is not None:
-    announce(int(interval_length))
+    announce(int(interval_length), num_frames)
 
 
 def psnr_interval(interval_lengths: Sequence[int] | int):

@@ -138,7 +138,9 @@ def _convert(x, dtype):
 def _decode_image(path, gray_out):
   try:
     with av.open(path) as c:
-      for frame in c.decode(video=0):
+      if not c.streams.video:  # e.g. a sound file, or text FFmpeg takes for a subtitle file
+        raise MediaError(f"cannot decode {path}: no image in the file")
+      for frame in c.decode(c.streams.video[0]):
         return _to_array(frame, gray_out)
   except (av.error.FFmpegError, OSError) as e:
     raise MediaError(f"cannot decode {path}: {_reason(e)}") from e

@@ -7,6 +7,7 @@ Outputs are written under a temporary name in the target's folder and renamed at
 only replaced with `overwrite=True`. Files get the permissions the user's umask gives.
 """
 
+import collections
 import fractions
 import io
 import os
@@ -19,6 +20,7 @@ from tcvc_jax.media.reading import DEFAULT_FOLDER_FPS
 from tcvc_jax.media.reading import MediaError
 from tcvc_jax.media.reading import _main_video_stream
 from tcvc_jax.media.reading import _reason
+from tcvc_jax.media.reading import natural_key
 
 VIDEO_OUTPUT_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv")
 # Videos are coded with the BT.709 matrix in limited range and tagged so (matrix, primaries and
@@ -38,7 +40,28 @@ def _target(path, overwrite, directory=False, suffix=""):
   except atomic.OutputExistsError as e:
     raise MediaError(str(e)) from e
   except OSError as e:
-    raise MediaError(f"cannot write {os.fspath(path)}: {_reason(e)}") from e
+    reason = _reason(e)  # atomic's own checks already say "cannot write PATH: ..."
+    raise MediaError(reason if reason.startswith("cannot write ") else
+                     f"cannot write {os.fspath(path)}: {reason}") from e
+
+
+def png_names(names):
+  """The PNG file names for frames named `names` (an input folder's, in its reading order).
+
+  Each frame keeps its name with .png for its extension, unless two frames would then share a file
+  (f1.png and f1.jpg, or names that differ only in case: one file on a case-insensitive disk); those
+  keep their whole name (f1.jpg.png, f1.png.png). Where even that collides, or the new names would
+  not list in the frames' order, every frame is numbered (00000.png, ...), so that no frame
+  overwrites another and the folder reads back in order.
+  """
+  base = [os.path.basename(os.fspath(n)) for n in names]
+  out = [os.path.splitext(b)[0] + ".png" for b in base]
+  count = collections.Counter(o.casefold() for o in out)
+  out = [b + ".png" if count[o.casefold()] > 1 else o for b, o in zip(base, out, strict=True)]
+  unique = len({o.casefold() for o in out}) == len(out)
+  if not unique or sorted(out, key=lambda n: (natural_key(n), n)) != out:
+    return [f"{i:05d}.png" for i in range(len(out))]
+  return out
 
 
 def _frame_uint8(frame):
@@ -301,10 +324,11 @@ class FolderWriter(_Writer):
     Args:
       path: output folder.
       overwrite: replace an existing output.
-      names: file names to use in order (their extension becomes .png); default 00000.png, ...
+      names: the frames' names, in order (an input folder's); they become `png_names(names)`.
+        Default: 00000.png, ...
     """
     self.path = os.path.abspath(os.fspath(path))
-    self._names = list(names) if names is not None else None
+    self._names = png_names(names) if names is not None else None
     self._count = 0
     self._target = _target(self.path, overwrite, directory=True)
     self._tmp = self._target.tmp
@@ -317,7 +341,7 @@ class FolderWriter(_Writer):
     if self._names is not None:
       if self._count >= len(self._names):
         raise MediaError(f"more frames than names for {self.path}")
-      name = os.path.splitext(os.path.basename(self._names[self._count]))[0] + ".png"
+      name = self._names[self._count]
     else:
       name = f"{self._count:05d}.png"
     with open(os.path.join(self._tmp, name), "wb") as f:
