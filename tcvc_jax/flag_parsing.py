@@ -79,9 +79,13 @@ def _explain(err, argv):
     keys = [a.split("=", 1)[0][len("--config."):] for a in argv if a.startswith("--config.")]
     hint = re.search(r"Did you mean (.*?)\?", text)
     hint = f"; did you mean {hint.group(1)}?" if hint else ""
-    for key in keys:
-      if re.search(r"\b%s\b" % re.escape(key.split(".")[-1]), text):
-        return f"unknown config key --config.{key}{hint} (--show_config lists them all)"
+    # The unknown part is a leaf (--config.protocol.interval_lenght) or else a section
+    # (--config.protocl.interval_length).
+    for depth in range(max((k.count(".") + 1 for k in keys), default=0)):
+      for key in keys:
+        parts = key.split(".")
+        if depth < len(parts) and re.search(r"\b%s\b" % re.escape(parts[-1 - depth]), text):
+          return f"unknown config key --config.{key}{hint} (--show_config lists them all)"
     return f"unknown config key: {text} (--show_config lists them all)"
   if "Error whilst parsing config file" in text:
     # The traceback is inlined; its last line is the config's own message.
