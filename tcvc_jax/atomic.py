@@ -148,6 +148,50 @@ class AtomicOutput:
     return False
 
 
+class NewFolder:
+  """A folder a run creates (with any missing parents), removed again unless `keep()` is called.
+
+  What a run that fails, or is interrupted (`discard_all`), before it has anything worth keeping
+  leaves is what was there before it: nothing where the folder was new, an empty folder where it
+  was empty. A folder that held anything is never removed.
+
+  Raises:
+    NotADirectoryError: `path` or one of its parents is a file.
+  """
+
+  def __init__(self, path):
+    self.path = os.path.abspath(os.fspath(path))
+    top = None  # the highest folder this creates
+    p = self.path
+    while not os.path.lexists(p):
+      top, p = p, os.path.dirname(p)
+    if not os.path.isdir(p):
+      raise NotADirectoryError(f"cannot make the folder {self.path}: {p} is a file")
+    self._was_empty = top is None and not os.listdir(self.path)
+    os.makedirs(self.path, exist_ok=True)
+    self._top = top
+    self._done = False
+    with _LIVE_LOCK:
+      _LIVE[id(self)] = self
+
+  def keep(self) -> None:
+    """The folder and what is in it stay, whatever happens next."""
+    self._done = True
+    with _LIVE_LOCK:
+      _LIVE.pop(id(self), None)
+
+  def discard(self) -> None:
+    """Undoes the folder: removes it if this created it, empties it if it was empty."""
+    if self._done:
+      return
+    self.keep()
+    if self._top is not None:
+      _remove(self._top)
+    elif self._was_empty and os.path.isdir(self.path):
+      for name in os.listdir(self.path):
+        _remove(os.path.join(self.path, name))
+
+
 def discard_all() -> None:
   """Removes every unfinished output of this process (for interrupt handlers)."""
   with _LIVE_LOCK:

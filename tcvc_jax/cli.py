@@ -110,6 +110,35 @@ def ends_on_interrupt(main):
   return wrapped
 
 
+def _late_callback(unraisable) -> bool:
+  """Whether an unraisable error is a TensorStore read finishing after its asyncio loop closed.
+
+  When one read of a checkpoint fails (a damaged file), Orbax's restore ends and closes its event
+  loop while TensorStore still finishes the other reads; each then reports to the closed loop, and
+  Python printed a traceback per read (hundreds, around the one-line error or warning).
+  """
+  err = unraisable.exc_value
+  if not (isinstance(err, RuntimeError) and str(err) == "Event loop is closed"):
+    return False
+  frames = traceback.extract_tb(unraisable.exc_traceback)
+  return bool(frames) and frames[0].name == "call_soon_threadsafe" and (
+      os.path.basename(frames[0].filename) == "base_events.py")
+
+
+def _quiet_late_callbacks() -> None:
+  """Drops `_late_callback`s; every other unraisable error is printed as before."""
+  previous = sys.unraisablehook
+  if getattr(previous, "tcvc_quiet", False):
+    return
+
+  def hook(unraisable):
+    if not _late_callback(unraisable):
+      previous(unraisable)
+
+  hook.tcvc_quiet = True
+  sys.unraisablehook = hook
+
+
 def run(fn, verbose: bool = False, on_signal=None, final_output=None,
         pixels_per_call=None) -> int:
   """Runs `fn()` (returning an exit code) with the exit-code and error conventions above.
@@ -133,6 +162,7 @@ def run(fn, verbose: bool = False, on_signal=None, final_output=None,
   except ValueError as e:
     print(f"error: {one_line(e)}", file=sys.stderr, flush=True)
     return EXIT_USAGE
+  _quiet_late_callbacks()
   outcome = {}
 
   def work():

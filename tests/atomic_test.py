@@ -81,3 +81,27 @@ def test_discard_all_removes_every_unfinished_output(tmp_path):
   a.commit()  # a discarded output is not put in place afterwards
   b.commit()
   assert not _names(tmp_path)
+
+
+def test_a_new_folder_is_undone_unless_kept(tmp_path):
+  new = atomic.NewFolder(tmp_path / "a" / "b" / "run")
+  (tmp_path / "a" / "b" / "run" / "x").write_text("1")
+  new.discard()
+  assert os.listdir(tmp_path) == []  # the parents it made go too
+  kept = atomic.NewFolder(tmp_path / "run")
+  (tmp_path / "run" / "x").write_text("1")
+  kept.keep()
+  kept.discard()
+  assert os.listdir(tmp_path / "run") == ["x"]
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  atomic.NewFolder(empty)
+  (empty / "y").write_text("1")
+  atomic.discard_all()  # as an interrupt does
+  assert os.listdir(empty) == []
+  full = atomic.NewFolder(tmp_path / "run")  # it held something: never removed
+  full.discard()
+  assert os.listdir(tmp_path / "run") == ["x"]
+  (tmp_path / "file").write_text("1")
+  with pytest.raises(NotADirectoryError, match="is a file"):
+    atomic.NewFolder(tmp_path / "file" / "run")

@@ -190,3 +190,22 @@ def test_load_workdir_and_init_from_a_workdir(tmp_path, tiny_setup):
   want = model.apply({"params": state.params, "batch_stats": state.batch_stats},
                      gray[None])["ab"][0]
   np.testing.assert_allclose(colorizer.colorize_window(gray), want, atol=1e-6)
+
+
+def test_a_damaged_workdir_checkpoint_names_itself_and_the_way_out(tmp_path, tiny_setup):
+  _, spec, _, _, init_fn = tiny_setup
+  workdir = str(tmp_path / "run")
+  checkpointing.write_model_spec(workdir, spec)
+  mngr = checkpointing.create_manager(workdir, save_every=1, max_to_keep=3)
+  for step in (2, 4):
+    checkpointing.save(mngr, step, init_fn(), iter(_data()), force=True)
+  mngr.wait_until_finished()
+  mngr.close()
+  _truncate_largest_file(os.path.join(workdir, "checkpoints", "4", "state"))
+  with pytest.raises(checkpointing.DamagedCheckpointError) as err:
+    checkpointing.load_workdir(workdir)
+  text = str(err.value)
+  assert text.startswith(f"{workdir}: the checkpoint at step 4 cannot be read")
+  assert text.endswith(f"python -m tcvc_jax.convert {workdir} OUT --step 2")
+  assert len(text) < 1000 and "tensorstore_spec" not in text  # not TensorStore's kB of JSON
+  assert checkpointing.load_workdir(workdir, step=2)[2] == 2

@@ -3,6 +3,9 @@
 Each case asserts the exit code, the one-line message, and that nothing was created or left behind.
 """
 
+import asyncio
+import contextlib
+import io
 import os
 import signal
 import subprocess
@@ -12,6 +15,7 @@ import time
 import numpy as np
 import pytest
 
+from tcvc_jax import cli
 from tcvc_jax import porting
 from tcvc_jax.media import writing
 
@@ -278,6 +282,7 @@ def test_train_interrupt_during_compile_and_during_training(tmp_path):
                                          "--config.num_train_steps=100000"], tmp_path, 4.0)
   assert rc == 130, err[-3000:]
   assert after < 15 and "Segmentation" not in err
+  assert not os.path.exists(tmp_path / "a")  # "no output written": no workdir skeleton either
   # Once steps run, SIGTERM saves a checkpoint and exits 0. This run compiles the tiny train step
   # into the session's cache, where install_test and train_faults_test find it.
   cmd = base + ["--compilation_cache=" + train_testlib.session_compilation_cache(), "--workdir=b",
@@ -387,3 +392,36 @@ def test_eval_and_convert_interrupts(checkpoint, frames, tmp_path, delay):
                                  delay / 2)
   assert rc in (0, 130) and after < 15 and "Traceback" not in err, err[-2000:]
   assert os.path.isfile(tmp_path / "back.pth") == (rc == 0) and not _leftovers(tmp_path)
+
+
+def test_late_tensorstore_callbacks_print_nothing(monkeypatch):
+  """A damaged checkpoint's other reads report to Orbax's closed loop: hundreds of tracebacks were
+  printed around the one-line error; only those are dropped."""
+  loop = asyncio.new_event_loop()
+  loop.close()
+  seen = []
+  monkeypatch.setattr(sys, "unraisablehook", seen.append)
+
+  class Failing:
+
+    def __del__(self):
+      raise ValueError
+
+  Failing()
+  hook_args = type(seen[0])  # sys.UnraisableHookArgs, which sys does not name
+  monkeypatch.setattr(sys, "unraisablehook", sys.__unraisablehook__)  # Python's own printer
+  cli._quiet_late_callbacks()  # pylint: disable=protected-access
+  stderr = io.StringIO()
+  with contextlib.redirect_stderr(stderr):
+    # (call, frames to skip): the test's and the lambda's, so that the traceback starts in the
+    # call the C extension made, as it does when TensorStore reports.
+    for bad, skip in ((lambda: loop.call_soon_threadsafe(print), 2), (lambda: 1 / 0, 1)):
+      try:
+        bad()
+      except Exception as e:  # pylint: disable=broad-exception-caught
+        tb = e.__traceback__
+        for _ in range(skip):
+          tb = tb.tb_next
+        sys.unraisablehook(hook_args((type(e), e, tb, None, None)))
+  assert "Event loop is closed" not in stderr.getvalue()
+  assert "ZeroDivisionError" in stderr.getvalue()

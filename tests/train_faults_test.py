@@ -96,6 +96,36 @@ def test_truncated_latest_checkpoint_resumes_from_the_previous_one(env, referenc
   # Steps previous+1 .. latest are trained again, exactly as the first time.
   assert train_testlib.checkpoint_steps(workdir)[-1] == latest
   _assert_same_params(workdir, reference)
+  # ... and logged once: the first run's records after the resumed step are dropped.
+  logged = lambda w: [(m["step"], m["train/loss"]) for m in train_testlib.metrics(w)]
+  assert logged(workdir) == logged(reference)
+
+
+def test_a_resume_with_another_model_changes_nothing(env, reference, tmp_path):
+  workdir = str(tmp_path / "other_model")
+  shutil.copytree(reference, workdir)
+  before = {name: open(os.path.join(workdir, name), "rb").read()
+            for name in ("model.json", "config.json", "metrics.jsonl")}
+  proc = train_testlib.start_train(workdir, _overrides(env, **{"model.l_features": 8}),
+                                   cache_dir=env["cache"])
+  assert proc.wait(timeout=600) == 1
+  errors = [line for line in train_testlib.read_log(workdir).splitlines() if "error:" in line]
+  assert len(errors) == 1 and errors[0].startswith(
+      f"error: {workdir} holds a run of another model (l_features: 4 there, 8 in this config)")
+  for name, data in before.items():  # the workdir still describes its checkpoints
+    assert open(os.path.join(workdir, name), "rb").read() == data, name
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_a_run_that_fails_before_its_first_step_leaves_no_workdir(env, tmp_path, existing):
+  workdir = tmp_path / "run"
+  if existing:
+    workdir.mkdir()  # an empty folder the user made stays, empty
+  proc = train_testlib.start_train(str(workdir), _overrides(env, init_from=tmp_path / "nothing"),
+                                   cache_dir=env["cache"])
+  assert proc.wait(timeout=600) == 1
+  assert "error:" in train_testlib.read_log(str(workdir))
+  assert os.listdir(workdir) == [] if existing else not os.path.exists(workdir)
 
 
 def test_a_diverging_run_stops_with_one_error_line(env, tmp_path):

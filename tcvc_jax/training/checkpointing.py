@@ -89,8 +89,8 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state: Any,
           data_iter=grain.checkpoint.CheckpointRestore(data_iter)))
     except Exception as e:  # pylint: disable=broad-exception-caught
       # Orbax and TensorStore raise many types for damaged files; any of them means "unusable".
-      logging.warning("checkpoint at step %d in %s is unreadable (%s: %s); trying the previous "
-                      "one", step, mngr.directory, type(e).__name__, str(e)[:2000])
+      logging.warning("checkpoint at step %d in %s is unreadable (%s); trying the previous one",
+                      step, mngr.directory, short_reason(e))
       failed.append((step, e))
       continue
     for bad, _ in failed:
@@ -101,7 +101,8 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state: Any,
     raise RuntimeError(
         f"no checkpoint in {mngr.directory} could be restored (steps {[s for s, _ in failed]}); "
         "they were written with another model or optimizer config, or are damaged. Use a new "
-        f"workdir, or the same config. First error, at step {step}: {error}") from error
+        f"workdir, or the same config. First error, at step {step}: {short_reason(error)}"
+    ) from error
   return None
 
 
@@ -133,6 +134,18 @@ def read_model_spec(workdir: str) -> spec_lib.ModelSpec:
     raise spec_lib.SpecError(f"{path}: not a model description ({e})") from e
 
 
+class DamagedCheckpointError(OSError):
+  """A checkpoint's files cannot be read."""
+
+
+def short_reason(err: BaseException, limit: int = 400) -> str:
+  """The gist of an Orbax / TensorStore error on one line: TensorStore appends its whole spec (kB
+  of JSON) to every message."""
+  text = " ".join(str(err).split()).split(" [tensorstore_spec", 1)[0]
+  text = f"{type(err).__name__}: {text}" if text else type(err).__name__
+  return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def load_workdir(workdir: str, step: int | None = None
                  ) -> tuple[dict[str, Any], spec_lib.ModelSpec, int]:
   """Weights and model of a train.py run, for inference (`tcvc_jax.load`).
@@ -146,6 +159,7 @@ def load_workdir(workdir: str, step: int | None = None
 
   Raises:
     FileNotFoundError: not a workdir, or it has no checkpoint.
+    DamagedCheckpointError: the checkpoint's files cannot be read.
   """
   workdir = os.path.abspath(workdir)
   if not is_workdir(workdir):
@@ -162,17 +176,27 @@ def load_workdir(workdir: str, step: int | None = None
     raise FileNotFoundError(f"{workdir}: no checkpoint at step {step} (there are: "
                             f"{', '.join(map(str, steps)) or 'none'})")
   step = steps[-1] if step is None else step
-  metadata = mngr.item_metadata(step)["state"]
-  device = jax.local_devices()[0]
-  target = {c: jax.tree_util.tree_map(
-      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype,
-                                     sharding=jax.sharding.SingleDeviceSharding(device)),
-      dict(metadata[c])) for c in ("params", "batch_stats")}
-  # Only params and batch_stats: the optimizer state is not needed for inference.
-  restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-      item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-      partial_restore=True)))["state"]
-  mngr.close()
+  try:
+    metadata = mngr.item_metadata(step)["state"]
+    device = jax.local_devices()[0]
+    target = {c: jax.tree_util.tree_map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype,
+                                       sharding=jax.sharding.SingleDeviceSharding(device)),
+        dict(metadata[c])) for c in ("params", "batch_stats")}
+    # Only params and batch_stats: the optimizer state is not needed for inference.
+    restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+        partial_restore=True)))["state"]
+  except Exception as e:  # pylint: disable=broad-exception-caught
+    # Orbax and TensorStore raise many types for damaged files.
+    earlier = [s for s in steps if s < step]
+    other = (f"; the earlier checkpoint(s) {', '.join(map(str, earlier))} can be converted with "
+             f"python -m tcvc_jax.convert {workdir} OUT --step {earlier[-1]}" if earlier else "")
+    raise DamagedCheckpointError(
+        f"{workdir}: the checkpoint at step {step} cannot be read, a damaged file? "
+        f"({short_reason(e)}){other}") from e
+  finally:
+    mngr.close()
   variables = {c: jax.tree_util.tree_map(np.asarray, dict(restored[c]))
                for c in ("params", "batch_stats")}
   return variables, read_model_spec(workdir), int(step)

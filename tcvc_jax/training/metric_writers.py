@@ -86,6 +86,38 @@ class MetricWriter:
       for k, v in values.items():
         self._tb.add_summary(self._summary.scalar(k, v), int(step))
 
+  def resume_at(self, step: int) -> None:
+    """The run goes on from `step` (its checkpoint): drops the records of later steps, which a run
+    that stopped after that checkpoint wrote and this one writes again.
+
+    metrics.jsonl is rewritten without them (a line cut off by a crash goes too); TensorBoard is
+    told to drop its later events, as a restarted TensorFlow run tells it.
+    """
+    if not self._write_files:
+      return
+    path = os.path.join(self._workdir, METRICS_FILE)
+    self._jsonl.close()
+    with open(path) as f:
+      lines = f.readlines()
+    kept = []
+    for line in lines:
+      try:
+        record = json.loads(line)
+      except ValueError:
+        continue
+      if isinstance(record, dict) and isinstance(record.get("step"), int) and (
+          record["step"] <= step):
+        kept.append(json.dumps(record) + "\n")
+    if len(kept) != len(lines):
+      atomic.write_text(path, "".join(kept), overwrite=True)
+      logging.info("%s: dropped %d record(s) after step %d", path, len(lines) - len(kept), step)
+    self._jsonl = open(path, "a")
+    if self._tb is not None and step > 0:
+      # TensorBoard drops the events from this step on (tensorboardX's purge_step does the same).
+      from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+      self._tb.add_event(event_pb2.Event(step=int(step) + 1, session_log=event_pb2.SessionLog(
+          status=event_pb2.SessionLog.START)))
+
   def write_images(self, step: int, images: Mapping[str, np.ndarray]) -> None:
     """Writes uint8 RGB images [H, W, 3] as `images/<name>_<step>.png` and to TensorBoard."""
     if not self._write_files:

@@ -113,13 +113,20 @@ def fresh_state(config, model, tx, mesh):
   return jax.jit(init_fn, out_shardings=shardings), abstract, shardings
 
 
-def _initial_state(config, model, tx, mesh, mngr, train_iter):
+def _initial_state(config, model, tx, mesh, mngr, train_iter, workdir, spec):
   """(state, step, shardings): restored, pretrained or fresh, born with replicated shardings."""
   init_fn, abstract, shardings = fresh_state(config, model, tx, mesh)
   # Resume order: the latest readable checkpoint in the workdir (state and data iterator),
   # else config.init_from (converted weights or an earlier run), else scratch.
-  restored = checkpointing.restore_latest(mngr, sharding.with_shardings(abstract, shardings),
-                                          train_iter)
+  try:
+    restored = checkpointing.restore_latest(mngr, sharding.with_shardings(abstract, shardings),
+                                            train_iter)
+  except RuntimeError as e:
+    other = _other_model(workdir, spec)
+    if other:
+      raise RuntimeError(f"{workdir} holds a run of another model ({other}): use a new workdir, "
+                         "or that run's model config (its config.json)") from e
+    raise
   if restored is not None:
     tell(f"resumed from the checkpoint at step {restored[1]}")
     return restored[0], restored[1], shardings
@@ -139,6 +146,16 @@ def _initial_state(config, model, tx, mesh, mngr, train_iter):
   return state, 0, shardings
 
 
+def _other_model(workdir, spec):
+  """How the model recorded in `workdir` differs from `spec` ('' if it does not, or is unknown)."""
+  try:
+    theirs = checkpointing.read_model_spec(workdir)
+  except spec_lib.SpecError:
+    return ""
+  return ", ".join(f"{f}: {getattr(theirs, f)} there, {getattr(spec, f)} in this config"
+                   for f in spec_lib.FIELDS if getattr(theirs, f) != getattr(spec, f))
+
+
 class RunControl:
   """Lets a signal handler stop training: `request_stop()` from any thread.
 
@@ -150,12 +167,19 @@ class RunControl:
   def __init__(self):
     self._stop = threading.Event()
     self._looping = threading.Event()
+    self._on_loop = []
+
+  def on_started_loop(self, fn) -> None:
+    """Calls `fn()` when the loop starts (after the first step)."""
+    self._on_loop.append(fn)
 
   def request_stop(self) -> bool:
     self._stop.set()
     return self._looping.is_set()
 
   def started_loop(self) -> None:
+    for fn in self._on_loop:
+      fn()
     self._looping.set()
 
   @property
@@ -267,17 +291,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   workdir = os.path.abspath(workdir)
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise ValueError(f"workdir {workdir} is a file, not a folder")
-  os.makedirs(workdir, exist_ok=True)
   mesh = sharding.create_mesh(config.mesh.axes, config.mesh.axis_type)
   sharding.check_batch_size(config.data.batch_size, mesh)
   logging.info("mesh %s over %d devices, %d processes", dict(mesh.shape), jax.device_count(),
                jax.process_count())
+  # A new workdir is removed again if the run ends (an error, a signal) before its first step:
+  # then it holds nothing worth keeping.
+  folder = atomic.NewFolder(workdir)
+  control.on_started_loop(folder.keep)
+  try:
+    return _train(config, workdir, control, mesh)
+  finally:
+    folder.discard()  # nothing happens once kept
+
+
+def _train(config, workdir, control, mesh):
+  """`train_and_evaluate` in `workdir` (a folder) over `mesh`."""
   spec = model_spec(config)
   model = build_model(config)
   tx, schedule = optimizer(config)
   writer = metric_writers.MetricWriter(workdir, write_files=jax.process_index() == 0,
                                        tensorboard=config.log.tensorboard)
-  _write_run_files(config, workdir, writer, spec)
   train_ds, eval_ds = _datasets(config)
   train_iter = iter(train_ds)
   mngr = checkpointing.create_manager(workdir, save_every=config.checkpoint_every_steps,
@@ -292,7 +326,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   preemption = _Preemption(mngr, control)
   try:
     with jax.set_mesh(mesh):
-      state, start, shardings = _initial_state(config, model, tx, mesh, mngr, train_iter)
+      state, start, shardings = _initial_state(config, model, tx, mesh, mngr, train_iter,
+                                               workdir, spec)
+      # Only now that the checkpoints fit this config: a failed resume leaves the run's files.
+      _write_run_files(config, workdir, writer, spec)
+      writer.resume_at(start)
       _log_parameter_overview(state.params, config.optim.trainable)
       step_fn = jit_train_step(config, shardings, mesh, schedule)
       result = _loop(config, state, start, step_fn, train_iter, mngr, writer, validator,
