@@ -46,13 +46,19 @@ def original_state_dict(variables, spec):
 
 
 def workdir_state_dict(workdir, step=None):
-  """A train.py workdir's checkpoint (latest or `step`): (state_dict, ModelSpec, step)."""
+  """A train.py workdir's checkpoint (latest or `step`): (state_dict, ModelSpec, step).
+
+  Raises:
+    porting.ConversionError: no such checkpoint, or the workdir's model.json does not match it.
+  """
   from tcvc_jax.training import checkpointing  # pylint: disable=g-import-not-at-top
   try:
     variables, spec, step = checkpointing.load_workdir(workdir, step)
   except (FileNotFoundError, spec_lib.SpecError) as e:
     raise porting.ConversionError(str(e)) from e
-  return original_state_dict(variables, spec), spec, step
+  sd = original_state_dict(variables, spec)
+  porting.check_spec(sd, spec, workdir, checkpointing.MODEL_FILE)
+  return sd, spec, step
 
 
 def _write_pth(sd, out_path, overwrite, spec=None):
@@ -66,6 +72,9 @@ def _write_pth(sd, out_path, overwrite, spec=None):
 
 
 def _check_target(out_path, overwrite):
+  porting.check_parents(out_path)
+  if os.path.isdir(out_path):  # --overwrite replaces a file, never a folder
+    raise porting.ConversionError(f"cannot write {out_path}: it is a folder, not a file")
   try:
     atomic.check_target(out_path, overwrite)
   except OSError as e:
@@ -81,9 +90,15 @@ def export_workdir(workdir, out_path, step=None, overwrite=False):
 
 
 def export_converted(src_dir, out_path, overwrite=False):
-  """A converted folder -> its PyTorch state_dict, bit for bit and in its original key order."""
+  """A converted folder -> its PyTorch state_dict, bit for bit and in its original key order.
+
+  A TCVC folder's ModelSpec goes into the file's model record, checked against the weights first.
+  """
   _check_target(out_path, overwrite)
   variables, meta, extras = porting.load_converted(src_dir)
   sd = porting.flax_to_torch(variables, extras, meta.get("key_order"))
-  _write_pth(sd, out_path, overwrite)
+  spec = None
+  if meta["kind"] == "tcvc":
+    spec = porting.check_spec(sd, meta["model"], src_dir, porting.META_FILE)
+  _write_pth(sd, out_path, overwrite, spec)
   return out_path

@@ -10,7 +10,9 @@ A PyTorch key `a.b.c.weight` maps to the Flax path a/b/c/kernel (Conv2d and Conv
 are transposed by (2, 3, 1, 0)), BatchNorm `weight`/`bias` to params scale/bias and
 `running_mean`/`running_var` to batch_stats mean/var. Entries the Flax model does not use
 (`num_batches_tracked`, SIGGRAPH17's unused `model_class`) are kept verbatim under `extras`, so
-converting back reproduces the state_dict exactly.
+converting back reproduces the state_dict exactly. What converting back writes anyway (zero
+counters, `flax_to_torch`'s own key order) is not stored, so folder -> .pth -> folder gives the same
+folder. Weights must be real floating point (float16, bfloat16, float32, float64).
 
 The converted checkpoint is a directory: an orbax PyTree checkpoint in `variables/` and
 `tcvc_meta.json` (kind, the model description (`ModelSpec` for TCVC, the widths for SIGGRAPH17), the
@@ -138,9 +140,14 @@ def flax_to_torch(variables, extras=None, key_order=None):
         v = np.transpose(v, (3, 2, 0, 1))
       sd[".".join(path[:-1] + (leaf,))] = np.ascontiguousarray(v)
   sd.update({k: np.asarray(v) for k, v in (extras or {}).items()})
-  # BatchNorm modules of a model trained here have no counter; PyTorch expects one.
+  # BatchNorm modules of a model trained here have no counter; PyTorch expects one. A converted
+  # .pth's own key order names its counters: where it has none (PyTorch < 0.4.1 wrote none), none
+  # is added.
+  listed = set(key_order or ())
   for k in [k for k in sd if k.endswith(".running_mean")]:
-    sd.setdefault(k[:-len("running_mean")] + "num_batches_tracked", np.zeros((), np.int64))
+    counter = k[:-len("running_mean")] + "num_batches_tracked"
+    if not listed or counter in listed:
+      sd.setdefault(counter, np.zeros((), np.int64))
   if key_order:
     rank = {k: i for i, k in enumerate(key_order)}
     sd = dict(sorted(sd.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0])))
@@ -263,12 +270,27 @@ def _listing(items, limit=12):
   return shown + (f", ... ({len(items)} in all)" if len(items) > limit else "")
 
 
+_FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
+def check_dtypes(sd, path="state_dict"):
+  """Raises ConversionError naming the first entry that is not real floating point (counters aside).
+
+  An integer or complex weight would be cast silently: to zeros, or without its imaginary part.
+  """
+  for k, v in sd.items():
+    if not k.endswith("num_batches_tracked") and np.dtype(v.dtype).name not in _FLOAT_DTYPES:
+      raise ConversionError(f"{path}: {k} has dtype {np.dtype(v.dtype).name}; weights must be "
+                            f"{', '.join(_FLOAT_DTYPES[:-1])} or {_FLOAT_DTYPES[-1]}")
+
+
 def validate(sd, kind, path="state_dict"):
   """Checks `sd` against the model it implies; raises one ConversionError naming every bad key.
 
   Returns:
     the model description (`infer_spec`).
   """
+  check_dtypes(sd, path)
   model = infer_spec(sd, kind)
   want = expected_shapes(kind, model)
   have = {k: tuple(v.shape) for k, v in sd.items() if not _is_extra(k)}
@@ -315,23 +337,63 @@ def _model_from_json(kind, data, path):
     raise ConversionError(f"{path}: bad model description in {META_FILE} ({e})") from e
 
 
+def check_parents(path):
+  """Raises ConversionError if a file stands where a folder above `path` should be."""
+  p = os.path.dirname(os.fspath(path))
+  while p and not os.path.lexists(p) and os.path.dirname(p) != p:
+    p = os.path.dirname(p)
+  if p and os.path.lexists(p) and not os.path.isdir(p):
+    what = "a file, not a folder" if os.path.isfile(p) else "not a folder"
+    raise ConversionError(f"cannot write {path}: {p} is {what}")
+
+
+def _replace_file(out):
+  """Commits the folder `out` where a file or a link is (what --overwrite asks for)."""
+  aside = out.tmp + ".old"
+  with atomic.commits_held():  # an interrupt finds the file or the folder in place, never neither
+    os.rename(out.path, aside)
+    try:
+      out.commit()
+    except BaseException:
+      if not os.path.lexists(out.path):
+        os.rename(aside, out.path)
+      raise
+  os.remove(aside)
+
+
 def save_converted(out_dir, variables, kind, model, extras=None, key_order=None, overwrite=False):
-  """Writes a converted checkpoint directory atomically (a temp dir renamed into place)."""
+  """Writes a converted checkpoint directory atomically (a temp dir renamed into place).
+
+  Missing parent folders are made, and removed again if the write fails or is interrupted.
+  """
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  check_parents(out_dir)
+  parents = None
   try:
-    out = atomic.AtomicOutput(out_dir, directory=True, overwrite=overwrite, create_parents=True)
-  except atomic.OutputExistsError as e:
-    raise ConversionError(str(e)) from e
-  except OSError as e:
-    raise ConversionError(f"cannot write {out_dir}: {e.strerror or e}") from e
-  with out:
-    tree = {c: dict(variables[c]) for c in ("params", "batch_stats") if variables.get(c)}
-    if extras:
-      tree["extras"] = _nest(extras)
-    ocp.PyTreeCheckpointer().save(os.path.join(out.tmp, VARIABLES_DIR), tree)
-    meta = {"format_version": FORMAT_VERSION, "kind": kind, "model": _model_json(kind, model),
-            "key_order": list(key_order or [])}
-    atomic.write_json(os.path.join(out.tmp, META_FILE), meta)
+    parent = os.path.dirname(os.path.abspath(os.fspath(out_dir)))
+    if not os.path.isdir(parent):
+      parents = atomic.NewFolder(parent)
+    out = atomic.AtomicOutput(out_dir, directory=True, overwrite=overwrite)
+    with out:
+      tree = {c: dict(variables[c]) for c in ("params", "batch_stats") if variables.get(c)}
+      if extras:
+        tree["extras"] = _nest(extras)
+      ocp.PyTreeCheckpointer().save(os.path.join(out.tmp, VARIABLES_DIR), tree)
+      meta = {"format_version": FORMAT_VERSION, "kind": kind, "model": _model_json(kind, model),
+              "key_order": list(key_order or [])}
+      atomic.write_json(os.path.join(out.tmp, META_FILE), meta)
+      if os.path.islink(out.path) or (os.path.lexists(out.path) and not os.path.isdir(out.path)):
+        _replace_file(out)
+  except BaseException as e:
+    if parents is not None:
+      parents.discard()
+    if isinstance(e, atomic.OutputExistsError):
+      raise ConversionError(str(e)) from e
+    if isinstance(e, OSError):
+      raise ConversionError(f"cannot write {out_dir}: {e.strerror or e}") from e
+    raise
+  if parents is not None:
+    parents.keep()
   return out.path
 
 
@@ -379,16 +441,51 @@ def read_torch_checkpoint(path):
       spec = spec_lib.ModelSpec.from_json(json.loads(stored))
     except (ValueError, TypeError) as e:
       raise ConversionError(f"{path}: bad {SPEC_RECORD} record ({e})") from e
-    sizes = lambda m: {k: v for k, v in m.to_json().items() if k != "classical_flow"}
-    if sizes(spec) != sizes(model):
-      raise ConversionError(f"{path}: its {SPEC_RECORD} record does not match its weights")
-    model = spec
+    model = _matching(spec, model, path, f"{SPEC_RECORD} record")
   return sd, kind, model
+
+
+def _matching(spec, model, path, record):
+  """`spec` (stored in `record`) if its sizes and flow type are `model`'s (the weights')."""
+  ours, weights = spec.to_json(), model.to_json()
+  diffs = [f"{k}: {ours[k]} there, {weights[k]} in the weights" for k in weights
+           if k != "classical_flow" and ours[k] != weights[k]]
+  if diffs:
+    raise ConversionError(f"{path}: its {record} does not match its weights ({'; '.join(diffs)})")
+  return spec
+
+
+def check_spec(sd, spec, path, record):
+  """Checks a TCVC state_dict and the ModelSpec stored with it (in `record`) against each other.
+
+  Raises:
+    ConversionError: the weights fit no model, or not that of `spec`; the message names the
+      differences.
+  """
+  return _matching(spec, validate(sd, "tcvc", path), path, record)
+
+
+def _is_default_counter(key, value, sd):
+  """A zero BatchNorm counter, which `flax_to_torch` writes anyway."""
+  return (key.endswith("num_batches_tracked") and value.dtype == np.int64 and value.shape == ()
+          and value == 0 and key[:-len("num_batches_tracked")] + "running_mean" in sd)
+
+
+def _default_order(variables, extras):
+  """The key order `flax_to_torch` gives without `key_order` (no array is copied)."""
+  empty = lambda tree: {k: empty(v) if isinstance(v, dict) else np.empty((0,) * np.ndim(v))
+                        for k, v in tree.items()}
+  return list(flax_to_torch({c: empty(dict(variables.get(c, {}))) for c in variables}, extras))
 
 
 def convert_torch_file(src, out_dir, overwrite=False):
   """PyTorch .pth -> converted directory. Returns (out_dir, kind)."""
   sd, kind, model = read_torch_checkpoint(src)
   variables, extras = torch_to_flax(sd)
-  save_converted(out_dir, variables, kind, model, extras, key_order=list(sd), overwrite=overwrite)
+  # What converting back writes anyway is left out: folder -> .pth -> folder gives the folder.
+  extras = {k: v for k, v in extras.items() if not _is_default_counter(k, v, sd)}
+  key_order = list(sd)
+  if _default_order(variables, extras) == key_order:
+    key_order = []
+  save_converted(out_dir, variables, kind, model, extras, key_order=key_order, overwrite=overwrite)
   return out_dir, kind

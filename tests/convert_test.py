@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 import tcvc_jax
+from tcvc_jax import atomic
 from tcvc_jax import porting
+from tcvc_jax import pth as pth_lib
 
 import tiny
 
@@ -153,3 +155,90 @@ def test_existing_output_is_not_overwritten(tmp_path):
 def test_partial_checkpoints_are_not_colorizers(golden_f32_paths):
   with pytest.raises(porting.ConversionError, match="holds siggraph17 weights only"):
     tcvc_jax.load(golden_f32_paths["siggraph17"])
+
+
+@pytest.mark.parametrize("dtype", ["int32", "complex64", "bool"])
+def test_weights_that_are_not_real_floats_are_refused(tmp_path, dtype):
+  """An integer weight would become zeros, a complex one would lose its imaginary part."""
+  sd = _tiny_state_dict()
+  sd["weigting.conv1.bias"] = sd["weigting.conv1.bias"].astype(np.dtype(dtype))
+  path = tmp_path / "bad.pth"
+  pth_lib.save(sd, str(path))
+  out = tmp_path / "out"
+  proc = _run_cli(path, out)
+  assert proc.returncode == 1 and not out.exists()
+  assert proc.stderr == (f"error: {path}: weigting.conv1.bias has dtype {dtype}; weights must be "
+                         "float16, bfloat16, float32 or float64\n")
+
+
+def test_half_precision_weights_and_counters_are_accepted(tmp_path):
+  sd = _tiny_state_dict()
+  sd["fea_key.model1.4.num_batches_tracked"] = np.array(7, np.int64)
+  for dtype in ("float16", "bfloat16", "float64"):
+    cast = {k: v if v.dtype == np.int64 else v.astype(np.dtype(dtype)) for k, v in sd.items()}
+    assert porting.validate(cast, "tcvc").l_features == tiny.TINY_SPEC.l_features
+  path = tmp_path / "counted.pth"
+  _save(sd, path)
+  porting.convert_torch_file(str(path), str(tmp_path / "out"))
+  variables, meta, extras = porting.load_converted(str(tmp_path / "out"))
+  again = porting.flax_to_torch(variables, extras, key_order=meta["key_order"])
+  assert list(again) == list(sd)
+  for k in sd:
+    assert again[k].dtype == sd[k].dtype, k
+    np.testing.assert_array_equal(again[k], sd[k], err_msg=k)
+
+
+def test_a_state_dict_without_counters_round_trips_without_them(tmp_path):
+  """PyTorch before 0.4.1 saved BatchNorm without num_batches_tracked: none is added back."""
+  sd = {k: v for k, v in _tiny_state_dict().items() if not k.endswith("num_batches_tracked")}
+  path = tmp_path / "old.pth"
+  _save(sd, path)
+  porting.convert_torch_file(str(path), str(tmp_path / "out"))
+  variables, meta, extras = porting.load_converted(str(tmp_path / "out"))
+  again = porting.flax_to_torch(variables, extras, key_order=meta["key_order"])
+  assert list(again) == list(sd)
+  for k in sd:
+    np.testing.assert_array_equal(again[k], sd[k], err_msg=k)
+
+
+def test_output_under_a_file_or_in_place_of_one(tmp_path):
+  pth = tmp_path / "tiny.pth"
+  _save(_tiny_state_dict(), pth)
+  a_file = tmp_path / "file"
+  a_file.write_text("user data")
+  for out in (a_file / "sub", a_file / "sub" / "deeper"):
+    proc = _run_cli(pth, out)
+    assert proc.returncode == 1
+    assert proc.stderr == f"error: cannot write {out}: {a_file} is a file, not a folder\n"
+  proc = _run_cli(pth, a_file)
+  assert proc.returncode == 1 and "--overwrite" in proc.stderr
+  assert a_file.read_text() == "user data"
+  proc = _run_cli(pth, a_file, "--overwrite")  # what --overwrite asks: the folder replaces the file
+  assert proc.returncode == 0, proc.stderr
+  assert porting.is_converted_dir(a_file)
+  assert sorted(os.listdir(tmp_path)) == ["file", "tiny.pth"]
+
+
+@pytest.mark.parametrize("how", ["error", "interrupt"])
+def test_failed_conversion_removes_the_parent_folders_it_made(tmp_path, monkeypatch, how):
+  pth = tmp_path / "tiny.pth"
+  _save(_tiny_state_dict(), pth)
+  write_json = atomic.write_json
+
+  def fail(path, obj, **kwargs):  # once the parents and the temporary folder are made
+    write_json(path, obj, **kwargs)
+    assert (tmp_path / "new" / "deeper").is_dir()
+    if how == "interrupt":
+      atomic.discard_all()  # what the tools' signal handler does before it exits
+      assert sorted(os.listdir(tmp_path)) == ["tiny.pth"]
+      raise KeyboardInterrupt
+    raise OSError(28, "No space left on device")
+
+  monkeypatch.setattr(atomic, "write_json", fail)
+  with pytest.raises(KeyboardInterrupt if how == "interrupt" else porting.ConversionError):
+    porting.convert_torch_file(str(pth), str(tmp_path / "new" / "deeper" / "out"))
+  assert sorted(os.listdir(tmp_path)) == ["tiny.pth"]
+  monkeypatch.undo()
+  (tmp_path / "old").mkdir()
+  porting.convert_torch_file(str(pth), str(tmp_path / "old" / "new" / "out"))
+  assert porting.is_converted_dir(tmp_path / "old" / "new" / "out")

@@ -3,7 +3,9 @@
 The exported files load without PyTorch too.
 """
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -13,6 +15,7 @@ import pytest
 
 import tcvc_jax
 from tcvc_jax import export
+from tcvc_jax import porting
 from tcvc_jax import pth
 from tcvc_jax.data import input_pipeline
 from tcvc_jax.data import sources as data_sources
@@ -23,6 +26,7 @@ from tcvc_jax.training import sharding
 from tcvc_jax.training import trainer
 
 import golden_lib
+import tiny
 import train_testlib
 
 
@@ -117,3 +121,67 @@ def test_export_needs_no_torch(workdir, tmp_path):
   assert proc.returncode == 0, proc.stderr
   proc = _cli(tmp_path / "m.pth", tmp_path / "back", env=env)
   assert proc.returncode == 0, proc.stderr
+
+
+def test_converted_folder_round_trips_through_pth_with_its_model_record(tmp_path):
+  """folder -> .pth -> folder: the same tcvc_meta.json (classical-flow options too), weights."""
+  ckpt = tiny.save_checkpoint(tmp_path / "ckpt")
+  out = tmp_path / "t.pth"
+  export.export_converted(ckpt, str(out))
+  record = json.loads(pth.read_extra(str(out), porting.SPEC_RECORD))
+  assert record == tiny.TINY_SPEC.to_json()
+  back = tmp_path / "back"
+  porting.convert_torch_file(str(out), str(back))
+  with open(os.path.join(ckpt, porting.META_FILE)) as a, open(back / porting.META_FILE) as b:
+    assert a.read() == b.read()
+  (va, _, ea), (vb, _, eb) = porting.load_converted(ckpt), porting.load_converted(str(back))
+  assert jax.tree_util.tree_structure((va, ea)) == jax.tree_util.tree_structure((vb, eb))
+  for a, b in zip(jax.tree_util.tree_leaves((va, ea)), jax.tree_util.tree_leaves((vb, eb)),
+                  strict=True):
+    assert a.dtype == b.dtype and np.array_equal(a, b)
+  export.export_converted(str(back), str(tmp_path / "again.pth"))
+  assert (tmp_path / "again.pth").read_bytes() == out.read_bytes()
+
+
+def test_workdir_whose_model_json_does_not_match_its_weights_is_not_exported(workdir, tmp_path):
+  bad = tmp_path / "run"
+  shutil.copytree(workdir, bad)
+  data = json.loads((bad / checkpointing.MODEL_FILE).read_text())
+  data["model"]["l_features"] = 8
+  (bad / checkpointing.MODEL_FILE).write_text(json.dumps(data))
+  out = tmp_path / "bad.pth"
+  proc = _cli(bad, out)
+  assert proc.returncode == 1
+  assert proc.stderr == (f"error: {bad}: its model.json does not match its weights "
+                         "(l_features: 8 there, 4 in the weights)\n")
+  assert not out.exists()
+
+
+def test_converted_folder_whose_model_does_not_match_its_weights_is_not_exported(tmp_path):
+  ckpt = tiny.save_checkpoint(tmp_path / "ckpt")
+  meta_file = os.path.join(ckpt, porting.META_FILE)
+  with open(meta_file) as f:
+    meta = json.load(f)
+  meta["model"]["refine_hidden"] = [8, 16]
+  with open(meta_file, "w") as f:
+    json.dump(meta, f)
+  with pytest.raises(porting.ConversionError, match=r"its tcvc_meta.json does not match its "
+                     r"weights \(refine_hidden: \[8, 16\] there, \[8, 8\] in the weights\)$"):
+    export.export_converted(ckpt, str(tmp_path / "bad.pth"))
+  assert not (tmp_path / "bad.pth").exists()
+
+
+def test_pth_output_in_place_of_a_folder_or_under_a_file(tmp_path):
+  ckpt = tiny.save_checkpoint(tmp_path / "ckpt")
+  folder = tmp_path / "folder"
+  folder.mkdir()
+  for overwrite in (False, True):
+    with pytest.raises(porting.ConversionError,
+                       match=f"^cannot write {folder}: it is a folder, not a file$"):
+      export.export_converted(ckpt, str(folder), overwrite=overwrite)
+  a_file = tmp_path / "file"
+  a_file.write_text("keep")
+  with pytest.raises(porting.ConversionError,
+                     match=f"^cannot write {a_file}/sub/x.pth: {a_file} is a file, not a folder$"):
+    export.export_converted(ckpt, str(a_file / "sub" / "x.pth"))
+  assert a_file.read_text() == "keep"
