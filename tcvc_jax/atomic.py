@@ -66,6 +66,14 @@ def check_target(path, overwrite: bool = False) -> str:
 
 def _remove(path: str) -> None:
   if os.path.isdir(path) and not os.path.islink(path):
+    # Renamed first: an interrupt handler removes a folder the work may still be writing into, and
+    # a file it adds after the rename fails instead of keeping a half-removed folder alive.
+    gone = f"{path}.removing-{uuid.uuid4().hex[:8]}"
+    try:
+      os.rename(path, gone)
+      path = gone
+    except OSError:
+      pass
     shutil.rmtree(path, ignore_errors=True)
   elif os.path.lexists(path):
     os.remove(path)

@@ -4,7 +4,8 @@
       --config.checkpoint=CKPT --config.data.root=TEST_SET
 
 Writes colorized frames, one mp4 per clip, per-clip / per-frame CSV tables, summary.json and plots
-into the workdir, and prints the summary. Exit codes: see tcvc_jax.cli.
+into the workdir, all at the end (a run that fails or is interrupted leaves the workdir as it was),
+and prints the summary. Exit codes: see tcvc_jax.cli; a bad config value is a usage error (2).
 """
 
 import json
@@ -43,11 +44,16 @@ def main(argv=None):
   if isinstance(parsed, int):
     return parsed
   config, workdir, verbose, cache = parsed
+  from tcvc_jax.evaluation import evaluator  # pylint: disable=g-import-not-at-top
+  try:  # every config value, before any folder is made or the model is loaded
+    evaluator.validate_config(config)
+  except evaluator.EvalError as e:
+    print(f"error: {cli.one_line(e)}", file=sys.stderr)
+    return cli.EXIT_USAGE
 
   def work():
     flag_parsing.quiet_third_party_logs(verbose)
     flag_parsing.enable_compilation_cache(cache)
-    from tcvc_jax.evaluation import evaluator  # pylint: disable=g-import-not-at-top
     from tcvc_jax.evaluation import report  # pylint: disable=g-import-not-at-top
     summary = evaluator.evaluate(config, workdir, progress=True)
     if "guided" in summary:

@@ -13,7 +13,9 @@ frames, at full resolution. It is the same ruler for every checkpoint, so the nu
 checkpoints are comparable, and needs no size multiple. `metrics.warp_flow="flownet2"` uses the
 checkpoint's own FlowNet2 instead (frames resized to multiples of 64 for it, the flow resized back).
 
-Workdir layout:
+Workdir layout (a run's results appear whole or not at all: they are written into a temporary
+folder and moved into the workdir at the end, summary.json last; a run that fails or is interrupted
+leaves the workdir as it was, and one with `overwrite` replaces every earlier result only then):
   config.json                 the resolved config
   frames/<clip>/*.png         colorized frames, named as the input frames
   videos/<clip>.mp4           the same frames as H.264
@@ -24,7 +26,9 @@ Workdir layout:
 
 import dataclasses
 import os
+import shutil
 import sys
+import threading
 import time
 
 from absl import logging
@@ -34,6 +38,7 @@ import numpy as np
 import tqdm
 
 from tcvc_jax import api
+from tcvc_jax import atomic
 from tcvc_jax import porting
 from tcvc_jax import streaming
 from tcvc_jax.evaluation import guided
@@ -55,6 +60,99 @@ class EvalError(ValueError):
 # Reported in one line by eval.py; anything else is a bug and keeps its traceback.
 INPUT_ERRORS = (EvalError, reading.MediaError, porting.ConversionError,
                 protocol.ClipTooShortError, streaming.UsageError, OSError)
+
+
+# --------------------------------------------------------------------------------------------------
+# Config
+# --------------------------------------------------------------------------------------------------
+
+
+def _check_int(key, value, minimum):
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+    want = "a positive" if minimum > 0 else "a non-negative"
+    raise EvalError(f"{key} must be {want} integer, got {value!r}")
+
+
+def _check_bool(key, value):
+  if not isinstance(value, (bool, np.bool_)):
+    raise EvalError(f"{key} must be True or False, got {value!r}")
+
+
+def _check_choice(key, value, choices):
+  if not isinstance(value, str) or value not in choices:
+    raise EvalError(f"{key} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def _check_names(key, value, what):
+  if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list)):
+    raise EvalError(f"{key} must be a list of {what}, got {value!r}")
+
+
+def validate_config(config):
+  """Raises EvalError (one line, naming the key) for a config value that cannot evaluate.
+
+  Only the values are checked, before any file is read or written (eval.py reports these as usage
+  errors, exit code 2); `evaluate` checks what needs the files: the test set, the checkpoint and
+  the network sizes its flow allows.
+  """
+  if not config.checkpoint:
+    raise EvalError("no checkpoint: set --config.checkpoint")
+  _check_choice("dtype", config.dtype, tuple(_DTYPES))
+  _check_bool("overwrite", config.overwrite)
+
+  d = config.data
+  _check_choice("data.source", d.source, ("folder", "tfds"))
+  if d.source == "folder" and not d.root:
+    raise EvalError("no test set: set --config.data.root")
+  if d.source == "tfds":
+    for key in ("name", "split"):
+      if not isinstance(d[key], str) or not d[key]:
+        raise EvalError(f"data.{key} must name the dataset's {key}, got {d[key]!r}")
+  if not isinstance(d.clips, str):
+    raise EvalError(f"data.clips must be comma-separated clip names (or ''), got {d.clips!r}")
+  _check_bool("data.no_gt", d.no_gt)
+  _check_choice("data.gray_mode", d.gray_mode, protocol.GRAY_MODES)
+
+  p = config.protocol
+  _check_int("protocol.network_size", p.network_size, 1)
+  _check_choice("protocol.mode", p.mode, ("one", "multi"))
+  _check_int("protocol.interval_length", p.interval_length, 0)
+  intervals = p.ensemble_intervals
+  _check_names("protocol.ensemble_intervals", intervals, "interval lengths")
+  if not intervals or any(isinstance(t, bool) or not isinstance(t, (int, np.integer)) or t < 0
+                          for t in intervals):
+    raise EvalError("protocol.ensemble_intervals must be one or more non-negative integers, got "
+                    f"{intervals!r}")
+
+  m = config.metrics
+  _check_bool("metrics.ssim", m.ssim)
+  _check_bool("metrics.warp_error", m.warp_error)
+  _check_choice("metrics.warp_flow", m.warp_flow, ("classical", "flownet2"))
+  _check_int("metrics.warp_batch", m.warp_batch, 1)
+
+  h = config.hints
+  _check_names("hints.modes", h.modes, "modes")
+  unknown = sorted({str(x) for x in h.modes} - set(guided.MODES))
+  if unknown:
+    raise EvalError(f"hints.modes: unknown {', '.join(unknown)}; use {', '.join(guided.MODES)}")
+  if set(h.modes) - {"auto"} and (p.mode != "one" or d.no_gt):
+    raise EvalError("hinted modes need one-sampling (protocol.mode='one') and ground truth")
+  _check_int("hints.clicks_per_anchor", h.clicks_per_anchor, 0)
+  _check_int("hints.click_patch", h.click_patch, 1)
+  if "clicks" in h.modes and h.click_patch // 2 * 2 >= p.network_size:
+    raise EvalError(f"hints.click_patch must be smaller than protocol.network_size "
+                    f"({p.network_size}), got {h.click_patch}")
+  _check_int("hints.seed", h.seed, 0)
+
+  o = config.outputs
+  for key in ("frames", "videos", "plots"):
+    _check_bool(f"outputs.{key}", o[key])
+  try:
+    streaming.check_fps(o.fps)
+  except streaming.UsageError as e:
+    raise EvalError(f"outputs.{e}") from e
+  if o.fps is None:
+    raise EvalError("outputs.fps must be a number of frames per second, got None")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -205,15 +303,118 @@ def make_flow_fn(metrics_config, colorizer):
 # --------------------------------------------------------------------------------------------------
 
 
+# Everything a run puts into the workdir, summary.json (the mark of a finished run) last. A run with
+# overwrite replaces all of them, so no result of an earlier run stays beside the new ones.
+RESULT_NAMES = ("config.json", "frames", "videos", "per_clip.csv", "per_frame.csv",
+                "psnr_per_frame.png", "cdc_per_gap.png", "summary.json")
+# A workdir with one of these holds results: a run without overwrite refuses it.
+_HELD_RESULTS = ("summary.json", "per_clip.csv", "frames", "videos")
+
+
+def _highest_missing(path):
+  """The highest of the absolute `path` and its parents that does not exist; None if it exists."""
+  top = None
+  while not os.path.lexists(path):
+    top, path = path, os.path.dirname(path)
+  return top
+
+
 def _check_workdir(workdir, overwrite):
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
+  """Raises EvalError if the workdir cannot be made or holds results (without overwrite)."""
+  path = os.path.abspath(workdir)
+  top = _highest_missing(path)
+  existing = path if top is None else os.path.dirname(top)
+  if existing == path and not os.path.isdir(path):
     raise EvalError(f"workdir {workdir} is a file, not a folder")
-  os.makedirs(workdir, exist_ok=True)
-  old = [n for n in ("summary.json", "per_clip.csv", "frames", "videos")
-         if os.path.lexists(os.path.join(workdir, n))]
-  if old and not overwrite:
-    raise EvalError(f"{workdir} already holds results ({', '.join(old)}); use another --workdir or "
-                    "set --config.overwrite=True")
+  if not os.path.isdir(existing):
+    raise EvalError(f"cannot make the workdir {workdir}: {existing} is a file")
+  held = [n for n in _HELD_RESULTS if os.path.lexists(os.path.join(path, n))]
+  if held and not overwrite:
+    raise EvalError(f"{workdir} already holds results ({', '.join(held)}); use another --workdir "
+                    "or set --config.overwrite=True")
+
+
+class _Staging(atomic.AtomicOutput):
+  """A temporary folder (`tmp`) for the run's results, moved into the workdir once all are there.
+
+  It lies inside the workdir, or beside the workdir's highest missing folder, so that every move
+  is a rename. Being a `tcvc_jax.atomic` output, it is removed when the run is interrupted; it is
+  never committed as a whole (`publish` moves what is in it).
+  """
+
+  def __init__(self, workdir):
+    self.workdir = os.path.abspath(workdir)
+    self._discard_lock = threading.Lock()
+    self._discarded = False
+    top = _highest_missing(self.workdir)
+    if top is None:
+      super().__init__(os.path.join(self.workdir, "eval"), directory=True, overwrite=True)
+    else:
+      super().__init__(top, directory=True)
+
+  def discard(self):
+    """Removes the temporary folder and whatever is still in it (once; a second call waits)."""
+    # An interrupt handler runs this beside the run, which may still write (and then discard too).
+    # Renamed first: a file the run writes after that fails, where it could land in a folder
+    # being removed and keep it.
+    with self._discard_lock:
+      if self._discarded:
+        return
+      self._discarded = True
+      gone = f"{self.tmp}.discarded"
+      if _try(os.rename, self.tmp, gone):
+        self.tmp = gone
+      super().discard()
+
+  def publish(self, workdir_name, overwrite):
+    """Moves the results into the workdir, summary.json last, replacing earlier results.
+
+    A signal waits until it is done (`atomic.commits_held`); on an error, the workdir is put back
+    as it was.
+    """
+    workdir = self.workdir
+    top = _highest_missing(workdir)
+    aside = self.tmp + ".old"  # the earlier results, deleted once the new ones are in place
+    set_aside, moved, summary = [], [], None
+    with atomic.commits_held():
+      try:
+        _check_workdir(workdir_name, overwrite)  # results that came meanwhile
+        os.makedirs(workdir, exist_ok=True)
+        old = [n for n in RESULT_NAMES if os.path.lexists(os.path.join(workdir, n))]
+        if old:
+          os.mkdir(aside)
+        for name in old:
+          os.rename(os.path.join(workdir, name), os.path.join(aside, name))
+          set_aside.append(name)
+        for name in RESULT_NAMES[:-1]:
+          if os.path.lexists(os.path.join(self.tmp, name)):
+            os.rename(os.path.join(self.tmp, name), os.path.join(workdir, name))
+            moved.append(name)
+        summary = atomic.AtomicOutput(os.path.join(workdir, "summary.json"), overwrite=True)
+        os.replace(os.path.join(self.tmp, "summary.json"), summary.tmp)
+        summary.commit()
+      except BaseException:
+        if summary is not None:
+          summary.discard()
+        for name in reversed(moved):
+          _try(os.rename, os.path.join(workdir, name), os.path.join(self.tmp, name))
+        for name in reversed(set_aside):
+          _try(os.rename, os.path.join(aside, name), os.path.join(workdir, name))
+        _try(os.rmdir, aside)
+        path = workdir
+        while top is not None and _try(os.rmdir, path) and path != top:
+          path = os.path.dirname(path)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _try(fn, *args):
+  """fn(*args); False if it raised OSError (undoing what it can after an error)."""
+  try:
+    fn(*args)
+  except OSError:
+    return False
+  return True
 
 
 def _measure(clip, out, t, flow_fn, metrics_config):
@@ -251,9 +452,12 @@ def _summarize(results, config, flow_desc, seconds):
 def evaluate(config, workdir, progress=False):
   """Colorizes and measures the test set of `config`; writes everything into `workdir`.
 
+  The results are written into a temporary folder and moved into the workdir at the end (see the
+  module docstring): an error or an interrupt leaves the workdir as it was.
+
   Args:
     config: ConfigDict of configs/eval.py.
-    workdir: output folder (created if needed).
+    workdir: output folder (created, with its parents, if needed).
     progress: show a progress bar (clips, frames/s) on stderr.
 
   Returns:
@@ -263,54 +467,54 @@ def evaluate(config, workdir, progress=False):
     One of INPUT_ERRORS, with a one-line message.
   """
   start = time.perf_counter()
-  if not config.checkpoint:
-    raise EvalError("no checkpoint: set --config.checkpoint")
-  if config.dtype not in _DTYPES:
-    raise EvalError(f"dtype must be one of {sorted(_DTYPES)}, got {config.dtype!r}")
+  validate_config(config)
+  _check_workdir(workdir, config.overwrite)
   passes = interval_lengths(config.protocol)
-  modes = tuple(config.hints.modes)
-  unknown = sorted(set(modes) - set(guided.MODES))
-  if unknown:
-    raise EvalError(f"hints.modes: unknown {', '.join(unknown)}; use {', '.join(guided.MODES)}")
-  hinted = set(modes) - {"auto"}
-  if hinted and (len(passes) > 1 or config.data.no_gt):
-    raise EvalError("hinted modes need one-sampling (protocol.mode='one') and ground truth")
+  hinted = set(config.hints.modes) - {"auto"}
   clips = iter_clips(config.data)
   colorizer = api.load(config.checkpoint, dtype=_DTYPES[config.dtype])
   size = int(config.protocol.network_size)
   streaming.check_network_size(colorizer, size)
   flow_fn, flow_desc = make_flow_fn(config.metrics, colorizer)
-  _check_workdir(workdir, config.overwrite)
-  report.write_json(os.path.join(workdir, "config.json"), config.to_dict())
-  model = streaming.AnchorCarry(colorizer)
-  results = []
-  bar = tqdm.tqdm(unit="clip", desc="evaluating", disable=not progress, dynamic_ncols=True,
-                  file=sys.stderr)
-  frames_done = 0
-  for clip in clips:
-    t0 = time.perf_counter()
-    out = protocol.colorize_clip(clip.frames, model, passes, size, config.data.gray_mode)
-    report.write_clip_media(workdir, clip, out, config.outputs, config.overwrite)
-    res = _measure(clip, out, protocol.psnr_interval(passes), flow_fn, config.metrics)
-    res.update(clip=clip.name, names=clip.names, frames=len(out), height=out.shape[1],
-               width=out.shape[2], seconds=time.perf_counter() - t0)
-    logging.info("clip %s: %d frames, PSNR %.3f, %.1f s", clip.name, len(out), res["psnr"],
-                 res["seconds"])
-    if hinted:
-      res["guided"] = guided.run_modes(clip, colorizer, out, config.hints, passes[0], size,
-                                       config.data.gray_mode, config.hints.seed + len(results))
-    results.append(res)
-    frames_done += len(out)
-    rate = frames_done / max(time.perf_counter() - start, 1e-9)
-    bar.set_postfix_str(f"{clip.name}: PSNR {res['psnr']:.2f} dB; {frames_done} frames, "
-                        f"{rate:.2f} frames/s")
-    bar.update(1)
-  bar.close()
-  summary = _summarize(results, config, flow_desc, time.perf_counter() - start)
-  if hinted and results:
-    summary["guided"] = guided.summarize([r["guided"] for r in results])
-  report.write_tables(workdir, results)
-  if config.outputs.plots:
-    report.write_plots(workdir, results, summary)
-  report.write_json(os.path.join(workdir, "summary.json"), summary)
+  staging = _Staging(workdir)
+  try:
+    out_dir = staging.tmp
+    report.write_json(os.path.join(out_dir, "config.json"), config.to_dict())
+    model = streaming.AnchorCarry(colorizer)
+    results = []
+    bar = tqdm.tqdm(unit="clip", desc="evaluating", disable=not progress, dynamic_ncols=True,
+                    file=sys.stderr)
+    frames_done, names = 0, set()
+    for clip in clips:
+      if clip.name in names:  # their frames and videos would be one
+        raise EvalError(f"two clips are named {clip.name}")
+      names.add(clip.name)
+      t0 = time.perf_counter()
+      out = protocol.colorize_clip(clip.frames, model, passes, size, config.data.gray_mode)
+      report.write_clip_media(out_dir, clip, out, config.outputs)
+      res = _measure(clip, out, protocol.psnr_interval(passes), flow_fn, config.metrics)
+      res.update(clip=clip.name, names=clip.names, frames=len(out), height=out.shape[1],
+                 width=out.shape[2], seconds=time.perf_counter() - t0)
+      logging.info("clip %s: %d frames, PSNR %.3f, %.1f s", clip.name, len(out), res["psnr"],
+                   res["seconds"])
+      if hinted:
+        res["guided"] = guided.run_modes(clip, colorizer, out, config.hints, passes[0], size,
+                                         config.data.gray_mode, config.hints.seed + len(results))
+      results.append(res)
+      frames_done += len(out)
+      rate = frames_done / max(time.perf_counter() - start, 1e-9)
+      bar.set_postfix_str(f"{clip.name}: PSNR {res['psnr']:.2f} dB; {frames_done} frames, "
+                          f"{rate:.2f} frames/s")
+      bar.update(1)
+    bar.close()
+    summary = _summarize(results, config, flow_desc, time.perf_counter() - start)
+    if hinted and results:
+      summary["guided"] = guided.summarize([r["guided"] for r in results])
+    report.write_tables(out_dir, results)
+    if config.outputs.plots:
+      report.write_plots(out_dir, results, summary)
+    report.write_json(os.path.join(out_dir, "summary.json"), summary)
+    staging.publish(workdir, config.overwrite)
+  finally:
+    staging.discard()  # what is left in it: everything after an error, nothing after publishing
   return summary

@@ -1,7 +1,7 @@
 """eval.py's outputs: colorized frames and videos, per-clip / per-frame CSV tables, JSON, plots.
 
-Every file is written atomically (`tcvc_jax.atomic`): a run that stops leaves the old file or the
-new one, never half of one.
+Every file is written atomically (`tcvc_jax.atomic`), into the run's temporary folder, which the
+evaluator moves into the workdir once the run is complete.
 """
 
 import csv
@@ -49,17 +49,28 @@ def _write_csv(path, header, rows):
   _write_atomic(path, buf.getvalue())
 
 
-def write_clip_media(workdir, clip, out, outputs, overwrite):
+def _subfolder(workdir, name):
+  """workdir/name, made if missing. Never `workdir` itself: a run's temporary folder that an
+  interrupt removed while the run goes on must not come back."""
+  path = os.path.join(workdir, name)
+  try:
+    os.mkdir(path)
+  except FileExistsError:
+    pass
+  return path
+
+
+def write_clip_media(workdir, clip, out, outputs):
+  """frames/<clip>/ and videos/<clip>.mp4 of a clip, as `outputs` asks (neither may exist yet)."""
   if outputs.frames:
-    os.makedirs(os.path.join(workdir, "frames"), exist_ok=True)
-    with writing.open_writer(os.path.join(workdir, "frames", clip.name), overwrite=overwrite,
-                              names=clip.names) as w:
+    _subfolder(workdir, "frames")
+    with writing.open_writer(os.path.join(workdir, "frames", clip.name), names=clip.names) as w:
       for frame in out:
         w.write(frame)
   if outputs.videos:
-    os.makedirs(os.path.join(workdir, "videos"), exist_ok=True)
+    _subfolder(workdir, "videos")
     with writing.open_writer(os.path.join(workdir, "videos", clip.name + ".mp4"),
-                              fps=outputs.fps, overwrite=overwrite) as w:
+                              fps=outputs.fps) as w:
       for frame in out:
         w.write(frame)
 
