@@ -143,6 +143,26 @@ class ReadVideoTest(absltest.TestCase):
                      r"truncated or damaged file\?\)$")
     self.assertEqual(len(src.read_all()), n)  # told once, read alike
 
+  def test_a_cut_off_matroska_file_says_it_is_short(self):
+    # Matroska / WebM list no frame count, but their tracks' DURATION tags.
+    path = os.path.join(dt.tempdir(self), "v.mkv")
+    noise = np.random.default_rng(1).integers(0, 256, (20, 32, 32, 3), dtype=np.uint8)
+    dt.write_video(path, noise, codec="ffv1", fps=10)
+    src = reading.open_source(path)
+    self.assertIsNone(src.num_frames)
+    self.assertEqual(len(src.read_all()), 20)
+    self.assertIsNone(src.short_read)
+    with open(path, "rb") as f:
+      data = f.read()
+    cut = path[:-4] + "_cut.mkv"
+    with open(cut, "wb") as f:
+      f.write(data[:len(data) // 2])
+    src = reading.open_source(cut)
+    n = len(src.read_all())
+    self.assertBetween(n, 5, 15)
+    self.assertRegex(src.short_read, f"^{re.escape(cut)}: {n} frames \\({n / 10:.2f} s of the "
+                     r"2.00 s its container lists\) could be decoded")
+
   def test_a_rotated_video_reads_upright(self):
     # A phone's portrait video: stored 32 wide and 24 high, shown turned a quarter.
     frames = _gradient_frames(3, 24, 32)

@@ -40,6 +40,14 @@ def _reason(err):
   return " ".join(str(text).split())
 
 
+def _tag_seconds(text):
+  """'00:01:02.500000000' (a Matroska DURATION tag) -> Fraction seconds; None if not that."""
+  m = re.fullmatch(r"\s*(\d+):(\d{1,2}):(\d{1,2}(?:\.\d+)?)\s*", text or "")
+  if not m:
+    return None
+  return (int(m.group(1)) * 3600 + int(m.group(2)) * 60) + fractions.Fraction(m.group(3))
+
+
 def natural_key(name: str):
   """Sort key that orders "2.png" before "10.png" (case-insensitive)."""
   return [int(p) if p.isdigit() else p.lower() for p in re.split(r"(\d+)", name)]
@@ -196,6 +204,7 @@ class FrameSource:
   def __init__(self, path, fps=None):
     self.path = os.fspath(path)
     self.short_read = None
+    self._listed_end = None
     self.time_base = self.frame_times = None
     if not os.path.exists(self.path):
       raise MediaError(f"no such file or folder: {self.path}")
@@ -249,6 +258,10 @@ class FrameSource:
       rate = stream.average_rate or stream.guessed_rate or stream.base_rate
       self.fps = fractions.Fraction(fps if fps is not None else (rate or DEFAULT_FOLDER_FPS))
       self.num_frames = stream.frames or None
+      # Matroska / WebM store no frame count but a DURATION tag per track: a pass that ends well
+      # before it read a cut-off file.
+      self._listed_end = None if self.num_frames else _tag_seconds(stream.metadata.get("DURATION"))
+      self._frame_seconds = 1 / fractions.Fraction(rate) if rate else fractions.Fraction(1, 25)
       self.time_base = stream.time_base
       sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
       first = next(self._decode(container, stream, damage), None)
@@ -300,10 +313,12 @@ class FrameSource:
         yield _convert(_decode_image(os.path.join(self.path, name), gray), dtype)
       return
     container, stream = self._open_container()
-    decoded, damage = 0, []
+    decoded, damage, end = 0, [], None
     self.frame_times, first_pts = [], None
     with container:
       for i, frame in enumerate(self._decode(container, stream, damage)):
+        if frame.pts is not None and self.time_base:
+          end = frame.pts * self.time_base + self._frame_seconds
         if (frame.width, frame.height) != self._stored_size:
           w, h = self._stored_size
           raise MediaError(f"frame size changes in {self.path} at frame {i}: "
@@ -317,18 +332,24 @@ class FrameSource:
         if self._turns:  # upright, as players show it (and as ffmpeg writes it by default)
           x = np.ascontiguousarray(np.rot90(x, self._turns))
         yield _convert(x, dtype)
-    self._tell_short_read(decoded, damage)
+    self._tell_short_read(decoded, damage, end)
 
-  def _tell_short_read(self, decoded, damage):
-    """Sets `short_read` (and logs it) after a pass that met damage or fell short of the count.
+  def _tell_short_read(self, decoded, damage, end=None):
+    """Sets `short_read` (and logs it) after a pass that met damage or fell short of the count,
+    or (`end`: the last frame's end time) of the duration the container lists.
 
     Fewer frames than the container lists is not by itself an error: that count can include
     frames an edit list drops.
     """
     short = self.num_frames is not None and decoded < self.num_frames
-    if self.short_read is not None or not (short or damage):
+    listed = self._listed_end
+    cut = (end is not None and listed is not None
+           and end < listed - max(2 * self._frame_seconds, fractions.Fraction(1, 4)))
+    if self.short_read is not None or not (short or cut or damage):
       return
     of = f" of the {self.num_frames} frames its container lists" if self.num_frames else ""
+    if cut:
+      of = f" frames ({float(end):.2f} s of the {float(listed):.2f} s its container lists)"
     why = f"; {len(damage)} undecodable part(s) skipped ({damage[0]})" if damage else ""
     self.short_read = (f"{self.path}: {decoded}{of} could be decoded{why} (a truncated or "
                        "damaged file?)")
