@@ -60,6 +60,17 @@ def _presets():
                 if f.endswith(".py") and not f.startswith("_"))
 
 
+def _config_given_twice(argv):
+  """A one-line problem if --config is given more than once (absl's own message names the
+  overrides' flags as 'defined twice'), or None."""
+  given = [v for i, a in enumerate(argv) for v in
+           ([argv[i + 1]] if a == "--config" and i + 1 < len(argv) else
+            [a[len("--config="):]] if a.startswith("--config=") else [])]
+  if len(given) > 1:
+    return f"--config is given {len(given)} times ({', '.join(given)}); give it once"
+  return None
+
+
 def _check_config_arg(argv):
   """A one-line problem with --config's file, or None."""
   value = _config_value(argv)
@@ -122,11 +133,12 @@ def _help(fv, usage, examples):
 
 def parse(argv, usage, examples, default_config, workdir_default, workdir_help):
   """Parses argv; returns (config, workdir, verbose, compilation_cache) or an exit code."""
+  twice = _config_given_twice(list(argv))
   argv = _rewrite_config_arg(list(argv))
   if any(a in ("-h", "--help", "-help", "--helpshort", "--helpfull") for a in argv[1:]):
     _help(_define(None, workdir_default, workdir_help), usage, examples)
     return cli.EXIT_OK
-  problem = _check_config_arg(argv)
+  problem = twice or _check_config_arg(argv)
   if problem:
     print(f"error: {problem}", file=sys.stderr)
     return cli.EXIT_USAGE

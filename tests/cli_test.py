@@ -82,6 +82,8 @@ def test_help_exits_0(tool, tmp_path):
     (["--config=default", "--config.data.crop_size=100"], "needs positive multiples of 64"),
     (["--config.model.colorizer_widths=(8,8)"], "colorizer_widths must have 10 entries"),
     (["--workdirr=x"], "workdirr"),
+    (["--config=default:tiny", "--config.seed=1", "--config", "demo"],
+     "--config is given 2 times (default:tiny, demo); give it once"),
     (["--config.optm.learning_rate=1"],  # a section's typo: named plainly, not a repr
      'unknown config key --config.optm.learning_rate; did you mean "optim" instead of "optm"?'),
 ])
