@@ -57,8 +57,8 @@ class Colorizer:
     """Colorizes one window; the first and last frames are the anchors.
 
     Args:
-      gray: float32 [N, H, W, 1] normalised L ((L* - 50) / 100), N >= 2, H and W multiples of 64 (8
-        with the classical flow).
+      gray: float32 [N, H, W, 1] normalised L ((L* - 50) / 100, in [-0.5, 0.5]), N >= 2, H and W
+        multiples of 64 (8 with the classical flow).
       first_anchor: optional state of frame 0 returned by the previous call
         (`return_last_anchor=True`) when consecutive windows share their boundary frame; saves one
         colorizer pass, same result.
@@ -68,11 +68,17 @@ class Colorizer:
         hint_mask is 0. Only the anchors' hints (frames 0 and N-1) are used: internal frames take
         their colours from the anchors, and frame 0's hints are ignored with first_anchor (that
         state already holds the hints frame 0 was colorized with). None: no hints (zeros).
-      hint_mask: optional [N, H, W, 1], 1 where a hint is given, else 0. None: zeros.
+      hint_mask: optional [N, H, W, 1] (float or bool), 1 where a hint is given, else 0. None:
+        zeros.
 
     Returns:
       numpy [N, H, W, 2] (float32; float64 for a float64 model), normalised ab (a* / 110, b* / 110):
       the first output of the original forward. With return_last_anchor, a pair (ab, state).
+
+    Raises:
+      ValueError: naming the argument: a shape, a dtype other than real floating point, a value
+        not finite or out of range (gray outside [-0.5, 0.5], hint_mask outside [0, 1], up to
+        RANGE_TOLERANCE), or a first_anchor that is no state of a window of this size.
     """
     gray = np.asarray(gray)
     if gray.ndim != 4 or gray.shape[-1] != 1:
@@ -84,6 +90,7 @@ class Colorizer:
       self.spec.check_size(h, w, "window size")
     except spec_lib.SpecError as e:
       raise ValueError(f"{e}; resize first") from e
+    _check_values("gray", gray, (-0.5, 0.5), "normalised L, (L* - 50) / 100")
     hints = {}
     for name, hint, c in (("hint_ab", hint_ab, 2), ("hint_mask", hint_mask, 1)):
       if hint is not None:
@@ -91,7 +98,13 @@ class Colorizer:
         if hint.shape != (n, h, w, c):
           raise ValueError(f"{name} must have shape [N, H, W, {c}] = {(n, h, w, c)} (N, H, W of "
                            f"gray), got {hint.shape}")
+        if name == "hint_ab":
+          _check_values(name, hint, None, "normalised ab, a* / 110 and b* / 110")
+        else:
+          _check_values(name, hint, (0, 1), "1 where a hint is given, else 0", allow_bool=True)
         hints[name] = jnp.asarray(hint, self.model.act_dtype)[None]
+    if first_anchor is not None:
+      self._check_anchor(first_anchor, h, w)
     if self.window_frames is not None and n <= self.window_frames:
       ab, last = self._padded(gray, first_anchor, hints)
     else:
@@ -101,6 +114,23 @@ class Colorizer:
     ab = ab if ab.dtype == np.float64 else ab.astype(np.float32)
     return (ab, last) if return_last_anchor else ab
 
+  def _check_anchor(self, first_anchor, h, w):
+    """Raises ValueError unless `first_anchor` is the state of a window of frames h x w."""
+    feat = self.spec.colorizer_widths[-1]
+    want = ((1, h, w, 2), (1, h, w, feat))
+    shapes = None
+    if isinstance(first_anchor, (tuple, list)) and len(first_anchor) == 2:
+      shapes = tuple(tuple(getattr(a, "shape", ())) for a in first_anchor)
+      dtypes = [getattr(a, "dtype", None) for a in first_anchor]
+      if shapes == want and all(d is not None and jnp.issubdtype(d, jnp.floating)
+                                for d in dtypes):
+        return
+      got = f"dtypes {tuple(map(str, dtypes))}" if shapes == want else f"shapes {shapes}"
+    else:
+      shape = getattr(first_anchor, "shape", None)
+      got = type(first_anchor).__name__ + ("" if shape is None else f" of shape {tuple(shape)}")
+    raise ValueError(f"first_anchor must be the state a window of this size returned "
+                     f"(return_last_anchor=True): float arrays of shapes {want}, got {got}")
 
   def _padded(self, gray, first_anchor, hints):
     n, h, w, _ = gray.shape
@@ -113,6 +143,28 @@ class Colorizer:
       first_anchor = (jnp.zeros((1, h, w, 2), dtype), jnp.zeros((1, h, w, feat), dtype))
     return self._apply_padded(self.variables, jnp.asarray(pad(gray), dtype)[None], first_anchor,
                               jnp.asarray(use), jnp.asarray(n, jnp.int32), hints)
+
+
+# Inputs may stray this far outside their range (rounding in a colour conversion or a resize).
+RANGE_TOLERANCE = 1e-3
+
+
+def _check_values(name, x, bounds, what, allow_bool=False):
+  """Raises ValueError unless x is real floating point (or bool), finite and within `bounds`
+  (low, high; None: any), up to RANGE_TOLERANCE."""
+  if not (jnp.issubdtype(x.dtype, jnp.floating) or (allow_bool and x.dtype == np.bool_)):
+    kinds = "real floating point or bool" if allow_bool else "real floating point"
+    raise ValueError(f"{name} must be {kinds} ({what}), got dtype {x.dtype}")
+  v = x if x.dtype in (np.float32, np.float64) else x.astype(np.float32)
+  if not np.isfinite(v).all():
+    raise ValueError(f"{name} must be finite ({what}), got NaN or inf values")
+  if bounds is None or not v.size:
+    return
+  low, high = bounds
+  lo, hi = v.min(), v.max()
+  if lo < low - RANGE_TOLERANCE or hi > high + RANGE_TOLERANCE:
+    raise ValueError(f"{name} must be within [{low}, {high}] ({what}), got values from {lo:g} to "
+                     f"{hi:g}")
 
 
 def _padded_window(model, variables, gray, first_anchor, use, length, hints):

@@ -75,7 +75,20 @@ def click_hint(clicks, height, width) -> FrameHint:
 
   Each click colours a patch x patch square (clipped at the border) with the click's ab, at the
   resolution (height, width) the model runs at.
+
+  Raises:
+    GuidanceError: `clicks` is no list of clicks, or a click is bad (as `read_clicks` checks them;
+      "frame" is optional here), naming the click.
   """
+  if isinstance(clicks, (dict, str, bytes)) or not hasattr(clicks, "__iter__"):
+    raise GuidanceError(f"clicks must be a list of clicks {{x, y, rgb[, patch]}}, got "
+                        f"{type(clicks).__name__}")
+  clicks = list(clicks)
+  for i, c in enumerate(clicks):
+    _check_click(c, f"click {i}", need_frame=False)
+  for name, size in (("height", height), ("width", width)):
+    if not _is_int(size) or size < 1:
+      raise GuidanceError(f"click_hint: {name} must be a positive integer, got {size!r}")
   ab = np.zeros((height, width, 2), np.float32)
   mask = np.zeros((height, width, 1), np.float32)
   for c in clicks:
@@ -88,24 +101,84 @@ def click_hint(clicks, height, width) -> FrameHint:
   return FrameHint(ab, mask)
 
 
-def _check_click(c, where):
+def _is_int(v):
+  return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _one_line(v):
+  return " ".join(repr(v).split())
+
+
+def _check_click(c, where, need_frame=True):
+  """Raises GuidanceError naming the click (`where`) unless it is a valid click."""
+  keys = ("frame", "x", "y", "rgb") if need_frame else ("x", "y", "rgb")
   if not isinstance(c, dict):
-    raise GuidanceError(f"{where}: a click must be an object with frame, x, y, rgb")
-  missing = [k for k in ("frame", "x", "y", "rgb") if k not in c]
+    raise GuidanceError(f"{where}: a click must be an object with {', '.join(keys)}, got "
+                        f"{type(c).__name__}")
+  missing = [k for k in keys if k not in c]
   if missing:
     raise GuidanceError(f"{where}: missing {', '.join(missing)}")
-  if not isinstance(c["frame"], int) or isinstance(c["frame"], bool) or c["frame"] < 0:
+  if "frame" in c and (not _is_int(c["frame"]) or c["frame"] < 0):
     raise GuidanceError(f"{where}: frame must be a non-negative integer, got {c['frame']!r}")
   for k in ("x", "y"):
-    if not isinstance(c[k], (int, float)) or not 0 <= c[k] <= 1:
-      raise GuidanceError(f"{where}: {k} must be a relative coordinate in [0, 1], got {c[k]!r}")
+    v = c[k]
+    if (not isinstance(v, (int, float, np.integer, np.floating)) or isinstance(v, (bool, np.bool_))
+        or not 0 <= v <= 1):
+      raise GuidanceError(f"{where}: {k} must be a relative coordinate in [0, 1], got {v!r}")
   rgb = c["rgb"]
-  if (not isinstance(rgb, list) or len(rgb) != 3
-      or not all(isinstance(v, int) and 0 <= v <= 255 for v in rgb)):
-    raise GuidanceError(f"{where}: rgb must be [r, g, b] integers 0..255, got {rgb!r}")
+  if (not isinstance(rgb, (list, tuple, np.ndarray)) or len(rgb) != 3
+      or not all(_is_int(v) and 0 <= v <= 255 for v in rgb)):
+    raise GuidanceError(f"{where}: rgb must be [r, g, b] integers 0..255, got {_one_line(rgb)}")
   patch = c.get("patch", DEFAULT_PATCH)
-  if not isinstance(patch, int) or patch < 1 or patch % 2 == 0:
+  if not _is_int(patch) or patch < 1 or patch % 2 == 0:
     raise GuidanceError(f"{where}: patch must be an odd positive integer, got {patch!r}")
+
+
+def check_hint(hint, where="hint"):
+  """Raises GuidanceError naming the hint (`where`) unless it is a FrameHint of any size h x w:
+  ab float [h, w, 2], finite; mask float or bool [h, w, 1] within [0, 1]."""
+  if not isinstance(hint, FrameHint):
+    raise GuidanceError(f"{where}: expected a guidance.FrameHint (reference_hint, click_hint), "
+                        f"got {type(hint).__name__}")
+  ab, mask = np.asarray(hint.ab), np.asarray(hint.mask)
+  if ab.ndim != 3 or ab.shape[-1] != 2 or not ab.size:
+    raise GuidanceError(f"{where}: ab must have shape [h, w, 2], got {ab.shape}")
+  if mask.shape != ab.shape[:2] + (1,):
+    raise GuidanceError(f"{where}: mask must have shape [h, w, 1] = {ab.shape[:2] + (1,)} (h, w "
+                        f"of ab), got {mask.shape}")
+  if not np.issubdtype(ab.dtype, np.floating):
+    raise GuidanceError(f"{where}: ab must be float (a* / 110, b* / 110), got {ab.dtype}")
+  if not np.isfinite(ab).all():
+    raise GuidanceError(f"{where}: ab has NaN or inf values")
+  if not (np.issubdtype(mask.dtype, np.floating) or mask.dtype == np.bool_):
+    raise GuidanceError(f"{where}: mask must be float or bool (1 where a hint is given, else 0), "
+                        f"got {mask.dtype}")
+  if mask.dtype != np.bool_:
+    if not np.isfinite(mask).all():
+      raise GuidanceError(f"{where}: mask has NaN or inf values")
+    if mask.min() < 0 or mask.max() > 1:
+      raise GuidanceError(f"{where}: mask must be within [0, 1] (1 where a hint is given, else "
+                          f"0), got values from {mask.min():g} to {mask.max():g}")
+
+
+def check_hints(hints):
+  """Checks {frame index: FrameHint} (`check_hint`); returns it with int frame indices.
+
+  Raises:
+    GuidanceError: `hints` is no mapping, a frame index is no integer >= 0 or a hint is bad.
+  """
+  if not hasattr(hints, "items"):
+    raise GuidanceError(f"hints must be a dict {{frame index: FrameHint}}, got "
+                        f"{type(hints).__name__}")
+  out = {}
+  for frame, hint in hints.items():
+    if not _is_int(frame):
+      raise GuidanceError(f"hints: frame indices must be integers, got {frame!r}")
+    if frame < 0:
+      raise GuidanceError(f"hints on frame {frame}: frames are numbered from 0")
+    check_hint(hint, f"hints on frame {frame}")
+    out[int(frame)] = hint
+  return out
 
 
 def read_clicks(path):

@@ -112,9 +112,9 @@ def colorize_frames(frames, colorizer, interval=windows.DEFAULT_INTERVAL,
   """Colorizes a stream of frames window by window (one-sampling); yields uint8 RGB [H, W, 3].
 
   Args:
-    frames: iterable of frames [H, W, 1 | 3 | 4] (uint8, uint16 or float in [0, 1]); with `hints`
-      it must be iterable twice (a `reading.FrameSource`, a list): a first pass finds the cuts and
-      the anchors the hints are carried to.
+    frames: iterable of frames [H, W, 1 | 3 | 4] (uint8, uint16 or float in [0, 1]), all of one
+      shape; with `hints` it must be iterable twice (a `reading.FrameSource`, a list; not a one-shot
+      iterator): a first pass finds the cuts and the anchors the hints are carried to.
     colorizer: an `api.Colorizer` (anything with its `colorize_window`).
     interval: window interval T; windows hold T + 2 frames.
     network_size: int or (h, w) the model runs at.
@@ -126,8 +126,18 @@ def colorize_frames(frames, colorizer, interval=windows.DEFAULT_INTERVAL,
       tcvc_jax/guidance.py); a colorizer with hints support is needed.
     on_planned: optional `on_planned(frames, done)`, called as the first pass of a hinted run
       reads windows (frames read so far, False) and once when it ends (all frames, True).
+
+  Raises:
+    guidance.GuidanceError: bad hints (`guidance.check_hints`), or hints on a frame past the end.
+    ValueError: a frame of another shape than frame 0, NaN or outside [0, 1] (naming it), or
+      `frames` a one-shot iterator with hints; TypeError: a frame of another dtype.
   """
   carry = AnchorCarry(colorizer)
+  if hints:
+    hints = guidance.check_hints(hints)
+    if iter(frames) is frames:
+      raise ValueError("with hints, frames must be iterable twice (a list, a reading.FrameSource), "
+                       "not a one-shot iterator: a first pass plans the hints")
   if not hints:
     is_cut = None if cuts is None else _CutRecorder(scene_cuts.CutDetector(), cuts)
     return iter_colorize(frames, carry, interval, network_size, gray_mode=gray_mode,
@@ -151,12 +161,13 @@ def plan_hints(frames, colorizer, hints, interval, network_size, gray_mode, cuts
     `window_hints(start, n)` for `iter_colorize`: {"hint_ab", "hint_mask"} [n, h, w, *] with the
     hints of the window's two anchors, or None for a window without any.
   """
+  hints = guidance.check_hints(hints)
   h, w = windows.size2(network_size)
   is_cut = None if cuts is None else _CutRecorder(scene_cuts.CutDetector(), cuts)
   anchor_l, shot_of, shot, count = {}, {}, 0, 0
   flows = guidance.ShotFlows(hints, colorizer.flow)
   prev_stop = None
-  for start, win in iter_windows(frames, interval, is_cut, set(hints)):
+  for start, win in iter_windows(checked_frames(frames), interval, is_cut, set(hints)):
     if prev_stop is not None and start != prev_stop - 1:
       shot += 1  # a window that does not start on the previous one's last frame: a new shot
       flows.start_shot()
@@ -294,6 +305,25 @@ def colorize_file(input_path, output_path, model, interval=windows.DEFAULT_INTER
 # ----------------------------------------------------------------- streaming windows
 
 
+def checked_frames(frames):
+  """Yields the frames (as numpy arrays), each checked as `windows.check_frame` does, and of frame
+  0's shape and dtype (any float dtypes may mix); an error names the frame."""
+  first = None
+  for i, frame in enumerate(frames):
+    frame = np.asarray(frame)
+    windows.check_frame(frame, i)
+    if first is None:
+      first = (frame.shape, frame.dtype)
+    elif frame.shape != first[0]:
+      raise ValueError(f"frame {i} has shape {frame.shape}, frame 0 {first[0]}: all frames must "
+                       "have one size and channel count")
+    elif frame.dtype != first[1] and not (np.issubdtype(frame.dtype, np.floating)
+                                          and np.issubdtype(first[1], np.floating)):
+      raise ValueError(f"frame {i} is {frame.dtype}, frame 0 {first[1]}: all frames must have one "
+                       "type (uint8, uint16 or float)")
+    yield frame
+
+
 def iter_windows(frames: Iterable[np.ndarray], interval_length=windows.DEFAULT_INTERVAL,
                  is_cut: Callable[[int, np.ndarray], bool] | None = None, anchors=()
                  ) -> Iterator[tuple[int, list[np.ndarray]]]:
@@ -346,7 +376,8 @@ def iter_colorize(frames: Iterable[np.ndarray], colorize_window: windows.Coloriz
   window of frames. `frames`, `is_cut` and `anchors` are as in `iter_windows` /
   `windows.frames_to_l` (one frame [H, W, C]); `colorize_window` may keep state between calls (e.g.
   to carry the last anchor). `window_hints(start, n)`: optional colour hints of a window (see
-  `windows.colorize_l_window`).
+  `windows.colorize_l_window`). A frame `checked_frames` refuses raises a ValueError (TypeError for
+  its dtype) that names it.
   """
   # (index, uint8 frame): a window's last frame, dropped if the next window starts on it.
   pending = None
@@ -355,7 +386,7 @@ def iter_colorize(frames: Iterable[np.ndarray], colorize_window: windows.Coloriz
   else:
     num_frames = len(frames) if hasattr(frames, "__len__") else None
   windows.announce_interval(colorize_window, interval_length, num_frames)
-  for start, win in iter_windows(frames, interval_length, is_cut, anchors):
+  for start, win in iter_windows(checked_frames(frames), interval_length, is_cut, anchors):
     l_full = windows.frames_to_l(np.stack(win), gray_mode)
     hints = None if window_hints is None else window_hints(start, len(win))
     out = windows.to_uint8_round(

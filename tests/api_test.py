@@ -1,5 +1,6 @@
 """tcvc_jax.Colorizer: padded windows are exact and compile once per frame size."""
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -83,3 +84,71 @@ def test_anchor_carry_pads_to_the_smaller_of_window_and_clip(interval, num_frame
   model = _PadRecorder()
   streaming.AnchorCarry(model).set_interval(interval, num_frames)
   assert model.frames == want
+
+
+def _bad_window_inputs(gray, state):
+  """{case: (colorize_window kwargs, error pattern)}: values the shapes alone let through."""
+  n, h, w, _ = gray.shape
+  nan = gray.copy()
+  nan[1, 3, 4] = np.nan
+  inf = gray.copy()
+  inf[0, 0, 0] = -np.inf
+  mask = np.zeros((n, h, w, 1), np.float32)
+  ab = np.zeros((n, h, w, 2), np.float32)
+  ab_nan = ab.copy()
+  ab_nan[0, 5, 5] = np.nan
+  small = np.zeros((n, 16, 16, 1), np.float32)
+  return {
+      "uint8 gray": ({"gray": np.round((gray + 0.5) * 255).astype(np.uint8)},
+                     r"^gray must be real floating point .*got dtype uint8$"),
+      "0..255 gray": ({"gray": (gray + 0.5) * 255},
+                      r"^gray must be within \[-0.5, 0.5\] .*got values from"),
+      "nan gray": ({"gray": nan}, "^gray must be finite"),
+      "inf gray": ({"gray": inf}, "^gray must be finite"),
+      "complex gray": ({"gray": gray.astype(np.complex64)}, "^gray must be real floating point"),
+      "nan hint_ab": ({"gray": gray, "hint_ab": ab_nan}, "^hint_ab must be finite"),
+      "int hint_ab": ({"gray": gray, "hint_ab": ab.astype(np.int32)},
+                      "^hint_ab must be real floating point"),
+      "uint8 hint_mask": ({"gray": gray, "hint_mask": (mask + 255).astype(np.uint8)},
+                          "^hint_mask must be real floating point or bool"),
+      "255 hint_mask": ({"gray": gray, "hint_mask": mask + 255},
+                        r"^hint_mask must be within \[0, 1\]"),
+      "nan hint_mask": ({"gray": gray, "hint_mask": mask + np.nan}, "^hint_mask must be finite"),
+      "anchor of another size": ({"gray": small, "first_anchor": state},
+                                 r"^first_anchor must be the state .*\(1, 16, 16, 2\).*got shapes "
+                                 r"\(\(1, 32, 32, 2\)"),
+      "anchor junk": ({"gray": gray, "first_anchor": "junk"}, "^first_anchor must be .*got str$"),
+      "anchor half": ({"gray": gray, "first_anchor": state[0]}, "^first_anchor must be .*of shape"),
+      "anchor triple": ({"gray": gray, "first_anchor": (*state, state[0])},
+                        "^first_anchor must be .*got tuple$"),
+  }
+
+
+def test_colorize_window_checks_values_not_only_shapes(pair):
+  colorizer, _ = pair
+  colorizer.window_frames = None
+  gray = np.random.RandomState(3).uniform(-0.5, 0.5, (3, 32, 32, 1)).astype(np.float32)
+  want, state = colorizer.colorize_window(gray, return_last_anchor=True)
+  for case, (kwargs, pattern) in _bad_window_inputs(gray, state).items():
+    with pytest.raises(ValueError, match=pattern) as e:
+      colorizer.colorize_window(**kwargs)
+    assert "\n" not in str(e.value), case
+  # Every legitimate input still works: float64 and bfloat16 gray, the extremes of L (what
+  # `windows.frames_to_l` gives black and white frames in both gray modes), a bool mask, the
+  # carried state.
+  np.testing.assert_array_equal(colorizer.colorize_window(gray.astype(np.float64)), want)
+  assert colorizer.colorize_window(jnp.asarray(gray, jnp.bfloat16)).shape == want.shape
+  for mode in windows.GRAY_MODES:
+    frames = np.zeros((3, 32, 32, 1), np.float32)
+    frames[0], frames[2] = 1, 1
+    extremes = windows.frames_to_l(frames, mode)
+    assert extremes.max() == 0.5 and extremes.min() == -0.5
+    colorizer.colorize_window(extremes)
+  hinted = colorizer.colorize_window(gray, hint_ab=np.full((3, 32, 32, 2), 0.3, np.float32),
+                                     hint_mask=np.ones((3, 32, 32, 1), bool))
+  np.testing.assert_array_equal(
+      hinted, colorizer.colorize_window(gray, hint_ab=np.full((3, 32, 32, 2), 0.3, np.float32),
+                                        hint_mask=np.ones((3, 32, 32, 1), np.float32)))
+  following = np.concatenate([gray[2:], gray[:2]])  # starts on the frame `state` belongs to
+  np.testing.assert_allclose(colorizer.colorize_window(following, first_anchor=state),
+                             colorizer.colorize_window(following), atol=1e-5)

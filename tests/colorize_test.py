@@ -305,6 +305,13 @@ def _bad_inputs(tmp_path, tiny_sd, checkpoint):
     samples.rate = 8000
     for packet in [*stream.encode(samples), *stream.encode(None)]:
       c.mux(packet)
+  # A frame folder with a cut-off JPEG (FFmpeg's decoder would conceal the missing half).
+  os.makedirs(tmp_path / "cut")
+  jpeg = dt.encode_image(_shot(1, 1)[0], "mjpeg")
+  for i in range(3):
+    with open(tmp_path / "cut" / f"f{i}.jpg", "wb") as f:
+      f.write(jpeg[:len(jpeg) // 2] if i == 1 else jpeg)
+  cut_jpeg = str(tmp_path / "cut" / "f1.jpg")
   out = str(tmp_path / "o.mp4")
   ck = ("--checkpoint", checkpoint)
   nodir = tmp_path / "nodir"
@@ -328,6 +335,10 @@ def _bad_inputs(tmp_path, tiny_sd, checkpoint):
                                 "not exist"),
       "reference_not_an_image": ([good, out, *ck, "--reference", f"1:{tone}"],
                                  f"error: cannot decode {tone}: no image in the file"),
+      "truncated_jpeg_frame": ([tmp_path / "cut", out, *ck],
+                               f"error: cannot decode {cut_jpeg}: truncated JPEG"),
+      "truncated_jpeg_reference": ([good, out, *ck, "--reference", f"1:{cut_jpeg}"],
+                                   f"error: cannot decode {cut_jpeg}: truncated JPEG"),
       **{f"fps_{v}": ([good, out, *ck, "--fps", v],
                       "error: --fps must be a number of frames per second from 0.001 to 10000, "
                       f"got {float(v)}")

@@ -216,3 +216,91 @@ def test_cli_guided_run_and_bad_references(colorizer, tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and text in lines[0], (case, lines)
     assert not os.path.exists(tmp_path / f"o_{case.replace(' ', '_')}")
+
+
+def test_click_hint_checks_its_clicks_as_read_clicks_does():
+  good = {"x": 0.5, "y": 0.25, "rgb": [200, 30, 40], "patch": 3}
+  hint = guidance.click_hint([good, dict(good, x=1.0, rgb=(10, 200, 30), patch=1)], 16, 16)
+  assert hint.mask.sum() == 9 + 1 and hint.mask[4, 15] == 1
+  np.testing.assert_array_equal(
+      guidance.click_hint([dict(good, rgb=np.array([200, 30, 40]), patch=np.int64(3))], 16, 16).ab,
+      guidance.click_hint([good], 16, 16).ab)
+  bad = {
+      "x": (dict(good, x=-0.5), r"^click 0: x must be a relative coordinate in \[0, 1\], got -0.5"),
+      "x > 1": (dict(good, x=1.5), "^click 0: x must be a relative coordinate"),
+      "nan y": (dict(good, y=float("nan")), "^click 0: y must be a relative coordinate"),
+      "0..1 rgb": (dict(good, rgb=[0.8, 0.1, 0.1]),
+                   r"^click 0: rgb must be \[r, g, b\] integers 0..255, got \[0.8, 0.1, 0.1\]"),
+      "rgb 300": (dict(good, rgb=[300, 0, 0]), r"^click 0: rgb must be \[r, g, b\]"),
+      "2 values": (dict(good, rgb=[3, 4]), r"^click 0: rgb must be \[r, g, b\]"),
+      "even patch": (dict(good, patch=4), "^click 0: patch must be an odd positive integer, got 4"),
+      "patch 0": (dict(good, patch=0), "^click 0: patch must be an odd positive integer"),
+      "missing y": ({"x": 0.5, "rgb": [1, 2, 3]}, "^click 0: missing y$"),
+      "not a dict": ([0.5, 0.5], "^click 0: a click must be an object with x, y, rgb"),
+      "bad frame": (dict(good, frame=-1), "^click 0: frame must be a non-negative integer"),
+  }
+  for case, (click, pattern) in bad.items():
+    with pytest.raises(guidance.GuidanceError, match=pattern) as e:
+      guidance.click_hint([click], 16, 16)
+    assert "\n" not in str(e.value), case
+  with pytest.raises(guidance.GuidanceError, match="^click 1: missing x$"):
+    guidance.click_hint([good, {"y": 0.5, "rgb": [1, 2, 3]}], 16, 16)
+  with pytest.raises(guidance.GuidanceError, match="^clicks must be a list of clicks .*got dict$"):
+    guidance.click_hint(good, 16, 16)
+  with pytest.raises(guidance.GuidanceError, match="^click_hint: width must be a positive integer"):
+    guidance.click_hint([good], 16, 0)
+
+
+class _NoModel:
+  """A colorizer that must not be called: bad hints are refused before any model work."""
+
+  def flow(self, a, b):
+    raise AssertionError("flow called")
+
+  def colorize_window(self, gray, **kwargs):
+    raise AssertionError("colorize_window called")
+
+
+def test_bad_hints_are_refused_before_any_work():
+  frames = _clip()[:8]
+  ok = guidance.reference_hint(frames[0])
+  ab, mask = ok.ab, ok.mask
+  nan_ab = ab.copy()
+  nan_ab[3, 4] = np.nan
+  bad = {
+      "negative frame": ({-1: ok}, "^hints on frame -1: frames are numbered from 0$"),
+      "string frame": ({"2": ok}, "^hints: frame indices must be integers, got '2'$"),
+      "not a hint": ({2: {"ab": ab, "mask": mask}},
+                     "^hints on frame 2: expected a guidance.FrameHint .*got dict$"),
+      "nan ab": ({2: guidance.FrameHint(nan_ab, mask)}, "^hints on frame 2: ab has NaN"),
+      "2-D mask": ({2: guidance.FrameHint(ab, mask[..., 0])},
+                   r"^hints on frame 2: mask must have shape \[h, w, 1\] = \(64, 64, 1\) .*got "
+                   r"\(64, 64\)$"),
+      "mask of another size": ({2: guidance.FrameHint(ab, mask[:32])},
+                               r"^hints on frame 2: mask must have shape"),
+      "3-channel ab": ({2: guidance.FrameHint(np.zeros((64, 64, 3), np.float32), mask)},
+                       r"^hints on frame 2: ab must have shape \[h, w, 2\], got \(64, 64, 3\)$"),
+      "255 mask": ({2: guidance.FrameHint(ab, mask * 255)},
+                   r"^hints on frame 2: mask must be within \[0, 1\]"),
+      "uint8 mask": ({2: guidance.FrameHint(ab, mask.astype(np.uint8))},
+                     "^hints on frame 2: mask must be float or bool"),
+      "a list": ([ok], r"^hints must be a dict \{frame index: FrameHint\}, got list$"),
+  }
+  for case, (hints, pattern) in bad.items():
+    with pytest.raises(guidance.GuidanceError, match=pattern) as e:
+      list(streaming.colorize_frames(frames, _NoModel(), T, 64, [], hints=hints))
+    assert "\n" not in str(e.value), case
+  # The first pass needs frames it can read twice; a one-shot iterator is refused (not read as an
+  # empty second pass).
+  with pytest.raises(ValueError, match="with hints, frames must be iterable twice"):
+    list(streaming.colorize_frames(iter(frames), _NoModel(), T, 64, [], hints={0: ok}))
+
+
+def test_valid_hint_variants_are_taken(colorizer):
+  frames = _clip()[:6]
+  ref = guidance.reference_hint(frames[0])
+  want = np.stack(list(streaming.colorize_frames(frames, colorizer, T, 64, [], hints={0: ref})))
+  as_bool = guidance.FrameHint(ref.ab, ref.mask.astype(bool))
+  for hints in ({np.int64(0): ref}, {0: as_bool}):
+    got = np.stack(list(streaming.colorize_frames(frames, colorizer, T, 64, [], hints=hints)))
+    np.testing.assert_array_equal(got, want)

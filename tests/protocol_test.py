@@ -275,6 +275,70 @@ class PipelineTest(parameterized.TestCase):
                                            is_cut=lambda i, _: i in (2, 3)))
     np.testing.assert_array_equal(np.stack(streamed), out)
 
+  def test_frames_must_be_in_range_and_finite(self):
+    """Float frames of 0..255 came out white, NaN frames black; now a one-line error names the
+    frame, in memory (`colorize_clip`) and streamed (`iter_colorize`, `colorize_frames`)."""
+    rng = np.random.default_rng(5)
+    good = rng.uniform(0, 1, (6, 8, 8, 3)).astype(np.float32)
+    scaled = good.copy()
+    scaled[4] *= 255
+    nan = good.copy()
+    nan[3, 2, 2, 1] = np.nan
+    inf = good.copy()
+    inf[2, 0, 0, 0] = np.inf
+    gray255 = good[..., :1] * 255
+    cases = {
+        "0..255": (scaled, r"^frame 4 has values from .* to .*: float frames must be in \[0, 1\]"),
+        "nan": (nan, "^frame 3 has NaN values$"),
+        "inf": (inf, "^frame 2 has values from .* to inf: float frames must be in"),
+        "gray 0..255": (gray255, "^frame 0 has values from"),
+    }
+    model = _FakeColorizer()
+    for case, (frames, pattern) in cases.items():
+      for run in (lambda f: protocol.colorize_clip(f, _toy_model, (4,), 8),
+                  lambda f: list(streaming.iter_colorize(iter(f), _toy_model, 4, 8)),
+                  lambda f: list(streaming.colorize_frames(list(f), model, 4, 8))):
+        with self.assertRaisesRegex(ValueError, pattern, msg=case):
+          run(frames)
+    with self.assertRaisesRegex(TypeError, "frame 0 is int64: frames must be uint8, uint16 or"):
+      list(streaming.iter_colorize(iter(good.astype(np.int64)), _toy_model, 4, 8))
+    # In range (and rounding a hair outside it), any float dtype, 16 bit: as before.
+    want = protocol.colorize_clip(good, _toy_model, (4,), 8)
+    near = np.clip(good, 0, 1)
+    near[0, 0, 0] = [1.0000001, -1e-7, 0.5]
+    for frames in (good.astype(np.float64), good.astype(np.float16), near):
+      self.assertEqual(protocol.colorize_clip(frames, _toy_model, (4,), 8).shape, want.shape)
+    self.assertEqual(len(list(streaming.colorize_frames(list(good), model, 4, 8))), 6)
+    self.assertEqual(
+        len(list(streaming.colorize_frames([f.astype(np.float64) if i % 2 else f
+                                            for i, f in enumerate(good)], model, 4, 8))), 6)
+
+  def test_streamed_frames_must_share_one_shape_and_type(self):
+    frames = list(np.random.default_rng(6).integers(0, 256, (6, 8, 8, 3), dtype=np.uint8))
+    model = _FakeColorizer()
+    cases = {
+        "size": (frames[:3] + [np.zeros((8, 16, 3), np.uint8)] + frames[4:],
+                 r"^frame 3 has shape \(8, 16, 3\), frame 0 \(8, 8, 3\): all frames must have one"),
+        "channels": (frames[:5] + [np.zeros((8, 8, 1), np.uint8)],
+                     r"^frame 5 has shape \(8, 8, 1\), frame 0 \(8, 8, 3\)"),
+        "2-D": (frames[:2] + [np.zeros((8, 8), np.uint8)] + frames[3:],
+                r"^frame 2 has shape \(8, 8\), expected \[H, W, 1\|3\|4\]$"),
+        "type": (frames[:4] + [frames[4] / np.float32(255)] + frames[5:],
+                 "^frame 4 is float32, frame 0 uint8: all frames must have one type"),
+    }
+    for case, (clip, pattern) in cases.items():
+      with self.assertRaisesRegex(ValueError, pattern, msg=case):
+        list(streaming.colorize_frames(clip, model, 4, 8))
+
+
+class _FakeColorizer:
+  """`colorize_window` with the anchor state of an `api.Colorizer`, answered by `_toy_model`."""
+
+  def colorize_window(self, gray, first_anchor=None, return_last_anchor=False):
+    del first_anchor
+    ab = _toy_model(gray)
+    return (ab, None) if return_last_anchor else ab
+
 
 if __name__ == "__main__":
   absltest.main()

@@ -2,6 +2,7 @@
 
 import fractions
 import functools
+import io
 import os
 import re
 
@@ -479,6 +480,54 @@ class BadInputTest(absltest.TestCase):
       f.write(writing.encode_png(np.zeros((4, 6, 3), np.uint8))[:40])
     src = reading.open_source(path)
     with self.assertRaisesRegex(reading.MediaError, "cannot decode .*1.png"):
+      src.read_all()
+
+  def _jpegs(self):
+    """{name: JPEG bytes} of valid files of one 48x64 picture, and the picture."""
+    y, x = np.mgrid[0:48, 0:64]
+    image = np.stack([x * 4, y * 5, (x + y) * 2], -1).astype(np.uint8)
+    base = dt.encode_image(image, "mjpeg")
+    # An EXIF-like APP1 segment holding a whole JPEG (a thumbnail, with its own SOS and EOI).
+    app1 = b"Exif\x00\x00" + dt.encode_image(image[::4, ::4], "mjpeg")
+    thumb = base[:2] + b"\xff\xe1" + (len(app1) + 2).to_bytes(2, "big") + app1 + base[2:]
+    out = {"baseline": base, "thumbnail": thumb,
+           "trailing junk": base + b"\xff\xda\x00\x10junk after the end\xff\xd8"}
+    try:
+      from PIL import Image  # pylint: disable=g-import-not-at-top
+    except ImportError:  # matplotlib's dependency; without it, FFmpeg-made files only
+      return out, image
+    for name, mode, kw in (("progressive", "RGB", {"progressive": True}),
+                           ("cmyk", "CMYK", {}),
+                           ("restart markers", "RGB", {"restart_marker_blocks": 2})):
+      buf = io.BytesIO()
+      Image.fromarray(image).convert(mode).save(buf, "JPEG", quality=95, **kw)
+      out[name] = buf.getvalue()
+    return out, image
+
+  def test_a_truncated_jpeg_is_an_error_and_valid_ones_read(self):
+    # FFmpeg's decoder conceals the missing part of a cut-off JPEG without an error.
+    jpegs, image = self._jpegs()
+    for name, data in jpegs.items():
+      path = os.path.join(self.dir, "ok.jpg")
+      with open(path, "wb") as f:
+        f.write(data)
+      self.assertLess(np.abs(reading.read_image(path).astype(int) - image).mean(), 4, name)
+      for cut in (len(data) // 2, len(data) - 2):
+        if name == "trailing junk":
+          cut = min(cut, len(jpegs["baseline"]) - 2)
+        with open(path, "wb") as f:
+          f.write(data[:cut])
+        with self.assertRaisesRegex(
+            reading.MediaError, f"^cannot decode {re.escape(path)}: truncated JPEG"):
+          reading.read_image(path)
+    # In a folder: the header is fine, the frame fails when it is decoded.
+    folder = os.path.join(self.dir, "frames")
+    os.makedirs(folder)
+    for i in range(2):
+      with open(os.path.join(folder, f"{i}.jpg"), "wb") as f:
+        f.write(jpegs["baseline"][:None if i == 0 else 600])
+    src = reading.open_source(folder)
+    with self.assertRaisesRegex(reading.MediaError, "1.jpg: truncated JPEG"):
       src.read_all()
 
   def test_unreadable_video(self):

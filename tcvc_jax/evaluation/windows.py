@@ -29,6 +29,8 @@ Policies beyond the original (which has no such cases):
   clips work: one window holding the whole clip.
 * With scene cuts, each shot is windowed on its own so colour never crosses a cut; a 1-frame shot is
   fed to the model as the frame repeated twice, and the first output is kept.
+* Float frames must be finite and in [0, 1] (up to FLOAT_RANGE_TOLERANCE): 0..255 floats or NaN
+  raise a ValueError naming the frame instead of coming out white or black.
 * Gray input (one channel, the no-ground-truth path): `gray_mode="srgb"` (default) treats the value
   as an sRGB gray level, so L is its true lightness; `gray_mode="original"` reproduces the original
   no-GT script, which uses gray / max - 0.5 as normalised L.
@@ -133,16 +135,54 @@ def plan_windows(num_frames, interval_length=DEFAULT_INTERVAL, cuts=(), anchors=
 # --------------------------------------------------------------------------------------------------
 
 
+# Float frames may stray this far outside [0, 1] (rounding in a colour conversion or a resize).
+FLOAT_RANGE_TOLERANCE = 1e-3
+
+
+def _check_values(frames, first_frame=0):
+  """Raises unless frames [n, ...] are uint8, uint16, or float, finite and in [0, 1] (up to
+  FLOAT_RANGE_TOLERANCE); a ValueError names the first bad frame (frames[0] is `first_frame`)."""
+  if frames.dtype in (np.uint8, np.uint16):
+    return
+  if not np.issubdtype(frames.dtype, np.floating):
+    raise TypeError(f"frames must be uint8, uint16 or float in [0, 1], got {frames.dtype}")
+  if not frames.size:
+    return
+  axes = tuple(range(1, frames.ndim))
+  lo, hi = frames.min(axis=axes), frames.max(axis=axes)  # NaN where a frame has one
+  bad = np.flatnonzero(~((lo >= -FLOAT_RANGE_TOLERANCE) & (hi <= 1 + FLOAT_RANGE_TOLERANCE)))
+  if bad.size:
+    k = bad[0]
+    if np.isnan(lo[k]) or np.isnan(hi[k]):
+      raise ValueError(f"frame {first_frame + k} has NaN values")
+    raise ValueError(f"frame {first_frame + k} has values from {lo[k]:g} to {hi[k]:g}: float "
+                     "frames must be in [0, 1] (8-bit values as uint8, or divided by 255)")
+
+
+def check_frame(frame, index):
+  """Raises ValueError (TypeError for a dtype) naming frame `index` unless `frames_to_l` takes
+  `frame` [H, W, 1 | 3 | 4] (uint8, uint16 or float in [0, 1])."""
+  frame = np.asarray(frame)
+  if frame.ndim != 3 or frame.shape[-1] not in (1, 3, 4) or not frame.size:
+    raise ValueError(f"frame {index} has shape {frame.shape}, expected [H, W, 1|3|4]")
+  if frame.dtype not in (np.uint8, np.uint16) and not np.issubdtype(frame.dtype, np.floating):
+    raise TypeError(f"frame {index} is {frame.dtype}: frames must be uint8, uint16 or float in "
+                    "[0, 1]")
+  _check_values(frame[None], index)
+
+
 def _as_float01(frames):
-  """uint8 / uint16 / float frames -> float32 in [0, 1] (integers divided by their type's max)."""
+  """uint8 / uint16 / float frames -> float32 in [0, 1] (integers divided by their type's max).
+
+  Float frames must be finite and in [0, 1] (`_check_values`).
+  """
   frames = np.asarray(frames)
+  _check_values(frames)
   if frames.dtype == np.uint8:
     return frames.astype(np.float32) / np.float32(255)
   if frames.dtype == np.uint16:
     return frames.astype(np.float32) / np.float32(65535)
-  if np.issubdtype(frames.dtype, np.floating):
-    return frames.astype(np.float32)
-  raise TypeError(f"frames must be uint8, uint16 or float, got {frames.dtype}")
+  return frames.astype(np.float32)
 
 
 def frames_to_l(frames, gray_mode="srgb"):
@@ -152,12 +192,17 @@ def frames_to_l(frames, gray_mode="srgb"):
     frames: [n, H, W, C] with C = 3 (RGB), 4 (RGBA, alpha dropped) or 1 (gray); uint8, uint16 or
       float in [0, 1].
     gray_mode: for C = 1, "srgb" (gray level as sRGB) or "original" (gray - 0.5, the no-GT script).
+
+  Raises:
+    ValueError: a shape, or float frames not finite or outside [0, 1] (naming the first such
+      frame); TypeError: a dtype other than uint8, uint16 or float.
   """
   if gray_mode not in GRAY_MODES:
     raise ValueError(f"gray_mode must be one of {GRAY_MODES}, got {gray_mode!r}")
+  shape = np.shape(frames)
+  if len(shape) != 4 or shape[-1] not in (1, 3, 4):
+    raise ValueError(f"expected frames [n, H, W, 1|3|4], got shape {shape}")
   x = _as_float01(frames)
-  if x.ndim != 4 or x.shape[-1] not in (1, 3, 4):
-    raise ValueError(f"expected frames [n, H, W, 1|3|4], got shape {x.shape}")
   if x.shape[-1] == 1:
     if gray_mode == "original":
       return x - np.float32(0.5)

@@ -143,8 +143,35 @@ def _convert(x, dtype):
   raise ValueError(f"dtype must be np.float32 or np.uint8, got {dtype}")
 
 
+# A marker followed by a length, or the end of image (EOI, FF D9): not byte stuffing (FF 00), fill
+# (FF FF), TEM (FF 01), a restart marker (FF D0 .. FF D7) or SOI (FF D8).
+_JPEG_MARKER = re.compile(rb"\xff[^\x00\x01\xd0-\xd8\xff]")
+
+
+def _jpeg_is_cut(data):
+  """Whether JPEG bytes end before their end of image marker (EOI): a cut-off file.
+
+  FFmpeg's decoder conceals the missing part of such a file without an error. The marker segments
+  are walked by their lengths (an EXIF thumbnail, with its own EOI, lies inside one); entropy-coded
+  data holds no marker but restarts (an FF byte there is stuffed: FF 00). Bytes after the EOI (and
+  further pictures there) are ignored.
+  """
+  pos = 2
+  while (m := _JPEG_MARKER.search(data, pos)) is not None:
+    if data[m.end() - 1] == 0xD9:
+      return False
+    if m.end() + 2 > len(data):
+      break
+    pos = m.end() + int.from_bytes(data[m.end():m.end() + 2], "big")
+  return True
+
+
 def _decode_image(path, gray_out):
   try:
+    with open(path, "rb") as f:
+      head = f.read(2)
+      if head == b"\xff\xd8" and _jpeg_is_cut(head + f.read()):
+        raise MediaError(f"cannot decode {path}: truncated JPEG (no end of image marker)")
     with av.open(path) as c:
       if not c.streams.video:  # e.g. a sound file, or text FFmpeg takes for a subtitle file
         raise MediaError(f"cannot decode {path}: no image in the file")
@@ -386,7 +413,8 @@ def read_image(path: str) -> np.ndarray:
   Gray is replicated, alpha dropped, 16 bit rounded.
 
   Raises:
-    MediaError: the file is missing, empty, not an image or corrupt.
+    MediaError: the file is missing, empty, not an image, corrupt or cut off (a truncated JPEG,
+      which FFmpeg would decode with its missing part made up).
   """
   if not os.path.isfile(path):
     raise MediaError(f"missing image file {path}")
