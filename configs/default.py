@@ -79,11 +79,15 @@ def get_config(arg=None):
   config.optim.max_consecutive_nonfinite = 20
 
   config.data = ml_collections.ConfigDict()
-  # TFDS builder in data/ and its config (DAVIS train + Videvo train at 300x300, DAVIS test).
+  # TFDS builder (tcvc_jax/data/datasets.py: synthetic_clips or video_frames) and its config
+  # (video_frames: folder, folder_300, davis, or davis_videvo: DAVIS train + Videvo train at
+  # 300x300, DAVIS test).
   config.data.name = "video_frames"
   config.data.config = "davis_videvo"
+  # Where the built dataset goes (TFDS's default, ~/tensorflow_datasets, if unset).
   config.data.data_dir = config_dict.placeholder(str)
-  # Folder with the source clips (see data/video_frames/README.md).
+  # Folder with the source clips (layouts: tcvc_jax/data/docs/video_frames/README.md). The built
+  # dataset records it and a fingerprint of its listing; when either changes it is rebuilt.
   config.data.manual_dir = config_dict.placeholder(str)
   config.data.train_split = "train"
   config.data.eval_split = "test"
@@ -91,7 +95,11 @@ def get_config(arg=None):
   config.data.batch_size = 4
   # keyframe_interval (10) + the two anchors.
   config.data.num_frames = 12
-  config.data.crop_size = 256
+  # Random crop of the training windows: n (n x n), (height, width), or None for whole frames
+  # (then every training clip must have one size); a side must suit the model (multiples of 64
+  # with FlowNet2). rot90 needs a square. Untyped, so that --config.data.crop_size takes 256,
+  # '(256,320)' or None.
+  config.data.crop_size = config_dict.FieldReference(256, field_type=object)
   config.data.interval_list = (1,)
   config.data.random_reverse = False
   config.data.hflip = True

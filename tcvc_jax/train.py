@@ -95,7 +95,8 @@ def step_pixels(config):
   from tcvc_jax.evaluation import windows  # pylint: disable=g-import-not-at-top
   d, e = config.data, config.eval
   try:
-    pixels = int(d.batch_size) * int(d.num_frames) * int(d.crop_size) ** 2
+    h, w = windows.size2(d.crop_size)  # None (whole frames): unknown
+    pixels = int(d.batch_size) * int(d.num_frames) * h * w
     if e.get("network_size"):
       h, w = windows.size2(e.network_size)
       pixels = max(pixels, (int(e.interval_length) + 2) * h * w)

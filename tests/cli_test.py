@@ -86,6 +86,25 @@ def test_help_exits_0(tool, tmp_path):
      "--config is given 2 times (default:tiny, demo); give it once"),
     (["--config.optm.learning_rate=1"],  # a section's typo: named plainly, not a repr
      'unknown config key --config.optm.learning_rate; did you mean "optim" instead of "optm"?'),
+    # Data settings: checked before any dataset is built, naming the key.
+    (["--config.data.name=bogus"],
+     "data.name: unknown dataset 'bogus'; known: synthetic_clips, video_frames"),
+    (["--config.data.config=bogus"], "data.config: unknown config 'bogus' of dataset "
+     "synthetic_clips; its configs: default, tiny, large, painted"),
+    (["--config=default:tiny", "--config.data.name=video_frames"],  # the preset's config: tiny
+     "data.config: unknown config 'tiny' of dataset video_frames; its configs: folder, folder_300, "
+     "davis, davis_videvo"),
+    (["--config.data.interval_list=()"], "data.interval_list must be a non-empty tuple"),
+    (["--config.data.interval_list=(0,)"], "data.interval_list must be a non-empty tuple"),
+    (["--config.data.crop_size=bogus"], "data.crop_size must be a positive integer, (height, "
+     "width) or None"),
+    (["--config.data.crop_size=(32,64)"], "data.rot90 needs a square crop_size, got 32x64"),
+    (["--config.data.simulated_hints.max_patch=0"],
+     "data.simulated_hints.max_patch must be a positive integer, got 0"),
+    (["--config.data.simulated_hints.none_fraction=2"],
+     "data.simulated_hints.none_fraction must be in [0, 1]"),
+    (["--config.data.simulated_hints.location=bogus"], "data.simulated_hints.location must be"),
+    (["--config.data.simulated_hints.points_p=0"], "data.simulated_hints.points_p must be in"),
 ])
 def test_train_config_mistakes_stop_before_any_work(args, text, tmp_path):
   proc = _run([os.path.join(REPO, "train.py"), "--workdir=run", *args], tmp_path)
@@ -427,3 +446,36 @@ def test_late_tensorstore_callbacks_print_nothing(monkeypatch):
         sys.unraisablehook(hook_args((type(e), e, tb, None, None)))
   assert "Event loop is closed" not in stderr.getvalue()
   assert "ZeroDivisionError" in stderr.getvalue()
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # importlib's, loading the config file
+@pytest.mark.parametrize("value,expected", [
+    ("32", 32), ("(32,64)", (32, 64)), ("[64,32]", [64, 32]), ("None", None)])
+def test_train_crop_size_takes_what_the_pipeline_takes(monkeypatch, value, expected):
+  """--config.data.crop_size takes n, (height, width) and None (whole frames), as the pipeline does;
+  the int-typed field refused all but n."""
+  from tcvc_jax import flag_parsing  # pylint: disable=g-import-not-at-top
+  from tcvc_jax.training import trainer  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(sys, "argv", list(sys.argv))  # the parser sets sys.argv
+  parsed = flag_parsing.parse_train_flags(
+      ["train.py", "--config=default:tiny", "--workdir=w", f"--config.data.crop_size={value}",
+       "--config.data.rot90=False"], "usage", "")
+  assert not isinstance(parsed, int), parsed
+  config = parsed[0]
+  assert config.data.crop_size == expected
+  trainer.validate_config(config)
+  if expected is not None:
+    with config.unlocked():
+      config.data.crop_size = (32, 44)
+    with pytest.raises(ValueError, match="data.crop_size 32x44: .* multiples of 8"):
+      trainer.validate_config(config)
+
+
+def test_train_the_paper_config_without_clips(tmp_path):
+  """The default config (video_frames/davis_videvo, eval.network_size a pair) passes the checks
+  (it raised a TypeError); with no clip folder given, one line says so, and neither a workdir nor
+  a dataset skeleton stays."""
+  proc = _run([os.path.join(REPO, "train.py"), "--config=default", "--workdir=run"], tmp_path)
+  _one_error_line(proc, 1, "video_frames/davis_videvo is not built in ")
+  assert "manual_dir" in proc.stderr
+  assert not os.path.exists(tmp_path / "run") and not os.path.exists(tmp_path / "tfds")

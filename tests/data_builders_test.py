@@ -1,14 +1,19 @@
 """Builds the data/ TFDS builders (ArrayRecord, no TensorFlow) on tiny fixtures and reads back."""
 
+import json
 import os
+import signal
+import subprocess
 import sys
 import tempfile
+import textwrap
 from unittest import mock
 
 from absl.testing import absltest
 import numpy as np
 import tensorflow_datasets as tfds
 
+from tcvc_jax import atomic
 from tcvc_jax.data import datasets
 from tcvc_jax.data import sources as data_sources
 from tcvc_jax.data import synthetic
@@ -24,6 +29,17 @@ def setUpModule():
 
 def _read_all(source):
   return [source[i] for i in range(len(source))]
+
+
+def _tree(folder):
+  """Every path under `folder` (relative), with a file's content: what a build must not change."""
+  out = {}
+  for top, dirs, files in os.walk(folder):
+    out.update({os.path.relpath(os.path.join(top, d), folder): None for d in dirs})
+    for name in files:
+      with open(os.path.join(top, name), "rb") as f:
+        out[os.path.relpath(os.path.join(top, name), folder)] = f.read()
+  return out
 
 
 class SyntheticClipsTest(absltest.TestCase):
@@ -192,6 +208,167 @@ class VideoFramesTest(absltest.TestCase):
     os.makedirs(os.path.join(self.root, "stuff"))
     with self.assertRaisesRegex(data_sources.DataError, "no image frames"):
       self._build()
+
+  def test_unknown_config_lists_the_configs(self):
+    self._clip("a")
+    configs = "its configs: folder, folder_300, davis, davis_videvo"
+    with self.assertRaisesRegex(data_sources.DataError,
+                                f"unknown config 'bogus' of dataset video_frames; {configs}"):
+      self._build("bogus")
+    with self.assertRaisesRegex(data_sources.DataError, f"'tiny' of .*video_frames; {configs}"):
+      data_sources.open_split("video_frames", "train", self.data_dir, config="tiny")
+    self.assertEqual(os.listdir(self.data_dir), [])
+    self._build()
+    with self.assertRaisesRegex(data_sources.DataError, "video_frames/davis is not built in"):
+      data_sources.open_split("video_frames", "train", self.data_dir, config="davis")
+    with self.assertRaisesRegex(data_sources.DataError, "has no split 'test'; its splits: train"):
+      data_sources.open_split("video_frames", "test", self.data_dir, config="folder")
+    self.assertNotIn("davis", os.listdir(os.path.join(self.data_dir, "video_frames")))
+
+  def test_clips_named_like_splits(self):
+    # A flat folder with a clip named `train` was read as split folders: "no clips found".
+    for name in ("a", "b", "train"):
+      self._clip(name)
+    self._build()
+    _, index = data_sources.open_split("video_frames", "train", self.data_dir, config="folder")
+    self.assertEqual(index.names, ("a", "b", "train"))
+
+  def _names(self, config="folder"):
+    return data_sources.open_split("video_frames", "train", self.data_dir, config=config)[1].names
+
+  def test_another_or_changed_manual_dir_rebuilds(self):
+    self._clip("a")
+    self._clip("b")
+    first = self._build()
+    self.assertEqual(first.info.metadata["source"]["manual_dir"], os.path.abspath(self.root))
+    records = os.path.join(first.data_path, "video_frames-train.array_record-00000-of-00001")
+    built = os.stat(records).st_mtime_ns
+    with mock.patch.object(tfds.core.DatasetBuilder, "download_and_prepare") as prepare:
+      self._build()  # nothing changed: reused, not rebuilt
+      data_sources.build("video_frames", self.data_dir, config="folder")  # no folder given
+    prepare.assert_not_called()
+    self.assertEqual(os.stat(records).st_mtime_ns, built)
+    self._clip("c")  # a clip added
+    with self.assertLogs(level="WARNING") as logs:
+      self._build()
+    self.assertIn(f"the clips in {os.path.abspath(self.root)} changed since it was built (2 clips, "
+                  "8 files then, 3 clips, 12 files now)", "\n".join(logs.output))
+    self.assertEqual(self._names(), ("a", "b", "c"))
+    old_root, self.root = self.root, dt.tempdir(self)  # another project's clips
+    self._clip("x")
+    with self.assertLogs(level="WARNING") as logs:
+      self._build()
+    self.assertIn(f"it was built from {os.path.abspath(old_root)}, not "
+                  f"{os.path.abspath(self.root)}", "\n".join(logs.output))
+    self.assertEqual(self._names(), ("x",))
+    folder = os.path.dirname(self._build().data_path)
+    self.assertEqual(os.listdir(folder), ["1.0.0"])  # the replaced dataset is gone
+    os.rename(self.root, self.root + ".moved")  # the clips gone: the dataset built from them
+    self.addCleanup(os.rename, self.root + ".moved", self.root)
+    with self.assertLogs(level="WARNING") as logs:
+      self._build()
+    self.assertIn(f"the clip folder {os.path.abspath(self.root)} is gone; using the dataset",
+                  "\n".join(logs.output))
+    self.assertEqual(self._names(), ("x",))
+
+  def test_a_dataset_that_records_no_source_is_rebuilt(self):
+    self._clip("a")
+    builder = self._build()
+    path = os.path.join(builder.data_path, "metadata.json")
+    with open(path) as f:
+      metadata = json.load(f)
+    del metadata["source"]  # as built before the source was recorded
+    with open(path, "w") as f:
+      json.dump(metadata, f)
+    with self.assertLogs(level="WARNING") as logs:
+      self._build()
+    self.assertIn("does not record the folder it was built from", "\n".join(logs.output))
+    self.assertIn("source", self._build().info.metadata)
+
+  def test_a_failed_build_leaves_nothing(self):
+    os.makedirs(os.path.join(self.root, "stuff"))  # a clip folder without frames
+    with self.assertRaisesRegex(data_sources.DataError, "no image frames"):
+      self._build()
+    self.assertEqual(os.listdir(self.data_dir), [])
+    self.data_dir = os.path.join(self.data_dir, "new", "tfds")
+    with self.assertRaisesRegex(data_sources.DataError, "no image frames"):
+      self._build()
+    self.assertFalse(os.path.exists(os.path.dirname(self.data_dir)))
+    with self.assertRaisesRegex(data_sources.DataError, "is not built in .*manual_dir"):
+      data_sources.build("video_frames", self.data_dir, config="folder")
+    self.assertFalse(os.path.exists(os.path.dirname(self.data_dir)))
+
+  def test_a_failed_rebuild_keeps_the_dataset_it_would_replace(self):
+    _, paths = self._clip("a")
+    self._build()
+    before = _tree(self.data_dir)
+    for path in paths:
+      with open(path, "wb") as f:
+        f.write(b"broken")
+    with self.assertRaisesRegex(data_sources.DataError, "no usable clip"):
+      self._build()
+    self.assertEqual(_tree(self.data_dir), before)
+    self.assertLen(_read_all(data_sources.open_split("video_frames", "train", self.data_dir,
+                                                     config="folder")[0]), 1)
+
+  def _interrupt_build(self):
+    """Builds, running `atomic.discard_all` (as the tools' Ctrl-C handler does) in the middle of
+    it; returns the data dir's tree right after the discard."""
+    seen, load = {}, data_sources.load_clip
+
+    def load_then_interrupt(clip, resize=None):
+      if seen:
+        atomic.discard_all()
+        seen["after"] = _tree(self.data_dir)
+        raise KeyboardInterrupt
+      seen["during"] = _tree(self.data_dir)
+      return load(clip, resize)
+
+    with mock.patch.object(data_sources, "load_clip", load_then_interrupt):
+      with self.assertRaises(KeyboardInterrupt):
+        self._build()
+    self.assertTrue(any("incomplete" in p for p in seen["during"]), seen["during"])
+    return seen["after"]
+
+  def test_an_interrupted_build_leaves_what_was_there(self):
+    self._clip("a")
+    self._clip("b")
+    self.assertEqual(self._interrupt_build(), {})
+    self.assertEqual(_tree(self.data_dir), {})
+    self._build()
+    before = _tree(self.data_dir)
+    self._clip("c")
+    self.assertEqual(self._interrupt_build(), before)  # the rebuild's dataset back in place
+    self.assertEqual(self._names(), ("a", "b"))
+
+  def test_ctrl_c_during_a_build(self):
+    """A real SIGINT through the tools' handler (cli.run) while a clip is read."""
+    self._clip("a")
+    self._clip("b")
+    script = textwrap.dedent("""
+        import sys, time
+        from tcvc_jax import cli
+        from tcvc_jax.data import sources
+        load = sources.load_clip
+        def slow(clip, resize=None):
+          print("reading", flush=True)
+          time.sleep(60)
+        sources.load_clip = slow
+        work = lambda: sources.build("video_frames", sys.argv[1], config="folder",
+                                     manual_dir=sys.argv[2])
+        cli.exit(cli.ends_on_interrupt(lambda: cli.run(work))())
+        """)
+    data_dir = os.path.join(self.data_dir, "tfds")
+    proc = subprocess.Popen([sys.executable, "-c", script, data_dir, self.root],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    self.addCleanup(proc.kill)
+    for line in proc.stdout:  # after TFDS's "Downloading and preparing dataset ..."
+      if line.strip() == "reading":
+        break
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    self.assertEqual(proc.returncode, 130, err[-2000:])
+    self.assertEqual(os.listdir(self.data_dir), [])
 
 
 if __name__ == "__main__":

@@ -164,6 +164,80 @@ class LayoutTest(absltest.TestCase):
     with self.assertRaisesRegex(reading.MediaError, "missing list file"):
       data_sources.read_list_file(path + ".nope")
 
+  def test_list_file_saved_with_a_bom(self):
+    # Windows editors start a UTF-8 file with a byte order mark; it is no part of the first name.
+    path = os.path.join(self.root, "list.txt")
+    with open(path, "w", encoding="utf-8-sig") as f:
+      f.write("bear\r\nboat\r\n")
+    self.assertEqual(data_sources.read_list_file(path), ["bear", "boat"])
+
+  def test_clips_named_like_splits_in_a_flat_root_are_clips(self):
+    for name in ("a", "b", *data_sources.SPLIT_FOLDERS):
+      self._frames(name)
+    layout = data_sources.discover(self.root)
+    self.assertEqual(layout.kind, "flat")
+    self.assertEqual(sorted(layout.clips), sorted(["a", "b", *data_sources.SPLIT_FOLDERS]))
+    self.assertLen(layout.clips["train"].frames, 3)
+
+  def test_a_lone_split_named_clip(self):
+    self._frames("val")  # a root whose only clip is named like a split
+    layout = data_sources.discover(self.root)
+    self.assertEqual((layout.kind, list(layout.clips)), ("flat", ["val"]))
+
+  def test_split_folders_beside_clips_are_an_error(self):
+    self._frames("train/a")
+    self._frames("val/b")
+    self._frames("loose")
+    dt.write_video(os.path.join(self.root, "movie.mkv"), dt.random_clip(self.rng, 3, 8, 10))
+    with self.assertRaisesRegex(data_sources.DataError,
+                                "both split folders .*train/, val/.*clips beside them .*loose.*"
+                                "movie.mkv"):
+      data_sources.discover(self.root)
+
+  def test_split_folders_warn_about_what_they_ignore(self):
+    self._frames("train/a")
+    self._frames("test/b")
+    os.makedirs(os.path.join(self.root, "docs", "figures"))
+    os.makedirs(os.path.join(self.root, "val"))  # an empty split folder
+    os.makedirs(os.path.join(self.root, data_sources.USER_SPLITS))
+    with self.assertLogs(level="WARNING") as logs:
+      layout = data_sources.discover(self.root)
+    self.assertEqual(layout.split_of, {"a": "train", "b": "test"})
+    message = "\n".join(logs.output)
+    self.assertIn(os.path.join(self.root, "docs"), message)
+    self.assertIn(os.path.join(self.root, "val"), message)
+    self.assertNotIn(os.path.join(self.root, data_sources.USER_SPLITS), message)
+
+  def test_a_folder_of_split_lists_is_not_a_clip(self):
+    self._frames("a")
+    os.makedirs(os.path.join(self.root, data_sources.USER_SPLITS))
+    with open(os.path.join(self.root, data_sources.USER_SPLITS, "train.txt"), "w") as f:
+      f.write("a\n")
+    self.assertEqual(list(data_sources.discover(self.root).clips), ["a"])
+
+  def test_fingerprint_follows_the_listing(self):
+    paths = self._frames("a")
+    self._frames("b")
+    first = data_sources.fingerprint(self.root)
+    self.assertEqual((first["clips"], first["files"]), (2, 6))
+    self.assertEqual(data_sources.fingerprint(self.root), first)
+    st = os.stat(paths[0])
+    os.utime(paths[0], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # a frame re-saved
+    touched = data_sources.fingerprint(self.root)
+    self.assertNotEqual(touched["digest"], first["digest"])
+    os.utime(paths[0], ns=(st.st_atime_ns, st.st_mtime_ns))
+    self.assertEqual(data_sources.fingerprint(self.root), first)
+    os.rename(paths[2], paths[2].replace("00002", "00009"))  # a frame renamed
+    self.assertNotEqual(data_sources.fingerprint(self.root)["digest"], first["digest"])
+    os.rename(paths[2].replace("00002", "00009"), paths[2])
+    self._frames("c", n=1)
+    self.assertEqual(data_sources.fingerprint(self.root)["clips"], 3)
+    os.makedirs(os.path.join(self.root, data_sources.USER_SPLITS))
+    with_c = data_sources.fingerprint(self.root)
+    with open(os.path.join(self.root, data_sources.USER_SPLITS, "train.txt"), "w") as f:
+      f.write("a\n")  # a split list counts too
+    self.assertNotEqual(data_sources.fingerprint(self.root)["digest"], with_c["digest"])
+
 
 if __name__ == "__main__":
   absltest.main()

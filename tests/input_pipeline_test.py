@@ -314,6 +314,62 @@ class BadDataTest(absltest.TestCase):
       ds[0]  # pylint: disable=pointless-statement
 
 
+class SettingsTest(absltest.TestCase):
+
+  def test_window_spec_mistakes_name_the_key(self):
+    for kwargs, key in (({"interval_list": ()}, "interval_list"),
+                        ({"interval_list": (0,)}, "interval_list"),
+                        ({"interval_list": (None,)}, "interval_list"),
+                        ({"crop_size": (0, 8)}, "crop_size"),
+                        ({"num_frames": 0}, "num_frames")):
+      with self.assertRaisesRegex(ValueError, f"^{key} must be .*got", msg=kwargs):
+        ip.WindowSpec(**{"num_frames": 3, **kwargs})
+    with self.assertRaisesRegex(ValueError, "^rot90 needs a square crop_size, got 8x6"):
+      ip.WindowSpec(num_frames=3, crop_size=(8, 6))
+
+  def test_crop_size_forms(self):
+    self.assertEqual(ip.crop_hw(32), (32, 32))
+    self.assertEqual(ip.crop_hw((32, 40)), (32, 40))
+    self.assertEqual(ip.crop_hw([32, 40]), (32, 40))  # as config.json stores it
+    self.assertIsNone(ip.crop_hw(None))
+    for bad in ("bogus", 0, -4, True, (32,), (32, 40, 3), (32.0, 40)):
+      with self.assertRaisesRegex(ValueError, "^crop_size must be", msg=repr(bad)):
+        ip.crop_hw(bad)
+    spec = ip.window_spec({"crop_size": [16, 8], "rot90": False, "interval_list": [1, 2]}, 4)
+    self.assertEqual((spec.crop_size, spec.interval_list, spec.num_frames), ((16, 8), (1, 2), 4))
+    self.assertIsNone(ip.window_spec({"crop_size": None}, 3).crop_size)
+
+  def test_hint_settings_name_the_key(self):
+    for field, value in (("max_patch", 0), ("dense_max_holes", -1), ("none_fraction", 2),
+                         ("points_p", 0), ("location", "bogus")):
+      block = {"enabled": True, field: value}
+      with self.assertRaisesRegex(ValueError, f"^simulated_hints.{field} must be"):
+        ip.hint_spec({"simulated_hints": block})
+      self.assertIsNone(ip.hint_spec({"simulated_hints": {**block, "enabled": False}}))
+
+  def test_rectangular_crops_and_whole_frames(self):
+    source, index, _ = dt.marked_source((5, 6), height=10, width=12)
+    spec = ip.WindowSpec(num_frames=3, crop_size=(8, 4), rot90=False)
+    for e in _take(ip.make_train_dataset(source, index, spec, seed=0, num_epochs=1)):
+      self.assertEqual(e["gray"].shape, (3, 8, 4, 1))
+    whole = ip.WindowSpec(num_frames=3, rot90=False)
+    for e in _take(ip.make_train_dataset(source, index, whole, seed=0, num_epochs=1)):
+      self.assertEqual(e["gray"].shape, (3, 10, 12, 1))
+    # Rotating a 10x12 window gives 12x10 ones: batches of mixed shapes.
+    with self.assertRaisesRegex(ip.DataError, "rot90 on whole frames needs square frames.*10x12"):
+      ip.make_train_dataset(source, index, ip.WindowSpec(num_frames=3), seed=0)
+
+  def test_settings_are_checked_before_the_dataset_is_built(self):
+    data_dir = dt.tempdir(self)
+    config = {"name": "synthetic_clips", "config": "tiny", "data_dir": data_dir}
+    for bad in ({"interval_list": ()}, {"crop_size": "bogus"},
+                {"simulated_hints": {"enabled": True, "max_patch": 0}}):
+      with self.assertRaises(ValueError, msg=bad):
+        ip.get_datasets({**config, **bad}, num_frames=3, global_batch_size=2, seed=0,
+                        process_index=0, process_count=1)
+    self.assertEqual(os.listdir(data_dir), [])
+
+
 class EvalTest(absltest.TestCase):
 
   def test_whole_clips_padded_and_masked(self):

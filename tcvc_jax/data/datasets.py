@@ -125,10 +125,6 @@ class SyntheticClips(_ClipBuilder):
                 "frame_names": [f"{t:05d}" for t in range(c.num_frames)]}
 
 
-# Split list files a user may put in the manual dir: <manual_dir>/splits/<split>.txt.
-_USER_SPLITS = "splits"
-
-
 @dataclasses.dataclass
 class VideoFramesConfig(tfds.core.BuilderConfig):
   """How to resize and split the clips.
@@ -182,11 +178,17 @@ class VideoFrames(_ClipBuilder):
   def _split_generators(self, dl_manager):
     root = os.fspath(dl_manager.manual_dir)
     layout = sources.discover(root)
-    user_splits = os.path.join(root, _USER_SPLITS)
+    # What it is built from, so that `sources.build` rebuilds it when that changes (a new one
+    # starts from empty metadata, not from the dataset it replaces).
+    self.info.metadata.clear()
+    self.info.metadata["source"] = {"manual_dir": os.path.abspath(root),
+                                    **sources.fingerprint(root, layout)}
+    user_splits = os.path.join(root, sources.USER_SPLITS)
+    lists = {}
     if os.path.isdir(user_splits):
       lists = {os.path.splitext(f)[0]: [os.path.join(user_splits, f)]
                for f in sorted(os.listdir(user_splits)) if f.endswith(".txt")}
-    else:
+    if not lists:
       lists = {split: [os.fspath(_LISTS / f) for f in files]
                for split, files in self.builder_config.split_lists.items()}
     if lists:

@@ -39,6 +39,10 @@ from tcvc_jax.ops import color
 HINT_KEYS = ("hint_ab", "hint_mask")
 
 
+def _is_int(x) -> bool:
+  return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
 @dataclasses.dataclass(frozen=True)
 class HintSpec:
   """How hints are simulated (see the module docstring for the rule)."""
@@ -55,8 +59,12 @@ class HintSpec:
         raise ValueError(f"simulated_hints.{name} must be in [0, 1], got {getattr(self, name)}")
     if not 0 < self.points_p <= 1:
       raise ValueError(f"simulated_hints.points_p must be in (0, 1], got {self.points_p}")
-    if self.max_patch < 1 or self.dense_max_holes < 0:
-      raise ValueError(f"bad simulated_hints {self}")
+    if not _is_int(self.max_patch) or self.max_patch < 1:
+      raise ValueError(f"simulated_hints.max_patch must be a positive integer, got "
+                       f"{self.max_patch!r}")
+    if not _is_int(self.dense_max_holes) or self.dense_max_holes < 0:
+      raise ValueError(f"simulated_hints.dense_max_holes must be a non-negative integer, got "
+                       f"{self.dense_max_holes!r}")
     if self.location not in ("normal", "uniform"):
       raise ValueError(f"simulated_hints.location must be 'normal' or 'uniform', "
                        f"got {self.location!r}")

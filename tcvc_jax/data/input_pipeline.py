@@ -59,16 +59,72 @@ class WindowSpec:
   reproduce_original_sampling: bool = False
 
   def __post_init__(self):
-    if self.num_frames < 1 or not self.interval_list or min(self.interval_list) < 1:
-      raise ValueError(f"bad window spec {self}")
-    if self.rot90 and self.crop_size and self.crop_size[0] != self.crop_size[1]:
-      raise ValueError(f"rot90 needs a square crop, got {self.crop_size}")
+    # Messages start with the config key (`config.data.<key>`).
+    if not _is_int(self.num_frames) or self.num_frames < 1:
+      raise ValueError(f"num_frames must be a positive integer, got {self.num_frames!r}")
+    crop = self.crop_size
+    if crop is not None and (not isinstance(crop, tuple) or len(crop) != 2
+                             or not all(_is_int(x) and x > 0 for x in crop)):
+      raise ValueError(f"crop_size must be a positive integer, (height, width) or None (whole "
+                       f"frames), got {crop!r}")
+    steps = self.interval_list
+    if (not isinstance(steps, tuple) or not steps
+        or not all(_is_int(x) and x > 0 for x in steps)):
+      raise ValueError(f"interval_list must be a non-empty tuple of positive integers (frame "
+                       f"strides), got {steps!r}")
+    if self.rot90 and crop and crop[0] != crop[1]:
+      raise ValueError(f"rot90 needs a square crop_size, got {crop[0]}x{crop[1]} (set rot90 "
+                       "to False for a rectangle)")
 
   @property
   def min_frames(self) -> int:
     if self.reproduce_original_sampling:
       return self.num_frames
     return (self.num_frames - 1) * min(self.interval_list) + 1
+
+
+def _is_int(x) -> bool:
+  return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def crop_hw(crop_size) -> tuple[int, int] | None:
+  """`(height, width)` of a `crop_size` setting: an int n (n x n), a pair, or None (whole frames).
+
+  Raises:
+    ValueError: anything else, naming `crop_size`.
+  """
+  if crop_size is None:
+    return None
+  hw = (crop_size, crop_size) if _is_int(crop_size) else crop_size
+  if isinstance(hw, (tuple, list)) and len(hw) == 2 and all(_is_int(x) and x > 0 for x in hw):
+    return int(hw[0]), int(hw[1])
+  raise ValueError(f"crop_size must be a positive integer, (height, width) or None (whole "
+                   f"frames), got {crop_size!r}")
+
+
+def window_spec(data_config, num_frames: int) -> WindowSpec:
+  """The `WindowSpec` of a `config.data` block (see `get_datasets` for the fields read).
+
+  Raises:
+    ValueError: a bad value; the message starts with its key.
+  """
+  get = lambda field, default=None: _field(data_config, field, default)
+  steps = get("interval_list", (1,))
+  return WindowSpec(
+      num_frames=num_frames, crop_size=crop_hw(get("crop_size")),
+      interval_list=tuple(steps) if isinstance(steps, (tuple, list)) else steps,
+      random_reverse=get("random_reverse", False), hflip=get("hflip", True),
+      rot90=get("rot90", True),
+      reproduce_original_sampling=get("reproduce_original_sampling", False))
+
+
+def hint_spec(data_config) -> hints_lib.HintSpec | None:
+  """The simulated hints of a `config.data` block (None: off).
+
+  Raises:
+    ValueError: a bad value; the message starts with its key (`simulated_hints.<field>`).
+  """
+  return hints_lib.HintSpec.from_config(_field(data_config, "simulated_hints"))
 
 
 def _check_element(element, index, clip):
@@ -171,6 +227,10 @@ def make_train_dataset(source, index: data_sources.ClipIndex, spec: WindowSpec, 
                                        min_width=crop[1], what="training data")
   if not spec.crop_size and (len(set(index.heights)) > 1 or len(set(index.widths)) > 1):
     raise DataError("training clips have different frame sizes; set a crop_size")
+  if not spec.crop_size and spec.rot90 and index.heights[0] != index.widths[0]:
+    raise DataError(f"rot90 on whole frames needs square frames, the training clips' are "
+                    f"{index.heights[0]}x{index.widths[0]}; set rot90 to False or a square "
+                    "crop_size")
   shuffle_seed, map_seed = (int(s) for s in np.random.SeedSequence(seed).generate_state(2))
   ds = grain.MapDataset.range(int(index.offsets[-1]))
   ds = ds.shuffle(seed=shuffle_seed).repeat(num_epochs)
@@ -300,8 +360,8 @@ def get_datasets(data_config, *, num_frames: int, global_batch_size: int, seed: 
 
   Fields read (defaults in brackets): name ["synthetic_clips"], config [None], data_dir [TFDS
   default], manual_dir [None], build [True: prepare the dataset if missing], train_split
-  ["train"], eval_split ["validation"; None for no evaluation], crop_size [None; int or
-  (h, w)], interval_list [(1,)], random_reverse [False], hflip [True], rot90 [True],
+  ["train"], eval_split ["validation"; None for no evaluation], crop_size [None: whole frames;
+  int or (h, w)], interval_list [(1,)], random_reverse [False], hflip [True], rot90 [True],
   reproduce_original_sampling [False], output ["lab"], simulated_hints [None: off; a block with
   `enabled` and the fields of `hints.HintSpec`], num_workers [0], read_threads [2],
   eval_batch_size [1], eval_max_frames [None]. With several processes sharing a data_dir,
@@ -329,22 +389,18 @@ def get_datasets(data_config, *, num_frames: int, global_batch_size: int, seed: 
                      f"{process_count} processes")
   get = lambda field, default=None: _field(data_config, field, default)
   name, config, data_dir = get("name", "synthetic_clips"), get("config"), get("data_dir")
+  # The settings first: a mistake is told before a dataset is built.
+  spec = window_spec(data_config, num_frames)
+  hints = hint_spec(data_config)
   if get("build", True):
     data_sources.build(name, data_dir, config=config, manual_dir=get("manual_dir"))
   source, index = data_sources.open_split(name, get("train_split", "train"), data_dir,
                                           config=config)
-  crop = get("crop_size")
-  spec = WindowSpec(
-      num_frames=num_frames, crop_size=(crop, crop) if isinstance(crop, int) else crop,
-      interval_list=tuple(get("interval_list", (1,))),
-      random_reverse=get("random_reverse", False), hflip=get("hflip", True),
-      rot90=get("rot90", True),
-      reproduce_original_sampling=get("reproduce_original_sampling", False))
   workers = get("num_workers", 0)
   threads = get("read_threads", 2)
   train = make_train_dataset(source, index, spec, seed=seed, process_index=process_index,
                              process_count=process_count, output=get("output", "lab"),
-                             hints=hints_lib.HintSpec.from_config(get("simulated_hints")))
+                             hints=hints)
   train = to_batches(train, global_batch_size // process_count, num_workers=workers,
                      read_threads=threads)
   logging.info("training data %s[%s]: %d clips, %d keys per epoch", name,

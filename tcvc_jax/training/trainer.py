@@ -78,13 +78,17 @@ def optimizer(config):
 def _datasets(config):
   """Training and validation datasets; on multi-host jobs process 0 prepares the data first."""
   data = config.data
-  if data.get("build", True) and jax.process_count() > 1:
+  build = data.get("build", True)
+  if build and jax.process_count() > 1:
     if jax.process_index() == 0:
       data_sources.build(data.name, data.data_dir, config=data.config,
                          manual_dir=data.manual_dir)
     sharding.sync("tcvc_data_built")
+    # The others open what process 0 built: their own copies of the clips (other mtimes) must not
+    # look like changed clips and start a rebuild of a shared data_dir.
+    build = jax.process_index() == 0
   eval_split = data.eval_split if config.eval_every_steps else None
-  data_cfg = dict(data.to_dict(), eval_split=eval_split)
+  data_cfg = dict(data.to_dict(), eval_split=eval_split, build=build)
   return input_pipeline.get_datasets(data_cfg, num_frames=data.num_frames,
                                      global_batch_size=data.batch_size, seed=config.seed)
 
@@ -257,11 +261,31 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     spec = model_spec(config)
   except spec_lib.SpecError as e:
     raise ValueError(str(e)) from e
-  positive("data.crop_size", config.data.crop_size)
-  spec.check_size(config.data.crop_size, config.data.crop_size, "data.crop_size")
+  data = config.data
+  if data.get("build", True):  # the dataset is built from `name` and `config`
+    try:
+      data_sources.builder_class(data.name)
+    except data_sources.DataError as e:
+      raise ValueError(f"data.name: {e}") from e
+    try:
+      data_sources.check_config(data.name, data.config)
+    except data_sources.DataError as e:
+      raise ValueError(f"data.config: {e}") from e
+  try:  # the pipeline's settings, as it reads them; their messages start with the key
+    window = input_pipeline.window_spec(data, data.num_frames)
+    input_pipeline.hint_spec(data)
+  except ValueError as e:
+    raise ValueError(f"data.{e}") from e
+  if window.crop_size is not None:  # whole frames (None): their size is known once read
+    spec.check_size(*window.crop_size, "data.crop_size")
   size = config.eval.network_size
-  if size is not None:
-    spec.check_size(size, size, "eval.network_size")
+  if size is not None:  # n or (height, width), as the validation reads it
+    hw = (size, size) if isinstance(size, int) else size
+    if not (isinstance(hw, (tuple, list)) and len(hw) == 2
+            and all(isinstance(x, int) and not isinstance(x, bool) for x in hw)):
+      raise ValueError(f"eval.network_size must be an integer, (height, width) or None, got "
+                       f"{size!r}")
+    spec.check_size(*hw, "eval.network_size")
   if config.model.dtype not in ("float32", "bfloat16", "float64"):
     raise ValueError("model.dtype must be float32, bfloat16 or float64, "
                      f"got {config.model.dtype!r}")
