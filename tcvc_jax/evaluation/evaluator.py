@@ -139,6 +139,8 @@ def validate_config(config):
     raise EvalError("hinted modes need one-sampling (protocol.mode='one') and ground truth")
   _check_int("hints.clicks_per_anchor", h.clicks_per_anchor, 0)
   _check_int("hints.click_patch", h.click_patch, 1)
+  if h.click_patch % 2 == 0:  # a patch centred on its click, as colorize's --hints takes them
+    raise EvalError(f"hints.click_patch must be odd, got {h.click_patch}")
   if "clicks" in h.modes and h.click_patch // 2 * 2 >= p.network_size:
     raise EvalError(f"hints.click_patch must be smaller than protocol.network_size "
                     f"({p.network_size}), got {h.click_patch}")
