@@ -64,7 +64,8 @@ def check_target(path, overwrite: bool = False) -> str:
   return path
 
 
-def _remove(path: str) -> None:
+def remove(path: str) -> None:
+  """Removes a file, link or folder (if there)."""
   if os.path.isdir(path) and not os.path.islink(path):
     # Renamed first: an interrupt handler removes a folder the work may still be writing into, and
     # a file it adds after the rename fails instead of keeping a half-removed folder alive.
@@ -143,7 +144,7 @@ class AtomicOutput:
     if not self._done:
       self._done = True
       self._forget()
-      _remove(self.tmp)
+      remove(self.tmp)
 
   def __enter__(self) -> "AtomicOutput":
     return self
@@ -194,10 +195,10 @@ class NewFolder:
       return
     self.keep()
     if self._top is not None:
-      _remove(self._top)
+      remove(self._top)
     elif self._was_empty and os.path.isdir(self.path):
       for name in os.listdir(self.path):
-        _remove(os.path.join(self.path, name))
+        remove(os.path.join(self.path, name))
 
 
 def discard_all() -> None:

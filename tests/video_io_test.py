@@ -33,6 +33,16 @@ def _gradient_frames(n, h, w):
                             -1) for t in range(n)]).astype(np.uint8)
 
 
+def _cut_copy(path, fraction):
+  """A copy of the file `path` cut off after `fraction` of its bytes: name_cut.ext."""
+  with open(path, "rb") as f:
+    data = f.read()
+  base, ext = os.path.splitext(path)
+  with open(base + "_cut" + ext, "wb") as f:
+    f.write(data[:int(len(data) * fraction)])
+  return base + "_cut" + ext
+
+
 class ReadFolderTest(absltest.TestCase):
 
   def setUp(self):
@@ -130,11 +140,7 @@ class ReadVideoTest(absltest.TestCase):
     src = reading.open_source(path)
     self.assertEqual(len(src.read_all()), 12)
     self.assertIsNone(src.short_read)
-    with open(path, "rb") as f:
-      data = f.read()
-    cut = path[:-4] + "_cut.mp4"
-    with open(cut, "wb") as f:
-      f.write(data[:int(len(data) * 0.7)])
+    cut = _cut_copy(path, 0.7)
     src = reading.open_source(cut)
     self.assertEqual(src.num_frames, 12)
     n = len(src.read_all())
@@ -153,11 +159,7 @@ class ReadVideoTest(absltest.TestCase):
     self.assertIsNone(src.num_frames)
     self.assertEqual(len(src.read_all()), 20)
     self.assertIsNone(src.short_read)
-    with open(path, "rb") as f:
-      data = f.read()
-    cut = path[:-4] + "_cut.mkv"
-    with open(cut, "wb") as f:
-      f.write(data[:len(data) // 2])
+    cut = _cut_copy(path, 0.5)
     src = reading.open_source(cut)
     n = len(src.read_all())
     self.assertBetween(n, 5, 15)

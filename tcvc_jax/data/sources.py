@@ -10,7 +10,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
 import threading
 from typing import Any
 from typing import Mapping
@@ -233,20 +232,6 @@ def _local(path) -> bool:
   return "://" not in os.fspath(path)
 
 
-def _remove(path: str) -> None:
-  """Removes a file or folder; a folder is renamed first, so that a late write into it fails."""
-  if os.path.isdir(path) and not os.path.islink(path):
-    gone = f"{path}.removing-{uuid.uuid4().hex[:8]}"
-    try:
-      os.rename(path, gone)
-      path = gone
-    except OSError:
-      pass
-    shutil.rmtree(path, ignore_errors=True)
-  elif os.path.lexists(path):
-    os.remove(path)
-
-
 class _PartialBuild(atomic.NewFolder):
   """Undoes a dataset build that fails or is interrupted, as an `atomic` output: `discard()`
   (which `atomic.discard_all` calls too) leaves what was there before, `keep()` the new dataset.
@@ -282,7 +267,7 @@ class _PartialBuild(atomic.NewFolder):
     super().keep()
     aside, self._aside = self._aside, None
     if aside is not None:
-      _remove(aside)
+      atomic.remove(aside)
 
   def discard(self) -> None:
     with self._lock:
@@ -291,12 +276,12 @@ class _PartialBuild(atomic.NewFolder):
       try:
         if os.path.isdir(self.path):
           for entry in set(os.listdir(self.path)) - self._before:  # incomplete.*_<version>
-            _remove(os.path.join(self.path, entry))
+            atomic.remove(os.path.join(self.path, entry))
         if self._aside is not None:
-          _remove(self._version_dir)  # a new dataset not kept
+          atomic.remove(self._version_dir)  # a new dataset not kept
           os.rename(self._aside, self._version_dir)
         for path in self._made:
-          _remove(path)
+          atomic.remove(path)
         path, data = self._record
         if data is not None and _read_bytes(path) != data:
           with open(path, "wb") as f:
