@@ -12,9 +12,9 @@ memory per device. The training steps run in processes of their own, each with t
 setting that train.py would pick for it (`tcvc_jax.allocator`). With `--orig` (default DIR:
 ../shared/orig beside the repository, built with its build.sh), the ORIGINAL PyTorch code's
 inference and training benchmarks then run in subprocesses on the same machine (one after the
-other, never at the same time as ours), and a summary gives the ratios. Takes ~15 minutes on a
-2-vCPU machine, ~25-45 with --orig (the original needs ~18 GiB: our process gives its freed
-memory back first).
+other, never at the same time as ours), and a summary gives the ratios. With --orig it took 15-19
+minutes on a 2-vCPU AMD EPYC (897-1123 s, 2026-12-04/05), a few less without (the original needs
+~18 GiB: our process gives its freed memory back first).
 """
 
 import argparse

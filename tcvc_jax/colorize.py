@@ -41,10 +41,12 @@ def build_parser():
   parser.add_argument("input",
                       help="video file, or folder of *.png / *.jpg frames (sorted by name)")
   parser.add_argument("output", help="output video (.mp4 .m4v .mov .mkv: H.264, source fps and "
-                      "audio) or a folder for PNG frames (a path without extension)")
+                      "audio; an odd width or height: VP9 in .mp4 .mkv, 4:4:4 H.264 in .mov .m4v) "
+                      "or a folder for PNG frames (a path without extension)")
   parser.add_argument("--checkpoint", required=True, metavar="PATH",
-                      help="converted checkpoint directory (python -m tcvc_jax.convert) or an "
-                      "original full TCVC .pth")
+                      help="a train.py workdir (its latest checkpoint), a converted checkpoint "
+                      "directory (python -m tcvc_jax.convert) or a TCVC .pth (the original's or "
+                      "one exported here)")
   parser.add_argument("--size", default=str(windows.DEFAULT_NETWORK_SIZE), metavar="N|HxW",
                       help="network size: frames are resized to this for the model (multiples of "
                       "64 with FlowNet2, of 8 with the classical flow); default %(default)s")
@@ -60,8 +62,8 @@ def build_parser():
                       "default %(default)s")
   parser.add_argument("--fps", type=float, default=None,
                       help="frame rate of the output video for a frame-folder input (default 25); "
-                      "for a video, evenly spaced frames at this rate instead of the source's "
-                      "own frame times")
+                      "for a video, its frames evenly spaced at this rate instead of their own "
+                      "times (every frame kept, so the length changes and the audio is dropped)")
   parser.add_argument("--dtype", choices=("bfloat16", "float32"), default="float32",
                       help="compute precision (default %(default)s)")
   parser.add_argument("--reference", action="append", default=[], metavar="FRAME:IMAGE",

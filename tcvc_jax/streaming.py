@@ -252,6 +252,11 @@ def colorize_file(input_path, output_path, model, interval=windows.DEFAULT_INTER
   notes = []
   if audio and os.path.splitext(os.fspath(output_path))[1] == "":
     notes.append(f"the audio of {input_path} is not kept in a frame folder")
+  elif audio and fps is not None:
+    # Every frame is kept at the new rate: the video's length changes and its sound would not fit.
+    notes.append(f"the audio of {input_path} is not kept: fps={fps} re-times its frames")
+    audio = None
+  if notes:
     logging.warning("%s", notes[-1])
   cuts = [] if detect_cuts else None
   count = 0

@@ -209,6 +209,9 @@ def test_a_variable_frame_rate_video_stays_in_sync(checkpoint, tmp_path, capsys)
   got = reading.open_source(str(out))
   got.read_all()
   assert got.fps == 10 and got.frame_times == [fractions.Fraction(i, 10) for i in range(len(times))]
+  # The video's length changed, so its sound is not copied out of sync, and the user is told.
+  assert not got.has_audio
+  assert "warning: the audio of" in stderr and "fps=10.0 re-times its frames" in stderr
 
 
 def test_an_anamorphic_video_keeps_its_shape(checkpoint, tmp_path, capsys):

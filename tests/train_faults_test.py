@@ -106,14 +106,18 @@ def test_a_resume_with_another_model_changes_nothing(env, reference, tmp_path):
   shutil.copytree(reference, workdir)
   before = {name: open(os.path.join(workdir, name), "rb").read()
             for name in ("model.json", "config.json", "metrics.jsonl")}
+  listing = sorted(os.listdir(os.path.join(workdir, "tensorboard")))
   proc = train_testlib.start_train(workdir, _overrides(env, **{"model.l_features": 8}),
                                    cache_dir=env["cache"])
   assert proc.wait(timeout=600) == 1
-  errors = [line for line in train_testlib.read_log(workdir).splitlines() if "error:" in line]
+  log = train_testlib.read_log(workdir)
+  errors = [line for line in log.splitlines() if "error:" in line]
   assert len(errors) == 1 and errors[0].startswith(
       f"error: {workdir} holds a run of another model (l_features: 4 there, 8 in this config)")
+  assert "unreadable" not in log  # found before any checkpoint is tried
   for name, data in before.items():  # the workdir still describes its checkpoints
     assert open(os.path.join(workdir, name), "rb").read() == data, name
+  assert sorted(os.listdir(os.path.join(workdir, "tensorboard"))) == listing
 
 
 @pytest.mark.parametrize("existing", [False, True])

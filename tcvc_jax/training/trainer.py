@@ -126,10 +126,7 @@ def _initial_state(config, model, tx, mesh, mngr, train_iter, workdir, spec):
     restored = checkpointing.restore_latest(mngr, sharding.with_shardings(abstract, shardings),
                                             train_iter)
   except RuntimeError as e:
-    other = _other_model(workdir, spec)
-    if other:
-      raise RuntimeError(f"{workdir} holds a run of another model ({other}): use a new workdir, "
-                         "or that run's model config (its config.json)") from e
+    _check_same_model(workdir, spec, cause=e)
     raise
   if restored is not None:
     tell(f"resumed from the checkpoint at step {restored[1]}")
@@ -150,14 +147,18 @@ def _initial_state(config, model, tx, mesh, mngr, train_iter, workdir, spec):
   return state, 0, shardings
 
 
-def _other_model(workdir, spec):
-  """How the model recorded in `workdir` differs from `spec` ('' if it does not, or is unknown)."""
+def _check_same_model(workdir, spec, fields=spec_lib.FIELDS, cause=None):
+  """Raises RuntimeError naming the `fields` in which the model recorded in `workdir` differs
+  from `spec`; nothing if they agree or the workdir records none."""
   try:
     theirs = checkpointing.read_model_spec(workdir)
   except spec_lib.SpecError:
-    return ""
-  return ", ".join(f"{f}: {getattr(theirs, f)} there, {getattr(spec, f)} in this config"
-                   for f in spec_lib.FIELDS if getattr(theirs, f) != getattr(spec, f))
+    return
+  other = ", ".join(f"{f}: {getattr(theirs, f)} there, {getattr(spec, f)} in this config"
+                    for f in fields if getattr(theirs, f) != getattr(spec, f))
+  if other:
+    raise RuntimeError(f"{workdir} holds a run of another model ({other}): use a new workdir, "
+                       "or that run's model config (its config.json)") from cause
 
 
 class RunControl:
@@ -332,6 +333,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 def _train(config, workdir, control, mesh):
   """`train_and_evaluate` in `workdir` (a folder) over `mesh`."""
   spec = model_spec(config)
+  if checkpointing.is_workdir(workdir):
+    # Sizes that change the weights' shapes: no checkpoint of the run could be restored (each
+    # would be tried, and reported as unreadable). The classical flow's options may change.
+    _check_same_model(workdir, spec, [f for f in spec_lib.FIELDS if f != "classical_flow"])
   model = build_model(config)
   tx, schedule = optimizer(config)
   writer = metric_writers.MetricWriter(workdir, write_files=jax.process_index() == 0,
