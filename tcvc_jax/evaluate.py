@@ -25,6 +25,9 @@ presets (--config eval:PRESET[,PRESET]; or a config file path):
   eval:guided       automatic vs a ground-truth reference per shot vs 10 clicks per anchor
   eval:tiny         a CPU-sized protocol (tests)
 
+test set (data.root): one clip per frame folder (<root>/<clip>/*.png|jpg, colour: the ground truth)
+or video file (<root>/<clip>.mp4, .mkv, ...); data.clips picks some by name.
+
 main config keys (--config.KEY=VALUE; all of them: --show_config):
   checkpoint, data.root, data.clips, data.no_gt, data.gray_mode, protocol.network_size,
   protocol.interval_length, metrics.ssim, metrics.warp_error, metrics.warp_flow, outputs.frames,

@@ -257,7 +257,7 @@ def test_bad_inputs(checkpoint, test_set, tmp_path):
       "missing root": (_config(checkpoint, str(tmp_path / "nothing")), "test set folder not found"),
       "root is a file": (_config(checkpoint, str(tmp_path / "a.mp4")),
                          "a.mp4 is a file, not a folder"),
-      "empty root": (_config(checkpoint, str(tmp_path / "empty")), "no clip folders"),
+      "empty root": (_config(checkpoint, str(tmp_path / "empty")), "no clips in"),
       "no root": (_config(checkpoint, None), "set --config.data.root"),
       "unknown clip": (_config(checkpoint, test_set, clips="bear,zebra"),
                        "clips not found .*zebra"),
@@ -511,3 +511,23 @@ def test_eval_interrupt_leaves_the_old_results(old_results, checkpoint, test_set
   assert proc.stderr.rstrip().endswith("interrupted; no output written")
   assert _snapshot(old_results) == before
   assert sorted(os.listdir(tmp_path)) == ["work"]
+
+
+def test_a_test_set_of_videos_and_frame_folders(checkpoint, test_set, tmp_path):
+  """<root>/<clip>.mp4 (any video PyAV reads) is a clip beside <root>/<clip>/*.png folders."""
+  import data_testlib  # pylint: disable=g-import-not-at-top
+  root = tmp_path / "mixed"
+  os.makedirs(root)
+  os.symlink(os.path.join(test_set, "bear"), root / "bear")
+  data_testlib.write_video(str(root / "fox.mkv"), np.stack(_frames(5, 6)), codec="ffv1")
+  (root / "notes.txt").write_text("not a clip")
+  config = _config(checkpoint, str(root))
+  config.outputs.videos = False
+  evaluator.evaluate(config, str(tmp_path / "work"))
+  with open(tmp_path / "work" / "per_clip.csv") as f:
+    rows = {r["clip"]: r for r in csv.DictReader(f)}
+  assert sorted(rows) == ["bear", "fox"]
+  assert int(rows["fox"]["frames"]) == 6 and int(rows["bear"]["frames"]) == CLIPS["bear"]
+  data_testlib.write_video(str(root / "bear.mp4"), np.stack(_frames(6, 3)), codec="ffv1")
+  with pytest.raises(evaluator.EvalError, match="two clips are named bear in .*: bear and bear.mp4"):
+    evaluator.evaluate(config, str(tmp_path / "work2"))

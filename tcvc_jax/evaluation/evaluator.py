@@ -179,22 +179,38 @@ def _clip_dirs(root, only):
     raise EvalError(f"test set {root} is a file, not a folder (expected <root>/<clip>/*.png)")
   if not os.path.isdir(root):
     raise EvalError(f"test set folder not found: {root}")
-  names = sorted(n for n in os.listdir(root)
-                 if not n.startswith(".") and os.path.isdir(os.path.join(root, n)))
+  clips = {}  # name -> frame folder or video file
+  for entry in sorted(os.listdir(root)):
+    path = os.path.join(root, entry)
+    stem, ext = os.path.splitext(entry)
+    if entry.startswith("."):
+      continue
+    if os.path.isdir(path):
+      name = entry
+    elif os.path.isfile(path) and ext.lower() in reading.VIDEO_EXTENSIONS:
+      name = stem
+    else:
+      continue
+    if name in clips:
+      raise EvalError(f"two clips are named {name} in {root}: {os.path.basename(clips[name])} and "
+                      f"{entry}")
+    clips[name] = path
   wanted = [c.strip() for c in only.split(",") if c.strip()]
-  missing = [c for c in wanted if c not in names]
+  missing = [c for c in wanted if c not in clips]
   if missing:
     raise EvalError(f"clips not found in {root}: {', '.join(missing)}")
-  names = wanted or names
+  names = wanted or sorted(clips)
   if not names:
-    raise EvalError(f"no clip folders in {root} (expected <root>/<clip>/*.png)")
-  return [(n, os.path.join(root, n)) for n in names]
+    raise EvalError(f"no clips in {root} (expected <root>/<clip>/*.png frame folders or "
+                    "<root>/<clip>.mp4 videos)")
+  return [(n, clips[n]) for n in names]
 
 
 def _read_clip(name, path, no_gt):
   src = reading.open_source(path)
-  if src.num_frames < 2:
-    raise protocol.ClipTooShortError(f"clip {name} has 1 frame; the protocol needs at least 2")
+  too_short = protocol.ClipTooShortError(f"clip {name} has 1 frame; the protocol needs at least 2")
+  if src.num_frames is not None and src.num_frames < 2:  # a video may not say: checked when read
+    raise too_short
   if not no_gt and src.is_gray:
     raise EvalError(f"clip {name}: the ground truth is gray; set --config.data.no_gt=True")
   gt = None if no_gt else src.read_all(np.uint8)
@@ -202,7 +218,10 @@ def _read_clip(name, path, no_gt):
     frames = src.read_all(np.float32)  # the model sees all 16 bits; metrics use 8
   else:
     frames = gt if gt is not None else src.read_all(np.uint8)
-  return Clip(name, frames, gt, src.names)
+  if len(frames) < 2:
+    raise too_short
+  names = src.names or [f"{i:05d}.png" for i in range(len(frames))]  # a video's frames
+  return Clip(name, frames, gt, names)
 
 
 def iter_clips(data_config):
