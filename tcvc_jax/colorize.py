@@ -89,6 +89,10 @@ def main(argv=None):
   """Runs the CLI; returns the exit status."""
   args = build_parser().parse_args(argv)
   logging.set_verbosity(logging.INFO if args.verbose else logging.ERROR)
+  problem = _usage_problem(args)
+  if problem:  # a command-line mistake: exit 2, before any file is read or written
+    print(f"error: {problem}", file=sys.stderr)
+    return cli.EXIT_USAGE
   return cli.run(lambda: _colorize(args), verbose=args.verbose, final_output=args.output,
                  pixels_per_call=window_pixels(args))
 
@@ -104,15 +108,31 @@ def window_pixels(args):
   return (args.interval + 2) * h * w if args.interval >= 0 else None
 
 
+def _usage_problem(args):
+  """What is wrong with the flags' values on their own (no file read), or None."""
+  from tcvc_jax import guidance  # pylint: disable=g-import-not-at-top
+  from tcvc_jax import streaming  # pylint: disable=g-import-not-at-top
+  if args.interval < 0:
+    return f"--interval must be >= 0, got {args.interval}"
+  try:
+    streaming.parse_size(args.size)
+    streaming.check_fps(args.fps)
+  except streaming.UsageError as e:
+    return f"--size: {e}" if str(e).startswith("bad network size") else f"--{e}"
+  frames = []
+  for text in args.reference:
+    try:
+      frames.append(guidance.parse_reference(text)[0])
+    except guidance.GuidanceError as e:
+      return str(e)
+    if frames.count(frames[-1]) > 1:
+      return f"--reference: frame {frames[-1]} is given twice"
+  return None
+
+
 def _colorize(args):
   from tcvc_jax import streaming  # pylint: disable=g-import-not-at-top
   flag_parsing.enable_compilation_cache(args.compilation_cache)
-  if args.interval < 0:
-    raise cli.UserError(f"--interval must be >= 0, got {args.interval}")
-  try:
-    streaming.check_fps(args.fps)
-  except streaming.UsageError as e:
-    raise cli.UserError(f"--{e}") from e
   hints = _user_hints(args, streaming.parse_size(args.size))
   result = streaming.colorize_file(
       args.input, args.output, args.checkpoint, interval=args.interval,
@@ -135,9 +155,7 @@ def _user_hints(args, size):
   from tcvc_jax.media import reading  # pylint: disable=g-import-not-at-top
   hints = {}
   for text in args.reference:
-    frame, path = guidance.parse_reference(text)
-    if frame in hints:
-      raise cli.UserError(f"--reference: frame {frame} is given twice")
+    frame, path = guidance.parse_reference(text)  # checked with the other flags
     hint = guidance.reference_hint(reading.read_image(path))
     if np.abs(hint.ab).max() < 0.01:
       print(f"warning: --reference {text}: the image has no colour (gray); frame {frame} and the "

@@ -188,8 +188,8 @@ def plan_hints(frames, colorizer, hints, interval, network_size, gray_mode, cuts
     on_planned(count, True)
   bad = sorted(f for f in hints if f >= count)
   if bad:
-    raise guidance.GuidanceError(f"hints on frame {bad[0]}, but the video has {count} frames "
-                                 f"(0..{count - 1})")
+    raise guidance.GuidanceError(f"a hint or reference on frame {bad[0]}, but the video has "
+                                 f"{count} frames (0..{count - 1})")
   user = {f: guidance.resize_hint(hint, h, w) for f, hint in hints.items()}
   per_anchor = {}
   for s in sorted(set(shot_of.values())):

@@ -342,11 +342,25 @@ def _bad_inputs(tmp_path, tiny_sd, checkpoint):
                                f"error: cannot decode {cut_jpeg}: truncated JPEG"),
       "truncated_jpeg_reference": ([good, out, *ck, "--reference", f"1:{cut_jpeg}"],
                                    f"error: cannot decode {cut_jpeg}: truncated JPEG"),
-      **{f"fps_{v}": ([good, out, *ck, "--fps", v],
-                      "error: --fps must be a number of frames per second from 0.001 to 10000, "
-                      f"got {float(v)}")
-         for v in ("nan", "inf", "0", "1e-9", "-1")},
   }
+
+
+@pytest.mark.parametrize("flags,message", [
+    *[(["--fps", v], "--fps must be a number of frames per second from 0.001 to 10000, got "
+       f"{float(v)}") for v in ("nan", "inf", "0", "1e-9", "-1")],
+    (["--size", "abc"], "--size: bad network size 'abc'"),
+    (["--size", "0"], "--size: bad network size '0'"),
+    (["--interval", "-1"], "--interval must be >= 0, got -1"),
+    (["--reference", "ref.png"], "bad --reference 'ref.png': use FRAME:IMAGE"),
+    (["--reference", "1:a.png", "--reference", "1:b.png"], "--reference: frame 1 is given twice"),
+])
+def test_flag_mistakes_are_usage_errors(flags, message, tmp_path, capsys):
+  """Exit 2 and one line, before any file is read: the input and checkpoint need not exist."""
+  rc, stdout, stderr = _run(capsys, tmp_path / "in.mp4", tmp_path / "out.mp4", "--checkpoint",
+                            tmp_path / "nock", *flags)
+  assert (rc, stdout) == (2, "")
+  assert stderr.startswith(f"error: {message}") and len(stderr.splitlines()) == 1, stderr
+  assert os.listdir(tmp_path) == []
 
 
 def test_bad_inputs(tmp_path, tiny_sd, checkpoint, capsys):

@@ -529,5 +529,6 @@ def test_a_test_set_of_videos_and_frame_folders(checkpoint, test_set, tmp_path):
   assert sorted(rows) == ["bear", "fox"]
   assert int(rows["fox"]["frames"]) == 6 and int(rows["bear"]["frames"]) == CLIPS["bear"]
   data_testlib.write_video(str(root / "bear.mp4"), np.stack(_frames(6, 3)), codec="ffv1")
-  with pytest.raises(evaluator.EvalError, match="two clips are named bear in .*: bear and bear.mp4"):
+  dup = "two clips are named bear in .*: bear and bear.mp4"
+  with pytest.raises(evaluator.EvalError, match=dup):
     evaluator.evaluate(config, str(tmp_path / "work2"))

@@ -206,13 +206,13 @@ def test_cli_guided_run_and_bad_references(colorizer, tmp_path):
   cases = {
       "out of range": (["--reference", f"40:{tmp_path / 'ref.png'}"], "frame 40, but the video"),
       "unreadable": (["--reference", f"0:{tmp_path / 'nothing.png'}"], "nothing.png"),
-      "syntax": (["--reference", "ref.png"], "use FRAME:IMAGE"),
+      "syntax": (["--reference", "ref.png"], "use FRAME:IMAGE"),  # a usage error: exit 2
       "bad click": (["--hints", str(tmp_path / "bad.json")], "missing x, y, rgb"),
   }
   for case, (extra, text) in cases.items():
     proc = _run([str(src), f"o_{case.replace(' ', '_')}", "--checkpoint", ckpt, "--size", "64",
                  "--quiet"] + extra, str(tmp_path))
-    assert proc.returncode == 1, (case, proc.stderr)
+    assert proc.returncode == (2 if case == "syntax" else 1), (case, proc.stderr)
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and text in lines[0], (case, lines)
     assert not os.path.exists(tmp_path / f"o_{case.replace(' ', '_')}")
