@@ -151,7 +151,10 @@ def parse(argv, usage, examples, default_config, workdir_default, workdir_help):
     if config is not None:
       config.to_dict()  # a config that failed to load raises here
   except Exception as e:  # pylint: disable=broad-except
-    print(f"error: {_explain(e, argv)}", file=sys.stderr)
+    text = _explain(e, argv)
+    if "--show_config" not in text:
+      text += f" (see {os.path.basename(argv[0])} --help)"
+    print(f"error: {text}", file=sys.stderr)
     return cli.EXIT_USAGE
   if len(rest) > 1:
     print(f"error: unexpected arguments: {' '.join(rest[1:])}", file=sys.stderr)

@@ -7,6 +7,7 @@ persistent compilation cache, so restarts skip the compile.
 import os
 import shutil
 import signal
+import socket
 
 import numpy as np
 import pytest
@@ -69,6 +70,14 @@ def test_sigterm_saves_at_the_next_step_and_exits_0(env, tmp_path):
   metrics_file = os.path.join(workdir, "metrics.jsonl")
   train_testlib.wait_for(
       lambda: os.path.exists(metrics_file) and len(train_testlib.metrics(workdir)) >= 3, proc)
+  # A second train.py in the same workdir stops at once: it would resume from the first one's
+  # checkpoints and interleave its own with them.
+  second = train_testlib.start_train(workdir, overrides, cache_dir=env["cache"], log_name="second")
+  assert second.wait(timeout=120) == 1
+  errors = [line for line in train_testlib.read_log(workdir, "second").splitlines()
+            if "error:" in line]
+  assert errors == [f"error: {workdir} is in use by another train.py (pid {proc.pid} on "
+                    f"{socket.gethostname()}); wait for it to end, or use another --workdir"]
   proc.send_signal(signal.SIGTERM)
   assert proc.wait(timeout=120) == 0
   logged = train_testlib.metrics(workdir)[-1]["step"]

@@ -412,7 +412,8 @@ def build(name: str, data_dir: str | None, *, config: Any = None, manual_dir: st
   if uses_clip_folder:
     if manual_dir is None:
       raise DataError(f"{full_name} is not built in {builder.data_dir_root}; "
-                      "give the folder of clips to build it from (manual_dir)")
+                      "give the folder of clips to build it from (manual_dir; train.py and "
+                      "eval.py: --config.data.manual_dir=DIR)")
     discover(os.fspath(manual_dir))  # a missing or empty folder: one line, before TFDS starts
   partial = _PartialBuild(builder.data_path) if _local(builder.data_path) else None
   try:

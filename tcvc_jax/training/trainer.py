@@ -5,9 +5,12 @@ then trains with periodic logging, checkpoints and validation. SIGTERM (or a JAX
 notice on multi-host jobs) saves a checkpoint at the next step boundary and returns normally.
 """
 
+import contextlib
+import fcntl
 import functools
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -325,9 +328,40 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   folder = atomic.NewFolder(workdir)
   control.on_started_loop(folder.keep)
   try:
-    return _train(config, workdir, control, mesh)
+    with _workdir_lock(workdir):
+      return _train(config, workdir, control, mesh)
   finally:
     folder.discard()  # nothing happens once kept
+
+
+LOCK_FILE = ".train.lock"
+
+
+@contextlib.contextmanager
+def _workdir_lock(workdir):
+  """Holds `workdir`'s lock (process 0 of a job): a second train.py there stops with one line
+  instead of resuming from the first one's checkpoints and interleaving its own with them. The
+  system drops the lock when the process ends, however it ends; a file system without locks
+  (some network ones) runs unlocked."""
+  if jax.process_index() != 0:
+    yield
+    return
+  path = os.path.join(workdir, LOCK_FILE)
+  with open(path, "a+") as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      f.seek(0)
+      owner = f.read().strip() or "another process"
+      raise RuntimeError(f"{workdir} is in use by another train.py ({owner}); wait for it to "
+                         "end, or use another --workdir") from None
+    except OSError:
+      pass  # no locks on this file system
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+    f.flush()
+    yield
 
 
 def _train(config, workdir, control, mesh):
