@@ -157,6 +157,14 @@ class AtomicOutput:
     return False
 
 
+def highest_missing(path):
+  """The highest of the absolute `path` and its parents that does not exist; None if it exists."""
+  top = None
+  while not os.path.lexists(path):
+    top, path = path, os.path.dirname(path)
+  return top
+
+
 class NewFolder:
   """A folder a run creates (with any missing parents), removed again unless `keep()` is called.
 
@@ -170,10 +178,8 @@ class NewFolder:
 
   def __init__(self, path):
     self.path = os.path.abspath(os.fspath(path))
-    top = None  # the highest folder this creates
-    p = self.path
-    while not os.path.lexists(p):
-      top, p = p, os.path.dirname(p)
+    top = highest_missing(self.path)  # the highest folder this creates
+    p = self.path if top is None else os.path.dirname(top)
     if not os.path.isdir(p):
       raise NotADirectoryError(f"cannot make the folder {self.path}: {p} is a file")
     self._was_empty = top is None and not os.listdir(self.path)

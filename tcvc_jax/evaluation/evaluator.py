@@ -28,7 +28,6 @@ import dataclasses
 import os
 import shutil
 import sys
-import threading
 import time
 
 from absl import logging
@@ -332,18 +331,10 @@ RESULT_NAMES = ("config.json", "frames", "videos", "per_clip.csv", "per_frame.cs
 _HELD_RESULTS = ("summary.json", "per_clip.csv", "frames", "videos")
 
 
-def _highest_missing(path):
-  """The highest of the absolute `path` and its parents that does not exist; None if it exists."""
-  top = None
-  while not os.path.lexists(path):
-    top, path = path, os.path.dirname(path)
-  return top
-
-
 def _check_workdir(workdir, overwrite):
   """Raises EvalError if the workdir cannot be made or holds results (without overwrite)."""
   path = os.path.abspath(workdir)
-  top = _highest_missing(path)
+  top = atomic.highest_missing(path)
   existing = path if top is None else os.path.dirname(top)
   if existing == path and not os.path.isdir(path):
     raise EvalError(f"workdir {workdir} is a file, not a folder")
@@ -359,33 +350,18 @@ class _Staging(atomic.AtomicOutput):
   """A temporary folder (`tmp`) for the run's results, moved into the workdir once all are there.
 
   It lies inside the workdir, or beside the workdir's highest missing folder, so that every move
-  is a rename. Being a `tcvc_jax.atomic` output, it is removed when the run is interrupted; it is
-  never committed as a whole (`publish` moves what is in it).
+  is a rename. Being a `tcvc_jax.atomic` output, it is removed when the run is interrupted (renamed
+  first, so that a file the run still writes cannot keep it); it is never committed as a whole
+  (`publish` moves what is in it).
   """
 
   def __init__(self, workdir):
     self.workdir = os.path.abspath(workdir)
-    self._discard_lock = threading.Lock()
-    self._discarded = False
-    top = _highest_missing(self.workdir)
+    top = atomic.highest_missing(self.workdir)
     if top is None:
       super().__init__(os.path.join(self.workdir, "eval"), directory=True, overwrite=True)
     else:
       super().__init__(top, directory=True)
-
-  def discard(self):
-    """Removes the temporary folder and whatever is still in it (once; a second call waits)."""
-    # An interrupt handler runs this beside the run, which may still write (and then discard too).
-    # Renamed first: a file the run writes after that fails, where it could land in a folder
-    # being removed and keep it.
-    with self._discard_lock:
-      if self._discarded:
-        return
-      self._discarded = True
-      gone = f"{self.tmp}.discarded"
-      if _try(os.rename, self.tmp, gone):
-        self.tmp = gone
-      super().discard()
 
   def publish(self, workdir_name, overwrite):
     """Moves the results into the workdir, summary.json last, replacing earlier results.
@@ -394,7 +370,7 @@ class _Staging(atomic.AtomicOutput):
     as it was.
     """
     workdir = self.workdir
-    top = _highest_missing(workdir)
+    top = atomic.highest_missing(workdir)
     aside = self.tmp + ".old"  # the earlier results, deleted once the new ones are in place
     set_aside, moved, summary = [], [], None
     with atomic.commits_held():
