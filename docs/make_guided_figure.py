@@ -1,6 +1,7 @@
 """Draws docs/guided.png: automatic vs guided (one reference frame) vs ground truth, synthetic clip.
 
   python docs/make_guided_figure.py --checkpoint runs/demo [--clip 0] [--out docs/guided.png]
+      [--overwrite]
 
 The clip is generated (no download) like the demo's synthetic_clips/painted test clips, with the
 seed of test clip `--clip`, as one shot; the reference is the ground-truth colour of the shot's
@@ -25,7 +26,16 @@ def main():
   parser.add_argument("--clip", type=int, default=0, help="synthetic test clip index")
   parser.add_argument("--interval", type=int, default=4, help="window interval T")
   parser.add_argument("--out", default=os.path.join(REPO, "docs", "guided.png"))
+  parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
   args = parser.parse_args()
+  if os.path.exists(args.out) and not args.overwrite:
+    parser.error(f"{args.out} exists; pass --overwrite to replace it")
+  from tcvc_jax import cli  # pylint: disable=g-import-not-at-top
+  return cli.run(lambda: _draw(args))
+
+
+def _draw(args):
+  """Draws the figure into args.out; returns the exit code."""
   from matplotlib import figure  # pylint: disable=g-import-not-at-top
 
   import tcvc_jax  # pylint: disable=g-import-not-at-top
@@ -68,7 +78,8 @@ def main():
   fig.savefig(buf, format="png", dpi=80)
   atomic.write_bytes(args.out, buf.getvalue(), overwrite=True)
   print(f"wrote {args.out}")
+  return 0
 
 
 if __name__ == "__main__":
-  main()
+  sys.exit(main())

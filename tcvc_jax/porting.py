@@ -127,18 +127,52 @@ def flatten(tree, prefix=()):
   return out
 
 
+_KERNEL_TO_TORCH = (3, 2, 0, 1)  # HWIO -> OIHW
+
+
+def _torch_key(col, path):
+  leaf = _LEAF_TO_TORCH.get((col, path[-1]))
+  if leaf is None:
+    raise ConversionError(f"no PyTorch counterpart for {col}/{'/'.join(path)}")
+  return ".".join(path[:-1] + (leaf,))
+
+
+def _shapes_as_torch(variables):
+  """{torch key: a zero-stride array of the PyTorch shape and the leaf's dtype}: what `validate`
+  needs of flax variables, without copying them."""
+  sd = {}
+  for col in ("params", "batch_stats"):
+    for path, v in flatten(dict(variables.get(col, {}))):
+      shape = tuple(np.shape(v))
+      if path[-1] == "kernel" and len(shape) == len(_KERNEL_TO_TORCH):
+        shape = tuple(shape[a] for a in _KERNEL_TO_TORCH)
+      sd[_torch_key(col, path)] = np.broadcast_to(np.zeros((), np.dtype(v.dtype)), shape)
+  return sd
+
+
+def check_variables(variables, kind, model, path, record):
+  """Checks flax variables against the model description stored with them (in `record`).
+
+  Raises:
+    ConversionError: naming the path, and the keys or sizes that differ (a hand-edited or
+      mismatched description would otherwise fail deep inside the model's first call).
+  """
+  sd = _shapes_as_torch(variables)
+  if kind == "tcvc":
+    check_spec(sd, model, path, record)
+  else:
+    validate(sd, kind, path)
+
+
 def flax_to_torch(variables, extras=None, key_order=None):
   """Inverse of `torch_to_flax`: {torch key: numpy array} (order = key_order where known)."""
   sd = {}
   for col in ("params", "batch_stats"):
     for path, v in flatten(dict(variables.get(col, {}))):
-      leaf = _LEAF_TO_TORCH.get((col, path[-1]))
-      if leaf is None:
-        raise ConversionError(f"no PyTorch counterpart for {col}/{'/'.join(path)}")
       v = np.asarray(v)
       if path[-1] == "kernel":
-        v = np.transpose(v, (3, 2, 0, 1))
-      sd[".".join(path[:-1] + (leaf,))] = np.ascontiguousarray(v)
+        v = np.transpose(v, _KERNEL_TO_TORCH)
+      sd[_torch_key(col, path)] = np.ascontiguousarray(v)
   sd.update({k: np.asarray(v) for k, v in (extras or {}).items()})
   # BatchNorm modules of a model trained here have no counter; PyTorch expects one. A converted
   # .pth's own key order names its counters: where it has none (PyTorch < 0.4.1 wrote none), none
@@ -423,6 +457,7 @@ def load_converted(path):
   meta["model"] = _model_from_json(meta["kind"], meta.get("model", meta.get("model_kwargs")), path)
   tree = ocp.PyTreeCheckpointer().restore(os.path.join(os.path.abspath(path), VARIABLES_DIR))
   variables = {c: tree.get(c, {}) for c in ("params", "batch_stats")}
+  check_variables(variables, meta["kind"], meta["model"], path, META_FILE)
   return variables, meta, _unnest(tree.get("extras", {}))
 
 
