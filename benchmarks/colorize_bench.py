@@ -37,7 +37,7 @@ def make_checkpoint(path, tiny):
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
-  from tcvc_jax import porting  # pylint: disable=g-import-not-at-top
+  from tcvc_jax import converted  # pylint: disable=g-import-not-at-top
   from tcvc_jax.models import spec as spec_lib  # pylint: disable=g-import-not-at-top
   from tcvc_jax.models import tcvc  # pylint: disable=g-import-not-at-top
   if tiny:
@@ -50,7 +50,7 @@ def make_checkpoint(path, tiny):
     variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 3, 64, 64, 1)))
   variables = jax.tree_util.tree_map(np.asarray, dict(variables))
   spec = tiny_lib.TINY_SPEC if tiny else spec_lib.ModelSpec()
-  porting.save_converted(path, variables, "tcvc", spec, overwrite=True)
+  converted.save_converted(path, variables, "tcvc", spec, overwrite=True)
 
 
 def make_video(path, num_frames, size, fps=25):

@@ -19,9 +19,9 @@ from absl import app
 from absl import flags
 import tensorflow_datasets as tfds
 
+from tcvc_jax.data import building as data_building
 from tcvc_jax.data import datasets
 from tcvc_jax.data import input_pipeline
-from tcvc_jax.data import sources as data_sources
 
 try:
   import psutil  # pylint: disable=g-import-not-at-top
@@ -58,10 +58,10 @@ def _build(data_dir):
                                   num_frames=_FRAMES.value, num_train=_CLIPS.value,
                                   num_validation=1, num_test=1)
   start = time.perf_counter()
-  data_sources.build("synthetic_clips", data_dir, config=config)
+  data_building.build("synthetic_clips", data_dir, config=config)
   print(f"generated and wrote {_CLIPS.value} clips of {_FRAMES.value} frames at "
         f"{SOURCE_SIZE}x{SOURCE_SIZE} in {time.perf_counter() - start:.1f} s")
-  return data_sources.open_split("synthetic_clips", "train", data_dir, config="bench300")
+  return data_building.open_split("synthetic_clips", "train", data_dir, config="bench300")
 
 
 def _time(source, index, *, workers, output):

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tcvc_jax import converted
 from tcvc_jax import porting
 from tcvc_jax.models import spec as spec_lib
 
@@ -196,7 +197,7 @@ def read_checkpoint(path):
     porting.check_variables(variables, "tcvc", spec, path, checkpointing.MODEL_FILE)
     return variables, "tcvc", spec
   if os.path.isdir(path):
-    variables, meta, _ = porting.load_converted(path)
+    variables, meta, _ = converted.load_converted(path)
     return variables, meta["kind"], meta["model"]
   if os.path.isfile(path):
     sd, kind, model = porting.read_torch_checkpoint(path)

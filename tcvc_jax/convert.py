@@ -38,8 +38,8 @@ def build_parser():
 
 
 def _convert(args):
+  from tcvc_jax import converted  # pylint: disable=g-import-not-at-top
   from tcvc_jax import export  # pylint: disable=g-import-not-at-top
-  from tcvc_jax import porting  # pylint: disable=g-import-not-at-top
   from tcvc_jax.training import checkpointing  # pylint: disable=g-import-not-at-top
   src = args.src
   if not os.path.exists(src):
@@ -57,7 +57,7 @@ def _convert(args):
     export.export_converted(src, args.out, args.overwrite)
     print(f"wrote PyTorch state_dict {args.out}")
   else:
-    _, kind = porting.convert_torch_file(src, args.out, args.overwrite)
+    _, kind = converted.convert_torch_file(src, args.out, args.overwrite)
     print(f"wrote {kind} checkpoint {args.out}")
   return cli.EXIT_OK
 

@@ -47,10 +47,11 @@ def main(argv=None):
   if isinstance(parsed, int):
     return parsed
   config, workdir, verbose, cache = parsed
+  from tcvc_jax.evaluation import eval_config  # pylint: disable=g-import-not-at-top
   from tcvc_jax.evaluation import evaluator  # pylint: disable=g-import-not-at-top
   try:  # every config value, before any folder is made or the model is loaded
-    evaluator.validate_config(config)
-  except evaluator.EvalError as e:
+    eval_config.validate_config(config)
+  except eval_config.EvalError as e:
     print(f"error: {cli.one_line(e)}", file=sys.stderr)
     return cli.EXIT_USAGE
 

@@ -16,6 +16,7 @@ import os
 import numpy as np
 
 from tcvc_jax import atomic
+from tcvc_jax import converted
 from tcvc_jax import porting
 from tcvc_jax import pth
 from tcvc_jax.models import spec as spec_lib
@@ -72,7 +73,7 @@ def _write_pth(sd, out_path, overwrite, spec=None):
 
 
 def _check_target(out_path, overwrite):
-  porting.check_parents(out_path)
+  converted.check_parents(out_path)
   if os.path.isdir(out_path):  # --overwrite replaces a file, never a folder
     raise porting.ConversionError(f"cannot write {out_path}: it is a folder, not a file")
   try:
@@ -95,10 +96,10 @@ def export_converted(src_dir, out_path, overwrite=False):
   A TCVC folder's ModelSpec goes into the file's model record, checked against the weights first.
   """
   _check_target(out_path, overwrite)
-  variables, meta, extras = porting.load_converted(src_dir)
+  variables, meta, extras = converted.load_converted(src_dir)
   sd = porting.flax_to_torch(variables, extras, meta.get("key_order"))
   spec = None
   if meta["kind"] == "tcvc":
-    spec = porting.check_spec(sd, meta["model"], src_dir, porting.META_FILE)
+    spec = porting.check_spec(sd, meta["model"], src_dir, converted.META_FILE)
   _write_pth(sd, out_path, overwrite, spec)
   return out_path

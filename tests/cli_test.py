@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from tcvc_jax import cli
+from tcvc_jax import converted
 from tcvc_jax import porting
 from tcvc_jax.media import writing
 
@@ -344,7 +345,7 @@ def test_outputs_follow_the_umask(checkpoint, frames, tmp_path):
 
 def test_convert_names_exactly_the_bad_keys(checkpoint, tmp_path):
   from tcvc_jax import pth  # pylint: disable=g-import-not-at-top
-  variables, _, _ = porting.load_converted(checkpoint)
+  variables, _, _ = converted.load_converted(checkpoint)
   sd = porting.flax_to_torch(variables)
   del sd["fea_key.model3.2.bias"]
   sd["weigting.conv2.weight"] = np.zeros((4, 9, 3, 3), np.float32)

@@ -17,6 +17,7 @@ import pytest
 
 from tcvc_jax import api
 from tcvc_jax import colorize
+from tcvc_jax import converted
 from tcvc_jax import porting
 from tcvc_jax import streaming
 from tcvc_jax.evaluation import windows as protocol
@@ -43,7 +44,7 @@ def checkpoint(tiny_sd, tmp_path_factory):
   """A converted tiny checkpoint; loaded once (jit caches live on the Colorizer) for all tests."""
   path = str(tmp_path_factory.mktemp("ckpt") / "tiny")
   variables, _ = porting.torch_to_flax(tiny_sd)
-  porting.save_converted(path, variables, "tcvc", tiny.TINY_SPEC)
+  converted.save_converted(path, variables, "tcvc", tiny.TINY_SPEC)
   return path
 
 

@@ -11,6 +11,7 @@ import pytest
 
 import tcvc_jax
 from tcvc_jax import atomic
+from tcvc_jax import converted
 from tcvc_jax import porting
 from tcvc_jax import pth as pth_lib
 
@@ -57,7 +58,7 @@ def test_tiny_flax_model_exports_and_reimports(tmp_path):
   out = tmp_path / "tiny_ckpt"
   proc = _run_cli(pth, out)
   assert proc.returncode == 0, proc.stderr
-  variables, meta, extras = porting.load_converted(out)
+  variables, meta, extras = converted.load_converted(out)
   assert meta["kind"] == "tcvc"
   assert meta["model"].colorizer_widths == tiny.TINY_SPEC.colorizer_widths
   assert meta["model"].flow_type == "classical"
@@ -149,7 +150,7 @@ def test_existing_output_is_not_overwritten(tmp_path):
   assert (out / "keep.txt").read_text() == "user data"
   proc = _run_cli(pth, out, "--overwrite")
   assert proc.returncode == 0, proc.stderr
-  assert porting.is_converted_dir(out)
+  assert converted.is_converted_dir(out)
 
 
 def test_partial_checkpoints_are_not_colorizers(golden_f32_paths):
@@ -190,8 +191,8 @@ def _assert_round_trips(sd, tmp_path):
   """.pth -> converted folder -> state_dict gives `sd`: keys, their order, dtypes and values."""
   path = tmp_path / "in.pth"
   _save(sd, path)
-  porting.convert_torch_file(str(path), str(tmp_path / "out"))
-  variables, meta, extras = porting.load_converted(str(tmp_path / "out"))
+  converted.convert_torch_file(str(path), str(tmp_path / "out"))
+  variables, meta, extras = converted.load_converted(str(tmp_path / "out"))
   again = porting.flax_to_torch(variables, extras, key_order=meta["key_order"])
   assert list(again) == list(sd)
   for k in sd:
@@ -213,7 +214,7 @@ def test_output_under_a_file_or_in_place_of_one(tmp_path):
   assert a_file.read_text() == "user data"
   proc = _run_cli(pth, a_file, "--overwrite")  # what --overwrite asks: the folder replaces the file
   assert proc.returncode == 0, proc.stderr
-  assert porting.is_converted_dir(a_file)
+  assert converted.is_converted_dir(a_file)
   assert sorted(os.listdir(tmp_path)) == ["file", "tiny.pth"]
 
 
@@ -234,12 +235,12 @@ def test_failed_conversion_removes_the_parent_folders_it_made(tmp_path, monkeypa
 
   monkeypatch.setattr(atomic, "write_json", fail)
   with pytest.raises(KeyboardInterrupt if how == "interrupt" else porting.ConversionError):
-    porting.convert_torch_file(str(pth), str(tmp_path / "new" / "deeper" / "out"))
+    converted.convert_torch_file(str(pth), str(tmp_path / "new" / "deeper" / "out"))
   assert sorted(os.listdir(tmp_path)) == ["tiny.pth"]
   monkeypatch.undo()
   (tmp_path / "old").mkdir()
-  porting.convert_torch_file(str(pth), str(tmp_path / "old" / "new" / "out"))
-  assert porting.is_converted_dir(tmp_path / "old" / "new" / "out")
+  converted.convert_torch_file(str(pth), str(tmp_path / "old" / "new" / "out"))
+  assert converted.is_converted_dir(tmp_path / "old" / "new" / "out")
 
 
 def test_a_folder_whose_model_description_does_not_fit_its_weights_is_refused(tmp_path):
@@ -247,7 +248,7 @@ def test_a_folder_whose_model_description_does_not_fit_its_weights_is_refused(tm
   call with a flax shape error."""
   import json  # pylint: disable=g-import-not-at-top
   folder = tiny.save_checkpoint(tmp_path / "ckpt")
-  meta_path = os.path.join(folder, porting.META_FILE)
+  meta_path = os.path.join(folder, converted.META_FILE)
   with open(meta_path) as f:
     meta = json.load(f)
   meta["model"]["refine_hidden"] = [8, 4]
@@ -262,4 +263,4 @@ def test_a_folder_whose_model_description_does_not_fit_its_weights_is_refused(tm
   with open(meta_path, "w") as f:
     json.dump(meta, f)
   with pytest.raises(porting.ConversionError, match="does not match the flownet2 model; missing"):
-    porting.load_converted(folder)
+    converted.load_converted(folder)

@@ -14,7 +14,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from tcvc_jax import atomic
+from tcvc_jax.data import building as data_building
 from tcvc_jax.data import datasets
+from tcvc_jax.data import layout as data_layout
 from tcvc_jax.data import sources as data_sources
 from tcvc_jax.data import synthetic
 from tcvc_jax.media import reading
@@ -46,7 +48,7 @@ class SyntheticClipsTest(absltest.TestCase):
 
   def test_build_and_read_back(self):
     data_dir = dt.tempdir(self)
-    builder = data_sources.build("synthetic_clips", data_dir, config="tiny")
+    builder = data_building.build("synthetic_clips", data_dir, config="tiny")
     self.assertNotIn("tensorflow", sys.modules)
     c = builder.builder_config
     self.assertEqual({s: builder.info.splits[s].num_examples for s in builder.info.splits},
@@ -54,7 +56,7 @@ class SyntheticClipsTest(absltest.TestCase):
     self.assertTrue(any(f.endswith("array_record-00000-of-00001") for f in os.listdir(
         builder.data_dir)))
     for split, split_id in (("train", 0), ("test", 2)):
-      source, index = data_sources.open_split("synthetic_clips", split, data_dir, config="tiny")
+      source, index = data_building.open_split("synthetic_clips", split, data_dir, config="tiny")
       elements = _read_all(source)
       self.assertEqual(list(index.names), [e["clip"].decode() for e in elements])
       for i, element in enumerate(elements):
@@ -68,10 +70,10 @@ class SyntheticClipsTest(absltest.TestCase):
   def test_painted_config_holds_painted_clips(self):
     # The demo's set: the generator's clips with paint; some differ from the unpainted ones.
     data_dir = dt.tempdir(self)
-    builder = data_sources.build("synthetic_clips", data_dir, config="painted")
+    builder = data_building.build("synthetic_clips", data_dir, config="painted")
     c = builder.builder_config
     self.assertGreater(c.paint_probability, 0)
-    source, _ = data_sources.open_split("synthetic_clips", "test", data_dir, config="painted")
+    source, _ = data_building.open_split("synthetic_clips", "test", data_dir, config="painted")
     changed = 0
     for i, element in enumerate(_read_all(source)):
       args = dict(height=c.height, width=c.width, num_frames=c.num_frames)
@@ -84,9 +86,9 @@ class SyntheticClipsTest(absltest.TestCase):
 
   def test_index_of_a_slice_is_read_from_the_clips(self):
     data_dir = dt.tempdir(self)
-    data_sources.build("synthetic_clips", data_dir, config="tiny")
-    source, index = data_sources.open_split("synthetic_clips", "train[2:4]", data_dir,
-                                            config="tiny")
+    data_building.build("synthetic_clips", data_dir, config="tiny")
+    source, index = data_building.open_split("synthetic_clips", "train[2:4]", data_dir,
+                                             config="tiny")
     self.assertEqual(index.names, ("synthetic-train-00002", "synthetic-train-00003"))
     self.assertLen(source, 2)
 
@@ -96,8 +98,8 @@ class SyntheticClipsTest(absltest.TestCase):
     data_dir = dt.tempdir(self)
     tmp = dt.tempdir(self)
     with mock.patch.object(tempfile, "tempdir", tmp):
-      data_sources.build("synthetic_clips", data_dir, config="tiny")
-      data_sources.open_split("synthetic_clips", "train", data_dir, config="tiny")
+      data_building.build("synthetic_clips", data_dir, config="tiny")
+      data_building.open_split("synthetic_clips", "train", data_dir, config="tiny")
     self.assertEqual(os.listdir(tmp), [])
 
 
@@ -115,8 +117,8 @@ class VideoFramesTest(absltest.TestCase):
     return frames, paths
 
   def _build(self, config="folder"):
-    return data_sources.build("video_frames", self.data_dir, config=config,
-                              manual_dir=self.root)
+    return data_building.build("video_frames", self.data_dir, config=config,
+                               manual_dir=self.root)
 
   def test_generic_layout_with_bad_clips(self):
     good, _ = self._clip("good")
@@ -131,8 +133,8 @@ class VideoFramesTest(absltest.TestCase):
                           names=["00009"])[0]
     os.makedirs(os.path.join(self.root, "nothing"))
     builder = self._build()
-    source, index = data_sources.open_split("video_frames", "train", self.data_dir,
-                                            config="folder")
+    source, index = data_building.open_split("video_frames", "train", self.data_dir,
+                                             config="folder")
     self.assertEqual(index.names, ("good", "movie"))
     elements = _read_all(source)
     np.testing.assert_array_equal(elements[0]["frames"], good)
@@ -158,8 +160,8 @@ class VideoFramesTest(absltest.TestCase):
                                       resize_splits=("train",))
     builder = self._build(config)
     self.assertEqual(set(builder.info.splits), {"train", "test"})
-    source, index = data_sources.open_split("video_frames", "train", self.data_dir,
-                                            config="tiny_resized")
+    source, index = data_building.open_split("video_frames", "train", self.data_dir,
+                                             config="tiny_resized")
     self.assertEqual(index.names, ("bear",))
     frames = source[0]["frames"]
     self.assertEqual(frames.shape, (4, 8, 12, 3))
@@ -168,13 +170,13 @@ class VideoFramesTest(absltest.TestCase):
     np.testing.assert_array_equal(frames, resizing.resize_bilinear(jpeg, 8, 12))
     self.assertLessEqual(np.abs(jpeg.astype(int) - a).mean(), 8)  # lossy JPEG round trip
     self.assertIn("ghost", dict(builder.info.metadata["skipped"]["train"])["ghost"])
-    source, index = data_sources.open_split("video_frames", "test", self.data_dir,
-                                            config="tiny_resized")
+    source, index = data_building.open_split("video_frames", "test", self.data_dir,
+                                             config="tiny_resized")
     self.assertEqual((index.names, source[0]["frames"].shape), (("boat",), b.shape))
 
   def test_embedded_lists_are_the_original_ones(self):
     lists = os.path.join(os.path.dirname(datasets.__file__), "lists")
-    counts = {f: len(data_sources.read_list_file(os.path.join(lists, f)))
+    counts = {f: len(data_layout.read_list_file(os.path.join(lists, f)))
               for f in ("DAVIS_train.txt", "DAVIS_test.txt", "videvo_train.txt")}
     self.assertEqual(counts, {"DAVIS_train.txt": 60, "DAVIS_test.txt": 30,
                               "videvo_train.txt": 80})
@@ -184,7 +186,7 @@ class VideoFramesTest(absltest.TestCase):
     self.assertEqual({s: builder.info.splits[s].num_examples for s in builder.info.splits},
                      {"train": 1, "test": 1})
     self.assertLen(builder.info.metadata["skipped"]["train"], 59)
-    _, index = data_sources.open_split("video_frames", "train", self.data_dir, config="davis")
+    _, index = data_building.open_split("video_frames", "train", self.data_dir, config="davis")
     self.assertEqual((index.heights[0], index.widths[0]), (300, 300))
 
   def test_split_folders(self):
@@ -216,13 +218,13 @@ class VideoFramesTest(absltest.TestCase):
                                 f"unknown config 'bogus' of dataset video_frames; {configs}"):
       self._build("bogus")
     with self.assertRaisesRegex(data_sources.DataError, f"'tiny' of .*video_frames; {configs}"):
-      data_sources.open_split("video_frames", "train", self.data_dir, config="tiny")
+      data_building.open_split("video_frames", "train", self.data_dir, config="tiny")
     self.assertEqual(os.listdir(self.data_dir), [])
     self._build()
     with self.assertRaisesRegex(data_sources.DataError, "video_frames/davis is not built in"):
-      data_sources.open_split("video_frames", "train", self.data_dir, config="davis")
+      data_building.open_split("video_frames", "train", self.data_dir, config="davis")
     with self.assertRaisesRegex(data_sources.DataError, "has no split 'test'; its splits: train"):
-      data_sources.open_split("video_frames", "test", self.data_dir, config="folder")
+      data_building.open_split("video_frames", "test", self.data_dir, config="folder")
     self.assertNotIn("davis", os.listdir(os.path.join(self.data_dir, "video_frames")))
 
   def test_clips_named_like_splits(self):
@@ -230,11 +232,11 @@ class VideoFramesTest(absltest.TestCase):
     for name in ("a", "b", "train"):
       self._clip(name)
     self._build()
-    _, index = data_sources.open_split("video_frames", "train", self.data_dir, config="folder")
+    _, index = data_building.open_split("video_frames", "train", self.data_dir, config="folder")
     self.assertEqual(index.names, ("a", "b", "train"))
 
   def _names(self, config="folder"):
-    return data_sources.open_split("video_frames", "train", self.data_dir, config=config)[1].names
+    return data_building.open_split("video_frames", "train", self.data_dir, config=config)[1].names
 
   def test_another_or_changed_manual_dir_rebuilds(self):
     self._clip("a")
@@ -245,7 +247,7 @@ class VideoFramesTest(absltest.TestCase):
     built = os.stat(records).st_mtime_ns
     with mock.patch.object(tfds.core.DatasetBuilder, "download_and_prepare") as prepare:
       self._build()  # nothing changed: reused, not rebuilt
-      data_sources.build("video_frames", self.data_dir, config="folder")  # no folder given
+      data_building.build("video_frames", self.data_dir, config="folder")  # no folder given
     prepare.assert_not_called()
     self.assertEqual(os.stat(records).st_mtime_ns, built)
     self._clip("c")  # a clip added
@@ -295,7 +297,7 @@ class VideoFramesTest(absltest.TestCase):
       self._build()
     self.assertFalse(os.path.exists(os.path.dirname(self.data_dir)))
     with self.assertRaisesRegex(data_sources.DataError, "is not built in .*manual_dir"):
-      data_sources.build("video_frames", self.data_dir, config="folder")
+      data_building.build("video_frames", self.data_dir, config="folder")
     self.assertFalse(os.path.exists(os.path.dirname(self.data_dir)))
 
   def test_a_failed_rebuild_keeps_the_dataset_it_would_replace(self):
@@ -308,13 +310,13 @@ class VideoFramesTest(absltest.TestCase):
     with self.assertRaisesRegex(data_sources.DataError, "no usable clip"):
       self._build()
     self.assertEqual(_tree(self.data_dir), before)
-    self.assertLen(_read_all(data_sources.open_split("video_frames", "train", self.data_dir,
-                                                     config="folder")[0]), 1)
+    self.assertLen(_read_all(data_building.open_split("video_frames", "train", self.data_dir,
+                                                      config="folder")[0]), 1)
 
   def _interrupt_build(self):
     """Builds, running `atomic.discard_all` (as the tools' Ctrl-C handler does) in the middle of
     it; returns the data dir's tree right after the discard."""
-    seen, load = {}, data_sources.load_clip
+    seen, load = {}, data_layout.load_clip
 
     def load_then_interrupt(clip, resize=None):
       if seen:
@@ -324,7 +326,7 @@ class VideoFramesTest(absltest.TestCase):
       seen["during"] = _tree(self.data_dir)
       return load(clip, resize)
 
-    with mock.patch.object(data_sources, "load_clip", load_then_interrupt):
+    with mock.patch.object(data_layout, "load_clip", load_then_interrupt):
       with self.assertRaises(KeyboardInterrupt):
         self._build()
     self.assertTrue(any("incomplete" in p for p in seen["during"]), seen["during"])
@@ -348,14 +350,15 @@ class VideoFramesTest(absltest.TestCase):
     script = textwrap.dedent("""
         import sys, time
         from tcvc_jax import cli
-        from tcvc_jax.data import sources
-        load = sources.load_clip
+        from tcvc_jax.data import building
+        from tcvc_jax.data import layout
+        load = layout.load_clip
         def slow(clip, resize=None):
           print("reading", flush=True)
           time.sleep(60)
-        sources.load_clip = slow
-        work = lambda: sources.build("video_frames", sys.argv[1], config="folder",
-                                     manual_dir=sys.argv[2])
+        layout.load_clip = slow
+        work = lambda: building.build("video_frames", sys.argv[1], config="folder",
+                                      manual_dir=sys.argv[2])
         cli.exit(cli.ends_on_interrupt(lambda: cli.run(work))())
         """)
     data_dir = os.path.join(self.data_dir, "tfds")

@@ -5,6 +5,7 @@ import os
 from absl.testing import absltest
 import numpy as np
 
+from tcvc_jax.data import layout as data_layout
 from tcvc_jax.data import sources as data_sources
 from tcvc_jax.media import reading
 from tcvc_jax.media import resizing
@@ -91,41 +92,41 @@ class LayoutTest(absltest.TestCase):
     self._frames("JPEGImages/480p/bear", ext=".jpg")
     self._frames("JPEGImages/480p/boat", ext=".jpg")
     self._frames("Annotations/480p/bear")  # ignored
-    layout = data_sources.discover(self.root)
+    layout = data_layout.discover(self.root)
     self.assertEqual(layout.kind, "davis")
     self.assertEqual(sorted(layout.clips), ["bear", "boat"])
 
   def test_split_folders_and_duplicates(self):
     self._frames("train/a")
     self._frames("test/b")
-    layout = data_sources.discover(self.root)
+    layout = data_layout.discover(self.root)
     self.assertEqual(layout.kind, "split_folders")
     self.assertEqual(layout.split_of, {"a": "train", "b": "test"})
     self._frames("test/a")
     with self.assertRaisesRegex(reading.MediaError, "two split folders"):
-      data_sources.discover(self.root)
+      data_layout.discover(self.root)
 
   def test_flat_layout_with_videos_natural_order(self):
     paths = self._frames("clip", n=3, names=["10", "2", "1"])
     dt.write_video(os.path.join(self.root, "movie.mkv"), dt.random_clip(self.rng, 4, 8, 10))
     with open(os.path.join(self.root, "notes.txt"), "w") as f:
       f.write("ignored")
-    layout = data_sources.discover(self.root)
+    layout = data_layout.discover(self.root)
     self.assertEqual(layout.kind, "flat")
     self.assertEqual(sorted(layout.clips), ["clip", "movie"])
     self.assertEqual([os.path.basename(p) for p in layout.clips["clip"].frames],
                      ["1.png", "2.png", "10.png"])
-    frames, names = data_sources.load_clip(layout.clips["clip"])
+    frames, names = data_layout.load_clip(layout.clips["clip"])
     self.assertEqual(names, ["1", "2", "10"])
     np.testing.assert_array_equal(frames[2], reading.read_image(paths[0]))
-    frames, names = data_sources.load_clip(layout.clips["movie"], resize=(5, 6))
+    frames, names = data_layout.load_clip(layout.clips["movie"], resize=(5, 6))
     self.assertEqual((frames.shape, names[-1]), ((4, 5, 6, 3), "00003"))
 
   def test_missing_and_empty_roots(self):
     with self.assertRaisesRegex(reading.MediaError, "missing data directory .*nowhere"):
-      data_sources.discover(os.path.join(self.root, "nowhere"))
+      data_layout.discover(os.path.join(self.root, "nowhere"))
     with self.assertRaisesRegex(reading.MediaError, f"no clips .* under {self.root}"):
-      data_sources.discover(self.root)
+      data_layout.discover(self.root)
 
   def test_bad_clips(self):
     self._frames("mixed", n=2, size=(8, 10))
@@ -134,13 +135,13 @@ class LayoutTest(absltest.TestCase):
     bad = self._frames("corrupt", n=2)[1]
     with open(bad, "wb") as f:
       f.write(b"broken")
-    layout = data_sources.discover(self.root)
+    layout = data_layout.discover(self.root)
     with self.assertRaisesRegex(reading.MediaError, f"{odd} differs"):
-      data_sources.load_clip(layout.clips["mixed"])
+      data_layout.load_clip(layout.clips["mixed"])
     with self.assertRaisesRegex(reading.MediaError, "no image frames .*'empty'"):
-      data_sources.load_clip(layout.clips["empty"])
+      data_layout.load_clip(layout.clips["empty"])
     with self.assertRaisesRegex(reading.MediaError, bad):
-      data_sources.load_clip(layout.clips["corrupt"])
+      data_layout.load_clip(layout.clips["corrupt"])
 
   def test_video_read(self):
     frames = dt.random_clip(self.rng, 5, 16, 24)
@@ -160,28 +161,28 @@ class LayoutTest(absltest.TestCase):
     path = os.path.join(self.root, "list.txt")
     with open(path, "w") as f:
       f.write("bear\n\n# comment\nboat  # trailing\r\n")
-    self.assertEqual(data_sources.read_list_file(path), ["bear", "boat"])
+    self.assertEqual(data_layout.read_list_file(path), ["bear", "boat"])
     with self.assertRaisesRegex(reading.MediaError, "missing list file"):
-      data_sources.read_list_file(path + ".nope")
+      data_layout.read_list_file(path + ".nope")
 
   def test_list_file_saved_with_a_bom(self):
     # Windows editors start a UTF-8 file with a byte order mark; it is no part of the first name.
     path = os.path.join(self.root, "list.txt")
     with open(path, "w", encoding="utf-8-sig") as f:
       f.write("bear\r\nboat\r\n")
-    self.assertEqual(data_sources.read_list_file(path), ["bear", "boat"])
+    self.assertEqual(data_layout.read_list_file(path), ["bear", "boat"])
 
   def test_clips_named_like_splits_in_a_flat_root_are_clips(self):
-    for name in ("a", "b", *data_sources.SPLIT_FOLDERS):
+    for name in ("a", "b", *data_layout.SPLIT_FOLDERS):
       self._frames(name)
-    layout = data_sources.discover(self.root)
+    layout = data_layout.discover(self.root)
     self.assertEqual(layout.kind, "flat")
-    self.assertEqual(sorted(layout.clips), sorted(["a", "b", *data_sources.SPLIT_FOLDERS]))
+    self.assertEqual(sorted(layout.clips), sorted(["a", "b", *data_layout.SPLIT_FOLDERS]))
     self.assertLen(layout.clips["train"].frames, 3)
 
   def test_a_lone_split_named_clip(self):
     self._frames("val")  # a root whose only clip is named like a split
-    layout = data_sources.discover(self.root)
+    layout = data_layout.discover(self.root)
     self.assertEqual((layout.kind, list(layout.clips)), ("flat", ["val"]))
 
   def test_split_folders_beside_clips_are_an_error(self):
@@ -192,51 +193,51 @@ class LayoutTest(absltest.TestCase):
     with self.assertRaisesRegex(data_sources.DataError,
                                 "both split folders .*train/, val/.*clips beside them .*loose.*"
                                 "movie.mkv"):
-      data_sources.discover(self.root)
+      data_layout.discover(self.root)
 
   def test_split_folders_warn_about_what_they_ignore(self):
     self._frames("train/a")
     self._frames("test/b")
     os.makedirs(os.path.join(self.root, "docs", "figures"))
     os.makedirs(os.path.join(self.root, "val"))  # an empty split folder
-    os.makedirs(os.path.join(self.root, data_sources.USER_SPLITS))
+    os.makedirs(os.path.join(self.root, data_layout.USER_SPLITS))
     with self.assertLogs(level="WARNING") as logs:
-      layout = data_sources.discover(self.root)
+      layout = data_layout.discover(self.root)
     self.assertEqual(layout.split_of, {"a": "train", "b": "test"})
     message = "\n".join(logs.output)
     self.assertIn(os.path.join(self.root, "docs"), message)
     self.assertIn(os.path.join(self.root, "val"), message)
-    self.assertNotIn(os.path.join(self.root, data_sources.USER_SPLITS), message)
+    self.assertNotIn(os.path.join(self.root, data_layout.USER_SPLITS), message)
 
   def test_a_folder_of_split_lists_is_not_a_clip(self):
     self._frames("a")
-    os.makedirs(os.path.join(self.root, data_sources.USER_SPLITS))
-    with open(os.path.join(self.root, data_sources.USER_SPLITS, "train.txt"), "w") as f:
+    os.makedirs(os.path.join(self.root, data_layout.USER_SPLITS))
+    with open(os.path.join(self.root, data_layout.USER_SPLITS, "train.txt"), "w") as f:
       f.write("a\n")
-    self.assertEqual(list(data_sources.discover(self.root).clips), ["a"])
+    self.assertEqual(list(data_layout.discover(self.root).clips), ["a"])
 
   def test_fingerprint_follows_the_listing(self):
     paths = self._frames("a")
     self._frames("b")
-    first = data_sources.fingerprint(self.root)
+    first = data_layout.fingerprint(self.root)
     self.assertEqual((first["clips"], first["files"]), (2, 6))
-    self.assertEqual(data_sources.fingerprint(self.root), first)
+    self.assertEqual(data_layout.fingerprint(self.root), first)
     st = os.stat(paths[0])
     os.utime(paths[0], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # a frame re-saved
-    touched = data_sources.fingerprint(self.root)
+    touched = data_layout.fingerprint(self.root)
     self.assertNotEqual(touched["digest"], first["digest"])
     os.utime(paths[0], ns=(st.st_atime_ns, st.st_mtime_ns))
-    self.assertEqual(data_sources.fingerprint(self.root), first)
+    self.assertEqual(data_layout.fingerprint(self.root), first)
     os.rename(paths[2], paths[2].replace("00002", "00009"))  # a frame renamed
-    self.assertNotEqual(data_sources.fingerprint(self.root)["digest"], first["digest"])
+    self.assertNotEqual(data_layout.fingerprint(self.root)["digest"], first["digest"])
     os.rename(paths[2].replace("00002", "00009"), paths[2])
     self._frames("c", n=1)
-    self.assertEqual(data_sources.fingerprint(self.root)["clips"], 3)
-    os.makedirs(os.path.join(self.root, data_sources.USER_SPLITS))
-    with_c = data_sources.fingerprint(self.root)
-    with open(os.path.join(self.root, data_sources.USER_SPLITS, "train.txt"), "w") as f:
+    self.assertEqual(data_layout.fingerprint(self.root)["clips"], 3)
+    os.makedirs(os.path.join(self.root, data_layout.USER_SPLITS))
+    with_c = data_layout.fingerprint(self.root)
+    with open(os.path.join(self.root, data_layout.USER_SPLITS, "train.txt"), "w") as f:
       f.write("a\n")  # a split list counts too
-    self.assertNotEqual(data_sources.fingerprint(self.root)["digest"], with_c["digest"])
+    self.assertNotEqual(data_layout.fingerprint(self.root)["digest"], with_c["digest"])
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from tcvc_jax.evaluation import evaluator
 from tcvc_jax.evaluation import metrics
 from tcvc_jax.evaluation import report
 from tcvc_jax.evaluation import windows as protocol
+from tcvc_jax.evaluation.eval_config import EvalError
 from tcvc_jax.media import reading
 from tcvc_jax.media import writing
 from tcvc_jax.models import classical_flow
@@ -140,7 +141,7 @@ def test_one_sampling_end_to_end(checkpoint, test_set, tmp_path):
     assert len(list(csv.DictReader(f))) == sum(CLIPS.values())
 
   # The same workdir again: refused unless overwrite.
-  with pytest.raises(evaluator.EvalError, match="already holds results"):
+  with pytest.raises(EvalError, match="already holds results"):
     evaluator.evaluate(config, workdir)
   config.overwrite = True
   config.metrics.warp_error = False
@@ -305,7 +306,7 @@ def test_tfds_split_source(checkpoint, tmp_path):
   assert out.shape == (8, 32, 32, 3)
   assert np.isfinite(s["psnr"]) and np.isfinite(s["cdc"])
   config.data.split = "nonexistent"
-  with pytest.raises(evaluator.EvalError, match="split 'nonexistent'"):
+  with pytest.raises(EvalError, match="split 'nonexistent'"):
     evaluator.evaluate(config, str(tmp_path / "work2"))
 
 
@@ -320,11 +321,11 @@ def test_hinted_modes_are_measured_next_to_the_automatic_run(checkpoint, test_se
   for mode in ("reference", "clicks"):
     assert np.isfinite(guided[mode]["psnr"]) and guided[mode]["psnr"] != guided["auto"]["psnr"]
   config.protocol.mode = "multi"
-  with pytest.raises(evaluator.EvalError, match="one-sampling"):
+  with pytest.raises(EvalError, match="one-sampling"):
     evaluator.evaluate(config, str(tmp_path / "work2"))
   config.protocol.mode = "one"
   config.hints.modes = ("auto", "magic")
-  with pytest.raises(evaluator.EvalError, match="unknown magic"):
+  with pytest.raises(EvalError, match="unknown magic"):
     evaluator.evaluate(config, str(tmp_path / "work3"))
 
 
@@ -427,7 +428,7 @@ def test_an_interrupt_while_the_run_goes_on_leaves_nothing(checkpoint, test_set,
 def test_overwrite_replaces_every_earlier_result(checkpoint, test_set, old_results, tmp_path):
   config = _config(checkpoint, test_set, clips="cat")
   config.outputs.plots = False
-  with pytest.raises(evaluator.EvalError, match="already holds results"):
+  with pytest.raises(EvalError, match="already holds results"):
     evaluator.evaluate(config, old_results)
   config.overwrite = True
   evaluator.evaluate(config, old_results)
@@ -530,5 +531,5 @@ def test_a_test_set_of_videos_and_frame_folders(checkpoint, test_set, tmp_path):
   assert int(rows["fox"]["frames"]) == 6 and int(rows["bear"]["frames"]) == CLIPS["bear"]
   data_testlib.write_video(str(root / "bear.mp4"), np.stack(_frames(6, 3)), codec="ffv1")
   dup = "two clips are named bear in .*: bear and bear.mp4"
-  with pytest.raises(evaluator.EvalError, match=dup):
+  with pytest.raises(EvalError, match=dup):
     evaluator.evaluate(config, str(tmp_path / "work2"))

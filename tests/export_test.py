@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import tcvc_jax
+from tcvc_jax import converted
 from tcvc_jax import export
 from tcvc_jax import porting
 from tcvc_jax import pth
@@ -131,10 +132,10 @@ def test_converted_folder_round_trips_through_pth_with_its_model_record(tmp_path
   record = json.loads(pth.read_extra(str(out), porting.SPEC_RECORD))
   assert record == tiny.TINY_SPEC.to_json()
   back = tmp_path / "back"
-  porting.convert_torch_file(str(out), str(back))
-  with open(os.path.join(ckpt, porting.META_FILE)) as a, open(back / porting.META_FILE) as b:
+  converted.convert_torch_file(str(out), str(back))
+  with open(os.path.join(ckpt, converted.META_FILE)) as a, open(back / converted.META_FILE) as b:
     assert a.read() == b.read()
-  (va, _, ea), (vb, _, eb) = porting.load_converted(ckpt), porting.load_converted(str(back))
+  (va, _, ea), (vb, _, eb) = converted.load_converted(ckpt), converted.load_converted(str(back))
   assert jax.tree_util.tree_structure((va, ea)) == jax.tree_util.tree_structure((vb, eb))
   for a, b in zip(jax.tree_util.tree_leaves((va, ea)), jax.tree_util.tree_leaves((vb, eb)),
                   strict=True):
@@ -159,7 +160,7 @@ def test_workdir_whose_model_json_does_not_match_its_weights_is_not_exported(wor
 
 def test_converted_folder_whose_model_does_not_match_its_weights_is_not_exported(tmp_path):
   ckpt = tiny.save_checkpoint(tmp_path / "ckpt")
-  meta_file = os.path.join(ckpt, porting.META_FILE)
+  meta_file = os.path.join(ckpt, converted.META_FILE)
   with open(meta_file) as f:
     meta = json.load(f)
   meta["model"]["refine_hidden"] = [8, 16]

@@ -6,8 +6,8 @@ Before the media layer was merged, training (clip_io: natural sort) and eval.py 
 
 import numpy as np
 
-from tcvc_jax.data import sources
-from tcvc_jax.evaluation import evaluator
+from tcvc_jax.data import layout
+from tcvc_jax.evaluation import clips as clips_lib
 from tcvc_jax.media import reading
 from tcvc_jax.media import writing
 
@@ -23,14 +23,14 @@ def test_unpadded_names_read_in_natural_order_by_every_reader(tmp_path):
   (clip / "notes.txt").write_text("ignored")
   want = [1, 2, 3, 10, 11]
   assert reading.list_frame_files(str(clip)) == [f"{v}.png" for v in want]
-  # eval.py and colorize read through FrameSource; training through data.sources.load_clip.
+  # eval.py and colorize read through FrameSource; training through data.layout.load_clip.
   streamed = reading.open_source(str(clip)).read_all(np.uint8, rgb=True)
   assert [int(f[0, 0, 0]) for f in streamed] == want
-  frames, frame_names = sources.load_clip(sources.discover(str(tmp_path)).clips["clip"])
+  frames, frame_names = layout.load_clip(layout.discover(str(tmp_path)).clips["clip"])
   assert [int(f[0, 0, 0]) for f in frames] == want and frame_names == [str(v) for v in want]
   np.testing.assert_array_equal(frames, streamed)
   # The evaluator's folder reader names its output frames in the same order.
-  (eval_clip,) = evaluator.iter_clips(_data_config(str(tmp_path)))
+  (eval_clip,) = clips_lib.iter_clips(_data_config(str(tmp_path)))
   assert [int(f[0, 0, 0]) for f in eval_clip.frames] == want
 
 

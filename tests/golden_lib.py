@@ -203,8 +203,8 @@ class ConvertedWeights:
 
   def module(self, kind):
     """(variables, model description) of a 'siggraph17' or 'flownet2' checkpoint."""
-    from tcvc_jax import porting  # pylint: disable=g-import-not-at-top
-    variables, meta, _ = porting.load_converted(self.paths[kind])
+    from tcvc_jax import converted  # pylint: disable=g-import-not-at-top
+    variables, meta, _ = converted.load_converted(self.paths[kind])
     return variables, meta["model"]
 
   def colorizer(self, dtype):

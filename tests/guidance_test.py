@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from tcvc_jax import api
+from tcvc_jax import converted
 from tcvc_jax import guidance
-from tcvc_jax import porting
 from tcvc_jax import streaming
 from tcvc_jax.data import synthetic
 from tcvc_jax.evaluation import windows
@@ -180,8 +180,8 @@ def _run(args, cwd):
 
 def test_cli_guided_run_and_bad_references(colorizer, tmp_path):
   ckpt = str(tmp_path / "ckpt")
-  porting.save_converted(ckpt, jax.tree_util.tree_map(np.asarray, colorizer.variables), "tcvc",
-                         tiny.TINY_SPEC)
+  converted.save_converted(ckpt, jax.tree_util.tree_map(np.asarray, colorizer.variables), "tcvc",
+                           tiny.TINY_SPEC)
   src = tmp_path / "clip"
   src.mkdir()
   for i, f in enumerate(_clip()[:10]):

@@ -14,6 +14,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import tensorflow_datasets as tfds
 
+from tcvc_jax.data import building as data_building
 from tcvc_jax.data import input_pipeline as ip
 from tcvc_jax.data import sources as data_sources
 from tcvc_jax.ops import color
@@ -48,7 +49,7 @@ def _jax_lab(rgb):
 
 def resume_pipeline(data_dir, num_workers=0):
   """The pipeline of the resume test (also built by the child process)."""
-  source, index = data_sources.open_split("synthetic_clips", "train", data_dir, config="tiny")
+  source, index = data_building.open_split("synthetic_clips", "train", data_dir, config="tiny")
   spec = ip.WindowSpec(num_frames=3, crop_size=(16, 16), interval_list=(1, 2),
                        random_reverse=True)
   ds = ip.make_train_dataset(source, index, spec, seed=11)
@@ -197,7 +198,7 @@ class ResumeTest(absltest.TestCase):
   def test_resume_from_an_orbax_checkpoint_in_a_fresh_process(self):
     tfds.disable_progress_bar()
     data_dir, ckpt_dir = dt.tempdir(self), dt.tempdir(self)
-    data_sources.build("synthetic_clips", data_dir, config="tiny")
+    data_building.build("synthetic_clips", data_dir, config="tiny")
     it = iter(resume_pipeline(data_dir))
     for _ in range(4):  # mid-epoch: 48 keys, 12 consumed
       next(it)

@@ -42,7 +42,7 @@ def tiny_variables(model, n=3, size=32, seed=0):
 
 def save_checkpoint(path):
   """The tiny model with `tiny_variables`, as a converted checkpoint folder at `path`."""
-  from tcvc_jax import porting  # pylint: disable=g-import-not-at-top
+  from tcvc_jax import converted  # pylint: disable=g-import-not-at-top
   model = tiny_model()
   variables = jax.tree_util.tree_map(np.asarray, tiny_variables(model))
-  return porting.save_converted(str(path), variables, "tcvc", TINY_SPEC)
+  return converted.save_converted(str(path), variables, "tcvc", TINY_SPEC)

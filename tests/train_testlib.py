@@ -52,8 +52,8 @@ def shared_dir(tmp_path_factory, name):
 def prepared_tfds(tmp_path_factory):
   """A TFDS data dir with synthetic_clips/tiny built (once per session)."""
   data_dir = shared_dir(tmp_path_factory, "tcvc_train_tfds")
-  from tcvc_jax.data import sources as data_sources  # pylint: disable=g-import-not-at-top
-  data_sources.build("synthetic_clips", data_dir, config="tiny")
+  from tcvc_jax.data import building as data_building  # pylint: disable=g-import-not-at-top
+  data_building.build("synthetic_clips", data_dir, config="tiny")
   return data_dir
 
 

@@ -2,7 +2,7 @@
 
 Both store one whole clip per record (`clip_features`) and keep the clip index (names, frame counts,
 sizes per split, in record order) in their dataset metadata, so windows can be planned without
-decoding frames. `tcvc_jax.data.sources.build` prepares them without TensorFlow; the thin files in
+decoding frames. `tcvc_jax.data.building.build` prepares them without TensorFlow; the thin files in
 the repository's `data/<name>/` folders let the `tfds build` CLI find them too.
 """
 
@@ -14,6 +14,7 @@ from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
+from tcvc_jax.data import layout as data_layout
 from tcvc_jax.data import sources
 from tcvc_jax.data import synthetic
 from tcvc_jax.media import reading
@@ -177,13 +178,13 @@ class VideoFrames(_ClipBuilder):
 
   def _split_generators(self, dl_manager):
     root = os.fspath(dl_manager.manual_dir)
-    layout = sources.discover(root)
-    # What it is built from, so that `sources.build` rebuilds it when that changes (a new one
+    layout = data_layout.discover(root)
+    # What it is built from, so that `building.build` rebuilds it when that changes (a new one
     # starts from empty metadata, not from the dataset it replaces).
     self.info.metadata.clear()
     self.info.metadata["source"] = {"manual_dir": os.path.abspath(root),
-                                    **sources.fingerprint(root, layout)}
-    user_splits = os.path.join(root, sources.USER_SPLITS)
+                                    **data_layout.fingerprint(root, layout)}
+    user_splits = os.path.join(root, data_layout.USER_SPLITS)
     lists = {}
     if os.path.isdir(user_splits):
       lists = {os.path.splitext(f)[0]: [os.path.join(user_splits, f)]
@@ -192,7 +193,7 @@ class VideoFrames(_ClipBuilder):
       lists = {split: [os.fspath(_LISTS / f) for f in files]
                for split, files in self.builder_config.split_lists.items()}
     if lists:
-      wanted = {split: [n for f in files for n in sources.read_list_file(f)]
+      wanted = {split: [n for f in files for n in data_layout.read_list_file(f)]
                 for split, files in lists.items()}
     elif layout.split_of:
       wanted = {}
@@ -217,7 +218,7 @@ class VideoFrames(_ClipBuilder):
       try:
         if clip is None:
           raise sources.DataError(f"no clip folder or video named {name!r} under {root}")
-        frames, frame_names = sources.load_clip(clip, resize)
+        frames, frame_names = data_layout.load_clip(clip, resize)
         if len(frames) < c.min_frames:
           raise sources.DataError(f"{len(frames)} frames in {clip.location}, fewer than "
                                   f"min_frames={c.min_frames}")

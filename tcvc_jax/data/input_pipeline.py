@@ -27,6 +27,7 @@ from absl import logging
 import grain
 import numpy as np
 
+from tcvc_jax.data import building as data_building
 from tcvc_jax.data import hints as hints_lib
 from tcvc_jax.data import sources as data_sources
 from tcvc_jax.ops import color
@@ -393,9 +394,9 @@ def get_datasets(data_config, *, num_frames: int, global_batch_size: int, seed: 
   spec = window_spec(data_config, num_frames)
   hints = hint_spec(data_config)
   if get("build", True):
-    data_sources.build(name, data_dir, config=config, manual_dir=get("manual_dir"))
-  source, index = data_sources.open_split(name, get("train_split", "train"), data_dir,
-                                          config=config)
+    data_building.build(name, data_dir, config=config, manual_dir=get("manual_dir"))
+  source, index = data_building.open_split(name, get("train_split", "train"), data_dir,
+                                           config=config)
   workers = get("num_workers", 0)
   threads = get("read_threads", 2)
   train = make_train_dataset(source, index, spec, seed=seed, process_index=process_index,
@@ -408,10 +409,10 @@ def get_datasets(data_config, *, num_frames: int, global_batch_size: int, seed: 
   eval_split = get("eval_split", "validation")
   if eval_split is None:
     return train, None
-  if eval_split not in data_sources.split_names(name, data_dir, config=config):
+  if eval_split not in data_building.split_names(name, data_dir, config=config):
     logging.warning("%s has no split %r: no evaluation data", name, eval_split)
     return train, None
-  source, index = data_sources.open_split(name, eval_split, data_dir, config=config)
+  source, index = data_building.open_split(name, eval_split, data_dir, config=config)
   eval_batch = get("eval_batch_size", 1)
   evaluation = make_eval_dataset(source, index, batch_size=eval_batch,
                                  max_frames=get("eval_max_frames"),

@@ -13,6 +13,9 @@ frames, at full resolution. It is the same ruler for every checkpoint, so the nu
 checkpoints are comparable, and needs no size multiple. `metrics.warp_flow="flownet2"` uses the
 checkpoint's own FlowNet2 instead (frames resized to multiples of 64 for it, the flow resized back).
 
+The config's values are checked by `eval_config.validate_config`; the test set is read by
+`clips.iter_clips`.
+
 Workdir layout (a run's results appear whole or not at all: they are written into a temporary
 folder and moved into the workdir at the end, summary.json last; a run that fails or is interrupted
 leaves the workdir as it was, and one with `overwrite` replaces every earlier result only then):
@@ -24,7 +27,6 @@ leaves the workdir as it was, and one with `overwrite` replaces every earlier re
   psnr_per_frame.png, cdc_per_gap.png
 """
 
-import dataclasses
 import os
 import shutil
 import sys
@@ -33,244 +35,28 @@ import time
 from absl import logging
 import jax
 import jax.numpy as jnp
-import numpy as np
 import tqdm
 
 from tcvc_jax import api
 from tcvc_jax import atomic
 from tcvc_jax import porting
 from tcvc_jax import streaming
+from tcvc_jax.evaluation import clips as clips_lib
+from tcvc_jax.evaluation import eval_config
 from tcvc_jax.evaluation import guided
 from tcvc_jax.evaluation import metrics
 from tcvc_jax.evaluation import report
 from tcvc_jax.evaluation import windows as protocol
+from tcvc_jax.evaluation.eval_config import EvalError
 from tcvc_jax.media import reading
 from tcvc_jax.models import classical_flow
 
 SUMMARY_KEYS = ("psnr", "psnr_key", "psnr_inter", "cdc", "ssim", "warp_error")
 CLASSICAL_FLOW_NAME = "classical TV-L1 (tcvc_jax.models.classical_flow.estimate_flow, defaults)"
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-
-
-class EvalError(ValueError):
-  """A bad config, test set or workdir; the message is one line."""
-
 
 # Reported in one line by eval.py; anything else is a bug and keeps its traceback.
 INPUT_ERRORS = (EvalError, reading.MediaError, porting.ConversionError,
                 protocol.ClipTooShortError, streaming.UsageError, OSError)
-
-
-# --------------------------------------------------------------------------------------------------
-# Config
-# --------------------------------------------------------------------------------------------------
-
-
-def _check_int(key, value, minimum):
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-    want = "a positive" if minimum > 0 else "a non-negative"
-    raise EvalError(f"{key} must be {want} integer, got {value!r}")
-
-
-def _check_bool(key, value):
-  if not isinstance(value, (bool, np.bool_)):
-    raise EvalError(f"{key} must be True or False, got {value!r}")
-
-
-def _check_choice(key, value, choices):
-  if not isinstance(value, str) or value not in choices:
-    raise EvalError(f"{key} must be one of {', '.join(choices)}, got {value!r}")
-
-
-def _check_names(key, value, what):
-  if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list)):
-    raise EvalError(f"{key} must be a list of {what}, got {value!r}")
-
-
-def validate_config(config):
-  """Raises EvalError (one line, naming the key) for a config value that cannot evaluate.
-
-  Only the values are checked, before any file is read or written (eval.py reports these as usage
-  errors, exit code 2); `evaluate` checks what needs the files: the test set, the checkpoint and
-  the network sizes its flow allows.
-  """
-  if not config.checkpoint:
-    raise EvalError("no checkpoint: set --config.checkpoint")
-  _check_choice("dtype", config.dtype, tuple(_DTYPES))
-  _check_bool("overwrite", config.overwrite)
-
-  d = config.data
-  _check_choice("data.source", d.source, ("folder", "tfds"))
-  if d.source == "folder" and not d.root:
-    raise EvalError("no test set: set --config.data.root")
-  if d.source == "tfds":
-    for key in ("name", "split"):
-      if not isinstance(d[key], str) or not d[key]:
-        raise EvalError(f"data.{key} must name the dataset's {key}, got {d[key]!r}")
-  if not isinstance(d.clips, str):
-    raise EvalError(f"data.clips must be comma-separated clip names (or ''), got {d.clips!r}")
-  _check_bool("data.no_gt", d.no_gt)
-  _check_choice("data.gray_mode", d.gray_mode, protocol.GRAY_MODES)
-
-  p = config.protocol
-  _check_int("protocol.network_size", p.network_size, 1)
-  _check_choice("protocol.mode", p.mode, ("one", "multi"))
-  _check_int("protocol.interval_length", p.interval_length, 0)
-  intervals = p.ensemble_intervals
-  _check_names("protocol.ensemble_intervals", intervals, "interval lengths")
-  if not intervals or any(isinstance(t, bool) or not isinstance(t, (int, np.integer)) or t < 0
-                          for t in intervals):
-    raise EvalError("protocol.ensemble_intervals must be one or more non-negative integers, got "
-                    f"{intervals!r}")
-
-  m = config.metrics
-  _check_bool("metrics.ssim", m.ssim)
-  _check_bool("metrics.warp_error", m.warp_error)
-  _check_choice("metrics.warp_flow", m.warp_flow, ("classical", "flownet2"))
-  _check_int("metrics.warp_batch", m.warp_batch, 1)
-
-  h = config.hints
-  _check_names("hints.modes", h.modes, "modes")
-  unknown = sorted({str(x) for x in h.modes} - set(guided.MODES))
-  if unknown:
-    raise EvalError(f"hints.modes: unknown {', '.join(unknown)}; use {', '.join(guided.MODES)}")
-  if set(h.modes) - {"auto"} and (p.mode != "one" or d.no_gt):
-    raise EvalError("hinted modes need one-sampling (protocol.mode='one') and ground truth")
-  _check_int("hints.clicks_per_anchor", h.clicks_per_anchor, 0)
-  _check_int("hints.click_patch", h.click_patch, 1)
-  if h.click_patch % 2 == 0:  # a patch centred on its click, as colorize's --hints takes them
-    raise EvalError(f"hints.click_patch must be odd, got {h.click_patch}")
-  if "clicks" in h.modes and h.click_patch // 2 * 2 >= p.network_size:
-    raise EvalError(f"hints.click_patch must be smaller than protocol.network_size "
-                    f"({p.network_size}), got {h.click_patch}")
-  _check_int("hints.seed", h.seed, 0)
-
-  o = config.outputs
-  for key in ("frames", "videos", "plots"):
-    _check_bool(f"outputs.{key}", o[key])
-  try:
-    streaming.check_fps(o.fps)
-  except streaming.UsageError as e:
-    raise EvalError(f"outputs.{e}") from e
-  if o.fps is None:
-    raise EvalError("outputs.fps must be a number of frames per second, got None")
-
-
-# --------------------------------------------------------------------------------------------------
-# Test set
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class Clip:
-  """One test clip: input frames for the model, uint8 ground truth (or None) and frame names."""
-
-  name: str
-  frames: np.ndarray  # [n, H, W, 1 | 3]: uint8, or float32 in [0, 1] for 16-bit files
-  gt: np.ndarray | None  # uint8 [n, H, W, 3]
-  names: list
-
-
-def _clip_dirs(root, only):
-  if not root:
-    raise EvalError("no test set: set --config.data.root")
-  if os.path.exists(root) and not os.path.isdir(root):
-    raise EvalError(f"test set {root} is a file, not a folder (expected <root>/<clip>/*.png)")
-  if not os.path.isdir(root):
-    raise EvalError(f"test set folder not found: {root}")
-  clips = {}  # name -> frame folder or video file
-  for entry in sorted(os.listdir(root)):
-    path = os.path.join(root, entry)
-    stem, ext = os.path.splitext(entry)
-    if entry.startswith("."):
-      continue
-    if os.path.isdir(path):
-      name = entry
-    elif os.path.isfile(path) and ext.lower() in reading.VIDEO_EXTENSIONS:
-      name = stem
-    else:
-      continue
-    if name in clips:
-      raise EvalError(f"two clips are named {name} in {root}: {os.path.basename(clips[name])} and "
-                      f"{entry}")
-    clips[name] = path
-  wanted = [c.strip() for c in only.split(",") if c.strip()]
-  missing = [c for c in wanted if c not in clips]
-  if missing:
-    raise EvalError(f"clips not found in {root}: {', '.join(missing)}")
-  names = wanted or sorted(clips)
-  if not names:
-    raise EvalError(f"no clips in {root} (expected <root>/<clip>/*.png frame folders or "
-                    "<root>/<clip>.mp4 videos)")
-  return [(n, clips[n]) for n in names]
-
-
-def _read_clip(name, path, no_gt):
-  src = reading.open_source(path)
-  too_short = protocol.ClipTooShortError(f"clip {name} has 1 frame; the protocol needs at least 2")
-  if src.num_frames is not None and src.num_frames < 2:  # a video may not say: checked when read
-    raise too_short
-  if not no_gt and src.is_gray:
-    raise EvalError(f"clip {name}: the ground truth is gray; set --config.data.no_gt=True")
-  gt = None if no_gt else src.read_all(np.uint8)
-  if src.bit_depth > 8:
-    frames = src.read_all(np.float32)  # the model sees all 16 bits; metrics use 8
-  else:
-    frames = gt if gt is not None else src.read_all(np.uint8)
-  if len(frames) < 2:
-    raise too_short
-  names = src.names or [f"{i:05d}.png" for i in range(len(frames))]  # a video's frames
-  return Clip(name, frames, gt, names)
-
-
-def iter_clips(data_config):
-  """The test set's clips in name order, read one at a time (whole clips, as the original).
-
-  The clip list is checked at once; each clip is read when the iterator reaches it.
-
-  Args:
-    data_config: `config.data` (source, root, clips, no_gt).
-
-  Returns:
-    An iterator of Clip.
-
-  Raises:
-    EvalError: unknown source, missing or empty root (at once).
-    reading.MediaError, protocol.ClipTooShortError: an unreadable or 1-frame clip (when read).
-  """
-  if data_config.source == "tfds":
-    return _tfds_clips(data_config)
-  if data_config.source != "folder":
-    raise EvalError(f"unknown data source {data_config.source!r}; use 'folder' or 'tfds'")
-  dirs = _clip_dirs(data_config.root, data_config.clips)
-  return (_read_clip(name, path, data_config.no_gt) for name, path in dirs)
-
-
-def _tfds_clips(data_config):
-  """Clips of a data/ dataset split (built first if it is not prepared yet)."""
-  from tcvc_jax.data import sources as data_sources  # pylint: disable=g-import-not-at-top
-  name, config = data_config.name, data_config.config or None
-  try:
-    data_sources.build(name, data_config.data_dir, config=config, manual_dir=data_config.manual_dir)
-    source, _ = data_sources.open_split(name, data_config.split, data_config.data_dir,
-                                        config=config)
-  except Exception as e:  # tfds raises many types; the user needs the message, not the type
-    raise EvalError(f"cannot open {name}/{config} split {data_config.split!r}: {e}") from e
-  wanted = {c.strip() for c in (data_config.clips or "").split(",") if c.strip()}
-
-  def clips():
-    for i in range(len(source)):
-      element = source[i]
-      clip = data_sources.clip_name(element) or f"clip{i:04d}"
-      if wanted and clip not in wanted:
-        continue
-      frames = np.asarray(element["frames"])  # uint8 [n, H, W, 3]
-      if frames.shape[0] < 2:
-        raise protocol.ClipTooShortError(f"clip {clip} has 1 frame; the protocol needs at least 2")
-      names = [f"{j:05d}.png" for j in range(frames.shape[0])]
-      yield Clip(clip, frames, None if data_config.no_gt else frames, names)
-
-  return clips()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -464,12 +250,12 @@ def evaluate(config, workdir, progress=False):
     One of INPUT_ERRORS, with a one-line message.
   """
   start = time.perf_counter()
-  validate_config(config)
+  eval_config.validate_config(config)
   _check_workdir(workdir, config.overwrite)
   passes = interval_lengths(config.protocol)
   hinted = set(config.hints.modes) - {"auto"}
-  clips = iter_clips(config.data)
-  colorizer = api.load(config.checkpoint, dtype=_DTYPES[config.dtype])
+  clips = clips_lib.iter_clips(config.data)
+  colorizer = api.load(config.checkpoint, dtype=eval_config.DTYPES[config.dtype])
   size = int(config.protocol.network_size)
   streaming.check_network_size(colorizer, size)
   flow_fn, flow_desc = make_flow_fn(config.metrics, colorizer)

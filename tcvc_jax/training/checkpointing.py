@@ -19,7 +19,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from tcvc_jax import atomic
-from tcvc_jax import porting
+from tcvc_jax import converted
 from tcvc_jax.models import spec as spec_lib
 from tcvc_jax.training import sharding
 
@@ -241,8 +241,8 @@ def load_pretrained(init_from: str | Sequence[str] | None) -> dict[tuple[str, st
   """
   out = {}
   for path in parse_paths(init_from):
-    if porting.is_converted_dir(path):
-      variables, meta, _ = porting.load_converted(path)
+    if converted.is_converted_dir(path):
+      variables, meta, _ = converted.load_converted(path)
       kind = meta["kind"]
     elif is_workdir(path):
       variables, _, _ = load_workdir(path)

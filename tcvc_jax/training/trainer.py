@@ -23,6 +23,7 @@ import numpy as np
 import tqdm
 
 from tcvc_jax import atomic
+from tcvc_jax.data import building as data_building
 from tcvc_jax.data import hints as hints_lib
 from tcvc_jax.data import input_pipeline
 from tcvc_jax.data import sources as data_sources
@@ -84,8 +85,8 @@ def _datasets(config):
   build = data.get("build", True)
   if build and jax.process_count() > 1:
     if jax.process_index() == 0:
-      data_sources.build(data.name, data.data_dir, config=data.config,
-                         manual_dir=data.manual_dir)
+      data_building.build(data.name, data.data_dir, config=data.config,
+                          manual_dir=data.manual_dir)
     sharding.sync("tcvc_data_built")
     # The others open what process 0 built: their own copies of the clips (other mtimes) must not
     # look like changed clips and start a rebuild of a shared data_dir.
@@ -268,11 +269,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   data = config.data
   if data.get("build", True):  # the dataset is built from `name` and `config`
     try:
-      data_sources.builder_class(data.name)
+      data_building.builder_class(data.name)
     except data_sources.DataError as e:
       raise ValueError(f"data.name: {e}") from e
     try:
-      data_sources.check_config(data.name, data.config)
+      data_building.check_config(data.name, data.config)
     except data_sources.DataError as e:
       raise ValueError(f"data.config: {e}") from e
   try:  # the pipeline's settings, as it reads them; their messages start with the key

@@ -1,0 +1,164 @@
+"""The converted checkpoint folder: writing and reading it, and converting a PyTorch file into one.
+
+The folder holds an orbax PyTree checkpoint in `variables/` and `tcvc_meta.json` (kind, the model
+description (`ModelSpec` for TCVC, the widths for SIGGRAPH17), the original key order).
+"""
+
+import json
+import os
+
+import numpy as np
+
+from tcvc_jax import atomic
+from tcvc_jax import porting
+from tcvc_jax.models import spec as spec_lib
+from tcvc_jax.porting import ConversionError
+
+META_FILE = "tcvc_meta.json"
+VARIABLES_DIR = "variables"
+FORMAT_VERSION = 2
+
+
+def _nest(flat):
+  tree = {}
+  for k, v in flat.items():
+    node = tree
+    *path, leaf = k.split(".")
+    for p in path:
+      node = node.setdefault(p, {})
+    node[leaf] = v
+  return tree
+
+
+def _unnest(tree):
+  return {".".join(p): v for p, v in porting.flatten(tree)}
+
+
+def _model_json(kind, model):
+  return model.to_json() if kind == "tcvc" else dict(model)
+
+
+def _model_from_json(kind, data, path):
+  if kind != "tcvc":
+    return dict(data or {})
+  try:
+    return spec_lib.ModelSpec.from_json(data or {})
+  except (spec_lib.SpecError, TypeError) as e:
+    raise ConversionError(f"{path}: bad model description in {META_FILE} ({e})") from e
+
+
+def check_parents(path):
+  """Raises ConversionError if a file stands where a folder above `path` should be."""
+  p = os.path.dirname(os.fspath(path))
+  while p and not os.path.lexists(p) and os.path.dirname(p) != p:
+    p = os.path.dirname(p)
+  if p and os.path.lexists(p) and not os.path.isdir(p):
+    what = "a file, not a folder" if os.path.isfile(p) else "not a folder"
+    raise ConversionError(f"cannot write {path}: {p} is {what}")
+
+
+def _replace_file(out):
+  """Commits the folder `out` where a file or a link is (what --overwrite asks for)."""
+  aside = out.tmp + ".old"
+  with atomic.commits_held():  # an interrupt finds the file or the folder in place, never neither
+    os.rename(out.path, aside)
+    try:
+      out.commit()
+    except BaseException:
+      if not os.path.lexists(out.path):
+        os.rename(aside, out.path)
+      raise
+  os.remove(aside)
+
+
+def save_converted(out_dir, variables, kind, model, extras=None, key_order=None, overwrite=False):
+  """Writes a converted checkpoint directory atomically (a temp dir renamed into place).
+
+  Missing parent folders are made, and removed again if the write fails or is interrupted.
+  """
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  check_parents(out_dir)
+  parents = None
+  try:
+    parent = os.path.dirname(os.path.abspath(os.fspath(out_dir)))
+    if not os.path.isdir(parent):
+      parents = atomic.NewFolder(parent)
+    out = atomic.AtomicOutput(out_dir, directory=True, overwrite=overwrite)
+    with out:
+      tree = {c: dict(variables[c]) for c in ("params", "batch_stats") if variables.get(c)}
+      if extras:
+        tree["extras"] = _nest(extras)
+      ocp.PyTreeCheckpointer().save(os.path.join(out.tmp, VARIABLES_DIR), tree)
+      meta = {"format_version": FORMAT_VERSION, "kind": kind, "model": _model_json(kind, model),
+              "key_order": list(key_order or [])}
+      atomic.write_json(os.path.join(out.tmp, META_FILE), meta)
+      if os.path.islink(out.path) or (os.path.lexists(out.path) and not os.path.isdir(out.path)):
+        _replace_file(out)
+  except BaseException as e:
+    if parents is not None:
+      parents.discard()
+    if isinstance(e, atomic.OutputExistsError):
+      raise ConversionError(str(e)) from e
+    if isinstance(e, OSError):
+      raise ConversionError(f"cannot write {out_dir}: {e.strerror or e}") from e
+    raise
+  if parents is not None:
+    parents.keep()
+  return out.path
+
+
+def is_converted_dir(path):
+  return (os.path.isfile(os.path.join(path, META_FILE))
+          and os.path.isdir(os.path.join(path, VARIABLES_DIR)))
+
+
+def load_converted(path):
+  """Reads a converted directory.
+
+  Returns (variables {'params', 'batch_stats'}, meta dict, extras {key: array}).
+  `meta["model"]` is the model description (a ModelSpec for TCVC).
+  """
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  if not is_converted_dir(path):
+    raise ConversionError(f"{path}: not a converted tcvc_jax checkpoint "
+                          f"(no {META_FILE} and {VARIABLES_DIR}/)")
+  try:
+    with open(os.path.join(path, META_FILE)) as f:
+      meta = json.load(f)
+  except (OSError, ValueError) as e:
+    raise ConversionError(f"{path}: unreadable {META_FILE} ({e})") from e
+  if not isinstance(meta, dict) or meta.get("kind") not in porting.KINDS:
+    kind = meta.get("kind") if isinstance(meta, dict) else meta
+    raise ConversionError(f"{path}: unknown checkpoint kind {kind!r}")
+  meta["model"] = _model_from_json(meta["kind"], meta.get("model", meta.get("model_kwargs")), path)
+  tree = ocp.PyTreeCheckpointer().restore(os.path.join(os.path.abspath(path), VARIABLES_DIR))
+  variables = {c: tree.get(c, {}) for c in ("params", "batch_stats")}
+  porting.check_variables(variables, meta["kind"], meta["model"], path, META_FILE)
+  return variables, meta, _unnest(tree.get("extras", {}))
+
+
+def _is_default_counter(key, value, sd):
+  """A zero BatchNorm counter, which `flax_to_torch` writes anyway."""
+  return (key.endswith("num_batches_tracked") and value.dtype == np.int64 and value.shape == ()
+          and value == 0 and key[:-len("num_batches_tracked")] + "running_mean" in sd)
+
+
+def _default_order(variables, extras):
+  """The key order `flax_to_torch` gives without `key_order` (no array is copied)."""
+  empty = lambda tree: {k: empty(v) if isinstance(v, dict) else np.empty((0,) * np.ndim(v))
+                        for k, v in tree.items()}
+  return list(porting.flax_to_torch({c: empty(dict(variables.get(c, {}))) for c in variables},
+                                    extras))
+
+
+def convert_torch_file(src, out_dir, overwrite=False):
+  """PyTorch .pth -> converted directory. Returns (out_dir, kind)."""
+  sd, kind, model = porting.read_torch_checkpoint(src)
+  variables, extras = porting.torch_to_flax(sd)
+  # What converting back writes anyway is left out: folder -> .pth -> folder gives the folder.
+  extras = {k: v for k, v in extras.items() if not _is_default_counter(k, v, sd)}
+  key_order = list(sd)
+  if _default_order(variables, extras) == key_order:
+    key_order = []
+  save_converted(out_dir, variables, kind, model, extras, key_order=key_order, overwrite=overwrite)
+  return out_dir, kind

@@ -1,0 +1,270 @@
+"""Building and opening the package's TFDS datasets (datasets.py) without TensorFlow."""
+
+import json
+import os
+import threading
+from typing import Any
+import uuid
+
+from absl import logging
+import tensorflow_datasets as tfds
+
+from tcvc_jax import atomic
+from tcvc_jax.data import layout
+from tcvc_jax.data import sources
+from tcvc_jax.data.sources import DataError
+
+
+def builder_class(name: str):
+  """The builder class of dataset `name` ("synthetic_clips" or "video_frames")."""
+  from tcvc_jax.data import datasets  # pylint: disable=g-import-not-at-top
+  builders = {"synthetic_clips": datasets.SyntheticClips, "video_frames": datasets.VideoFrames}
+  if name not in builders:
+    raise DataError(f"unknown dataset {name!r}; known: {', '.join(sorted(builders))}")
+  return builders[name]
+
+
+def check_config(name: str, config: Any) -> None:
+  """Raises DataError unless `config` names a config of dataset `name` (None: its default;
+  a `tfds.core.BuilderConfig` is taken as it is)."""
+  cls = builder_class(name)
+  if config is None or not isinstance(config, str):
+    return
+  names = [c.name for c in cls.BUILDER_CONFIGS]
+  if config not in names:
+    raise DataError(f"unknown config {config!r} of dataset {name}; its configs: "
+                    f"{', '.join(names)}")
+
+
+def _is_ours(name: str) -> bool:
+  """Whether `name` is one of the package's builders; importing them registers them with TFDS."""
+  try:
+    builder_class(name)
+  except DataError:
+    return False
+  return True
+
+
+def _register(name: str) -> None:
+  """Imports the package's builders so TFDS knows them by name (other names are TFDS's own)."""
+  _is_ours(name)
+
+
+def _local(path) -> bool:
+  return "://" not in os.fspath(path)
+
+
+class _PartialBuild(atomic.NewFolder):
+  """Undoes a dataset build that fails or is interrupted, as an `atomic` output: `discard()`
+  (which `atomic.discard_all` calls too) leaves what was there before, `keep()` the new dataset.
+
+  TFDS writes into `<config>/incomplete.*_<version>/` and renames it at the end; around it, it makes
+  `<dataset>/.config/` and `<data_dir>/downloads/`. A dataset being replaced is moved aside first
+  (`set_aside`), and is back in place after a discard.
+  """
+
+  def __init__(self, data_path):
+    self._version_dir = os.path.abspath(os.fspath(data_path))
+    config_dir = os.path.dirname(self._version_dir)
+    dataset_dir = os.path.dirname(config_dir)
+    self._made = [p for p in (os.path.join(dataset_dir, ".config"),
+                              os.path.join(os.path.dirname(dataset_dir), "downloads"))
+                  if not os.path.lexists(p)]
+    record = os.path.join(dataset_dir, ".config", "metadata.json")
+    self._record = (record, _read_bytes(record))
+    self._before = set(os.listdir(config_dir)) if os.path.isdir(config_dir) else set()
+    self._aside = None
+    self._lock = threading.Lock()
+    super().__init__(config_dir)
+
+  def set_aside(self) -> None:
+    """Moves the prepared dataset out of the way: deleted by `keep()`, put back by `discard()`."""
+    aside = os.path.join(self.path, f".{os.path.basename(self._version_dir)}.replaced-"
+                                    f"{uuid.uuid4().hex[:8]}")
+    self._before.add(os.path.basename(aside))
+    os.rename(self._version_dir, aside)
+    self._aside = aside
+
+  def keep(self) -> None:
+    super().keep()
+    aside, self._aside = self._aside, None
+    if aside is not None:
+      atomic.remove(aside)
+
+  def discard(self) -> None:
+    with self._lock:
+      if self._done:
+        return
+      try:
+        if os.path.isdir(self.path):
+          for entry in set(os.listdir(self.path)) - self._before:  # incomplete.*_<version>
+            atomic.remove(os.path.join(self.path, entry))
+        if self._aside is not None:
+          atomic.remove(self._version_dir)  # a new dataset not kept
+          os.rename(self._aside, self._version_dir)
+        for path in self._made:
+          atomic.remove(path)
+        path, data = self._record
+        if data is not None and _read_bytes(path) != data:
+          with open(path, "wb") as f:
+            f.write(data)
+      finally:
+        self._aside = None  # if it could not go back, it stays where it is, never deleted
+        super().discard()
+
+
+def _read_bytes(path: str) -> bytes | None:
+  try:
+    with open(path, "rb") as f:
+      return f.read()
+  except OSError:
+    return None
+
+
+def _built_from(data_path) -> dict[str, Any] | None:
+  """The `source` a prepared dataset records (`video_frames`), or None."""
+  try:
+    metadata = json.loads((data_path / "metadata.json").read_text())
+  except (OSError, ValueError):
+    return None
+  source = metadata.get("source") if isinstance(metadata, dict) else None
+  return source if isinstance(source, dict) else None
+
+
+def _why_rebuild(builder, manual_dir) -> str | None:
+  """Why a prepared dataset does not hold the clips of `manual_dir` (None if it does)."""
+  path = os.path.abspath(os.fspath(manual_dir))
+  source = _built_from(builder.data_path)
+  if source is None:
+    return "it does not record the folder it was built from (an older build)"
+  if source.get("manual_dir") != path:
+    return f"it was built from {source.get('manual_dir')}, not {path}"
+  if not os.path.isdir(path):
+    logging.warning("%s: the clip folder %s is gone; using the dataset built from it in %s",
+                    builder.name, path, builder.data_path)
+    return None
+  try:
+    now = layout.fingerprint(path)
+  except (DataError, OSError) as e:
+    return f"{path} cannot be listed as before ({e})"
+  if now["digest"] != source.get("digest"):
+    then, now = (f"{f.get('clips')} clips, {f.get('files')} files" for f in (source, now))
+    return (f"the clips in {path} changed since it was built ("
+            + (f"{then} then, {now} now)" if then != now else
+               "a file was replaced, renamed or modified)"))
+  return None
+
+
+def build(name: str, data_dir: str | None, *, config: Any = None, manual_dir: str | None = None,
+          overwrite: bool = False):
+  """Builds (if not built yet) a dataset as ArrayRecord, without TensorFlow.
+
+  The `tfds build` CLI imports TensorFlow at start-up in tensorflow-datasets 4.9.10; this is the
+  TensorFlow-free way to build.
+
+  A dataset built from a folder of clips (`video_frames`) records the folder's absolute path and a
+  fingerprint of its listing (`fingerprint`); given a `manual_dir`, it is reused only if both still
+  match, and rebuilt otherwise, with a warning saying why. Without a `manual_dir`, a prepared
+  dataset is reused as it is. A build that fails or is interrupted (`atomic.discard_all`) leaves
+  `data_dir` as it was, an earlier dataset of the same config included.
+
+  Args:
+    name: builder folder name, e.g. "synthetic_clips" or "video_frames".
+    data_dir: where the prepared dataset goes.
+    config: builder config name or `tfds.core.BuilderConfig` (the default config if None).
+    manual_dir: folder with the source clips (`video_frames`).
+    overwrite: rebuild even if prepared.
+
+  Returns:
+    The prepared `tfds.core.DatasetBuilder`.
+
+  Raises:
+    DataError: an unknown dataset or config, a missing or empty `manual_dir`, no clip to build.
+  """
+  cls = builder_class(name)
+  check_config(name, config)
+  make = lambda: cls(config=config, data_dir=data_dir, file_format="array_record")
+  builder = make()
+  full_name = f"{name}/{builder.builder_config.name}"
+  uses_clip_folder = bool(getattr(cls, "MANUAL_DOWNLOAD_INSTRUCTIONS", None))
+  prepared = builder.data_path.exists()
+  if prepared and not overwrite:
+    why = _why_rebuild(builder, manual_dir) if uses_clip_folder and manual_dir else None
+    if why is None:
+      logging.info("reusing %s in %s", full_name, builder.data_path)
+      return builder
+    logging.warning("%s: rebuilding the dataset in %s: %s", full_name, builder.data_path, why)
+  if uses_clip_folder:
+    if manual_dir is None:
+      raise DataError(f"{full_name} is not built in {builder.data_dir_root}; "
+                      "give the folder of clips to build it from (manual_dir; train.py and "
+                      "eval.py: --config.data.manual_dir=DIR)")
+    layout.discover(os.fspath(manual_dir))  # a missing or empty folder: one line, before TFDS
+  partial = _PartialBuild(builder.data_path) if _local(builder.data_path) else None
+  try:
+    if prepared:
+      if partial is not None:
+        partial.set_aside()
+      else:
+        builder.data_path.rmtree()
+      builder = make()  # not the one that read the old dataset's info
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        manual_dir=manual_dir, download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))
+  except BaseException:
+    if partial is not None:
+      partial.discard()
+    raise
+  if partial is not None:
+    partial.keep()
+  return builder
+
+
+def _prepared(name: str, data_dir: str | None, config: str | None):
+  """The builder of a prepared dataset (never builds it: TFDS would, with its own messages)."""
+  _register(name)
+  full_name = f"{name}/{config}" if config else name
+  try:
+    builder = tfds.builder(full_name, data_dir=data_dir)
+  except Exception:  # tfds raises many types; an unknown config of ours is told plainly
+    if _is_ours(name):
+      check_config(name, config)
+    raise
+  if not builder.data_path.exists():
+    raise DataError(f"{full_name} is not built in {builder.data_dir_root}")
+  return builder
+
+
+def split_names(name: str, data_dir: str | None, *, config: str | None = None) -> list[str]:
+  """The splits of a prepared dataset."""
+  return list(_prepared(name, data_dir, config).info.splits)
+
+
+def open_split(name: str, split: str, data_dir: str | None, *, config: str | None = None):
+  """Opens a prepared split for random access.
+
+  Args:
+    name: dataset name.
+    split: split name ("train", "validation", "test", ...). A slice such as "train[:10]"
+      works too; its index is then built by reading the clips.
+    data_dir: TFDS data dir.
+    config: builder config name.
+
+  Returns:
+    `(source, ClipIndex)`.
+
+  Raises:
+    DataError: the dataset is not built, or has no such split.
+  """
+  builder = _prepared(name, data_dir, config)
+  full_name = f"{name}/{config}" if config else name
+  splits = list(builder.info.splits)
+  if split.split("[", 1)[0] not in splits:
+    raise DataError(f"{full_name} in {builder.data_dir_root} has no split {split!r}; its splits: "
+                    f"{', '.join(splits)}")
+  source = builder.as_data_source(split=split)
+  index = sources.index_from_metadata(source.dataset_info.metadata, split)
+  if index is None or len(index) != len(source):
+    logging.info("%s[%s]: no clip index in the metadata, reading the clips", full_name, split)
+    index = sources.scan_index(source)
+  return source, index
+

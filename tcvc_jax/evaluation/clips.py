@@ -1,0 +1,125 @@
+"""The test set of an evaluation: clips read from a folder (frame folders or videos) or from a
+data/ TFDS dataset split."""
+
+import dataclasses
+import os
+
+import numpy as np
+
+from tcvc_jax.evaluation import windows as protocol
+from tcvc_jax.evaluation.eval_config import EvalError
+from tcvc_jax.media import reading
+
+
+@dataclasses.dataclass
+class Clip:
+  """One test clip: input frames for the model, uint8 ground truth (or None) and frame names."""
+
+  name: str
+  frames: np.ndarray  # [n, H, W, 1 | 3]: uint8, or float32 in [0, 1] for 16-bit files
+  gt: np.ndarray | None  # uint8 [n, H, W, 3]
+  names: list
+
+
+def _clip_dirs(root, only):
+  if not root:
+    raise EvalError("no test set: set --config.data.root")
+  if os.path.exists(root) and not os.path.isdir(root):
+    raise EvalError(f"test set {root} is a file, not a folder (expected <root>/<clip>/*.png)")
+  if not os.path.isdir(root):
+    raise EvalError(f"test set folder not found: {root}")
+  clips = {}  # name -> frame folder or video file
+  for entry in sorted(os.listdir(root)):
+    path = os.path.join(root, entry)
+    stem, ext = os.path.splitext(entry)
+    if entry.startswith("."):
+      continue
+    if os.path.isdir(path):
+      name = entry
+    elif os.path.isfile(path) and ext.lower() in reading.VIDEO_EXTENSIONS:
+      name = stem
+    else:
+      continue
+    if name in clips:
+      raise EvalError(f"two clips are named {name} in {root}: {os.path.basename(clips[name])} and "
+                      f"{entry}")
+    clips[name] = path
+  wanted = [c.strip() for c in only.split(",") if c.strip()]
+  missing = [c for c in wanted if c not in clips]
+  if missing:
+    raise EvalError(f"clips not found in {root}: {', '.join(missing)}")
+  names = wanted or sorted(clips)
+  if not names:
+    raise EvalError(f"no clips in {root} (expected <root>/<clip>/*.png frame folders or "
+                    "<root>/<clip>.mp4 videos)")
+  return [(n, clips[n]) for n in names]
+
+
+def _read_clip(name, path, no_gt):
+  src = reading.open_source(path)
+  too_short = protocol.ClipTooShortError(f"clip {name} has 1 frame; the protocol needs at least 2")
+  if src.num_frames is not None and src.num_frames < 2:  # a video may not say: checked when read
+    raise too_short
+  if not no_gt and src.is_gray:
+    raise EvalError(f"clip {name}: the ground truth is gray; set --config.data.no_gt=True")
+  gt = None if no_gt else src.read_all(np.uint8)
+  if src.bit_depth > 8:
+    frames = src.read_all(np.float32)  # the model sees all 16 bits; metrics use 8
+  else:
+    frames = gt if gt is not None else src.read_all(np.uint8)
+  if len(frames) < 2:
+    raise too_short
+  names = src.names or [f"{i:05d}.png" for i in range(len(frames))]  # a video's frames
+  return Clip(name, frames, gt, names)
+
+
+def iter_clips(data_config):
+  """The test set's clips in name order, read one at a time (whole clips, as the original).
+
+  The clip list is checked at once; each clip is read when the iterator reaches it.
+
+  Args:
+    data_config: `config.data` (source, root, clips, no_gt).
+
+  Returns:
+    An iterator of Clip.
+
+  Raises:
+    EvalError: unknown source, missing or empty root (at once).
+    reading.MediaError, protocol.ClipTooShortError: an unreadable or 1-frame clip (when read).
+  """
+  if data_config.source == "tfds":
+    return _tfds_clips(data_config)
+  if data_config.source != "folder":
+    raise EvalError(f"unknown data source {data_config.source!r}; use 'folder' or 'tfds'")
+  dirs = _clip_dirs(data_config.root, data_config.clips)
+  return (_read_clip(name, path, data_config.no_gt) for name, path in dirs)
+
+
+def _tfds_clips(data_config):
+  """Clips of a data/ dataset split (built first if it is not prepared yet)."""
+  from tcvc_jax.data import building as data_building  # pylint: disable=g-import-not-at-top
+  from tcvc_jax.data import sources as data_sources  # pylint: disable=g-import-not-at-top
+  name, config = data_config.name, data_config.config or None
+  try:
+    data_building.build(name, data_config.data_dir, config=config,
+                        manual_dir=data_config.manual_dir)
+    source, _ = data_building.open_split(name, data_config.split, data_config.data_dir,
+                                         config=config)
+  except Exception as e:  # tfds raises many types; the user needs the message, not the type
+    raise EvalError(f"cannot open {name}/{config} split {data_config.split!r}: {e}") from e
+  wanted = {c.strip() for c in (data_config.clips or "").split(",") if c.strip()}
+
+  def clips():
+    for i in range(len(source)):
+      element = source[i]
+      clip = data_sources.clip_name(element) or f"clip{i:04d}"
+      if wanted and clip not in wanted:
+        continue
+      frames = np.asarray(element["frames"])  # uint8 [n, H, W, 3]
+      if frames.shape[0] < 2:
+        raise protocol.ClipTooShortError(f"clip {clip} has 1 frame; the protocol needs at least 2")
+      names = [f"{j:05d}.png" for j in range(frames.shape[0])]
+      yield Clip(clip, frames, None if data_config.no_gt else frames, names)
+
+  return clips()
