@@ -246,21 +246,12 @@ def test_failed_conversion_removes_the_parent_folders_it_made(tmp_path, monkeypa
 def test_a_folder_whose_model_description_does_not_fit_its_weights_is_refused(tmp_path):
   """A hand-edited (or swapped) tcvc_meta.json is named when loading, not in the model's first
   call with a flax shape error."""
-  import json  # pylint: disable=g-import-not-at-top
   folder = tiny.save_checkpoint(tmp_path / "ckpt")
-  meta_path = os.path.join(folder, converted.META_FILE)
-  with open(meta_path) as f:
-    meta = json.load(f)
-  meta["model"]["refine_hidden"] = [8, 4]
-  with open(meta_path, "w") as f:
-    json.dump(meta, f)
+  tiny.edit_meta(folder, refine_hidden=[8, 4])
   with pytest.raises(porting.ConversionError,
                      match=r"tcvc_meta.json does not match its weights \(refine_hidden: \[8, 4\] "
                            r"there, \[8, 8\] in the weights\)"):
     tcvc_jax.load(folder)
-  meta["model"]["refine_hidden"] = [8, 8]
-  meta["kind"] = "flownet2"
-  with open(meta_path, "w") as f:
-    json.dump(meta, f)
+  tiny.edit_meta(folder, kind="flownet2", refine_hidden=[8, 8])
   with pytest.raises(porting.ConversionError, match="does not match the flownet2 model; missing"):
     converted.load_converted(folder)

@@ -160,12 +160,7 @@ def test_workdir_whose_model_json_does_not_match_its_weights_is_not_exported(wor
 
 def test_converted_folder_whose_model_does_not_match_its_weights_is_not_exported(tmp_path):
   ckpt = tiny.save_checkpoint(tmp_path / "ckpt")
-  meta_file = os.path.join(ckpt, converted.META_FILE)
-  with open(meta_file) as f:
-    meta = json.load(f)
-  meta["model"]["refine_hidden"] = [8, 16]
-  with open(meta_file, "w") as f:
-    json.dump(meta, f)
+  tiny.edit_meta(ckpt, refine_hidden=[8, 16])
   with pytest.raises(porting.ConversionError, match=r"its tcvc_meta.json does not match its "
                      r"weights \(refine_hidden: \[8, 16\] there, \[8, 8\] in the weights\)$"):
     export.export_converted(ckpt, str(tmp_path / "bad.pth"))

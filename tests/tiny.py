@@ -1,6 +1,8 @@
 """Tiny TCVC variants for fast tests (the real architecture with narrow layers)."""
 
 import dataclasses
+import json
+import os
 
 import jax
 import numpy as np
@@ -46,3 +48,16 @@ def save_checkpoint(path):
   model = tiny_model()
   variables = jax.tree_util.tree_map(np.asarray, tiny_variables(model))
   return converted.save_converted(str(path), variables, "tcvc", TINY_SPEC)
+
+
+def edit_meta(folder, kind=None, **model):
+  """Changes a converted folder's tcvc_meta.json as a hand edit would: its kind and / or entries
+  of its model description; the weights stay."""
+  from tcvc_jax import converted  # pylint: disable=g-import-not-at-top
+  path = os.path.join(folder, converted.META_FILE)
+  with open(path) as f:
+    meta = json.load(f)
+  meta["kind"] = kind or meta["kind"]
+  meta["model"].update(model)
+  with open(path, "w") as f:
+    json.dump(meta, f)
