@@ -194,7 +194,6 @@ def read_checkpoint(path):
       variables, spec, _ = checkpointing.load_workdir(path)
     except (FileNotFoundError, spec_lib.SpecError) as e:
       raise porting.ConversionError(str(e)) from e
-    porting.check_variables(variables, "tcvc", spec, path, checkpointing.MODEL_FILE)
     return variables, "tcvc", spec
   if os.path.isdir(path):
     variables, meta, _ = converted.load_converted(path)

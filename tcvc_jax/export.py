@@ -57,9 +57,7 @@ def workdir_state_dict(workdir, step=None):
     variables, spec, step = checkpointing.load_workdir(workdir, step)
   except (FileNotFoundError, spec_lib.SpecError) as e:
     raise porting.ConversionError(str(e)) from e
-  sd = original_state_dict(variables, spec)
-  porting.check_spec(sd, spec, workdir, checkpointing.MODEL_FILE)
-  return sd, spec, step
+  return original_state_dict(variables, spec), spec, step
 
 
 def _write_pth(sd, out_path, overwrite, spec=None):
@@ -93,13 +91,11 @@ def export_workdir(workdir, out_path, step=None, overwrite=False):
 def export_converted(src_dir, out_path, overwrite=False):
   """A converted folder -> its PyTorch state_dict, bit for bit and in its original key order.
 
-  A TCVC folder's ModelSpec goes into the file's model record, checked against the weights first.
+  A TCVC folder's ModelSpec goes into the file's model record.
   """
   _check_target(out_path, overwrite)
   variables, meta, extras = converted.load_converted(src_dir)
   sd = porting.flax_to_torch(variables, extras, meta.get("key_order"))
-  spec = None
-  if meta["kind"] == "tcvc":
-    spec = porting.check_spec(sd, meta["model"], src_dir, converted.META_FILE)
-  _write_pth(sd, out_path, overwrite, spec)
+  # load_converted has checked the weights against the folder's model description.
+  _write_pth(sd, out_path, overwrite, meta["model"] if meta["kind"] == "tcvc" else None)
   return out_path

@@ -150,10 +150,9 @@ def check_variables(variables, kind, model, path, record):
       mismatched description would otherwise fail deep inside the model's first call).
   """
   sd = _shapes_as_torch(variables)
+  weights = validate(sd, kind, path)
   if kind == "tcvc":
-    check_spec(sd, model, path, record)
-  else:
-    validate(sd, kind, path)
+    _matching(model, weights, path, record)
 
 
 def flax_to_torch(variables, extras=None, key_order=None):
@@ -359,13 +358,3 @@ def _matching(spec, model, path, record):
   if diffs:
     raise ConversionError(f"{path}: its {record} does not match its weights ({'; '.join(diffs)})")
   return spec
-
-
-def check_spec(sd, spec, path, record):
-  """Checks a TCVC state_dict and the ModelSpec stored with it (in `record`) against each other.
-
-  Raises:
-    ConversionError: the weights fit no model, or not that of `spec`; the message names the
-      differences.
-  """
-  return _matching(spec, validate(sd, "tcvc", path), path, record)

@@ -20,6 +20,7 @@ import orbax.checkpoint as ocp
 
 from tcvc_jax import atomic
 from tcvc_jax import converted
+from tcvc_jax import porting
 from tcvc_jax.models import spec as spec_lib
 from tcvc_jax.training import sharding
 
@@ -160,6 +161,7 @@ def load_workdir(workdir: str, step: int | None = None
   Raises:
     FileNotFoundError: not a workdir, or it has no checkpoint.
     DamagedCheckpointError: the checkpoint's files cannot be read.
+    porting.ConversionError: the workdir's model.json does not match the checkpoint's weights.
   """
   workdir = os.path.abspath(workdir)
   if not is_workdir(workdir):
@@ -199,7 +201,9 @@ def load_workdir(workdir: str, step: int | None = None
     mngr.close()
   variables = {c: jax.tree_util.tree_map(np.asarray, dict(restored[c]))
                for c in ("params", "batch_stats")}
-  return variables, read_model_spec(workdir), int(step)
+  spec = read_model_spec(workdir)
+  porting.check_variables(variables, "tcvc", spec, workdir, MODEL_FILE)
+  return variables, spec, int(step)
 
 
 # ----------------------------------------------------------------------------- init_from
