@@ -1,8 +1,14 @@
 """PNG and JPEG headers: size, bit depth and gray, read without decoding (a whole folder of frames
-is checked this way before any frame is decoded). `reading.image_header` is the entry point."""
+is checked this way before any frame is decoded); and a cut-off JPEG, found by walking its markers.
+`reading.image_header` is the entry point."""
 
 import os
+import re
 import struct
+
+# A marker followed by a length, or the end of image (EOI, FF D9): not byte stuffing (FF 00), fill
+# (FF FF), TEM (FF 01), a restart marker (FF D0 .. FF D7) or SOI (FF D8).
+_JPEG_MARKER = re.compile(rb"\xff[^\x00\x01\xd0-\xd8\xff]")
 
 
 def png_header(data):
@@ -42,3 +48,21 @@ def jpeg_header(f):
       depth, h, w, comps = struct.unpack(">BHHB", seg)
       return w, h, depth, comps == 1
     f.seek(length - 2, os.SEEK_CUR)
+
+
+def jpeg_is_cut(data):
+  """Whether JPEG bytes end before their end of image marker (EOI): a cut-off file.
+
+  FFmpeg's decoder conceals the missing part of such a file without an error. The marker segments
+  are walked by their lengths (an EXIF thumbnail, with its own EOI, lies inside one); entropy-coded
+  data holds no marker but restarts (an FF byte there is stuffed: FF 00). Bytes after the EOI (and
+  further pictures there) are ignored.
+  """
+  pos = 2
+  while (m := _JPEG_MARKER.search(data, pos)) is not None:
+    if data[m.end() - 1] == 0xD9:
+      return False
+    if m.end() + 2 > len(data):
+      break
+    pos = m.end() + int.from_bytes(data[m.end():m.end() + 2], "big")
+  return True

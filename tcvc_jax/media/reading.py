@@ -20,6 +20,7 @@ from absl import logging
 import av
 import numpy as np
 
+from tcvc_jax.media import av_frames
 from tcvc_jax.media import image_headers
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -38,14 +39,6 @@ def _reason(err):
   """Short one-line reason from a PyAV / OS error."""
   text = getattr(err, "strerror", None) or str(err) or type(err).__name__
   return " ".join(str(text).split())
-
-
-def _tag_seconds(text):
-  """'00:01:02.500000000' (a Matroska DURATION tag) -> Fraction seconds; None if not that."""
-  m = re.fullmatch(r"\s*(\d+):(\d{1,2}):(\d{1,2}(?:\.\d+)?)\s*", text or "")
-  if not m:
-    return None
-  return (int(m.group(1)) * 3600 + int(m.group(2)) * 60) + fractions.Fraction(m.group(3))
 
 
 def natural_key(name: str):
@@ -99,21 +92,13 @@ def image_header(path):
 # --------------------------------------------------------------------------------------------------
 
 
-def _frame_kind(fmt):
-  """(is_gray, bit depth) of a PyAV VideoFormat."""
-  # One colour component (gray, gray + alpha, 1-bit); PyAV's is_chroma is False for 4:4:4 chroma.
-  comps = [c for c in fmt.components if not c.is_alpha]
-  gray = len(comps) == 1 and not fmt.has_palette
-  return gray, max(c.bits for c in comps)
-
-
 def _to_array(frame, gray_out):
   """Frame -> uint8 or uint16 array [H, W, 1 | 3] at its own bit depth; alpha dropped.
 
   FFmpeg's converter is only used within one bit depth (8 -> 8, 16 -> 16), where it is exact; from
   8 to 16 bits or back it is not (3 -> 766), so values are never rescaled by it.
   """
-  gray_in, depth = _frame_kind(frame.format)
+  gray_in, depth = av_frames.frame_kind(frame.format)
   high = depth > 8
   if gray_in:
     x = frame.to_ndarray(format="gray16le" if high else "gray")[..., None]
@@ -123,54 +108,11 @@ def _to_array(frame, gray_out):
   return frame.to_ndarray(format="rgb48le" if high else "rgb24")
 
 
-def _quarter_turns(frame):
-  """Counter-clockwise quarter turns that show a decoded video frame upright: its display matrix
-  (a phone's portrait video is stored landscape with a rotation of 90 or 270). Only quarter turns
-  are applied; other angles (and flips) are left as stored."""
-  degrees = frame.rotation or 0
-  turns = round(degrees / 90)
-  return turns % 4 if abs(degrees - 90 * turns) < 1 else 0
-
-
-def _convert(x, dtype):
-  """uint8 / uint16 array -> float32 in [0, 1], or uint8 (16 bit rounded to 8)."""
-  if dtype == np.float32:
-    return x.astype(np.float32) / np.float32(65535 if x.dtype == np.uint16 else 255)
-  if dtype == np.uint8:
-    if x.dtype == np.uint16:
-      return np.round(x.astype(np.float32) / np.float32(257)).astype(np.uint8)
-    return x
-  raise ValueError(f"dtype must be np.float32 or np.uint8, got {dtype}")
-
-
-# A marker followed by a length, or the end of image (EOI, FF D9): not byte stuffing (FF 00), fill
-# (FF FF), TEM (FF 01), a restart marker (FF D0 .. FF D7) or SOI (FF D8).
-_JPEG_MARKER = re.compile(rb"\xff[^\x00\x01\xd0-\xd8\xff]")
-
-
-def _jpeg_is_cut(data):
-  """Whether JPEG bytes end before their end of image marker (EOI): a cut-off file.
-
-  FFmpeg's decoder conceals the missing part of such a file without an error. The marker segments
-  are walked by their lengths (an EXIF thumbnail, with its own EOI, lies inside one); entropy-coded
-  data holds no marker but restarts (an FF byte there is stuffed: FF 00). Bytes after the EOI (and
-  further pictures there) are ignored.
-  """
-  pos = 2
-  while (m := _JPEG_MARKER.search(data, pos)) is not None:
-    if data[m.end() - 1] == 0xD9:
-      return False
-    if m.end() + 2 > len(data):
-      break
-    pos = m.end() + int.from_bytes(data[m.end():m.end() + 2], "big")
-  return True
-
-
 def _decode_image(path, gray_out):
   try:
     with open(path, "rb") as f:
       head = f.read(2)
-      if head == b"\xff\xd8" and _jpeg_is_cut(head + f.read()):
+      if head == b"\xff\xd8" and image_headers.jpeg_is_cut(head + f.read()):
         raise MediaError(f"cannot decode {path}: truncated JPEG (no end of image marker)")
     with av.open(path) as c:
       if not c.streams.video:  # e.g. a sound file, or text FFmpeg takes for a subtitle file
@@ -185,21 +127,6 @@ def _decode_image(path, gray_out):
 # --------------------------------------------------------------------------------------------------
 # Sources
 # --------------------------------------------------------------------------------------------------
-
-
-def _main_video_stream(container):
-  """The video stream to read: as the ffmpeg tool picks it, the largest picture that is not a
-  cover image (attached picture); the first of equals. A thumbnail or cover stored as a video
-  stream before the film would otherwise be read as a one-frame video."""
-
-  def rank(item):
-    i, s = item
-    cover = bool(s.disposition & av.stream.Disposition.attached_pic)
-    cc = s.codec_context
-    area = (cc.width or 0) * (cc.height or 0) if cc is not None else 0
-    return (not cover, area, -i)
-
-  return max(enumerate(container.streams.video), key=rank)[1]
 
 
 class FrameSource:
@@ -269,7 +196,7 @@ class FrameSource:
     if not container.streams.video:
       container.close()
       raise MediaError(f"no video stream in {self.path}")
-    stream = _main_video_stream(container)
+    stream = av_frames.main_video_stream(container)
     if stream.codec_context is None:
       container.close()
       raise MediaError(f"unsupported codec in {self.path}: no decoder for its video stream")
@@ -287,7 +214,8 @@ class FrameSource:
       self.num_frames = stream.frames or None
       # Matroska / WebM store no frame count but a DURATION tag per track: a pass that ends well
       # before it read a cut-off file.
-      self._listed_end = None if self.num_frames else _tag_seconds(stream.metadata.get("DURATION"))
+      self._listed_end = (None if self.num_frames
+                          else av_frames.tag_seconds(stream.metadata.get("DURATION")))
       self._frame_seconds = 1 / fractions.Fraction(rate) if rate else fractions.Fraction(1, 25)
       self.time_base = stream.time_base
       sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
@@ -295,9 +223,9 @@ class FrameSource:
     if first is None:
       raise MediaError(f"cannot decode {self.path}: {damage[0]}" if damage
                        else f"no frames in {self.path}")
-    self.is_gray, self.bit_depth = _frame_kind(first.format)
+    self.is_gray, self.bit_depth = av_frames.frame_kind(first.format)
     self._stored_size = (first.width, first.height)
-    self._turns = _quarter_turns(first)
+    self._turns = av_frames.quarter_turns(first)
     self.rotation = 90 * self._turns
     self.width, self.height = self._stored_size[::-1] if self._turns % 2 else self._stored_size
     sar = fractions.Fraction(sar) if sar and sar > 0 else fractions.Fraction(1)
@@ -337,7 +265,7 @@ class FrameSource:
     gray = self.is_gray and not rgb
     if self.kind == "folder":
       for name in self.names:
-        yield _convert(_decode_image(os.path.join(self.path, name), gray), dtype)
+        yield av_frames.convert(_decode_image(os.path.join(self.path, name), gray), dtype)
       return
     container, stream = self._open_container()
     decoded, damage, end = 0, [], None
@@ -358,7 +286,7 @@ class FrameSource:
         x = _to_array(frame, gray)
         if self._turns:  # upright, as players show it (and as ffmpeg writes it by default)
           x = np.ascontiguousarray(np.rot90(x, self._turns))
-        yield _convert(x, dtype)
+        yield av_frames.convert(x, dtype)
     self._tell_short_read(decoded, damage, end)
 
   def _tell_short_read(self, decoded, damage, end=None):
@@ -420,7 +348,7 @@ def read_image(path: str) -> np.ndarray:
     raise MediaError(f"missing image file {path}")
   if os.path.getsize(path) == 0:
     raise MediaError(f"empty image file {path}")
-  return _convert(_decode_image(path, gray_out=False), np.uint8)
+  return av_frames.convert(_decode_image(path, gray_out=False), np.uint8)
 
 
 def read_video(path: str) -> np.ndarray:

@@ -16,9 +16,9 @@ import av
 import numpy as np
 
 from tcvc_jax import atomic
+from tcvc_jax.media.av_frames import main_video_stream
 from tcvc_jax.media.reading import DEFAULT_FOLDER_FPS
 from tcvc_jax.media.reading import MediaError
-from tcvc_jax.media.reading import _main_video_stream
 from tcvc_jax.media.reading import _reason
 from tcvc_jax.media.reading import natural_key
 
@@ -165,7 +165,7 @@ class VideoWriter(_Writer):
     # edit list), so its audio is moved by as much, and stays in sync with the pictures.
     start = 0
     if self._audio_in.streams.video:
-      video = _main_video_stream(self._audio_in)
+      video = main_video_stream(self._audio_in)
       if video.start_time is not None:
         start = video.start_time * video.time_base
     self._audio_shift = round(fractions.Fraction(start) / stream.time_base)

@@ -1,0 +1,62 @@
+"""What PyAV says about a video stream and its decoded frames, as plain values: which stream of a
+container is the film (as the ffmpeg tool picks it), how long a Matroska track says it lasts,
+whether a frame is gray and at what bit depth, how many quarter turns show it upright, and its
+samples scaled to float32 in [0, 1] or to uint8. Nothing here opens a file or raises `MediaError`:
+`reading.FrameSource` decodes with these, and `writing` picks an audio source's video stream."""
+
+import fractions
+import re
+
+import av
+import numpy as np
+
+
+def main_video_stream(container):
+  """The video stream to read: as the ffmpeg tool picks it, the largest picture that is not a
+  cover image (attached picture); the first of equals. A thumbnail or cover stored as a video
+  stream before the film would otherwise be read as a one-frame video."""
+
+  def rank(item):
+    i, s = item
+    cover = bool(s.disposition & av.stream.Disposition.attached_pic)
+    cc = s.codec_context
+    area = (cc.width or 0) * (cc.height or 0) if cc is not None else 0
+    return (not cover, area, -i)
+
+  return max(enumerate(container.streams.video), key=rank)[1]
+
+
+def tag_seconds(text):
+  """'00:01:02.500000000' (a Matroska DURATION tag) -> Fraction seconds; None if not that."""
+  m = re.fullmatch(r"\s*(\d+):(\d{1,2}):(\d{1,2}(?:\.\d+)?)\s*", text or "")
+  if not m:
+    return None
+  return (int(m.group(1)) * 3600 + int(m.group(2)) * 60) + fractions.Fraction(m.group(3))
+
+
+def frame_kind(fmt):
+  """(is_gray, bit depth) of a PyAV VideoFormat."""
+  # One colour component (gray, gray + alpha, 1-bit); PyAV's is_chroma is False for 4:4:4 chroma.
+  comps = [c for c in fmt.components if not c.is_alpha]
+  gray = len(comps) == 1 and not fmt.has_palette
+  return gray, max(c.bits for c in comps)
+
+
+def quarter_turns(frame):
+  """Counter-clockwise quarter turns that show a decoded video frame upright: its display matrix
+  (a phone's portrait video is stored landscape with a rotation of 90 or 270). Only quarter turns
+  are applied; other angles (and flips) are left as stored."""
+  degrees = frame.rotation or 0
+  turns = round(degrees / 90)
+  return turns % 4 if abs(degrees - 90 * turns) < 1 else 0
+
+
+def convert(x, dtype):
+  """uint8 / uint16 array -> float32 in [0, 1], or uint8 (16 bit rounded to 8)."""
+  if dtype == np.float32:
+    return x.astype(np.float32) / np.float32(65535 if x.dtype == np.uint16 else 255)
+  if dtype == np.uint8:
+    if x.dtype == np.uint16:
+      return np.round(x.astype(np.float32) / np.float32(257)).astype(np.uint8)
+    return x
+  raise ValueError(f"dtype must be np.float32 or np.uint8, got {dtype}")
