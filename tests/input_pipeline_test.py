@@ -1,6 +1,6 @@
-"""Tests for tcvc_jax.data.input_pipeline.
+"""Tests for tcvc_jax.data.input_pipeline and tcvc_jax.data.eval_pipeline.
 
-Sampling, augmentation, Lab, sharding, resume, bad data.
+Sampling, augmentation, Lab, sharding, resume, bad data, padded evaluation clips.
 """
 
 import os
@@ -15,6 +15,7 @@ import orbax.checkpoint as ocp
 import tensorflow_datasets as tfds
 
 from tcvc_jax.data import building as data_building
+from tcvc_jax.data import eval_pipeline
 from tcvc_jax.data import input_pipeline as ip
 from tcvc_jax.data import sources as data_sources
 from tcvc_jax.ops import color
@@ -295,7 +296,7 @@ class BadDataTest(absltest.TestCase):
     with self.assertRaisesRegex(ip.DataError, "no usable clip among 0"):
       ip.make_train_dataset(empty, empty.index(), ip.WindowSpec(num_frames=2), seed=0)
     with self.assertRaisesRegex(ip.DataError, "no usable clip among 0"):
-      ip.make_eval_dataset(empty, empty.index(), batch_size=1)
+      eval_pipeline.make_eval_dataset(empty, empty.index(), batch_size=1)
 
   def test_mixed_frame_sizes(self):
     frames = [np.zeros((4, 4, 3), np.uint8), np.zeros((4, 5, 3), np.uint8)]
@@ -378,8 +379,9 @@ class EvalTest(absltest.TestCase):
     clips = [dt.random_clip(rng, 5, 8, 8), dt.random_clip(rng, 3, 6, 10),
              dt.random_clip(rng, 8, 8, 8)]
     source = data_sources.ArraySource(clips)
-    per_process = [_take(ip.make_eval_dataset(source, source.index(), batch_size=2,
-                                              max_frames=4, process_index=p, process_count=2))
+    per_process = [_take(eval_pipeline.make_eval_dataset(source, source.index(), batch_size=2,
+                                                         max_frames=4, process_index=p,
+                                                         process_count=2))
                    for p in range(2)]
     self.assertEqual([len(x) for x in per_process], [4, 4])  # 5 chunks -> 3 + 2, padded to 4
     covered = []
@@ -399,8 +401,8 @@ class EvalTest(absltest.TestCase):
       np.testing.assert_allclose(e["ab"], lab[..., 1:], atol=2e-6)
       covered += [(c, s + t) for t in range(n)]
     self.assertCountEqual(covered, [(c, t) for c in range(3) for t in range(len(clips[c]))])
-    batches = list(ip.to_batches(ip.make_eval_dataset(source, source.index(), batch_size=2),
-                                 2, drop_remainder=False))
+    evaluation = eval_pipeline.make_eval_dataset(source, source.index(), batch_size=2)
+    batches = list(ip.to_batches(evaluation, 2, drop_remainder=False))
     self.assertLen(batches, 2)
     self.assertEqual(batches[0]["gray"].shape, (2, 8, 8, 10, 1))
     np.testing.assert_array_equal(batches[1]["mask"], [True, False])

@@ -1,4 +1,4 @@
-"""Grain input pipeline: training windows with augmentation, and whole clips for evaluation.
+"""Grain input pipeline: training windows with augmentation, batching, datasets from a config.
 
 Training elements are windows of N frames from one clip: `gray [N, H, W, 1]` and `ab
 [N, H, W, 2]` float32 in the model's normalised Lab, plus where they came from (`clip_id`: the
@@ -14,13 +14,13 @@ Sampling follows the original (docs/original.md#training): one key per frame of 
 clips are drawn in proportion to their length; the key's frame starts the window when the
 window fits, else a uniform valid start is drawn. The original's loader always read frames
 0..N-1 (it named files by loop position); `reproduce_original_sampling=True` does that.
+Evaluation elements (whole clips, padded) come from `eval_pipeline`; `get_datasets` builds both
+from a `config.data` block.
 """
 
 import dataclasses
-import math
 from typing import Any
 from typing import Mapping
-from typing import Sequence
 
 from absl import flags
 from absl import logging
@@ -28,6 +28,7 @@ import grain
 import numpy as np
 
 from tcvc_jax.data import building as data_building
+from tcvc_jax.data import eval_pipeline
 from tcvc_jax.data import hints as hints_lib
 from tcvc_jax.data import sources as data_sources
 from tcvc_jax.ops import color
@@ -128,18 +129,6 @@ def hint_spec(data_config) -> hints_lib.HintSpec | None:
   return hints_lib.HintSpec.from_config(_field(data_config, "simulated_hints"))
 
 
-def _check_element(element, index, clip):
-  name = data_sources.clip_name(element)
-  if name and name != index.names[clip]:
-    raise DataError(f"record {index.records[clip]} holds clip {name!r}, but the clip index "
-                    f"says {index.names[clip]!r}: stale metadata? Rebuild the dataset")
-  frames = element["frames"]
-  expected = (index.num_frames[clip], index.heights[clip], index.widths[clip], 3)
-  if tuple(frames.shape) != tuple(int(x) for x in expected):
-    raise DataError(f"clip {index.names[clip]!r}: frames {frames.shape}, index says {expected}")
-  return frames
-
-
 class SampleWindow(grain.transforms.RandomMap):
   """key -> a window of `spec.num_frames` uint8 frames, cropped and flipped as one."""
 
@@ -180,7 +169,7 @@ class SampleWindow(grain.transforms.RandomMap):
     length = int(self._index.num_frames[clip])
     ids = self._frame_ids(int(key - self._offsets[clip]), length, rng)
     record = int(self._index.records[clip])
-    frames = _check_element(self._source[record], self._index, clip)
+    frames = data_sources.check_element(self._source[record], self._index, clip)
     return {"rgb": self._augment(frames[ids], rng), "clip_id": np.int32(record),
             "frame_ids": ids.astype(np.int32), "key": np.int64(key)}
 
@@ -281,74 +270,6 @@ def to_batches(ds: grain.MapDataset, batch_size: int, *, drop_remainder: bool = 
   return it.batch(batch_size, drop_remainder=drop_remainder)
 
 
-class EvalChunk(grain.transforms.Map):
-  """(clip, start) -> up to `num_frames` frames of the clip, padded, with masks and Lab.
-
-  Clip -1 is a padding element: black frames, no valid frame, `mask` False.
-  """
-
-  def __init__(self, source, index, num_frames, height, width):
-    self._source, self._index = source, index
-    self._shape = (num_frames, height, width)
-
-  def map(self, chunk) -> dict[str, np.ndarray]:
-    t, h, w = self._shape
-    rgb = np.zeros((t, h, w, 3), np.uint8)
-    clip, start = chunk
-    record, count, ch, cw = -1, 0, 0, 0
-    if clip >= 0:
-      record = int(self._index.records[clip])
-      frames = _check_element(self._source[record], self._index, clip)
-      frames = frames[start:start + t]
-      count, ch, cw = frames.shape[:3]
-      rgb[:count, :ch, :cw] = frames
-    gray, ab = color.rgb_to_gray_ab(rgb, np)  # numpy: workers never start JAX
-    return {"gray": gray, "ab": ab, "rgb": rgb, "valid": np.arange(t) < count,
-            "mask": np.bool_(clip >= 0), "clip_id": np.int32(record),
-            "start": np.int32(start), "num_frames": np.int32(count),
-            "height": np.int32(ch), "width": np.int32(cw)}
-
-
-def make_eval_dataset(source, index: data_sources.ClipIndex, *, batch_size: int,
-                      max_frames: int | None = None, frame_size: Sequence[int] | None = None,
-                      process_index: int = 0, process_count: int = 1) -> grain.MapDataset:
-  """Whole clips in order, without augmentation, padded to static shapes.
-
-  Elements: `gray [T, H, W, 1]`, `ab [T, H, W, 2]`, `rgb [T, H, W, 3]` uint8, `valid [T]`,
-  `mask`, `clip_id` (the clip's element index in the source; -1 for padding), `start`,
-  `num_frames`, `height`, `width`. Clips longer than `max_frames` come as consecutive chunks
-  (`start` says where each begins). Frames are padded at the end and bottom/right with black;
-  `valid` marks real frames, `height`/`width` the real size, and `mask` the real elements:
-  every process gets the same number of elements, a multiple of `batch_size`, the rest being
-  padding with `mask` False.
-
-  Args:
-    source: random-access clips.
-    index: the clips' index.
-    batch_size: per-process batch size.
-    max_frames: chunk length; None for whole clips (padded to the longest).
-    frame_size: `(height, width)` to pad to; None for the largest clip.
-    process_index: this process.
-    process_count: number of processes.
-
-  Returns:
-    A `grain.MapDataset` of elements; batch with `to_batches(..., drop_remainder=False)`.
-  """
-  index, _ = data_sources.select_clips(index, min_frames=1, what="evaluation data")
-  chunk = max_frames or int(index.num_frames.max())
-  chunks = [(c, s) for c in range(len(index)) for s in range(0, int(index.num_frames[c]), chunk)]
-  height, width = frame_size or (int(index.heights.max()), int(index.widths.max()))
-  too_big = [n for n, h, w in zip(index.names, index.heights, index.widths, strict=False)
-             if h > height or w > width]
-  if too_big:
-    raise DataError(f"clips larger than frame_size {height}x{width}: {too_big}")
-  per_process = math.ceil(math.ceil(len(chunks) / process_count) / batch_size) * batch_size
-  mine = chunks[process_index::process_count]
-  # Padding elements are (-1, 0); grain would drop None elements.
-  mine = mine + [(-1, 0)] * (per_process - len(mine))
-  return grain.MapDataset.source(mine).map(EvalChunk(source, index, chunk, height, width))
-
-
 def _field(config, name, default=None):
   if isinstance(config, Mapping):
     return config.get(name, default)
@@ -414,8 +335,9 @@ def get_datasets(data_config, *, num_frames: int, global_batch_size: int, seed: 
     return train, None
   source, index = data_building.open_split(name, eval_split, data_dir, config=config)
   eval_batch = get("eval_batch_size", 1)
-  evaluation = make_eval_dataset(source, index, batch_size=eval_batch,
-                                 max_frames=get("eval_max_frames"),
-                                 process_index=process_index, process_count=process_count)
+  evaluation = eval_pipeline.make_eval_dataset(source, index, batch_size=eval_batch,
+                                               max_frames=get("eval_max_frames"),
+                                               process_index=process_index,
+                                               process_count=process_count)
   return train, to_batches(evaluation, eval_batch, drop_remainder=False, num_workers=workers,
                            read_threads=threads)

@@ -1,4 +1,4 @@
-"""Clip sources for the input pipeline: in-memory clips, clip indices, clip selection.
+"""Clip sources for the input pipeline: in-memory clips, clip indices, selection, checks.
 
 A source is any object with `__len__` and `__getitem__` whose elements are dicts with `frames`
 (`[T, H, W, 3]` uint8) and `clip` (the clip name). A `ClipIndex` lists the clips' names, lengths
@@ -180,3 +180,20 @@ def select_clips(index: ClipIndex, *, min_frames: int = 1, min_height: int = 0,
     raise DataError(f"{what}: no usable clip among {len(index)} "
                     f"({len(skipped)} skipped{': ' + skipped[0][1] if skipped else ''})")
   return index.subset(keep), skipped
+
+
+def check_element(element: Mapping[str, Any], index: ClipIndex, clip: int) -> np.ndarray:
+  """The `frames` of a source element, checked against clip `clip` of `index`.
+
+  Raises:
+    DataError: the element holds another clip (stale index) or frames of another shape.
+  """
+  name = clip_name(element)
+  if name and name != index.names[clip]:
+    raise DataError(f"record {index.records[clip]} holds clip {name!r}, but the clip index "
+                    f"says {index.names[clip]!r}: stale metadata? Rebuild the dataset")
+  frames = element["frames"]
+  expected = (index.num_frames[clip], index.heights[clip], index.widths[clip], 3)
+  if tuple(frames.shape) != tuple(int(x) for x in expected):
+    raise DataError(f"clip {index.names[clip]!r}: frames {frames.shape}, index says {expected}")
+  return frames

@@ -42,7 +42,7 @@ class Validator:
 
   Args:
     model: the TCVC module.
-    dataset: a `grain.IterDataset` of padded clip batches (`input_pipeline.make_eval_dataset`
+    dataset: a `grain.IterDataset` of padded clip batches (`eval_pipeline.make_eval_dataset`
       batched); a new iterator is taken per run.
     interval_length: T of the protocol (windows of T + 2 frames).
     network_size: (h, w) the model runs at, or None for each clip's own size.
