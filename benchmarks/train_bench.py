@@ -28,8 +28,8 @@ from configs import demo  # pylint: disable=g-import-not-at-top,wrong-import-pos
 from tcvc_jax import allocator  # pylint: disable=g-import-not-at-top,wrong-import-position
 from tcvc_jax import train  # pylint: disable=g-import-not-at-top,wrong-import-position
 from tcvc_jax.training import sharding  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tcvc_jax.training import train_config  # pylint: disable=g-import-not-at-top,wrong-import-position
 from tcvc_jax.training import train_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
-from tcvc_jax.training import trainer  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def _config(name, args):
@@ -52,9 +52,9 @@ def _mib(x):
 
 def bench(name, args):
   config, size = _config(name, args)
-  model = train_lib.build_model(trainer.model_spec(config), remat=args.remat,
-                                **trainer.runtime_options(config))
-  tx, _ = trainer.optimizer(config)
+  model = train_lib.build_model(train_config.model_spec(config), remat=args.remat,
+                                **train_config.runtime_options(config))
+  tx, _ = train_config.optimizer(config)
   mesh = sharding.create_mesh((("data", -1),), "explicit", devices=jax.devices()[:1])
   b, n = config.data.batch_size, config.data.num_frames
   rs = np.random.RandomState(0)
@@ -62,11 +62,11 @@ def bench(name, args):
            "ab": rs.uniform(-0.3, 0.3, (b, n, size, size, 2)).astype(np.float32)}
   with jax.set_mesh(mesh):
     t0 = time.perf_counter()
-    init_fn, _, shardings = trainer.fresh_state(config, model, tx, mesh)
+    init_fn, _, shardings = train_config.fresh_state(config, model, tx, mesh)
     state = jax.block_until_ready(init_fn())
     t_init = time.perf_counter() - t0
     batch = sharding.global_batch(batch, sharding.data_sharding(mesh))
-    step = trainer.jit_train_step(config, shardings, mesh)
+    step = train_config.jit_train_step(config, shardings, mesh)
     t0 = time.perf_counter()
     compiled = step.lower(state, batch).compile()
     t_compile = time.perf_counter() - t0

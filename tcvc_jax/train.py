@@ -68,9 +68,10 @@ def main(argv=None):
   if isinstance(parsed, int):
     return parsed
   config, workdir, verbose = parsed
+  from tcvc_jax.training import train_config  # pylint: disable=g-import-not-at-top
   from tcvc_jax.training import trainer  # pylint: disable=g-import-not-at-top
   try:
-    trainer.validate_config(config)
+    train_config.validate_config(config)
   except ValueError as e:
     print(f"error: {cli.one_line(e)}", file=sys.stderr)
     return cli.EXIT_USAGE

@@ -18,8 +18,8 @@ from tcvc_jax.data import sources as data_sources
 from tcvc_jax.data import synthetic
 from tcvc_jax.training import checkpointing
 from tcvc_jax.training import sharding
+from tcvc_jax.training import train_config
 from tcvc_jax.training import train_lib
-from tcvc_jax.training import trainer
 
 import tiny
 import train_testlib
@@ -117,11 +117,11 @@ def test_no_checkpoint_gives_none(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_setup():
   config = train_testlib.tiny_config()
-  spec = trainer.model_spec(config)
-  model = trainer.build_model(config)
-  tx, _ = trainer.optimizer(config)
+  spec = train_config.model_spec(config)
+  model = train_config.build_model(config)
+  tx, _ = train_config.optimizer(config)
   mesh = sharding.create_mesh((("data", -1),), "auto", devices=jax.devices()[:1])
-  init_fn, _, _ = trainer.fresh_state(config, model, tx, mesh)
+  init_fn, _, _ = train_config.fresh_state(config, model, tx, mesh)
   return config, spec, model, mesh, init_fn
 
 

@@ -456,7 +456,7 @@ def test_train_crop_size_takes_what_the_pipeline_takes(monkeypatch, value, expec
   """--config.data.crop_size takes n, (height, width) and None (whole frames), as the pipeline does;
   the int-typed field refused all but n."""
   from tcvc_jax import flag_parsing  # pylint: disable=g-import-not-at-top
-  from tcvc_jax.training import trainer  # pylint: disable=g-import-not-at-top
+  from tcvc_jax.training import train_config  # pylint: disable=g-import-not-at-top
   monkeypatch.setattr(sys, "argv", list(sys.argv))  # the parser sets sys.argv
   parsed = flag_parsing.parse_train_flags(
       ["train.py", "--config=default:tiny", "--workdir=w", f"--config.data.crop_size={value}",
@@ -464,12 +464,12 @@ def test_train_crop_size_takes_what_the_pipeline_takes(monkeypatch, value, expec
   assert not isinstance(parsed, int), parsed
   config = parsed[0]
   assert config.data.crop_size == expected
-  trainer.validate_config(config)
+  train_config.validate_config(config)
   if expected is not None:
     with config.unlocked():
       config.data.crop_size = (32, 44)
     with pytest.raises(ValueError, match="data.crop_size 32x44: .* multiples of 8"):
-      trainer.validate_config(config)
+      train_config.validate_config(config)
 
 
 def test_train_the_paper_config_without_clips(tmp_path):

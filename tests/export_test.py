@@ -24,7 +24,7 @@ from tcvc_jax.data import synthetic
 from tcvc_jax.models import spec as spec_lib
 from tcvc_jax.training import checkpointing
 from tcvc_jax.training import sharding
-from tcvc_jax.training import trainer
+from tcvc_jax.training import train_config
 
 import golden_lib
 import tiny
@@ -44,12 +44,12 @@ def _data_iter():
 def workdir(tmp_path_factory):
   """A tiny-model workdir with checkpoints at steps 3 and 7 (different weights)."""
   config = train_testlib.tiny_config()
-  model = trainer.build_model(config)
-  tx, _ = trainer.optimizer(config)
+  model = train_config.build_model(config)
+  tx, _ = train_config.optimizer(config)
   mesh = sharding.create_mesh((("data", -1),), "auto", devices=jax.devices()[:1])
-  init_fn, _, _ = trainer.fresh_state(config, model, tx, mesh)
+  init_fn, _, _ = train_config.fresh_state(config, model, tx, mesh)
   path = str(tmp_path_factory.mktemp("export") / "run")
-  checkpointing.write_model_spec(path, trainer.model_spec(config))
+  checkpointing.write_model_spec(path, train_config.model_spec(config))
   mngr = checkpointing.create_manager(path, save_every=1, max_to_keep=5)
   state = init_fn()
   checkpointing.save(mngr, 3, state, _data_iter(), force=True)

@@ -72,11 +72,11 @@ def _child(out_path):
   import jax  # pylint: disable=g-import-not-at-top
 
   from tcvc_jax.training import sharding  # pylint: disable=g-import-not-at-top
-  from tcvc_jax.training import trainer  # pylint: disable=g-import-not-at-top
+  from tcvc_jax.training import train_config  # pylint: disable=g-import-not-at-top
 
   config = train_testlib.tiny_config()
-  model = trainer.build_model(config)
-  tx, _ = trainer.optimizer(config)
+  model = train_config.build_model(config)
+  tx, _ = train_config.optimizer(config)
   batch = train_testlib.random_batch(8, config.data.num_frames, 32)
   results, reference = {}, None
   runs = (("1", jax.devices()[:1], "explicit"), ("8-explicit", jax.devices(), "explicit"),
@@ -84,11 +84,11 @@ def _child(out_path):
   for name, devices, axis_type in runs:
     mesh = sharding.create_mesh((("data", -1),), axis_type, devices=devices)
     with jax.set_mesh(mesh):
-      init_fn, _, shardings = trainer.fresh_state(config, model, tx, mesh)
+      init_fn, _, shardings = train_config.fresh_state(config, model, tx, mesh)
       state = init_fn()
       before = [np.asarray(x) for x in jax.tree_util.tree_leaves(state.params)]
       global_batch = sharding.global_batch(batch, sharding.data_sharding(mesh))
-      state, metrics = trainer.jit_train_step(config, shardings, mesh)(state, global_batch)
+      state, metrics = train_config.jit_train_step(config, shardings, mesh)(state, global_batch)
       after = [np.asarray(x) for x in jax.tree_util.tree_leaves(state.params)]
     if reference is None:
       reference = after

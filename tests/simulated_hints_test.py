@@ -12,7 +12,7 @@ from tcvc_jax.data import sources as data_sources
 from tcvc_jax.ops import color
 from tcvc_jax.training import losses
 from tcvc_jax.training import sharding
-from tcvc_jax.training import trainer
+from tcvc_jax.training import train_config
 
 import data_testlib as dt
 import train_testlib
@@ -65,12 +65,12 @@ def test_config_switch():
   assert not config.data.simulated_hints.enabled
   assert hints.HintSpec.from_config(config.data.simulated_hints) is None
   assert hints.HintSpec.from_config(None) is None
-  assert trainer.batch_keys(config) == ("gray", "ab")
+  assert train_config.batch_keys(config) == ("gray", "ab")
   for preset in ("released", "tiny"):
     assert not default_config.get_config(preset).data.simulated_hints.enabled
   demo = demo_config.get_config()
   assert hints.HintSpec.from_config(demo.data.simulated_hints) == SPEC
-  assert trainer.batch_keys(demo) == ("gray", "ab", "hint_ab", "hint_mask")
+  assert train_config.batch_keys(demo) == ("gray", "ab", "hint_ab", "hint_mask")
   with pytest.raises(ValueError, match="unknown field"):
     hints.HintSpec.from_config({"enabled": True, "points": 3})
   with pytest.raises(ValueError, match="location"):
@@ -261,8 +261,8 @@ def test_train_step_with_hints():
   config = train_testlib.tiny_config()
   config.optim.trainable = losses.TRAINABLE  # the colorizer frozen (its gradients compile slowly)
   config.data.simulated_hints.enabled = True
-  model = trainer.build_model(config)
-  tx, _ = trainer.optimizer(config)
+  model = train_config.build_model(config)
+  tx, _ = train_config.optimizer(config)
   mesh = sharding.create_mesh((("data", -1),), "explicit", devices=jax.devices()[:1])
   batch = train_testlib.random_batch(2, 3, 32)
   rng = np.random.default_rng(9)
@@ -271,10 +271,10 @@ def test_train_step_with_hints():
   hinted = dict(batch, **{k: np.stack([s[k] for s in sampled]) for k in hints.HINT_KEYS})
   zero = dict(batch, **{k: np.zeros_like(hinted[k]) for k in hints.HINT_KEYS})
   with jax.set_mesh(mesh):
-    init_fn, _, shardings = trainer.fresh_state(config, model, tx, mesh)
-    step = trainer.jit_train_step(config, shardings, mesh)
+    init_fn, _, shardings = train_config.fresh_state(config, model, tx, mesh)
+    step = train_config.jit_train_step(config, shardings, mesh)
     run = lambda b: jax.device_get(step(init_fn(), sharding.global_batch(
-        {k: b[k] for k in trainer.batch_keys(config) if k in b},
+        {k: b[k] for k in train_config.batch_keys(config) if k in b},
         sharding.data_sharding(mesh)))[1])
     plain, with_hints, with_zero = run(batch), run(hinted), run(zero)
   assert with_hints["nonfinite"] == 0 and np.isfinite(with_hints["loss"])

@@ -3,9 +3,10 @@
 The golden step (shared/golden/README.md, "Training and hint goldens") is the original's
 `optimize_parameters` with formula weights (phase 0) for EVERY key, FlowNet2 flow, pixel weight 1
 and Adam(lr 5e-5, betas (0.9, 0.99), eps 1e-8), run three times on one batch. Here the same is done
-with what train.py runs: `trainer.build_model`, the optimizer and schedule `trainer.optimizer`
-builds and `trainer.jit_train_step`, all from the `released` config with the paper's pixel weight
-1; the state is `train_lib.create_train_state`'s with the formula weights in place of the draw.
+with what train.py runs: `train_config.build_model`, the optimizer and schedule
+`train_config.optimizer` builds and `train_config.jit_train_step`, all from the `released` config
+with the paper's pixel weight 1; the state is `train_lib.create_train_state`'s with the formula
+weights in place of the draw.
 
 The step-1 gradients are read from Adam's first moment after step 1: it is (1 - b1) * g exactly up
 to one rounding, so the step itself needs no extra output.
@@ -129,8 +130,8 @@ def run_steps(dtype="float32", steps=3):
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
   from tcvc_jax.training import sharding  # pylint: disable=g-import-not-at-top
+  from tcvc_jax.training import train_config  # pylint: disable=g-import-not-at-top
   from tcvc_jax.training import train_lib  # pylint: disable=g-import-not-at-top
-  from tcvc_jax.training import trainer  # pylint: disable=g-import-not-at-top
 
   if dtype == "float64" and not jax.config.read("jax_enable_x64"):
     raise RuntimeError("float64 needs JAX_ENABLE_X64=1 from the start of the process")
@@ -145,8 +146,8 @@ def run_steps(dtype="float32", steps=3):
   g = load_golden()
   config = golden_config(dtype)
   batch = {"gray": nhwc(g["gray"]).astype(dtype), "ab": nhwc(g["gt_lab"][:, :, 1:]).astype(dtype)}
-  model = trainer.build_model(config)
-  tx, schedule = trainer.optimizer(config)
+  model = train_config.build_model(config)
+  tx, schedule = train_config.optimizer(config)
   trainable = tuple(config.optim.trainable)
   pretrained = formula_pretrained(dtype)
   params = {name: tree for (c, name), tree in pretrained.items() if c == "params"}
@@ -171,7 +172,7 @@ def run_steps(dtype="float32", steps=3):
     del params, batch_stats
     shardings = sharding.state_shardings(state, mesh)
     state = jax.device_put(state, shardings)
-    step_fn = trainer.jit_train_step(config, shardings, mesh, schedule)
+    step_fn = train_config.jit_train_step(config, shardings, mesh, schedule)
     first = {"params": state.params, "batch_stats": state.batch_stats}
     # `out` does not depend on srl (which only adds flow pairs and warps for the loss).
     out = jax.jit(lambda v, x: model.apply(v, x)["ab"])(first, batch["gray"])

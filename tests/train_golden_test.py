@@ -3,10 +3,10 @@
 The goldens (shared/golden/README.md, "Training and hint goldens") are three steps of the
 original's `optimize_parameters` on one batch (B = 2, N = 5, 64x64, FlowNet2 flow) with formula
 weights for every key, pixel weight 1, MSE, Adam(5e-5, (0.9, 0.99), 1e-8, no weight decay).
-`train_golden_lib.run_steps` runs the same with what train.py runs (`trainer.build_model`,
-`trainer.optimizer` and `trainer.jit_train_step` on the `released` config with the paper's pixel
-weight 1); float64 runs in a subprocess started with JAX_ENABLE_X64 (conftest.py), with the
-float32 run or earlier, while the test process waits for the float64 golden run.
+`train_golden_lib.run_steps` runs the same with what train.py runs (`train_config.build_model`,
+`train_config.optimizer` and `train_config.jit_train_step` on the `released` config with the
+paper's pixel weight 1); float64 runs in a subprocess started with JAX_ENABLE_X64 (conftest.py),
+with the float32 run or earlier, while the test process waits for the float64 golden run.
 
 Tolerances (the original's own f32-f64 gaps are in train.json):
   * float32 loss terms, relative to the float32 goldens: 1.7e-5 = 4x the 4.2e-6 gap.
@@ -29,8 +29,8 @@ import numpy as np
 import pytest
 
 from tcvc_jax import porting
+from tcvc_jax.training import train_config
 from tcvc_jax.training import train_lib
-from tcvc_jax.training import trainer
 
 import golden_lib
 import train_golden_lib as lib
@@ -130,7 +130,7 @@ def test_learning_rate_schedule_matches_original():
   (its lr metric is schedule(count) before the update).
   """
   config = lib.get_config("released")
-  tx, schedule = trainer.optimizer(config)
+  tx, schedule = train_config.optimizer(config)
   b1, b2, eps = config.optim.b1, config.optim.b2, config.optim.eps
   params = {name: {"w": jnp.ones((1,), jnp.float32)} for name in (*TRAINABLE, "fea_key")}
   grads = jax.tree_util.tree_map(jnp.ones_like, params)
@@ -175,7 +175,7 @@ def test_init_of_the_trainable_nets_is_pytorch_default():
   config = lib.get_config("released")
   config.model.colorizer_widths = (8,) * 9 + (128,)  # a narrow colorizer, the released small nets
   config.flow.type = "classical"
-  model = trainer.build_model(config)
+  model = train_config.build_model(config)
   rng = jax.random.key(config.seed)
   variables = train_lib.init_variables(model, rng)
   ours = porting.flax_to_torch({"params": {k: variables["params"][k] for k in TRAINABLE}})
@@ -204,7 +204,7 @@ def test_init_of_the_trainable_nets_is_pytorch_default():
         assert abs(std_o - std_t) * np.sqrt(3) <= 5 * np.sqrt(2) * 0.447 / np.sqrt(n), (
             layer, leaf)
   # The trainer's from-scratch state is exactly this draw.
-  tx, _ = trainer.optimizer(config)
+  tx, _ = train_config.optimizer(config)
   state = train_lib.create_train_state(rng, model, tx)
   for name in TRAINABLE:
     for a, b in zip(jax.tree_util.tree_leaves(state.params[name]),

@@ -9,8 +9,8 @@ import pytest
 
 from tcvc_jax.training import losses
 from tcvc_jax.training import sharding
+from tcvc_jax.training import train_config
 from tcvc_jax.training import train_lib
-from tcvc_jax.training import trainer
 
 import tiny
 import train_testlib
@@ -88,12 +88,12 @@ def test_compute_losses_weights():
 def step_setup():
   config = train_testlib.tiny_config()
   config.optim.trainable = losses.TRAINABLE  # the colorizer frozen, as in the paper
-  model = trainer.build_model(config)
-  tx, _ = trainer.optimizer(config)
+  model = train_config.build_model(config)
+  tx, _ = train_config.optimizer(config)
   mesh = sharding.create_mesh((("data", -1),), "explicit", devices=jax.devices()[:1])
   with jax.set_mesh(mesh):
-    init_fn, _, shardings = trainer.fresh_state(config, model, tx, mesh)
-    step = trainer.jit_train_step(config, shardings, mesh)
+    init_fn, _, shardings = train_config.fresh_state(config, model, tx, mesh)
+    step = train_config.jit_train_step(config, shardings, mesh)
   return config, mesh, init_fn, step
 
 

@@ -1,7 +1,8 @@
 """Pure training functions: the train state, the optimizer, the loss and the train step.
 
-Nothing here logs, reads files or reads a config: `trainer.py` turns the config into the plain
-arguments below and runs the loop. The loss is the original's (docs/original.md#training):
+Nothing here logs, reads files or reads a config: `train_config.py` turns the config into the
+plain arguments below and `trainer.py` runs the loop. The loss is the original's
+(docs/original.md#training):
 
   loss = reconstruction_weight * criterion(ab, ab_gt) + warp1_weight * warp1 + warp2_weight * warp2
 

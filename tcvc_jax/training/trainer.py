@@ -7,7 +7,6 @@ notice on multi-host jobs) saves a checkpoint at the next step boundary and retu
 
 import contextlib
 import fcntl
-import functools
 import os
 import signal
 import socket
@@ -24,25 +23,13 @@ import tqdm
 
 from tcvc_jax import atomic
 from tcvc_jax.data import building as data_building
-from tcvc_jax.data import hints as hints_lib
 from tcvc_jax.data import input_pipeline
-from tcvc_jax.data import sources as data_sources
 from tcvc_jax.models import spec as spec_lib
 from tcvc_jax.training import checkpointing
 from tcvc_jax.training import metric_writers
 from tcvc_jax.training import sharding
-from tcvc_jax.training import train_lib
+from tcvc_jax.training import train_config
 from tcvc_jax.training import validation
-
-_BATCH_KEYS = ("gray", "ab")
-# Added to the batch when config.data.simulated_hints is on (data/hints.py).
-_HINT_KEYS = hints_lib.HINT_KEYS
-
-
-def batch_keys(config: ml_collections.ConfigDict) -> tuple[str, ...]:
-  """The pipeline keys the train step reads: gray and ab, and the hints when simulated."""
-  block = config.data.get("simulated_hints")
-  return _BATCH_KEYS + (_HINT_KEYS if block is not None and block.get("enabled") else ())
 
 
 def tell(message: str) -> None:
@@ -50,33 +37,6 @@ def tell(message: str) -> None:
   logging.info("%s", message)
   if jax.process_index() == 0:
     print(message, file=sys.stderr, flush=True)
-
-
-def model_spec(config: ml_collections.ConfigDict) -> spec_lib.ModelSpec:
-  """The model a config describes (`config.model` sizes, `config.flow`)."""
-  return spec_lib.ModelSpec.from_config(config)
-
-
-def runtime_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """How the config runs its model: the run-time fields of `config.model` (dtype, unroll, ...)."""
-  model = config.model.to_dict()
-  return {k: model[k] for k in spec_lib.RUNTIME_KEYS if k in model}
-
-
-def build_model(config: ml_collections.ConfigDict):
-  """The TCVC module of a config, with its run-time options and remat setting."""
-  return train_lib.build_model(model_spec(config), remat=config.remat_propagation,
-                               **runtime_options(config))
-
-
-def optimizer(config):
-  """(optax transformation, learning-rate schedule) of `config.optim`, as train.py uses them."""
-  optim = config.optim
-  schedule = train_lib.lr_schedule(optim.learning_rate, optim.milestones, optim.gamma)
-  tx = train_lib.make_optimizer(
-      learning_rate=optim.learning_rate, b1=optim.b1, b2=optim.b2, eps=optim.eps,
-      milestones=optim.milestones, gamma=optim.gamma, trainable=optim.trainable)
-  return tx, schedule
 
 
 def _datasets(config):
@@ -104,26 +64,9 @@ def _log_parameter_overview(params, trainable):
                  "trainable" if name in trainable else "frozen")
 
 
-def jit_train_step(config, state_shardings, mesh, schedule=None):
-  """`train_lib.train_step` jitted once: state donated, batch split on data, metrics replicated."""
-  step = functools.partial(
-      train_lib.train_step, loss_config=train_lib.LossConfig(**config.loss.to_dict()),
-      trainable=tuple(config.optim.trainable), schedule=schedule)
-  return jax.jit(step, in_shardings=(state_shardings, sharding.data_sharding(mesh)),
-                 out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=0)
-
-
-def fresh_state(config, model, tx, mesh):
-  """(jitted init function whose state is born sharded on `mesh`, abstract state, shardings)."""
-  init_fn = lambda: train_lib.create_train_state(jax.random.key(config.seed), model, tx)
-  abstract = jax.eval_shape(init_fn)
-  shardings = sharding.state_shardings(abstract, mesh)
-  return jax.jit(init_fn, out_shardings=shardings), abstract, shardings
-
-
 def _initial_state(config, model, tx, mesh, mngr, train_iter, workdir, spec):
   """(state, step, shardings): restored, pretrained or fresh, born with replicated shardings."""
-  init_fn, abstract, shardings = fresh_state(config, model, tx, mesh)
+  init_fn, abstract, shardings = train_config.fresh_state(config, model, tx, mesh)
   # Resume order: the latest readable checkpoint in the workdir (state and data iterator),
   # else config.init_from (converted weights or an earlier run), else scratch.
   try:
@@ -245,64 +188,6 @@ def _write_run_files(config, workdir, writer, spec):
   writer.write_hparams(config.to_dict())
 
 
-def validate_config(config: ml_collections.ConfigDict) -> None:
-  """Raises ValueError (one line, naming the key) for a config that cannot train."""
-  def positive(key, value, allow_zero=False):
-    if not isinstance(value, int) or isinstance(value, bool) or value < (0 if allow_zero else 1):
-      want = "a non-negative" if allow_zero else "a positive"
-      raise ValueError(f"{key} must be {want} integer, got {value!r}")
-  positive("num_train_steps", config.num_train_steps)
-  positive("log_every_steps", config.log_every_steps)
-  positive("checkpoint_every_steps", config.checkpoint_every_steps)
-  positive("eval_every_steps", config.eval_every_steps, allow_zero=True)
-  positive("data.batch_size", config.data.batch_size)
-  positive("data.num_frames", config.data.num_frames)
-  if config.data.num_frames < 3:
-    raise ValueError(f"data.num_frames must be >= 3 (two anchors and a frame between), got "
-                     f"{config.data.num_frames}")
-  if not config.optim.learning_rate > 0:
-    raise ValueError(f"optim.learning_rate must be positive, got {config.optim.learning_rate!r}")
-  try:
-    spec = model_spec(config)
-  except spec_lib.SpecError as e:
-    raise ValueError(str(e)) from e
-  data = config.data
-  if data.get("build", True):  # the dataset is built from `name` and `config`
-    try:
-      data_building.builder_class(data.name)
-    except data_sources.DataError as e:
-      raise ValueError(f"data.name: {e}") from e
-    try:
-      data_building.check_config(data.name, data.config)
-    except data_sources.DataError as e:
-      raise ValueError(f"data.config: {e}") from e
-  try:  # the pipeline's settings, as it reads them; their messages start with the key
-    window = input_pipeline.window_spec(data, data.num_frames)
-    input_pipeline.hint_spec(data)
-  except ValueError as e:
-    raise ValueError(f"data.{e}") from e
-  if window.crop_size is not None:  # whole frames (None): their size is known once read
-    spec.check_size(*window.crop_size, "data.crop_size")
-  size = config.eval.network_size
-  if size is not None:  # n or (height, width), as the validation reads it
-    hw = (size, size) if isinstance(size, int) else size
-    if not (isinstance(hw, (tuple, list)) and len(hw) == 2
-            and all(isinstance(x, int) and not isinstance(x, bool) for x in hw)):
-      raise ValueError(f"eval.network_size must be an integer, (height, width) or None, got "
-                       f"{size!r}")
-    spec.check_size(*hw, "eval.network_size")
-  if config.model.dtype not in ("float32", "bfloat16", "float64"):
-    raise ValueError("model.dtype must be float32, bfloat16 or float64, "
-                     f"got {config.model.dtype!r}")
-  unknown = sorted(set(config.optim.trainable) - set(_TOP_LEVEL))
-  if unknown:
-    raise ValueError(f"optim.trainable: unknown sub-network(s) {', '.join(unknown)}; the model has "
-                     f"{', '.join(_TOP_LEVEL)}")
-
-
-_TOP_LEVEL = ("L_fea_extractor", "channel_reduction", "weigting", "feature_refine", "fea_key",
-              "flow")
-
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        control: RunControl | None = None) -> dict[str, Any]:
@@ -315,7 +200,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   Returns:
     {'step', 'preempted', 'train': last logged train metrics, 'eval': last validation scalars}.
   """
-  validate_config(config)
+  train_config.validate_config(config)
   control = control or RunControl()
   workdir = os.path.abspath(workdir)
   if os.path.exists(workdir) and not os.path.isdir(workdir):
@@ -367,13 +252,13 @@ def _workdir_lock(workdir):
 
 def _train(config, workdir, control, mesh):
   """`train_and_evaluate` in `workdir` (a folder) over `mesh`."""
-  spec = model_spec(config)
+  spec = train_config.model_spec(config)
   if checkpointing.is_workdir(workdir):
     # Sizes that change the weights' shapes: no checkpoint of the run could be restored (each
     # would be tried, and reported as unreadable). The classical flow's options may change.
     _check_same_model(workdir, spec, [f for f in spec_lib.FIELDS if f != "classical_flow"])
-  model = build_model(config)
-  tx, schedule = optimizer(config)
+  model = train_config.build_model(config)
+  tx, schedule = train_config.optimizer(config)
   writer = metric_writers.MetricWriter(workdir, write_files=jax.process_index() == 0,
                                        tensorboard=config.log.tensorboard)
   train_ds, eval_ds = _datasets(config)
@@ -396,7 +281,7 @@ def _train(config, workdir, control, mesh):
       _write_run_files(config, workdir, writer, spec)
       writer.resume_at(start)
       _log_parameter_overview(state.params, config.optim.trainable)
-      step_fn = jit_train_step(config, shardings, mesh, schedule)
+      step_fn = train_config.jit_train_step(config, shardings, mesh, schedule)
       result = _loop(config, state, start, step_fn, train_iter, mngr, writer, validator,
                      preemption, sharding.data_sharding(mesh), control)
   finally:
@@ -418,7 +303,7 @@ def _loop(config, state, start, step_fn, train_iter, mngr, writer, validator, pr
   history, previous = [], None
   last_log = (time.perf_counter(), start)
   step = start
-  keys = batch_keys(config)
+  keys = train_config.batch_keys(config)
   for step in range(start + 1, total + 1):
     local = next(train_iter)
     batch = sharding.global_batch({k: local[k] for k in keys}, data_sharding)

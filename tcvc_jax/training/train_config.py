@@ -1,0 +1,135 @@
+"""The training config (configs/default.py): its check, and the pieces of a run it describes.
+
+`validate_config` raises a one-line ValueError naming the key before any file is touched (train.py
+reports it as a usage error); the other functions turn the config into what `train_lib` takes as
+plain arguments: the model spec and module, the optimizer and its learning-rate schedule, the batch
+keys the step reads, the fresh (sharded) train state and the jitted train step. `trainer.py` builds
+its run from these; tests and benchmarks use them to run the same step without the loop.
+"""
+
+import functools
+from typing import Any
+
+import jax
+import ml_collections
+
+from tcvc_jax.data import building as data_building
+from tcvc_jax.data import hints as hints_lib
+from tcvc_jax.data import input_pipeline
+from tcvc_jax.data import sources as data_sources
+from tcvc_jax.models import spec as spec_lib
+from tcvc_jax.training import sharding
+from tcvc_jax.training import train_lib
+
+_BATCH_KEYS = ("gray", "ab")
+# Added to the batch when config.data.simulated_hints is on (data/hints.py).
+_HINT_KEYS = hints_lib.HINT_KEYS
+
+
+def batch_keys(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The pipeline keys the train step reads: gray and ab, and the hints when simulated."""
+  block = config.data.get("simulated_hints")
+  return _BATCH_KEYS + (_HINT_KEYS if block is not None and block.get("enabled") else ())
+
+
+def model_spec(config: ml_collections.ConfigDict) -> spec_lib.ModelSpec:
+  """The model a config describes (`config.model` sizes, `config.flow`)."""
+  return spec_lib.ModelSpec.from_config(config)
+
+
+def runtime_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """How the config runs its model: the run-time fields of `config.model` (dtype, unroll, ...)."""
+  model = config.model.to_dict()
+  return {k: model[k] for k in spec_lib.RUNTIME_KEYS if k in model}
+
+
+def build_model(config: ml_collections.ConfigDict):
+  """The TCVC module of a config, with its run-time options and remat setting."""
+  return train_lib.build_model(model_spec(config), remat=config.remat_propagation,
+                               **runtime_options(config))
+
+
+def optimizer(config):
+  """(optax transformation, learning-rate schedule) of `config.optim`, as train.py uses them."""
+  optim = config.optim
+  schedule = train_lib.lr_schedule(optim.learning_rate, optim.milestones, optim.gamma)
+  tx = train_lib.make_optimizer(
+      learning_rate=optim.learning_rate, b1=optim.b1, b2=optim.b2, eps=optim.eps,
+      milestones=optim.milestones, gamma=optim.gamma, trainable=optim.trainable)
+  return tx, schedule
+
+
+def jit_train_step(config, state_shardings, mesh, schedule=None):
+  """`train_lib.train_step` jitted once: state donated, batch split on data, metrics replicated."""
+  step = functools.partial(
+      train_lib.train_step, loss_config=train_lib.LossConfig(**config.loss.to_dict()),
+      trainable=tuple(config.optim.trainable), schedule=schedule)
+  return jax.jit(step, in_shardings=(state_shardings, sharding.data_sharding(mesh)),
+                 out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=0)
+
+
+def fresh_state(config, model, tx, mesh):
+  """(jitted init function whose state is born sharded on `mesh`, abstract state, shardings)."""
+  init_fn = lambda: train_lib.create_train_state(jax.random.key(config.seed), model, tx)
+  abstract = jax.eval_shape(init_fn)
+  shardings = sharding.state_shardings(abstract, mesh)
+  return jax.jit(init_fn, out_shardings=shardings), abstract, shardings
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError (one line, naming the key) for a config that cannot train."""
+  def positive(key, value, allow_zero=False):
+    if not isinstance(value, int) or isinstance(value, bool) or value < (0 if allow_zero else 1):
+      want = "a non-negative" if allow_zero else "a positive"
+      raise ValueError(f"{key} must be {want} integer, got {value!r}")
+  positive("num_train_steps", config.num_train_steps)
+  positive("log_every_steps", config.log_every_steps)
+  positive("checkpoint_every_steps", config.checkpoint_every_steps)
+  positive("eval_every_steps", config.eval_every_steps, allow_zero=True)
+  positive("data.batch_size", config.data.batch_size)
+  positive("data.num_frames", config.data.num_frames)
+  if config.data.num_frames < 3:
+    raise ValueError(f"data.num_frames must be >= 3 (two anchors and a frame between), got "
+                     f"{config.data.num_frames}")
+  if not config.optim.learning_rate > 0:
+    raise ValueError(f"optim.learning_rate must be positive, got {config.optim.learning_rate!r}")
+  try:
+    spec = model_spec(config)
+  except spec_lib.SpecError as e:
+    raise ValueError(str(e)) from e
+  data = config.data
+  if data.get("build", True):  # the dataset is built from `name` and `config`
+    try:
+      data_building.builder_class(data.name)
+    except data_sources.DataError as e:
+      raise ValueError(f"data.name: {e}") from e
+    try:
+      data_building.check_config(data.name, data.config)
+    except data_sources.DataError as e:
+      raise ValueError(f"data.config: {e}") from e
+  try:  # the pipeline's settings, as it reads them; their messages start with the key
+    window = input_pipeline.window_spec(data, data.num_frames)
+    input_pipeline.hint_spec(data)
+  except ValueError as e:
+    raise ValueError(f"data.{e}") from e
+  if window.crop_size is not None:  # whole frames (None): their size is known once read
+    spec.check_size(*window.crop_size, "data.crop_size")
+  size = config.eval.network_size
+  if size is not None:  # n or (height, width), as the validation reads it
+    hw = (size, size) if isinstance(size, int) else size
+    if not (isinstance(hw, (tuple, list)) and len(hw) == 2
+            and all(isinstance(x, int) and not isinstance(x, bool) for x in hw)):
+      raise ValueError(f"eval.network_size must be an integer, (height, width) or None, got "
+                       f"{size!r}")
+    spec.check_size(*hw, "eval.network_size")
+  if config.model.dtype not in ("float32", "bfloat16", "float64"):
+    raise ValueError("model.dtype must be float32, bfloat16 or float64, "
+                     f"got {config.model.dtype!r}")
+  unknown = sorted(set(config.optim.trainable) - set(_TOP_LEVEL))
+  if unknown:
+    raise ValueError(f"optim.trainable: unknown sub-network(s) {', '.join(unknown)}; the model has "
+                     f"{', '.join(_TOP_LEVEL)}")
+
+
+_TOP_LEVEL = ("L_fea_extractor", "channel_reduction", "weigting", "feature_refine", "fea_key",
+              "flow")
