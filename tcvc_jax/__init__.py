@@ -9,8 +9,8 @@ __version__ = "0.1.0"
 
 
 # Submodules reachable as attributes after `import tcvc_jax` (tcvc_jax.streaming.colorize_file).
-_SUBMODULES = ("api", "convert", "export", "guidance", "media", "models", "ops", "porting", "pth",
-               "streaming", "evaluation", "training", "data")
+_SUBMODULES = ("api", "carrying", "convert", "export", "guidance", "media", "models", "ops",
+               "porting", "pth", "streaming", "evaluation", "training", "data")
 
 
 def __getattr__(name):

@@ -1,20 +1,17 @@
 """Colorizing whole clips: a stream of frames, or a video file / frame folder into another.
 
-Frames are read, colorized and written window by window (`iter_colorize`): windows of
-`interval + 2` frames share their boundary frame, and the anchor state of a window's last frame is
-carried into the next window (`AnchorCarry`), so memory does not grow with the clip's
-length. Each frame's lightness is kept at full resolution; only the colour (ab) comes from the
-network, which runs at `network_size`. Hard cuts are detected on the fly (`scene_cuts.CutDetector`);
-a new shot starts a new window, so colours never propagate across a cut.
+Frames are read, colorized and written window by window (`window_stream.iter_colorize`): windows
+of `interval + 2` frames share their boundary frame, and the anchor state of a window's last frame
+is carried into the next window (`window_stream.AnchorCarry`), so memory does not grow with the
+clip's length. Each frame's lightness is kept at full resolution; only the colour (ab) comes from
+the network, which runs at `network_size`. Hard cuts are detected on the fly
+(`scene_cuts.CutDetector`); a new shot starts a new window, so colours never propagate across a cut.
 """
 
 import dataclasses
 import os
 import sys
 import time
-from typing import Callable
-from typing import Iterable
-from typing import Iterator
 
 from absl import logging
 import jax.numpy as jnp
@@ -23,7 +20,9 @@ import tqdm
 
 from tcvc_jax import allocator
 from tcvc_jax import api
+from tcvc_jax import carrying
 from tcvc_jax import guidance
+from tcvc_jax import window_stream
 from tcvc_jax.evaluation import scene_cuts
 from tcvc_jax.evaluation import windows
 from tcvc_jax.media import reading
@@ -92,7 +91,7 @@ def check_network_size(colorizer, size):
 
 
 class _CutRecorder:
-  """`is_cut(index, frame)` for `iter_windows` that remembers where the cuts are."""
+  """`is_cut(index, frame)` for `window_stream.iter_windows` that remembers where the cuts are."""
 
   def __init__(self, detector, cuts):
     self._detector = detector
@@ -123,7 +122,7 @@ def colorize_frames(frames, colorizer, interval=windows.DEFAULT_INTERVAL,
     gray_mode: see `windows.frames_to_l`.
     hints: optional {frame index: guidance.FrameHint} (any resolution): user colour hints. Those
       frames become anchors and their hints are carried to every anchor of their shot (see
-      tcvc_jax/guidance.py); a colorizer with hints support is needed.
+      tcvc_jax/carrying.py); a colorizer with hints support is needed.
     on_planned: optional `on_planned(frames, done)`, called as the first pass of a hinted run
       reads windows (frames read so far, False) and once when it ends (all frames, True).
 
@@ -132,7 +131,7 @@ def colorize_frames(frames, colorizer, interval=windows.DEFAULT_INTERVAL,
     ValueError: a frame of another shape than frame 0, NaN or outside [0, 1] (naming it), or
       `frames` a one-shot iterator with hints; TypeError: a frame of another dtype.
   """
-  carry = AnchorCarry(colorizer)
+  carry = window_stream.AnchorCarry(colorizer)
   if hints:
     hints = guidance.check_hints(hints)
     if iter(frames) is frames:
@@ -140,14 +139,14 @@ def colorize_frames(frames, colorizer, interval=windows.DEFAULT_INTERVAL,
                        "not a one-shot iterator: a first pass plans the hints")
   if not hints:
     is_cut = None if cuts is None else _CutRecorder(scene_cuts.CutDetector(), cuts)
-    return iter_colorize(frames, carry, interval, network_size, gray_mode=gray_mode,
-                         is_cut=is_cut)
+    return window_stream.iter_colorize(frames, carry, interval, network_size,
+                                       gray_mode=gray_mode, is_cut=is_cut)
   window_hints = plan_hints(frames, colorizer, hints, interval, network_size, gray_mode, cuts,
                             on_planned)
   cut_set = set(cuts or ())
-  return iter_colorize(frames, carry, interval, network_size, gray_mode=gray_mode,
-                       is_cut=lambda i, _: i in cut_set, anchors=set(hints),
-                       window_hints=window_hints)
+  return window_stream.iter_colorize(frames, carry, interval, network_size, gray_mode=gray_mode,
+                                     is_cut=lambda i, _: i in cut_set, anchors=set(hints),
+                                     window_hints=window_hints)
 
 
 def plan_hints(frames, colorizer, hints, interval, network_size, gray_mode, cuts,
@@ -158,16 +157,17 @@ def plan_hints(frames, colorizer, hints, interval, network_size, gray_mode, cuts
   read so far and done=False, and once more at the end with done=True.
 
   Returns:
-    `window_hints(start, n)` for `iter_colorize`: {"hint_ab", "hint_mask"} [n, h, w, *] with the
-    hints of the window's two anchors, or None for a window without any.
+    `window_hints(start, n)` for `window_stream.iter_colorize`: {"hint_ab", "hint_mask"}
+    [n, h, w, *] with the hints of the window's two anchors, or None for a window without any.
   """
   hints = guidance.check_hints(hints)
   h, w = windows.size2(network_size)
   is_cut = None if cuts is None else _CutRecorder(scene_cuts.CutDetector(), cuts)
   anchor_l, shot_of, shot, count = {}, {}, 0, 0
-  flows = guidance.ShotFlows(hints, colorizer.flow)
+  flows = carrying.ShotFlows(hints, colorizer.flow)
   prev_stop = None
-  for start, win in iter_windows(checked_frames(frames), interval, is_cut, set(hints)):
+  for start, win in window_stream.iter_windows(window_stream.checked_frames(frames), interval,
+                                               is_cut, set(hints)):
     if prev_stop is not None and start != prev_stop - 1:
       shot += 1  # a window that does not start on the previous one's last frame: a new shot
       flows.start_shot()
@@ -196,7 +196,7 @@ def plan_hints(frames, colorizer, hints, interval, network_size, gray_mode, cuts
     members = sorted(t for t, k in shot_of.items() if k == s)
     shot_user = {t: user[t] for t in members if t in user}
     if shot_user:
-      per_anchor.update(guidance.anchor_hints(members, shot_user, anchor_l.__getitem__, flows))
+      per_anchor.update(carrying.anchor_hints(members, shot_user, anchor_l.__getitem__, flows))
 
   def window_hints(start, n):
     ends = (start, start + n - 1)
@@ -305,146 +305,3 @@ def colorize_file(input_path, output_path, model, interval=windows.DEFAULT_INTER
     notes.append(f"{source.short_read}; colorized those")
   return Result(output=writer.path, frames=count, cuts=cuts or [],
                 seconds=time.perf_counter() - start, warnings=tuple(notes))
-
-
-# ----------------------------------------------------------------- streaming windows
-
-
-def checked_frames(frames):
-  """Yields the frames (as numpy arrays), each checked as `windows.check_frame` does, and of frame
-  0's shape and dtype (any float dtypes may mix); an error names the frame."""
-  first = None
-  for i, frame in enumerate(frames):
-    frame = np.asarray(frame)
-    windows.check_frame(frame, i)
-    if first is None:
-      first = (frame.shape, frame.dtype)
-    elif frame.shape != first[0]:
-      raise ValueError(f"frame {i} has shape {frame.shape}, frame 0 {first[0]}: all frames must "
-                       "have one size and channel count")
-    elif frame.dtype != first[1] and not (np.issubdtype(frame.dtype, np.floating)
-                                          and np.issubdtype(first[1], np.floating)):
-      raise ValueError(f"frame {i} is {frame.dtype}, frame 0 {first[1]}: all frames must have one "
-                       "type (uint8, uint16 or float)")
-    yield frame
-
-
-def iter_windows(frames: Iterable[np.ndarray], interval_length=windows.DEFAULT_INTERVAL,
-                 is_cut: Callable[[int, np.ndarray], bool] | None = None, anchors=()
-                 ) -> Iterator[tuple[int, list[np.ndarray]]]:
-  """Groups a frame stream into the windows of `windows.plan_windows`, holding at most T + 3 frames.
-
-  Args:
-    frames: iterable of frames (any array type).
-    interval_length: T.
-    is_cut: optional `is_cut(index, frame) -> bool`, called once per frame in order; True means a
-      new shot starts at that frame.
-    anchors: frame indices that must be window boundaries (see `windows.plan_windows`).
-
-  Yields:
-    (start index, list of the window's frames).
-
-  Raises:
-    windows.ClipTooShortError: the stream has fewer than 2 frames.
-  """
-  windows._check_interval(interval_length)
-  full = interval_length + 2
-  buf, start, fresh, count = [], 0, True, 0  # fresh: buf[0] not yet part of any window
-  for i, frame in enumerate(frames):
-    count += 1
-    cut = bool(is_cut(i, frame)) if is_cut is not None else False
-    if cut and i > 0:
-      if len(buf) >= 2 or fresh:
-        yield start, buf
-      buf, start, fresh = [], i, True
-    elif len(buf) == full:
-      yield start, buf
-      buf, start, fresh = buf[-1:], start + full - 1, False
-    buf.append(frame)
-    if i in anchors and len(buf) >= 2:  # a forced anchor ends the window here
-      yield start, buf
-      buf, start, fresh = buf[-1:], i, False
-  if count < 2:
-    raise windows.ClipTooShortError(
-        f"a video needs at least 2 frames (two anchors) for the TCVC protocol, got {count}")
-  if len(buf) >= 2 or fresh:
-    yield start, buf
-
-
-def iter_colorize(frames: Iterable[np.ndarray], colorize_window: windows.ColorizeWindowFn,
-                  interval_length=windows.DEFAULT_INTERVAL,
-                  network_size=windows.DEFAULT_NETWORK_SIZE, gray_mode="srgb", is_cut=None,
-                  anchors=(), window_hints=None) -> Iterator[np.ndarray]:
-  """One-sampling colorization of a frame stream, window by window; yields uint8 [H, W, 3] in order.
-
-  Gives the same frames as `colorize_clip(..., (interval_length,), cuts=...)` while holding one
-  window of frames. `frames`, `is_cut` and `anchors` are as in `iter_windows` /
-  `windows.frames_to_l` (one frame [H, W, C]); `colorize_window` may keep state between calls (e.g.
-  to carry the last anchor). `window_hints(start, n)`: optional colour hints of a window (see
-  `windows.colorize_l_window`). A frame `checked_frames` refuses raises a ValueError (TypeError for
-  its dtype) that names it.
-  """
-  # (index, uint8 frame): a window's last frame, dropped if the next window starts on it.
-  pending = None
-  if hasattr(frames, "num_frames"):  # a FrameSource (None where the container does not say)
-    num_frames = frames.num_frames
-  else:
-    num_frames = len(frames) if hasattr(frames, "__len__") else None
-  windows.announce_interval(colorize_window, interval_length, num_frames)
-  for start, win in iter_windows(checked_frames(frames), interval_length, is_cut, anchors):
-    l_full = windows.frames_to_l(np.stack(win), gray_mode)
-    hints = None if window_hints is None else window_hints(start, len(win))
-    out = windows.to_uint8_round(
-        windows.colorize_l_window(l_full, colorize_window, network_size, hints))
-    if pending is not None and pending[0] != start:
-      yield pending[1]
-    yield from out[:-1]
-    pending = (start + len(out) - 1, out[-1])
-  if pending is not None:
-    yield pending[1]
-
-
-class AnchorCarry:
-  """A `windows.ColorizeWindowFn` over a model that can carry the last anchor into the next window.
-
-  Wraps an object with `colorize_window(gray, first_anchor=None, return_last_anchor=False)` (an
-  `api.Colorizer`). The state of an anchor is a function of that frame's gray input alone, so when a
-  window starts on exactly the gray frame the previous call ended on (the boundary frame windows
-  share), the stored state is passed as `first_anchor` and the colorizer skips that frame; results
-  are identical. After a scene cut, in a new pass or a new clip the frames differ and the window
-  starts afresh, so one wrapper may serve any sequence of calls.
-
-  Attributes:
-    calls: model calls made.
-    reused: calls that reused the previous anchor.
-  """
-
-  def __init__(self, model):
-    self._model = model
-    self._last_gray = None  # float32 [h, w, 1]: the previous window's last (anchor) frame
-    self._state = None
-    self.calls = 0
-    self.reused = 0
-
-  def set_interval(self, interval_length, num_frames=None):
-    """Windows of the coming pass hold at most T + 2 frames, and no more than the clip's
-    `num_frames` (if known): one compiled program for them all, no larger than the clip.
-
-    A longer window than that (a clip longer than its container said) still runs, unpadded.
-    """
-    pad = getattr(self._model, "pad_windows", None)
-    if pad is not None:
-      full = interval_length + 2
-      pad(min(full, max(int(num_frames), 2)) if num_frames else full)
-
-  def __call__(self, gray, **hints):
-    gray = np.asarray(gray)
-    first = None
-    if self._last_gray is not None and np.array_equal(gray[0], self._last_gray):
-      first = self._state
-      self.reused += 1
-    ab, self._state = self._model.colorize_window(gray, first_anchor=first,
-                                                  return_last_anchor=True, **hints)
-    self._last_gray = np.array(gray[-1])
-    self.calls += 1
-    return ab

@@ -6,6 +6,7 @@ import pytest
 
 from tcvc_jax import api
 from tcvc_jax import streaming
+from tcvc_jax import window_stream
 from tcvc_jax.evaluation import windows
 
 import tiny
@@ -82,7 +83,7 @@ class _PadRecorder:
 ])
 def test_anchor_carry_pads_to_the_smaller_of_window_and_clip(interval, num_frames, want):
   model = _PadRecorder()
-  streaming.AnchorCarry(model).set_interval(interval, num_frames)
+  window_stream.AnchorCarry(model).set_interval(interval, num_frames)
   assert model.frames == want
 
 

@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 
 from tcvc_jax import api
+from tcvc_jax import carrying
 from tcvc_jax import converted
 from tcvc_jax import guidance
 from tcvc_jax import streaming
+from tcvc_jax import window_stream
 from tcvc_jax.data import synthetic
 from tcvc_jax.evaluation import windows
 from tcvc_jax.media import writing
@@ -27,7 +29,7 @@ T = 4
 ])
 def test_streamed_windows_equal_planned_windows(n, cuts, anchors):
   planned = [(w.start, w.stop) for w in windows.plan_windows(n, T, cuts, anchors)]
-  streamed = [(s, s + len(b)) for s, b in streaming.iter_windows(
+  streamed = [(s, s + len(b)) for s, b in window_stream.iter_windows(
       range(n), T, lambda i, _: i in cuts, set(anchors))]
   assert streamed == planned
   bounds = {w.start for w in windows.plan_windows(n, T, cuts, anchors)}
@@ -88,7 +90,7 @@ def test_flows_are_computed_for_hinted_shots_only(colorizer, hinted):
   counting = _CountingFlows(colorizer)
   hints = {hinted: guidance.reference_hint(frames[hinted])}
   plan = streaming.plan_hints(frames, counting, hints, T, 64, "srgb", [])
-  chunks = lambda w: -(-2 * (len(w) - 1) // guidance.FLOW_CHUNK)
+  chunks = lambda w: -(-2 * (len(w) - 1) // carrying.FLOW_CHUNK)
   planned = windows.plan_windows(24, T, [14], hints)
   if hinted == 0:  # the first shot's windows only: the second shot has no hint
     assert counting.calls == sum(chunks(w) for w in planned if w.stop <= 14)
@@ -126,17 +128,17 @@ def test_carry_keeps_reliable_pixels_only():
   shift = lambda dx: np.broadcast_to(np.array([dx, 0.0], np.float32), (32, 32, 2))
   hint = guidance.FrameHint(rs.uniform(-0.5, 0.5, (32, 32, 2)).astype(np.float32),
                             np.ones((32, 32, 1), np.float32))
-  out = guidance.carry(hint, l_src, l_dst, shift(-3.0), shift(3.0))  # dst(p) ~ src(p - 3 px)
+  out = carrying.carry(hint, l_src, l_dst, shift(-3.0), shift(3.0))  # dst(p) ~ src(p - 3 px)
   np.testing.assert_allclose(out.ab[:, 3:], hint.ab[:, :-3], atol=1e-6)
   assert out.mask[:, 3:].all() and not out.mask[:, :3].any()  # from outside frame A: dropped
   # A flow 6 px off (a quarter period of the texture) fails the photometric check.
-  wrong = guidance.carry(hint, l_src, l_dst, shift(-9.0), shift(9.0))
+  wrong = carrying.carry(hint, l_src, l_dst, shift(-9.0), shift(9.0))
   assert wrong.mask.mean() < 0.3
   # A flow that disagrees with the flow back (an occlusion) is dropped: the backward flow here
   # says "+10 px" on the right half.
   back = shift(3.0).copy()
   back[:, 16:] = [10.0, 0.0]
-  occluded = guidance.carry(hint, l_src, l_dst, shift(-3.0), back)
+  occluded = carrying.carry(hint, l_src, l_dst, shift(-3.0), back)
   assert not occluded.mask[:, 20:].any() and occluded.mask[:, 3:12].all()
 
 
@@ -146,12 +148,12 @@ def test_compose_flows_follows_the_motion_through_every_frame():
   f01[..., 0] = 2.0
   f12 = np.zeros((32, 32, 2), np.float32)
   f12[:, 16:, 1] = 3.0
-  total = guidance.compose_flows([f01, f12])
+  total = carrying.compose_flows([f01, f12])
   # A pixel at x lands at x + 2 in frame 1; it moves down in 1 -> 2 iff x + 2 >= 16.
   np.testing.assert_allclose(total[:, :13, 1], 0.0)
   np.testing.assert_allclose(total[:, 14:30, 1], 3.0)
   np.testing.assert_allclose(total[..., 0], 2.0)
-  np.testing.assert_array_equal(guidance.compose_flows([f01]), f01)
+  np.testing.assert_array_equal(carrying.compose_flows([f01]), f01)
 
 
 def test_window_flows_compose_the_consecutive_flows_in_chunks():
@@ -165,7 +167,7 @@ def test_window_flows_compose_the_consecutive_flows_in_chunks():
     d = np.round((b[:, 0, 0, 0] - a[:, 0, 0, 0]) * 10)
     return np.broadcast_to(np.stack([d, 0 * d], -1)[:, None, None], a.shape[:3] + (2,))
 
-  back, fwd = guidance.window_flows(frames, flow_fn, chunk=4)
+  back, fwd = carrying.window_flows(frames, flow_fn, chunk=4)
   assert calls == [4, 4, 4]  # 10 pairs in chunks of 4, the last one padded: one shape
   np.testing.assert_allclose(back[..., 0], -(n - 1))  # border-clamped warps keep constant flows
   np.testing.assert_allclose(fwd[..., 0], n - 1)

@@ -18,6 +18,7 @@ from absl.testing import parameterized
 import numpy as np
 
 from tcvc_jax import streaming
+from tcvc_jax import window_stream
 from tcvc_jax.evaluation import metrics
 from tcvc_jax.evaluation import windows as protocol
 
@@ -109,7 +110,7 @@ class GoldenTest(absltest.TestCase):
     frames = self.arrays["input_frames"]
     whole = protocol.colorize_clip(frames, _StoredModel(self.windows), (4,), 64)
     model = _StoredModel(self.windows)
-    streamed = np.stack(list(streaming.iter_colorize(iter(frames), model, 4, 64)))
+    streamed = np.stack(list(window_stream.iter_colorize(iter(frames), model, 4, 64)))
     self.assertEqual(model.calls, [0, 1, 2])
     np.testing.assert_array_equal(streamed, whole)
 
@@ -160,9 +161,9 @@ class WindowingTest(parameterized.TestCase):
     with self.assertRaises(protocol.ClipTooShortError):
       protocol.colorize_clip(np.zeros((1, 8, 8, 3), np.uint8), _toy_model, (4,), 16)
     with self.assertRaises(protocol.ClipTooShortError):
-      list(streaming.iter_colorize(iter(np.zeros((1, 8, 8, 3), np.uint8)), _toy_model, 4, 16))
+      list(window_stream.iter_colorize(iter(np.zeros((1, 8, 8, 3), np.uint8)), _toy_model, 4, 16))
     with self.assertRaises(protocol.ClipTooShortError):
-      list(streaming.iter_windows(iter([]), 4))
+      list(window_stream.iter_windows(iter([]), 4))
 
   @parameterized.parameters(2, 3)
   def test_two_and_three_frame_clips(self, n):
@@ -195,9 +196,9 @@ class WindowingTest(parameterized.TestCase):
           cuts = tuple(c for c in cuts if 0 < c < n)
           expected = [(w.start, w.stop) for w in protocol.plan_windows(n, t, cuts)]
           got = [(s, s + len(f)) for s, f in
-                 streaming.iter_windows(iter(range(n)), t, lambda i, _, c=cuts: i in c)]
+                 window_stream.iter_windows(iter(range(n)), t, lambda i, _, c=cuts: i in c)]
           self.assertEqual(got, expected, msg=f"n={n} t={t} cuts={cuts}")
-          for s, f in streaming.iter_windows(iter(range(n)), t, lambda i, _, c=cuts: i in c):
+          for s, f in window_stream.iter_windows(iter(range(n)), t, lambda i, _, c=cuts: i in c):
             self.assertEqual(list(f), list(range(s, s + len(f))))
 
 
@@ -271,7 +272,7 @@ class PipelineTest(parameterized.TestCase):
     out = protocol.colorize_clip(frames, model, (4,), 8, cuts=[2, 3])
     self.assertEqual(seen, [2, 2, 3])  # shots [0, 2), [2, 3) doubled, [3, 6)
     self.assertEqual(out.shape, frames.shape)
-    streamed = list(streaming.iter_colorize(iter(frames), model, 4, 8,
+    streamed = list(window_stream.iter_colorize(iter(frames), model, 4, 8,
                                            is_cut=lambda i, _: i in (2, 3)))
     np.testing.assert_array_equal(np.stack(streamed), out)
 
@@ -296,12 +297,12 @@ class PipelineTest(parameterized.TestCase):
     model = _FakeColorizer()
     for case, (frames, pattern) in cases.items():
       for run in (lambda f: protocol.colorize_clip(f, _toy_model, (4,), 8),
-                  lambda f: list(streaming.iter_colorize(iter(f), _toy_model, 4, 8)),
+                  lambda f: list(window_stream.iter_colorize(iter(f), _toy_model, 4, 8)),
                   lambda f: list(streaming.colorize_frames(list(f), model, 4, 8))):
         with self.assertRaisesRegex(ValueError, pattern, msg=case):
           run(frames)
     with self.assertRaisesRegex(TypeError, "frame 0 is int64: frames must be uint8, uint16 or"):
-      list(streaming.iter_colorize(iter(good.astype(np.int64)), _toy_model, 4, 8))
+      list(window_stream.iter_colorize(iter(good.astype(np.int64)), _toy_model, 4, 8))
     # In range (and rounding a hair outside it), any float dtype, 16 bit: as before.
     want = protocol.colorize_clip(good, _toy_model, (4,), 8)
     near = np.clip(good, 0, 1)

@@ -3,7 +3,7 @@
 from absl.testing import absltest
 import numpy as np
 
-from tcvc_jax import streaming
+from tcvc_jax import window_stream
 from tcvc_jax.evaluation import scene_cuts
 from tcvc_jax.evaluation import windows as protocol
 
@@ -81,7 +81,7 @@ class CutDetectorTest(absltest.TestCase):
   def test_streaming_windows_respect_the_cut(self):
     frames = _shot(1, 9, 3, 1) + _shot(2, 8, -2, 2)
     windows = [(s, s + len(f)) for s, f in
-               streaming.iter_windows(iter(frames), 4, scene_cuts.CutDetector())]
+               window_stream.iter_windows(iter(frames), 4, scene_cuts.CutDetector())]
     self.assertEqual(windows, [(0, 6), (5, 9), (9, 15), (14, 17)])
     self.assertEqual(windows, [(w.start, w.stop) for w in protocol.plan_windows(17, 4, [9])])
 

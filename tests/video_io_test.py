@@ -10,7 +10,7 @@ from absl.testing import absltest
 import av
 import numpy as np
 
-from tcvc_jax import streaming
+from tcvc_jax import window_stream
 from tcvc_jax.evaluation import windows as protocol
 from tcvc_jax.media import reading
 from tcvc_jax.media import writing
@@ -557,7 +557,7 @@ class BadInputTest(absltest.TestCase):
     self.assertEqual(src.num_frames, 1)
     model = lambda g: np.zeros(g.shape[:3] + (2,), np.float32)
     with self.assertRaisesRegex(protocol.ClipTooShortError, "at least 2 frames .*, got 1$"):
-      list(streaming.iter_colorize(iter(src), model, 17, 16))
+      list(window_stream.iter_colorize(iter(src), model, 17, 16))
 
   def test_unsupported_codec(self):
     # An AVI whose video fourcc no decoder knows: PyAV opens the container but cannot decode it.

@@ -4,8 +4,8 @@
 `protocol.colorize_clip` (one-sampling, or the multi-sampling ensemble), then measures it with
 `metrics` as the original scripts do (docs/original.md#evaluation-protocol): PSNR over all, key and
 inter frames, per clip and then averaged over clips; CDC; SSIM; and a warping error (not in the
-original). Windows sharing a boundary frame reuse its anchor state (`streaming.AnchorCarry`): same
-frames, fewer passes.
+original). Windows sharing a boundary frame reuse its anchor state
+(`window_stream.AnchorCarry`): same frames, fewer passes.
 
 Warping error flow: by default the parameter-free classical TV-L1 flow
 (`models.classical_flow.estimate_flow`, default parameters) on the normalised L of the colorized
@@ -41,6 +41,7 @@ from tcvc_jax import api
 from tcvc_jax import atomic
 from tcvc_jax import porting
 from tcvc_jax import streaming
+from tcvc_jax import window_stream
 from tcvc_jax.evaluation import clips as clips_lib
 from tcvc_jax.evaluation import eval_config
 from tcvc_jax.evaluation import guided
@@ -263,7 +264,7 @@ def evaluate(config, workdir, progress=False):
   try:
     out_dir = staging.tmp
     report.write_json(os.path.join(out_dir, "config.json"), config.to_dict())
-    model = streaming.AnchorCarry(colorizer)
+    model = window_stream.AnchorCarry(colorizer)
     results = []
     bar = tqdm.tqdm(unit="clip", desc="evaluating", disable=not progress, dynamic_ncols=True,
                     file=sys.stderr)

@@ -3,7 +3,7 @@
 Modes (config `hints.modes`):
   * "auto": no hints, the original protocol (the evaluator's main run).
   * "reference": a dense reference, the ground-truth colour of the first frame of each shot (shots
-    from the scene-cut detector), carried through the shot by tcvc_jax.guidance.
+    from the scene-cut detector), carried through the shot by tcvc_jax.carrying.
   * "clicks": K random clicks per anchor (ground-truth ab averaged over a patch x patch square).
 Hinted modes run the streaming one-sampling path (`streaming.colorize_frames`) with scene cuts,
 since hints are carried within shots. "Far" frames are those more than T + 1 frames from every

@@ -111,7 +111,7 @@ class CutDetector:
     return cut
 
   def __call__(self, index, frame):
-    """`is_cut(index, frame)` adapter for `streaming.iter_windows` (index is unused)."""
+    """`is_cut(index, frame)` adapter for `window_stream.iter_windows` (index is unused)."""
     del index
     return self.update(frame)
 
