@@ -104,14 +104,14 @@ def test_flow_evaluations_per_window(model_and_vars, n):
 def test_flow_chunks_change_nothing(model_and_vars):
   """Evaluating the flow pairs in chunks gives the one-call results.
 
-  The chunks are flow_batch pairs each, the last one padded.
+  The chunks are flow_batch pairs each, the last one padded: the window's 13 pairs in chunks of 2
+  (the CPU default; pairs and their reverses mirrored in a chunk) and of 3 (odd: no mirroring).
   """
   model, variables = model_and_vars
   gray = jax.random.uniform(jax.random.key(3), (1, 6, 32, 32, 1), minval=-0.5, maxval=0.5)
   outs = [jax.jit(lambda v, g, m=m: m.apply(v, g, srl=True))(variables, gray)
-          for m in (model.clone(flow_batch=0), model.clone(flow_batch=3),
-                    model.clone(flow_batch=1), model.clone(flow_batch=2),
-                    model.clone(flow_batch=4))]
+          for m in (model.clone(flow_batch=0), model.clone(flow_batch=2),
+                    model.clone(flow_batch=3))]
   for other in outs[1:]:
     for k in ("ab", "ab_warp1", "mask1", "ab_warp2", "mask2"):
       np.testing.assert_allclose(other[k], outs[0][k], rtol=0, atol=1e-5, err_msg=k)
@@ -153,11 +153,11 @@ def test_flownet2_mirrored_chunk_gives_the_same_flows():
   fan_in = lambda s: np.prod(s.shape[:-1]) if len(s.shape) == 4 else 100.0
   variables = jax.tree_util.tree_map(
       lambda s: jnp.asarray(rs.uniform(-1, 1, s.shape) * fan_in(s) ** -0.5, jnp.float32), shapes)
+  # One program for both (the flag is traced); False runs the towers as without the flag.
   run = jax.jit(lambda v, x, y, m: net.apply(v, x, y, mirrored=m))
-  plain = np.asarray(jax.jit(net.apply)(variables, img1, img2))
-  for flag in (True, False):
-    np.testing.assert_allclose(np.asarray(run(variables, img1, img2, flag)), plain, rtol=0,
-                               atol=1e-5 * np.abs(plain).max(), err_msg=str(flag))
+  plain = np.asarray(run(variables, img1, img2, False))
+  np.testing.assert_allclose(np.asarray(run(variables, img1, img2, True)), plain, rtol=0,
+                             atol=1e-5 * np.abs(plain).max())
   # The two pairs' flows differ: towers mixed up between them would show.
   assert np.abs(plain[0] - plain[1]).max() > 0.1 * np.abs(plain).max() > 0
 
