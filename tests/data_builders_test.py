@@ -1,5 +1,7 @@
 """Builds the data/ TFDS builders (ArrayRecord, no TensorFlow) on tiny fixtures and reads back."""
 
+import contextlib
+import io
 import json
 import os
 import signal
@@ -86,7 +88,14 @@ class SyntheticClipsTest(absltest.TestCase):
 
   def test_index_of_a_slice_is_read_from_the_clips(self):
     data_dir = dt.tempdir(self)
-    data_building.build("synthetic_clips", data_dir, config="tiny")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+      data_building.build("synthetic_clips", data_dir, config="tiny")
+    # What the build says: no "Downloading and preparing dataset Unknown size" (TFDS's words).
+    said = out.getvalue()
+    self.assertIn("Building dataset synthetic_clips/tiny", said)
+    self.assertIn("nothing is downloaded", said)
+    self.assertNotIn("Downloading", said)
     source, index = data_building.open_split("synthetic_clips", "train[2:4]", data_dir,
                                              config="tiny")
     self.assertEqual(index.names, ("synthetic-train-00002", "synthetic-train-00003"))
@@ -365,7 +374,7 @@ class VideoFramesTest(absltest.TestCase):
     proc = subprocess.Popen([sys.executable, "-c", script, data_dir, self.root],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     self.addCleanup(proc.kill)
-    for line in proc.stdout:  # after TFDS's "Downloading and preparing dataset ..."
+    for line in proc.stdout:  # after "Building dataset ..."
       if line.strip() == "reading":
         break
     proc.send_signal(signal.SIGINT)
