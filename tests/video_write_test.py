@@ -1,0 +1,273 @@
+"""Tests for tcvc_jax/media/writing.py: mp4 / folders out, audio, frame times, errors."""
+
+import fractions
+import functools
+import os
+
+from absl.testing import absltest
+import av
+import numpy as np
+
+from tcvc_jax.media import reading
+from tcvc_jax.media import writing
+
+import data_testlib as dt  # tests/, beside this file
+
+# An H.264 video with 0.5 s of AAC audio unless told otherwise.
+_make_video = functools.partial(dt.write_video, codec="libx264", fps=12, audio_seconds=0.5)
+
+
+def _gradient_frames(n, h, w):
+  y, x = np.mgrid[0:h, 0:w]
+  return np.stack([np.stack([(x * 7 + 20 * t) % 256, (y * 9) % 256, np.full_like(x, 40 * t % 256)],
+                            -1) for t in range(n)]).astype(np.uint8)
+
+
+class WriteTest(absltest.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.dir = dt.tempdir(self)
+
+  def _listing(self):
+    return sorted(os.listdir(self.dir))
+
+  def _write_and_read_back(self, names, want):
+    """Writes three frames named `names` into a folder; checks its file names are `want` and that
+    it reads back the frames, in order."""
+    frames = np.random.default_rng(len(want)).integers(0, 256, (3, 6, 9, 3), dtype=np.uint8)
+    out = os.path.join(self.dir, "out")
+    with writing.open_writer(out, names=names) as w:
+      for f in frames:
+        w.write(f)
+    self.assertEqual(sorted(os.listdir(out)), want)
+    np.testing.assert_array_equal(reading.open_source(out).read_all(), frames)
+
+  def test_folder_round_trip_and_names(self):
+    self._write_and_read_back(["x1.jpg", "x2.jpg", "x3.jpg"], ["x1.png", "x2.png", "x3.png"])
+    self.assertEqual(self._listing(), ["out"])  # no temporary left over
+
+  def test_folder_names_never_collide(self):
+    # f1.png and f1.jpg would both become f1.png: the second frame overwrote the first.
+    self.assertEqual(writing.png_names(["f1.jpg", "f1.png", "f2.png"]),
+                     ["f1.jpg.png", "f1.png.png", "f2.png"])
+    self.assertEqual(writing.png_names(["a/x1.jpg", "a/x2.jpeg"]), ["x1.png", "x2.png"])
+    # Names that differ only in case are one file on a case-insensitive disk.
+    self.assertEqual(writing.png_names(["x.PNG", "x.png", "y.png"]),
+                     ["00000.png", "00001.png", "00002.png"])
+    self._write_and_read_back(["f1.jpg", "f1.png", "f2.png"],
+                              ["f1.jpg.png", "f1.png.png", "f2.png"])
+
+  def test_video_round_trip_odd_size(self):
+    frames = _gradient_frames(4, 25, 33)
+    out = os.path.join(self.dir, "o.mp4")
+    with writing.open_writer(out, fps=fractions.Fraction(30000, 1001)) as w:
+      for f in frames:
+        w.write(f.astype(np.float32) / 255)
+    src = reading.open_source(out)
+    self.assertEqual((src.fps, src.num_frames, src.width, src.height),
+                     (fractions.Fraction(30000, 1001), 4, 33, 25))
+    self.assertFalse(src.has_audio)
+    self.assertLess(np.abs(src.read_all().astype(int) - frames).mean(), 3)
+    # The exact size in 4:2:0, the pixel format players accept (VP9: H.264 4:2:0 needs even sizes).
+    with av.open(out) as c:
+      stream = c.streams.video[0]
+      self.assertEqual((stream.codec_context.name, stream.codec_context.pix_fmt),
+                       ("vp9", "yuv420p"))
+
+  def test_the_film_is_read_not_a_thumbnail_stream_before_it(self):
+    # A small one-picture video stream (a thumbnail or cover) ahead of the film, as some files
+    # have: the largest picture is the film, as the ffmpeg tool picks it.
+    path = os.path.join(self.dir, "thumb.mkv")
+    frames = _gradient_frames(5, 24, 32)
+    with av.open(path, "w") as out:
+      thumb = out.add_stream("mjpeg", rate=1)
+      thumb.width, thumb.height, thumb.pix_fmt = 16, 16, "yuvj420p"
+      film = out.add_stream("libx264", rate=12)
+      film.width, film.height, film.pix_fmt = 32, 24, "yuv420p"
+      out.mux(thumb.encode(av.VideoFrame.from_ndarray(np.zeros((16, 16, 3), np.uint8), "rgb24")))
+      out.mux(thumb.encode(None))
+      for i, f in enumerate(frames):
+        vf = av.VideoFrame.from_ndarray(f, format="rgb24")
+        vf.pts = i
+        out.mux(film.encode(vf))
+      out.mux(film.encode(None))
+    src = reading.open_source(path)
+    self.assertEqual((src.width, src.height, src.fps), (32, 24, 12))
+    got = src.read_all()
+    self.assertEqual(got.shape, frames.shape)
+    self.assertLess(np.abs(got.astype(int) - frames).mean(), 6)
+
+  def test_anamorphic_video_keeps_its_pixel_aspect_ratio(self):
+    # A 16:9 DVD is stored 720x480 with pixels 32:27 wide; written back without that ratio, it is
+    # shown squeezed to 3:2. Here 32x24 pixels of 4:3 make 16:9.
+    frames = _gradient_frames(2, 24, 32)
+    src_path = os.path.join(self.dir, "dvd.mp4")
+    _make_video(src_path, frames, audio_seconds=0, sar=fractions.Fraction(4, 3))
+    src = reading.open_source(src_path)
+    self.assertEqual(src.sample_aspect_ratio, fractions.Fraction(4, 3))
+    for ext in (".mp4", ".mkv"):
+      out = os.path.join(self.dir, "out" + ext)
+      with writing.open_writer(out, fps=12, sample_aspect_ratio=src.sample_aspect_ratio) as w:
+        for f in src.iter_frames(np.uint8):
+          w.write(f)
+      with av.open(out) as c:
+        self.assertEqual(c.streams.video[0].display_aspect_ratio, fractions.Fraction(16, 9), ext)
+      self.assertEqual(reading.open_source(out).sample_aspect_ratio, fractions.Fraction(4, 3))
+    # Turned a quarter, the pixels' ratio turns too; square pixels and folders read 1.
+    turned = os.path.join(self.dir, "turned.mp4")
+    _make_video(turned, frames, audio_seconds=0, sar=fractions.Fraction(4, 3), rotation=90)
+    self.assertEqual(reading.open_source(turned).sample_aspect_ratio, fractions.Fraction(3, 4))
+    plain = os.path.join(self.dir, "plain.mp4")
+    _make_video(plain, frames, audio_seconds=0)
+    self.assertEqual(reading.open_source(plain).sample_aspect_ratio, 1)
+
+  def test_videos_are_coded_and_tagged_bt709(self):
+    # Players read an untagged HD video as BT.709 and FFmpeg's default conversion is BT.601: a red
+    # (200, 40, 40) was shown as (213, 55, 37). Every size and codec is coded and tagged BT.709.
+    red = np.zeros((2, 36, 64, 3), np.uint8) + np.array([200, 40, 40], np.uint8)
+    for name, size in (("h264.mp4", (36, 64)), ("vp9.mp4", (35, 63)), ("h264_444.mov", (35, 63))):
+      out = os.path.join(self.dir, name)
+      with writing.open_writer(out, fps=12) as w:
+        for f in red[:, :size[0], :size[1]]:
+          w.write(f)
+      with av.open(out) as c:
+        frame = next(c.decode(video=0))
+      self.assertEqual((frame.colorspace, frame.color_primaries, frame.color_trc,
+                        frame.color_range), (1, 1, 1, 1), name)  # BT.709, limited range
+      y, cb, cr = (np.frombuffer(p, np.uint8).reshape(-1, p.line_size)[:4, :4].mean()
+                   for p in frame.planes)
+      y, cb, cr = (y - 16) / 219, (cb - 128) / 224, (cr - 128) / 224
+      r, b = y + 1.5748 * cr, y + 1.8556 * cb  # the BT.709 decoding a player does
+      g = (y - 0.2126 * r - 0.0722 * b) / 0.7152
+      np.testing.assert_allclose(np.array([r, g, b]) * 255, [200, 40, 40], atol=3, err_msg=name)
+
+  def test_audio_stays_in_sync_when_the_source_video_starts_late(self):
+    # In this MPEG-TS file the pictures start at 1/6 s and the sound at 0.039 s; our video starts at
+    # 0, so the sound is moved by 1/6 s: what played with the first picture still does.
+    src_path = os.path.join(self.dir, "rec.ts")
+    _make_video(src_path, _gradient_frames(12, 24, 32), fps=12)
+    with av.open(src_path) as c:
+      v0 = min(float(p.pts * p.time_base) for p in c.demux(video=0) if p.pts is not None)
+    with av.open(src_path) as c:
+      src_audio = [float(p.pts * p.time_base) for p in c.demux(audio=0) if p.pts is not None]
+    self.assertGreater(v0, 0.1)  # the case at hand
+    for ext in (".mp4", ".mkv"):
+      out = os.path.join(self.dir, "out" + ext)
+      src = reading.open_source(src_path)
+      with writing.open_writer(out, fps=src.fps, audio_from=src_path) as w:
+        for f in src.iter_frames(np.uint8):
+          w.write(f)
+      with av.open(out) as c:
+        got = [float(p.pts * p.time_base) for p in c.demux(audio=0) if p.pts is not None]
+      want = [t - v0 for t in src_audio if t - v0 > -1e-6]
+      np.testing.assert_allclose(got, want[:len(got)], atol=2e-3, err_msg=ext)
+      self.assertGreaterEqual(len(got), len(want) - 1, ext)
+
+  def test_a_variable_frame_rate_keeps_its_times(self):
+    # A phone in low light or a screen recording: frames 1/30 s apart, then 1/5 s, then 1/30 s.
+    # Written at an even 1 / (average rate), frame 10 came 0.55 s late against the sound; the
+    # source's times are read and written back as they are.
+    third, fifth = fractions.Fraction(1, 30), fractions.Fraction(1, 5)
+    times = [i * third for i in range(4)] + [3 * third + i * fifth for i in range(1, 5)]
+    times += [times[-1] + i * third for i in range(1, 4)]
+    frames = _gradient_frames(len(times), 24, 32)
+    src_path = os.path.join(self.dir, "vfr.mp4")
+    _make_video(src_path, frames, times=times)
+    src = reading.open_source(src_path)
+    for _ in range(2):  # every pass gives the times of the frames it yielded
+      self.assertLen(src.read_all(), len(times))
+      self.assertEqual(src.frame_times, times)
+    for ext, tick in ((".mp4", fractions.Fraction(0)), (".mkv", fractions.Fraction(1, 1000))):
+      out = os.path.join(self.dir, "out" + ext)
+      with writing.open_writer(out, fps=src.fps, audio_from=src_path,
+                               time_base=src.time_base) as w:
+        for f, t in zip(src.iter_frames(np.uint8), src.frame_times, strict=True):
+          w.write(f, time=t)
+      got = reading.open_source(out)
+      self.assertLen(got.read_all(), len(times), ext)
+      for a, b in zip(got.frame_times, times, strict=True):
+        self.assertLessEqual(abs(a - b), tick / 2, ext)
+    # Frames without times are one period apart, a time that does not move forward is put just
+    # after the previous frame, and folders keep no times.
+    out = os.path.join(self.dir, "uneven.mp4")
+    tb = fractions.Fraction(1, 1000)
+    with writing.open_writer(out, fps=10, time_base=tb) as w:
+      for f, t in zip(frames, (None, None, fractions.Fraction(1, 2), 0.5, 0.25, None),
+                      strict=False):
+        w.write(f, time=t)
+    got = reading.open_source(out)
+    got.read_all()
+    self.assertEqual(got.frame_times, [0, tb * 100, tb * 500, tb * 501, tb * 502, tb * 602])
+    folder = os.path.join(self.dir, "frames")
+    with writing.open_writer(folder) as w:
+      w.write(frames[0], time=0.5)
+    self.assertIsNone(reading.open_source(folder).frame_times)
+
+  def test_audio_is_copied(self):
+    src_path = os.path.join(self.dir, "src.mp4")
+    _make_video(src_path, _gradient_frames(6, 24, 32), fps=12)
+    src = reading.open_source(src_path)
+    out = os.path.join(self.dir, "out.mp4")
+    with writing.open_writer(out, fps=src.fps, audio_from=src_path) as w:
+      for f in src.iter_frames(np.uint8):
+        w.write(255 - f)
+    with av.open(out) as c:
+      self.assertEqual([s.type for s in c.streams], ["video", "audio"])
+      self.assertEqual(c.streams.video[0].average_rate, 12)
+      self.assertEqual(c.streams.audio[0].codec_context.name, "aac")
+      got = [(bytes(p), p.pts) for p in c.demux(audio=0) if p.size]
+    with av.open(src_path) as c:
+      want = [(bytes(p), p.pts) for p in c.demux(audio=0) if p.size]
+    self.assertNotEmpty(want)
+    self.assertEqual(got, want)  # same packets, same timestamps: remuxed, not re-encoded
+
+  def test_no_overwrite_unless_asked(self):
+    out = os.path.join(self.dir, "o.mp4")
+    frame = np.zeros((8, 8, 3), np.uint8)
+    with writing.open_writer(out, fps=5) as w:
+      w.write(frame)
+    with self.assertRaisesRegex(reading.MediaError, "output exists"):
+      writing.open_writer(out, fps=5)
+    with writing.open_writer(out, fps=5, overwrite=True) as w:
+      w.write(frame)
+      w.write(frame)
+    self.assertEqual(reading.open_source(out).num_frames, 2)
+    folder = os.path.join(self.dir, "f")
+    for n in (1, 2):
+      with writing.open_writer(folder, overwrite=True) as w:
+        for _ in range(n):
+          w.write(frame)
+    self.assertLen(os.listdir(folder), 2)
+    with self.assertRaisesRegex(reading.MediaError, "output exists"):
+      writing.open_writer(folder)
+    self.assertEqual(self._listing(), ["f", "o.mp4"])
+
+  def test_failed_write_leaves_nothing(self):
+    for name in ("o.mp4", "frames"):
+      with self.assertRaisesRegex(RuntimeError, "boom"):
+        with writing.open_writer(os.path.join(self.dir, name), fps=5) as w:
+          w.write(np.zeros((8, 8, 3), np.uint8))
+          raise RuntimeError("boom")
+    self.assertEqual(self._listing(), [])
+
+  def test_writer_errors(self):
+    frame = np.zeros((8, 8, 3), np.uint8)
+    with self.assertRaisesRegex(reading.MediaError, "unsupported output"):
+      writing.open_writer(os.path.join(self.dir, "o.gif"))
+    with self.assertRaisesRegex(reading.MediaError, "does not exist"):
+      writing.open_writer(os.path.join(self.dir, "missing", "o.mp4"))
+    with self.assertRaisesRegex(reading.MediaError, "unsupported codec"):
+      writing.VideoWriter(os.path.join(self.dir, "o.mp4"), 5, codec="no-such-codec")
+    with self.assertRaisesRegex(reading.MediaError, "no frames were written"):
+      with writing.open_writer(os.path.join(self.dir, "o.mp4"), fps=5):
+        pass
+    with self.assertRaisesRegex(reading.MediaError, "the video is 8x8"):
+      with writing.open_writer(os.path.join(self.dir, "o.mp4"), fps=5) as w:
+        w.write(frame)
+        w.write(np.zeros((6, 8, 3), np.uint8))
+    self.assertEqual(self._listing(), [])
+
+
+if __name__ == "__main__":
+  absltest.main()
