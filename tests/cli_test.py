@@ -1,6 +1,7 @@
-"""The four tools as a user types them: --help, config and flag mistakes, interrupts, file modes.
+"""How the tools stop: a signal at any moment exits 130 at once with one line, nothing left behind.
 
-Each case asserts the exit code, the one-line message, and that nothing was created or left behind.
+Also what cli.run prints as the work ends: after an open progress bar, around late callbacks.
+Mistakes on the command line, file modes: cli_usage_test.
 """
 
 import asyncio
@@ -12,37 +13,17 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 
 from tcvc_jax import cli
-from tcvc_jax import converted
-from tcvc_jax import porting
-from tcvc_jax.media import writing
 
+import cli_testlib
 import tiny
 import train_testlib
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _env(tmp_path):
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
-  env["TFDS_DATA_DIR"] = str(tmp_path / "tfds")
-  return env
-
-
-def _run(args, tmp_path, cwd=None, timeout=300):
-  return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout,
-                        env=_env(tmp_path), cwd=cwd or str(tmp_path), check=False)
-
-
-def _one_error_line(proc, code, text):
-  assert proc.returncode == code, (proc.returncode, proc.stderr[-2000:])
-  assert "Traceback" not in proc.stderr
-  errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-  assert len(errors) == 1 and text in errors[0], proc.stderr[-2000:]
+REPO = cli_testlib.REPO
+_env = cli_testlib.tool_env
+_run = cli_testlib.run_tool
 
 
 @pytest.fixture(scope="module")
@@ -52,83 +33,7 @@ def checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def frames(tmp_path_factory):
-  folder = tmp_path_factory.mktemp("frames") / "clip"
-  folder.mkdir()
-  rs = np.random.RandomState(0)
-  for i in range(12):
-    (folder / f"{i:03d}.png").write_bytes(writing.encode_png(rs.randint(0, 255, (32, 32, 3),
-                                                                        np.uint8)))
-  return str(folder)
-
-
-@pytest.mark.parametrize("tool", ["train.py", "eval.py", "-m tcvc_jax.colorize",
-                                  "-m tcvc_jax.convert"])
-def test_help_exits_0(tool, tmp_path):
-  proc = _run([*tool.split(), "--help"], tmp_path, cwd=REPO)
-  assert proc.returncode == 0, proc.stderr
-  assert "exit codes" in proc.stdout
-  if tool == "train.py":
-    assert "demo:short" in proc.stdout and "default:released" in proc.stdout
-    assert "num_train_steps" in proc.stdout
-  if tool == "eval.py":
-    assert "eval:synthetic" in proc.stdout and "data.root" in proc.stdout
-
-
-@pytest.mark.parametrize("args,text", [
-    (["--config.no_such_key=1"], "no_such_key"),
-    (["--config=configs/nothing.py"], "nothing.py"),
-    (["--config=default:nopreset"], "nopreset"),
-    (["--config.num_train_steps=0"], "num_train_steps must be a positive integer"),
-    (["--config.num_train_steps=-5"], "num_train_steps must be a positive integer"),
-    (["--config=default", "--config.data.crop_size=100"], "needs positive multiples of 64"),
-    (["--config.model.colorizer_widths=(8,8)"], "colorizer_widths must have 10 entries"),
-    (["--workdirr=x"], "workdirr"),
-    (["--config=default:tiny", "--config.seed=1", "--config", "demo"],
-     "--config is given 2 times (default:tiny, demo); give it once"),
-    (["--config.optm.learning_rate=1"],  # a section's typo: named plainly, not a repr
-     'unknown config key --config.optm.learning_rate; did you mean "optim" instead of "optm"?'),
-    # Data settings: checked before any dataset is built, naming the key.
-    (["--config.data.name=bogus"],
-     "data.name: unknown dataset 'bogus'; known: synthetic_clips, video_frames"),
-    (["--config.data.config=bogus"], "data.config: unknown config 'bogus' of dataset "
-     "synthetic_clips; its configs: default, tiny, large, painted"),
-    (["--config=default:tiny", "--config.data.name=video_frames"],  # the preset's config: tiny
-     "data.config: unknown config 'tiny' of dataset video_frames; its configs: folder, folder_300, "
-     "davis, davis_videvo"),
-    (["--config.data.interval_list=()"], "data.interval_list must be a non-empty tuple"),
-    (["--config.data.interval_list=(0,)"], "data.interval_list must be a non-empty tuple"),
-    (["--config.data.crop_size=bogus"], "data.crop_size must be a positive integer, (height, "
-     "width) or None"),
-    (["--config.data.crop_size=(32,64)"], "data.rot90 needs a square crop_size, got 32x64"),
-    (["--config.data.simulated_hints.max_patch=0"],
-     "data.simulated_hints.max_patch must be a positive integer, got 0"),
-    (["--config.data.simulated_hints.none_fraction=2"],
-     "data.simulated_hints.none_fraction must be in [0, 1]"),
-    (["--config.data.simulated_hints.location=bogus"], "data.simulated_hints.location must be"),
-    (["--config.data.simulated_hints.points_p=0"], "data.simulated_hints.points_p must be in"),
-])
-def test_train_config_mistakes_stop_before_any_work(args, text, tmp_path):
-  proc = _run([os.path.join(REPO, "train.py"), "--workdir=run", *args], tmp_path)
-  _one_error_line(proc, 2, text)
-  assert not os.path.exists(tmp_path / "run")
-
-
-@pytest.mark.parametrize("args,text", [
-    (["--config=eval:nopreset"], "nopreset"),
-    (["--config=eval", "--config.protocol.network_sizee=3"], "network_sizee"),
-])
-def test_eval_config_mistakes(args, text, tmp_path):
-  proc = _run([os.path.join(REPO, "eval.py"), "--workdir=ev", *args], tmp_path)
-  _one_error_line(proc, 2, text)
-  assert not os.path.exists(tmp_path / "ev")
-
-
-def test_eval_bad_checkpoint_creates_no_workdir(tmp_path, frames):
-  proc = _run([os.path.join(REPO, "eval.py"), "--config=eval:tiny", "--workdir=ev",
-               f"--config.checkpoint={tmp_path / 'missing'}",
-               f"--config.data.root={os.path.dirname(frames)}"], tmp_path)
-  _one_error_line(proc, 1, "missing")
-  assert not os.path.exists(tmp_path / "ev")
+  return cli_testlib.random_frames(tmp_path_factory.mktemp("frames") / "clip")
 
 
 def _interrupt(cmd, tmp_path, delay, sig=signal.SIGINT):
@@ -322,82 +227,6 @@ def test_train_interrupt_during_compile_and_during_training(tmp_path):
   assert os.listdir(tmp_path / "b" / "checkpoints")
 
 
-def test_outputs_follow_the_umask(checkpoint, frames, tmp_path):
-  old = os.umask(0o022)
-  try:
-    proc = _run(["-m", "tcvc_jax.colorize", frames, "out.mp4", "--checkpoint", checkpoint,
-                 "--size", "32", "--quiet"], tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    proc = _run(["-m", "tcvc_jax.colorize", frames, "out_frames", "--checkpoint", checkpoint,
-                 "--size", "32", "--quiet"], tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    proc = _run(["-m", "tcvc_jax.convert", checkpoint, "back.pth"], tmp_path)
-    assert proc.returncode == 0, proc.stderr
-  finally:
-    os.umask(old)
-  # The compilation cache is on by default, in the user's cache folder.
-  assert os.listdir(tmp_path / "cache" / "tcvc_jax" / "xla")
-  mode = lambda p: os.stat(tmp_path / p).st_mode & 0o777
-  assert mode("out.mp4") == 0o644
-  assert mode("out_frames") == 0o755 and mode("out_frames/000.png") == 0o644
-  assert mode("back.pth") == 0o644
-
-
-def test_convert_names_exactly_the_bad_keys(checkpoint, tmp_path):
-  from tcvc_jax import pth  # pylint: disable=g-import-not-at-top
-  variables, _, _ = converted.load_converted(checkpoint)
-  sd = porting.flax_to_torch(variables)
-  del sd["fea_key.model3.2.bias"]
-  sd["weigting.conv2.weight"] = np.zeros((4, 9, 3, 3), np.float32)
-  pth.save(sd, str(tmp_path / "bad.pth"))
-  proc = _run(["-m", "tcvc_jax.convert", "bad.pth", "out"], tmp_path)
-  _one_error_line(proc, 1, "missing keys: fea_key.model3.2.bias; mis-shaped keys: "
-                  "weigting.conv2.weight (4, 9, 3, 3) (expected (4, 8, 3, 3))")
-  assert not os.path.exists(tmp_path / "out")
-
-
-@pytest.mark.parametrize("target", ["file/x.pth", "/proc/x.pth", "missing_dir/x.pth"])
-def test_convert_to_an_unwritable_place(checkpoint, tmp_path, target):
-  (tmp_path / "file").write_text("a file, not a folder")
-  proc = _run(["-m", "tcvc_jax.convert", checkpoint, target], tmp_path)
-  _one_error_line(proc, 1, "x.pth" if target != "missing_dir/x.pth" else "missing_dir")
-  assert (tmp_path / "file").read_text() == "a file, not a folder"
-
-
-@pytest.mark.parametrize("args,text", [
-    (["-m", "tcvc_jax.colorize", "a", "b", "--checkpoint", "c", "--sizee", "3"],
-     "unrecognized arguments: --sizee 3"),
-    (["-m", "tcvc_jax.convert"], "the following arguments are required: src, out"),
-])
-def test_argparse_mistakes_are_one_line(args, text, tmp_path):
-  _one_error_line(_run(args, tmp_path), 2, text)
-
-
-def test_a_workdir_that_is_a_file(checkpoint, frames, tmp_path):
-  (tmp_path / "afile").write_text("mine")
-  proc = _run([os.path.join(REPO, "train.py"), "--workdir=afile", "--config=default:tiny"],
-              tmp_path)
-  _one_error_line(proc, 1, "is a file, not a folder")
-  proc = _run([os.path.join(REPO, "eval.py"), "--config=eval:tiny", "--workdir=afile",
-               f"--config.checkpoint={checkpoint}",
-               f"--config.data.root={os.path.dirname(frames)}"], tmp_path)
-  _one_error_line(proc, 1, "is a file, not a folder")
-  assert (tmp_path / "afile").read_text() == "mine"
-
-
-def test_eval_error_after_the_progress_bar_starts_a_line(checkpoint, tmp_path):
-  """A clip's error comes after the bar has been drawn: one `error:` line of its own."""
-  clip = tmp_path / "test_set" / "clip"
-  clip.mkdir(parents=True)
-  for i in range(3):
-    (clip / f"{i}.png").write_bytes(writing.encode_png(np.full((32, 32), 40 * i, np.uint8)))
-  proc = _run([os.path.join(REPO, "eval.py"), "--config=eval:tiny", "--workdir=ev",
-               f"--config.checkpoint={checkpoint}", f"--config.data.root={clip.parent}"],
-              tmp_path)
-  _one_error_line(proc, 1, "clip clip: the ground truth is gray; set --config.data.no_gt=True")
-  assert "evaluating" in proc.stderr  # the bar was drawn before the error
-
-
 @pytest.mark.parametrize("delay", [1.0, 4.0])
 def test_eval_and_convert_interrupts(checkpoint, frames, tmp_path, delay):
   cmd = [os.path.join(REPO, "eval.py"), "--config=eval:tiny", "--workdir=ev",
@@ -447,36 +276,3 @@ def test_late_tensorstore_callbacks_print_nothing(monkeypatch):
         sys.unraisablehook(hook_args((type(e), e, tb, None, None)))
   assert "Event loop is closed" not in stderr.getvalue()
   assert "ZeroDivisionError" in stderr.getvalue()
-
-
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # importlib's, loading the config file
-@pytest.mark.parametrize("value,expected", [
-    ("32", 32), ("(32,64)", (32, 64)), ("[64,32]", [64, 32]), ("None", None)])
-def test_train_crop_size_takes_what_the_pipeline_takes(monkeypatch, value, expected):
-  """--config.data.crop_size takes n, (height, width) and None (whole frames), as the pipeline does;
-  the int-typed field refused all but n."""
-  from tcvc_jax import flag_parsing  # pylint: disable=g-import-not-at-top
-  from tcvc_jax.training import train_config  # pylint: disable=g-import-not-at-top
-  monkeypatch.setattr(sys, "argv", list(sys.argv))  # the parser sets sys.argv
-  parsed = flag_parsing.parse_train_flags(
-      ["train.py", "--config=default:tiny", "--workdir=w", f"--config.data.crop_size={value}",
-       "--config.data.rot90=False"], "usage", "")
-  assert not isinstance(parsed, int), parsed
-  config = parsed[0]
-  assert config.data.crop_size == expected
-  train_config.validate_config(config)
-  if expected is not None:
-    with config.unlocked():
-      config.data.crop_size = (32, 44)
-    with pytest.raises(ValueError, match="data.crop_size 32x44: .* multiples of 8"):
-      train_config.validate_config(config)
-
-
-def test_train_the_paper_config_without_clips(tmp_path):
-  """The default config (video_frames/davis_videvo, eval.network_size a pair) passes the checks
-  (it raised a TypeError); with no clip folder given, one line says so, and neither a workdir nor
-  a dataset skeleton stays."""
-  proc = _run([os.path.join(REPO, "train.py"), "--config=default", "--workdir=run"], tmp_path)
-  _one_error_line(proc, 1, "video_frames/davis_videvo is not built in ")
-  assert "manual_dir" in proc.stderr
-  assert not os.path.exists(tmp_path / "run") and not os.path.exists(tmp_path / "tfds")

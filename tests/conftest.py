@@ -78,10 +78,12 @@ def pytest_collection_finish(session):
 # unit, so that no fixture is built twice. The longest units are handed out first.
 _GOLDEN_UNIT = ("convert_test.py", "golden_test.py", "hints_golden_test.py",
                 "train_golden_test.py")
+# cli_test.py compiles the tiny train step that install_test.py and train_faults_test.py then read
+# from the session's compilation cache.
 _LONGEST_FIRST = ("golden", "train_demo_test.py", "guidance_test.py", "models_test.py",
-                  "cli_test.py", "train_multihost_test.py", "api_test.py", "sharding_test.py",
-                  "train_lib_test.py", "install_test.py", "train_faults_test.py",
-                  "evaluator_test.py")
+                  "cli_test.py", "cli_usage_test.py", "train_multihost_test.py", "api_test.py",
+                  "sharding_test.py", "train_lib_test.py", "install_test.py",
+                  "train_faults_test.py", "evaluator_test.py", "evaluator_errors_test.py")
 
 
 def _work_unit(nodeid):

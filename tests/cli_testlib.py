@@ -1,0 +1,35 @@
+"""Helpers of the CLI tests: the tools run in subprocesses, each test with its own cache folders."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from tcvc_jax.media import writing
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tool_env(tmp_path):
+  """A tool's environment: no XLA_FLAGS; its user cache and TFDS folders under `tmp_path`."""
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+  env["TFDS_DATA_DIR"] = str(tmp_path / "tfds")
+  return env
+
+
+def run_tool(args, tmp_path, cwd=None, timeout=300):
+  """`python *args` to its end, in `cwd` or `tmp_path`, with `tool_env`; text output captured."""
+  return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout,
+                        env=tool_env(tmp_path), cwd=cwd or str(tmp_path), check=False)
+
+
+def random_frames(folder):
+  """Makes `folder` with 12 random 32x32 RGB frames as PNGs; returns its path."""
+  folder.mkdir()
+  rs = np.random.RandomState(0)
+  for i in range(12):
+    (folder / f"{i:03d}.png").write_bytes(writing.encode_png(rs.randint(0, 255, (32, 32, 3),
+                                                                        np.uint8)))
+  return str(folder)
