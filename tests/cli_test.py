@@ -18,22 +18,15 @@ import pytest
 from tcvc_jax import cli
 
 import cli_testlib
-import tiny
+
+# The shared fixtures (pytest finds them by name in this module).
+from cli_testlib import checkpoint  # noqa: F401
+from cli_testlib import frames  # noqa: F401
 import train_testlib
 
 REPO = cli_testlib.REPO
 _env = cli_testlib.tool_env
 _run = cli_testlib.run_tool
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-  return tiny.save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny")
-
-
-@pytest.fixture(scope="module")
-def frames(tmp_path_factory):
-  return cli_testlib.random_frames(tmp_path_factory.mktemp("frames") / "clip")
 
 
 def _interrupt(cmd, tmp_path, delay, sig=signal.SIGINT):

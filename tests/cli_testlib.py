@@ -5,8 +5,11 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from tcvc_jax.media import writing
+
+import tiny
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -33,3 +36,14 @@ def random_frames(folder):
     (folder / f"{i:03d}.png").write_bytes(writing.encode_png(rs.randint(0, 255, (32, 32, 3),
                                                                         np.uint8)))
   return str(folder)
+
+
+# The fixtures both CLI test modules use (imported there by name).
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+  return tiny.save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory):
+  return random_frames(tmp_path_factory.mktemp("frames") / "clip")

@@ -15,7 +15,10 @@ from tcvc_jax import porting
 from tcvc_jax.media import writing
 
 import cli_testlib
-import tiny
+
+# The shared fixtures (pytest finds them by name in this module).
+from cli_testlib import checkpoint  # noqa: F401
+from cli_testlib import frames  # noqa: F401
 
 REPO = cli_testlib.REPO
 _run = cli_testlib.run_tool
@@ -26,16 +29,6 @@ def _one_error_line(proc, code, text):
   assert "Traceback" not in proc.stderr
   errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
   assert len(errors) == 1 and text in errors[0], proc.stderr[-2000:]
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-  return tiny.save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny")
-
-
-@pytest.fixture(scope="module")
-def frames(tmp_path_factory):
-  return cli_testlib.random_frames(tmp_path_factory.mktemp("frames") / "clip")
 
 
 @pytest.mark.parametrize("tool", ["train.py", "eval.py", "-m tcvc_jax.colorize",

@@ -10,8 +10,12 @@ import json
 import os
 
 import numpy as np
+import pytest
 
+from tcvc_jax import api
 from tcvc_jax.media import writing
+
+import tiny
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _spec = importlib.util.spec_from_file_location("eval_config",
@@ -58,3 +62,27 @@ def make_config(checkpoint, root, presets="tiny", **data):
 def read_summary(workdir):
   with open(os.path.join(workdir, "summary.json")) as f:
     return json.load(f)
+
+
+# The fixtures both evaluator test modules use (imported there by name).
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+  return tiny.save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def colorizer(checkpoint):  # pylint: disable=redefined-outer-name
+  return api.load(checkpoint)
+
+
+@pytest.fixture(autouse=True)
+def cached_loader(monkeypatch, checkpoint, colorizer):  # pylint: disable=redefined-outer-name
+  """The evaluator loads via api.load; reuse one Colorizer (and its jit cache)."""
+  real = api.load
+  monkeypatch.setattr(api, "load",
+                      lambda p, dtype=None: colorizer if p == checkpoint else real(p, dtype))
+
+
+@pytest.fixture(scope="module")
+def test_set(tmp_path_factory):
+  return clip_set(tmp_path_factory.mktemp("testset"), CLIPS)

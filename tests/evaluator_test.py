@@ -22,36 +22,18 @@ from tcvc_jax.media import writing
 from tcvc_jax.models import classical_flow
 
 import eval_testlib
-import tiny
+
+# The shared fixtures (pytest finds them by name in this module).
+from eval_testlib import cached_loader  # noqa: F401
+from eval_testlib import checkpoint  # noqa: F401
+from eval_testlib import colorizer  # noqa: F401
+from eval_testlib import test_set  # noqa: F401
 
 REPO = eval_testlib.REPO
 H, W, CLIPS = eval_testlib.H, eval_testlib.W, eval_testlib.CLIPS
 _frames = eval_testlib.drifting_frames
 _config = eval_testlib.make_config
 _summary = eval_testlib.read_summary
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-  return tiny.save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny")
-
-
-@pytest.fixture(scope="module")
-def colorizer(checkpoint):
-  return api.load(checkpoint)
-
-
-@pytest.fixture(autouse=True)
-def _cached_loader(monkeypatch, checkpoint, colorizer):
-  """The evaluator loads via api.load; reuse one Colorizer (and its jit cache)."""
-  real = api.load
-  monkeypatch.setattr(api, "load",
-                      lambda p, dtype=None: colorizer if p == checkpoint else real(p, dtype))
-
-
-@pytest.fixture(scope="module")
-def test_set(tmp_path_factory):
-  return eval_testlib.clip_set(tmp_path_factory.mktemp("testset"), eval_testlib.CLIPS)
 
 
 def _read(path):
