@@ -64,6 +64,43 @@ def check_target(path, overwrite: bool = False) -> str:
   return path
 
 
+class OutputIsInputError(ValueError):
+  """Writing the output would replace or remove one of the run's inputs."""
+
+
+def is_within(path, folder) -> bool:
+  """Whether `path` is `folder` or lies inside it (links resolved; hard links of a file too)."""
+  path, folder = os.fspath(path), os.fspath(folder)
+  real, top = os.path.realpath(path), os.path.realpath(folder)
+  if real == top or real.startswith(top.rstrip(os.sep) + os.sep):
+    return True
+  try:
+    return os.path.samefile(path, folder)
+  except OSError:
+    return False
+
+
+def check_keeps_inputs(output, inputs) -> None:
+  """Raises OutputIsInputError when writing `output` (a file, or a folder replaced whole) would
+  replace or remove one of `inputs`: the same file or folder, or a folder that holds it.
+
+  `--overwrite` replaces an earlier output; it never means "replace what this run reads" (a
+  colorized video written over its source, a checkpoint folder over the .pth it came from).
+
+  Args:
+    output: the output path.
+    inputs: (description, path) pairs; paths that are None or do not exist are skipped.
+  """
+  if not os.path.lexists(os.fspath(output)):
+    return
+  for what, path in inputs:
+    if path is not None and os.path.lexists(os.fspath(path)) and is_within(path, output):
+      held = "is" if is_within(output, path) else "holds"
+      raise OutputIsInputError(f"the output {os.fspath(output)} {held} {what} "
+                               f"{os.fspath(path)}: writing there would destroy it; choose another "
+                               "output")
+
+
 def remove(path: str) -> None:
   """Removes a file, link or folder (if there)."""
   if os.path.isdir(path) and not os.path.islink(path):

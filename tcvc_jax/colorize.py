@@ -131,7 +131,12 @@ def _usage_problem(args):
 
 
 def _colorize(args):
+  from tcvc_jax import atomic  # pylint: disable=g-import-not-at-top
+  from tcvc_jax import guidance  # pylint: disable=g-import-not-at-top
   from tcvc_jax import streaming  # pylint: disable=g-import-not-at-top
+  # (colorize_file checks the input and the checkpoint)
+  atomic.check_keeps_inputs(args.output, [("the --hints file", args.hints)] + [
+      ("the --reference image", guidance.parse_reference(text)[1]) for text in args.reference])
   flag_parsing.enable_compilation_cache(args.compilation_cache)
   hints = _user_hints(args, streaming.parse_size(args.size))
   result = streaming.colorize_file(

@@ -38,12 +38,14 @@ def build_parser():
 
 
 def _convert(args):
+  from tcvc_jax import atomic  # pylint: disable=g-import-not-at-top
   from tcvc_jax import converted  # pylint: disable=g-import-not-at-top
   from tcvc_jax import export  # pylint: disable=g-import-not-at-top
   from tcvc_jax.training import checkpointing  # pylint: disable=g-import-not-at-top
   src = args.src
   if not os.path.exists(src):
     raise cli.UserError(f"{src}: no such file or folder")
+  atomic.check_keeps_inputs(args.out, [("the source", src)])
   if args.step is not None and not checkpointing.is_workdir(src):
     raise cli.UserError(f"--step needs a train.py workdir; {src} is not one")
   if os.path.isdir(src) and checkpointing.is_workdir(src):

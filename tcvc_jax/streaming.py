@@ -20,6 +20,7 @@ import tqdm
 
 from tcvc_jax import allocator
 from tcvc_jax import api
+from tcvc_jax import atomic
 from tcvc_jax import carrying
 from tcvc_jax import guidance
 from tcvc_jax import window_stream
@@ -239,11 +240,15 @@ def colorize_file(input_path, output_path, model, interval=windows.DEFAULT_INTER
     Result.
 
   Raises:
-    reading.MediaError, porting.ConversionError, windows.ClipTooShortError, UsageError or
-    OSError, with a one-line message.
+    reading.MediaError, porting.ConversionError, windows.ClipTooShortError, UsageError,
+    atomic.OutputIsInputError (the output would replace the input or the checkpoint) or OSError,
+    with a one-line message.
   """
   start = time.perf_counter()
   check_fps(fps)
+  checkpoint = model if isinstance(model, (str, os.PathLike)) else None
+  atomic.check_keeps_inputs(output_path, [("the input", input_path),
+                                          ("the checkpoint", checkpoint)])
   source = reading.open_source(input_path, fps)
   if source.num_frames is not None and source.num_frames < 2:
     raise windows.ClipTooShortError(

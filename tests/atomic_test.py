@@ -105,3 +105,22 @@ def test_a_new_folder_is_undone_unless_kept(tmp_path):
   (tmp_path / "file").write_text("1")
   with pytest.raises(NotADirectoryError, match="is a file"):
     atomic.NewFolder(tmp_path / "file" / "run")
+
+
+def test_an_output_never_replaces_an_input(tmp_path):
+  src = tmp_path / "in.mp4"
+  src.write_bytes(b"video")
+  folder = tmp_path / "clips"
+  folder.mkdir()
+  (folder / "a.mp4").write_bytes(b"video")
+  (tmp_path / "link.mp4").symlink_to(src)
+  os.link(src, tmp_path / "hard.mp4")
+  for out, inp, word in [(src, src, "is"), (folder, folder / "a.mp4", "holds"),
+                         (src, tmp_path / "link.mp4", "is"), (tmp_path / "hard.mp4", src, "is")]:
+    with pytest.raises(atomic.OutputIsInputError, match=f"output {out} {word} the input {inp}:"):
+      atomic.check_keeps_inputs(out, [("the checkpoint", None), ("the input", inp)])
+  # A new output, one inside the input's folder, or a folder whose name only starts alike: fine.
+  (tmp_path / "clips2").mkdir()
+  for out in [tmp_path / "new.mp4", folder / "b.mp4", tmp_path / "clips2"]:
+    atomic.check_keeps_inputs(out, [("the input", folder / "a.mp4"), ("the input", src)])
+  assert src.read_bytes() == b"video" and (folder / "a.mp4").read_bytes() == b"video"

@@ -5,6 +5,7 @@ interrupts: cli_test.
 """
 
 import os
+import shutil
 import sys
 
 import numpy as np
@@ -162,6 +163,38 @@ def test_a_workdir_that_is_a_file(checkpoint, frames, tmp_path):
                f"--config.data.root={os.path.dirname(frames)}"], tmp_path)
   _one_error_line(proc, 1, "is a file, not a folder")
   assert (tmp_path / "afile").read_text() == "mine"
+
+
+def test_no_tool_writes_over_what_it_reads(checkpoint, frames, tmp_path):
+  """--overwrite replaces an earlier output, never the run's own input, checkpoint or another
+  tool's files (eval.py into a train.py run's folder, train.py into eval.py's results)."""
+  shutil.copytree(frames, tmp_path / "clips" / "clip")
+  shutil.copytree(checkpoint, tmp_path / "ck")
+  (tmp_path / "m.pth").write_bytes(b"PK not really")
+  run_dir = tmp_path / "run"  # a train.py run's folder (what marks it: model.json, checkpoints/)
+  (run_dir / "checkpoints").mkdir(parents=True)
+  (run_dir / "model.json").write_text("{}")
+  (run_dir / "config.json").write_text("the run's config")
+  results = tmp_path / "results"  # an eval.py run's results
+  results.mkdir()
+  (results / "config.json").write_text("the evaluation's config")
+  (results / "summary.json").write_text("{}")
+  before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+  colorize = ["-m", "tcvc_jax.colorize", "--size", "32", "--quiet", "--overwrite"]
+  for args, text in [
+      (colorize + ["clips/clip", "clips", "--checkpoint", "ck"], "output clips holds the input"),
+      (colorize + ["clips/clip", "clips/clip", "--checkpoint", "ck"], "is the input"),
+      (colorize + ["clips/clip", "ck", "--checkpoint", "ck"], "is the checkpoint ck"),
+      (["-m", "tcvc_jax.convert", "m.pth", "m.pth", "--overwrite"], "is the source m.pth"),
+      ([os.path.join(REPO, "eval.py"), "--config=eval:tiny", "--workdir=run",
+        "--config.checkpoint=ck", "--config.data.root=clips", "--config.overwrite=True"],
+       "run holds a config.json that no eval.py run wrote"),
+      ([os.path.join(REPO, "train.py"), "--config=default:tiny", "--workdir=results"],
+       "results holds a config.json that no train.py run wrote"),
+  ]:
+    _one_error_line(_run(args, tmp_path), 1, text)
+  assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()
+          and "cache" not in p.parts} == before
 
 
 def test_eval_error_after_the_progress_bar_starts_a_line(checkpoint, tmp_path):

@@ -7,6 +7,7 @@ model and the config: eval_testlib.
 
 import csv
 import os
+import shutil
 import subprocess
 import sys
 
@@ -64,6 +65,11 @@ def test_bad_inputs(checkpoint, test_set, tmp_path):
   bad_mode = _config(checkpoint, test_set)
   bad_mode.protocol.mode = "many"
   cases["bad mode"] = (bad_mode, "mode must be")
+  inside = tmp_path / "work" / "data_in_results" / "frames"  # the data where results would go
+  shutil.copytree(test_set, inside)
+  in_results = _config(checkpoint, str(inside))
+  in_results.overwrite = True  # without it, the workdir "already holds results (frames)"
+  cases["data in results"] = (in_results, "the data .* is in .*frames, which the results replace")
   for case, (config, pattern) in cases.items():
     with pytest.raises(evaluator.INPUT_ERRORS, match=pattern) as e:
       evaluator.evaluate(config, str(tmp_path / "work" / case.replace(" ", "_")))

@@ -133,6 +133,27 @@ def _check_workdir(workdir, overwrite):
                     "or set --config.overwrite=True")
 
 
+def _check_keeps(workdir, config):
+  """Raises EvalError where publishing the results would replace what no eval.py run wrote: a
+  config.json without an eval's summary.json (that of a train.py run, when evaluating into its
+  folder), or the checkpoint or data under one of the results' names."""
+  path = os.path.abspath(workdir)
+  if (os.path.lexists(os.path.join(path, "config.json"))
+      and not os.path.lexists(os.path.join(path, "summary.json"))):
+    raise EvalError(f"{workdir} holds a config.json that no eval.py run wrote (a train.py run's "
+                    "folder?); the results' config.json would replace it: use another --workdir, "
+                    f"e.g. {os.path.join(workdir, 'eval')}")
+  inputs = [("the checkpoint", config.checkpoint)] + [
+      (f"the data (data.{key})", config.data.get(key))
+      for key in ("root", "manual_dir", "data_dir")]
+  for name in RESULT_NAMES:
+    target = os.path.join(path, name)
+    for what, src in inputs:
+      if src and os.path.lexists(target) and os.path.lexists(src) and atomic.is_within(src, target):
+        raise EvalError(f"{what} {src} is in {target}, which the results replace: use another "
+                        "--workdir")
+
+
 class _Staging(atomic.AtomicOutput):
   """A temporary folder (`tmp`) for the run's results, moved into the workdir once all are there.
 
@@ -253,6 +274,7 @@ def evaluate(config, workdir, progress=False):
   start = time.perf_counter()
   eval_config.validate_config(config)
   _check_workdir(workdir, config.overwrite)
+  _check_keeps(workdir, config)
   passes = interval_lengths(config.protocol)
   hinted = set(config.hints.modes) - {"auto"}
   clips = clips_lib.iter_clips(config.data)

@@ -205,6 +205,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   workdir = os.path.abspath(workdir)
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise ValueError(f"workdir {workdir} is a file, not a folder")
+  if (os.path.lexists(os.path.join(workdir, "config.json"))
+      and not os.path.lexists(os.path.join(workdir, checkpointing.MODEL_FILE))):
+    # A run writes model.json before its config.json: this one is another tool's (eval.py's).
+    raise ValueError(f"{workdir} holds a config.json that no train.py run wrote (an eval.py "
+                     "result?); the run's config.json would replace it: use another --workdir")
   mesh = sharding.create_mesh(config.mesh.axes, config.mesh.axis_type)
   sharding.check_batch_size(config.data.batch_size, mesh)
   logging.info("mesh %s over %d devices, %d processes", dict(mesh.shape), jax.device_count(),
