@@ -74,6 +74,9 @@ def test_bad_inputs(checkpoint, test_set, tmp_path):
     with pytest.raises(evaluator.INPUT_ERRORS, match=pattern) as e:
       evaluator.evaluate(config, str(tmp_path / "work" / case.replace(" ", "_")))
     assert "\n" not in str(e.value), case
+  with pytest.raises(EvalError, match="is inside the test set folder"):
+    evaluator.evaluate(_config(checkpoint, str(inside)), str(inside / "results"))
+  assert sorted(os.listdir(inside)) == sorted(os.listdir(test_set))
 
 
 def test_eval_main(checkpoint, test_set, tmp_path):

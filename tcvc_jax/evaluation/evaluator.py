@@ -136,13 +136,19 @@ def _check_workdir(workdir, overwrite):
 def _check_keeps(workdir, config):
   """Raises EvalError where publishing the results would replace what no eval.py run wrote: a
   config.json without an eval's summary.json (that of a train.py run, when evaluating into its
-  folder), or the checkpoint or data under one of the results' names."""
+  folder), the checkpoint or data under one of the results' names, or the test set folder (the
+  results would become clips of it)."""
   path = os.path.abspath(workdir)
   if (os.path.lexists(os.path.join(path, "config.json"))
       and not os.path.lexists(os.path.join(path, "summary.json"))):
     raise EvalError(f"{workdir} holds a config.json that no eval.py run wrote (a train.py run's "
                     "folder?); the results' config.json would replace it: use another --workdir, "
                     f"e.g. {os.path.join(workdir, 'eval')}")
+  root = config.data.get("root")
+  if (config.data.source == "folder" and root and os.path.isdir(root)
+      and atomic.is_within(path, root)):
+    raise EvalError(f"the workdir {workdir} is inside the test set folder {root}: its results "
+                    "would become clips of it; use a --workdir outside it")
   inputs = [("the checkpoint", config.checkpoint)] + [
       (f"the data (data.{key})", config.data.get(key))
       for key in ("root", "manual_dir", "data_dir")]
