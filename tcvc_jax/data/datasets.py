@@ -229,8 +229,9 @@ class VideoFrames(_ClipBuilder):
           raise sources.DataError(f"no clip folder or video named {name!r} under {root}")
         frames, frame_names = data_layout.load_clip(clip, resize)
         if len(frames) < c.min_frames:
-          raise sources.DataError(f"{len(frames)} frames in {clip.location}, fewer than "
-                                  f"min_frames={c.min_frames}")
+          n = len(frames)
+          raise sources.DataError(f"{n} frame{'s' if n != 1 else ''} in {clip.location}, fewer "
+                                  f"than min_frames={c.min_frames}")
       except reading.MediaError as e:
         logging.warning("video_frames[%s]: skipping clip %r: %s", split, name, e)
         skipped.append([name, str(e)])
