@@ -289,8 +289,9 @@ def colorize_file(input_path, output_path, model, interval=windows.DEFAULT_INTER
     if not hints:
       bars["colorizing"] = new_bar("colorizing")
     try:
-      for frame in colorize_frames(source, colorizer, interval, network_size, cuts, gray_mode,
-                                   hints, on_planned):
+      # Frames as stored (uint8 for most videos): a window of 1080p frames held 470 MB as float32.
+      for frame in colorize_frames(source.as_stored(), colorizer, interval, network_size, cuts,
+                                   gray_mode, hints, on_planned):
         bar = bars["colorizing"]
         # Frame k is written after the source has yielded it (and recorded its time).
         writer.write(frame, time=source.frame_times[count] if timed else None)

@@ -102,8 +102,8 @@ def iter_colorize(frames: Iterable[np.ndarray], colorize_window: windows.Coloriz
   for start, win in iter_windows(checked_frames(frames), interval_length, is_cut, anchors):
     l_full = windows.frames_to_l(np.stack(win), gray_mode)
     hints = None if window_hints is None else window_hints(start, len(win))
-    out = windows.to_uint8_round(
-        windows.colorize_l_window(l_full, colorize_window, network_size, hints))
+    out = [windows.to_uint8_round(rgb)  # frame by frame: no float copy of the whole window
+           for rgb in windows.iter_rgb255(l_full, colorize_window, network_size, hints)]
     if pending is not None and pending[0] != start:
       yield pending[1]
     yield from out[:-1]

@@ -78,6 +78,21 @@ class ReadFolderTest(absltest.TestCase):
     self.assertEqual((src.bit_depth, src.is_gray), (16, True))
     np.testing.assert_array_equal(src.read_all(np.float32), gray.astype(np.float32) / 65535)
 
+  def test_frames_as_stored_give_the_same_lightness_in_a_quarter_of_the_memory(self):
+    """colorize reads frames as stored (uint8 / uint16): the lightness equals that of the float32
+    frames bit for bit, and the frames can be read twice (guided runs plan in a first pass)."""
+    for name, frames in [("s8", self.rng.integers(0, 256, (3, 5, 7, 3), dtype=np.uint8)),
+                         ("s16", self.rng.integers(0, 65536, (2, 4, 6, 1), dtype=np.uint16))]:
+      src = reading.open_source(self._folder(name, frames))
+      stored = src.as_stored()
+      self.assertEqual(stored.num_frames, len(frames))
+      first, again = np.stack(list(stored)), np.stack(list(stored))
+      np.testing.assert_array_equal(first, frames)
+      np.testing.assert_array_equal(again, frames)
+      self.assertEqual(first.dtype, frames.dtype)
+      np.testing.assert_array_equal(protocol.frames_to_l(first),
+                                    protocol.frames_to_l(np.stack(list(src))))
+
   def test_rgba_drops_alpha(self):
     rgba = self.rng.integers(0, 256, (2, 4, 5, 4), dtype=np.uint8)
     src = reading.open_source(self._folder("rgba", rgba))

@@ -174,10 +174,9 @@ def check_frame(frame, index):
 def _as_float01(frames):
   """uint8 / uint16 / float frames -> float32 in [0, 1] (integers divided by their type's max).
 
-  Float frames must be finite and in [0, 1] (`_check_values`).
+  Float frames must be finite and in [0, 1] (`_check_values`, done by the caller).
   """
   frames = np.asarray(frames)
-  _check_values(frames)
   if frames.dtype == np.uint8:
     return frames.astype(np.float32) / np.float32(255)
   if frames.dtype == np.uint16:
@@ -199,15 +198,20 @@ def frames_to_l(frames, gray_mode="srgb"):
   """
   if gray_mode not in GRAY_MODES:
     raise ValueError(f"gray_mode must be one of {GRAY_MODES}, got {gray_mode!r}")
-  shape = np.shape(frames)
-  if len(shape) != 4 or shape[-1] not in (1, 3, 4):
-    raise ValueError(f"expected frames [n, H, W, 1|3|4], got shape {shape}")
-  x = _as_float01(frames)
-  if x.shape[-1] == 1:
-    if gray_mode == "original":
-      return x - np.float32(0.5)
-    x = np.repeat(x, 3, axis=-1)
-  return np.asarray(_rgb_to_l(x[..., :3]))
+  frames = np.asarray(frames)
+  if frames.ndim != 4 or frames.shape[-1] not in (1, 3, 4):
+    raise ValueError(f"expected frames [n, H, W, 1|3|4], got shape {frames.shape}")
+  _check_values(frames)
+  out = np.empty(frames.shape[:3] + (1,), np.float32)
+  for i in range(len(frames)):  # frame by frame: a clip's float copies stay one frame big
+    x = _as_float01(frames[i:i + 1])
+    if x.shape[-1] == 1 and gray_mode == "original":
+      out[i] = x[0] - np.float32(0.5)
+      continue
+    if x.shape[-1] == 1:
+      x = np.repeat(x, 3, axis=-1)
+    out[i] = np.asarray(_rgb_to_l(x[..., :3]))[0]
+  return out
 
 
 @jax.jit
@@ -242,24 +246,38 @@ def compose_rgb255(l_full, ab_small):
   return rgb * jnp.float32(255)
 
 
-def colorize_l_window(l_full, colorize_window, network_size=DEFAULT_NETWORK_SIZE, hints=None):
-  """One model call on one window: full-res L [N, H, W, 1] -> float32 rgb * 255 [N, H, W, 3].
+def iter_rgb255(l_full, colorize_window, network_size=DEFAULT_NETWORK_SIZE, hints=None):
+  """One model call on one window: full-res L [N, H, W, 1] -> float32 rgb * 255 [H, W, 3] of each
+  frame in turn.
 
-  A 1-frame window is given to the model as that frame twice (first output kept). `hints`:
-  optional {"hint_ab": [N, h, w, 2], "hint_mask": [N, h, w, 1]} at the network size.
+  The model runs on the whole window at the network size; the full-resolution work (ab resized
+  back, joined with L, converted to RGB) runs one frame at a time, so a window of large frames
+  never holds more than one frame's float copies (a 1080p 19-frame window: ~1 GB less at once).
+  Each frame's values are those of the whole window at once, bit for bit (elementwise and
+  per-frame operations). A 1-frame window is given to the model as that frame twice (first output
+  kept). `hints`: optional {"hint_ab": [N, h, w, 2], "hint_mask": [N, h, w, 1]} at the network size.
   """
-  l_full = jnp.asarray(l_full, jnp.float32)
-  single = l_full.shape[0] == 1
-  if single:
-    l_full = jnp.concatenate([l_full, l_full], axis=0)
-    hints = None if hints is None else {k: np.concatenate([v, v]) for k, v in hints.items()}
-  size = size2(network_size)
-  gray = resize_l(l_full, size)  # [N, h, w, 1]
+  l_full = np.asarray(l_full, np.float32)
+  n = l_full.shape[0]
+  l_net = l_full if n > 1 else np.concatenate([l_full, l_full], axis=0)
+  if n == 1 and hints is not None:
+    hints = {k: np.concatenate([v, v]) for k, v in hints.items()}
+  gray = resize_l(jnp.asarray(l_net), size2(network_size))  # [N, h, w, 1]
   ab = jnp.asarray(colorize_window(gray) if hints is None else colorize_window(gray, **hints))
   if ab.shape != gray.shape[:3] + (2,):
     raise ValueError(f"colorize_window returned shape {ab.shape}, expected {gray.shape[:3] + (2,)}")
-  rgb255 = compose_rgb255(l_full, ab)
-  return rgb255[:1] if single else rgb255
+  for i in range(n):
+    yield np.asarray(compose_rgb255(l_full[i:i + 1], ab[i:i + 1]))[0]
+
+
+def colorize_l_window(l_full, colorize_window, network_size=DEFAULT_NETWORK_SIZE, hints=None):
+  """One model call on one window: full-res L [N, H, W, 1] -> float32 rgb * 255 [N, H, W, 3]
+  (`iter_rgb255`'s frames)."""
+  l_full = np.asarray(l_full, np.float32)
+  out = np.empty(l_full.shape[:3] + (3,), np.float32)
+  for i, rgb in enumerate(iter_rgb255(l_full, colorize_window, network_size, hints)):
+    out[i] = rgb
+  return out
 
 
 def to_uint8_round(rgb255):
@@ -300,8 +318,9 @@ def run_pass(l_full, colorize_window, interval_length=DEFAULT_INTERVAL,
   announce_interval(colorize_window, interval_length)
   for win in plan_windows(len(l_full), interval_length, cuts):
     # Later windows overwrite the shared boundary frame, as the original rewrites that file.
-    out[win.start:win.stop] = np.asarray(
-        colorize_l_window(l_full[win.start:win.stop], colorize_window, network_size))
+    for i, rgb in enumerate(iter_rgb255(l_full[win.start:win.stop], colorize_window,
+                                        network_size)):
+      out[win.start + i] = rgb
   return out
 
 

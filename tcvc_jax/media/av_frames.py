@@ -52,11 +52,13 @@ def quarter_turns(frame):
 
 
 def convert(x, dtype):
-  """uint8 / uint16 array -> float32 in [0, 1], or uint8 (16 bit rounded to 8)."""
+  """uint8 / uint16 array -> float32 in [0, 1], uint8 (16 bit rounded to 8), or as it is (None)."""
+  if dtype is None:
+    return x
   if dtype == np.float32:
     return x.astype(np.float32) / np.float32(65535 if x.dtype == np.uint16 else 255)
   if dtype == np.uint8:
     if x.dtype == np.uint16:
       return np.round(x.astype(np.float32) / np.float32(257)).astype(np.uint8)
     return x
-  raise ValueError(f"dtype must be np.float32 or np.uint8, got {dtype}")
+  raise ValueError(f"dtype must be np.float32, np.uint8 or None, got {dtype}")

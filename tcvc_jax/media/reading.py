@@ -254,12 +254,13 @@ class FrameSource:
       damage.append(_reason(e))
 
   def iter_frames(self, dtype=np.float32, rgb=False):
-    """Yields frames as float32 in [0, 1] (dtype=np.float32) or uint8.
+    """Yields frames as float32 in [0, 1] (dtype=np.float32), uint8, or as stored (None: uint8, or
+    uint16 for a source deeper than 8 bits).
 
     A damaged or truncated video yields the frames that decode; `short_read` then says so.
 
     Args:
-      dtype: np.float32 or np.uint8.
+      dtype: np.float32, np.uint8 or None.
       rgb: always [H, W, 3] (gray replicated); else [H, W, 1] when `is_gray`.
     """
     gray = self.is_gray and not rgb
@@ -313,9 +314,28 @@ class FrameSource:
   def __iter__(self):
     return self.iter_frames(np.float32)
 
+  def as_stored(self) -> "StoredFrames":
+    """The frames as stored (`iter_frames(None)`): a quarter of float32's memory for 8-bit frames,
+    the same lightness from `windows.frames_to_l` to the last bit."""
+    return StoredFrames(self)
+
   def read_all(self, dtype=np.uint8, rgb=False):
     """All frames stacked, [n, H, W, C] (loads the whole clip)."""
     return np.stack(list(self.iter_frames(dtype, rgb)))
+
+
+class StoredFrames:
+  """A FrameSource's frames as stored, iterable again and again (for two-pass guided runs)."""
+
+  def __init__(self, source: FrameSource):
+    self.source = source
+
+  @property
+  def num_frames(self):
+    return self.source.num_frames
+
+  def __iter__(self):
+    return self.source.iter_frames(None)
 
 
 def open_source(path, fps=None):
