@@ -191,6 +191,8 @@ def test_no_tool_writes_over_what_it_reads(checkpoint, frames, tmp_path):
        "run holds a config.json that no eval.py run wrote"),
       ([os.path.join(REPO, "train.py"), "--config=default:tiny", "--workdir=results"],
        "results holds a config.json that no train.py run wrote"),
+      ([os.path.join(REPO, "train.py"), "--config=default:tiny", "--workdir=ck"],
+       "ck is a converted checkpoint"),
   ]:
     _one_error_line(_run(args, tmp_path), 1, text)
   assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()

@@ -22,6 +22,7 @@ import numpy as np
 import tqdm
 
 from tcvc_jax import atomic
+from tcvc_jax import converted
 from tcvc_jax.data import building as data_building
 from tcvc_jax.data import input_pipeline
 from tcvc_jax.models import spec as spec_lib
@@ -210,6 +211,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     # A run writes model.json before its config.json: this one is another tool's (eval.py's).
     raise ValueError(f"{workdir} holds a config.json that no train.py run wrote (an eval.py "
                      "result?); the run's config.json would replace it: use another --workdir")
+  if converted.is_converted_dir(workdir):
+    raise ValueError(f"{workdir} is a converted checkpoint (python -m tcvc_jax.convert), not a "
+                     "workdir: use another --workdir (--config.init_from loads such a folder)")
   mesh = sharding.create_mesh(config.mesh.axes, config.mesh.axis_type)
   sharding.check_batch_size(config.data.batch_size, mesh)
   logging.info("mesh %s over %d devices, %d processes", dict(mesh.shape), jax.device_count(),
