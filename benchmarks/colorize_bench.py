@@ -13,6 +13,8 @@ FlowNet2) by default, `--tiny` for the narrow test variant with the classical fl
 or `--checkpoint` for real weights. Nothing is downloaded.
 
   python benchmarks/colorize_bench.py --tiny
+  python benchmarks/colorize_bench.py --tiny --size 64 --frame-size 1080x1920 --speed-frames 0 \
+      --memory-frames 40,80  # large frames: the full-resolution work's memory
   python benchmarks/colorize_bench.py --speed-frames 20 --memory-frames ''  # full model, speed
 """
 
@@ -54,11 +56,12 @@ def make_checkpoint(path, tiny):
 
 
 def make_video(path, num_frames, size, fps=25):
-  """An H.264 mp4 of a colour texture panning 2 px per frame, with a 440 Hz AAC track."""
-  y, x = np.mgrid[0:size, 0:size].astype(np.float32)
+  """An H.264 mp4 of a colour texture panning 2 px per frame, with a 440 Hz AAC track; size:
+  (height, width)."""
+  y, x = np.mgrid[0:size[0], 0:size[1]].astype(np.float32)
   with av.open(path, "w") as out:
     vs = out.add_stream("libx264", rate=fps)
-    vs.height = vs.width = size
+    vs.height, vs.width = size
     vs.pix_fmt = "yuv420p"
     aus = out.add_stream("aac", rate=16000)
     aus.layout = "mono"
@@ -119,7 +122,10 @@ def main():
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--tiny", action="store_true", help="narrow test model (quick)")
   parser.add_argument("--checkpoint", help="real weights instead of random ones")
-  parser.add_argument("--size", type=int, default=256, help="frame and network size")
+  parser.add_argument("--size", type=int, default=256, help="network size (and frame size)")
+  parser.add_argument("--frame-size", default=None,
+                      help="the videos' frame size, HxW (e.g. 1080x1920 with --size 64: the "
+                           "full-resolution work's memory); default --size")
   parser.add_argument("--interval", type=int, default=17)
   parser.add_argument("--speed-frames", type=int, default=50,
                       help="video length of the frames/s run (0: skip)")
@@ -135,6 +141,12 @@ def main():
   args = parser.parse_args()
   if args.worker:
     return worker(args)
+  try:
+    frame_size = tuple(int(v) for v in (args.frame_size or f"{args.size}x{args.size}").split("x"))
+    if len(frame_size) != 2 or min(frame_size) < 16 or any(v % 2 for v in frame_size):
+      raise ValueError
+  except ValueError:
+    parser.error(f"--frame-size: use HxW with even sizes of at least 16, got {args.frame_size!r}")
 
   tmp = tempfile.mkdtemp(prefix="colorize_bench-")
   try:
@@ -145,14 +157,15 @@ def main():
       print(f"random {'tiny' if args.tiny else 'full-size'} checkpoint: "
             f"{time.perf_counter() - t0:.1f} s")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
-          f"{args.size}x{args.size} video and network, interval {args.interval}")
+          f"{frame_size[0]}x{frame_size[1]} video, {args.size}x{args.size} network, "
+          f"interval {args.interval}")
     lengths = [int(n) for n in args.memory_frames.split(",") if n.strip()]
     if args.speed_frames:
       lengths.append(args.speed_frames)
     videos = {}
     for n in sorted(set(lengths)):
       videos[n] = os.path.join(tmp, f"video{n}.mp4")
-      make_video(videos[n], n, args.size)
+      make_video(videos[n], n, frame_size)
     if args.speed_frames:
       outdir = tempfile.mkdtemp(dir=tmp)
       res, rss = run_worker(args, videos[args.speed_frames], 2, outdir)
