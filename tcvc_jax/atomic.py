@@ -101,6 +101,28 @@ def check_keeps_inputs(output, inputs) -> None:
                                "output")
 
 
+class NotReplaceableError(ValueError):
+  """An existing path that `--overwrite` would replace is not an earlier output of that kind."""
+
+
+def check_replaceable_folder(path, suffixes, what) -> None:
+  """Raises NotReplaceableError unless an existing `path` (an output that `--overwrite` replaces
+  whole) is a folder holding only files named *suffixes*: an earlier output of `what`, not a folder
+  of the user's that happens to share the name (its other files would be deleted with it)."""
+  path = os.fspath(path)
+  if not os.path.lexists(path):
+    return
+  if not os.path.isdir(path) or os.path.islink(path):
+    raise NotReplaceableError(f"{path} exists and is not a folder of {what}; --overwrite replaces "
+                              "only such a folder: choose another output")
+  others = sorted(n for n in os.listdir(path) if not n.lower().endswith(tuple(suffixes))
+                  or not os.path.isfile(os.path.join(path, n)))
+  if others:
+    raise NotReplaceableError(f"{path} holds more than {what} ({', '.join(others[:3])}"
+                              f"{', ...' if len(others) > 3 else ''}); --overwrite replaces only a "
+                              "folder of them: choose another output")
+
+
 def remove(path: str) -> None:
   """Removes a file, link or folder (if there)."""
   if os.path.isdir(path) and not os.path.islink(path):

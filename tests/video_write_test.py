@@ -8,6 +8,7 @@ from absl.testing import absltest
 import av
 import numpy as np
 
+from tcvc_jax import atomic
 from tcvc_jax.media import reading
 from tcvc_jax.media import writing
 
@@ -242,6 +243,20 @@ class WriteTest(absltest.TestCase):
     with self.assertRaisesRegex(reading.MediaError, "output exists"):
       writing.open_writer(folder)
     self.assertEqual(self._listing(), ["f", "o.mp4"])
+    # --overwrite replaces an earlier folder of frames, never a folder (or file) of the user's
+    # that shares the name: its other files would go with it.
+    with open(os.path.join(folder, "notes.txt"), "w") as f:
+      f.write("mine")
+    with self.assertRaisesRegex(atomic.NotReplaceableError, r"f holds more than PNG frames "
+                                r"\(notes.txt\)"):
+      writing.open_writer(folder, overwrite=True)
+    plain = os.path.join(self.dir, "plain")  # a file without an extension: a folder's name
+    with open(plain, "w") as f:
+      f.write("mine")
+    with self.assertRaisesRegex(atomic.NotReplaceableError, "plain exists and is not a folder"):
+      writing.open_writer(plain, overwrite=True)
+    self.assertEqual(sorted(os.listdir(folder)), ["00000.png", "00001.png", "notes.txt"])
+    self.assertEqual(self._listing(), ["f", "o.mp4", "plain"])
 
   def test_failed_write_leaves_nothing(self):
     for name in ("o.mp4", "frames"):

@@ -330,6 +330,8 @@ class FolderWriter(_Writer):
     self.path = os.path.abspath(os.fspath(path))
     self._names = png_names(names) if names is not None else None
     self._count = 0
+    if overwrite:  # only an earlier folder of frames: nothing else of the user's goes with it
+      atomic.check_replaceable_folder(self.path, (".png",), "PNG frames")
     self._target = _target(self.path, overwrite, directory=True)
     self._tmp = self._target.tmp
 
