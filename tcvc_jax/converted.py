@@ -75,9 +75,15 @@ def save_converted(out_dir, variables, kind, model, extras=None, key_order=None,
   """Writes a converted checkpoint directory atomically (a temp dir renamed into place).
 
   Missing parent folders are made, and removed again if the write fails or is interrupted.
+  `overwrite` replaces an earlier converted checkpoint, an empty folder or a file, never another
+  folder (its files would go with it).
   """
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   check_parents(out_dir)
+  if (overwrite and os.path.isdir(out_dir) and not os.path.islink(out_dir) and os.listdir(out_dir)
+      and not is_converted_dir(out_dir)):  # a folder of the user's that shares the name
+    raise ConversionError(f"{out_dir} is a folder but not a converted checkpoint; --overwrite "
+                          "replaces only an earlier checkpoint: choose another output")
   parents = None
   try:
     parent = os.path.dirname(os.path.abspath(os.fspath(out_dir)))

@@ -148,9 +148,15 @@ def test_existing_output_is_not_overwritten(tmp_path):
   proc = _run_cli(pth, out)
   assert proc.returncode == 1 and "--overwrite" in proc.stderr
   assert (out / "keep.txt").read_text() == "user data"
+  # --overwrite replaces an earlier checkpoint, not a folder of the user's that shares its name.
   proc = _run_cli(pth, out, "--overwrite")
-  assert proc.returncode == 0, proc.stderr
-  assert converted.is_converted_dir(out)
+  assert proc.returncode == 1 and "is a folder but not a converted checkpoint" in proc.stderr
+  assert os.listdir(out) == ["keep.txt"]
+  (out / "keep.txt").unlink()
+  for _ in range(2):  # into the empty folder, then over that checkpoint
+    proc = _run_cli(pth, out, "--overwrite")
+    assert proc.returncode == 0, proc.stderr
+    assert converted.is_converted_dir(out)
 
 
 def test_partial_checkpoints_are_not_colorizers(golden_f32_paths):
