@@ -35,6 +35,11 @@ class OutputExistsError(FileExistsError):
   """The output exists and overwriting was not asked for."""
 
 
+class NotReplaceableError(OutputExistsError):
+  """The output exists, and `--overwrite` may not replace it: it is not an earlier output of that
+  kind (a folder of the user's where a file or a folder of frames is to go)."""
+
+
 def _umask() -> int:
   mask = os.umask(0)
   os.umask(mask)
@@ -101,8 +106,6 @@ def check_keeps_inputs(output, inputs) -> None:
                                "output")
 
 
-class NotReplaceableError(ValueError):
-  """An existing path that `--overwrite` would replace is not an earlier output of that kind."""
 
 
 def check_replaceable_folder(path, suffixes, what) -> None:
@@ -152,6 +155,10 @@ class AtomicOutput:
     if create_parents:
       os.makedirs(os.path.dirname(os.path.abspath(os.fspath(path))), exist_ok=True)
     self.path = check_target(path, overwrite)
+    if (not directory and os.path.isdir(self.path) and not os.path.islink(self.path)
+        and os.listdir(self.path)):
+      raise NotReplaceableError(f"{self.path} is a folder with files in it; --overwrite replaces a "
+                                "file, never such a folder: choose another output")
     self.overwrite = overwrite
     self.directory = directory
     base = os.path.basename(self.path)

@@ -124,3 +124,14 @@ def test_an_output_never_replaces_an_input(tmp_path):
   for out in [tmp_path / "new.mp4", folder / "b.mp4", tmp_path / "clips2"]:
     atomic.check_keeps_inputs(out, [("the input", folder / "a.mp4"), ("the input", src)])
   assert src.read_bytes() == b"video" and (folder / "a.mp4").read_bytes() == b"video"
+
+
+def test_a_file_never_replaces_a_folder_with_files(tmp_path):
+  (tmp_path / "out.json").mkdir()
+  (tmp_path / "out.json" / "mine.txt").write_text("mine")
+  with pytest.raises(atomic.NotReplaceableError, match="out.json is a folder with files in it"):
+    atomic.write_text(tmp_path / "out.json", "{}", overwrite=True)
+  assert (tmp_path / "out.json" / "mine.txt").read_text() == "mine"
+  (tmp_path / "out.json" / "mine.txt").unlink()  # an empty folder may go
+  atomic.write_text(tmp_path / "out.json", "{}", overwrite=True)
+  assert (tmp_path / "out.json").read_text() == "{}" and _names(tmp_path) == ["out.json"]

@@ -255,8 +255,14 @@ class WriteTest(absltest.TestCase):
       f.write("mine")
     with self.assertRaisesRegex(atomic.NotReplaceableError, "plain exists and is not a folder"):
       writing.open_writer(plain, overwrite=True)
+    os.makedirs(os.path.join(self.dir, "v.mp4"))  # a folder where a video is to go
+    with open(os.path.join(self.dir, "v.mp4", "notes.txt"), "w") as f:
+      f.write("mine")
+    with self.assertRaisesRegex(reading.MediaError, "v.mp4 is a folder with files in it"):
+      writing.open_writer(os.path.join(self.dir, "v.mp4"), fps=5, overwrite=True)
     self.assertEqual(sorted(os.listdir(folder)), ["00000.png", "00001.png", "notes.txt"])
-    self.assertEqual(self._listing(), ["f", "o.mp4", "plain"])
+    self.assertEqual(os.listdir(os.path.join(self.dir, "v.mp4")), ["notes.txt"])
+    self.assertEqual(self._listing(), ["f", "o.mp4", "plain", "v.mp4"])
 
   def test_failed_write_leaves_nothing(self):
     for name in ("o.mp4", "frames"):
