@@ -69,7 +69,8 @@ def test_bad_inputs(checkpoint, test_set, tmp_path):
   shutil.copytree(test_set, inside)
   in_results = _config(checkpoint, str(inside))
   in_results.overwrite = True  # without it, the workdir "already holds results (frames)"
-  cases["data in results"] = (in_results, "the data .* is in .*frames, which the results replace")
+  cases["data in results"] = (in_results,
+                              r"output .*/frames is the data \(data.root\) .*/frames: writing")
   for case, (config, pattern) in cases.items():
     with pytest.raises(evaluator.INPUT_ERRORS, match=pattern) as e:
       evaluator.evaluate(config, str(tmp_path / "work" / case.replace(" ", "_")))

@@ -153,11 +153,10 @@ def _check_keeps(workdir, config):
       (f"the data (data.{key})", config.data.get(key))
       for key in ("root", "manual_dir", "data_dir")]
   for name in RESULT_NAMES:
-    target = os.path.join(path, name)
-    for what, src in inputs:
-      if src and os.path.lexists(target) and os.path.lexists(src) and atomic.is_within(src, target):
-        raise EvalError(f"{what} {src} is in {target}, which the results replace: use another "
-                        "--workdir")
+    try:
+      atomic.check_keeps_inputs(os.path.join(path, name), inputs)
+    except atomic.OutputIsInputError as e:
+      raise EvalError(f"{e} (use another --workdir)") from e
 
 
 class _Staging(atomic.AtomicOutput):
