@@ -106,8 +106,6 @@ def check_keeps_inputs(output, inputs) -> None:
                                "output")
 
 
-
-
 def check_replaceable_folder(path, suffixes, what) -> None:
   """Raises NotReplaceableError unless an existing `path` (an output that `--overwrite` replaces
   whole) is a folder holding only files named *suffixes*: an earlier output of `what`, not a folder

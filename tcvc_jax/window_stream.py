@@ -89,7 +89,7 @@ def iter_colorize(frames: Iterable[np.ndarray], colorize_window: windows.Coloriz
   window of frames. `frames`, `is_cut` and `anchors` are as in `iter_windows` /
   `windows.frames_to_l` (one frame [H, W, C]); `colorize_window` may keep state between calls (e.g.
   to carry the last anchor). `window_hints(start, n)`: optional colour hints of a window (see
-  `windows.colorize_l_window`). A frame `checked_frames` refuses raises a ValueError (TypeError for
+  `windows.iter_rgb255`). A frame `checked_frames` refuses raises a ValueError (TypeError for
   its dtype) that names it.
   """
   # (index, uint8 frame): a window's last frame, dropped if the next window starts on it.

@@ -259,7 +259,7 @@ class PipelineTest(parameterized.TestCase):
   def test_full_resolution_work_frame_by_frame_equals_the_whole_window(self):
     """The full-resolution steps after the model run one frame at a time (a window of 1080p frames
     held ~1 GB of float copies at once); each frame's values are those of the whole window at
-    once (bit for bit where XLA sums the up-resize's few terms in one order, as on the machines
+    once (bit for bit where XLA sums the up-resize's few terms in one order, as on the Intel Xeon
     measured; within float rounding anywhere). L and the model's input are exact."""
     rng = np.random.default_rng(5)
     frames = rng.integers(0, 256, (5, 36, 52, 3), np.uint8)
@@ -270,12 +270,10 @@ class PipelineTest(parameterized.TestCase):
     model = lambda g: seen.append(np.asarray(g)) or _toy_model(g)
     ab = _toy_model(gray)
     whole = np.asarray(protocol.compose_rgb255(l_full, ab))
-    np.testing.assert_allclose(protocol.colorize_l_window(l_full, _toy_model, (16, 24)), whole,
-                               rtol=0, atol=2e-4)  # rgb * 255
     frames_out = list(protocol.iter_rgb255(l_full, model, (16, 24)))
     self.assertEqual(len(frames_out), 5)
-    np.testing.assert_allclose(np.stack(frames_out), whole, rtol=0, atol=2e-4)
-    np.testing.assert_array_equal(seen[0], gray)  # the model's input, resized frame by frame
+    np.testing.assert_allclose(np.stack(frames_out), whole, rtol=0, atol=2e-4)  # rgb * 255
+    np.testing.assert_array_equal(seen[0], gray)  # the model's input: L resized at once
 
   def test_model_output_shape_is_checked(self):
     frames = np.zeros((3, 8, 8, 3), np.uint8)

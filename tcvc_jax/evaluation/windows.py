@@ -273,16 +273,6 @@ def iter_rgb255(l_full, colorize_window, network_size=DEFAULT_NETWORK_SIZE, hint
     yield np.asarray(compose_rgb255(l_full[i:i + 1], ab[i:i + 1]))[0]
 
 
-def colorize_l_window(l_full, colorize_window, network_size=DEFAULT_NETWORK_SIZE, hints=None):
-  """One model call on one window: full-res L [N, H, W, 1] -> float32 rgb * 255 [N, H, W, 3]
-  (`iter_rgb255`'s frames)."""
-  l_full = np.asarray(l_full, np.float32)
-  out = np.empty(l_full.shape[:3] + (3,), np.float32)
-  for i, rgb in enumerate(iter_rgb255(l_full, colorize_window, network_size, hints)):
-    out[i] = rgb
-  return out
-
-
 def to_uint8_round(rgb255):
   """One-sampling uint8: round(clip(x, 0, 255)), half to even, on float32 values."""
   x = np.clip(np.asarray(rgb255, np.float32), 0, 255)
