@@ -324,6 +324,15 @@ def compute_errors(weights, dtype):
         errors[f"tcvc/{ours}_{case}"] = None if outs[ours] is None else float("inf")
       else:
         errors[f"tcvc/{ours}_{case}"] = _err(outs[ours], _nhwc(t[f"{theirs}_{case}_{tag}"]))
+
+  # A batch of two non-square windows (tcvc_batch.npz, made by golden/make_tcvc_batch.py with the
+  # original-code harness): outputs kept at every STEP-th row and column.
+  b = g("tcvc_batch")
+  case, step = "N4B2_64x128", 4
+  outs = with_srl(colorizer.variables, arr(_nhwc(b["clip_B2N4_64x128"])))
+  for ours, theirs in TCVC_OUTPUTS:
+    errors[f"tcvc/{ours}_{case}"] = _err(np.asarray(outs[ours])[..., ::step, ::step, :],
+                                         _nhwc(b[f"{theirs}_B2N4_64x128_{tag}"]))
   return errors
 
 

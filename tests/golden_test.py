@@ -37,7 +37,8 @@ GOLDEN_OUTPUTS = [
     "siggraph17/conv10_2_48x80", "flownet2/flow_64x64", "flownet2/flow_64x128",
     "tcvc/colorize_window_N5_64x64",
 ] + [f"tcvc/{o}_{n}_64x64" for n in ("N5", "N3", "N2")
-     for o in ("ab", "ab_warp1", "mask1", "ab_warp2", "mask2")]
+     for o in ("ab", "ab_warp1", "mask1", "ab_warp2", "mask2")] + [
+    f"tcvc/{o}_N4B2_64x128" for o in ("ab", "ab_warp1", "mask1", "ab_warp2", "mask2")]
 
 
 def _f32_tolerance(name):
