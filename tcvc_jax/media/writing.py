@@ -15,6 +15,7 @@ import os
 import av
 import numpy as np
 
+from tcvc_jax import allocator
 from tcvc_jax import atomic
 from tcvc_jax.media.av_frames import main_video_stream
 from tcvc_jax.media.reading import DEFAULT_FOLDER_FPS
@@ -254,8 +255,9 @@ class VideoWriter(_Writer):
     if self._pts is not None and pts <= self._pts:
       pts = self._pts + 1
     vf.pts, vf.time_base, self._pts = pts, self._time_base, pts
-    for pkt in self._stream.encode(vf):
-      self._out.mux(pkt)
+    with allocator.filled_allocations():  # the same frames, the same file (see there)
+      for pkt in self._stream.encode(vf):
+        self._out.mux(pkt)
     self._count += 1
     self._mux_audio_until(float((pts + period) * self._time_base))
 
@@ -267,8 +269,9 @@ class VideoWriter(_Writer):
       self.abort()
       raise MediaError(f"no frames were written to {self.path}")
     try:
-      for pkt in self._stream.encode(None):
-        self._out.mux(pkt)
+      with allocator.filled_allocations():
+        for pkt in self._stream.encode(None):
+          self._out.mux(pkt)
       self._mux_audio_until(None)
       self._out.close()
       self._out = None
