@@ -62,9 +62,11 @@ def _end_bar_lines() -> None:
     sys.stderr.write("\n")
 
 
-def _interrupted(message: str) -> None:
+def _interrupted(message) -> None:
   atomic.discard_all()
   _end_bar_lines()
+  if callable(message):
+    message = message()
   print(message, file=sys.stderr, flush=True)
   sys.stdout.flush()
   os._exit(EXIT_INTERRUPTED)  # pylint: disable=protected-access
@@ -140,7 +142,7 @@ def _quiet_late_callbacks() -> None:
 
 
 def run(fn, verbose: bool = False, on_signal=None, final_output=None,
-        pixels_per_call=None) -> int:
+        pixels_per_call=None, interrupted_message="interrupted; no output written") -> int:
   """Runs `fn()` (returning an exit code) with the exit-code and error conventions above.
 
   Args:
@@ -153,6 +155,8 @@ def run(fn, verbose: bool = False, on_signal=None, final_output=None,
       once it is in place, signals are ignored and the work is left to report and return.
     pixels_per_call: the input pixels of the work's largest compiled call, where known: small
       jobs keep glibc's default allocator (`allocator.keep_freed_memory`).
+    interrupted_message: the line printed when a signal stops the work at once (or a callable
+      that returns it then).
 
   Returns:
     The exit code.
@@ -198,13 +202,13 @@ def run(fn, verbose: bool = False, on_signal=None, final_output=None,
       if signals["stop"]:
         with atomic.commits_held():  # the output is either in place or not started
           if final_output is None or not atomic.was_committed(final_output):
-            _interrupted("interrupted; no output written")
+            _interrupted(interrupted_message)
         signals["stop"] = False  # too late to stop: the output is whole; let the work report
     _WORK_DONE["done"] = True
   if "error" in outcome:
     err = outcome["error"]
     if isinstance(err, KeyboardInterrupt):
-      _interrupted("interrupted; no output written")
+      _interrupted(interrupted_message)
     if isinstance(err, SystemExit):
       return int(err.code or 0) if isinstance(err.code, int) or err.code is None else EXIT_ERROR
     _end_bar_lines()

@@ -87,7 +87,19 @@ def main(argv=None):
     return cli.EXIT_OK
 
   return cli.run(work, verbose=verbose, on_signal=lambda _: control.request_stop(),
-                 pixels_per_call=step_pixels(config))
+                 pixels_per_call=step_pixels(config),
+                 interrupted_message=lambda: _interrupted_message(workdir))
+
+
+def _interrupted_message(workdir):
+  """What a run stopped at once leaves: its saved checkpoints, if any, which a rerun resumes."""
+  from tcvc_jax.training import checkpointing  # pylint: disable=g-import-not-at-top
+  folder = os.path.join(workdir, checkpointing.CHECKPOINT_DIR)
+  steps = sorted(int(n) for n in os.listdir(folder) if n.isdigit()) if os.path.isdir(folder) else []
+  if not steps:
+    return "interrupted; no checkpoint saved"
+  return (f"interrupted at once; {workdir} keeps its checkpoint of step {steps[-1]}, from which "
+          "the same command resumes")
 
 
 def step_pixels(config):

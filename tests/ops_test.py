@@ -5,6 +5,7 @@ The goldens cover the original's exact values.
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from tcvc_jax.ops import color
 from tcvc_jax.ops import flow_ops
@@ -78,3 +79,12 @@ def test_correlation_peak_at_the_true_displacement():
 def test_channel_norm():
   x = jnp.array([[[[3.0, 4.0]]]])
   np.testing.assert_allclose(flow_ops.channel_norm(x), [[[[5.0]]]])
+
+
+@pytest.mark.parametrize("fn", [color.rgb_to_lab, color.lab_to_rgb, color.rgb_to_xyz])
+def test_colour_conversions_want_channels_last(fn):
+  # The original's tensors are [B, 3, H, W]; ours are [..., 3]. A [B, 3, H, W] array used to come
+  # back as [B, 3, H, 3] without a word.
+  with pytest.raises(ValueError, match=r"channels-last.*\(1, 3, 4, 5\)"):
+    fn(np.random.rand(1, 3, 4, 5).astype(np.float32))
+  assert fn(np.random.rand(1, 4, 5, 3).astype(np.float32)).shape == (1, 4, 5, 3)

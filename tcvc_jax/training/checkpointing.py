@@ -35,7 +35,10 @@ def create_manager(workdir: str, *, save_every: int, max_to_keep: int,
   """The run's CheckpointManager: keeps `max_to_keep` checkpoints, saves every `save_every`."""
   options = ocp.CheckpointManagerOptions(
       max_to_keep=max_to_keep, save_interval_steps=max(1, save_every),
-      enable_async_checkpointing=async_save, create=True)
+      enable_async_checkpointing=async_save, create=True,
+      # A save cut short (a second Ctrl-C, a kill) leaves a *.orbax-checkpoint-tmp folder: removed
+      # when the run starts again.
+      cleanup_tmp_directories=True)
   return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR),
                                options=options)
 
