@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import time
 
 import jax
 import jax.numpy as jnp
@@ -71,6 +72,20 @@ def test_state_and_iterator_round_trip(tmp_path):
   got = next(fresh)  # the restored iterator continues where the saved one was
   for key in ("gray", "ab", "frame_ids", "key"):
     np.testing.assert_array_equal(got[key], expected[key])
+  mngr.close()
+
+
+def test_a_save_cut_short_is_removed_when_the_run_starts_again(tmp_path):
+  # A second Ctrl-C (or a kill) in the middle of a save leaves the save's temporary folder.
+  _save_steps(str(tmp_path), [2])
+  folder = tmp_path / "checkpoints"
+  (folder / "4.orbax-checkpoint-tmp" / "state.orbax-checkpoint-tmp").mkdir(parents=True)
+  mngr = checkpointing.create_manager(str(tmp_path), save_every=1, max_to_keep=5)
+  deadline = time.monotonic() + 30  # removed in the background
+  while len(os.listdir(folder)) > 1 and time.monotonic() < deadline:
+    time.sleep(0.05)
+  assert sorted(os.listdir(folder)) == ["2"]
+  assert mngr.all_steps() == [2]
   mngr.close()
 
 
