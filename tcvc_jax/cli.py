@@ -215,7 +215,8 @@ def run(fn, verbose: bool = False, on_signal=None, final_output=None,
     if verbose:
       print(outcome["traceback"], file=sys.stderr, end="")
     print(f"error: {one_line(err)}", file=sys.stderr, flush=True)
-    return EXIT_ERROR
+    # A flag's value that only the input or checkpoint shows to be impossible: a usage mistake.
+    return EXIT_USAGE if getattr(err, "usage_mistake", False) else EXIT_ERROR
   return int(outcome.get("code") or 0)
 
 

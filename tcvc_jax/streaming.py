@@ -34,7 +34,8 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 class UsageError(ValueError):
-  """A bad option value (network size, interval, frame rate)."""
+  """A bad option value (network size, interval, frame rate): the tools exit with 2."""
+  usage_mistake = True
 
 
 @dataclasses.dataclass
