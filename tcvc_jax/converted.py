@@ -118,6 +118,20 @@ def is_converted_dir(path):
           and os.path.isdir(os.path.join(path, VARIABLES_DIR)))
 
 
+def not_a_checkpoint_folder(path):
+  """The message for a folder that is neither a converted checkpoint nor a train.py workdir."""
+  from tcvc_jax.training import checkpointing  # pylint: disable=g-import-not-at-top
+  text = (f"{path}: not a checkpoint folder (a train.py workdir, with model.json and "
+          f"checkpoints/, or a converted checkpoint, with {META_FILE} and {VARIABLES_DIR}/)")
+  up = os.path.dirname(os.path.abspath(path))
+  for folder in (up, os.path.dirname(up)):
+    if checkpointing.is_workdir(folder):
+      step = os.path.basename(os.path.abspath(path))
+      pick = f" (convert's --step {step} picks that step)" if step.isdigit() else ""
+      return f"{text}; it is inside the train.py workdir {folder}: give that{pick}"
+  return text
+
+
 def load_converted(path):
   """Reads a converted directory.
 
@@ -126,8 +140,7 @@ def load_converted(path):
   """
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   if not is_converted_dir(path):
-    raise ConversionError(f"{path}: not a converted tcvc_jax checkpoint "
-                          f"(no {META_FILE} and {VARIABLES_DIR}/)")
+    raise ConversionError(not_a_checkpoint_folder(path))
   try:
     with open(os.path.join(path, META_FILE)) as f:
       meta = json.load(f)

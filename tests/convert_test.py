@@ -139,6 +139,21 @@ def test_not_a_checkpoint(tmp_path):
   assert proc.returncode == 1 and "no such file" in proc.stderr
 
 
+def test_a_folder_inside_a_workdir_points_to_the_workdir(tmp_path):
+  # A train.py workdir's checkpoints/ or one step's folder given instead of the workdir itself.
+  work = tmp_path / "run"
+  (work / "checkpoints" / "700").mkdir(parents=True)
+  (work / "model.json").write_text("{}")
+  for folder, tail in ((work / "checkpoints", f"{work}: give that"),
+                       (work / "checkpoints" / "700", f"{work}: give that (convert's --step 700")):
+    with pytest.raises(porting.ConversionError, match="not a checkpoint folder") as e:
+      tcvc_jax.load(str(folder))
+    assert f"inside the train.py workdir {tail}" in str(e.value)
+  with pytest.raises(porting.ConversionError, match="with model.json and checkpoints/") as e:
+    tcvc_jax.load(str(tmp_path))
+  assert "train.py workdir /" not in str(e.value)
+
+
 def test_existing_output_is_not_overwritten(tmp_path):
   pth = tmp_path / "tiny.pth"
   _save(_tiny_state_dict(), pth)
