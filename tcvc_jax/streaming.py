@@ -254,6 +254,10 @@ def colorize_file(input_path, output_path, model, interval=windows.DEFAULT_INTER
   if source.num_frames is not None and source.num_frames < 2:
     raise windows.ClipTooShortError(
         f"{input_path} has {source.num_frames} frame; colorizing needs at least 2 (two anchors)")
+  late = sorted(f for f in hints or () if source.num_frames is not None and f >= source.num_frames)
+  if late and (source.kind != "video" or fps is None):  # before a pass over the whole video
+    raise guidance.GuidanceError(f"a hint or reference on frame {late[0]}, but {input_path} has "
+                                 f"{source.num_frames} frames (0..{source.num_frames - 1})")
   audio = source.path if source.kind == "video" and source.has_audio else None
   notes = []
   if audio and os.path.splitext(os.fspath(output_path))[1] == "":

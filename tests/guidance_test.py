@@ -118,6 +118,19 @@ def test_hints_beyond_the_video_are_an_error(colorizer):
     list(streaming.colorize_frames(frames, colorizer, T, 64, [], hints=hints))
 
 
+def test_hints_beyond_a_listed_length_are_refused_before_any_work(tmp_path):
+  # A folder's (or a video container's) frame count is known at the start: no pass over the video
+  # (or the checkpoint, which does not exist here) before the one-line error.
+  with writing.FolderWriter(str(tmp_path / "clip")) as w:
+    for frame in _clip()[:3]:
+      w.write(frame)
+  hints = {5: guidance.reference_hint(np.zeros((8, 8, 3), np.uint8))}
+  with pytest.raises(guidance.GuidanceError, match=r"frame 5, but .*clip has 3 frames \(0..2\)"):
+    streaming.colorize_file(str(tmp_path / "clip"), str(tmp_path / "out.mp4"),
+                            str(tmp_path / "no_checkpoint"), hints=hints, progress=False)
+  assert sorted(os.listdir(tmp_path)) == ["clip"]
+
+
 def test_carry_keeps_reliable_pixels_only():
   """A pure shift: carried hints equal the shifted hints except where the warp leaves the frame."""
   rs = np.random.RandomState(0)
