@@ -266,6 +266,14 @@ def _train(config, workdir, control, mesh):
     # Sizes that change the weights' shapes: no checkpoint of the run could be restored (each
     # would be tried, and reported as unreadable). The classical flow's options may change.
     _check_same_model(workdir, spec, [f for f in spec_lib.FIELDS if f != "classical_flow"])
+    try:
+      before = checkpointing.read_model_spec(workdir).classical_flow
+    except spec_lib.SpecError:
+      before = spec.classical_flow
+    if before != spec.classical_flow:  # said, as it changes the model colorize will run
+      logging.warning("the classical flow's options change from %s to %s: the checkpoints saved "
+                      "from now on (and model.json) use the new ones", dict(before or ()),
+                      dict(spec.classical_flow or ()))
   model = train_config.build_model(config)
   tx, schedule = train_config.optimizer(config)
   writer = metric_writers.MetricWriter(workdir, write_files=jax.process_index() == 0,
