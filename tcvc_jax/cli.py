@@ -19,6 +19,7 @@ On a signal it removes every unfinished `tcvc_jax.atomic` output and ends the pr
 import argparse
 import contextlib
 import functools
+import logging
 import os
 import signal
 import sys
@@ -127,6 +128,39 @@ def _late_callback(unraisable) -> bool:
       os.path.basename(frames[0].filename) == "base_events.py")
 
 
+class _LogLines(logging.Handler):
+  """Log records as `warning: ...` lines (like the tools' `error: ...`; with --verbose, as
+  `WARNING:logger:...`), printed above any progress bar instead of into its line."""
+
+  def __init__(self, verbose):
+    super().__init__()
+    self.verbose = verbose
+
+  def emit(self, record):
+    try:
+      text = record.getMessage()
+      text = (f"{record.levelname}:{record.name}:{text}" if self.verbose
+              else f"{record.levelname.lower()}: {text}")
+      tqdm = sys.modules.get("tqdm")
+      if tqdm is not None and getattr(tqdm.tqdm, "_instances", None):
+        tqdm.tqdm.write(text, file=sys.stderr)
+      else:
+        print(text, file=sys.stderr, flush=True)
+    except Exception:  # pylint: disable=broad-except
+      self.handleError(record)
+
+
+def _log_lines(verbose: bool) -> None:
+  """Puts `_LogLines` in place of the plain stderr handler that importing orbax / JAX installs on
+  the root logger (`logging.basicConfig`'s: `WARNING:absl:...`, drawn into a bar's line)."""
+  root = logging.getLogger()
+  for h in list(root.handlers):
+    if isinstance(h, _LogLines) or (type(h) is logging.StreamHandler  # pylint: disable=unidiomatic-typecheck
+                                    and h.stream in (sys.stderr, sys.__stderr__)):
+      root.removeHandler(h)
+  root.addHandler(_LogLines(verbose))
+
+
 def _quiet_late_callbacks() -> None:
   """Drops `_late_callback`s; every other unraisable error is printed as before."""
   previous = sys.unraisablehook
@@ -167,6 +201,7 @@ def run(fn, verbose: bool = False, on_signal=None, final_output=None,
     print(f"error: {one_line(e)}", file=sys.stderr, flush=True)
     return EXIT_USAGE
   _quiet_late_callbacks()
+  _log_lines(verbose)
   outcome = {}
 
   def work():

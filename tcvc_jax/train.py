@@ -43,8 +43,10 @@ def _summary(result, workdir):
                                                    if result["preempted"] else "")]
   train = result.get("train") or {}
   if "loss" in train:
-    lines.append(f"  last train loss {train['loss']:.5g} "
-                 f"(reconstruction {train.get('loss_rec', 0):.4g}"
+    a, b = result.get("train_steps", (None, None))
+    over = "" if a is None else f"step {b}: " if a >= b else f"steps {a}-{b}: "
+    lines.append(f"  train loss {train['loss']:.5g} "
+                 f"({over}reconstruction {train.get('loss_rec', 0):.4g}"
                  f", SRL warp terms {train.get('loss_warp1', 0):.4g} + "
                  f"{train.get('loss_warp2', 0):.4g})")
   ev = result.get("eval") or {}

@@ -219,7 +219,7 @@ def test_cli_guided_run_and_bad_references(colorizer, tmp_path):
   assert "3:" in proc.stderr and "has no colour" in proc.stderr, proc.stderr
   (tmp_path / "bad.json").write_text("[{\"frame\": 1}]")
   cases = {
-      "out of range": (["--reference", f"40:{tmp_path / 'ref.png'}"], "frame 40, but the video"),
+      "out of range": (["--reference", f"40:{tmp_path / 'ref.png'}"], "frame 40, but " + str(src)),
       "unreadable": (["--reference", f"0:{tmp_path / 'nothing.png'}"], "nothing.png"),
       "syntax": (["--reference", "ref.png"], "use FRAME:IMAGE"),  # a usage error: exit 2
       "bad click": (["--hints", str(tmp_path / "bad.json")], "missing x, y, rgb"),

@@ -351,10 +351,11 @@ def _loop(config, state, start, step_fn, train_iter, mngr, writer, validator, pr
       now = time.perf_counter()
       if step > last_log[1]:
         scalars["steps_per_sec"] = (step - last_log[1]) / max(now - last_log[0], 1e-9)
+      logged = (step - len(history) + 1, step)  # the steps averaged
       last_log, history = (now, step), []
       writer.write_scalars(step, {f"train/{k}": v for k, v in scalars.items()})
       bar.set_postfix(loss=f"{scalars['loss']:.4g}")
-      result["train"] = scalars
+      result["train"], result["train_steps"] = scalars, logged
     preempted = preemption.reached(step)
     checkpointing.save(mngr, step, state, train_iter, force=preempted or step == total)
     if preempted:
