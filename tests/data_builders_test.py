@@ -272,6 +272,13 @@ class VideoFramesTest(absltest.TestCase):
     self.assertIn(f"it was built from {os.path.abspath(old_root)}, not "
                   f"{os.path.abspath(self.root)}", "\n".join(logs.output))
     self.assertEqual(self._names(), ("x",))
+    # A folder that does not exist: the error alone, no word of a rebuild, the dataset kept.
+    with mock.patch.object(data_building.logging, "warning") as warning:
+      with self.assertRaisesRegex(data_sources.DataError, "missing data directory"):
+        data_building.build("video_frames", self.data_dir, config="folder",
+                            manual_dir=self.root + ".typo")
+    warning.assert_not_called()
+    self.assertEqual(self._names(), ("x",))
     folder = os.path.dirname(self._build().data_path)
     self.assertEqual(os.listdir(folder), ["1.0.0"])  # the replaced dataset is gone
     os.rename(self.root, self.root + ".moved")  # the clips gone: the dataset built from them

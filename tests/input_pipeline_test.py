@@ -292,6 +292,10 @@ class BadDataTest(absltest.TestCase):
     source, index, _ = dt.marked_source((2, 3))
     with self.assertRaisesRegex(ip.DataError, "no usable clip among 2"):
       ip.make_train_dataset(source, index, ip.WindowSpec(num_frames=4), seed=0)
+    # Each distinct reason is given, not only the first clip's.
+    with self.assertRaisesRegex(ip.DataError, "2 skipped: 2 frames, shorter than the 4 needed; "
+                                "3 frames, shorter than the 4 needed"):
+      ip.make_train_dataset(source, index, ip.WindowSpec(num_frames=4), seed=0)
     empty = data_sources.ArraySource([])
     with self.assertRaisesRegex(ip.DataError, "no usable clip among 0"):
       ip.make_train_dataset(empty, empty.index(), ip.WindowSpec(num_frames=2), seed=0)
@@ -304,7 +308,9 @@ class BadDataTest(absltest.TestCase):
       data_sources.ArraySource([frames], names=["bad"])
     source = data_sources.ArraySource([np.zeros((3, 4, 4, 3), np.uint8),
                                        np.zeros((3, 5, 5, 3), np.uint8)])
-    with self.assertRaisesRegex(ip.DataError, "different frame sizes; set a crop_size"):
+    # The message names a clip of each size.
+    with self.assertRaisesRegex(ip.DataError, r"different frame sizes \('clip00000' 4x4, "
+                                r"'clip00001' 5x5\); set a crop_size"):
       ip.make_train_dataset(source, source.index(), ip.WindowSpec(num_frames=2), seed=0)
 
   def test_stale_index_is_detected(self):

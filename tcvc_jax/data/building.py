@@ -188,18 +188,20 @@ def build(name: str, data_dir: str | None, *, config: Any = None, manual_dir: st
   full_name = f"{name}/{builder.builder_config.name}"
   uses_clip_folder = bool(getattr(cls, "MANUAL_DOWNLOAD_INSTRUCTIONS", None))
   prepared = builder.data_path.exists()
+  why = None
   if prepared and not overwrite:
     why = _why_rebuild(builder, manual_dir) if uses_clip_folder and manual_dir else None
     if why is None:
       logging.info("reusing %s in %s", full_name, builder.data_path)
       return builder
-    logging.warning("%s: rebuilding the dataset in %s: %s", full_name, builder.data_path, why)
   if uses_clip_folder:
     if manual_dir is None:
       raise DataError(f"{full_name} is not built in {builder.data_dir_root}; "
                       "give the folder of clips to build it from (manual_dir; train.py and "
                       "eval.py: --config.data.manual_dir=DIR)")
     layout.discover(os.fspath(manual_dir))  # a missing or empty folder: one line, before TFDS
+  if why is not None:  # (said once the new folder is known to hold clips)
+    logging.warning("%s: rebuilding the dataset in %s: %s", full_name, builder.data_path, why)
   partial = _PartialBuild(builder.data_path) if _local(builder.data_path) else None
   try:
     if prepared:

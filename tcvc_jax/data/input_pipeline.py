@@ -216,7 +216,12 @@ def make_train_dataset(source, index: data_sources.ClipIndex, spec: WindowSpec, 
   index, _ = data_sources.select_clips(index, min_frames=spec.min_frames, min_height=crop[0],
                                        min_width=crop[1], what="training data")
   if not spec.crop_size and (len(set(index.heights)) > 1 or len(set(index.widths)) > 1):
-    raise DataError("training clips have different frame sizes; set a crop_size")
+    sizes = {}
+    for name, h, w in zip(index.names, index.heights, index.widths, strict=True):
+      sizes.setdefault(f"{int(h)}x{int(w)}", name)
+    raise DataError("training clips have different frame sizes ("
+                    + ", ".join(f"{n!r} {hw}" for hw, n in list(sizes.items())[:3])
+                    + (", ..." if len(sizes) > 3 else "") + "); set a crop_size")
   if not spec.crop_size and spec.rot90 and index.heights[0] != index.widths[0]:
     raise DataError(f"rot90 on whole frames needs square frames, the training clips' are "
                     f"{index.heights[0]}x{index.widths[0]}; set rot90 to False or a square "

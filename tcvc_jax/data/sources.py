@@ -177,8 +177,10 @@ def select_clips(index: ClipIndex, *, min_frames: int = 1, min_height: int = 0,
     logging.warning("%s: skipped %d of %d clips: %s", what, len(skipped), len(index),
                     "; ".join(f"{n} ({r})" for n, r in skipped))
   if not keep:
+    reasons = list(dict.fromkeys(r for _, r in skipped))  # distinct, in order
+    shown = "; ".join(reasons[:3]) + ("; ..." if len(reasons) > 3 else "")
     raise DataError(f"{what}: no usable clip among {len(index)} "
-                    f"({len(skipped)} skipped{': ' + skipped[0][1] if skipped else ''})")
+                    f"({len(skipped)} skipped{': ' + shown if skipped else ''})")
   return index.subset(keep), skipped
 
 
