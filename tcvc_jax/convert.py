@@ -19,6 +19,10 @@ from tcvc_jax import cli
 _EPILOG = cli.EXIT_CODES_HELP
 
 
+# The names PyTorch checkpoints go by (a .pth written as out.txt or out.mp4 is a mistake).
+_PTH_EXTENSIONS = (".pth", ".pt", ".tar", ".ckpt", ".bin")
+
+
 def build_parser():
   parser = cli.ArgumentParser(
       prog="python -m tcvc_jax.convert",
@@ -48,6 +52,10 @@ def _convert(args):
   atomic.check_keeps_inputs(args.out, [("the source", src)])
   if args.step is not None and not checkpointing.is_workdir(src):
     raise cli.UserError(f"--step needs a train.py workdir; {src} is not one")
+  ext = os.path.splitext(args.out)[1].lower()
+  if os.path.isdir(src) and ext and ext not in _PTH_EXTENSIONS:
+    raise cli.UserError(f"{args.out}: a folder converts to a PyTorch file; name it "
+                        + " / ".join(_PTH_EXTENSIONS))
   if os.path.isdir(src) and checkpointing.is_workdir(src):
     spec, step = export.export_workdir(src, args.out, step=args.step, overwrite=args.overwrite)
     print(f"wrote the TCVC_IDC state_dict of {src} at step {step} to {args.out}")

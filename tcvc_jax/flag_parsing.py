@@ -207,6 +207,9 @@ def enable_compilation_cache(setting: str | None) -> str | None:
     path = os.environ.get("JAX_COMPILATION_CACHE_DIR") or default_cache_dir()
   else:
     path = os.path.expanduser(setting)
+    if not os.path.exists(path) and path != default_cache_dir():  # a typo of off / auto?
+      print(f"note: compilation cache: making the folder {os.path.abspath(path)} (the setting "
+            "is auto, off or a folder)", file=sys.stderr, flush=True)
   try:
     os.makedirs(path, exist_ok=True)
   except OSError as e:

@@ -144,6 +144,13 @@ def test_convert_to_an_unwritable_place(checkpoint, tmp_path, target):
   assert (tmp_path / "file").read_text() == "a file, not a folder"
 
 
+def test_convert_names_its_pytorch_file_as_such(checkpoint, tmp_path):
+  # A folder becomes a .pth file: written as out.txt it was a .pth named out.txt.
+  proc = _run(["-m", "tcvc_jax.convert", checkpoint, "out.txt"], tmp_path)
+  _one_error_line(proc, 1, "out.txt: a folder converts to a PyTorch file; name it .pth")
+  assert not os.path.exists(tmp_path / "out.txt")
+
+
 @pytest.mark.parametrize("args,text", [
     (["-m", "tcvc_jax.colorize", "a", "b", "--checkpoint", "c", "--sizee", "3"],
      "unrecognized arguments: --sizee 3"),
