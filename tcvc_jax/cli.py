@@ -67,7 +67,10 @@ def _interrupted(message) -> None:
   atomic.discard_all()
   _end_bar_lines()
   if callable(message):
-    message = message()
+    try:
+      message = message()
+    except Exception:  # pylint: disable=broad-except  # never a traceback on the way out
+      message = "interrupted"
   print(message, file=sys.stderr, flush=True)
   sys.stdout.flush()
   os._exit(EXIT_INTERRUPTED)  # pylint: disable=protected-access
