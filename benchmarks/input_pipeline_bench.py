@@ -1,6 +1,7 @@
 """Throughput of the training input pipeline (tcvc_jax.data.input_pipeline) on this machine.
 
-Usage: python benchmarks/input_pipeline_bench.py [--clips=8 --frames=40 --batches=20]
+Usage: python benchmarks/input_pipeline_bench.py [--clips 8] [--frames 40] [--batches 20]
+    [--workers 0,1,2]
 
 Generates 300x300 source clips procedurally (tcvc_jax.data.synthetic, as the original's training
 frames were 300x300), writes them as ArrayRecord with the synthetic_clips builder into a
@@ -11,12 +12,11 @@ spent per window (this process and, with psutil, its workers), which other load 
 machine does not change much.
 """
 
+import argparse
 import os
 import tempfile
 import time
 
-from absl import app
-from absl import flags
 import tensorflow_datasets as tfds
 
 from tcvc_jax.data import building as data_building
@@ -28,10 +28,7 @@ try:
 except ImportError:  # then worker CPU time is not counted
   psutil = None
 
-_CLIPS = flags.DEFINE_integer("clips", 8, "Source clips.")
-_FRAMES = flags.DEFINE_integer("frames", 40, "Frames per source clip.")
-_BATCHES = flags.DEFINE_integer("batches", 20, "Timed batches per setting (after warm-up).")
-_WORKERS = flags.DEFINE_list("workers", ["0", "1", "2"], "Worker process counts to time.")
+_ARGS = argparse.Namespace(clips=8, frames=40, batches=20, workers="0,1,2")  # set by main()
 
 NUM_FRAMES, CROP, BATCH, SOURCE_SIZE = 12, 256, 4, 300
 
@@ -55,11 +52,11 @@ def _cpu_seconds():
 def _build(data_dir):
   module = datasets
   config = module.SyntheticConfig(name="bench300", height=SOURCE_SIZE, width=SOURCE_SIZE,
-                                  num_frames=_FRAMES.value, num_train=_CLIPS.value,
+                                  num_frames=_ARGS.frames, num_train=_ARGS.clips,
                                   num_validation=1, num_test=1)
   start = time.perf_counter()
   data_building.build("synthetic_clips", data_dir, config=config)
-  print(f"generated and wrote {_CLIPS.value} clips of {_FRAMES.value} frames at "
+  print(f"generated and wrote {_ARGS.clips} clips of {_ARGS.frames} frames at "
         f"{SOURCE_SIZE}x{SOURCE_SIZE} in {time.perf_counter() - start:.1f} s")
   return data_building.open_split("synthetic_clips", "train", data_dir, config="bench300")
 
@@ -74,32 +71,58 @@ def _time(source, index, *, workers, output):
     batch = next(it)  # warm-up: worker start-up, first reads
     warm_up = time.perf_counter() - start
     start, cpu_start = time.perf_counter(), _cpu_seconds()
-    for _ in range(_BATCHES.value):
+    for _ in range(_ARGS.batches):
       batch = next(it)
     elapsed, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
   finally:
     if workers:
       it.close()
   shapes = {k: v.shape for k, v in batch.items() if k in ("gray", "ab", "rgb")}
-  windows = _BATCHES.value * BATCH / elapsed
+  windows = _ARGS.batches * BATCH / elapsed
   print(f"output={output} workers={workers}: {windows:.1f} windows/s "
-        f"({elapsed / _BATCHES.value * 1e3:.0f} ms/batch, "
-        f"{cpu / (_BATCHES.value * BATCH) * 1e3:.0f} CPU ms/window, warm-up {warm_up:.1f} s) "
+        f"({elapsed / _ARGS.batches * 1e3:.0f} ms/batch, "
+        f"{cpu / (_ARGS.batches * BATCH) * 1e3:.0f} CPU ms/window, warm-up {warm_up:.1f} s) "
         f"{shapes}")
   return windows
 
 
-def main(argv):
-  del argv
+def _positive(text):
+  value = int(text)
+  if value < 1:
+    raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+  return value
+
+
+def _worker_counts(text):
+  try:
+    counts = [int(w) for w in text.split(",")]
+  except ValueError:
+    counts = [-1]
+  if not counts or min(counts) < 0:
+    raise argparse.ArgumentTypeError(f"a comma-separated list of counts >= 0, got {text!r}")
+  return text
+
+
+def main():
+  global _ARGS
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--clips", type=_positive, default=8, help="source clips")
+  parser.add_argument("--frames", type=_positive, default=40, help="frames per source clip")
+  parser.add_argument("--batches", type=_positive, default=20,
+                      help="timed batches per setting (after warm-up)")
+  parser.add_argument("--workers", type=_worker_counts, default="0,1,2",
+                      help="worker process counts to time, comma-separated")
+  _ARGS = parser.parse_args()
   tfds.disable_progress_bar()
   print(f"{os.cpu_count()} CPUs; windows of N={NUM_FRAMES} at {CROP}x{CROP}, batch {BATCH}")
   with tempfile.TemporaryDirectory() as data_dir:
     source, index = _build(data_dir)
-    worker_counts = [int(w) for w in _WORKERS.value]
+    worker_counts = [int(w) for w in _ARGS.workers.split(",")]
     lab = {w: _time(source, index, workers=w, output="lab") for w in worker_counts}
     _time(source, index, workers=max(worker_counts), output="rgb")
     best = max(lab, key=lab.get)
     print(f"best with Lab in the pipeline: {lab[best]:.1f} windows/s ({best} workers)")
 
+
 if __name__ == "__main__":
-  app.run(main)
+  main()

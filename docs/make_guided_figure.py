@@ -28,8 +28,13 @@ def main():
   parser.add_argument("--out", default=os.path.join(REPO, "docs", "guided.png"))
   parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
   args = parser.parse_args()
+  if args.clip < 0 or args.interval < 0:
+    parser.error(f"--clip and --interval must be >= 0, got {args.clip} and {args.interval}")
+  if os.path.splitext(args.out)[1].lower() != ".png":
+    parser.error(f"--out {args.out}: the figure is a PNG; name it .png")
   if os.path.exists(args.out) and not args.overwrite:
-    parser.error(f"{args.out} exists; pass --overwrite to replace it")
+    print(f"error: output exists: {args.out} (pass --overwrite to replace it)", file=sys.stderr)
+    return 1
   from tcvc_jax import cli  # pylint: disable=g-import-not-at-top
   return cli.run(lambda: _draw(args))
 
