@@ -44,8 +44,15 @@ class Colorizer:
 
     Shorter windows (a clip's last, a shot's last) are padded in a way that provably leaves their
     frames unchanged (`TCVC(length=...)`), so a video compiles once per frame size instead of once
-    per window length; the results are bit for bit those of the unpadded windows.
+    per window length; the results are bit for bit those of the unpadded windows. None: no
+    padding (each window length compiles its own program).
     """
+    if frames is None:  # padding off
+      self.window_frames = None
+      return
+    if isinstance(frames, bool) or not isinstance(frames, (int, np.integer)) or frames < 2:
+      raise ValueError(f"frames must be a whole number >= 2 (a window has two anchors) or None, "
+                       f"got {frames!r}")
     self.window_frames = int(frames)
 
   @property
@@ -65,10 +72,11 @@ class Colorizer:
         colorizer pass, same result.
       return_last_anchor: also return the state of frame N-1, to pass as the next window's
         first_anchor.
-      hint_ab: optional user colour hints, [N, H, W, 2] normalised ab like the output, 0 where
-        hint_mask is 0. Only the anchors' hints (frames 0 and N-1) are used: internal frames take
-        their colours from the anchors, and frame 0's hints are ignored with first_anchor (that
-        state already holds the hints frame 0 was colorized with). None: no hints (zeros).
+      hint_ab: optional user colour hints, [N, H, W, 2] normalised ab like the output (within
+        AB_RANGE), read where hint_mask > 0 only (set to 0 elsewhere); needs hint_mask. Only the
+        anchors' hints (frames 0 and N-1) are used: internal frames take their colours from the
+        anchors, and frame 0's hints are ignored with first_anchor (that state already holds the
+        hints frame 0 was colorized with). None: no hints.
       hint_mask: optional [N, H, W, 1] (float or bool), 1 where a hint is given, else 0. None:
         zeros.
 
@@ -100,10 +108,17 @@ class Colorizer:
           raise ValueError(f"{name} must have shape [N, H, W, {c}] = {(n, h, w, c)} (N, H, W of "
                            f"gray), got {hint.shape}")
         if name == "hint_ab":
-          _check_values(name, hint, None, "normalised ab, a* / 110 and b* / 110")
+          _check_values(name, hint, AB_RANGE, "normalised ab, a* / 110 and b* / 110")
         else:
           _check_values(name, hint, (0, 1), "1 where a hint is given, else 0", allow_bool=True)
-        hints[name] = jnp.asarray(hint, self.model.act_dtype)[None]
+        hints[name] = hint
+    if "hint_ab" in hints:
+      if "hint_mask" not in hints:
+        raise ValueError("hint_ab needs hint_mask (1 where a hint is given): without it no hint "
+                         "is given")
+      # Colours where no hint is given are not hints: the colorizer sees 0 there, as in training.
+      hints["hint_ab"] = np.where(hints["hint_mask"] > 0, hints["hint_ab"], 0)
+    hints = {k: jnp.asarray(v, self.model.act_dtype)[None] for k, v in hints.items()}
     if first_anchor is not None:
       self._check_anchor(first_anchor, h, w)
     if self.window_frames is not None and n <= self.window_frames:
@@ -125,7 +140,9 @@ class Colorizer:
       dtypes = [getattr(a, "dtype", None) for a in first_anchor]
       if shapes == want and all(d is not None and jnp.issubdtype(d, jnp.floating)
                                 for d in dtypes):
-        return
+        if all(np.isfinite(np.asarray(a, np.float32)).all() for a in first_anchor):
+          return
+        raise ValueError("first_anchor must be finite, got NaN or inf values")
       got = f"dtypes {tuple(map(str, dtypes))}" if shapes == want else f"shapes {shapes}"
     else:
       shape = getattr(first_anchor, "shape", None)
@@ -148,6 +165,7 @@ class Colorizer:
 
 # Inputs may stray this far outside their range (rounding in a colour conversion or a resize).
 RANGE_TOLERANCE = 1e-3
+AB_RANGE = (-128 / 110, 127 / 110)  # L*a*b*'s a* and b*, normalised
 
 
 def _check_values(name, x, bounds, what, allow_bool=False):
@@ -164,8 +182,8 @@ def _check_values(name, x, bounds, what, allow_bool=False):
   low, high = bounds
   lo, hi = v.min(), v.max()
   if lo < low - RANGE_TOLERANCE or hi > high + RANGE_TOLERANCE:
-    raise ValueError(f"{name} must be within [{low}, {high}] ({what}), got values from {lo:g} to "
-                     f"{hi:g}")
+    raise ValueError(f"{name} must be within [{low:g}, {high:g}] ({what}), got values from "
+                     f"{lo:g} to {hi:g}")
 
 
 def _padded_window(model, variables, gray, first_anchor, use, length, hints):
@@ -205,6 +223,14 @@ def read_checkpoint(path):
   raise porting.ConversionError(f"{path}: no such file or directory")
 
 
+def _is_dtype(x):
+  try:
+    jnp.dtype(x)
+    return True
+  except TypeError:
+    return False
+
+
 def load(path, dtype=jnp.float32):
   """Loads TCVC weights for inference.
 
@@ -217,7 +243,18 @@ def load(path, dtype=jnp.float32):
 
   Returns:
     A `Colorizer`.
+
+  Raises:
+    porting.ConversionError: the path holds no TCVC checkpoint; ValueError: another dtype.
   """
+  if not isinstance(path, (str, os.PathLike)):
+    raise TypeError(f"path must be a file or folder name, got {type(path).__name__}")
+  name = jnp.dtype(dtype).name if _is_dtype(dtype) else repr(dtype)
+  if name not in ("float32", "bfloat16", "float64"):
+    raise ValueError(f"dtype must be float32, bfloat16 or float64, got {name}")
+  if name == "float64" and not jax.config.read("jax_enable_x64"):
+    raise ValueError("dtype float64 needs jax's 64-bit mode: jax.config.update('jax_enable_x64', "
+                     "True) before any computation")
   variables, kind, spec = read_checkpoint(path)
   if kind != "tcvc":
     raise porting.ConversionError(

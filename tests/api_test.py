@@ -122,6 +122,11 @@ def _bad_window_inputs(gray, state):
       "anchor half": ({"gray": gray, "first_anchor": state[0]}, "^first_anchor must be .*of shape"),
       "anchor triple": ({"gray": gray, "first_anchor": (*state, state[0])},
                         "^first_anchor must be .*got tuple$"),
+      "nan anchor": ({"gray": gray, "first_anchor": (state[0] * np.nan, state[1])},
+                     "^first_anchor must be finite"),
+      "hint_ab without a mask": ({"gray": gray, "hint_ab": ab + 0.3}, "^hint_ab needs hint_mask"),
+      "hint_ab x 1000": ({"gray": gray, "hint_ab": ab + 300, "hint_mask": mask + 1},
+                         r"^hint_ab must be within \[-1.16364, 1.15455\]"),
   }
 
 
@@ -150,6 +155,30 @@ def test_colorize_window_checks_values_not_only_shapes(pair):
   np.testing.assert_array_equal(
       hinted, colorizer.colorize_window(gray, hint_ab=np.full((3, 32, 32, 2), 0.3, np.float32),
                                         hint_mask=np.ones((3, 32, 32, 1), np.float32)))
+  # Colours where the mask is 0 are no hints: ignored.
+  half = np.zeros((3, 32, 32, 1), np.float32)
+  half[:, :16] = 1
+  np.testing.assert_array_equal(
+      colorizer.colorize_window(gray, hint_ab=np.full((3, 32, 32, 2), 0.3, np.float32),
+                                hint_mask=half),
+      colorizer.colorize_window(gray, hint_ab=np.full((3, 32, 32, 2), 0.3, np.float32) * half,
+                                hint_mask=half))
   following = np.concatenate([gray[2:], gray[:2]])  # starts on the frame `state` belongs to
   np.testing.assert_allclose(colorizer.colorize_window(following, first_anchor=state),
                              colorizer.colorize_window(following), atol=1e-5)
+
+
+def test_load_and_pad_windows_check_their_arguments(pair, tmp_path):
+  colorizer, _ = pair
+  for bad in (0, 1, -3, 1.7, "x", True):
+    with pytest.raises(ValueError, match="frames must be a whole number >= 2"):
+      colorizer.pad_windows(bad)
+  colorizer.pad_windows(None)
+  assert colorizer.window_frames is None
+  for dtype in (jnp.int32, "uint8", np.complex64, jnp.float16):
+    with pytest.raises(ValueError, match="dtype must be float32, bfloat16 or float64"):
+      api.load(str(tmp_path), dtype=dtype)
+  with pytest.raises(ValueError, match="jax_enable_x64"):
+    api.load(str(tmp_path), dtype=np.float64)
+  with pytest.raises(TypeError, match="path must be a file or folder name, got NoneType"):
+    api.load(None)
