@@ -88,3 +88,18 @@ def test_colour_conversions_want_channels_last(fn):
   with pytest.raises(ValueError, match=r"channels-last.*\(1, 3, 4, 5\)"):
     fn(np.random.rand(1, 3, 4, 5).astype(np.float32))
   assert fn(np.random.rand(1, 4, 5, 3).astype(np.float32)).shape == (1, 4, 5, 3)
+
+
+def test_colour_conversions_take_the_documented_dtypes():
+  img = (np.random.default_rng(0).random((4, 5, 3)) * 255).astype(np.uint8)
+  # uint8 pixels into the [0, 1] conversion gave L up to ~80 "normalised" (at most 0.5).
+  with pytest.raises(ValueError, match="rgb must be real floating point .*got dtype uint8"):
+    color.rgb_to_lab(img)
+  # Floats into the uint8 one divided by 255 twice (near-black L).
+  for bad in (img / 255.0, img.astype(np.uint16)):
+    with pytest.raises(ValueError, match="rgb_to_gray_ab takes uint8 pixels"):
+      color.rgb_to_gray_ab(bad, np)
+  gray, ab = color.rgb_to_gray_ab(img, np)
+  np.testing.assert_allclose(np.concatenate([gray, ab], -1), color.rgb_to_lab(img / 255.0, np),
+                             atol=1e-6)
+  assert color.rgb_to_lab([[0.5, 0.2, 0.1]]).shape == (1, 3)  # array-likes are arrays

@@ -27,11 +27,16 @@ _XYZ2RGB = ((3.24048134, -1.53715152, -0.49853633),
             (0.05564664, -0.20404134, 1.05731107))
 
 
-def _check3(x, what):
-  """Colour values come channels-last: [..., 3] (the original's tensors are [B, 3, H, W])."""
-  shape = getattr(x, "shape", None)
-  if shape is None or len(shape) < 1 or shape[-1] != 3:
-    raise ValueError(f"{what} must be channels-last, [..., 3]; got shape {shape}")
+def _check3(x, what, xp):
+  """x as an array of `xp`: colour values channels-last, [..., 3] (the original's tensors are
+  [B, 3, H, W]), real floating point (uint8 pixels go through `rgb_to_gray_ab`)."""
+  x = xp.asarray(x)
+  if x.ndim < 1 or x.shape[-1] != 3:
+    raise ValueError(f"{what} must be channels-last, [..., 3]; got shape {tuple(x.shape)}")
+  if not jnp.issubdtype(x.dtype, jnp.floating):
+    raise ValueError(f"{what} must be real floating point (sRGB in [0, 1] for rgb: divide uint8 "
+                     f"pixels by 255, or use rgb_to_gray_ab); got dtype {x.dtype}")
+  return x
 
 
 def _mix3(m, c0, c1, c2):
@@ -41,14 +46,14 @@ def _mix3(m, c0, c1, c2):
 
 def rgb_to_xyz(rgb, xp=jnp):
   """sRGB in [0, 1], [..., 3] -> XYZ [..., 3]."""
-  _check3(rgb, "rgb")
+  rgb = _check3(rgb, "rgb", xp)
   lin = xp.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
   return xp.stack(_mix3(_RGB2XYZ, lin[..., 0], lin[..., 1], lin[..., 2]), axis=-1)
 
 
 def xyz_to_rgb(xyz, xp=jnp):
   """XYZ [..., 3] -> sRGB [..., 3]; negative linear values clamp to 0, there is no upper clip."""
-  _check3(xyz, "xyz")
+  xyz = _check3(xyz, "xyz", xp)
   lin = xp.stack(_mix3(_XYZ2RGB, xyz[..., 0], xyz[..., 1], xyz[..., 2]), axis=-1)
   lin = xp.maximum(lin, 0)
   # The power branch is evaluated on a safe value so its NaN-free gradient does not leak
@@ -59,7 +64,7 @@ def xyz_to_rgb(xyz, xp=jnp):
 
 def xyz_to_lab(xyz, xp=jnp):
   """XYZ [..., 3] -> un-normalised L*a*b* [..., 3]."""
-  _check3(xyz, "xyz")
+  xyz = _check3(xyz, "xyz", xp)
   s = xp.stack([xyz[..., i] / _WHITE[i] for i in range(3)], axis=-1)
   safe = xp.where(s > 0.008856, s, 1.0)
   f = xp.where(s > 0.008856, safe ** (1 / 3.0), 7.787 * s + 16.0 / 116.0)
@@ -69,7 +74,7 @@ def xyz_to_lab(xyz, xp=jnp):
 
 def lab_to_xyz(lab, xp=jnp):
   """Un-normalised L*a*b* [..., 3] -> XYZ [..., 3]."""
-  _check3(lab, "lab")
+  lab = _check3(lab, "lab", xp)
   fy = (lab[..., 0] + 16.0) / 116.0
   fx = lab[..., 1] / 500.0 + fy
   fz = xp.maximum(fy - lab[..., 2] / 200.0, 0)  # only fz is clamped, as in the original
@@ -80,14 +85,14 @@ def lab_to_xyz(lab, xp=jnp):
 
 def rgb_to_lab(rgb, xp=jnp):
   """sRGB in [0, 1], [..., 3] -> normalised Lab [..., 3] (L in [-0.5, 0.5], ab in about [-1, 1])."""
-  _check3(rgb, "rgb")
+  rgb = _check3(rgb, "rgb", xp)
   lab = xyz_to_lab(rgb_to_xyz(rgb, xp), xp)
   return xp.concatenate([(lab[..., :1] - L_CENT) / L_NORM, lab[..., 1:] / AB_NORM], axis=-1)
 
 
 def lab_to_rgb(lab, xp=jnp):
   """Normalised Lab [..., 3] -> sRGB [..., 3]; values may exceed 1 (callers clip)."""
-  _check3(lab, "lab")
+  lab = _check3(lab, "lab", xp)
   un = xp.concatenate([lab[..., :1] * L_NORM + L_CENT, lab[..., 1:] * AB_NORM], axis=-1)
   return xyz_to_rgb(lab_to_xyz(un, xp), xp)
 
@@ -98,5 +103,9 @@ def rgb_to_gray_ab(rgb, xp=jnp):
   Same as `rgb_to_lab(rgb / 255)` split into the L channel and the ab channels. Data workers call it
   with `xp=numpy`: they must never start a JAX backend (on a TPU host it belongs to the trainer).
   """
-  lab = rgb_to_lab(xp.asarray(rgb).astype(xp.float32) / 255.0, xp)
+  rgb = xp.asarray(rgb)
+  if rgb.dtype != xp.uint8:
+    raise ValueError(f"rgb_to_gray_ab takes uint8 pixels, got dtype {rgb.dtype} (floats in [0, 1]: "
+                     "rgb_to_lab)")
+  lab = rgb_to_lab(rgb.astype(xp.float32) / 255.0, xp)
   return lab[..., :1], lab[..., 1:]
