@@ -80,6 +80,24 @@ def check_fps(fps):
                      f"got {fps}")
 
 
+def _checked_args(model, interval, network_size, hints):
+  """colorize_file's (network size as (h, w), hints with int frames); UsageError / GuidanceError
+  naming a bad argument."""
+  if not (isinstance(model, (str, os.PathLike)) or hasattr(model, "colorize_window")):
+    raise UsageError(f"model must be a checkpoint path or a Colorizer, got {type(model).__name__}")
+  if isinstance(interval, bool) or not isinstance(interval, (int, np.integer)) or interval < 0:
+    raise UsageError(f"interval must be a whole number >= 0, got {interval!r}")
+  try:
+    h, w = parse_size(network_size) if isinstance(network_size, str) else windows.size2(
+        network_size)
+  except (TypeError, ValueError):
+    h = w = 0
+  if isinstance(network_size, bool) or min(h, w) <= 0:
+    raise UsageError(f"bad network size {network_size!r}: use N, (H, W) or 'HxW' with positive "
+                     "integers, e.g. 256")
+  return (h, w), (None if hints is None else guidance.check_hints(hints))
+
+
 def check_network_size(colorizer, size):
   """Raises UsageError unless both sides of `size` suit the model (`ModelSpec.check_size`)."""
   h, w = (size, size) if isinstance(size, int) else size
@@ -247,6 +265,7 @@ def colorize_file(input_path, output_path, model, interval=windows.DEFAULT_INTER
   """
   start = time.perf_counter()
   check_fps(fps)
+  network_size, hints = _checked_args(model, interval, network_size, hints)
   checkpoint = model if isinstance(model, (str, os.PathLike)) else None
   atomic.check_keeps_inputs(output_path, [("the input", input_path),
                                           ("the checkpoint", checkpoint)])

@@ -131,6 +131,25 @@ def test_hints_beyond_a_listed_length_are_refused_before_any_work(tmp_path):
   assert sorted(os.listdir(tmp_path)) == ["clip"]
 
 
+@pytest.mark.parametrize("kwargs,message", [
+    ({"model": None}, "model must be a checkpoint path or a Colorizer, got NoneType"),
+    ({"interval": -1}, "interval must be a whole number >= 0, got -1"),
+    ({"interval": 2.5}, "interval must be a whole number >= 0, got 2.5"),
+    ({"network_size": "sixty"}, "bad network size 'sixty'"),
+    ({"network_size": (64,)}, r"bad network size \(64,\)"),
+    ({"network_size": 0}, "bad network size 0"),
+    ({"hints": [1, 2]}, "hints must be a dict"),
+    ({"hints": {"0": None}}, "frame indices must be integers, got '0'"),
+])
+def test_colorize_file_names_a_bad_argument(tmp_path, kwargs, message):
+  """Before anything is read: the input and checkpoint need not exist."""
+  args = dict(input_path=str(tmp_path / "in.mp4"), output_path=str(tmp_path / "out.mp4"),
+              model=str(tmp_path / "ck"))
+  with pytest.raises((streaming.UsageError, guidance.GuidanceError), match=message):
+    streaming.colorize_file(**dict(args, **kwargs))
+  assert os.listdir(tmp_path) == []
+
+
 def test_carry_keeps_reliable_pixels_only():
   """A pure shift: carried hints equal the shifted hints except where the warp leaves the frame."""
   rs = np.random.RandomState(0)
