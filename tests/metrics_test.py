@@ -124,6 +124,11 @@ class CDCTest(absltest.TestCase):
     short = metrics.cdc_clip(frames[:4])  # no pair at gap 4, NaN like the original
     self.assertTrue(np.isnan(short.per_gap[4]).all())
     self.assertTrue(np.isnan(short.per_channel).all())
+    # A dataset's CDC is over the clips that have one: a short clip once made it NaN.
+    with_short = metrics.cdc([c, short])
+    self.assertEqual(with_short, dict(metrics.cdc([c]), clips=1))
+    self.assertEqual(metrics.cdc([short])["clips"], 0)
+    self.assertTrue(np.isnan(metrics.cdc([short])["cdc"]))
 
   def test_mean_over_clips(self):
     a = metrics.cdc_clip(self.frames["output_frames_one"])

@@ -23,7 +23,8 @@ leaves the workdir as it was, and one with `overwrite` replaces every earlier re
   frames/<clip>/*.png         colorized frames, named as the input frames
   videos/<clip>.mp4           the same frames as H.264
   per_clip.csv, per_frame.csv metrics per clip and PSNR per frame
-  summary.json                psnr, psnr_key, psnr_inter, cdc, ssim, warp_error (null: not measured)
+  summary.json                psnr, psnr_key, psnr_inter, cdc, ssim, warp_error (null: not measured;
+                              cdc over the clips long enough for its gaps, cdc_clips of them)
   psnr_per_frame.png, cdc_per_gap.png
 """
 
@@ -35,6 +36,7 @@ import time
 from absl import logging
 import jax
 import jax.numpy as jnp
+import numpy as np
 import tqdm
 
 from tcvc_jax import api
@@ -243,6 +245,12 @@ def _summarize(results, config, flow_desc, seconds):
   else:
     summary = metrics.summarize(results)
   cdc_all = metrics.cdc([r["cdc_detail"] for r in results])
+  if cdc_all["clips"] < len(results):
+    short = [r["clip"] for r in results if np.isnan(r["cdc_detail"].per_channel).any()]
+    logging.warning("CDC is measured on %d of %d clips: %s %s too short for its frame gap of %d",
+                    cdc_all["clips"], len(results),
+                    ", ".join(short[:5]) + (", ..." if len(short) > 5 else ""),
+                    "is" if len(short) == 1 else "are", max(metrics.CDC_GAPS))
   per_gap = {}
   for d in metrics.CDC_GAPS:
     per_gap[d] = {ch: metrics.mean_over_clips([r["cdc_detail"].per_gap[d][k] for r in results])
@@ -250,7 +258,8 @@ def _summarize(results, config, flow_desc, seconds):
   frames = sum(r["frames"] for r in results)
   summary.update({
       "warp_error_flow": flow_desc, "cdc_per_channel": {c: cdc_all[f"js_{c}"] for c in "rgb"},
-      "cdc_per_gap": per_gap, "no_gt": bool(config.data.no_gt), "mode": config.protocol.mode,
+      "cdc_per_gap": per_gap, "cdc_clips": cdc_all["clips"], "no_gt": bool(config.data.no_gt),
+      "mode": config.protocol.mode,
       "interval_lengths": list(interval_lengths(config.protocol)),
       "network_size": config.protocol.network_size, "checkpoint": config.checkpoint,
       "num_clips": len(results), "num_frames": frames, "seconds": seconds,
@@ -314,8 +323,8 @@ def evaluate(config, workdir, progress=False):
       results.append(res)
       frames_done += len(out)
       rate = frames_done / max(time.perf_counter() - start, 1e-9)
-      bar.set_postfix_str(f"{clip.name}: PSNR {res['psnr']:.2f} dB; {frames_done} frames, "
-                          f"{rate:.2f} frames/s")
+      bar.set_postfix_str(f"{clip.name}: PSNR {res['psnr']:.2f} dB; {frames_done} frames in "
+                          f"all, {rate:.2f} frames/s")
       bar.update(1)
     bar.close()
     summary = _summarize(results, config, flow_desc, time.perf_counter() - start)

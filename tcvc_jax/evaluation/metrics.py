@@ -188,13 +188,19 @@ def cdc(clips_cdc):
     clips_cdc: sequence of ClipCDC.
 
   Returns:
-    dict with `cdc` (float) and `js_r`, `js_g`, `js_b` (per-channel means over clips).
+    dict with `cdc` (float) and `js_r`, `js_g`, `js_b` (per-channel means over clips), over the
+    clips that have a CDC (a clip too short for a gap has none, `cdc_clip`: one such clip made the
+    whole dataset's CDC NaN); `clips`: how many those are (NaN values when none).
   """
-  stacked = np.stack([c.per_channel for c in clips_cdc], axis=-1)  # [3, clips] float32, R G B
+  kept = [c.per_channel for c in clips_cdc if not np.isnan(c.per_channel).any()]
+  if not kept:
+    return {"cdc": float("nan"), "js_r": float("nan"), "js_g": float("nan"),
+            "js_b": float("nan"), "clips": 0}
+  stacked = np.stack(kept, axis=-1)  # [3, clips] float32, R G B
   js = [float(np.mean(stacked[ch])) for ch in range(stacked.shape[0])]
   # The original averages in cv2 channel order B, G, R, in float64.
   value = float(np.mean(np.array(js[::-1], dtype=np.float64)))
-  return {"cdc": value, "js_r": js[0], "js_g": js[1], "js_b": js[2]}
+  return {"cdc": value, "js_r": js[0], "js_g": js[1], "js_b": js[2], "clips": len(kept)}
 
 
 # --------------------------------------------------------------------------------------------------
