@@ -125,6 +125,14 @@ class LayoutTest(absltest.TestCase):
   def test_missing_and_empty_roots(self):
     with self.assertRaisesRegex(reading.MediaError, "missing data directory .*nowhere"):
       data_layout.discover(os.path.join(self.root, "nowhere"))
+    a_file = os.path.join(self.root, "a_file")
+    with open(a_file, "w") as f:
+      f.write("not a folder")
+    with self.assertRaisesRegex(reading.MediaError, "a_file is a file, not a data directory"):
+      data_layout.discover(a_file)
+    with self.assertRaisesRegex(reading.MediaError, "is a folder, not an image file"):
+      reading.read_image(self.root)
+    os.remove(a_file)
     with self.assertRaisesRegex(reading.MediaError, f"no clips .* under {self.root}"):
       data_layout.discover(self.root)
 

@@ -90,7 +90,8 @@ def discover(root: str) -> Layout:
       same clip name as another, or no clip is found.
   """
   if not os.path.isdir(root):
-    raise DataError(f"missing data directory {root}")
+    raise DataError(f"{root} is a file, not a data directory (a folder of clips)"
+                    if os.path.exists(root) else f"missing data directory {root}")
   davis = os.path.join(root, "JPEGImages", "480p")
   if os.path.isdir(davis):
     layout = Layout("davis", _clips_in(davis), {})

@@ -365,7 +365,8 @@ def read_image(path: str) -> np.ndarray:
       which FFmpeg would decode with its missing part made up).
   """
   if not os.path.isfile(path):
-    raise MediaError(f"missing image file {path}")
+    raise MediaError(f"{path} is a folder, not an image file" if os.path.isdir(path)
+                     else f"missing image file {path}")
   if os.path.getsize(path) == 0:
     raise MediaError(f"empty image file {path}")
   return av_frames.convert(_decode_image(path, gray_out=False), np.uint8)
