@@ -94,6 +94,10 @@ def _check_click(c, where, need_frame=True):
   missing = [k for k in keys if k not in c]
   if missing:
     raise GuidanceError(f"{where}: missing {', '.join(missing)}")
+  unknown = sorted(str(k) for k in c if k not in ("frame", "x", "y", "rgb", "patch"))
+  if unknown:  # a misspelt key would be ignored
+    raise GuidanceError(f"{where}: unknown key {', '.join(unknown)} (a click has frame, x, y, rgb "
+                        "and optionally patch)")
   if "frame" in c and (not _is_int(c["frame"]) or c["frame"] < 0):
     raise GuidanceError(f"{where}: frame must be a non-negative integer, got {c['frame']!r}")
   for k in ("x", "y"):
@@ -168,6 +172,10 @@ def read_clicks(path):
     raise GuidanceError(f"{path}: not valid JSON ({e})") from e
   patch = DEFAULT_PATCH
   if isinstance(data, dict):
+    unknown = sorted(str(k) for k in data if k not in ("clicks", "patch"))
+    if unknown:
+      raise GuidanceError(f"{path}: unknown key {', '.join(unknown)} (expected clicks and "
+                          "optionally patch)")
     patch = data.get("patch", patch)
     data = data.get("clicks")
   if not isinstance(data, list) or not data:

@@ -272,6 +272,7 @@ def test_click_hint_checks_its_clicks_as_read_clicks_does():
       "missing y": ({"x": 0.5, "rgb": [1, 2, 3]}, "^click 0: missing y$"),
       "not a dict": ([0.5, 0.5], "^click 0: a click must be an object with x, y, rgb"),
       "bad frame": (dict(good, frame=-1), "^click 0: frame must be a non-negative integer"),
+      "misspelt patch": (dict(good, pacth=5), "^click 0: unknown key pacth"),
   }
   for case, (click, pattern) in bad.items():
     with pytest.raises(guidance.GuidanceError, match=pattern) as e:
