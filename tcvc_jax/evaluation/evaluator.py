@@ -230,20 +230,19 @@ def _try(fn, *args):
 
 
 def _measure(clip, out, t, flow_fn, metrics_config):
-  if clip.gt is None:
+  if clip.gt is None:  # CDC and the warping error need the outputs only
     res = {k: float("nan") for k in SUMMARY_KEYS if k != "cdc"}
     res["cdc_detail"] = metrics.cdc_clip(out)
+    if flow_fn is not None and len(out) > 1:
+      res["warp_error"] = metrics.warp_error(out, flow_fn,
+                                             batch_size=int(metrics_config.warp_batch))
     return res
   return metrics.clip_metrics(clip.gt, out, t, flow_fn, ssim=bool(metrics_config.ssim),
                               warp_batch=int(metrics_config.warp_batch))
 
 
 def _summarize(results, config, flow_desc, seconds):
-  if config.data.no_gt:
-    summary = {k: float("nan") for k in SUMMARY_KEYS}
-    summary["cdc"] = metrics.cdc([r["cdc_detail"] for r in results])["cdc"]
-  else:
-    summary = metrics.summarize(results)
+  summary = metrics.summarize(results)  # NaN (null) where not measured: PSNR, SSIM without gt
   cdc_all = metrics.cdc([r["cdc_detail"] for r in results])
   if cdc_all["clips"] < len(results):
     short = [r["clip"] for r in results if np.isnan(r["cdc_detail"].per_channel).any()]
