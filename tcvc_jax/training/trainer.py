@@ -97,16 +97,17 @@ def _initial_state(config, model, tx, mesh, mngr, train_iter, workdir, spec):
 
 def _check_same_model(workdir, spec, fields=spec_lib.FIELDS, cause=None):
   """Raises RuntimeError naming the `fields` in which the model recorded in `workdir` differs
-  from `spec`; nothing if they agree or the workdir records none."""
+  from `spec`; returns the recorded model (None if the workdir records none)."""
   try:
     theirs = checkpointing.read_model_spec(workdir)
   except spec_lib.SpecError:
-    return
+    return None
   other = ", ".join(f"{f}: {getattr(theirs, f)} there, {getattr(spec, f)} in this config"
                     for f in fields if getattr(theirs, f) != getattr(spec, f))
   if other:
     raise RuntimeError(f"{workdir} holds a run of another model ({other}): use a new workdir, "
                        "or that run's model config (its config.json)") from cause
+  return theirs
 
 
 class RunControl:
@@ -265,11 +266,9 @@ def _train(config, workdir, control, mesh):
   if checkpointing.is_workdir(workdir):
     # Sizes that change the weights' shapes: no checkpoint of the run could be restored (each
     # would be tried, and reported as unreadable). The classical flow's options may change.
-    _check_same_model(workdir, spec, [f for f in spec_lib.FIELDS if f != "classical_flow"])
-    try:
-      before = checkpointing.read_model_spec(workdir).classical_flow
-    except spec_lib.SpecError:
-      before = spec.classical_flow
+    theirs = _check_same_model(workdir, spec,
+                               [f for f in spec_lib.FIELDS if f != "classical_flow"])
+    before = spec.classical_flow if theirs is None else theirs.classical_flow
     if before != spec.classical_flow:  # said, as it changes the model colorize will run
       logging.warning("the classical flow's options change from %s to %s: the checkpoints saved "
                       "from now on (and model.json) use the new ones", dict(before or ()),
