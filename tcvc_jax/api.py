@@ -31,6 +31,9 @@ class Colorizer:
     self._flow = jax.jit(lambda v, a, b: model.apply(v, a, b, method=model.flows))
     # Windows up to this many frames run one compiled program per frame size (see `pad_windows`).
     self.window_frames = None
+    # The state the last call returned: passed back as the next first_anchor (a video's windows),
+    # it is known to be whole, and its check (a copy to the host) is skipped.
+    self._returned_state = None
 
   def flow(self, gray1, gray2):
     """The model's frozen optical flow from gray1 to gray2 ([B, H, W, 1] normalised L), in pixels:
@@ -120,7 +123,7 @@ class Colorizer:
       hints["hint_ab"] = np.where(hints["hint_mask"] > 0, hints["hint_ab"], 0)
     hints = {k: jnp.asarray(v, self.model.act_dtype)[None] for k, v in hints.items()}
     if first_anchor is not None:
-      self._check_anchor(first_anchor, h, w)
+      self._check_anchor(first_anchor, h, w, trusted=first_anchor is self._returned_state)
     if self.window_frames is not None and n <= self.window_frames:
       ab, last = self._padded(gray, first_anchor, hints)
     else:
@@ -128,10 +131,13 @@ class Colorizer:
       ab, last = self._apply(self.variables, gray, first_anchor, hints)
     ab = np.asarray(ab[0, :n])
     ab = ab if ab.dtype == np.float64 else ab.astype(np.float32)
+    if return_last_anchor:
+      self._returned_state = last
     return (ab, last) if return_last_anchor else ab
 
-  def _check_anchor(self, first_anchor, h, w):
-    """Raises ValueError unless `first_anchor` is the state of a window of frames h x w."""
+  def _check_anchor(self, first_anchor, h, w, trusted=False):
+    """Raises ValueError unless `first_anchor` is the state of a window of frames h x w (and
+    finite, unless `trusted`: the state this Colorizer returned last)."""
     feat = self.spec.colorizer_widths[-1]
     want = ((1, h, w, 2), (1, h, w, feat))
     shapes = None
@@ -140,7 +146,7 @@ class Colorizer:
       dtypes = [getattr(a, "dtype", None) for a in first_anchor]
       if shapes == want and all(d is not None and jnp.issubdtype(d, jnp.floating)
                                 for d in dtypes):
-        if all(np.isfinite(np.asarray(a, np.float32)).all() for a in first_anchor):
+        if trusted or all(np.isfinite(np.asarray(a, np.float32)).all() for a in first_anchor):
           return
         raise ValueError("first_anchor must be finite, got NaN or inf values")
       got = f"dtypes {tuple(map(str, dtypes))}" if shapes == want else f"shapes {shapes}"
