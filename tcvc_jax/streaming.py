@@ -278,14 +278,14 @@ def colorize_file(input_path, output_path, model, interval=windows.DEFAULT_INTER
     raise guidance.GuidanceError(f"a hint or reference on frame {late[0]}, but {input_path} has "
                                  f"{source.num_frames} frames (0..{source.num_frames - 1})")
   audio = source.path if source.kind == "video" and source.has_audio else None
-  notes = []
+  notes = [source.name_note] if source.name_note else []
   if audio and os.path.splitext(os.fspath(output_path))[1] == "":
     notes.append(f"the audio of {input_path} is not kept in a frame folder")
   elif audio and fps is not None:
     # Every frame is kept at the new rate: the video's length changes and its sound would not fit.
     notes.append(f"the audio of {input_path} is not kept: fps={fps} re-times its frames")
     audio = None
-  if notes:
+  if len(notes) > bool(source.name_note):
     logging.warning("%s", notes[-1])
   cuts = [] if detect_cuts else None
   count = 0

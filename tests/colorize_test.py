@@ -248,6 +248,18 @@ def test_png_folders(kind, checkpoint, tmp_path, capsys):
   assert np.abs(l_out - l_in).mean() < 0.02  # normalised L: 1 = 100 L* units
 
 
+def test_a_stray_image_in_a_frame_folder_is_a_frame_and_told(checkpoint, tmp_path, capsys):
+  src = _folder(tmp_path / "in", _shot(4, 6))
+  with open(os.path.join(src, "cover.png"), "wb") as f:
+    f.write(writing.encode_png(_shot(5, 1)[0]))
+  rc, _, stderr = _run(capsys, src, tmp_path / "out", "--checkpoint", checkpoint, *ARGS,
+                       "--quiet")
+  assert rc == 0, stderr
+  assert len(os.listdir(tmp_path / "out")) == 7
+  assert stderr == (f"warning: {src}: files named unlike its other frames (f000.png) are read as "
+                    "frames too, in name order (1 of 7): cover.png\n")
+
+
 def test_folder_to_mp4_uses_fps_option(checkpoint, tmp_path, capsys):
   src = _folder(tmp_path / "in", _shot(3, 11))
   out = tmp_path / "out.mkv"

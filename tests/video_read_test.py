@@ -128,8 +128,25 @@ class ReadFolderTest(absltest.TestCase):
       f.write("ignored")
     src = reading.open_source(path)
     self.assertEqual(src.names, ["a.JPEG", "b.jpg"])
+    self.assertIsNone(src.name_note)  # no numbered names: nothing to tell
     self.assertEqual((src.width, src.height), (24, 16))
     self.assertLess(np.abs(src.read_all().astype(int) - frame).mean(), 4)
+
+  def test_names_unlike_the_others_are_frames_and_told(self):
+    path = self._folder("shot", self.rng.integers(0, 256, (4, 4, 5, 1), dtype=np.uint8))
+    self.assertIsNone(reading.open_source(path).name_note)
+    _write_png(os.path.join(path, "cover.png"), np.zeros((4, 5, 1), np.uint8))
+    with self.assertLogs(level="WARNING") as logs:
+      src = reading.open_source(path)
+    self.assertEqual(src.names, ["00000.png", "00001.png", "00002.png", "00003.png", "cover.png"])
+    self.assertEqual(src.name_note, f"{path}: files named unlike its other frames (00000.png) are "
+                     "read as frames too, in name order (1 of 5): cover.png")
+    self.assertEqual(logs.output, [f"WARNING:absl:{src.name_note}"])
+    note = reading.odd_names_note
+    self.assertIsNone(note("d", ["a1.png", "b1.png", "c.png"]))  # no pattern most names share
+    self.assertEqual(note("d", ["f_1.png", "f_2.png", "f_3.jpg", "f_4.PNG"]),
+                     "d: files named unlike its other frames (f_1.png) are read as frames too, "
+                     "in name order (1 of 4): f_3.jpg")
 
 
 class ReadVideoTest(absltest.TestCase):
