@@ -12,6 +12,7 @@ import numpy as np
 
 from tcvc_jax import window_stream
 from tcvc_jax.evaluation import windows as protocol
+from tcvc_jax.media import folders
 from tcvc_jax.media import reading
 from tcvc_jax.media import writing
 
@@ -142,7 +143,26 @@ class ReadFolderTest(absltest.TestCase):
     self.assertEqual(src.name_note, f"{path}: files named unlike its other frames (00000.png) are "
                      "read as frames too, in name order (1 of 5): cover.png")
     self.assertEqual(logs.output, [f"WARNING:absl:{src.name_note}"])
-    note = reading.odd_names_note
+    with open(os.path.join(path, "00004.tif"), "wb") as f:
+      f.write(b"II*\0")  # a TIFF: not read, named
+    with open(os.path.join(path, "notes.txt"), "w") as f:
+      f.write("not an image: not named")
+    with self.assertLogs(level="WARNING"):
+      src = reading.open_source(path)
+    self.assertEqual(src.num_frames, 5)
+    self.assertEqual(src.name_note, f"{path}: 1 image in a format frame folders do not read (only "
+                     "PNG and JPEG) is not used as a frame: 00004.tif (convert it to PNG); files "
+                     "named unlike its other frames (00000.png) are read as frames too, in name "
+                     "order (1 of 5): cover.png")
+    only = os.path.join(self.dir, "bmp")
+    os.makedirs(only)
+    for name in ("b10.BMP", "b9.bmp"):
+      open(os.path.join(only, name), "wb").close()
+    with self.assertRaisesRegex(reading.MediaError, re.escape(
+        f"no frames (*.png, *.jpg) in folder {only}; 2 images in a format frame folders do not "
+        "read (only PNG and JPEG) are not used as frames: b9.bmp, b10.BMP (convert them to PNG)")):
+      reading.open_source(only)
+    note = folders.odd_names_note
     self.assertIsNone(note("d", ["a1.png", "b1.png", "c.png"]))  # no pattern most names share
     self.assertEqual(note("d", ["f_1.png", "f_2.png", "f_3.jpg", "f_4.PNG"]),
                      "d: files named unlike its other frames (f_1.png) are read as frames too, "

@@ -21,6 +21,7 @@ import av
 import numpy as np
 
 from tcvc_jax.media import av_frames
+from tcvc_jax.media import folders
 from tcvc_jax.media import image_headers
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -60,20 +61,6 @@ def list_frame_files(folder: str) -> list[str]:
            and os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS
            and os.path.isfile(os.path.join(folder, n))]
   return sorted(names, key=lambda n: (natural_key(n), n))
-
-
-def odd_names_note(folder, names):
-  """A sentence if some frame names are unlike most (digits as '#', extension in lower case: a
-  "cover.png" among "f_001.png" .. "f_120.png"), else None."""
-  patterns = [re.sub(r"\d+", "#", os.path.splitext(n)[0]) + os.path.splitext(n)[1].lower()
-              for n in names]
-  common = max(set(patterns), key=patterns.count, default="")
-  odd = [n for n, p in zip(names, patterns, strict=True) if p != common]
-  if "#" not in common or not odd or 2 * len(odd) > len(names):
-    return None
-  return (f"{folder}: files named unlike its other frames ({names[patterns.index(common)]}) are "
-          f"read as frames too, in name order ({len(odd)} of {len(names)}): "
-          + ", ".join(odd[:3]) + (", ..." if len(odd) > 3 else ""))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -156,7 +143,7 @@ class FrameSource:
     rotation: a video's display rotation, counter-clockwise degrees (0, 90, 180, 270; 0 for a
       folder); its frames are yielded upright, as players show them (and as ffmpeg converts them).
     num_frames: frame count (None when a video's container does not store it).
-    names: file names for a folder source (None for videos); name_note: `odd_names_note`'s.
+    names: file names for a folder source (None for videos); name_note: `folders.folder_note`'s.
     is_gray: True when frames are yielded as [H, W, 1].
     bit_depth: bits per sample of the first frame (8 or 16 for typical inputs).
     has_audio: whether a video file has an audio stream (what a writer's `audio_from` copies).
@@ -185,8 +172,10 @@ class FrameSource:
     self.kind = "folder"
     self.names = list_frame_files(self.path)
     if not self.names:
-      raise MediaError(f"no frames (*.png, *.jpg) in folder {self.path}")
-    self.name_note = odd_names_note(self.path, self.names)
+      other = folders.ignored_images_note(self.path, os.listdir(self.path), natural_key)
+      raise MediaError(f"no frames (*.png, *.jpg) in folder {self.path}"
+                       + (f"; {other[len(self.path) + 2:]}" if other else ""))
+    self.name_note = folders.folder_note(self.path, self.names, os.listdir(self.path), natural_key)
     if self.name_note:
       logging.warning("%s", self.name_note)
     heads = [image_header(os.path.join(self.path, n)) for n in self.names]
