@@ -1,6 +1,7 @@
 """Tests for tcvc_jax.media.reading: decoding, resizing, layouts and bad files."""
 
 import os
+import re
 
 from absl.testing import absltest
 import numpy as np
@@ -53,6 +54,20 @@ class ReadImageTest(absltest.TestCase):
           f.write(content)
       with self.assertRaisesRegex(reading.MediaError, path, msg=name):
         reading.read_image(path)
+
+  def test_a_video_is_not_an_image(self):
+    # e.g. `--reference 0:clip.mp4`: refused, not read as its first frame.
+    frames = self.rng.integers(0, 256, (3, 8, 8, 3), dtype=np.uint8)
+    video = dt.write_video(os.path.join(self.dir, "clip.mkv"), frames)
+    with self.assertRaisesRegex(reading.MediaError, re.escape(
+        f"{video} holds more than one frame (a video or an animation), not one image")):
+      reading.read_image(video)
+    one = dt.write_video(os.path.join(self.dir, "one.mkv"), frames[:1])  # one frame: an image
+    np.testing.assert_array_equal(reading.read_image(one), frames[0])
+    png = dt.write_image(os.path.join(self.dir, "tail.png"), frames[1])
+    with open(png, "ab") as f:
+      f.write(b"bytes after the image" * 10)  # ignored, as before
+    np.testing.assert_array_equal(reading.read_image(png), frames[1])
 
 
 class ResizeTest(absltest.TestCase):

@@ -118,11 +118,20 @@ def _decode_image(path, gray_out):
     with av.open(path) as c:
       if not c.streams.video:  # e.g. a sound file, or text FFmpeg takes for a subtitle file
         raise MediaError(f"cannot decode {path}: no image in the file")
-      for frame in c.decode(c.streams.video[0]):
-        return _to_array(frame, gray_out)
+      frames = c.decode(c.streams.video[0])
+      image = _to_array(next(frames), gray_out)
+      try:  # a video or an animation (GIF, APNG) is no one image; bytes after an image are ignored
+        more = next(frames, None) is not None
+      except (av.error.FFmpegError, OSError):
+        more = False
+      if more:
+        raise MediaError(f"{path} holds more than one frame (a video or an animation), not one "
+                         "image")
+      return image
+  except StopIteration:
+    raise MediaError(f"cannot decode {path}: no image in the file") from None
   except (av.error.FFmpegError, OSError) as e:
     raise MediaError(f"cannot decode {path}: {_reason(e)}") from e
-  raise MediaError(f"cannot decode {path}: no image in the file")
 
 
 # --------------------------------------------------------------------------------------------------
