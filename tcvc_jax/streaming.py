@@ -328,6 +328,12 @@ def colorize_file(input_path, output_path, model, interval=windows.DEFAULT_INTER
           # memory in fragmented arenas: a 1000-frame run ended 22 % above a 50-frame run's
           # resident size (benchmarks/colorize_bench.py); trimming once per window keeps it flat.
           allocator.release_freed_memory()
+    except windows.ClipTooShortError as e:  # a container that lists no frame count
+      if getattr(e, "count", None) is None:
+        raise
+      raise windows.ClipTooShortError(
+          f"{input_path} has {e.count} frame{'' if e.count == 1 else 's'}; colorizing needs at "
+          "least 2 (two anchors): a video or a folder of frames") from e
     finally:
       for b in bars.values():
         b.close()

@@ -73,8 +73,10 @@ def iter_windows(frames: Iterable[np.ndarray], interval_length=windows.DEFAULT_I
       yield start, buf
       buf, start, fresh = buf[-1:], i, False
   if count < 2:
-    raise windows.ClipTooShortError(
+    err = windows.ClipTooShortError(
         f"a video needs at least 2 frames (two anchors) for the TCVC protocol, got {count}")
+    err.count = count
+    raise err
   if len(buf) >= 2 or fresh:
     yield start, buf
 

@@ -337,6 +337,9 @@ def _bad_inputs(tmp_path, tiny_sd, checkpoint):
       "empty_folder": ([tmp_path / "empty", out, *ck], "error: no frames"),
       "mixed_sizes": ([mixed, out, *ck], "error: frames differ in size"),
       "one_frame": ([one, out, *ck], f"error: {one} has 1 frame"),
+      "one_image": ([cut_jpeg.replace("f1", "f0"), out, *ck],  # its container lists no count
+                    f"error: {cut_jpeg.replace('f1', 'f0')} has 1 frame; colorizing needs at "
+                    "least 2 (two anchors): a video or a folder of frames"),
       "codec": ([avi, out, *ck], "error: unsupported codec"),
       "wrong_model": ([good, out, "--checkpoint", tmp_path / "siggraph17.pth"],
                       "error: " + str(tmp_path / "siggraph17.pth") + ": holds siggraph17 weights"),

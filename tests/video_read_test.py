@@ -112,6 +112,12 @@ class ReadFolderTest(absltest.TestCase):
     src = reading.open_source(self._folder("mixed", [gray[0], colour]))
     self.assertFalse(src.is_gray)
     np.testing.assert_array_equal(src.read_all(), [np.repeat(gray[0], 3, -1), colour])
+    # 8-bit frames among 16-bit ones are widened (exactly: v * 257 / 65535 == v / 255).
+    deep = self.rng.integers(0, 65536, (4, 5, 3), dtype=np.uint16)
+    src = reading.open_source(self._folder("depths", [colour, deep]))
+    self.assertEqual(src.bit_depth, 16)
+    np.testing.assert_array_equal(list(src.as_stored()), [colour.astype(np.uint16) * 257, deep])
+    np.testing.assert_array_equal(src.read_all(np.float32)[0], colour.astype(np.float32) / 255)
 
   def test_jpeg_and_sorted_names(self):
     path = os.path.join(self.dir, "jpg")

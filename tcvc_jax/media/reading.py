@@ -154,7 +154,7 @@ class FrameSource:
     num_frames: frame count (None when a video's container does not store it).
     names: file names for a folder source (None for videos); name_note: `folders.folder_note`'s.
     is_gray: True when frames are yielded as [H, W, 1].
-    bit_depth: bits per sample of the first frame (8 or 16 for typical inputs).
+    bit_depth: bits per sample (8 or 16 for typical inputs; a folder's deepest frame's).
     has_audio: whether a video file has an audio stream (what a writer's `audio_from` copies).
     short_read: None, or once a pass over a video has decoded fewer frames than its container
       lists (a truncated or damaged file), a sentence that says so.
@@ -193,12 +193,10 @@ class FrameSource:
       if head[:2] != (w, h):
         raise MediaError(f"frames differ in size in {self.path}: {self.names[0]} is {w}x{h}, "
                            f"{name} is {head[0]}x{head[1]}")
-    self.width, self.height = w, h
-    self.rotation = 0
+    self.width, self.height, self.rotation, self.num_frames = w, h, 0, len(self.names)
     self.sample_aspect_ratio = fractions.Fraction(1)
-    self.num_frames = len(self.names)
     self.is_gray = all(head[3] for head in heads)
-    self.bit_depth = heads[0][2]
+    self.bit_depth = max(head[2] for head in heads)  # 8-bit frames among 16-bit ones: widened
     self.fps = fractions.Fraction(fps if fps is not None else DEFAULT_FOLDER_FPS)
     self.has_audio = False
 
@@ -281,7 +279,10 @@ class FrameSource:
     gray = self.is_gray and not rgb
     if self.kind == "folder":
       for name in self.names:
-        yield av_frames.convert(_decode_image(os.path.join(self.path, name), gray), dtype)
+        x = _decode_image(os.path.join(self.path, name), gray)
+        if dtype is None and self.bit_depth > 8 and x.dtype == np.uint8:
+          x = x.astype(np.uint16) * np.uint16(257)  # the same value in [0, 1], to the last bit
+        yield av_frames.convert(x, dtype)
       return
     container, stream = self._open_container()
     decoded, damage, end = 0, [], None
