@@ -168,7 +168,10 @@ def _user_hints(args, size):
     hints[frame] = hint
   if args.hints:
     for frame, clicks in guidance.read_clicks(args.hints).items():
-      clicked = guidance.click_hint(clicks, *size)
+      try:
+        clicked = guidance.click_hint(clicks, *size)
+      except guidance.GuidanceError as e:
+        raise guidance.GuidanceError(f"{args.hints}: the clicks on frame {frame}: {e}") from e
       base = hints.get(frame)
       hints[frame] = guidance.merge(
           clicked, None if base is None else guidance.resize_hint(base, *size))

@@ -13,7 +13,6 @@ tcvc_jax/carrying.py carries them through a shot (the rule, and how it was chose
 
 import dataclasses
 import json
-import os
 
 import numpy as np
 
@@ -65,6 +64,10 @@ def click_hint(clicks, height, width) -> FrameHint:
   for name, size in (("height", height), ("width", width)):
     if not _is_int(size) or size < 1:
       raise GuidanceError(f"click_hint: {name} must be a positive integer, got {size!r}")
+  for i, c in enumerate(clicks):
+    if c.get("patch", DEFAULT_PATCH) > max(height, width):
+      raise GuidanceError(f"click {i}: patch {c['patch']} is larger than the {height}x{width} "
+                          "frame the model colours (a patch is in its pixels, e.g. at --size)")
   ab = np.zeros((height, width, 2), np.float32)
   mask = np.zeros((height, width, 1), np.float32)
   for c in clicks:
@@ -164,7 +167,7 @@ def check_hints(hints):
 def read_clicks(path):
   """{frame: [click, ...]} from a JSON file: a list of clicks, or {"clicks": [...], "patch": p}."""
   try:
-    with open(path) as f:
+    with open(path, encoding="utf-8-sig") as f:  # a BOM (Windows editors) is not JSON's
       data = json.load(f)
   except OSError as e:
     raise GuidanceError(f"{path}: cannot read ({e.strerror or e})") from e
@@ -174,8 +177,9 @@ def read_clicks(path):
   if isinstance(data, dict):
     unknown = sorted(str(k) for k in data if k not in ("clicks", "patch"))
     if unknown:
-      raise GuidanceError(f"{path}: unknown key {', '.join(unknown)} (expected clicks and "
-                          "optionally patch)")
+      raise GuidanceError(f"{path}: unknown key {', '.join(unknown)}: a hints file is a list of "
+                          'clicks [{"frame": 0, "x": 0.5, "y": 0.5, "rgb": [r, g, b]}, ...] or '
+                          '{"clicks": [...], "patch": p}')
     patch = data.get("patch", patch)
     data = data.get("clicks")
   if not isinstance(data, list) or not data:
@@ -183,7 +187,7 @@ def read_clicks(path):
   out = {}
   for i, c in enumerate(data):
     c = dict({"patch": patch}, **c) if isinstance(c, dict) else c
-    _check_click(c, f"{os.path.basename(path)}: click {i}")
+    _check_click(c, f"{path}: click {i}")
     out.setdefault(c["frame"], []).append(c)
   return out
 

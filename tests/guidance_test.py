@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -273,6 +274,8 @@ def test_click_hint_checks_its_clicks_as_read_clicks_does():
       "not a dict": ([0.5, 0.5], "^click 0: a click must be an object with x, y, rgb"),
       "bad frame": (dict(good, frame=-1), "^click 0: frame must be a non-negative integer"),
       "misspelt patch": (dict(good, pacth=5), "^click 0: unknown key pacth"),
+      "patch 17": (dict(good, patch=17), "^click 0: patch 17 is larger than the 16x16 frame the "
+                   "model colours"),  # 15 covers every pixel from the centre: allowed
   }
   for case, (click, pattern) in bad.items():
     with pytest.raises(guidance.GuidanceError, match=pattern) as e:
@@ -284,6 +287,21 @@ def test_click_hint_checks_its_clicks_as_read_clicks_does():
     guidance.click_hint(good, 16, 16)
   with pytest.raises(guidance.GuidanceError, match="^click_hint: width must be a positive integer"):
     guidance.click_hint([good], 16, 0)
+
+
+def test_read_clicks(tmp_path):
+  clicks = [{"frame": 3, "x": 0.5, "y": 0.5, "rgb": [200, 30, 40]}, {"frame": 3, "x": 0.1,
+                                                                    "y": 0.9, "rgb": [0, 0, 9]}]
+  path = tmp_path / "clicks.json"
+  path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"clicks": clicks, "patch": 5}).encode())  # a BOM
+  assert guidance.read_clicks(str(path)) == {3: [dict(c, patch=5) for c in clicks]}
+  path.write_text(json.dumps({"frame": 3, "x": 0.5}))  # one click, not in a list
+  with pytest.raises(guidance.GuidanceError, match=re.escape(
+      f"{path}: unknown key frame, x: a hints file is a list of clicks [{{")):
+    guidance.read_clicks(str(path))
+  path.write_text(json.dumps([dict(clicks[0], rgb=[1, 2])]))
+  with pytest.raises(guidance.GuidanceError, match=re.escape(f"{path}: click 0: rgb must be")):
+    guidance.read_clicks(str(path))
 
 
 class _NoModel:
