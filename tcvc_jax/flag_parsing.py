@@ -207,14 +207,19 @@ def enable_compilation_cache(setting: str | None) -> str | None:
     path = os.environ.get("JAX_COMPILATION_CACHE_DIR") or default_cache_dir()
   else:
     path = os.path.expanduser(setting)
-    if not os.path.exists(path) and path != default_cache_dir():  # a typo of off / auto?
-      print(f"note: compilation cache: making the folder {os.path.abspath(path)} (the setting "
-            "is auto, off or a folder)", file=sys.stderr, flush=True)
-  try:
-    os.makedirs(path, exist_ok=True)
-  except OSError as e:
-    logging.warning("compilation cache %s not usable (%s); compiling from scratch", path, e)
+  # JAX makes the folder when it first stores a program: a run that fails before (a bad input, an
+  # existing output) leaves none. Whether it could is checked now.
+  made = os.path.abspath(path)
+  while not os.path.exists(made) and os.path.dirname(made) != made:
+    made = os.path.dirname(made)
+  if not os.path.isdir(made) or not os.access(made, os.W_OK | os.X_OK):
+    print(f"warning: compilation cache {path} not usable ({made} is "
+          f"{'not a folder' if not os.path.isdir(made) else 'not writable'}); compiling from "
+          "scratch", file=sys.stderr, flush=True)
     return None
+  if setting not in (None, "auto", True) and not os.path.exists(path):  # a typo of off / auto?
+    print(f"note: compilation cache: a new folder {os.path.abspath(path)}, made at the first "
+          "compile (the setting is auto, off or a folder)", file=sys.stderr, flush=True)
   import jax  # pylint: disable=g-import-not-at-top
   jax.config.update("jax_compilation_cache_dir", path)
   jax.config.update("jax_persistent_cache_min_compile_time_secs",

@@ -172,6 +172,21 @@ def test_a_workdir_that_is_a_file(checkpoint, frames, tmp_path):
   assert (tmp_path / "afile").read_text() == "mine"
 
 
+def test_a_failed_run_makes_no_compilation_cache_folder(checkpoint, frames, tmp_path):
+  (tmp_path / "out.mp4").write_text("mine")
+  proc = _run(["-m", "tcvc_jax.colorize", frames, "out.mp4", "--checkpoint", checkpoint, "--size",
+               "32", "--quiet", "--compilation-cache", "new/xla"], tmp_path)
+  _one_error_line(proc, 1, "output exists")
+  assert proc.stderr.startswith(f"note: compilation cache: a new folder {tmp_path}/new/xla, made "
+                                "at the first compile")
+  assert not os.path.exists(tmp_path / "new")  # made when JAX stores its first program
+  proc = _run(["-m", "tcvc_jax.colorize", frames, "out.mp4", "--checkpoint", checkpoint, "--size",
+               "32", "--quiet", "--compilation-cache", "out.mp4/xla", "--overwrite"], tmp_path)
+  assert proc.returncode == 0, proc.stderr
+  assert proc.stderr == (f"warning: compilation cache out.mp4/xla not usable ({tmp_path}/out.mp4 "
+                         "is not a folder); compiling from scratch\n")
+
+
 def test_no_tool_writes_over_what_it_reads(checkpoint, frames, tmp_path):
   """--overwrite replaces an earlier output, never the run's own input, checkpoint or another
   tool's files (eval.py into a train.py run's folder, train.py into eval.py's results)."""
