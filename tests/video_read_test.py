@@ -5,6 +5,7 @@ import functools
 import io
 import os
 import re
+import struct
 
 from absl.testing import absltest
 import av
@@ -138,6 +139,46 @@ class ReadFolderTest(absltest.TestCase):
     self.assertIsNone(src.name_note)  # no numbered names: nothing to tell
     self.assertEqual((src.width, src.height), (24, 16))
     self.assertLess(np.abs(src.read_all().astype(int) - frame).mean(), 4)
+
+  def test_jpeg_exif_orientation(self):
+    # A phone's photo: stored sideways, with an EXIF Orientation tag saying how to show it.
+    stored = _gradient_frames(1, 16, 24)[0]
+    stored[2:6, 3:9] = (250, 10, 10)  # a mark in one corner
+    jpeg = dt.encode_image(stored, "mjpeg")
+    h, w = stored.shape[:2]
+
+    def with_exif(orientation, order):  # APP1 right after SOI: TIFF header, IFD0 with one entry
+      e = "<" if order == b"II" else ">"
+      tiff = order + struct.pack(e + "HI", 42, 8) + struct.pack(e + "HHHIHHI", 1, 0x0112, 3, 1,
+                                                                 orientation, 0, 0)
+      app1 = b"Exif\0\0" + tiff
+      return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + jpeg[2:]
+
+    # Where the stored row 0 / column 0 are shown (EXIF 2.3): displayed[i, j] = stored[rows, cols].
+    i, j = np.mgrid[0:w, 0:h]  # for the transposed ones, 5..8
+    ii, jj = np.mgrid[0:h, 0:w]
+    where = {1: (ii, jj), 2: (ii, w - 1 - jj), 3: (h - 1 - ii, w - 1 - jj), 4: (h - 1 - ii, jj),
+             5: (j, i), 6: (h - 1 - j, i), 7: (h - 1 - j, w - 1 - i), 8: (j, w - 1 - i)}
+    decoded = reading.read_image(self._write(os.path.join(self.dir, "plain.jpg"), jpeg))
+    for orientation, (rows, cols) in where.items():
+      for order in (b"II", b"MM"):
+        path = self._write(os.path.join(self.dir, f"o{orientation}.jpg"),
+                           with_exif(orientation, order))
+        np.testing.assert_array_equal(reading.read_image(path), decoded[rows, cols],
+                                      err_msg=f"orientation {orientation}")
+        self.assertEqual(reading.image_header(path)[:2], (w, h) if orientation < 5 else (h, w))
+    folder = os.path.join(self.dir, "phone")
+    os.makedirs(folder)
+    for k in range(2):
+      self._write(os.path.join(folder, f"img_{k}.jpg"), with_exif(6, b"MM"))
+    src = reading.open_source(folder)
+    self.assertEqual((src.width, src.height), (h, w))
+    np.testing.assert_array_equal(src.read_all(), [decoded[where[6]]] * 2)
+
+  def _write(self, path, data):
+    with open(path, "wb") as f:
+      f.write(data)
+    return path
 
   def test_names_unlike_the_others_are_frames_and_told(self):
     path = self._folder("shot", self.rng.integers(0, 256, (4, 4, 5, 1), dtype=np.uint8))

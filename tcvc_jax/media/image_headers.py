@@ -1,10 +1,12 @@
-"""PNG and JPEG headers: size, bit depth and gray, read without decoding (a whole folder of frames
-is checked this way before any frame is decoded); and a cut-off JPEG, found by walking its markers.
-`reading.image_header` is the entry point."""
+"""PNG and JPEG headers: size, bit depth, gray and a JPEG's EXIF orientation, read without decoding
+(a whole folder of frames is checked this way before any frame is decoded); a cut-off JPEG, found
+by walking its markers; and an image turned upright. `reading.image_header` is the entry point."""
 
 import os
 import re
 import struct
+
+import numpy as np
 
 # A marker followed by a length, or the end of image (EOI, FF D9): not byte stuffing (FF 00), fill
 # (FF FF), TEM (FF 01), a restart marker (FF D0 .. FF D7) or SOI (FF D8).
@@ -12,19 +14,38 @@ _JPEG_MARKER = re.compile(rb"\xff[^\x00\x01\xd0-\xd8\xff]")
 
 
 def png_header(data):
-  """(width, height, bit depth, is_gray) from a PNG file's first 26 bytes, or None."""
+  """(width, height, bit depth, is_gray, 1) from a PNG file's first 26 bytes, or None."""
   # IHDR is the first chunk: width, height, bit depth, colour type (0 gray, 4 gray + alpha).
   if data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
     return None
   w, h, depth, ctype = struct.unpack(">IIBB", data[16:26])
-  return w, h, depth, ctype in (0, 4)
+  return w, h, depth, ctype in (0, 4), 1
+
+
+def exif_orientation(payload):
+  """The EXIF orientation (1..8; 1 upright) in an APP1 segment's payload; 1 where it has none."""
+  tiff = payload[6:] if payload[:6] == b"Exif\0\0" else b""
+  order = {b"II": "<", b"MM": ">"}.get(tiff[:2])
+  try:
+    (ifd,) = struct.unpack(order + "I", tiff[4:8])
+    (count,) = struct.unpack(order + "H", tiff[ifd:ifd + 2])
+    for i in range(count):
+      tag, kind, _, value = struct.unpack(order + "HHI2s", tiff[ifd + 2 + 12 * i:ifd + 12 + 12 * i])
+      if tag == 0x0112 and kind == 3:  # Orientation, a SHORT
+        value = struct.unpack(order + "H", value)[0]
+        return value if 1 <= value <= 8 else 1
+  except (TypeError, struct.error):  # no TIFF byte order, or cut short
+    pass
+  return 1
 
 
 def jpeg_header(f):
-  """(width, height, bit depth, is_gray) from a JPEG file object at its start, or None."""
+  """(width, height, bit depth, is_gray, EXIF orientation) from a JPEG file object at its start,
+  or None; the size as stored (orientations 5..8 show it transposed)."""
   # Walks the marker segments up to the first start-of-frame (SOFn) segment.
   if f.read(2) != b"\xff\xd8":
     return None
+  orientation = None
   while True:
     b = f.read(1)
     if not b:
@@ -46,8 +67,12 @@ def jpeg_header(f):
       if len(seg) < 6:
         return None
       depth, h, w, comps = struct.unpack(">BHHB", seg)
-      return w, h, depth, comps == 1
-    f.seek(length - 2, os.SEEK_CUR)
+      return w, h, depth, comps == 1, orientation or 1
+    if m == 0xE1 and orientation is None:  # APP1: EXIF (or XMP, where none is found)
+      orientation = exif_orientation(f.read(length - 2))
+      orientation = None if orientation == 1 else orientation
+    else:
+      f.seek(length - 2, os.SEEK_CUR)
 
 
 def jpeg_is_cut(data):
@@ -66,3 +91,15 @@ def jpeg_is_cut(data):
       break
     pos = m.end() + int.from_bytes(data[m.end():m.end() + 2], "big")
   return True
+
+
+# Array views that turn an image stored in EXIF orientation 2..8 upright (PIL's exif_transpose).
+_UPRIGHT = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+            5: lambda a: a.transpose(1, 0, 2), 6: lambda a: np.rot90(a, -1),
+            7: lambda a: a[::-1, ::-1].transpose(1, 0, 2), 8: lambda a: np.rot90(a, 1)}
+
+
+def upright(image, orientation):
+  """An [H, W, C] image stored in EXIF `orientation`, as viewers show it."""
+  turn = _UPRIGHT.get(orientation)
+  return image if turn is None else np.ascontiguousarray(turn(image))

@@ -6,13 +6,14 @@ One reader for every caller (training data, evaluation, colorize):
     of their real bit depth) or uint8 (16 bit rounded to 8), [H, W, 1] when every frame is gray
     (unless colour is asked for) and [H, W, 3] RGB otherwise;
   * the frames of a folder in natural file-name order ("2.png" before "10.png"; hidden files and
-    other extensions ignored): `list_frame_files` is the one rule;
+    other extensions ignored): `list_frame_files` is the one rule; JPEGs upright (EXIF orientation);
   * every problem raises `MediaError` with a one-line message that names the file.
 Pillow, OpenCV and TensorFlow are not needed: PNG and JPEG go through FFmpeg's codecs, which also
 read 16-bit PNGs exactly.
 """
 
 import fractions
+import io
 import os
 import re
 
@@ -63,13 +64,9 @@ def list_frame_files(folder: str) -> list[str]:
   return sorted(names, key=lambda n: (natural_key(n), n))
 
 
-# --------------------------------------------------------------------------------------------------
-# Image headers (cheap checks of a whole folder before decoding anything)
-# --------------------------------------------------------------------------------------------------
-
-
 def image_header(path):
-  """(width, height, bit depth, is_gray) from a PNG or JPEG header.
+  """(width, height, bit depth, is_gray, EXIF orientation) from a PNG or JPEG header; the size
+  upright, as viewers show the image (and `_decode_image` returns it).
 
   Raises:
     MediaError: the file cannot be read or is no PNG / JPEG.
@@ -85,7 +82,8 @@ def image_header(path):
     raise MediaError(f"cannot read {path}: {_reason(e)}") from e
   if info is None or info[0] == 0 or info[1] == 0:
     raise MediaError(f"cannot read {path}: not a valid PNG or JPEG image")
-  return info
+  return (info[1], info[0]) + info[2:] if info[4] >= 5 else info
+
 
 
 # --------------------------------------------------------------------------------------------------
@@ -111,10 +109,12 @@ def _to_array(frame, gray_out):
 
 def _decode_image(path, gray_out):
   try:
+    orientation = 1
     with open(path, "rb") as f:
-      head = f.read(2)
-      if head == b"\xff\xd8" and image_headers.jpeg_is_cut(head + f.read()):
-        raise MediaError(f"cannot decode {path}: truncated JPEG (no end of image marker)")
+      if (data := f.read(2)) == b"\xff\xd8":
+        if image_headers.jpeg_is_cut(data := data + f.read()):
+          raise MediaError(f"cannot decode {path}: truncated JPEG (no end of image marker)")
+        orientation = (image_headers.jpeg_header(io.BytesIO(data)) or (1,) * 5)[4]
     with av.open(path) as c:
       if not c.streams.video:  # e.g. a sound file, or text FFmpeg takes for a subtitle file
         raise MediaError(f"cannot decode {path}: no image in the file")
@@ -127,16 +127,11 @@ def _decode_image(path, gray_out):
       if more:
         raise MediaError(f"{path} holds more than one frame (a video or an animation), not one "
                          "image")
-      return image
+      return image_headers.upright(image, orientation)
   except StopIteration:
     raise MediaError(f"cannot decode {path}: no image in the file") from None
   except (av.error.FFmpegError, OSError) as e:
     raise MediaError(f"cannot decode {path}: {_reason(e)}") from e
-
-
-# --------------------------------------------------------------------------------------------------
-# Sources
-# --------------------------------------------------------------------------------------------------
 
 
 class FrameSource:
