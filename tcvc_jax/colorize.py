@@ -27,7 +27,9 @@ def build_parser():
           "Colorize a black-and-white (or colour) video with a TCVC checkpoint.\n\n"
           "Reads a video file (any container FFmpeg reads) or a folder of PNG/JPEG frames,\n"
           "gray or colour (only the lightness is used), 8 or 16 bit, any resolution. The\n"
-          "full-resolution lightness is kept; the network predicts colour at --size. Memory\n"
+          "full-resolution lightness is kept; the network predicts colour at --size (a colour\n"
+          "too vivid for its lightness, e.g. any hue on white, is clipped to sRGB per channel,\n"
+          "as in the original code, which moves that pixel's lightness). Memory\n"
           "stays flat in the video's length: frames are read, colorized and written window by\n"
           "window. Scene cuts are detected, and colours never propagate across one."),
       epilog=(
