@@ -118,7 +118,7 @@ def run_worker(args, video, repeat, outdir):
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__,
+  parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--tiny", action="store_true", help="narrow test model (quick)")
   parser.add_argument("--checkpoint", help="real weights instead of random ones")

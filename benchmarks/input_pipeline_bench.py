@@ -105,7 +105,7 @@ def _worker_counts(text):
 
 def main():
   global _ARGS
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
   parser.add_argument("--clips", type=_positive, default=8, help="source clips")
   parser.add_argument("--frames", type=_positive, default=40, help="frames per source clip")
   parser.add_argument("--batches", type=_positive, default=20,

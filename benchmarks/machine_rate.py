@@ -48,7 +48,7 @@ def report(rates):
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__,
+  parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--size", type=int, default=2048)
   parser.add_argument("--repeats", type=int, default=5)

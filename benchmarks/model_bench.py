@@ -147,7 +147,7 @@ def run(dtype="float32", frames=19, size=256, repeats=2, rates=None, variables=N
 
 def main():
   allocator.keep_freed_memory()  # as the tools do: freed XLA buffers are reused, not faulted in
-  parser = argparse.ArgumentParser(description=__doc__,
+  parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--frames", type=int, default=19)
   parser.add_argument("--size", type=int, default=256)

@@ -110,7 +110,7 @@ def step_in_subprocess(name, steps):
 def main():
   sys.stdout.reconfigure(line_buffering=True)  # a log file keeps every line, even if killed
   kept = allocator.keep_freed_memory()  # as the tools do: freed XLA buffers reused, not faulted in
-  parser = argparse.ArgumentParser(description=__doc__,
+  parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--frames", type=int, default=19)
   parser.add_argument("--size", type=int, default=256)

@@ -42,7 +42,7 @@ def _three(name, cmd, tmp, env):
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
   parser.add_argument("--full", action="store_true", help="also the full-size model (minutes)")
   args = parser.parse_args()
   from benchmarks import colorize_bench  # pylint: disable=g-import-not-at-top

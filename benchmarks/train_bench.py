@@ -98,7 +98,7 @@ def bench(name, args):
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__,
+  parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--models", default="tiny,demo,full")
   parser.add_argument("--steps", type=int, default=3, help="timed steps; 0: memory only")

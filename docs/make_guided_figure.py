@@ -21,7 +21,7 @@ sys.path.insert(0, REPO)
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
   parser.add_argument("--checkpoint", default="runs/demo", help="a workdir or converted folder")
   parser.add_argument("--clip", type=int, default=0, help="synthetic test clip index")
   parser.add_argument("--interval", type=int, default=4, help="window interval T")

@@ -35,7 +35,11 @@ EXIT_CODES_HELP = ("exit codes: 0 success, 1 error (one line; --verbose for the 
 
 
 class ArgumentParser(argparse.ArgumentParser):
-  """argparse with the tools' convention: a usage mistake is one line and exit code 2."""
+  """argparse with the tools' convention: a usage mistake is one line and exit code 2. A flag must
+  be spelt out: argparse's default takes a prefix (`--o` ran as `--overwrite`)."""
+
+  def __init__(self, *args, **kwargs):
+    super().__init__(*args, allow_abbrev=False, **kwargs)
 
   def error(self, message):
     print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)

@@ -155,6 +155,10 @@ def test_convert_names_its_pytorch_file_as_such(checkpoint, tmp_path):
     (["-m", "tcvc_jax.colorize", "a", "b", "--checkpoint", "c", "--sizee", "3"],
      "unrecognized arguments: --sizee 3"),
     (["-m", "tcvc_jax.convert"], "the following arguments are required: src, out"),
+    # A prefix of a flag is no flag: `--o` was taken for --overwrite.
+    (["-m", "tcvc_jax.convert", "a.pth", "b", "--o"], "unrecognized arguments: --o"),
+    (["-m", "tcvc_jax.colorize", "a", "b", "--checkpoint", "c", "--overwrit"],
+     "unrecognized arguments: --overwrit"),
 ])
 def test_argparse_mistakes_are_one_line(args, text, tmp_path):
   _one_error_line(_run(args, tmp_path), 2, text)
