@@ -196,6 +196,7 @@ def test_no_tool_writes_over_what_it_reads(checkpoint, frames, tmp_path):
   tool's files (eval.py into a train.py run's folder, train.py into eval.py's results)."""
   shutil.copytree(frames, tmp_path / "clips" / "clip")
   shutil.copytree(checkpoint, tmp_path / "ck")
+  shutil.copytree(checkpoint, tmp_path / "ck2")
   (tmp_path / "m.pth").write_bytes(b"PK not really")
   run_dir = tmp_path / "run"  # a train.py run's folder (what marks it: model.json, checkpoints/)
   (run_dir / "checkpoints").mkdir(parents=True)
@@ -215,6 +216,12 @@ def test_no_tool_writes_over_what_it_reads(checkpoint, frames, tmp_path):
       ([os.path.join(REPO, "eval.py"), "--config=eval:tiny", "--workdir=run",
         "--config.checkpoint=ck", "--config.data.root=clips", "--config.overwrite=True"],
        "run holds a config.json that no eval.py run wrote"),
+      ([os.path.join(REPO, "eval.py"), "--config=eval:tiny", "--workdir=ck",
+        "--config.checkpoint=ck", "--config.data.root=clips"],
+       "the workdir ck is a converted checkpoint folder"),
+      ([os.path.join(REPO, "eval.py"), "--config=eval:tiny", "--workdir=ck2",  # another one
+        "--config.checkpoint=ck", "--config.data.root=clips", "--config.overwrite=True"],
+       "the workdir ck2 is a converted checkpoint folder"),
       ([os.path.join(REPO, "train.py"), "--config=default:tiny", "--workdir=results"],
        "results holds a config.json that no train.py run wrote"),
       ([os.path.join(REPO, "train.py"), "--config=default:tiny", "--workdir=ck"],

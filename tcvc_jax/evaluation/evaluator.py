@@ -41,6 +41,7 @@ import tqdm
 
 from tcvc_jax import api
 from tcvc_jax import atomic
+from tcvc_jax import converted
 from tcvc_jax import porting
 from tcvc_jax import streaming
 from tcvc_jax import window_stream
@@ -146,6 +147,9 @@ def _check_keeps(workdir, config):
     raise EvalError(f"{workdir} holds a config.json that no eval.py run wrote (a train.py run's "
                     "folder?); the results' config.json would replace it: use another --workdir, "
                     f"e.g. {os.path.join(workdir, 'eval')}")
+  if converted.is_converted_dir(path):  # `convert --overwrite` into it would take the results
+    raise EvalError(f"the workdir {workdir} is a converted checkpoint folder: its results would "
+                    "lie among the weights; use another --workdir")
   root = config.data.get("root")
   if (config.data.source == "folder" and root and os.path.isdir(root)
       and atomic.is_within(path, root)):
