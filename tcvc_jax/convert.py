@@ -56,6 +56,9 @@ def _convert(args):
   if os.path.isdir(src) and ext and ext not in _PTH_EXTENSIONS:
     raise cli.UserError(f"{args.out}: a folder converts to a PyTorch file; name it "
                         + " / ".join(_PTH_EXTENSIONS))
+  if not os.path.isdir(src) and ext in _PTH_EXTENSIONS:
+    raise cli.UserError(f"{args.out}: a PyTorch file converts to a checkpoint folder; name it "
+                        "without an extension")
   if os.path.isdir(src) and checkpointing.is_workdir(src):
     spec, step = export.export_workdir(src, args.out, step=args.step, overwrite=args.overwrite)
     print(f"wrote the TCVC_IDC state_dict of {src} at step {step} to {args.out}")

@@ -84,6 +84,12 @@ def save_converted(out_dir, variables, kind, model, extras=None, key_order=None,
       and not is_converted_dir(out_dir)):  # a folder of the user's that shares the name
     raise ConversionError(f"{out_dir} is a folder but not a converted checkpoint; --overwrite "
                           "replaces only an earlier checkpoint: choose another output")
+  others = sorted(set(os.listdir(out_dir)) - {META_FILE, VARIABLES_DIR}) if (
+      overwrite and is_converted_dir(out_dir) and not os.path.islink(out_dir)) else []
+  if others:  # files of the user's (notes, an eval's results) would go with it
+    raise ConversionError(f"{out_dir} holds more than a converted checkpoint "
+                          f"({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}); "
+                          "--overwrite replaces only a checkpoint folder: choose another output")
   parents = None
   try:
     parent = os.path.dirname(os.path.abspath(os.fspath(out_dir)))

@@ -149,6 +149,12 @@ def test_convert_names_its_pytorch_file_as_such(checkpoint, tmp_path):
   proc = _run(["-m", "tcvc_jax.convert", checkpoint, "out.txt"], tmp_path)
   _one_error_line(proc, 1, "out.txt: a folder converts to a PyTorch file; name it .pth")
   assert not os.path.exists(tmp_path / "out.txt")
+  # And a PyTorch file becomes a folder: one named copy.pth was a folder named like a file.
+  (tmp_path / "m.pth").write_bytes(b"checked before it is read")
+  proc = _run(["-m", "tcvc_jax.convert", "m.pth", "copy.pth"], tmp_path)
+  _one_error_line(proc, 1, "copy.pth: a PyTorch file converts to a checkpoint folder; name it "
+                  "without an extension")
+  assert not os.path.exists(tmp_path / "copy.pth")
 
 
 @pytest.mark.parametrize("args,text", [

@@ -172,6 +172,12 @@ def test_existing_output_is_not_overwritten(tmp_path):
     proc = _run_cli(pth, out, "--overwrite")
     assert proc.returncode == 0, proc.stderr
     assert converted.is_converted_dir(out)
+  # ... nor one the user has put files into (notes, a file exported from it).
+  (out / "NOTES.txt").write_text("mine")
+  proc = _run_cli(pth, out, "--overwrite")
+  assert proc.returncode == 1 and f"{out} holds more than a converted checkpoint (NOTES.txt)" in (
+      proc.stderr)
+  assert (out / "NOTES.txt").read_text() == "mine" and converted.is_converted_dir(out)
 
 
 def test_partial_checkpoints_are_not_colorizers(golden_f32_paths):
