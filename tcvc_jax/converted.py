@@ -156,7 +156,12 @@ def load_converted(path):
     kind = meta.get("kind") if isinstance(meta, dict) else meta
     raise ConversionError(f"{path}: unknown checkpoint kind {kind!r}")
   meta["model"] = _model_from_json(meta["kind"], meta.get("model", meta.get("model_kwargs")), path)
-  tree = ocp.PyTreeCheckpointer().restore(os.path.join(os.path.abspath(path), VARIABLES_DIR))
+  try:
+    tree = ocp.PyTreeCheckpointer().restore(os.path.join(os.path.abspath(path), VARIABLES_DIR))
+  except Exception as e:  # pylint: disable=broad-except  # orbax / tensorstore's many types
+    reason = " ".join(str(e).split()).split(" [tensorstore_spec")[0]
+    raise ConversionError(f"{path}: cannot read the weights in {VARIABLES_DIR}/ (a damaged or "
+                          f"incomplete checkpoint?): {reason[:300]}") from e
   variables = {c: tree.get(c, {}) for c in ("params", "batch_stats")}
   porting.check_variables(variables, meta["kind"], meta["model"], path, META_FILE)
   return variables, meta, _unnest(tree.get("extras", {}))

@@ -180,6 +180,28 @@ def test_existing_output_is_not_overwritten(tmp_path):
   assert (out / "NOTES.txt").read_text() == "mine" and converted.is_converted_dir(out)
 
 
+def test_a_damaged_checkpoint_folder_says_so(tmp_path):
+  pth = tmp_path / "tiny.pth"
+  _save(_tiny_state_dict(), pth)
+  for damage in ("truncated", "emptied"):
+    out = tmp_path / damage
+    converted.convert_torch_file(str(pth), str(out))
+    data = [os.path.join(d, n) for d, _, names in os.walk(out / "variables") for n in names
+            if os.path.basename(d) == "d"]
+    assert data
+    if damage == "truncated":
+      for f in data:
+        os.truncate(f, 10)
+    else:
+      for name in os.listdir(out / "variables"):
+        atomic.remove(str(out / "variables" / name))
+    with pytest.raises(porting.ConversionError) as e:
+      converted.load_converted(str(out))
+    assert str(e.value).startswith(
+        f"{out}: cannot read the weights in variables/ (a damaged or incomplete checkpoint?): ")
+    assert "\n" not in str(e.value) and "tensorstore_spec" not in str(e.value)  # one line
+
+
 def test_partial_checkpoints_are_not_colorizers(golden_f32_paths):
   with pytest.raises(porting.ConversionError, match="holds siggraph17 weights only"):
     tcvc_jax.load(golden_f32_paths["siggraph17"])
