@@ -6,6 +6,8 @@ description (`ModelSpec` for TCVC, the widths for SIGGRAPH17), the original key 
 
 import json
 import os
+import re
+import threading
 
 import numpy as np
 
@@ -100,7 +102,16 @@ def save_converted(out_dir, variables, kind, model, extras=None, key_order=None,
       tree = {c: dict(variables[c]) for c in ("params", "batch_stats") if variables.get(c)}
       if extras:
         tree["extras"] = _nest(extras)
-      ocp.PyTreeCheckpointer().save(os.path.join(out.tmp, VARIABLES_DIR), tree)
+      # A signal waits for the write: orbax's threads would go on writing into the temporary
+      # folder after its removal (and leave it behind).
+      threads = set(threading.enumerate())
+      try:
+        with atomic.commits_held():
+          ocp.PyTreeCheckpointer().save(os.path.join(out.tmp, VARIABLES_DIR), tree)
+      except BaseException:  # a failed save (a full disk): its threads end before the removal
+        for t in set(threading.enumerate()) - threads:
+          t.join(timeout=10)
+        raise
       meta = {"format_version": FORMAT_VERSION, "kind": kind, "model": _model_json(kind, model),
               "key_order": list(key_order or [])}
       atomic.write_json(os.path.join(out.tmp, META_FILE), meta)
@@ -113,6 +124,10 @@ def save_converted(out_dir, variables, kind, model, extras=None, key_order=None,
       raise ConversionError(str(e)) from e
     if isinstance(e, OSError):
       raise ConversionError(f"cannot write {out_dir}: {e.strerror or e}") from e
+    if isinstance(e, Exception) and not isinstance(e, ConversionError):  # orbax / tensorstore's
+      code = re.search(r"os_error_code='(\d+)'", str(e))
+      reason = os.strerror(int(code.group(1))) if code else " ".join(str(e).split())[:300]
+      raise ConversionError(f"cannot write {out_dir}: {reason}") from e
     raise
   if parents is not None:
     parents.keep()

@@ -180,6 +180,32 @@ def test_existing_output_is_not_overwritten(tmp_path):
   assert (out / "NOTES.txt").read_text() == "mine" and converted.is_converted_dir(out)
 
 
+def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys):
+  import logging  # pylint: disable=g-import-not-at-top
+
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+
+  from tcvc_jax import cli  # pylint: disable=g-import-not-at-top
+  pth = tmp_path / "tiny.pth"
+  _save(_tiny_state_dict(), pth)
+
+  def save(self, path, tree):  # as orbax fails on a full disk: its thread logs, then it raises
+    del self, tree
+    os.makedirs(os.path.join(path, "d"))
+    logging.getLogger("absl").handle(logging.LogRecord(
+        "absl", logging.ERROR, os.path.join("site-packages", "orbax", "checkpoint", "x.py"), 1,
+        "[thread=np_type_handler] raised an exception: RESOURCE_EXHAUSTED", None, None))
+    raise ValueError("RESOURCE_EXHAUSTED: Error writing \"params.x/0\": Failed to write 10 bytes "
+                     "to file 14: No space left on device [os_error_code='28']")
+
+  monkeypatch.setattr(ocp.PyTreeCheckpointer, "save", save)
+  out = tmp_path / "sub" / "ckpt"
+  code = cli.run(lambda: converted.convert_torch_file(str(pth), str(out)) and 0)
+  assert code == 1
+  assert capsys.readouterr().err == f"error: cannot write {out}: No space left on device\n"
+  assert sorted(os.listdir(tmp_path)) == ["tiny.pth"]  # nor the folder it made for the output
+
+
 def test_a_damaged_checkpoint_folder_says_so(tmp_path):
   pth = tmp_path / "tiny.pth"
   _save(_tiny_state_dict(), pth)
