@@ -7,6 +7,7 @@ model and the config: eval_testlib.
 
 import csv
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -179,6 +180,30 @@ def test_an_interrupt_while_the_run_goes_on_leaves_nothing(checkpoint, test_set,
   with pytest.raises(OSError):
     evaluator.evaluate(_config(checkpoint, test_set), str(tmp_path / "new" / "work"))
   assert len(calls) == 2 and not os.listdir(tmp_path)
+
+
+def test_overwrite_never_replaces_folders_of_the_users(checkpoint, test_set, tmp_path):
+  # frames/ and videos/ the user made, with or without a summary.json of theirs: not results.
+  config = _config(checkpoint, test_set, clips="cat")
+  config.overwrite = True
+  work = tmp_path / "work"
+  shutil.copytree(os.path.join(test_set, "bear"), work / "frames" / "myshots")
+  (work / "videos").mkdir()
+  (work / "videos" / "holiday.mp4").write_bytes(b"a film")
+  before = sorted(str(p) for p in work.rglob("*"))
+  with pytest.raises(EvalError, match=re.escape(
+      f"{work} holds frames, videos that no eval.py run wrote; overwrite replaces only an earlier "
+      "run's results")):
+    evaluator.evaluate(config, str(work))
+  (work / "summary.json").write_text("my notes")
+  with pytest.raises(EvalError, match=f"{work} holds summary.json that no eval.py run wrote"):
+    evaluator.evaluate(config, str(work))
+  (work / "summary.json").write_text('{"num_clips": 1, "cdc_per_gap": {}}')
+  (work / "videos" / "notes.txt").write_text("mine")
+  with pytest.raises(EvalError, match=f"{work} holds videos that no eval.py run wrote"):
+    evaluator.evaluate(config, str(work))
+  assert sorted(str(p) for p in work.rglob("*")) == sorted(
+      before + [str(work / "summary.json"), str(work / "videos" / "notes.txt")])
 
 
 def test_overwrite_replaces_every_earlier_result(checkpoint, test_set, old_results, tmp_path):

@@ -28,6 +28,7 @@ leaves the workdir as it was, and one with `overwrite` replaces every earlier re
   psnr_per_frame.png, cdc_per_gap.png
 """
 
+import json
 import os
 import shutil
 import sys
@@ -136,6 +137,42 @@ def _check_workdir(workdir, overwrite):
                     "or set --config.overwrite=True")
 
 
+def _check_replaceable(workdir):
+  """Raises EvalError unless the results an overwriting run replaces are an earlier run's."""
+  path = os.path.abspath(workdir)
+  present = [n for n in RESULT_NAMES if os.path.lexists(os.path.join(path, n))]
+  foreign = [n for n in present if not _is_result(os.path.join(path, n), n)]
+  if "summary.json" not in present:  # a finished run's mark (written last; a failed run's none)
+    foreign = present
+  if foreign:  # overwrite replaces every result name: only an earlier run's
+    raise EvalError(f"{workdir} holds {', '.join(foreign)} that no eval.py run wrote; overwrite "
+                    "replaces only an earlier run's results: use another --workdir")
+
+
+def _is_result(path, name):
+  """Whether `path` could be what an eval.py run writes as `name`: frames/ of clip folders of PNGs,
+  videos/ of .mp4 files, a summary.json with its keys, a file for the others."""
+  files = lambda p, ext: all(n.lower().endswith(ext) and os.path.isfile(os.path.join(p, n))
+                             and not os.path.islink(os.path.join(p, n)) for n in os.listdir(p))
+  if name in ("frames", "videos"):
+    if not os.path.isdir(path) or os.path.islink(path):
+      return False
+    if name == "videos":
+      return files(path, ".mp4")
+    return all(os.path.isdir(os.path.join(path, c)) and not os.path.islink(os.path.join(path, c))
+               and files(os.path.join(path, c), ".png") for c in os.listdir(path))
+  if not os.path.isfile(path) or os.path.islink(path):
+    return False
+  if name != "summary.json":
+    return True
+  try:
+    with open(path, encoding="utf-8") as f:
+      summary = json.load(f)
+  except (OSError, ValueError):
+    return False
+  return isinstance(summary, dict) and {"num_clips", "cdc_per_gap"} <= set(summary)
+
+
 def _check_keeps(workdir, config):
   """Raises EvalError where publishing the results would replace what no eval.py run wrote: a
   config.json without an eval's summary.json (that of a train.py run, when evaluating into its
@@ -195,6 +232,7 @@ class _Staging(atomic.AtomicOutput):
     with atomic.commits_held():
       try:
         _check_workdir(workdir_name, overwrite)  # results that came meanwhile
+        _check_replaceable(workdir_name)
         os.makedirs(workdir, exist_ok=True)
         old = [n for n in RESULT_NAMES if os.path.lexists(os.path.join(workdir, n))]
         if old:
@@ -292,6 +330,7 @@ def evaluate(config, workdir, progress=False):
   eval_config.validate_config(config)
   _check_workdir(workdir, config.overwrite)
   _check_keeps(workdir, config)
+  _check_replaceable(workdir)
   passes = interval_lengths(config.protocol)
   hinted = set(config.hints.modes) - {"auto"}
   clips = clips_lib.iter_clips(config.data)
