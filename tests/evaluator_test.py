@@ -201,6 +201,12 @@ def test_tfds_split_source(checkpoint, tmp_path):
   out = _read(os.path.join(workdir, "frames", clips[0]))
   assert out.shape == (8, 32, 32, 3)
   assert np.isfinite(s["psnr"]) and np.isfinite(s["cdc"])
+  config.data.clips = f"{clips[1]},nosuch"  # a missing name is an error, as with folders
+  with pytest.raises(EvalError, match=(
+      "^clips not found in synthetic_clips/tiny split 'test': nosuch \\(it has 2: ")):
+    evaluator.evaluate(config, str(tmp_path / "work3"))
+  config.data.clips = clips[1]
+  assert evaluator.evaluate(config, str(tmp_path / "work3"))["num_clips"] == 1
   config.data.split = "nonexistent"
   with pytest.raises(EvalError, match="split 'nonexistent'"):
     evaluator.evaluate(config, str(tmp_path / "work2"))

@@ -104,11 +104,17 @@ def _tfds_clips(data_config):
   try:
     data_building.build(name, data_config.data_dir, config=config,
                         manual_dir=data_config.manual_dir)
-    source, _ = data_building.open_split(name, data_config.split, data_config.data_dir,
-                                         config=config)
+    source, index = data_building.open_split(name, data_config.split, data_config.data_dir,
+                                             config=config)
   except Exception as e:  # tfds raises many types; the user needs the message, not the type
     raise EvalError(f"cannot open {name}/{config} split {data_config.split!r}: {e}") from e
   wanted = {c.strip() for c in (data_config.clips or "").split(",") if c.strip()}
+  known = set(index.names) | {f"clip{i:04d}" for i in range(len(index))}  # unnamed: by position
+  missing = sorted(wanted - known)
+  if missing:
+    raise EvalError(f"clips not found in {name}/{config} split {data_config.split!r}: "
+                    f"{', '.join(missing)} (it has {len(index)}: "
+                    f"{', '.join(sorted(index.names)[:5])}{', ...' if len(index) > 5 else ''})")
 
   def clips():
     for i in range(len(source)):
