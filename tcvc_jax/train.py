@@ -57,8 +57,9 @@ def _summary(result, workdir):
                  + (f"; the gray ab=0 baseline scores {base:.2f} dB" if base is not None else "")
                  + f"), CDC {ev.get('cdc', float('nan')):.5f} (colour flicker between frames, "
                  "lower is better)")
+  images = os.path.isdir(os.path.join(workdir, "images"))  # written by validation runs only
   lines.append(f"  outputs in {workdir}: checkpoints/ (resume, or colorize with --checkpoint "
-               f"{workdir}), metrics.jsonl, TensorBoard events, images/")
+               f"{workdir}), metrics.jsonl, TensorBoard events" + (", images/" if images else ""))
   lines.append(f"  export for PyTorch: python -m tcvc_jax.convert {workdir} model.pth")
   return "\n".join(lines)
 

@@ -161,14 +161,16 @@ class VideoFramesTest(absltest.TestCase):
     b, _ = self._clip("JPEGImages/480p/boat", n=3, ext=".jpg", size=(16, 24))
     self._clip("JPEGImages/480p/unlisted")
     os.makedirs(os.path.join(self.root, "splits"))
-    for split, names in (("train", "bear\nghost\n"), ("test", "boat\n")):
+    self._clip("JPEGImages/480p/held_out")
+    for split, names in (("train", "bear\nghost\n"), ("test", "boat\n"), ("val", "held_out\n")):
       with open(os.path.join(self.root, "splits", f"{split}.txt"), "w") as f:
         f.write(names)
     module = datasets
     config = module.VideoFramesConfig(name="tiny_resized", resize=(8, 12),
                                       resize_splits=("train",))
     builder = self._build(config)
-    self.assertEqual(set(builder.info.splits), {"train", "test"})
+    # val.txt is the validation split (train.py's), as a val/ split folder is.
+    self.assertEqual(set(builder.info.splits), {"train", "test", "validation"})
     source, index = data_building.open_split("video_frames", "train", self.data_dir,
                                              config="tiny_resized")
     self.assertEqual(index.names, ("bear",))

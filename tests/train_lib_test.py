@@ -160,3 +160,12 @@ def test_remat_propagation_gives_the_same_gradients():
   for a, b in zip(jax.tree_util.tree_leaves(g_plain), jax.tree_util.tree_leaves(g_remat),
                   strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-9)
+
+
+def test_the_closing_report_lists_what_the_run_wrote(tmp_path):
+  from tcvc_jax import train  # pylint: disable=g-import-not-at-top
+  result = {"step": 3, "preempted": False, "train": {"loss": 0.5}, "train_steps": (1, 3)}
+  report = train._summary(result, str(tmp_path))  # pylint: disable=protected-access
+  assert "TensorBoard events\n" in report and "images/" not in report  # no validation split
+  (tmp_path / "images").mkdir()
+  assert "TensorBoard events, images/\n" in train._summary(result, str(tmp_path))  # pylint: disable=protected-access

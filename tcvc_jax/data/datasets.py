@@ -195,9 +195,12 @@ class VideoFrames(_ClipBuilder):
                                     **data_layout.fingerprint(root, layout)}
     user_splits = os.path.join(root, data_layout.USER_SPLITS)
     lists = {}
-    if os.path.isdir(user_splits):
-      lists = {os.path.splitext(f)[0]: [os.path.join(user_splits, f)]
-               for f in sorted(os.listdir(user_splits)) if f.endswith(".txt")}
+    if os.path.isdir(user_splits):  # val.txt is the validation split, as a val/ folder is
+      for f in sorted(os.listdir(user_splits)):
+        if f.endswith(".txt"):
+          split = os.path.splitext(f)[0]
+          lists.setdefault("validation" if split == "val" else split, []).append(
+              os.path.join(user_splits, f))
     if not lists:
       lists = {split: [os.fspath(_LISTS / f) for f in files]
                for split, files in self.builder_config.split_lists.items()}

@@ -335,8 +335,10 @@ def get_datasets(data_config, *, num_frames: int, global_batch_size: int, seed: 
   eval_split = get("eval_split", "validation")
   if eval_split is None:
     return train, None
-  if eval_split not in data_building.split_names(name, data_dir, config=config):
-    logging.warning("%s has no split %r: no evaluation data", name, eval_split)
+  splits = data_building.split_names(name, data_dir, config=config)
+  if eval_split not in splits:
+    logging.warning("%s has no split %r: no evaluation data (its splits: %s; "
+                    "config.data.eval_split picks one)", name, eval_split, ", ".join(splits))
     return train, None
   source, index = data_building.open_split(name, eval_split, data_dir, config=config)
   eval_batch = get("eval_batch_size", 1)
