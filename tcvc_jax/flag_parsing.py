@@ -89,6 +89,7 @@ def _explain(err, argv):
   if isinstance(err, (KeyError, AttributeError)) or "KeyError" in text:
     keys = [a.split("=", 1)[0][len("--config."):] for a in argv if a.startswith("--config.")]
     hint = re.search(r"Did you mean (.*?)\?", text)
+    text = text.replace(hint.group(0), "") if hint else text  # it names a key that does exist
     hint = f"; did you mean {hint.group(1)}?" if hint else ""
     # The unknown part is a leaf (--config.protocol.interval_lenght) or else a section
     # (--config.protocl.interval_length).

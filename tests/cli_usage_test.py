@@ -87,6 +87,9 @@ def test_train_config_mistakes_stop_before_any_work(args, text, tmp_path):
 @pytest.mark.parametrize("args,text", [
     (["--config=eval:nopreset"], "nopreset"),
     (["--config=eval", "--config.protocol.network_sizee=3"], "network_sizee"),
+    # The typo is named, not a good key whose name the did-you-mean hint holds.
+    (["--config=eval", "--config.data.root=x", "--config.data.rot=y"],
+     'unknown config key --config.data.rot; did you mean "root" instead of "rot"?'),
 ])
 def test_eval_config_mistakes(args, text, tmp_path):
   proc = _run([os.path.join(REPO, "eval.py"), "--workdir=ev", *args], tmp_path)
