@@ -49,6 +49,9 @@ def main(argv=None):
   config, workdir, verbose, cache = parsed
   from tcvc_jax.evaluation import eval_config  # pylint: disable=g-import-not-at-top
   from tcvc_jax.evaluation import evaluator  # pylint: disable=g-import-not-at-top
+  modes = config.hints.modes  # --config.hints.modes=auto,clicks comes as ('auto,clicks',)
+  if isinstance(modes, (tuple, list)) and any("," in str(m) for m in modes):
+    config.hints.modes = tuple(x.strip() for m in modes for x in str(m).split(",") if x.strip())
   try:  # every config value, before any folder is made or the model is loaded
     eval_config.validate_config(config)
   except eval_config.EvalError as e:
