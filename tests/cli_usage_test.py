@@ -92,7 +92,8 @@ def test_train_config_mistakes_stop_before_any_work(args, text, tmp_path):
      'unknown config key --config.data.rot; did you mean "root" instead of "rot"?'),
     # A list written as the other list keys are (ensemble_intervals=3,5): each mode is read.
     (["--config=eval", "--config.checkpoint=ck", "--config.data.root=clips",
-      "--config.hints.modes=auto,bogus"], "hints.modes: unknown bogus; use auto, reference, clicks"),
+      "--config.hints.modes=auto,bogus"],
+     "hints.modes: unknown bogus; use auto, reference, clicks"),
 ])
 def test_eval_config_mistakes(args, text, tmp_path):
   proc = _run([os.path.join(REPO, "eval.py"), "--workdir=ev", *args], tmp_path)
