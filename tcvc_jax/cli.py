@@ -24,6 +24,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
 
 from tcvc_jax import allocator
@@ -229,7 +230,11 @@ def run(fn, verbose: bool = False, on_signal=None, final_output=None,
   # lost: a Ctrl-C during compilation that never stopped the run.)
   def handler(signum, frame):
     del frame
+    now = time.monotonic()
+    if signals["count"] == 1 and now - signals.get("first", 0) < 0.25 and not signals["stop"]:
+      return  # the same signal twice at once (`timeout` sends it to the process and its group)
     signals["count"] += 1
+    signals.setdefault("first", now)
     if signals["count"] == 1 and on_signal is not None and on_signal(signum):
       _end_bar_lines()  # else the bar's next redraw, on the same line, hides the message
       print("stopping after the current step (signal again to stop at once)", file=sys.stderr,
