@@ -141,10 +141,15 @@ class VideoFramesTest(absltest.TestCase):
     odd = dt.write_frames(os.path.join(self.root, "mixed"), dt.random_clip(self.rng, 1, 11, 12),
                           names=["00009"])[0]
     os.makedirs(os.path.join(self.root, "nothing"))
-    builder = self._build()
+    gray = dt.random_clip(self.rng, 2, 10, 12)[..., :1]
+    dt.write_frames(os.path.join(self.root, "old_film"), np.repeat(gray, 3, -1))  # R = G = B
+    with self.assertLogs(level="WARNING") as logs:
+      builder = self._build()
+    self.assertIn("video_frames[train]: 1 clip without colour (gray, R = G = B), whose "
+                  "reconstruction loss teaches gray: old_film", "\n".join(logs.output))
     source, index = data_building.open_split("video_frames", "train", self.data_dir,
                                              config="folder")
-    self.assertEqual(index.names, ("good", "movie"))
+    self.assertEqual(index.names, ("good", "movie", "old_film"))  # kept: SRL needs no colour
     elements = _read_all(source)
     np.testing.assert_array_equal(elements[0]["frames"], good)
     np.testing.assert_array_equal(elements[1]["frames"], video)

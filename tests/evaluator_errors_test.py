@@ -182,6 +182,20 @@ def test_an_interrupt_while_the_run_goes_on_leaves_nothing(checkpoint, test_set,
   assert len(calls) == 2 and not os.listdir(tmp_path)
 
 
+def test_ground_truth_without_colour_is_told(checkpoint, tmp_path, caplog):
+  # Gray saved as RGB: scored (it is a valid image) but not silently; 1-channel gray is refused.
+  clip = tmp_path / "set" / "old_film"
+  os.makedirs(clip)
+  for i, f in enumerate(eval_testlib.drifting_frames(0, 3)):
+    with open(clip / f"{i}.png", "wb") as fh:
+      fh.write(writing.encode_png(np.repeat(f[..., :1], 3, -1)))
+  config = _config(checkpoint, str(tmp_path / "set"))
+  config.outputs.videos = config.outputs.plots = False
+  evaluator.evaluate(config, str(tmp_path / "work"))
+  assert ("clip old_film: its ground truth has no colour (R = G = B in every frame): its PSNR and "
+          "CDC measure against gray") in caplog.text
+
+
 def test_overwrite_never_replaces_folders_of_the_users(checkpoint, test_set, tmp_path):
   # frames/ and videos/ the user made, with or without a summary.json of theirs: not results.
   config = _config(checkpoint, test_set, clips="cat")

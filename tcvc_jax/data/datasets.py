@@ -222,7 +222,7 @@ class VideoFrames(_ClipBuilder):
     c = self.builder_config
     resize = c.resize if c.resize_splits is None or split in c.resize_splits else None
     entry = {"clips": [], "num_frames": [], "heights": [], "widths": []}
-    skipped = []
+    skipped, gray = [], []
     self.info.metadata.setdefault("splits", {})[split] = entry
     self.info.metadata.setdefault("skipped", {})[split] = skipped
     for name in names:
@@ -239,6 +239,8 @@ class VideoFrames(_ClipBuilder):
         logging.warning("video_frames[%s]: skipping clip %r: %s", split, name, e)
         skipped.append([name, str(e)])
         continue
+      if not np.any(frames[..., 1:] != frames[..., :1]):  # kept: SRL needs no colour
+        gray.append(name)
       for key, value in (("clips", name), ("num_frames", len(frames)),
                          ("heights", frames.shape[1]), ("widths", frames.shape[2])):
         entry[key].append(int(value) if key != "clips" else value)
@@ -247,6 +249,11 @@ class VideoFrames(_ClipBuilder):
     if skipped:
       logging.warning("video_frames[%s]: kept %d clips, skipped %d", split,
                       len(entry["clips"]), len(skipped))
+    if gray:
+      logging.warning("video_frames[%s]: %d clip%s without colour (gray, R = G = B), whose "
+                      "reconstruction loss teaches gray: %s", split, len(gray),
+                      "s" if len(gray) > 1 else "",
+                      ", ".join(gray[:5]) + (", ..." if len(gray) > 5 else ""))
     if not entry["clips"]:
       reasons = "; ".join(f"{n}: {r}" for n, r in skipped[:5])
       raise sources.DataError(f"video_frames[{split}]: no usable clip under {root} "

@@ -4,6 +4,7 @@ data/ TFDS dataset split."""
 import dataclasses
 import os
 
+from absl import logging
 import numpy as np
 
 from tcvc_jax.evaluation import windows as protocol
@@ -69,6 +70,9 @@ def _read_clip(name, path, no_gt):
     frames = gt if gt is not None else src.read_all(np.uint8)
   if len(frames) < 2:
     raise too_short
+  if gt is not None and not np.any(gt[..., 1:] != gt[..., :1]):
+    logging.warning("clip %s: its ground truth has no colour (R = G = B in every frame): its "
+                    "PSNR and CDC measure against gray (no_gt=True measures without it)", name)
   names = src.names or [f"{i:05d}.png" for i in range(len(frames))]  # a video's frames
   return Clip(name, frames, gt, names)
 
