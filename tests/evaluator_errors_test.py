@@ -121,8 +121,8 @@ def _old_results(checkpoint, test_set, tmp_path):
 
 
 def _failing_runs(checkpoint, test_set, tmp_path):
-  """(name, config, exception type, patch(monkeypatch, workdir) or None) of runs that fail after
-  their first clip."""
+  """(name, config, exception type, patch(monkeypatch, workdir) or None) of runs that fail: a
+  1-frame clip before any clip is colorized, the others after their first clip."""
   bad = eval_testlib.clip_set(tmp_path / "bad", {"a": 5, "b": 1})
   real_commit = atomic.AtomicOutput.commit
 
@@ -180,6 +180,16 @@ def test_an_interrupt_while_the_run_goes_on_leaves_nothing(checkpoint, test_set,
   with pytest.raises(OSError):
     evaluator.evaluate(_config(checkpoint, test_set), str(tmp_path / "new" / "work"))
   assert len(calls) == 2 and not os.listdir(tmp_path)
+
+
+def test_a_bad_clip_fails_the_run_before_any_clip_is_colorized(checkpoint, tmp_path, monkeypatch):
+  calls = []
+  monkeypatch.setattr(protocol, "colorize_clip", lambda *a, **k: calls.append(1))
+  for bad, error in (({"a": 5, "b": 1}, "clip b has 1 frame"), ({"a": 5, "c": 0}, "no frames")):
+    root = eval_testlib.clip_set(tmp_path / f"set{len(bad)}{list(bad)[1]}", bad)
+    with pytest.raises(evaluator.INPUT_ERRORS, match=error):
+      evaluator.evaluate(_config(checkpoint, root), str(tmp_path / "work"))
+  assert not calls and not os.path.exists(tmp_path / "work")
 
 
 def test_ground_truth_without_colour_is_told(checkpoint, tmp_path, caplog):

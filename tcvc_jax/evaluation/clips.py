@@ -56,13 +56,21 @@ def _clip_dirs(root, only):
   return [(n, clips[n]) for n in names]
 
 
-def _read_clip(name, path, no_gt):
+def _too_short(name):
+  return protocol.ClipTooShortError(f"clip {name} has 1 frame; the protocol needs at least 2")
+
+
+def _open_clip(name, path, no_gt):
   src = reading.open_source(path)
-  too_short = protocol.ClipTooShortError(f"clip {name} has 1 frame; the protocol needs at least 2")
   if src.num_frames is not None and src.num_frames < 2:  # a video may not say: checked when read
-    raise too_short
+    raise _too_short(name)
   if not no_gt and src.is_gray:
     raise EvalError(f"clip {name}: the ground truth is gray; set --config.data.no_gt=True")
+  return src
+
+
+def _read_clip(name, src, no_gt):
+  too_short = _too_short(name)
   gt = None if no_gt else src.read_all(np.uint8)
   if src.bit_depth > 8:
     frames = src.read_all(np.float32)  # the model sees all 16 bits; metrics use 8
@@ -90,14 +98,18 @@ def iter_clips(data_config):
 
   Raises:
     EvalError: unknown source, missing or empty root (at once).
-    reading.MediaError, protocol.ClipTooShortError: an unreadable or 1-frame clip (when read).
+    reading.MediaError, protocol.ClipTooShortError: an unreadable or 1-frame clip (a folder's
+      frame headers, a video's container are checked at once; frames that do not decode and a
+      video with fewer frames than it lists when read).
   """
   if data_config.source == "tfds":
     return _tfds_clips(data_config)
   if data_config.source != "folder":
     raise EvalError(f"unknown data source {data_config.source!r}; use 'folder' or 'tfds'")
   dirs = _clip_dirs(data_config.root, data_config.clips)
-  return (_read_clip(name, path, data_config.no_gt) for name, path in dirs)
+  # Every clip opened (its frame headers read) before the first is colorized: fail at once.
+  opened = [(name, _open_clip(name, path, data_config.no_gt)) for name, path in dirs]
+  return (_read_clip(name, src, data_config.no_gt) for name, src in opened)
 
 
 def _tfds_clips(data_config):
