@@ -69,6 +69,10 @@ def check_target(path, overwrite: bool = False) -> str:
   return path
 
 
+# Files a file manager puts into folders it shows: not the user's, not a reason to keep a folder.
+FILE_MANAGER_FILES = (".DS_Store", "Thumbs.db", "desktop.ini", "._.DS_Store")
+
+
 class OutputIsInputError(ValueError):
   """Writing the output would replace or remove one of the run's inputs."""
 
@@ -116,8 +120,8 @@ def check_replaceable_folder(path, suffixes, what) -> None:
   if not os.path.isdir(path) or os.path.islink(path):
     raise NotReplaceableError(f"{path} exists and is not a folder of {what}; --overwrite replaces "
                               "only such a folder: choose another output")
-  others = sorted(n for n in os.listdir(path) if not n.lower().endswith(tuple(suffixes))
-                  or not os.path.isfile(os.path.join(path, n)))
+  others = sorted(n for n in os.listdir(path) if n not in FILE_MANAGER_FILES and (
+      not n.lower().endswith(tuple(suffixes)) or not os.path.isfile(os.path.join(path, n))))
   if others:
     raise NotReplaceableError(f"{path} holds more than {what} ({', '.join(others[:3])}"
                               f"{', ...' if len(others) > 3 else ''}); --overwrite replaces only a "

@@ -145,9 +145,6 @@ class _LogLines(logging.Handler):
     self.verbose = verbose
 
   def emit(self, record):
-    if (not self.verbose and record.levelno >= logging.ERROR
-        and f"{os.sep}orbax{os.sep}" in (record.pathname or "")):
-      return  # orbax's threads log the failure its caller raises, and the tool reports, again
     try:
       text = record.getMessage()
       text = (f"{record.levelname}:{record.name}:{text}" if self.verbose

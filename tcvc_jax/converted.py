@@ -5,9 +5,11 @@ description (`ModelSpec` for TCVC, the widths for SIGGRAPH17), the original key 
 """
 
 import json
+import logging
 import os
 import re
 import threading
+import time
 
 import numpy as np
 
@@ -86,13 +88,14 @@ def save_converted(out_dir, variables, kind, model, extras=None, key_order=None,
       and not is_converted_dir(out_dir)):  # a folder of the user's that shares the name
     raise ConversionError(f"{out_dir} is a folder but not a converted checkpoint; --overwrite "
                           "replaces only an earlier checkpoint: choose another output")
-  others = sorted(set(os.listdir(out_dir)) - {META_FILE, VARIABLES_DIR}) if (
+  others = sorted(set(os.listdir(out_dir)) - {META_FILE, VARIABLES_DIR,
+                                              *atomic.FILE_MANAGER_FILES}) if (
       overwrite and is_converted_dir(out_dir) and not os.path.islink(out_dir)) else []
   if others:  # files of the user's (notes, an eval's results) would go with it
     raise ConversionError(f"{out_dir} holds more than a converted checkpoint "
                           f"({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}); "
                           "--overwrite replaces only a checkpoint folder: choose another output")
-  parents = None
+  parents = out = None
   try:
     parent = os.path.dirname(os.path.abspath(os.fspath(out_dir)))
     if not os.path.isdir(parent):
@@ -105,6 +108,8 @@ def save_converted(out_dir, variables, kind, model, extras=None, key_order=None,
       # A signal waits for the write: orbax's threads would go on writing into the temporary
       # folder after its removal (and leave it behind).
       threads = set(threading.enumerate())
+      quiet = _OrbaxErrors()  # a failed save raises what its threads log: said once, by the raise
+      logging.getLogger("absl").addFilter(quiet)
       try:
         with atomic.commits_held():
           ocp.PyTreeCheckpointer().save(os.path.join(out.tmp, VARIABLES_DIR), tree)
@@ -112,12 +117,16 @@ def save_converted(out_dir, variables, kind, model, extras=None, key_order=None,
         for t in set(threading.enumerate()) - threads:
           t.join(timeout=10)
         raise
+      finally:
+        logging.getLogger("absl").removeFilter(quiet)
       meta = {"format_version": FORMAT_VERSION, "kind": kind, "model": _model_json(kind, model),
               "key_order": list(key_order or [])}
       atomic.write_json(os.path.join(out.tmp, META_FILE), meta)
       if os.path.islink(out.path) or (os.path.lexists(out.path) and not os.path.isdir(out.path)):
         _replace_file(out)
   except BaseException as e:
+    if out is not None and not isinstance(e, KeyboardInterrupt):
+      _sweep(out.tmp)
     if parents is not None:
       parents.discard()
     if isinstance(e, atomic.OutputExistsError):
@@ -132,6 +141,27 @@ def save_converted(out_dir, variables, kind, model, extras=None, key_order=None,
   if parents is not None:
     parents.keep()
   return out.path
+
+
+def _sweep(path, seconds=1.0):
+  """Removes `path` again while tensorstore's own threads (not Python's) may still make folders in
+  it after a failed write: 4 of 8 failed writes on a full disk left empty folders behind."""
+  end = time.monotonic() + seconds
+  while time.monotonic() < end:
+    if os.path.lexists(path):
+      try:
+        atomic.remove(path)
+      except OSError:
+        pass
+    time.sleep(0.05)
+
+
+class _OrbaxErrors(logging.Filter):
+  """Drops orbax's own error records (its writing threads log the exception the save raises)."""
+
+  def filter(self, record):
+    return not (record.levelno >= logging.ERROR
+                and f"{os.sep}orbax{os.sep}" in (record.pathname or ""))
 
 
 def is_converted_dir(path):

@@ -218,7 +218,8 @@ def enable_compilation_cache(setting: str | None) -> str | None:
           f"{'not a folder' if not os.path.isdir(made) else 'not writable'}); compiling from "
           "scratch", file=sys.stderr, flush=True)
     return None
-  if not os.path.exists(path) and path != default_cache_dir():  # a typo of off / auto?
+  if (setting not in (None, "auto", True) and not os.path.exists(path)
+      and path != default_cache_dir()):  # a typo of off / auto?
     print(f"note: compilation cache: a new folder {os.path.abspath(path)}, made at the first "
           "compile (the setting is auto, off or a folder)", file=sys.stderr, flush=True)
   import jax  # pylint: disable=g-import-not-at-top

@@ -65,8 +65,8 @@ def click_hint(clicks, height, width) -> FrameHint:
     if not _is_int(size) or size < 1:
       raise GuidanceError(f"click_hint: {name} must be a positive integer, got {size!r}")
   for i, c in enumerate(clicks):
-    if c.get("patch", DEFAULT_PATCH) > max(height, width):
-      raise GuidanceError(f"click {i}: patch {c['patch']} is larger than the {height}x{width} "
+    if (p := c.get("patch", DEFAULT_PATCH)) > max(height, width):
+      raise GuidanceError(f"click {i}: patch {p} is larger than the {height}x{width} "
                           "frame the model colours (a patch is in its pixels, e.g. at --size)")
   ab = np.zeros((height, width, 2), np.float32)
   mask = np.zeros((height, width, 1), np.float32)

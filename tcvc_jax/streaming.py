@@ -331,9 +331,10 @@ def colorize_file(input_path, output_path, model, interval=windows.DEFAULT_INTER
     except windows.ClipTooShortError as e:  # a container that lists no frame count
       if getattr(e, "count", None) is None:
         raise
+      image = os.path.splitext(os.fspath(input_path))[1].lower() in reading.IMAGE_EXTENSIONS
       raise windows.ClipTooShortError(
           f"{input_path} has {e.count} frame{'' if e.count == 1 else 's'}; colorizing needs at "
-          "least 2 (two anchors): a video or a folder of frames") from e
+          "least 2 (two anchors)" + (": a video or a folder of frames" if image else "")) from e
     finally:
       for b in bars.values():
         b.close()

@@ -309,6 +309,15 @@ class VideoFramesTest(absltest.TestCase):
       self._build()
     self.assertIn("does not record the folder it was built from", "\n".join(logs.output))
     self.assertIn("source", self._build().info.metadata)
+    with open(path) as f:
+      metadata = json.load(f)
+    del metadata["source"]["rules"]  # as built by the first rules (splits/val.txt made 'val')
+    with open(path, "w") as f:
+      json.dump(metadata, f)
+    with self.assertLogs(level="WARNING") as logs:
+      self._build()
+    self.assertIn("it was built by an earlier version's rules", "\n".join(logs.output))
+    self.assertEqual(self._build().info.metadata["source"]["rules"], data_layout.BUILD_RULES)
 
   def test_a_failed_build_leaves_nothing(self):
     os.makedirs(os.path.join(self.root, "stuff"))  # a clip folder without frames

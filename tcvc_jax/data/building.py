@@ -147,6 +147,9 @@ def _why_rebuild(builder, manual_dir) -> str | None:
     now = layout.fingerprint(path)
   except (DataError, OSError) as e:
     return f"{path} cannot be listed as before ({e})"
+  if now["rules"] != source.get("rules", 1):
+    return ("it was built by an earlier version's rules (splits/val.txt is now the validation "
+            "split, JPEGs are read upright)")
   if now["digest"] != source.get("digest"):
     then, now = (f"{f.get('clips')} clips, {f.get('files')} files" for f in (source, now))
     return (f"the clips in {path} changed since it was built ("

@@ -239,7 +239,7 @@ class VideoFrames(_ClipBuilder):
         logging.warning("video_frames[%s]: skipping clip %r: %s", split, name, e)
         skipped.append([name, str(e)])
         continue
-      if not np.any(frames[..., 1:] != frames[..., :1]):  # kept: SRL needs no colour
+      if not any(np.any(f[..., 1:] != f[..., :1]) for f in frames):  # kept: SRL needs none
         gray.append(name)
       for key, value in (("clips", name), ("num_frames", len(frames)),
                          ("heights", frames.shape[1]), ("widths", frames.shape[2])):

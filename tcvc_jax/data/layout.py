@@ -18,6 +18,9 @@ from tcvc_jax.media import resizing
 
 # Videvo-style roots hold one folder per split.
 SPLIT_FOLDERS = ("train", "val", "validation", "test")
+# How clips become a dataset: a dataset built by other rules is rebuilt. 2: splits/val.txt makes the
+# validation split; JPEG frames are read upright (EXIF orientation).
+BUILD_RULES = 2
 # Split list files a user may put in a root: <root>/splits/<split>.txt.
 USER_SPLITS = "splits"
 
@@ -175,7 +178,7 @@ def fingerprint(root: str, layout: "Layout | None" = None) -> dict[str, Any]:
     layout: `discover(root)`, if already at hand.
 
   Returns:
-    `{"clips": count, "files": count, "digest": hex}`.
+    `{"clips": count, "files": count, "digest": hex, "rules": BUILD_RULES}`.
 
   Raises:
     DataError: as `discover`.
@@ -198,4 +201,5 @@ def fingerprint(root: str, layout: "Layout | None" = None) -> dict[str, Any]:
       entry += [os.path.relpath(path, root), st.st_size, st.st_mtime_ns]
       files += 1
     digest.update(json.dumps(entry).encode())
-  return {"clips": len(layout.clips), "files": files, "digest": digest.hexdigest()}
+  return {"clips": len(layout.clips), "files": files, "digest": digest.hexdigest(),
+          "rules": BUILD_RULES}

@@ -132,6 +132,8 @@ def _check_workdir(workdir, overwrite):
   if not os.path.isdir(existing):
     raise EvalError(f"cannot make the workdir {workdir}: {existing} is a file")
   held = [n for n in _HELD_RESULTS if os.path.lexists(os.path.join(path, n))]
+  if held:  # only an earlier run's results are results (and overwrite may replace them)
+    _check_replaceable(workdir)
   if held and not overwrite:
     raise EvalError(f"{workdir} already holds results ({', '.join(held)}); use another --workdir "
                     "or set --config.overwrite=True")
@@ -149,18 +151,23 @@ def _check_replaceable(workdir):
                     "replaces only an earlier run's results: use another --workdir")
 
 
+def _listed(folder):
+  """A folder's entries but a file manager's own (.DS_Store, Thumbs.db, desktop.ini)."""
+  return [n for n in os.listdir(folder) if n not in atomic.FILE_MANAGER_FILES]
+
+
 def _is_result(path, name):
   """Whether `path` could be what an eval.py run writes as `name`: frames/ of clip folders of PNGs,
   videos/ of .mp4 files, a summary.json with its keys, a file for the others."""
   files = lambda p, ext: all(n.lower().endswith(ext) and os.path.isfile(os.path.join(p, n))
-                             and not os.path.islink(os.path.join(p, n)) for n in os.listdir(p))
+                             and not os.path.islink(os.path.join(p, n)) for n in _listed(p))
   if name in ("frames", "videos"):
     if not os.path.isdir(path) or os.path.islink(path):
       return False
     if name == "videos":
       return files(path, ".mp4")
     return all(os.path.isdir(os.path.join(path, c)) and not os.path.islink(os.path.join(path, c))
-               and files(os.path.join(path, c), ".png") for c in os.listdir(path))
+               and files(os.path.join(path, c), ".png") for c in _listed(path))
   if not os.path.isfile(path) or os.path.islink(path):
     return False
   if name != "summary.json":
@@ -232,7 +239,6 @@ class _Staging(atomic.AtomicOutput):
     with atomic.commits_held():
       try:
         _check_workdir(workdir_name, overwrite)  # results that came meanwhile
-        _check_replaceable(workdir_name)
         os.makedirs(workdir, exist_ok=True)
         old = [n for n in RESULT_NAMES if os.path.lexists(os.path.join(workdir, n))]
         if old:
@@ -328,9 +334,8 @@ def evaluate(config, workdir, progress=False):
   """
   start = time.perf_counter()
   eval_config.validate_config(config)
+  _check_keeps(workdir, config)  # first: it names the data, checkpoint or run the workdir holds
   _check_workdir(workdir, config.overwrite)
-  _check_keeps(workdir, config)
-  _check_replaceable(workdir)
   passes = interval_lengths(config.protocol)
   hinted = set(config.hints.modes) - {"auto"}
   clips = clips_lib.iter_clips(config.data)

@@ -1,6 +1,7 @@
 """What a frame folder's file names tell a user: files that look like frames but are not read as
 ones (other image formats), and files read as frames that are named unlike the others."""
 
+import collections
 import os
 import re
 
@@ -19,9 +20,9 @@ def odd_names_note(folder, names):
   "cover.png" among "f_001.png" .. "f_120.png"), else None."""
   patterns = [re.sub(r"\d+", "#", os.path.splitext(n)[0]) + os.path.splitext(n)[1].lower()
               for n in names]
-  common = max(set(patterns), key=patterns.count, default="")
+  common, count = (collections.Counter(patterns).most_common(1) or [("", 0)])[0]
   odd = [n for n, p in zip(names, patterns, strict=True) if p != common]
-  if "#" not in common or not odd or 2 * len(odd) > len(names):
+  if "#" not in common or not odd or 2 * count <= len(names):  # most: more than half
     return None
   return (f"{folder}: files named unlike its other frames ({names[patterns.index(common)]}) are "
           f"read as frames too, in name order ({len(odd)} of {len(names)}): {_listed(odd)}")

@@ -68,7 +68,7 @@ def jpeg_header(f):
         return None
       depth, h, w, comps = struct.unpack(">BHHB", seg)
       return w, h, depth, comps == 1, orientation or 1
-    if m == 0xE1 and orientation is None:  # APP1: EXIF (or XMP, where none is found)
+    if m == 0xE1 and orientation is None and length > 2:  # APP1: EXIF (or XMP: none found)
       orientation = exif_orientation(f.read(length - 2))
       orientation = None if orientation == 1 else orientation
     else:

@@ -78,7 +78,7 @@ def image_header(path):
       if info is None and head[:2] == b"\xff\xd8":
         f.seek(0)
         info = image_headers.jpeg_header(f)
-  except OSError as e:
+  except (OSError, ValueError) as e:  # ValueError: a seek before the file's start
     raise MediaError(f"cannot read {path}: {_reason(e)}") from e
   if info is None or info[0] == 0 or info[1] == 0:
     raise MediaError(f"cannot read {path}: not a valid PNG or JPEG image")
