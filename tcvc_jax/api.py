@@ -9,6 +9,7 @@ import numpy as np
 from tcvc_jax import converted
 from tcvc_jax import porting
 from tcvc_jax.models import spec as spec_lib
+from tcvc_jax.ops import color
 
 
 class Colorizer:
@@ -92,7 +93,10 @@ class Colorizer:
         not finite or out of range (gray outside [-0.5, 0.5], hint_mask outside [0, 1], up to
         RANGE_TOLERANCE), or a first_anchor that is no state of a window of this size.
     """
+    kind = type(gray).__name__
     gray = np.asarray(gray)
+    if gray.dtype == object or gray.dtype.kind in "SU":  # None, a string, a generator
+      raise ValueError(f"gray must be an array [N, H, W, 1] of normalised L, got {kind}")
     if gray.ndim != 4 or gray.shape[-1] != 1:
       raise ValueError(f"gray must have shape [N, H, W, 1], got {gray.shape}")
     n, h, w, _ = gray.shape
@@ -104,23 +108,22 @@ class Colorizer:
       raise ValueError(f"{e}; resize first") from e
     _check_values("gray", gray, (-0.5, 0.5), "normalised L, (L* - 50) / 100")
     hints = {}
-    for name, hint, c in (("hint_ab", hint_ab, 2), ("hint_mask", hint_mask, 1)):
+    if hint_ab is not None and hint_mask is None:
+      raise ValueError("hint_ab needs hint_mask (1 where a hint is given): without it no hint "
+                       "is given")
+    for name, hint, c in (("hint_mask", hint_mask, 1), ("hint_ab", hint_ab, 2)):
       if hint is not None:
         hint = np.asarray(hint)
         if hint.shape != (n, h, w, c):
           raise ValueError(f"{name} must have shape [N, H, W, {c}] = {(n, h, w, c)} (N, H, W of "
                            f"gray), got {hint.shape}")
-        if name == "hint_ab":
-          _check_values(name, hint, AB_RANGE, "normalised ab, a* / 110 and b* / 110")
+        if name == "hint_ab":  # read where a hint is given only: the colorizer sees 0 elsewhere
+          given = np.broadcast_to(hints["hint_mask"] > 0, hint.shape)
+          _check_values(name, hint[given], AB_RANGE, "normalised ab, a* / 110 and b* / 110")
+          hint = np.where(given, hint, 0)
         else:
           _check_values(name, hint, (0, 1), "1 where a hint is given, else 0", allow_bool=True)
         hints[name] = hint
-    if "hint_ab" in hints:
-      if "hint_mask" not in hints:
-        raise ValueError("hint_ab needs hint_mask (1 where a hint is given): without it no hint "
-                         "is given")
-      # Colours where no hint is given are not hints: the colorizer sees 0 there, as in training.
-      hints["hint_ab"] = np.where(hints["hint_mask"] > 0, hints["hint_ab"], 0)
     hints = {k: jnp.asarray(v, self.model.act_dtype)[None] for k, v in hints.items()}
     if first_anchor is not None:
       self._check_anchor(first_anchor, h, w, trusted=first_anchor is self._returned_state)
@@ -171,7 +174,7 @@ class Colorizer:
 
 # Inputs may stray this far outside their range (rounding in a colour conversion or a resize).
 RANGE_TOLERANCE = 1e-3
-AB_RANGE = (-128 / 110, 127 / 110)  # L*a*b*'s a* and b*, normalised
+AB_RANGE = color.AB_RANGE  # L*a*b*'s a* and b*, normalised
 
 
 def _check_values(name, x, bounds, what, allow_bool=False):

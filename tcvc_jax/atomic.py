@@ -65,7 +65,8 @@ def check_target(path, overwrite: bool = False) -> str:
   if not os.path.isdir(parent):
     raise FileNotFoundError(f"cannot write {path}: its folder {parent} does not exist")
   if os.path.lexists(path) and not overwrite:
-    raise OutputExistsError(f"output exists: {path} (pass --overwrite to replace it)")
+    raise OutputExistsError(f"output exists: {path} (--overwrite, or overwrite=True in Python, "
+                            "replaces it)")
   return path
 
 
@@ -187,7 +188,8 @@ class AtomicOutput:
       try:
         if os.path.lexists(self.path):
           if not self.overwrite:
-            raise OutputExistsError(f"output exists: {self.path} (pass --overwrite to replace it)")
+            raise OutputExistsError(f"output exists: {self.path} (--overwrite, or overwrite=True "
+                                    "in Python, replaces it)")
           if os.path.isdir(self.path) and not os.path.islink(self.path):
             old = f"{self.tmp}.old"
             os.rename(self.path, old)

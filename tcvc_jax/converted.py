@@ -174,6 +174,9 @@ def not_a_checkpoint_folder(path):
   from tcvc_jax.training import checkpointing  # pylint: disable=g-import-not-at-top
   text = (f"{path}: not a checkpoint folder (a train.py workdir, with model.json and "
           f"checkpoints/, or a converted checkpoint, with {META_FILE} and {VARIABLES_DIR}/)")
+  if checkpointing.is_workdir(path):  # load_converted given a workdir: tcvc_jax.load reads those
+    return (f"{path} is a train.py workdir, not a converted checkpoint folder: tcvc_jax.load "
+            "reads it, or `python -m tcvc_jax.convert` converts it")
   up = os.path.dirname(os.path.abspath(path))
   for folder in (up, os.path.dirname(up)):
     if checkpointing.is_workdir(folder):

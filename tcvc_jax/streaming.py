@@ -136,7 +136,7 @@ def colorize_frames(frames, colorizer, interval=windows.DEFAULT_INTERVAL,
       iterator): a first pass finds the cuts and the anchors the hints are carried to.
     colorizer: an `api.Colorizer` (anything with its `colorize_window`).
     interval: window interval T; windows hold T + 2 frames.
-    network_size: int or (h, w) the model runs at.
+    network_size: int, (h, w) or 'HxW' / 'N' (as --size), the size the model runs at.
     cuts: None (no scene-cut detection) or a list that receives the detected cut indices, in order,
       as the stream is read.
     gray_mode: see `windows.frames_to_l`.
@@ -147,13 +147,18 @@ def colorize_frames(frames, colorizer, interval=windows.DEFAULT_INTERVAL,
       reads windows (frames read so far, False) and once when it ends (all frames, True).
 
   Raises:
+    UsageError: a bad colorizer, interval, network size (or one the model cannot run at) or cuts.
     guidance.GuidanceError: bad hints (`guidance.check_hints`), or hints on a frame past the end.
     ValueError: a frame of another shape than frame 0, NaN or outside [0, 1] (naming it), or
       `frames` a one-shot iterator with hints; TypeError: a frame of another dtype.
   """
+  network_size, hints = _checked_args(colorizer, interval, network_size, hints)
+  if cuts is not None and not isinstance(cuts, list):
+    raise UsageError(f"cuts must be None or a list (it receives the cut indices), got "
+                     f"{type(cuts).__name__}")
+  check_network_size(colorizer, network_size)
   carry = window_stream.AnchorCarry(colorizer)
   if hints:
-    hints = guidance.check_hints(hints)
     if iter(frames) is frames:
       raise ValueError("with hints, frames must be iterable twice (a list, a reading.FrameSource), "
                        "not a one-shot iterator: a first pass plans the hints")

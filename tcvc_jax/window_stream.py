@@ -24,6 +24,8 @@ def checked_frames(frames):
   first = None
   for i, frame in enumerate(frames):
     frame = np.asarray(frame)
+    if frame.dtype.name == "bfloat16":  # (not a NumPy float type) exactly float32's values
+      frame = frame.astype(np.float32)
     windows.check_frame(frame, i)
     if first is None:
       first = (frame.shape, frame.dtype)
@@ -101,17 +103,20 @@ def iter_colorize(frames: Iterable[np.ndarray], colorize_window: windows.Coloriz
   else:
     num_frames = len(frames) if hasattr(frames, "__len__") else None
   windows.announce_interval(colorize_window, interval_length, num_frames)
-  for start, win in iter_windows(checked_frames(frames), interval_length, is_cut, anchors):
-    l_full = windows.frames_to_l(np.stack(win), gray_mode)
-    hints = None if window_hints is None else window_hints(start, len(win))
-    out = [windows.to_uint8_round(rgb)  # frame by frame: no float copy of the whole window
-           for rgb in windows.iter_rgb255(l_full, colorize_window, network_size, hints)]
-    if pending is not None and pending[0] != start:
+  try:
+    for start, win in iter_windows(checked_frames(frames), interval_length, is_cut, anchors):
+      l_full = windows.frames_to_l(np.stack(win), gray_mode)
+      hints = None if window_hints is None else window_hints(start, len(win))
+      out = [windows.to_uint8_round(rgb)  # frame by frame: no float copy of the whole window
+             for rgb in windows.iter_rgb255(l_full, colorize_window, network_size, hints)]
+      if pending is not None and pending[0] != start:
+        yield pending[1]
+      yield from out[:-1]
+      pending = (start + len(out) - 1, out[-1])
+    if pending is not None:
       yield pending[1]
-    yield from out[:-1]
-    pending = (start + len(out) - 1, out[-1])
-  if pending is not None:
-    yield pending[1]
+  finally:  # the model's own window padding back as it was (a stream's is for its pass only)
+    getattr(colorize_window, "end_pass", lambda: None)()
 
 
 class AnchorCarry:
@@ -144,8 +149,16 @@ class AnchorCarry:
     """
     pad = getattr(self._model, "pad_windows", None)
     if pad is not None:
+      if not hasattr(self, "_padding_before"):
+        self._padding_before = getattr(self._model, "window_frames", None)
       full = interval_length + 2
       pad(min(full, max(int(num_frames), 2)) if num_frames else full)
+
+  def end_pass(self):
+    """Gives the model back the window padding it had before `set_interval`."""
+    if hasattr(self, "_padding_before"):
+      self._model.pad_windows(self._padding_before)
+      del self._padding_before
 
   def __call__(self, gray, **hints):
     gray = np.asarray(gray)

@@ -57,9 +57,13 @@ def test_a_clip_shorter_than_a_window_is_padded_to_its_length_only(pair):
   _, colorizer = pair
   rs = np.random.RandomState(2)
   frames = [rs.randint(0, 255, (32, 32, 3), np.uint8) for _ in range(5)]
-  out = list(streaming.colorize_frames(frames, colorizer, interval=500, network_size=32))
+  colorizer.window_frames = None
+  stream = streaming.colorize_frames(frames, colorizer, interval=500, network_size=32)
+  out = [next(stream)]
+  assert colorizer.window_frames == 5  # during the pass
+  out += list(stream)
   assert len(out) == 5
-  assert colorizer.window_frames == 5
+  assert colorizer.window_frames is None  # and the user's setting back after it
   plain = api.Colorizer(colorizer.model, colorizer.variables)
   want = windows.colorize_clip(np.stack(frames), plain.colorize_window, (500,), 32)
   np.testing.assert_array_equal(np.stack(out), want)
@@ -107,9 +111,13 @@ def _bad_window_inputs(gray, state):
       "nan gray": ({"gray": nan}, "^gray must be finite"),
       "inf gray": ({"gray": inf}, "^gray must be finite"),
       "complex gray": ({"gray": gray.astype(np.complex64)}, "^gray must be real floating point"),
-      "nan hint_ab": ({"gray": gray, "hint_ab": ab_nan}, "^hint_ab must be finite"),
-      "int hint_ab": ({"gray": gray, "hint_ab": ab.astype(np.int32)},
+      "nan hint_ab": ({"gray": gray, "hint_ab": ab_nan, "hint_mask": mask + 1},
+                      "^hint_ab must be finite"),
+      "int hint_ab": ({"gray": gray, "hint_ab": ab.astype(np.int32), "hint_mask": mask + 1},
                       "^hint_ab must be real floating point"),
+      "no array": ({"gray": (g for g in gray)},
+                   r"^gray must be an array \[N, H, W, 1\] of normalised L, got generator$"),
+      "None": ({"gray": None}, "^gray must be an array .*got NoneType$"),
       "uint8 hint_mask": ({"gray": gray, "hint_mask": (mask + 255).astype(np.uint8)},
                           "^hint_mask must be real floating point or bool"),
       "255 hint_mask": ({"gray": gray, "hint_mask": mask + 255},
@@ -155,14 +163,16 @@ def test_colorize_window_checks_values_not_only_shapes(pair):
   np.testing.assert_array_equal(
       hinted, colorizer.colorize_window(gray, hint_ab=np.full((3, 32, 32, 2), 0.3, np.float32),
                                         hint_mask=np.ones((3, 32, 32, 1), np.float32)))
-  # Colours where the mask is 0 are no hints: ignored.
+  # Colours where the mask is 0 are no hints: ignored, even NaN or out of range ones.
   half = np.zeros((3, 32, 32, 1), np.float32)
   half[:, :16] = 1
-  np.testing.assert_array_equal(
-      colorizer.colorize_window(gray, hint_ab=np.full((3, 32, 32, 2), 0.3, np.float32),
-                                hint_mask=half),
-      colorizer.colorize_window(gray, hint_ab=np.full((3, 32, 32, 2), 0.3, np.float32) * half,
-                                hint_mask=half))
+  unread = np.where(half > 0, 0.3, np.nan).repeat(2, -1).astype(np.float32)
+  unread[0, 20, 0] = 50.0
+  for ab in (np.full((3, 32, 32, 2), 0.3, np.float32), unread):
+    np.testing.assert_array_equal(
+        colorizer.colorize_window(gray, hint_ab=ab, hint_mask=half),
+        colorizer.colorize_window(gray, hint_ab=np.full((3, 32, 32, 2), 0.3, np.float32) * half,
+                                  hint_mask=half))
   following = np.concatenate([gray[2:], gray[:2]])  # starts on the frame `state` belongs to
   np.testing.assert_allclose(colorizer.colorize_window(following, first_anchor=state),
                              colorizer.colorize_window(following), atol=1e-5)
@@ -182,3 +192,25 @@ def test_load_and_pad_windows_check_their_arguments(pair, tmp_path):
     api.load(str(tmp_path), dtype=np.float64)
   with pytest.raises(TypeError, match="path must be a file or folder name, got NoneType"):
     api.load(None)
+
+
+def test_colorize_frames_checks_its_arguments_first(pair):
+  _, colorizer = pair
+  rs = np.random.RandomState(4)
+  frames = rs.randint(0, 255, (4, 32, 32, 3), np.uint8)
+  bad = {"interval": (-1, None, 2.5), "network_size": (64.0, (64,), -64, "6x", True)}
+  for arg, values in bad.items():
+    for value in values:
+      pattern = "^interval must be" if arg == "interval" else "^bad network size"
+      with pytest.raises(streaming.UsageError, match=pattern):
+        streaming.colorize_frames(frames, colorizer, **{"interval": 2, "network_size": 32,
+                                                        arg: value})
+  with pytest.raises(streaming.UsageError, match="^cuts must be None or a list .*got tuple$"):
+    streaming.colorize_frames(frames, colorizer, 2, 32, cuts=())
+  with pytest.raises(streaming.UsageError, match="this checkpoint cannot run at that size"):
+    streaming.colorize_frames(frames, colorizer, 2, 36)
+  # A size written as --size takes it ('32': 32x32, not 3x2), and bfloat16 frames are floats.
+  want = list(streaming.colorize_frames(frames, colorizer, 2, 32))
+  np.testing.assert_array_equal(list(streaming.colorize_frames(frames, colorizer, 2, "32")), want)
+  as_bf16 = jnp.asarray(frames / 255.0, jnp.bfloat16)
+  assert len(list(streaming.colorize_frames(as_bf16, colorizer, 2, (32, 32)))) == 4

@@ -338,6 +338,9 @@ def test_bad_hints_are_refused_before_any_work():
       "uint8 mask": ({2: guidance.FrameHint(ab, mask.astype(np.uint8))},
                      "^hints on frame 2: mask must be float or bool"),
       "a list": ([ok], r"^hints must be a dict \{frame index: FrameHint\}, got list$"),
+      "a* not / 110": ({2: guidance.FrameHint(ab * 110, mask)},
+                       r"^hints on frame 2: ab must be within \[-1.1636, 1.1545\] where a hint "
+                       r"is given \(a\* / 110, b\* / 110\), got values from"),
   }
   for case, (hints, pattern) in bad.items():
     with pytest.raises(guidance.GuidanceError, match=pattern) as e:
@@ -347,6 +350,10 @@ def test_bad_hints_are_refused_before_any_work():
   # empty second pass).
   with pytest.raises(ValueError, match="with hints, frames must be iterable twice"):
     list(streaming.colorize_frames(iter(frames), _NoModel(), T, 64, [], hints={0: ok}))
+  # Colours where the mask is 0 are no hints: any value there is taken.
+  half = mask.copy()
+  half[:32] = 0
+  guidance.check_hints({2: guidance.FrameHint(np.where(half > 0, ab, 50.0), half)})
 
 
 def test_valid_hint_variants_are_taken(colorizer):
