@@ -108,22 +108,23 @@ class Colorizer:
       raise ValueError(f"{e}; resize first") from e
     _check_values("gray", gray, (-0.5, 0.5), "normalised L, (L* - 50) / 100")
     hints = {}
-    if hint_ab is not None and hint_mask is None:
+    for name, hint, c in (("hint_ab", hint_ab, 2), ("hint_mask", hint_mask, 1)):
+      if hint is not None:
+        hints[name] = np.asarray(hint)
+        if hints[name].shape != (n, h, w, c):
+          raise ValueError(f"{name} must have shape [N, H, W, {c}] = {(n, h, w, c)} (N, H, W of "
+                           f"gray), got {hints[name].shape}")
+    if "hint_ab" in hints and "hint_mask" not in hints:
       raise ValueError("hint_ab needs hint_mask (1 where a hint is given): without it no hint "
                        "is given")
-    for name, hint, c in (("hint_mask", hint_mask, 1), ("hint_ab", hint_ab, 2)):
-      if hint is not None:
-        hint = np.asarray(hint)
-        if hint.shape != (n, h, w, c):
-          raise ValueError(f"{name} must have shape [N, H, W, {c}] = {(n, h, w, c)} (N, H, W of "
-                           f"gray), got {hint.shape}")
-        if name == "hint_ab":  # read where a hint is given only: the colorizer sees 0 elsewhere
-          given = np.broadcast_to(hints["hint_mask"] > 0, hint.shape)
-          _check_values(name, hint[given], AB_RANGE, "normalised ab, a* / 110 and b* / 110")
-          hint = np.where(given, hint, 0)
-        else:
-          _check_values(name, hint, (0, 1), "1 where a hint is given, else 0", allow_bool=True)
-        hints[name] = hint
+    if "hint_mask" in hints:
+      _check_values("hint_mask", hints["hint_mask"], (0, 1), "1 where a hint is given, else 0",
+                    allow_bool=True)
+    if "hint_ab" in hints:  # read where a hint is given only: the colorizer sees 0 elsewhere
+      given = np.broadcast_to(hints["hint_mask"] > 0, hints["hint_ab"].shape)
+      _check_values("hint_ab", hints["hint_ab"][given], AB_RANGE,
+                    "normalised ab, a* / 110 and b* / 110")
+      hints["hint_ab"] = np.where(given, hints["hint_ab"], 0)
     hints = {k: jnp.asarray(v, self.model.act_dtype)[None] for k, v in hints.items()}
     if first_anchor is not None:
       self._check_anchor(first_anchor, h, w, trusted=first_anchor is self._returned_state)
