@@ -17,6 +17,7 @@ import tensorflow_datasets as tfds
 from tcvc_jax.data import layout as data_layout
 from tcvc_jax.data import sources
 from tcvc_jax.data import synthetic
+from tcvc_jax.media import av_frames
 from tcvc_jax.media import reading
 
 # README.md (description) of each builder, and the original's split lists (lists/).
@@ -239,7 +240,7 @@ class VideoFrames(_ClipBuilder):
         logging.warning("video_frames[%s]: skipping clip %r: %s", split, name, e)
         skipped.append([name, str(e)])
         continue
-      if not any(np.any(f[..., 1:] != f[..., :1]) for f in frames):  # kept: SRL needs none
+      if av_frames.colourless(frames):  # kept: SRL needs no colour
         gray.append(name)
       for key, value in (("clips", name), ("num_frames", len(frames)),
                          ("heights", frames.shape[1]), ("widths", frames.shape[2])):

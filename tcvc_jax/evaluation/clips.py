@@ -9,6 +9,7 @@ import numpy as np
 
 from tcvc_jax.evaluation import windows as protocol
 from tcvc_jax.evaluation.eval_config import EvalError
+from tcvc_jax.media import av_frames
 from tcvc_jax.media import reading
 
 
@@ -78,7 +79,7 @@ def _read_clip(name, src, no_gt):
     frames = gt if gt is not None else src.read_all(np.uint8)
   if len(frames) < 2:
     raise too_short
-  if gt is not None and not any(np.any(f[..., 1:] != f[..., :1]) for f in gt):  # frame by frame
+  if gt is not None and av_frames.colourless(gt):
     logging.warning("clip %s: its ground truth has no colour (R = G = B in every frame): its "
                     "PSNR and CDC measure against gray (no_gt=True measures without it)", name)
   names = src.names or [f"{i:05d}.png" for i in range(len(frames))]  # a video's frames

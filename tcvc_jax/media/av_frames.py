@@ -62,3 +62,9 @@ def convert(x, dtype):
       return np.round(x.astype(np.float32) / np.float32(257)).astype(np.uint8)
     return x
   raise ValueError(f"dtype must be np.float32, np.uint8 or None, got {dtype}")
+
+
+def colourless(frames):
+  """Whether every frame [..., H, W, C] has R = G = B (or one channel): gray stored as colour.
+  Frame by frame, so that no copy of a whole clip is made."""
+  return not any(np.any(f[..., 1:] != f[..., :1]) for f in frames)
