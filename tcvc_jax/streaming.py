@@ -283,15 +283,17 @@ def colorize_file(input_path, output_path, model, interval=windows.DEFAULT_INTER
     raise guidance.GuidanceError(f"a hint or reference on frame {late[0]}, but {input_path} has "
                                  f"{source.num_frames} frames (0..{source.num_frames - 1})")
   audio = source.path if source.kind == "video" and source.has_audio else None
-  notes = [source.name_note] if source.name_note else []
+  notes = []
   if audio and os.path.splitext(os.fspath(output_path))[1] == "":
     notes.append(f"the audio of {input_path} is not kept in a frame folder")
   elif audio and fps is not None:
     # Every frame is kept at the new rate: the video's length changes and its sound would not fit.
     notes.append(f"the audio of {input_path} is not kept: fps={fps} re-times its frames")
     audio = None
-  if len(notes) > bool(source.name_note):
+  if notes:
     logging.warning("%s", notes[-1])
+  if source.name_note:  # (reading logged it)
+    notes.insert(0, source.name_note)
   cuts = [] if detect_cuts else None
   count = 0
   # A video's frames keep their own times (a variable frame rate stays in sync with its sound),
