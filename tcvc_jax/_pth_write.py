@@ -3,6 +3,7 @@ from opcodes (no torch import) and torch's zip layout (stored records, data 64-b
 """
 
 import math
+import os
 import struct
 import zipfile
 
@@ -67,3 +68,13 @@ def write_zip(f, entries, arrays, extra=None):
       info.extra = struct.pack("<HH", 0x4246, pad) + bytes(pad)  # torch's "FB" padding field
       with zf.open(info, "w", force_zip64=zip64) as w:
         w.write(data)
+
+
+def read_extra(path, name):
+  """The `extra/<name>` record `write_zip(..., extra)` wrote, or None (absent; not a zip file)."""
+  try:
+    with zipfile.ZipFile(os.fspath(path)) as zf:
+      found = [i for i in zf.infolist() if i.filename.split("/", 1)[-1] == f"extra/{name}"]
+      return zf.read(found[0]) if found else None
+  except (OSError, zipfile.BadZipFile, ValueError):
+    return None

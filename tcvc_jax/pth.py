@@ -271,7 +271,10 @@ def _read_at(f, offset, nbytes):
 
 
 def _load_zip(f, file_size):
-  zf = zipfile.ZipFile(f)
+  try:
+    zf = zipfile.ZipFile(f)
+  except zipfile.BadZipFile:  # its directory, at the end, is missing
+    raise _Bad("a zip file cut short: an incomplete download or copy?") from None
   infos = {i.filename: i for i in zf.infolist()}
   first = next(iter(infos), "")
   prefix = first[:first.find("/") + 1]  # torch's archive folder: that of the first record
@@ -390,11 +393,4 @@ def save(state_dict, path, overwrite=True, extra=None):
       os.fsync(f.fileno())
 
 
-def read_extra(path, name):
-  """The `extra/<name>` record `save(..., extra=...)` wrote, or None (absent; not a zip file)."""
-  try:
-    with zipfile.ZipFile(os.fspath(path)) as zf:
-      found = [i for i in zf.infolist() if i.filename.split("/", 1)[-1] == f"extra/{name}"]
-      return zf.read(found[0]) if found else None
-  except (OSError, zipfile.BadZipFile, ValueError):
-    return None
+read_extra = _pth_write.read_extra  # the `extra` records `save` wrote
