@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import shutil
+import stat
 import threading
 import uuid
 
@@ -54,11 +55,24 @@ def default_mode(directory: bool = False) -> int:
 def check_target(path, overwrite: bool = False) -> str:
   """Absolute `path` after checking that its folder exists and that it may be written.
 
+  A link to a file or folder is written through, as `cp` does: with `overwrite`, the path returned
+  is the link's target, which is replaced, and the link stays.
+
   Raises:
     FileNotFoundError: the parent folder does not exist.
     OutputExistsError: `path` exists and `overwrite` is False.
+    NotReplaceableError: with `overwrite`, `path` is a device, pipe or socket, or a link to one.
   """
   path = os.path.abspath(os.fspath(path))
+  if overwrite and os.path.islink(path) and os.path.exists(path):
+    path = os.path.realpath(path)
+  if overwrite and os.path.exists(path):
+    mode = os.stat(path).st_mode
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+      kind = ("device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else
+              "named pipe" if stat.S_ISFIFO(mode) else "socket")
+      raise NotReplaceableError(f"{path} is a {kind}, not a file: --overwrite never replaces it; "
+                                "choose another output")
   parent = os.path.dirname(path)
   if os.path.exists(parent) and not os.path.isdir(parent):
     raise NotADirectoryError(f"cannot write {path}: {parent} is not a folder")

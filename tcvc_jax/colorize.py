@@ -42,9 +42,10 @@ def build_parser():
           + cli.EXIT_CODES_HELP))
   parser.add_argument("input",
                       help="video file, or folder of *.png / *.jpg frames (sorted by name)")
-  parser.add_argument("output", help="output video (.mp4 .m4v .mov .mkv: H.264, source fps and "
-                      "audio; an odd width or height: VP9 in .mp4 .mkv, 4:4:4 H.264 in .mov .m4v) "
-                      "or a folder for PNG frames (a path without extension)")
+  parser.add_argument("output", help="output video (.mp4 .m4v .mov .mkv: H.264, source fps, "
+                      "first audio track (copied, or re-encoded as AAC where the container "
+                      "cannot hold it) and title; an odd width or height: VP9 in .mp4 .mkv, 4:4:4 "
+                      "H.264 in .mov .m4v) or a folder for PNG frames (a path without extension)")
   parser.add_argument("--checkpoint", required=True, metavar="PATH",
                       help="a train.py workdir (its latest checkpoint), a converted checkpoint "
                       "directory (python -m tcvc_jax.convert) or a TCVC .pth (the original's or "

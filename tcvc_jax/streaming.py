@@ -27,6 +27,7 @@ from tcvc_jax import window_stream
 from tcvc_jax.evaluation import scene_cuts
 from tcvc_jax.evaluation import windows
 from tcvc_jax.media import reading
+from tcvc_jax.media import sound
 from tcvc_jax.media import writing
 from tcvc_jax.models import spec as spec_lib
 
@@ -283,8 +284,9 @@ def colorize_file(input_path, output_path, model, interval=windows.DEFAULT_INTER
     raise guidance.GuidanceError(f"a hint or reference on frame {late[0]}, but {input_path} has "
                                  f"{source.num_frames} frames (0..{source.num_frames - 1})")
   audio = source.path if source.kind == "video" and source.has_audio else None
-  notes = []
-  if audio and os.path.splitext(os.fspath(output_path))[1] == "":
+  notes, tags = [], None
+  to_video = os.path.splitext(os.fspath(output_path))[1] != ""
+  if audio and not to_video:
     notes.append(f"the audio of {input_path} is not kept in a frame folder")
   elif audio and fps is not None:
     # Every frame is kept at the new rate: the video's length changes and its sound would not fit.
@@ -292,8 +294,13 @@ def colorize_file(input_path, output_path, model, interval=windows.DEFAULT_INTER
     audio = None
   if notes:
     logging.warning("%s", notes[-1])
-  if source.name_note:  # (reading logged it)
-    notes.insert(0, source.name_note)
+  if source.kind == "video" and to_video:
+    tags, dropped = sound.describe_source(source.path)
+    if dropped:
+      notes.append(dropped)
+      logging.warning("%s", dropped)
+  if source.note:  # (reading logged it)
+    notes.insert(0, source.note)
   cuts = [] if detect_cuts else None
   count = 0
   # A video's frames keep their own times (a variable frame rate stays in sync with its sound),
@@ -302,7 +309,10 @@ def colorize_file(input_path, output_path, model, interval=windows.DEFAULT_INTER
   with writing.open_writer(output_path, fps=source.fps, audio_from=audio, overwrite=overwrite,
                             names=source.names,
                             sample_aspect_ratio=source.sample_aspect_ratio,
-                            time_base=source.time_base if timed else None) as writer:
+                            time_base=source.time_base if timed else None, tags=tags) as writer:
+    for note in getattr(writer, "notes", ()):  # (a video's: its sound re-encoded)
+      notes.append(note)
+      logging.warning("%s", note)
     colorizer = api.load(model, dtype) if isinstance(model, (str, os.PathLike)) else model
     check_network_size(colorizer, network_size)
     bars = {}

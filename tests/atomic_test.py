@@ -135,3 +135,28 @@ def test_a_file_never_replaces_a_folder_with_files(tmp_path):
   (tmp_path / "out.json" / "mine.txt").unlink()  # an empty folder may go
   atomic.write_text(tmp_path / "out.json", "{}", overwrite=True)
   assert (tmp_path / "out.json").read_text() == "{}" and _names(tmp_path) == ["out.json"]
+
+
+def test_overwrite_writes_through_a_link_and_never_replaces_a_device_or_pipe(tmp_path):
+  # `colorize in.mp4 /dev/null --overwrite` as root replaced the system's /dev/null with a file;
+  # a pipe and a link were replaced by plain files too.
+  target = tmp_path / "film.mp4"
+  target.write_bytes(b"old")
+  link = tmp_path / "link.mp4"
+  link.symlink_to("film.mp4")
+  with atomic.AtomicOutput(link, overwrite=True) as out:
+    with open(out.tmp, "wb") as f:
+      f.write(b"new")
+  assert os.path.islink(link) and target.read_bytes() == b"new"
+  pipe = tmp_path / "pipe.mp4"
+  os.mkfifo(pipe)
+  pipe_link = tmp_path / "to_pipe.mp4"
+  pipe_link.symlink_to(pipe)
+  for path, shown in ((pipe, pipe), (pipe_link, pipe), ("/dev/null", "/dev/null")):
+    with pytest.raises(atomic.NotReplaceableError) as e:
+      atomic.AtomicOutput(path, overwrite=True)
+    kind = "device" if shown == "/dev/null" else "named pipe"
+    assert str(e.value) == (f"{shown} is a {kind}, not a file: --overwrite never replaces it; "
+                            "choose another output")
+  assert _names(tmp_path) == ["film.mp4", "link.mp4", "pipe.mp4", "to_pipe.mp4"]
+  assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")

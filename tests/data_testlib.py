@@ -56,11 +56,12 @@ def write_frames(folder: str, frames, ext: str = ".png", names=None) -> list[str
 
 def write_video(path, frames, codec: str = "ffv1", fps: int = 25, pix_fmt: str | None = None,
                 audio_seconds: float = 0.0, options=None, rotation: int = 0, sar=None,
-                times=None) -> str:
+                times=None, audio_codec: str = "aac", audio_tracks: int = 1, tags=None) -> str:
   """Writes uint8 RGB frames ([n, H, W, 3] or a list) as a video with PyAV; returns the path.
 
   ffv1 (in .mkv) is lossless RGB by default; other codecs are 4:2:0 unless `pix_fmt` says otherwise
-  (mpeg4 at its best quantiser). `audio_seconds`: that much of a 440 Hz tone as mono AAC;
+  (mpeg4 at its best quantiser). `audio_seconds`: that much of a 440 Hz tone, mono, in
+  `audio_codec` (`audio_tracks` streams of it); `tags`: the container's ({"title": ...});
   `options`: the container's (e.g. {"movflags": "faststart"}); `rotation`: a display rotation
   (counter-clockwise degrees), as a phone sets it; `sar`: the pixels' aspect ratio; `times`: each
   frame's time in seconds (a variable frame rate, in a time base of 1/90000 s; default i / fps).
@@ -68,6 +69,7 @@ def write_video(path, frames, codec: str = "ffv1", fps: int = 25, pix_fmt: str |
   path = str(path)
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   with av.open(path, "w", options=options or {}) as out:
+    out.metadata.update(tags or {})
     vs = out.add_stream(codec, rate=fps)
     vs.height, vs.width = frames[0].shape[:2]
     vs.pix_fmt = pix_fmt or ("bgr0" if codec == "ffv1" else "yuv420p")
@@ -79,8 +81,9 @@ def write_video(path, frames, codec: str = "ffv1", fps: int = 25, pix_fmt: str |
       vs.codec_context.sample_aspect_ratio = sar
     if times is not None:
       vs.time_base = vs.codec_context.time_base = fractions.Fraction(1, 90000)
-    if audio_seconds:
-      aus = out.add_stream("aac", rate=8000)
+    tracks = [out.add_stream(audio_codec, rate=8000)
+              for _ in range(audio_tracks if audio_seconds else 0)]
+    for aus in tracks:
       aus.layout = "mono"
     for i, frame in enumerate(frames):
       vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
@@ -90,7 +93,7 @@ def write_video(path, frames, codec: str = "ffv1", fps: int = 25, pix_fmt: str |
         vf.time_base = vs.time_base
       out.mux(vs.encode(vf))
     out.mux(vs.encode(None))
-    if audio_seconds:
+    for aus in tracks:
       t = np.arange(int(8000 * audio_seconds)) / 8000
       wave = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
       for k in range(0, wave.shape[1], 1024):

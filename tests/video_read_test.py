@@ -13,6 +13,7 @@ import numpy as np
 
 from tcvc_jax import window_stream
 from tcvc_jax.evaluation import windows as protocol
+from tcvc_jax.media import av_frames
 from tcvc_jax.media import folders
 from tcvc_jax.media import reading
 from tcvc_jax.media import writing
@@ -136,7 +137,7 @@ class ReadFolderTest(absltest.TestCase):
       f.write("ignored")
     src = reading.open_source(path)
     self.assertEqual(src.names, ["a.JPEG", "b.jpg"])
-    self.assertIsNone(src.name_note)  # no numbered names: nothing to tell
+    self.assertIsNone(src.note)  # no numbered names: nothing to tell
     self.assertEqual((src.width, src.height), (24, 16))
     self.assertLess(np.abs(src.read_all().astype(int) - frame).mean(), 4)
 
@@ -182,14 +183,14 @@ class ReadFolderTest(absltest.TestCase):
 
   def test_names_unlike_the_others_are_frames_and_told(self):
     path = self._folder("shot", self.rng.integers(0, 256, (4, 4, 5, 1), dtype=np.uint8))
-    self.assertIsNone(reading.open_source(path).name_note)
+    self.assertIsNone(reading.open_source(path).note)
     _write_png(os.path.join(path, "cover.png"), np.zeros((4, 5, 1), np.uint8))
     with self.assertLogs(level="WARNING") as logs:
       src = reading.open_source(path)
     self.assertEqual(src.names, ["00000.png", "00001.png", "00002.png", "00003.png", "cover.png"])
-    self.assertEqual(src.name_note, f"{path}: files named unlike its other frames (00000.png) are "
+    self.assertEqual(src.note, f"{path}: files named unlike its other frames (00000.png) are "
                      "read as frames too, in name order (1 of 5): cover.png")
-    self.assertEqual(logs.output, [f"WARNING:absl:{src.name_note}"])
+    self.assertEqual(logs.output, [f"WARNING:absl:{src.note}"])
     with open(os.path.join(path, "00004.tif"), "wb") as f:
       f.write(b"II*\0")  # a TIFF: not read, named
     with open(os.path.join(path, "notes.txt"), "w") as f:
@@ -197,7 +198,7 @@ class ReadFolderTest(absltest.TestCase):
     with self.assertLogs(level="WARNING"):
       src = reading.open_source(path)
     self.assertEqual(src.num_frames, 5)
-    self.assertEqual(src.name_note, f"{path}: 1 image in a format frame folders do not read (only "
+    self.assertEqual(src.note, f"{path}: 1 image in a format frame folders do not read (only "
                      "PNG and JPEG) is not used as a frame: 00004.tif (convert it to PNG); files "
                      "named unlike its other frames (00000.png) are read as frames too, in name "
                      "order (1 of 5): cover.png")
@@ -248,6 +249,41 @@ class ReadVideoTest(absltest.TestCase):
                      r"lists could be decoded; 1 undecodable part\(s\) skipped \(.+\) \(a "
                      r"truncated or damaged file\?\)$")
     self.assertEqual(len(src.read_all()), n)  # told once, read alike
+
+  def test_frames_an_edit_list_hides_are_not_counted(self):
+    # A copy trimmed without re-encoding (`ffmpeg -ss 0.12 -c copy`): the file holds 12 frames, its
+    # edit list shows the last 9, and the container's count says 12. Players show 9, 9 are read;
+    # a warning of "9 of the 12 frames ... (a truncated or damaged file?)" was wrong.
+    path = os.path.join(dt.tempdir(self), "trimmed.mp4")
+    frames = _gradient_frames(12, 24, 32)
+    dt.write_video(path, frames, codec="libx264", fps=25, times=[(i - 3) / 25 for i in range(12)])
+    src = reading.open_source(path)
+    self.assertEqual(src.num_frames, 9)
+    got = src.read_all()
+    self.assertLen(got, 9)
+    self.assertLess(np.abs(got.astype(int) - frames[3:]).mean(), 6)  # the last 9, in order
+    self.assertIsNone(src.short_read)
+
+  def test_hdr_video_is_named_in_a_warning(self):
+    # A phone's HDR clip (PQ or HLG) is read as SDR, without tone mapping: washed-out, wrong
+    # colours, and nothing said so.
+    for trc, name in ((16, "PQ"), (18, "HLG"), (1, None)):
+      path = os.path.join(dt.tempdir(self), f"trc{trc}.mp4")
+      with av.open(path, "w") as out:
+        vs = out.add_stream("libx264", rate=25)
+        vs.width, vs.height, vs.pix_fmt = 32, 24, "yuv420p"
+        vs.codec_context.color_trc = trc
+        for i, frame in enumerate(_gradient_frames(2, 24, 32)):
+          vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+          vf.pts = i
+          out.mux(vs.encode(vf))
+        out.mux(vs.encode(None))
+      src = reading.open_source(path)
+      if name is None:
+        self.assertIsNone(src.note)
+      else:
+        self.assertStartsWith(src.note, f"{path} is HDR video ({name}): it is read as SDR, "
+                              "without tone mapping")
 
   def test_a_cut_off_matroska_file_says_it_is_short(self):
     # Matroska / WebM list no frame count, but their tracks' DURATION tags.
@@ -390,6 +426,16 @@ class BadInputTest(absltest.TestCase):
     with open(path, "wb") as f:
       f.write(b"hello world" * 20)
     self._raises(path, "cannot read .*junk.mp4: not a video PyAV can open")
+    empty = os.path.join(self.dir, "empty.mp4")
+    open(empty, "wb").close()
+    self._raises(empty, "^cannot read .*empty.mp4: the file is empty$")
+    # A recording cut short before its index (MP4 writes it last, unless made for streaming):
+    # no frame can be found without it.
+    whole = _make_video(os.path.join(self.dir, "rec.mp4"), _gradient_frames(6, 24, 32))
+    cut = _cut_copy(whole, 0.6)
+    self._raises(cut, f"^cannot read {re.escape(cut)}: an MP4 / MOV file without its index")
+    self.assertEqual(av_frames.open_failure(whole, PermissionError(13, "Permission denied")),
+                     "no permission to read it")
 
   def test_no_video_stream(self):
     path = os.path.join(self.dir, "audio.m4a")

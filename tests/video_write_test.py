@@ -13,6 +13,7 @@ import numpy as np
 
 from tcvc_jax import atomic
 from tcvc_jax.media import reading
+from tcvc_jax.media import sound
 from tcvc_jax.media import writing
 
 import data_testlib as dt  # tests/, beside this file
@@ -148,6 +149,12 @@ class WriteTest(absltest.TestCase):
     _make_video(src_path, frames, audio_seconds=0, sar=fractions.Fraction(4, 3))
     src = reading.open_source(src_path)
     self.assertEqual(src.sample_aspect_ratio, fractions.Fraction(4, 3))
+    for ext in (".mp4", ".mkv", ".mov"):
+      # An odd size too (VP9, which Matroska gave no aspect ratio: the picture played squeezed).
+      out = os.path.join(self.dir, "odd" + ext)
+      with writing.open_writer(out, fps=12, sample_aspect_ratio=src.sample_aspect_ratio) as w:
+        w.write(_gradient_frames(1, 25, 33)[0])
+      self.assertEqual(reading.open_source(out).sample_aspect_ratio, fractions.Fraction(4, 3), ext)
     for ext in (".mp4", ".mkv"):
       out = os.path.join(self.dir, "out" + ext)
       with writing.open_writer(out, fps=12, sample_aspect_ratio=src.sample_aspect_ratio) as w:
@@ -184,27 +191,35 @@ class WriteTest(absltest.TestCase):
       g = (y - 0.2126 * r - 0.0722 * b) / 0.7152
       np.testing.assert_allclose(np.array([r, g, b]) * 255, [200, 40, 40], atol=3, err_msg=name)
 
-  def test_audio_stays_in_sync_when_the_source_video_starts_late(self):
-    # In this MPEG-TS file the pictures start at 1/6 s and the sound at 0.039 s; our video starts at
-    # 0, so the sound is moved by 1/6 s: what played with the first picture still does.
+  def test_sound_that_starts_before_the_first_picture_is_kept_in_sync(self):
+    # In this MPEG-TS file the pictures start at 1/6 s and the sound at 0.039 s. The output starts
+    # where the sound does: its first picture comes as long after the sound's start as in the
+    # source (what played with it still does), and no sound is cut (it lost 0.128 s before).
     src_path = os.path.join(self.dir, "rec.ts")
     _make_video(src_path, _gradient_frames(12, 24, 32), fps=12)
+    first_pts = lambda c, **kw: [float(p.pts * p.time_base) for p in c.demux(**kw)
+                                 if p.pts is not None]
     with av.open(src_path) as c:
-      v0 = min(float(p.pts * p.time_base) for p in c.demux(video=0) if p.pts is not None)
+      v0 = min(first_pts(c, video=0))
     with av.open(src_path) as c:
-      src_audio = [float(p.pts * p.time_base) for p in c.demux(audio=0) if p.pts is not None]
-    self.assertGreater(v0, 0.1)  # the case at hand
+      src_audio = first_pts(c, audio=0)
+    self.assertGreater(v0, min(src_audio) + 0.1)  # the case at hand
+    base = min(src_audio)
     for ext in (".mp4", ".mkv"):
       out = os.path.join(self.dir, "out" + ext)
       src = reading.open_source(src_path)
-      with writing.open_writer(out, fps=src.fps, audio_from=src_path) as w:
-        for f in src.iter_frames(np.uint8):
-          w.write(f)
+      with writing.open_writer(out, fps=src.fps, audio_from=src_path,
+                               time_base=src.time_base) as w:
+        for i, f in enumerate(src.iter_frames(np.uint8)):
+          w.write(f, time=src.frame_times[i])  # (known once the frame is read)
       with av.open(out) as c:
-        got = [float(p.pts * p.time_base) for p in c.demux(audio=0) if p.pts is not None]
-      want = [t - v0 for t in src_audio if t - v0 > -1e-6]
-      np.testing.assert_allclose(got, want[:len(got)], atol=2e-3, err_msg=ext)
-      self.assertGreaterEqual(len(got), len(want) - 1, ext)
+        got = first_pts(c, audio=0)
+      with av.open(out) as c:
+        got_v0 = min(first_pts(c, video=0))
+      np.testing.assert_allclose(got, [t - base for t in src_audio][:len(got)], atol=2e-3,
+                                 err_msg=ext)
+      self.assertGreaterEqual(len(got), len(src_audio) - 1, ext)
+      self.assertAlmostEqual(got_v0, v0 - base, delta=2e-3, msg=ext)
 
   def test_a_variable_frame_rate_keeps_its_times(self):
     # A phone in low light or a screen recording: frames 1/30 s apart, then 1/5 s, then 1/30 s.
@@ -263,6 +278,43 @@ class WriteTest(absltest.TestCase):
       want = [(bytes(p), p.pts) for p in c.demux(audio=0) if p.size]
     self.assertNotEmpty(want)
     self.assertEqual(got, want)  # same packets, same timestamps: remuxed, not re-encoded
+
+  def test_sound_the_container_cannot_hold_is_re_encoded(self):
+    # An old camera's AVI with 8-bit PCM sound: an mp4 cannot hold it copied (colorize refused the
+    # whole video); it is re-encoded as AAC, and the writer's notes say so.
+    src_path = os.path.join(self.dir, "camera.avi")
+    _make_video(src_path, _gradient_frames(6, 24, 32), codec="mjpeg", pix_fmt="yuvj420p",
+                audio_codec="pcm_u8")
+    out = os.path.join(self.dir, "out.mp4")
+    src = reading.open_source(src_path)
+    with writing.open_writer(out, fps=src.fps, audio_from=src_path) as w:
+      for f in src.iter_frames(np.uint8):
+        w.write(f)
+    self.assertEqual(w.notes, [f"the pcm_u8 audio of {src_path} cannot be copied into a .mp4 "
+                               "file: re-encoded as AAC"])
+    with av.open(out) as c:
+      self.assertEqual(c.streams.audio[0].codec_context.name, "aac")
+      samples = sum(f.samples for f in c.decode(audio=0))
+    self.assertAlmostEqual(samples / 8000, 0.5, delta=0.15)  # the 0.5 s, give or take priming
+    with writing.open_writer(os.path.join(self.dir, "out.mkv"), fps=12, audio_from=src_path) as w:
+      w.write(_gradient_frames(1, 24, 32)[0])
+    self.assertEqual(w.notes, [])  # Matroska holds 8-bit PCM: copied
+
+  def test_the_films_tags_are_kept_and_dropped_streams_named(self):
+    src_path = os.path.join(self.dir, "film.mkv")
+    _make_video(src_path, _gradient_frames(3, 24, 32), audio_tracks=2,
+                tags={"title": "Family film 1962"})
+    tags, note = sound.describe_source(src_path)
+    self.assertEqual(tags, {"title": "Family film 1962"})
+    self.assertEqual(note, f"{src_path}: its 1 further audio track is not kept")
+    plain = _make_video(os.path.join(self.dir, "plain.mp4"), _gradient_frames(3, 24, 32))
+    self.assertEqual(sound.describe_source(plain), ({}, None))
+    out = os.path.join(self.dir, "out.mp4")
+    with writing.open_writer(out, fps=12, audio_from=src_path, tags=tags) as w:
+      w.write(_gradient_frames(1, 24, 32)[0])
+    with av.open(out) as c:
+      self.assertEqual(c.metadata.get("title"), "Family film 1962")
+      self.assertLen(c.streams.audio, 1)
 
   def test_no_overwrite_unless_asked(self):
     out = os.path.join(self.dir, "o.mp4")

@@ -1,11 +1,14 @@
 """What PyAV says about a video stream and its decoded frames, as plain values: which stream of a
 container is the film (as the ffmpeg tool picks it), how long a Matroska track says it lasts,
 whether a frame is gray and at what bit depth, how many quarter turns show it upright, and its
-samples scaled to float32 in [0, 1] or to uint8. Nothing here opens a file or raises `MediaError`:
-`reading.FrameSource` decodes with these, and `writing` picks an audio source's video stream."""
+samples scaled to float32 in [0, 1] or to uint8; and why a file PyAV could not open failed (the
+one place here that reads a file). Nothing here raises `MediaError`: `reading.FrameSource` decodes
+with these, and `writing` picks an audio source's video stream."""
 
 import fractions
+import os
 import re
+import struct
 
 import av
 import numpy as np
@@ -68,3 +71,51 @@ def colourless(frames):
   """Whether every frame [..., H, W, C] has R = G = B (or one channel): gray stored as colour.
   Frame by frame, so that no copy of a whole clip is made."""
   return not any(np.any(f[..., 1:] != f[..., :1]) for f in frames)
+
+
+def _mp4_without_index(path):
+  """Whether `path` is an MP4 / MOV file whose top-level boxes hold no 'moov' (its index)."""
+  try:
+    with open(path, "rb") as f:
+      size, pos, kinds = os.fstat(f.fileno()).st_size, 0, []
+      while pos + 8 <= size and len(kinds) < 1000:
+        f.seek(pos)
+        n, kind = struct.unpack(">I4s", f.read(8))
+        if n == 1:  # a 64-bit size follows
+          n = struct.unpack(">Q", f.read(8))[0]
+        kinds.append(kind)
+        if n < 8:  # 0: to the end of the file
+          break
+        pos += n
+  except OSError:
+    return False
+  return bool(kinds) and kinds[0] == b"ftyp" and b"moov" not in kinds
+
+
+def open_failure(path, err):
+  """Why PyAV could not open `path` (its error `err`), in words for a user."""
+  if isinstance(err, PermissionError):
+    return "no permission to read it"
+  try:
+    if os.path.getsize(path) == 0:
+      return "the file is empty"
+  except OSError:
+    pass
+  if _mp4_without_index(path):
+    return ("an MP4 / MOV file without its index (the 'moov' box): it was cut short while it was "
+            "recorded, downloaded or copied, and its frames cannot be found without it")
+  reason = " ".join(str(getattr(err, "strerror", None) or err or type(err).__name__).split())
+  return f"not a video PyAV can open ({reason})"
+
+
+_HDR_TRANSFERS = {16: "PQ", 18: "HLG"}  # AVCOL_TRC_SMPTE2084, AVCOL_TRC_ARIB_STD_B67
+
+
+def hdr_note(frame, path):
+  """A note where `frame` is coded with an HDR transfer (PQ, HLG), which is read as SDR; or None."""
+  transfer = _HDR_TRANSFERS.get(getattr(frame, "color_trc", None))
+  if transfer is None:
+    return None
+  return (f"{path} is HDR video ({transfer}): it is read as SDR, without tone mapping, so its "
+          "lightness and colours come out wrong; tone-map it to SDR first (e.g. with ffmpeg's "
+          "zscale and tonemap filters)")

@@ -146,7 +146,8 @@ class FrameSource:
     rotation: a video's display rotation, counter-clockwise degrees (0, 90, 180, 270; 0 for a
       folder); its frames are yielded upright, as players show them (and as ffmpeg converts them).
     num_frames: frame count (None when a video's container does not store it).
-    names: file names for a folder source (None for videos); name_note: `folders.folder_note`'s.
+    names: file names for a folder source (None for videos); note: the warning reading logged
+      about it, or None (`folders.folder_note`, `av_frames.hdr_note`).
     is_gray: True when frames are yielded as [H, W, 1].
     bit_depth: bits per sample (8 or 16 for typical inputs; a folder's deepest frame's).
     has_audio: whether a video file has an audio stream (what a writer's `audio_from` copies).
@@ -170,6 +171,8 @@ class FrameSource:
       self._init_folder(fps)
     else:
       self._init_video(fps)
+    if self.note:
+      logging.warning("%s", self.note)
 
   def _init_folder(self, fps):
     self.kind = "folder"
@@ -178,9 +181,7 @@ class FrameSource:
       other = folders.ignored_images_note(self.path, os.listdir(self.path), natural_key)
       raise MediaError(f"no frames (*.png, *.jpg) in folder {self.path}"
                        + (f"; {other[len(self.path) + 2:]}" if other else ""))
-    self.name_note = folders.folder_note(self.path, self.names, os.listdir(self.path), natural_key)
-    if self.name_note:
-      logging.warning("%s", self.name_note)
+    self.note = folders.folder_note(self.path, self.names, os.listdir(self.path), natural_key)
     heads = [image_header(os.path.join(self.path, n)) for n in self.names]
     w, h = heads[0][:2]
     for name, head in zip(self.names, heads, strict=True):
@@ -198,8 +199,7 @@ class FrameSource:
     try:
       container = av.open(self.path)
     except (av.error.FFmpegError, OSError) as e:
-      raise MediaError(
-          f"cannot read {self.path}: not a video PyAV can open ({_reason(e)})") from e
+      raise MediaError(f"cannot read {self.path}: {av_frames.open_failure(self.path, e)}") from e
     if not container.streams.video:
       container.close()
       raise MediaError(f"no video stream in {self.path}")
@@ -211,19 +211,24 @@ class FrameSource:
 
   def _init_video(self, fps):
     self.kind = "video"
-    self.names = self.name_note = None
+    self.names = None
     container, stream = self._open_container()
     damage = []
     with container:
       self.has_audio = bool(container.streams.audio)
       rate = stream.average_rate or stream.guessed_rate or stream.base_rate
       self.fps = fractions.Fraction(fps if fps is not None else (rate or DEFAULT_FOLDER_FPS))
+      self._frame_seconds = 1 / fractions.Fraction(rate) if rate else fractions.Fraction(1, 25)
       self.num_frames = stream.frames or None
+      if self.num_frames and stream.duration and stream.time_base:
+        # The count includes frames an edit list hides (a copy trimmed without re-encoding); the
+        # duration does not: 12 frames listed, 0.36 s at 25 fps, 9 shown and read.
+        shown = round(stream.duration * stream.time_base / self._frame_seconds)
+        self.num_frames = max(1, min(self.num_frames, shown))
       # Matroska / WebM store no frame count but a DURATION tag per track: a pass that ends well
       # before it read a cut-off file.
       self._listed_end = (None if self.num_frames
                           else av_frames.tag_seconds(stream.metadata.get("DURATION")))
-      self._frame_seconds = 1 / fractions.Fraction(rate) if rate else fractions.Fraction(1, 25)
       self.time_base = stream.time_base
       sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
       first = next(self._decode(container, stream, damage), None)
@@ -233,6 +238,7 @@ class FrameSource:
     self.is_gray, self.bit_depth = av_frames.frame_kind(first.format)
     self._stored_size = (first.width, first.height)
     self._turns = av_frames.quarter_turns(first)
+    self.note = av_frames.hdr_note(first, self.path)
     self.rotation = 90 * self._turns
     self.width, self.height = self._stored_size[::-1] if self._turns % 2 else self._stored_size
     sar = fractions.Fraction(sar) if sar and sar > 0 else fractions.Fraction(1)

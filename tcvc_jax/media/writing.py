@@ -1,7 +1,8 @@
 """Writing media: mp4 / mov / mkv videos (with the source's audio copied) and PNG frame folders.
 
-Sinks (`open_writer`): an mp4 / m4v / mov / mkv file (H.264 by default, the source's fps, and the
-source's audio stream copied packet by packet, without re-encoding) or a folder of PNG frames.
+Sinks (`open_writer`): an mp4 / m4v / mov / mkv file (H.264 by default, the source's fps, its
+audio (`sound`: copied packet by packet where the container holds its codec, else re-encoded) and
+its container's tags) or a folder of PNG frames.
 Outputs are written under a temporary name in the target's folder and renamed at the end
 (`tcvc_jax.atomic`), so a failed or interrupted run leaves nothing behind; an existing output is
 only replaced with `overwrite=True`. Files get the permissions the user's umask gives.
@@ -9,7 +10,6 @@ only replaced with `overwrite=True`. Files get the permissions the user's umask 
 
 import collections
 import fractions
-import io
 import os
 
 import av
@@ -17,7 +17,7 @@ import numpy as np
 
 from tcvc_jax import allocator
 from tcvc_jax import atomic
-from tcvc_jax.media.av_frames import main_video_stream
+from tcvc_jax.media import sound
 from tcvc_jax.media.reading import DEFAULT_FOLDER_FPS
 from tcvc_jax.media.reading import MediaError
 from tcvc_jax.media.reading import _reason
@@ -95,16 +95,17 @@ class _Writer:
 
 
 class VideoWriter(_Writer):
-  """Encodes frames into a video file, copying the audio stream of another file alongside."""
+  """Encodes frames into a video file, with the audio stream of another file alongside."""
 
   def __init__(self, path, fps, audio_from=None, overwrite=False, codec="libx264", crf=18,
-               sample_aspect_ratio=None, time_base=None):
+               sample_aspect_ratio=None, time_base=None, tags=None):
     """Opens the output under a temporary name.
 
     Args:
       path: output file; its extension picks the container (VIDEO_OUTPUT_EXTENSIONS).
       fps: frame rate (int, float or Fraction).
-      audio_from: a video file whose first audio stream is copied (remuxed) into the output; None
+      audio_from: a video file whose first audio stream goes into the output (`sound.SourceSound`:
+        copied, or re-encoded where the container cannot hold its codec; `notes` says so); None
         or a file without audio gives a silent output.
       overwrite: replace an existing output.
       codec: video encoder; H.264 ("libx264") by default.
@@ -113,6 +114,7 @@ class VideoWriter(_Writer):
         written to the video so players show it at the source's shape; None: square pixels.
       time_base: the unit of the video's timestamps (a Fraction of a second; a source video's,
         so that its frame times given to `write` are kept exactly); None: 1 / fps.
+      tags: the container's tags ({name: value}: title, creation_time, ...).
     """
     self.path = os.path.abspath(os.fspath(path))
     ext = os.path.splitext(self.path)[1].lower()
@@ -134,70 +136,19 @@ class VideoWriter(_Writer):
       raise MediaError(f"sample aspect ratio must be positive, got {sample_aspect_ratio}")
     self._target = _target(self.path, overwrite, suffix=ext)
     self._tmp = self._target.tmp
-    self._out = self._audio_in = self._audio_template = self._audio_out = None
-    self._audio_packets = self._next_audio = None
-    self._audio_shift = 0  # audio ticks the source's video starts after 0
+    self._out = self._sound = None
+    self.notes = []  # what the output does not keep as it was (the sound re-encoded)
+    self._offset = 0  # the first picture's time, in _time_base: after sound that starts earlier
     try:
       self._out = av.open(self._tmp, "w")
+      self._out.metadata.update(tags or {})
       if audio_from is not None:
-        self._open_audio(os.fspath(audio_from), ext)
+        self._sound = sound.SourceSound(os.fspath(audio_from), self._out.format.name, ext)
+        self.notes += self._sound.notes
+        self._offset = round(self._sound.video_offset / self._time_base)
     except BaseException:
       self.abort()
       raise
-
-  def _open_audio(self, src, ext):
-    try:
-      self._audio_in = av.open(src)
-    except (av.error.FFmpegError, OSError) as e:
-      raise MediaError(f"cannot read audio from {src}: {_reason(e)}") from e
-    if not self._audio_in.streams.audio:
-      return
-    stream = self._audio_in.streams.audio[0]
-    # Try the container in memory first, so an audio codec it cannot hold fails before any work.
-    try:
-      with av.open(io.BytesIO(), "w", format=self._out.format.name) as probe:
-        probe.add_stream_from_template(stream)
-        probe.start_encoding()
-    except (av.error.FFmpegError, ValueError) as e:
-      raise MediaError(f"cannot copy the {stream.codec_context.name} audio of {src} into a {ext} "
-                         f"file without re-encoding ({_reason(e)})") from e
-    self._audio_template = stream  # added after the video stream, so video is stream 0
-    # Our video starts at 0; the source's video may start later than 0 (an MPEG-TS recording, an
-    # edit list), so its audio is moved by as much, and stays in sync with the pictures.
-    start = 0
-    if self._audio_in.streams.video:
-      video = main_video_stream(self._audio_in)
-      if video.start_time is not None:
-        start = video.start_time * video.time_base
-    self._audio_shift = round(fractions.Fraction(start) / stream.time_base)
-
-  def _mux_audio_until(self, t):
-    """Copies the source's audio packets that start before time t (seconds; None: all the rest).
-
-    Interleaving audio with the video as it is written keeps the muxer's buffer small.
-    """
-    while self._audio_packets is not None:
-      if self._next_audio is None:
-        self._next_audio = next(self._audio_packets, None)
-        if self._next_audio is None:
-          self._audio_packets = None
-          return
-      pkt = self._next_audio
-      if pkt.dts is None:  # the demuxer's flush packet
-        self._next_audio = None
-        continue
-      if (t is not None and pkt.pts is not None
-          and float((pkt.pts - self._audio_shift) * pkt.time_base) > t):
-        return
-      self._next_audio = None
-      if (self._audio_shift > 0 and pkt.pts is not None and pkt.duration
-          and pkt.pts + pkt.duration <= self._audio_shift):
-        continue  # sound from before the first picture (not an encoder's priming at 0: kept)
-      if self._audio_shift:
-        pkt.pts = None if pkt.pts is None else pkt.pts - self._audio_shift
-        pkt.dts = pkt.dts - self._audio_shift
-      pkt.stream = self._audio_out
-      self._out.mux(pkt)
 
   def _add_video_stream(self, h, w):
     codec, pix_fmt = self._codec, "yuv420p"
@@ -205,8 +156,11 @@ class VideoWriter(_Writer):
       # H.264 in 4:2:0 cannot code an odd width or height (its crop unit is 2 pixels), and 4:4:4
       # H.264 is refused by many players. VP9 codes 4:2:0 at any size and plays in browsers, VLC,
       # mpv and current desktop players, so odd sizes keep their exact size in VP9 4:2:0.
+      # Matroska keeps a pixel aspect ratio only where the codec does (PyAV cannot set the
+      # stream's, which it reads): VP9 has none, H.264 has, so non-square pixels stay H.264.
       ext = os.path.splitext(self.path)[1].lower()
-      if codec == "libx264" and ODD_SIZE_CODEC in av.codecs_available and ext in (".mp4", ".mkv"):
+      vp9 = ext == ".mp4" or (ext == ".mkv" and self._sar in (None, 1))
+      if codec == "libx264" and ODD_SIZE_CODEC in av.codecs_available and vp9:
         codec = ODD_SIZE_CODEC
       elif codec == "libx264":
         pix_fmt = "yuv444p"  # .mov / .m4v hold no VP9 (or no encoder): exact size, 4:4:4 H.264
@@ -223,9 +177,8 @@ class VideoWriter(_Writer):
     elif codec == ODD_SIZE_CODEC:  # constant quality, about libx264's crf 18
       s.options = {"crf": "24", "b": "0", "deadline": "good", "cpu-used": "4", "row-mt": "1"}
     self._stream = s
-    if self._audio_template is not None:
-      self._audio_out = self._out.add_stream_from_template(self._audio_template)
-      self._audio_packets = self._audio_in.demux(self._audio_template)
+    if self._sound is not None:
+      self._sound.add_to(self._out)
 
   def write(self, frame, time=None):
     """Appends one frame (uint8 or float in [0, 1]; [H, W, 1 | 3 | 4]).
@@ -249,9 +202,9 @@ class VideoWriter(_Writer):
         format=self._stream.pix_fmt, dst_colorspace="ITU709", dst_color_range="MPEG")
     period = max(1, round(1 / (self.fps * self._time_base)))  # one frame, in time-base units
     if time is not None:
-      pts = round(fractions.Fraction(time) / self._time_base)
+      pts = self._offset + round(fractions.Fraction(time) / self._time_base)
     else:
-      pts = 0 if self._pts is None else self._pts + period
+      pts = self._offset if self._pts is None else self._pts + period
     if self._pts is not None and pts <= self._pts:
       pts = self._pts + 1
     vf.pts, vf.time_base, self._pts = pts, self._time_base, pts
@@ -259,7 +212,8 @@ class VideoWriter(_Writer):
       for pkt in self._stream.encode(vf):
         self._out.mux(pkt)
     self._count += 1
-    self._mux_audio_until(float((pts + period) * self._time_base))
+    if self._sound is not None:
+      self._sound.mux_until(self._out, (pts + period) * self._time_base)
 
   def close(self):
     """Flushes the encoder, finishes the file and renames it into place."""
@@ -272,7 +226,8 @@ class VideoWriter(_Writer):
       with allocator.filled_allocations():
         for pkt in self._stream.encode(None):
           self._out.mux(pkt)
-      self._mux_audio_until(None)
+      if self._sound is not None:
+        self._sound.finish(self._out)
       self._out.close()
       self._out = None
       self._target.commit()
@@ -283,9 +238,8 @@ class VideoWriter(_Writer):
       self._close_audio()
 
   def _close_audio(self):
-    if self._audio_in is not None:
-      self._audio_in.close()
-      self._audio_in = None
+    if self._sound is not None:
+      self._sound.close()
 
   def abort(self):
     """Discards the output."""
@@ -370,7 +324,7 @@ class FolderWriter(_Writer):
 
 
 def open_writer(path, fps=DEFAULT_FOLDER_FPS, audio_from=None, overwrite=False, names=None,
-                sample_aspect_ratio=None, time_base=None):
+                sample_aspect_ratio=None, time_base=None, tags=None):
   """A VideoWriter for a path with a video extension, else a FolderWriter; use as a context manager.
 
   Args:
@@ -382,6 +336,7 @@ def open_writer(path, fps=DEFAULT_FOLDER_FPS, audio_from=None, overwrite=False, 
     sample_aspect_ratio: pixel aspect ratio of a video output (None: square pixels; folders store
       the frames as they are).
     time_base: the unit of a video output's timestamps (see VideoWriter).
+    tags: a video output's container tags (see VideoWriter).
 
   Raises:
     MediaError: the output exists (without overwrite), its folder is missing, or its type is
@@ -390,7 +345,7 @@ def open_writer(path, fps=DEFAULT_FOLDER_FPS, audio_from=None, overwrite=False, 
   ext = os.path.splitext(os.fspath(path))[1].lower()
   if ext in VIDEO_OUTPUT_EXTENSIONS:
     return VideoWriter(path, fps, audio_from=audio_from, overwrite=overwrite,
-                       sample_aspect_ratio=sample_aspect_ratio, time_base=time_base)
+                       sample_aspect_ratio=sample_aspect_ratio, time_base=time_base, tags=tags)
   if ext:
     raise MediaError(f"unsupported output {os.fspath(path)}: use a video file "
                        f"({', '.join(VIDEO_OUTPUT_EXTENSIONS)}) or a folder without an extension")

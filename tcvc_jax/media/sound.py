@@ -1,0 +1,179 @@
+"""A colorized video's sound: the source's first audio stream beside the new pictures.
+
+The stream is copied packet by packet where the output's container holds its codec; where it does
+not (IMA ADPCM or 8-bit PCM from an old camera's AVI into an mp4), it is decoded and re-encoded as
+AAC, with a note saying so. Timing: the output starts where the source's earlier stream (its video
+or this audio) starts, so sound that begins before the first picture is kept and the pictures keep
+their place against it (`video_offset`). Other streams (more audio tracks, subtitles, data) are not
+kept, and a note names them.
+"""
+
+import collections
+import fractions
+import io
+
+import av
+
+from tcvc_jax.media.av_frames import main_video_stream
+from tcvc_jax.media.reading import MediaError
+from tcvc_jax.media.reading import _reason
+
+REENCODE_CODEC = "aac"  # held by every output container (mp4, m4v, mov, mkv)
+_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
+
+
+def _start(stream):
+  """When `stream` starts, in seconds (a Fraction; None: unknown)."""
+  return None if stream.start_time is None else stream.start_time * stream.time_base
+
+
+def _layout(stream):
+  name = stream.layout.name  # 'N channels' where the source names no layout: not an encoder's
+  return _LAYOUTS.get(stream.channels, name) if "channels" in name else name
+
+
+def _plural(n, word):
+  return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+# Container tags the muxer writes itself (or that describe the old file), not the film's own.
+_MUXER_TAGS = ("major_brand", "minor_version", "compatible_brands", "encoder", "duration")
+
+
+def describe_source(path):
+  """What a colorized video of the file `path` keeps of its other contents.
+
+  Returns:
+    (tags, note): the container's own tags (title, creation time, ...: {name: value}), and a
+    note naming the streams that are not kept (more audio tracks, other videos, subtitles, data;
+    not a cover picture), or None.
+  """
+  try:
+    with av.open(path) as container:
+      video = main_video_stream(container) if container.streams.video else None
+      tags = {k: v for k, v in container.metadata.items() if k.lower() not in _MUXER_TAGS}
+      kinds = collections.Counter()
+      for s in container.streams:
+        if s.type == "video" and s is not video and not (
+            s.disposition & av.stream.Disposition.attached_pic):
+          kinds["video stream"] += 1
+        elif s.type == "audio" and s is not container.streams.audio[0]:
+          kinds["further audio track"] += 1
+        elif s.type in ("subtitle", "data", "attachment"):
+          kinds[f"{s.type} stream"] += 1
+  except (av.error.FFmpegError, OSError):
+    return {}, None  # (reading reports what is wrong with the file)
+  if not kinds:
+    return tags, None
+  what = ", ".join(_plural(n, kind) for kind, n in kinds.items())
+  return tags, f"{path}: its {what} {'is' if kinds.total() == 1 else 'are'} not kept"
+
+
+class SourceSound:
+  """The first audio stream of a source file, written into an output container beside its video.
+
+  Use: `add_to(out)` once the output's video stream exists, `mux_until(out, t)` after each
+  picture, `finish(out)` before closing the output, `close()` in any case.
+  """
+
+  def __init__(self, path, container_format, ext):
+    """Opens `path` and checks that its audio, if any, can go into a `container_format` file.
+
+    Raises:
+      MediaError: `path` cannot be read, or its audio fits the container neither copied nor
+        re-encoded.
+    """
+    self.notes, self.video_offset, self.copy = [], fractions.Fraction(0), True
+    self._out_stream = self._packets = self._next = None
+    self._shift = 0  # audio ticks of the source at our output's time 0
+    try:
+      self._in = av.open(path)
+    except (av.error.FFmpegError, OSError) as e:
+      raise MediaError(f"cannot read audio from {path}: {_reason(e)}") from e
+    streams = self._in.streams
+    self.stream = streams.audio[0] if streams.audio else None
+    if self.stream is None:
+      return
+    name = self.stream.codec_context.name
+    self.copy = self._fits(container_format, copy=True)
+    if not self.copy:
+      if not self._fits(container_format, copy=False):
+        raise MediaError(f"cannot write the {name} audio of {path} into a {ext} file, copied or "
+                         f"re-encoded as {REENCODE_CODEC.upper()}")
+      self.notes.append(f"the {name} audio of {path} cannot be copied into a {ext} file: "
+                        f"re-encoded as {REENCODE_CODEC.upper()}")
+    video = _start(main_video_stream(self._in)) if streams.video else None
+    audio = _start(self.stream)
+    starts = [t for t in (video, audio) if t is not None]
+    if starts:
+      base = min(starts)
+      self.video_offset = (video - base) if video is not None else fractions.Fraction(0)
+      self._shift = round(base / self.stream.time_base)
+
+  def _fits(self, container_format, copy):
+    """Whether a `container_format` file takes this stream, copied or re-encoded (tried in memory,
+    so that a codec the container cannot hold fails before any work)."""
+    try:
+      with av.open(io.BytesIO(), "w", format=container_format) as probe:
+        self._add(probe, copy)
+        probe.start_encoding()
+      return True
+    except (av.error.FFmpegError, ValueError):
+      return False
+
+  def _add(self, out, copy):
+    if copy:
+      s = out.add_stream_from_template(self.stream)
+    else:
+      s = out.add_stream(REENCODE_CODEC, rate=self.stream.rate)
+      s.layout = _layout(self.stream)
+    if "language" in self.stream.metadata:
+      s.metadata["language"] = self.stream.metadata["language"]
+    return s
+
+  def add_to(self, out):
+    """Adds the audio stream to `out` (after its video stream, so that video is stream 0)."""
+    if self.stream is not None:
+      self._out_stream = self._add(out, self.copy)
+      self._packets = self._in.demux(self.stream)
+
+  def mux_until(self, out, t):
+    """Writes the source's audio that starts before output time t (seconds; None: all the rest).
+
+    Interleaving audio with the video as it is written keeps the muxer's buffer small.
+    """
+    while self._packets is not None:
+      if self._next is None:
+        self._next = next(self._packets, None)
+        if self._next is None:
+          self._packets = None
+          return
+      pkt = self._next
+      if pkt.dts is None:  # the demuxer's flush packet
+        self._next = None
+        continue
+      if t is not None and pkt.pts is not None and (pkt.pts - self._shift) * pkt.time_base > t:
+        return
+      self._next = None
+      if self.copy:
+        if self._shift:
+          pkt.pts = None if pkt.pts is None else pkt.pts - self._shift
+          pkt.dts = pkt.dts - self._shift
+        pkt.stream = self._out_stream
+        out.mux(pkt)
+        continue
+      for frame in pkt.decode():
+        if frame.pts is not None:
+          frame.pts -= self._shift
+        out.mux(self._out_stream.encode(frame))
+
+  def finish(self, out):
+    """Writes the rest of the audio (and flushes the encoder of re-encoded sound)."""
+    self.mux_until(out, None)
+    if self._out_stream is not None and not self.copy:
+      out.mux(self._out_stream.encode(None))
+
+  def close(self):
+    if self._in is not None:
+      self._in.close()
+      self._in = None
