@@ -52,20 +52,25 @@ def default_mode(directory: bool = False) -> int:
   return (0o777 if directory else 0o666) & ~_umask()
 
 
+def _written_path(path) -> str:
+  """Absolute `path`, or where it is a link to a file, that file (written through the link)."""
+  path = os.path.abspath(os.fspath(path))
+  return os.path.realpath(path) if os.path.islink(path) and os.path.isfile(path) else path
+
+
 def check_target(path, overwrite: bool = False) -> str:
   """Absolute `path` after checking that its folder exists and that it may be written.
 
-  A link to a file or folder is written through, as `cp` does: with `overwrite`, the path returned
-  is the link's target, which is replaced, and the link stays.
+  A link to a file is written through, as `cp` does: with `overwrite`, the path returned is the
+  file it names, which is replaced, and the link stays. A link to a folder, or to nothing, is
+  itself replaced: never the folder it names.
 
   Raises:
     FileNotFoundError: the parent folder does not exist.
     OutputExistsError: `path` exists and `overwrite` is False.
     NotReplaceableError: with `overwrite`, `path` is a device, pipe or socket, or a link to one.
   """
-  path = os.path.abspath(os.fspath(path))
-  if overwrite and os.path.islink(path) and os.path.exists(path):
-    path = os.path.realpath(path)
+  path = _written_path(path) if overwrite else os.path.abspath(os.fspath(path))
   if overwrite and os.path.exists(path):
     mode = os.stat(path).st_mode
     if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
@@ -305,13 +310,13 @@ def discard_all() -> None:
 def watch(path) -> None:
   """Names `path` as a finished output of this process: `was_committed(path)` reports it."""
   with _COMMIT_LOCK:
-    _WATCHED.add(os.path.abspath(os.fspath(path)))
+    _WATCHED.add(_written_path(path))
 
 
 def was_committed(path) -> bool:
   """Whether the watched output `path` has been put in place by this process."""
   with _COMMIT_LOCK:
-    return os.path.abspath(os.fspath(path)) in _COMMITTED
+    return _written_path(path) in _COMMITTED
 
 
 @contextlib.contextmanager

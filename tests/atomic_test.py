@@ -1,7 +1,9 @@
 """tcvc_jax.atomic: outputs appear whole or not at all, and an old output is never lost."""
 
 import os
+import pathlib
 import shutil
+import socket
 
 import pytest
 
@@ -144,19 +146,35 @@ def test_overwrite_writes_through_a_link_and_never_replaces_a_device_or_pipe(tmp
   target.write_bytes(b"old")
   link = tmp_path / "link.mp4"
   link.symlink_to("film.mp4")
+  atomic.watch(link)
   with atomic.AtomicOutput(link, overwrite=True) as out:
     with open(out.tmp, "wb") as f:
       f.write(b"new")
   assert os.path.islink(link) and target.read_bytes() == b"new"
+  assert atomic.was_committed(link)  # (a Ctrl-C now is after the output is whole)
+  # A link to a folder is replaced itself, never the folder it names and the files in it.
+  photos = tmp_path / "photos"
+  photos.mkdir()
+  (photos / "wedding.jpg").write_bytes(b"jpeg")
+  folder_link = tmp_path / "ckpt"
+  folder_link.symlink_to("photos")
+  with atomic.AtomicOutput(folder_link, overwrite=True) as out:
+    pathlib.Path(out.tmp).write_bytes(b"weights")
+  assert (photos / "wedding.jpg").read_bytes() == b"jpeg" and _names(photos) == ["wedding.jpg"]
+  assert folder_link.read_bytes() == b"weights" and not os.path.islink(folder_link)
   pipe = tmp_path / "pipe.mp4"
   os.mkfifo(pipe)
   pipe_link = tmp_path / "to_pipe.mp4"
   pipe_link.symlink_to(pipe)
-  for path, shown in ((pipe, pipe), (pipe_link, pipe), ("/dev/null", "/dev/null")):
+  sock = socket.socket(socket.AF_UNIX)
+  sock.bind(str(tmp_path / "sock.mp4"))
+  for path, kind in ((pipe, "named pipe"), (pipe_link, "named pipe"), ("/dev/null", "device"),
+                     (tmp_path / "sock.mp4", "socket")):
     with pytest.raises(atomic.NotReplaceableError) as e:
       atomic.AtomicOutput(path, overwrite=True)
-    kind = "device" if shown == "/dev/null" else "named pipe"
-    assert str(e.value) == (f"{shown} is a {kind}, not a file: --overwrite never replaces it; "
+    assert str(e.value) == (f"{path} is a {kind}, not a file: --overwrite never replaces it; "
                             "choose another output")
-  assert _names(tmp_path) == ["film.mp4", "link.mp4", "pipe.mp4", "to_pipe.mp4"]
+  sock.close()
+  assert _names(tmp_path) == ["ckpt", "film.mp4", "link.mp4", "photos", "pipe.mp4", "sock.mp4",
+                              "to_pipe.mp4"]
   assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")

@@ -56,12 +56,13 @@ def write_frames(folder: str, frames, ext: str = ".png", names=None) -> list[str
 
 def write_video(path, frames, codec: str = "ffv1", fps: int = 25, pix_fmt: str | None = None,
                 audio_seconds: float = 0.0, options=None, rotation: int = 0, sar=None,
-                times=None, audio_codec: str = "aac", audio_tracks: int = 1, tags=None) -> str:
+                times=None, audio_codec: str = "aac", audio_tracks: int = 1, tags=None,
+                audio_rate: int = 8000, audio_layout: str = "mono") -> str:
   """Writes uint8 RGB frames ([n, H, W, 3] or a list) as a video with PyAV; returns the path.
 
   ffv1 (in .mkv) is lossless RGB by default; other codecs are 4:2:0 unless `pix_fmt` says otherwise
-  (mpeg4 at its best quantiser). `audio_seconds`: that much of a 440 Hz tone, mono, in
-  `audio_codec` (`audio_tracks` streams of it); `tags`: the container's ({"title": ...});
+  (mpeg4 at its best quantiser). `audio_seconds`: that much of a 440 Hz tone in `audio_codec` at
+  `audio_rate` Hz, `audio_layout` (`audio_tracks` streams of it); `tags`: the container's;
   `options`: the container's (e.g. {"movflags": "faststart"}); `rotation`: a display rotation
   (counter-clockwise degrees), as a phone sets it; `sar`: the pixels' aspect ratio; `times`: each
   frame's time in seconds (a variable frame rate, in a time base of 1/90000 s; default i / fps).
@@ -81,10 +82,10 @@ def write_video(path, frames, codec: str = "ffv1", fps: int = 25, pix_fmt: str |
       vs.codec_context.sample_aspect_ratio = sar
     if times is not None:
       vs.time_base = vs.codec_context.time_base = fractions.Fraction(1, 90000)
-    tracks = [out.add_stream(audio_codec, rate=8000)
+    tracks = [out.add_stream(audio_codec, rate=audio_rate)
               for _ in range(audio_tracks if audio_seconds else 0)]
     for aus in tracks:
-      aus.layout = "mono"
+      aus.layout = audio_layout
     for i, frame in enumerate(frames):
       vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
       vf.pts = i
@@ -94,12 +95,13 @@ def write_video(path, frames, codec: str = "ffv1", fps: int = 25, pix_fmt: str |
       out.mux(vs.encode(vf))
     out.mux(vs.encode(None))
     for aus in tracks:
-      t = np.arange(int(8000 * audio_seconds)) / 8000
+      t = np.arange(int(audio_rate * audio_seconds)) / audio_rate
       wave = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
+      wave = np.repeat(wave, av.AudioLayout(audio_layout).nb_channels, axis=0)
       for k in range(0, wave.shape[1], 1024):
         af = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[:, k:k + 1024]), format="fltp",
-                                        layout="mono")
-        af.sample_rate, af.pts = 8000, k
+                                        layout=audio_layout)
+        af.sample_rate, af.pts = audio_rate, k
         out.mux(aus.encode(af))
       out.mux(aus.encode(None))
   return path

@@ -82,7 +82,8 @@ def _mp4_without_index(path):
         f.seek(pos)
         n, kind = struct.unpack(">I4s", f.read(8))
         if n == 1:  # a 64-bit size follows
-          n = struct.unpack(">Q", f.read(8))[0]
+          large = f.read(8)
+          n = struct.unpack(">Q", large)[0] if len(large) == 8 else 0
         kinds.append(kind)
         if n < 8:  # 0: to the end of the file
           break

@@ -14,6 +14,7 @@ read 16-bit PNGs exactly.
 
 import fractions
 import io
+import math
 import os
 import re
 
@@ -222,8 +223,8 @@ class FrameSource:
       self.num_frames = stream.frames or None
       if self.num_frames and stream.duration and stream.time_base:
         # The count includes frames an edit list hides (a copy trimmed without re-encoding); the
-        # duration does not: 12 frames listed, 0.36 s at 25 fps, 9 shown and read.
-        shown = round(stream.duration * stream.time_base / self._frame_seconds)
+        # duration does not: 12 frames listed, 0.36 s at 25 fps, 9 shown and read (9.5: 9 read).
+        shown = math.floor(stream.duration * stream.time_base / self._frame_seconds + 0.01)
         self.num_frames = max(1, min(self.num_frames, shown))
       # Matroska / WebM store no frame count but a DURATION tag per track: a pass that ends well
       # before it read a cut-off file.

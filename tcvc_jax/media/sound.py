@@ -19,12 +19,43 @@ from tcvc_jax.media.reading import MediaError
 from tcvc_jax.media.reading import _reason
 
 REENCODE_CODEC = "aac"  # held by every output container (mp4, m4v, mov, mkv)
+_AAC_RATES = (7350, 8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200,
+              96000)  # sample rates AAC codes (others are resampled to the next one up)
 _LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
 
 
 def _start(stream):
   """When `stream` starts, in seconds (a Fraction; None: unknown)."""
   return None if stream.start_time is None else stream.start_time * stream.time_base
+
+
+def _first_picture(path):
+  """When the first picture of `path` that decodes is shown (seconds, a Fraction; None: unknown).
+
+  The reader's frame times count from it; a recording cut before a key frame starts with packets
+  that decode to nothing, so the stream's own start comes earlier.
+  """
+  try:
+    with av.open(path) as container:
+      stream = main_video_stream(container)
+      for packet in container.demux(stream):
+        try:
+          frames = packet.decode()
+        except av.error.FFmpegError:
+          continue  # (as the reader: a packet the decoder refuses is skipped)
+        for frame in frames:
+          return None if frame.pts is None else frame.pts * stream.time_base
+  except (av.error.FFmpegError, OSError):
+    pass
+  return _start_of(path)
+
+
+def _start_of(path):
+  try:
+    with av.open(path) as container:
+      return _start(main_video_stream(container))
+  except (av.error.FFmpegError, OSError):
+    return None
 
 
 def _layout(stream):
@@ -94,15 +125,17 @@ class SourceSound:
     self.stream = streams.audio[0] if streams.audio else None
     if self.stream is None:
       return
-    name = self.stream.codec_context.name
-    self.copy = self._fits(container_format, copy=True)
+    name, rate = self.stream.codec_context.name, self.stream.rate
+    self._rate = next((r for r in _AAC_RATES if r >= (rate or 0)), _AAC_RATES[-1])
+    self.copy = self._fits(path, container_format, copy=True)
     if not self.copy:
-      if not self._fits(container_format, copy=False):
+      how = REENCODE_CODEC.upper() + (f" at {self._rate} Hz" if self._rate != rate else "")
+      if not self._fits(path, container_format, copy=False):
         raise MediaError(f"cannot write the {name} audio of {path} into a {ext} file, copied or "
-                         f"re-encoded as {REENCODE_CODEC.upper()}")
+                         f"re-encoded as {how}")
       self.notes.append(f"the {name} audio of {path} cannot be copied into a {ext} file: "
-                        f"re-encoded as {REENCODE_CODEC.upper()}")
-    video = _start(main_video_stream(self._in)) if streams.video else None
+                        f"re-encoded as {how}")
+    video = _first_picture(path) if streams.video else None
     audio = _start(self.stream)
     starts = [t for t in (video, audio) if t is not None]
     if starts:
@@ -110,13 +143,21 @@ class SourceSound:
       self.video_offset = (video - base) if video is not None else fractions.Fraction(0)
       self._shift = round(base / self.stream.time_base)
 
-  def _fits(self, container_format, copy):
-    """Whether a `container_format` file takes this stream, copied or re-encoded (tried in memory,
-    so that a codec the container cannot hold fails before any work)."""
+  def _fits(self, path, container_format, copy):
+    """Whether a `container_format` file takes this stream, copied or re-encoded: tried in memory
+    on its first packet, header to trailer (some muxers refuse a stream only at the trailer: mp4
+    refuses stereo PCM whose layout has no name there), so that it fails before any work."""
     try:
-      with av.open(io.BytesIO(), "w", format=container_format) as probe:
-        self._add(probe, copy)
+      with av.open(path) as src, av.open(io.BytesIO(), "w", format=container_format) as probe:
+        out = self._add(probe, copy)
         probe.start_encoding()
+        for pkt in src.demux(src.streams.audio[0]):
+          if pkt.dts is None:
+            continue
+          if copy:
+            pkt.stream = out
+            probe.mux(pkt)
+          break
       return True
     except (av.error.FFmpegError, ValueError):
       return False
@@ -125,7 +166,7 @@ class SourceSound:
     if copy:
       s = out.add_stream_from_template(self.stream)
     else:
-      s = out.add_stream(REENCODE_CODEC, rate=self.stream.rate)
+      s = out.add_stream(REENCODE_CODEC, rate=self._rate)
       s.layout = _layout(self.stream)
     if "language" in self.stream.metadata:
       s.metadata["language"] = self.stream.metadata["language"]
@@ -162,7 +203,11 @@ class SourceSound:
         pkt.stream = self._out_stream
         out.mux(pkt)
         continue
-      for frame in pkt.decode():
+      try:
+        frames = pkt.decode()
+      except av.error.FFmpegError:
+        continue  # damaged sound: skipped, as the ffmpeg tool does (and the reader for pictures)
+      for frame in frames:
         if frame.pts is not None:
           frame.pts -= self._shift
         out.mux(self._out_stream.encode(frame))
