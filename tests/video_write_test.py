@@ -307,6 +307,39 @@ class WriteTest(absltest.TestCase):
       w.write(_gradient_frames(1, 24, 32)[0])
     self.assertEqual(w.notes, [])  # Matroska holds 16-bit PCM: copied
 
+  def test_a_recording_cut_before_a_key_frame_keeps_its_sound_in_sync(self):
+    # The first 4 video packets of this MPEG-TS file come before a key frame and decode to
+    # nothing: the reader's frame times start at the first picture that decodes, 1/3 s after the
+    # stream's listed start, and the sound (which starts with the stream) must be placed from
+    # there too (it was 333 ms early).
+    src_path = os.path.join(self.dir, "cut.ts")
+    with av.open(src_path, "w") as out:
+      vs = out.add_stream("libx264", rate=12)
+      vs.width, vs.height, vs.pix_fmt = 32, 24, "yuv420p"
+      vs.options = {"g": "8", "bf": "0", "keyint_min": "8", "sc_threshold": "0"}
+      aus = out.add_stream("mp2", rate=22050)
+      aus.layout = "mono"
+      packets = []
+      for i, frame in enumerate(_gradient_frames(16, 24, 32)):
+        vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+        vf.pts = i
+        packets += vs.encode(vf)
+      packets = packets[4:] + vs.encode(None)  # the recording starts 4 frames before frame 8
+      for k in range(0, 22050, 1152):
+        af = av.AudioFrame.from_ndarray(np.zeros((1, 1152), np.float32), format="fltp",
+                                        layout="mono")
+        af.sample_rate, af.pts = 22050, k
+        packets += aus.encode(af)
+      out.mux(packets + aus.encode(None))
+    with av.open(src_path) as c:
+      first_picture = next(f.pts * f.time_base for f in c.decode(video=0))
+      listed = c.streams.video[0].start_time * c.streams.video[0].time_base
+      audio = c.streams.audio[0].start_time * c.streams.audio[0].time_base
+    self.assertAlmostEqual(float(first_picture - listed), 1 / 3, delta=0.01)  # the case at hand
+    got = sound.SourceSound(src_path, "mp4", ".mp4")
+    got.close()
+    self.assertEqual(got.video_offset, first_picture - min(first_picture, audio))
+
   def test_the_films_tags_are_kept_and_dropped_streams_named(self):
     src_path = os.path.join(self.dir, "film.mkv")
     _make_video(src_path, _gradient_frames(3, 24, 32), audio_tracks=2,
