@@ -163,13 +163,26 @@ def parse(argv, usage, examples, default_config, workdir_default, workdir_help):
   if config is None:
     print("error: no config: pass --config FILE[:PRESET] (see --help)", file=sys.stderr)
     return cli.EXIT_USAGE
+  _expand_home(config)
   if fv.show_config:
     print(config)
     return cli.EXIT_OK
   if not fv.workdir:
     print("error: no workdir: pass --workdir FOLDER", file=sys.stderr)
     return cli.EXIT_USAGE
-  return config, fv.workdir, fv.verbose, fv.compilation_cache
+  return config, os.path.expanduser(fv.workdir), fv.verbose, fv.compilation_cache
+
+
+def _expand_home(config):
+  """`~` and `~/...` in the config's strings (its paths) as the home folder. A shell does that for
+  a word that starts with `~`, not after `--config.data.data_dir=`: `~/tfds` was a folder named
+  `~` in the current folder (which `rm -rf ~` would then mistake for the home folder)."""
+  import ml_collections  # pylint: disable=g-import-not-at-top  # (late, as in _define)
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      _expand_home(value)
+    elif isinstance(value, str) and (value == "~" or value.startswith("~/")):
+      config[key] = os.path.expanduser(value)
 
 
 def parse_train_flags(argv, usage, examples):

@@ -6,6 +6,7 @@ interrupts: cli_test.
 
 import os
 import shutil
+import subprocess
 import sys
 
 import numpy as np
@@ -77,6 +78,9 @@ def test_help_exits_0(tool, tmp_path):
      "data.simulated_hints.none_fraction must be in [0, 1]"),
     (["--config.data.simulated_hints.location=bogus"], "data.simulated_hints.location must be"),
     (["--config.data.simulated_hints.points_p=0"], "data.simulated_hints.points_p must be in"),
+    # Was found only once the dataset was built and the step compiling (exit 1).
+    (["--config.loss.criterion=l3"],
+     "loss.criterion must be one of l1, l2, smooth_l1, charbonnier, got 'l3'"),
 ])
 def test_train_config_mistakes_stop_before_any_work(args, text, tmp_path):
   proc = _run([os.path.join(REPO, "train.py"), "--workdir=run", *args], tmp_path)
@@ -206,7 +210,8 @@ def test_a_failed_run_makes_no_compilation_cache_folder(checkpoint, frames, tmp_
 
 def test_no_tool_writes_over_what_it_reads(checkpoint, frames, tmp_path):
   """--overwrite replaces an earlier output, never the run's own input, checkpoint or another
-  tool's files (eval.py into a train.py run's folder, train.py into eval.py's results)."""
+  tool's files (eval.py into a train.py run's folder, train.py into eval.py's results or its own
+  training data, also given as ~/...)."""
   shutil.copytree(frames, tmp_path / "clips" / "clip")
   shutil.copytree(checkpoint, tmp_path / "ck")
   shutil.copytree(checkpoint, tmp_path / "ck2")
@@ -239,6 +244,14 @@ def test_no_tool_writes_over_what_it_reads(checkpoint, frames, tmp_path):
        "results holds a config.json that no train.py run wrote"),
       ([os.path.join(REPO, "train.py"), "--config=default:tiny", "--workdir=ck"],
        "ck is a converted checkpoint"),
+      # Its own training data: its images/ and checkpoints/ became clips, and the data's next
+      # build failed.
+      ([os.path.join(REPO, "train.py"), "--config=default:tiny", "--workdir=clips",
+        "--config.data.manual_dir=clips"], "clips is the folder of the training data"),
+      ([os.path.join(REPO, "train.py"), "--config=default:tiny", "--workdir=clips/clip/run",
+        "--config.data.manual_dir=~/" + os.path.relpath(tmp_path / "clips",
+                                                        os.path.expanduser("~"))],
+       "clips/clip/run is inside the folder of the training data (config.data.manual_dir="),
   ]:
     _one_error_line(_run(args, tmp_path), 1, text)
   assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()
@@ -292,3 +305,17 @@ def test_train_the_paper_config_without_clips(tmp_path):
   _one_error_line(proc, 1, "video_frames/davis_videvo is not built in ")
   assert "manual_dir" in proc.stderr
   assert not os.path.exists(tmp_path / "run") and not os.path.exists(tmp_path / "tfds")
+
+
+def test_a_path_that_starts_with_a_tilde_is_in_the_home_folder(tmp_path):
+  # A shell leaves `~` alone after `--config.data.data_dir=`: the dataset was built in a folder
+  # named `~` in the current folder (and `rm -rf ~` would then take the home folder for it).
+  env = dict(cli_testlib.tool_env(tmp_path), HOME=str(tmp_path / "home"))
+  proc = subprocess.run(
+      [sys.executable, os.path.join(REPO, "train.py"), "--workdir=~/runs/a",
+       "--config.data.data_dir=~/tfds", "--config.data.manual_dir=~", "--show_config"],
+      capture_output=True, text=True, env=env, cwd=tmp_path, check=False, timeout=300)
+  assert proc.returncode == 0, proc.stderr
+  assert f"data_dir: {tmp_path}/home/tfds\n" in proc.stdout
+  assert f"manual_dir: {tmp_path}/home\n" in proc.stdout
+  assert "~" not in proc.stdout

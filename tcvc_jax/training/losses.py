@@ -13,6 +13,9 @@ import jax.numpy as jnp
 TRAINABLE = ("L_fea_extractor", "channel_reduction", "weigting", "feature_refine")
 
 
+CRITERIA = ("l1", "l2", "smooth_l1", "charbonnier")  # what `reconstruction` computes
+
+
 def reconstruction(pred, target, criterion="l2"):
   """Mean per-element loss between ab predictions and targets.
 

@@ -18,6 +18,7 @@ from tcvc_jax.data import hints as hints_lib
 from tcvc_jax.data import input_pipeline
 from tcvc_jax.data import sources as data_sources
 from tcvc_jax.models import spec as spec_lib
+from tcvc_jax.training import losses
 from tcvc_jax.training import sharding
 from tcvc_jax.training import train_lib
 
@@ -122,6 +123,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f"eval.network_size must be an integer, (height, width) or None, got "
                        f"{size!r}")
     spec.check_size(*hw, "eval.network_size")
+  if config.loss.criterion not in losses.CRITERIA:
+    raise ValueError(f"loss.criterion must be one of {', '.join(losses.CRITERIA)}, got "
+                     f"{config.loss.criterion!r}")
   if config.model.dtype not in ("float32", "bfloat16", "float64"):
     raise ValueError("model.dtype must be float32, bfloat16 or float64, "
                      f"got {config.model.dtype!r}")

@@ -215,6 +215,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if converted.is_converted_dir(workdir):
     raise ValueError(f"{workdir} is a converted checkpoint (python -m tcvc_jax.convert), not a "
                      "workdir: use another --workdir (--config.init_from loads such a folder)")
+  _check_outside_data(config.data, workdir)
   mesh = sharding.create_mesh(config.mesh.axes, config.mesh.axis_type)
   sharding.check_batch_size(config.data.batch_size, mesh)
   logging.info("mesh %s over %d devices, %d processes", dict(mesh.shape), jax.device_count(),
@@ -228,6 +229,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       return _train(config, workdir, control, mesh)
   finally:
     folder.discard()  # nothing happens once kept
+
+
+def _check_outside_data(data, workdir):
+  """A workdir in the folders the run reads its data from would mix its files into them: its
+  images/, checkpoints/ read as clips, and the next build of the data failed."""
+  real = os.path.realpath(workdir)
+  for key in ("manual_dir", "data_dir"):
+    top = data.get(key)
+    top = os.path.realpath(top) if top else None
+    if top and (real == top or real.startswith(top.rstrip(os.sep) + os.sep)):
+      raise ValueError(f"{workdir} is {'' if real == top else 'inside '}the folder of the "
+                       f"training data (config.data.{key}={data.get(key)}): its checkpoints and "
+                       "pictures would be mixed into the data; use another --workdir")
 
 
 LOCK_FILE = ".train.lock"
@@ -359,8 +373,8 @@ def _loop(config, state, start, step_fn, train_iter, mngr, writer, validator, pr
     checkpointing.save(mngr, step, state, train_iter, force=preempted or step == total)
     if preempted:
       bar.close()  # before the message, which would otherwise land on the bar's line
+      mngr.wait_until_finished()  # (said once it is true: a second signal stops the wait)
       logging.warning("preemption: saved the checkpoint at step %d; stopping", step)
-      mngr.wait_until_finished()
       result.update(step=step, preempted=True)
       return result
     if validator is not None and (step % config.eval_every_steps == 0 or step == total):
@@ -371,7 +385,8 @@ def _loop(config, state, start, step_fn, train_iter, mngr, writer, validator, pr
     bar.close()
   result["step"] = step
   if start >= total:
-    logging.info("nothing to train: the checkpoint is at step %d of %d", start, total)
+    logging.warning("nothing to train: the checkpoint is at step %d, num_train_steps is %d",
+                    start, total)
   return result
 
 
