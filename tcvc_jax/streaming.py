@@ -310,7 +310,7 @@ def colorize_file(input_path, output_path, model, interval=windows.DEFAULT_INTER
                             names=source.names,
                             sample_aspect_ratio=source.sample_aspect_ratio,
                             time_base=source.time_base if timed else None, tags=tags) as writer:
-    for note in getattr(writer, "notes", ()):  # (a video's: its sound re-encoded)
+    for note in writer.notes:
       notes.append(note)
       logging.warning("%s", note)
     colorizer = api.load(model, dtype) if isinstance(model, (str, os.PathLike)) else model

@@ -30,7 +30,8 @@ def _start(stream):
 
 
 def _first_picture(path):
-  """When the first picture of `path` that decodes is shown (seconds, a Fraction; None: unknown).
+  """When the first picture of `path` that decodes is shown (seconds, a Fraction; None: none
+  decodes, or it has no time).
 
   The reader's frame times count from it; a recording cut before a key frame starts with packets
   that decode to nothing, so the stream's own start comes earlier.
@@ -47,15 +48,7 @@ def _first_picture(path):
           return None if frame.pts is None else frame.pts * stream.time_base
   except (av.error.FFmpegError, OSError):
     pass
-  return _start_of(path)
-
-
-def _start_of(path):
-  try:
-    with av.open(path) as container:
-      return _start(main_video_stream(container))
-  except (av.error.FFmpegError, OSError):
-    return None
+  return None
 
 
 def _layout(stream):
@@ -135,7 +128,10 @@ class SourceSound:
                          f"re-encoded as {how}")
       self.notes.append(f"the {name} audio of {path} cannot be copied into a {ext} file: "
                         f"re-encoded as {how}")
-    video = _first_picture(path) if streams.video else None
+    video = None
+    if streams.video:  # (the stream's listed start where no picture tells)
+      video = _first_picture(path)
+      video = _start(main_video_stream(self._in)) if video is None else video
     audio = _start(self.stream)
     starts = [t for t in (video, audio) if t is not None]
     if starts:

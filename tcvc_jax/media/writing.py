@@ -83,6 +83,8 @@ def _frame_uint8(frame):
 class _Writer:
   """Context-manager behaviour shared by the writers: commit on success, discard on error."""
 
+  notes = ()  # what the output does not keep as it was (a video's sound re-encoded)
+
   def __enter__(self):
     return self
 
@@ -137,7 +139,7 @@ class VideoWriter(_Writer):
     self._target = _target(self.path, overwrite, suffix=ext)
     self._tmp = self._target.tmp
     self._out = self._sound = None
-    self.notes = []  # what the output does not keep as it was (the sound re-encoded)
+    self.notes = []
     self._offset = 0  # the first picture's time, in _time_base: after sound that starts earlier
     try:
       self._out = av.open(self._tmp, "w")
