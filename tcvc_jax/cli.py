@@ -46,6 +46,13 @@ class ArgumentParser(argparse.ArgumentParser):
     print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
     sys.exit(EXIT_USAGE)
 
+  def parse_known_args(self, args=None, namespace=None):
+    ns, rest = super().parse_known_args(args, namespace)
+    for key, value in vars(ns).items():  # `--checkpoint=~/ck`: a shell leaves that `~` alone
+      if isinstance(value, str) and (value == "~" or value.startswith("~/")):
+        setattr(ns, key, os.path.expanduser(value))
+    return ns, rest
+
 
 class UserError(Exception):
   """A problem the user can fix; the message is the whole story."""

@@ -13,6 +13,7 @@ tcvc_jax/carrying.py carries them through a shot (the rule, and how it was chose
 
 import dataclasses
 import json
+import os
 
 import numpy as np
 
@@ -203,7 +204,7 @@ def parse_reference(text):
   frame, sep, path = str(text).partition(":")
   if not sep or not frame.strip().isdigit() or not path:
     raise GuidanceError(f"bad --reference {text!r}: use FRAME:IMAGE, e.g. 0:frame0_colour.png")
-  return int(frame), path
+  return int(frame), os.path.expanduser(path)  # (0:~/a.png: no shell expands that `~`)
 
 
 def _resize(x, height, width):

@@ -16,6 +16,7 @@ import time
 import pytest
 
 from tcvc_jax import cli
+from tcvc_jax import guidance
 
 import cli_testlib
 
@@ -273,3 +274,16 @@ def test_late_tensorstore_callbacks_print_nothing(monkeypatch):
         sys.unraisablehook(hook_args((type(e), e, tb, None, None)))
   assert "Event loop is closed" not in stderr.getvalue()
   assert "ZeroDivisionError" in stderr.getvalue()
+
+
+def test_tools_read_a_tilde_path_as_the_home_folder(monkeypatch):
+  # `colorize in.mp4 out.mp4 --checkpoint=~/ck`: a shell leaves `~` after `=` alone.
+  monkeypatch.setenv("HOME", "/home/someone")
+  parser = cli.ArgumentParser()
+  parser.add_argument("input")
+  parser.add_argument("--checkpoint")
+  parser.add_argument("--reference")
+  args = parser.parse_args(["~/in.mp4", "--checkpoint=~/ck", "--reference=0:~/a.png"])
+  assert (args.input, args.checkpoint) == ("/home/someone/in.mp4", "/home/someone/ck")
+  assert args.reference == "0:~/a.png"  # not a path as a whole: guidance reads its path part
+  assert guidance.parse_reference(args.reference) == (0, "/home/someone/a.png")
