@@ -319,3 +319,16 @@ def test_a_path_that_starts_with_a_tilde_is_in_the_home_folder(tmp_path):
   assert f"data_dir: {tmp_path}/home/tfds\n" in proc.stdout
   assert f"manual_dir: {tmp_path}/home\n" in proc.stdout
   assert "~" not in proc.stdout
+
+
+def test_a_failed_run_leaves_an_existing_folder_as_it_was(tmp_path):
+  # Data that fails to load left .train.lock, an empty metrics.jsonl and tensorboard/ among the
+  # files of a folder of the user's.
+  mine = tmp_path / "mine"
+  mine.mkdir()
+  (mine / "notes.txt").write_text("mine")
+  proc = _run([os.path.join(REPO, "train.py"), "--config=default:tiny", "--workdir=mine",
+               "--config.data.name=video_frames", "--config.data.config=folder",
+               "--config.data.manual_dir=no_such_clips"], tmp_path)
+  _one_error_line(proc, 1, "no_such_clips")
+  assert sorted(os.listdir(mine)) == ["notes.txt"]

@@ -232,16 +232,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
 
 def _check_outside_data(data, workdir):
-  """A workdir in the folders the run reads its data from would mix its files into them: its
-  images/, checkpoints/ read as clips, and the next build of the data failed."""
+  """A workdir in the run's data folders would mix its files (images/ read as clips) into them."""
   real = os.path.realpath(workdir)
-  for key in ("manual_dir", "data_dir"):
-    top = data.get(key)
-    top = os.path.realpath(top) if top else None
-    if top and (real == top or real.startswith(top.rstrip(os.sep) + os.sep)):
+  for key in [k for k in ("manual_dir", "data_dir") if data.get(k)]:
+    top = os.path.realpath(data.get(key))
+    if real == top or real.startswith(top.rstrip(os.sep) + os.sep):
       raise ValueError(f"{workdir} is {'' if real == top else 'inside '}the folder of the "
-                       f"training data (config.data.{key}={data.get(key)}): its checkpoints and "
-                       "pictures would be mixed into the data; use another --workdir")
+                       f"training data (config.data.{key}={data.get(key)}): use another --workdir")
 
 
 LOCK_FILE = ".train.lock"
@@ -271,7 +268,11 @@ def _workdir_lock(workdir):
     f.truncate()
     f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
     f.flush()
-    yield
+    try:
+      yield
+    finally:
+      if not checkpointing.is_workdir(workdir):  # a run that saved nothing: a folder as it was
+        os.remove(path)
 
 
 def _train(config, workdir, control, mesh):
@@ -289,9 +290,9 @@ def _train(config, workdir, control, mesh):
                       dict(spec.classical_flow or ()))
   model = train_config.build_model(config)
   tx, schedule = train_config.optimizer(config)
+  train_ds, eval_ds = _datasets(config)  # (first: data that fails leaves no metrics files)
   writer = metric_writers.MetricWriter(workdir, write_files=jax.process_index() == 0,
                                        tensorboard=config.log.tensorboard)
-  train_ds, eval_ds = _datasets(config)
   train_iter = iter(train_ds)
   mngr = checkpointing.create_manager(workdir, save_every=config.checkpoint_every_steps,
                                       max_to_keep=config.ckpt.max_to_keep,
