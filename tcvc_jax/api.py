@@ -174,7 +174,7 @@ class Colorizer:
 
 
 # Inputs may stray this far outside their range (rounding in a colour conversion or a resize).
-RANGE_TOLERANCE = 1e-3
+RANGE_TOLERANCE = color.RANGE_TOLERANCE
 AB_RANGE = color.AB_RANGE  # L*a*b*'s a* and b*, normalised
 
 

@@ -145,7 +145,8 @@ def check_hint(hint, where="hint"):
                           f"0), got values from {mask.min():g} to {mask.max():g}")
   given = ab[np.broadcast_to(mask > 0, ab.shape)]
   low, high = color.AB_RANGE
-  if given.size and (given.min() < low - 1e-3 or given.max() > high + 1e-3):
+  tol = color.RANGE_TOLERANCE
+  if given.size and (given.min() < low - tol or given.max() > high + tol):
     raise GuidanceError(f"{where}: ab must be within [{low:.5g}, {high:.5g}] where a hint is "
                         f"given (a* / 110, b* / 110), got values from {given.min():g} to "
                         f"{given.max():g}")

@@ -73,6 +73,12 @@ def colourless(frames):
   return not any(np.any(f[..., 1:] != f[..., :1]) for f in frames)
 
 
+def reason(err):
+  """Short one-line reason from a PyAV / OS error."""
+  text = getattr(err, "strerror", None) or str(err) or type(err).__name__
+  return " ".join(str(text).split())
+
+
 def _mp4_without_index(path):
   """Whether `path` is an MP4 / MOV file whose top-level boxes hold no 'moov' (its index)."""
   try:
@@ -105,8 +111,7 @@ def open_failure(path, err):
   if _mp4_without_index(path):
     return ("an MP4 / MOV file without its index (the 'moov' box): it was cut short while it was "
             "recorded, downloaded or copied, and its frames cannot be found without it")
-  reason = " ".join(str(getattr(err, "strerror", None) or err or type(err).__name__).split())
-  return f"not a video PyAV can open ({reason})"
+  return f"not a video PyAV can open ({reason(err)})"
 
 
 _HDR_TRANSFERS = {16: "PQ", 18: "HLG"}  # AVCOL_TRC_SMPTE2084, AVCOL_TRC_ARIB_STD_B67

@@ -38,12 +38,6 @@ class MediaError(ValueError):
     super().__init__(" ".join(str(message).split()))
 
 
-def _reason(err):
-  """Short one-line reason from a PyAV / OS error."""
-  text = getattr(err, "strerror", None) or str(err) or type(err).__name__
-  return " ".join(str(text).split())
-
-
 def natural_key(name: str):
   """Sort key that orders "2.png" before "10.png" (case-insensitive)."""
   return [int(p) if p.isdigit() else p.lower() for p in re.split(r"(\d+)", name)]
@@ -58,7 +52,7 @@ def list_frame_files(folder: str) -> list[str]:
   try:
     entries = os.listdir(folder)
   except OSError as e:
-    raise MediaError(f"cannot list {folder}: {_reason(e)}") from e
+    raise MediaError(f"cannot list {folder}: {av_frames.reason(e)}") from e
   names = [n for n in entries if not n.startswith(".")
            and os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS
            and os.path.isfile(os.path.join(folder, n))]
@@ -80,7 +74,7 @@ def image_header(path):
         f.seek(0)
         info = image_headers.jpeg_header(f)
   except (OSError, ValueError) as e:  # ValueError: a seek before the file's start
-    raise MediaError(f"cannot read {path}: {_reason(e)}") from e
+    raise MediaError(f"cannot read {path}: {av_frames.reason(e)}") from e
   if info is None or info[0] == 0 or info[1] == 0:
     raise MediaError(f"cannot read {path}: not a valid PNG or JPEG image")
   return (info[1], info[0]) + info[2:] if info[4] >= 5 else info
@@ -131,7 +125,7 @@ def _decode_image(path, gray_out):
   except StopIteration:
     raise MediaError(f"cannot decode {path}: no image in the file") from None
   except (av.error.FFmpegError, OSError) as e:
-    raise MediaError(f"cannot decode {path}: {_reason(e)}") from e
+    raise MediaError(f"cannot decode {path}: {av_frames.reason(e)}") from e
 
 
 class FrameSource:
@@ -259,13 +253,13 @@ class FrameSource:
         except av.error.DecoderNotFoundError:
           raise
         except av.error.FFmpegError as e:
-          damage.append(_reason(e))
+          damage.append(av_frames.reason(e))
           continue
         yield from frames
     except av.error.DecoderNotFoundError as e:
-      raise MediaError(f"unsupported codec in {self.path}: {_reason(e)}") from e
+      raise MediaError(f"unsupported codec in {self.path}: {av_frames.reason(e)}") from e
     except av.error.FFmpegError as e:  # from the demuxer
-      damage.append(_reason(e))
+      damage.append(av_frames.reason(e))
 
   def iter_frames(self, dtype=np.float32, rgb=False):
     """Yields frames as float32 in [0, 1] (dtype=np.float32), uint8, or as stored (None: uint8, or

@@ -15,8 +15,8 @@ import io
 import av
 
 from tcvc_jax.media.av_frames import main_video_stream
+from tcvc_jax.media.av_frames import reason
 from tcvc_jax.media.reading import MediaError
-from tcvc_jax.media.reading import _reason
 
 REENCODE_CODEC = "aac"  # held by every output container (mp4, m4v, mov, mkv)
 _AAC_RATES = (7350, 8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200,
@@ -113,7 +113,7 @@ class SourceSound:
     try:
       self._in = av.open(path)
     except (av.error.FFmpegError, OSError) as e:
-      raise MediaError(f"cannot read audio from {path}: {_reason(e)}") from e
+      raise MediaError(f"cannot read audio from {path}: {reason(e)}") from e
     streams = self._in.streams
     self.stream = streams.audio[0] if streams.audio else None
     if self.stream is None:

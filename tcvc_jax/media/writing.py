@@ -18,9 +18,9 @@ import numpy as np
 from tcvc_jax import allocator
 from tcvc_jax import atomic
 from tcvc_jax.media import sound
+from tcvc_jax.media.av_frames import reason
 from tcvc_jax.media.reading import DEFAULT_FOLDER_FPS
 from tcvc_jax.media.reading import MediaError
-from tcvc_jax.media.reading import _reason
 from tcvc_jax.media.reading import natural_key
 
 VIDEO_OUTPUT_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv")
@@ -41,9 +41,9 @@ def _target(path, overwrite, directory=False, suffix=""):
   except atomic.OutputExistsError as e:
     raise MediaError(str(e)) from e
   except OSError as e:
-    reason = _reason(e)  # atomic's own checks already say "cannot write PATH: ..."
-    raise MediaError(reason if reason.startswith("cannot write ") else
-                     f"cannot write {os.fspath(path)}: {reason}") from e
+    why = reason(e)  # atomic's own checks already say "cannot write PATH: ..."
+    raise MediaError(why if why.startswith("cannot write ") else
+                     f"cannot write {os.fspath(path)}: {why}") from e
 
 
 def png_names(names):
@@ -235,7 +235,7 @@ class VideoWriter(_Writer):
       self._target.commit()
     except (av.error.FFmpegError, OSError) as e:
       self.abort()
-      raise MediaError(f"cannot write {self.path}: {_reason(e)}") from e
+      raise MediaError(f"cannot write {self.path}: {reason(e)}") from e
     finally:
       self._close_audio()
 

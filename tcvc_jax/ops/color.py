@@ -16,6 +16,8 @@ L_CENT = 50.0
 L_NORM = 100.0
 AB_NORM = 110.0
 AB_RANGE = (-128 / AB_NORM, 127 / AB_NORM)  # L*a*b*'s a* and b* (8-bit Lab's), normalised
+# How far inputs may stray outside their range (rounding in a colour conversion or a resize).
+RANGE_TOLERANCE = 1e-3
 
 # float32-rounded D65 white, as the original uses it in every precision.
 _WHITE = tuple(float(v) for v in np.array([0.95047, 1.0, 1.08883], np.float32))
