@@ -4,6 +4,7 @@ The folder holds an orbax PyTree checkpoint in `variables/` and `tcvc_meta.json`
 description (`ModelSpec` for TCVC, the widths for SIGGRAPH17), the original key order).
 """
 
+import contextlib
 import json
 import logging
 import os
@@ -108,17 +109,14 @@ def save_converted(out_dir, variables, kind, model, extras=None, key_order=None,
       # A signal waits for the write: orbax's threads would go on writing into the temporary
       # folder after its removal (and leave it behind).
       threads = set(threading.enumerate())
-      quiet = _OrbaxErrors()  # a failed save raises what its threads log: said once, by the raise
-      logging.getLogger("absl").addFilter(quiet)
-      try:
-        with atomic.commits_held():
-          ocp.PyTreeCheckpointer().save(os.path.join(out.tmp, VARIABLES_DIR), tree)
-      except BaseException:  # a failed save (a full disk): its threads end before the removal
-        for t in set(threading.enumerate()) - threads:
-          t.join(timeout=10)
-        raise
-      finally:
-        logging.getLogger("absl").removeFilter(quiet)
+      with quiet_orbax_errors():
+        try:
+          with atomic.commits_held():
+            ocp.PyTreeCheckpointer().save(os.path.join(out.tmp, VARIABLES_DIR), tree)
+        except BaseException:  # a failed save (a full disk): its threads end before the removal
+          for t in set(threading.enumerate()) - threads:
+            t.join(timeout=10)
+          raise
       meta = {"format_version": FORMAT_VERSION, "kind": kind, "model": _model_json(kind, model),
               "key_order": list(key_order or [])}
       atomic.write_json(os.path.join(out.tmp, META_FILE), meta)
@@ -134,9 +132,7 @@ def save_converted(out_dir, variables, kind, model, extras=None, key_order=None,
     if isinstance(e, OSError):
       raise ConversionError(f"cannot write {out_dir}: {e.strerror or e}") from e
     if isinstance(e, Exception) and not isinstance(e, ConversionError):  # orbax / tensorstore's
-      code = re.search(r"os_error_code='(\d+)'", str(e))
-      reason = os.strerror(int(code.group(1))) if code else " ".join(str(e).split())[:300]
-      raise ConversionError(f"cannot write {out_dir}: {reason}") from e
+      raise ConversionError(f"cannot write {out_dir}: {write_failure(e)}") from e
     raise
   if parents is not None:
     parents.keep()
@@ -162,6 +158,29 @@ class _OrbaxErrors(logging.Filter):
   def filter(self, record):
     return not (record.levelno >= logging.ERROR
                 and f"{os.sep}orbax{os.sep}" in (record.pathname or ""))
+
+
+@contextlib.contextmanager
+def quiet_orbax_errors():
+  """Orbax's error records dropped while it writes: a failed save raises what its writing
+  threads log (three times over, each with TensorStore's whole message): said once, by the raise."""
+  quiet = _OrbaxErrors()
+  logging.getLogger("absl").addFilter(quiet)
+  try:
+    yield
+  finally:
+    logging.getLogger("absl").removeFilter(quiet)
+
+
+def write_failure(err: BaseException) -> str:
+  """The reason of an Orbax / TensorStore write error, short: the system's words for its error
+  code (`No space left on device`), else its message's first 300 characters."""
+  code = re.search(r"os_error_code='(\d+)'", str(err))
+  if code:
+    return os.strerror(int(code.group(1)))
+  if isinstance(err, OSError) and err.strerror:
+    return err.strerror
+  return " ".join(str(err).split())[:300]
 
 
 def is_converted_dir(path):

@@ -33,7 +33,8 @@ main config keys (--config.KEY=VALUE; every key with its value: --show_config):
   eval.network_size
 
 outputs in WORKDIR: checkpoints/, model.json, config.json, metrics.jsonl, \
-TensorBoard events, images/
+TensorBoard events, images/ (a resume with changed settings keeps the config.json it replaces as \
+config.until_step_<N>.json)
 """
 
 

@@ -89,6 +89,36 @@ def test_a_save_cut_short_is_removed_when_the_run_starts_again(tmp_path):
   mngr.close()
 
 
+def test_a_save_that_fails_is_one_line_and_names_the_last_saved_step(tmp_path, monkeypatch,
+                                                                      caplog):
+  _save_steps(str(tmp_path), [2])
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+
+  def save(*args, **kwargs):  # as orbax fails on a full disk: its threads log, then it raises
+    del args, kwargs
+    logging.getLogger("absl").handle(logging.LogRecord(
+        "absl", logging.ERROR, os.path.join("site-packages", "orbax", "checkpoint", "x.py"), 1,
+        "[thread=array_type_handler] _SignalingThread.run() raised an exception: RESOURCE_"
+        "EXHAUSTED: Error writing ... [os_error_code='28']", None, None))
+    raise ValueError("RESOURCE_EXHAUSTED: Error writing \"params.a/0\" in OCDBT database: Failed "
+                     "to write 400 bytes to file 20: No space left on device [os_error_code='28']")
+
+  mngr = checkpointing.create_manager(str(tmp_path), save_every=1, max_to_keep=5)
+  monkeypatch.setattr(ocp.CheckpointManager, "save", save)
+  with caplog.at_level(logging.INFO), converted.quiet_orbax_errors():
+    with pytest.raises(checkpointing.CheckpointWriteError) as raised:
+      checkpointing.save(mngr, 4, _small_state(4), iter(_data()), force=True)
+  assert str(raised.value) == (f"cannot save a checkpoint in {tmp_path / 'checkpoints'}: No space "
+                               "left on device; the same command resumes from the last saved one "
+                               "(step 2)")
+  assert not [r for r in caplog.records if "raised an exception" in r.getMessage()]
+  # Errors that are not failed writes pass as they are.
+  monkeypatch.setattr(ocp.CheckpointManager, "save", lambda *a, **k: 1 / 0)
+  with pytest.raises(ZeroDivisionError):
+    checkpointing.save(mngr, 4, _small_state(4), iter(_data()), force=True)
+  mngr.close()
+
+
 def _truncate_largest_file(folder):
   files = [os.path.join(d, f) for d, _, fs in os.walk(folder) for f in fs]
   path = max(files, key=os.path.getsize)

@@ -18,6 +18,7 @@ import tensorflow_datasets as tfds
 from tcvc_jax import atomic
 from tcvc_jax.data import building as data_building
 from tcvc_jax.data import datasets
+from tcvc_jax.data import input_pipeline
 from tcvc_jax.data import layout as data_layout
 from tcvc_jax.data import sources as data_sources
 from tcvc_jax.data import synthetic
@@ -242,6 +243,22 @@ class VideoFramesTest(absltest.TestCase):
     with self.assertRaisesRegex(data_sources.DataError, "has no split 'test'; its splits: train"):
       data_building.open_split("video_frames", "test", self.data_dir, config="folder")
     self.assertNotIn("davis", os.listdir(os.path.join(self.data_dir, "video_frames")))
+
+  def test_a_dataset_without_an_evaluation_split_trains_without_evaluation(self):
+    for name in ("a", "b"):
+      self._clip(name)
+    config = {"name": "video_frames", "config": "folder", "data_dir": self.data_dir,
+              "manual_dir": self.root, "crop_size": 8, "eval_split": "test"}
+    one = dict(num_frames=3, global_batch_size=1, seed=0, process_index=0, process_count=1)
+    with self.assertLogs(level="WARNING") as logs:
+      train, evaluation = input_pipeline.get_datasets(config, **one)
+    self.assertIsNone(evaluation)
+    self.assertIn("has no split 'test': no evaluation data (its splits: train", logs.output[-1])
+    self.assertEqual(next(iter(train))["gray"].shape, (1, 3, 8, 8, 1))
+    with self.assertRaisesRegex(data_sources.DataError, r"has no split 'trian\[:2\]' "
+                                r"\(config.data.eval_split\); its splits: train; did you mean "
+                                "'train'"):
+      input_pipeline.get_datasets({**config, "eval_split": "trian[:2]"}, **one)
 
   def test_clips_named_like_splits(self):
     # A flat folder with a clip named `train` was read as split folders: "no clips found".

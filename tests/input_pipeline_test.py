@@ -263,9 +263,19 @@ class GetDatasetsTest(absltest.TestCase):
     self.assertLen(batches, 1)  # 2 validation clips over 2 processes, padded to batch 2
     self.assertEqual(batches[0]["gray"].shape, (2, 8, 32, 32, 1))
     np.testing.assert_array_equal(batches[0]["mask"], [True, False])
-    _, none = ip.get_datasets({**config, "eval_split": "nonexistent"}, num_frames=3,
-                              global_batch_size=4, seed=0, process_index=0, process_count=1)
+    one = dict(global_batch_size=4, seed=0, process_index=0, process_count=1, num_frames=3)
+    _, none = ip.get_datasets({**config, "eval_split": None}, **one)
     self.assertIsNone(none)
+    # A split name that the dataset lacks is a mistake (a typo), not "no evaluation". (Datasets
+    # without the configs' usual "validation" / "test" train without evaluation, with a warning.)
+    with self.assertRaisesRegex(ip.DataError, "has no split 'valdation' .*its splits: .*"
+                                "validation.*; did you mean 'validation'"):
+      ip.get_datasets({**config, "eval_split": "valdation"}, **one)
+    # A slice of a split is that split's first clips.
+    _, first = ip.get_datasets({**config, "eval_split": "validation[:1]"}, **one)
+    batches = list(first)
+    self.assertLen(batches, 1)
+    np.testing.assert_array_equal(batches[0]["mask"], [True, False])
     with self.assertRaisesRegex(ValueError, "not divisible"):
       ip.get_datasets(config, num_frames=3, global_batch_size=3, seed=0, process_index=0,
                       process_count=2)

@@ -4,6 +4,7 @@ Every run is a real `python train.py` process on configs/default.py:tiny; runs s
 persistent compilation cache, so restarts skip the compile.
 """
 
+import json
 import os
 import shutil
 import signal
@@ -102,6 +103,8 @@ def test_truncated_latest_checkpoint_resumes_from_the_previous_one(env, referenc
                                 log_name="resume")
   assert f"checkpoint at step {latest}" in log and "unreadable" in log
   assert f"resumed from the checkpoint at step {previous}" in log
+  assert "settings that differ" not in log  # the same config: config.json as it was
+  assert not [n for n in os.listdir(workdir) if n.startswith("config.until")]
   # Steps previous+1 .. latest are trained again, exactly as the first time.
   assert train_testlib.checkpoint_steps(workdir)[-1] == latest
   _assert_same_params(workdir, reference)
@@ -127,6 +130,27 @@ def test_a_resume_with_another_model_changes_nothing(env, reference, tmp_path):
   for name, data in before.items():  # the workdir still describes its checkpoints
     assert open(os.path.join(workdir, name), "rb").read() == data, name
   assert sorted(os.listdir(os.path.join(workdir, "tensorboard"))) == listing
+
+
+def test_a_resume_with_changed_settings_says_so_and_keeps_the_old_config(env, reference,
+                                                                         tmp_path):
+  workdir = str(tmp_path / "changed")
+  shutil.copytree(reference, workdir)
+  with open(os.path.join(workdir, "config.json"), "rb") as f:
+    before = f.read()
+  log = train_testlib.run_train(
+      workdir, _overrides(env, num_train_steps=STEPS + 4, **{"optim.learning_rate": 3e-4}),
+      cache_dir=env["cache"])
+  assert f"resumed from the checkpoint at step {STEPS}" in log
+  assert (f"resumed at step {STEPS} with settings that differ from this run's: num_train_steps: "
+          f"{STEPS} -> {STEPS + 4}; optim.learning_rate: ") in log
+  assert f"-> 0.0003 (the previous config.json is kept as config.until_step_{STEPS}.json)" in log
+  with open(os.path.join(workdir, f"config.until_step_{STEPS}.json"), "rb") as f:
+    assert f.read() == before  # the record of steps 1 .. STEPS
+  with open(os.path.join(workdir, "config.json")) as f:
+    now = json.load(f)
+  assert now["num_train_steps"] == STEPS + 4 and now["optim"]["learning_rate"] == 3e-4
+  assert train_testlib.checkpoint_steps(workdir)[-1] == STEPS + 4
 
 
 @pytest.mark.parametrize("existing", [False, True])

@@ -19,6 +19,7 @@ from a `config.data` block.
 """
 
 import dataclasses
+import difflib
 from typing import Any
 from typing import Mapping
 
@@ -34,6 +35,8 @@ from tcvc_jax.data import sources as data_sources
 from tcvc_jax.ops import color
 
 DataError = data_sources.DataError
+# The configs' evaluation splits: a dataset without one trains without evaluation (a warning).
+USUAL_EVAL_SPLITS = ("validation", "test")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -336,7 +339,14 @@ def get_datasets(data_config, *, num_frames: int, global_batch_size: int, seed: 
   if eval_split is None:
     return train, None
   splits = data_building.split_names(name, data_dir, config=config)
-  if eval_split not in splits:
+  base = eval_split.split("[", 1)[0]  # "validation[:8]": a slice of a split
+  if base not in splits:
+    if base not in USUAL_EVAL_SPLITS:  # a name the user typed: a typo must not silently skip
+      close = difflib.get_close_matches(base, splits, n=1)
+      raise DataError(f"{name} has no split {eval_split!r} (config.data.eval_split); its splits: "
+                      f"{', '.join(splits)}"
+                      + (f"; did you mean {close[0]!r}?" if close else "")
+                      + " (None: no evaluation)")
     logging.warning("%s has no split %r: no evaluation data (its splits: %s; "
                     "config.data.eval_split picks one)", name, eval_split, ", ".join(splits))
     return train, None

@@ -5,6 +5,7 @@ A run's workdir holds `checkpoints/<step>/` with two items: `state` (the train s
 arguments), so a workdir is enough to rebuild the model for inference (`load_workdir`).
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -43,12 +44,47 @@ def create_manager(workdir: str, *, save_every: int, max_to_keep: int,
                                options=options)
 
 
+class CheckpointWriteError(OSError):
+  """A checkpoint could not be written (a full disk, a folder that became read-only)."""
+
+
 def save(mngr: ocp.CheckpointManager, step: int, state: Any, data_iter: Any,
          force: bool = False) -> bool:
-  """Saves state and iterator at `step` if due (always with `force`); returns whether it saved."""
+  """Saves state and iterator at `step` if due (always with `force`); returns whether it saved.
+
+  Raises:
+    CheckpointWriteError: this save, or an earlier one still being written, failed.
+  """
   args = ocp.args.Composite(state=ocp.args.StandardSave(state),
                             data_iter=grain.checkpoint.CheckpointSave(data_iter))
-  return mngr.save(step, args=args, force=force)
+  with _write_errors(mngr):
+    return mngr.save(step, args=args, force=force)
+
+
+def finish(mngr: ocp.CheckpointManager) -> None:
+  """Waits for the saves being written. Raises CheckpointWriteError where one failed."""
+  with _write_errors(mngr):
+    mngr.wait_until_finished()
+
+
+@contextlib.contextmanager
+def _write_errors(mngr):
+  """An Orbax save's failure (TensorStore's message of ~1 kB, e.g. on a full disk) as one line."""
+  try:
+    yield
+  except (KeyboardInterrupt, CheckpointWriteError):
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    if "os_error_code" not in str(e) and not isinstance(e, OSError):
+      raise  # not a write failure
+    try:
+      kept = mngr.latest_step()
+    except Exception:  # pylint: disable=broad-except
+      kept = None
+    resume = (f"the same command resumes from the last saved one (step {kept})" if kept is not None
+              else "no checkpoint was saved")
+    raise CheckpointWriteError(f"cannot save a checkpoint in {mngr.directory}: "
+                               f"{converted.write_failure(e)}; {resume}") from e
 
 
 def _quarantine(mngr: ocp.CheckpointManager, step: int) -> None:
@@ -119,6 +155,80 @@ def write_model_spec(workdir: str, spec: spec_lib.ModelSpec) -> None:
     return
   os.makedirs(workdir, exist_ok=True)
   atomic.write_json(os.path.join(workdir, MODEL_FILE), {"model": spec.to_json()}, overwrite=True)
+
+
+CONFIG_FILE = "config.json"
+
+
+def write_run_config(workdir: str, text: str, step: int) -> str | None:
+  """Writes the run's config (`workdir/config.json`, process 0 only).
+
+  A run resumed at `step` with settings that differ from its config.json's keeps that file as
+  `config.until_step_<step>.json` and says which settings changed (a changed learning rate or loss
+  weight is easy to forget, and the config.json it replaces was the only record of the first part
+  of the run). Returns the kept file's path, or None.
+  """
+  if jax.process_index() != 0:
+    return None
+  path = os.path.join(workdir, CONFIG_FILE)
+  before = None
+  if step > 0:
+    try:
+      with open(path, encoding="utf-8") as f:
+        before = f.read()
+    except (OSError, UnicodeDecodeError):
+      before = None  # none (an older run's folder) or unreadable: nothing to compare with
+  kept = None
+  if before is not None and before.strip() != text.strip():
+    try:
+      old = json.loads(before)
+    except ValueError:
+      old = None
+    changes = (config_changes(old, json.loads(text)) if isinstance(old, dict)
+               else ["(the previous config.json is not JSON)"])
+    if changes:
+      kept = _free_name(os.path.join(workdir, f"config.until_step_{step}"), ".json")
+      atomic.write_text(kept, before)
+      shown = "; ".join(changes[:12]) + (f"; and {len(changes) - 12} more" if len(changes) > 12
+                                         else "")
+      logging.warning("resumed at step %d with settings that differ from this run's: %s (the "
+                      "previous config.json is kept as %s)", step, shown, os.path.basename(kept))
+  atomic.write_text(path, text, overwrite=True)
+  return kept
+
+
+def config_changes(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+  """'key: old -> new' for every setting (dotted key) whose value differs between two configs."""
+  flat_before, flat_after = _flatten(before), _flatten(after)
+  show = lambda d, k: _short(json.dumps(d[k])) if k in d else "(none)"
+  return [f"{k}: {show(flat_before, k)} -> {show(flat_after, k)}"
+          for k in sorted(set(flat_before) | set(flat_after))
+          if flat_before.get(k, _MISSING) != flat_after.get(k, _MISSING)]
+
+
+_MISSING = object()
+
+
+def _flatten(tree, prefix=""):
+  if not isinstance(tree, dict) or not tree:
+    return {prefix.rstrip("."): tree} if prefix else {}
+  out = {}
+  for key, value in tree.items():
+    out.update(_flatten(value, f"{prefix}{key}."))
+  return out
+
+
+def _short(text, limit=60):
+  return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _free_name(stem, ext):
+  """stem + ext, or stem.2 + ext, ... : a name no file has."""
+  path, k = stem + ext, 1
+  while os.path.lexists(path):
+    k += 1
+    path = f"{stem}.{k}{ext}"
+  return path
 
 
 def is_workdir(path: str) -> bool:

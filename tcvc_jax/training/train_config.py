@@ -10,8 +10,10 @@ its run from these; tests and benchmarks use them to run the same step without t
 import functools
 from typing import Any
 
+from absl import logging
 import jax
 import ml_collections
+import numpy as np
 
 from tcvc_jax.data import building as data_building
 from tcvc_jax.data import hints as hints_lib
@@ -137,3 +139,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 _TOP_LEVEL = ("L_fea_extractor", "channel_reduction", "weigting", "feature_refine", "fea_key",
               "flow")
+
+
+def log_parameter_overview(params, trainable) -> None:
+  """Logs each top-level module's parameter count, trainable or frozen."""
+  for name in sorted(params):
+    count = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(params[name]))
+    logging.info("params %-20s %12d  %s", name, count,
+                 "trainable" if name in trainable else "frozen")

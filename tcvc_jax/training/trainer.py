@@ -58,13 +58,6 @@ def _datasets(config):
                                      global_batch_size=data.batch_size, seed=config.seed)
 
 
-def _log_parameter_overview(params, trainable):
-  for name in sorted(params):
-    count = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(params[name]))
-    logging.info("params %-20s %12d  %s", name, count,
-                 "trainable" if name in trainable else "frozen")
-
-
 def _initial_state(config, model, tx, mesh, mngr, train_iter, workdir, spec):
   """(state, step, shardings): restored, pretrained or fresh, born with replicated shardings."""
   init_fn, abstract, shardings = train_config.fresh_state(config, model, tx, mesh)
@@ -182,11 +175,9 @@ def _average(history):
   return out
 
 
-def _write_run_files(config, workdir, writer, spec):
+def _write_run_files(config, workdir, writer, spec, start):
   checkpointing.write_model_spec(workdir, spec)
-  if jax.process_index() == 0:
-    atomic.write_text(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=1),
-                      overwrite=True)
+  checkpointing.write_run_config(workdir, config.to_json_best_effort(indent=1), start)
   writer.write_hparams(config.to_dict())
 
 
@@ -304,22 +295,26 @@ def _train(config, workdir, control, mesh):
         network_size=config.eval.network_size, num_images=config.eval.num_images,
         image_frames=config.eval.image_frames)
   preemption = _Preemption(mngr, control)
-  try:
-    with jax.set_mesh(mesh):
-      state, start, shardings = _initial_state(config, model, tx, mesh, mngr, train_iter,
-                                               workdir, spec)
-      # Only now that the checkpoints fit this config: a failed resume leaves the run's files.
-      _write_run_files(config, workdir, writer, spec)
-      writer.resume_at(start)
-      _log_parameter_overview(state.params, config.optim.trainable)
-      step_fn = train_config.jit_train_step(config, shardings, mesh, schedule)
-      result = _loop(config, state, start, step_fn, train_iter, mngr, writer, validator,
-                     preemption, sharding.data_sharding(mesh), control)
-  finally:
-    preemption.close()
-    mngr.wait_until_finished()
-    mngr.close()
-    writer.close()
+  with converted.quiet_orbax_errors():  # a failed save: said once, by its raise
+    try:
+      with jax.set_mesh(mesh):
+        state, start, shardings = _initial_state(config, model, tx, mesh, mngr, train_iter,
+                                                 workdir, spec)
+        # Only now that the checkpoints fit this config: a failed resume leaves the run's files.
+        _write_run_files(config, workdir, writer, spec, start)
+        writer.resume_at(start)
+        train_config.log_parameter_overview(state.params, config.optim.trainable)
+        step_fn = train_config.jit_train_step(config, shardings, mesh, schedule)
+        result = _loop(config, state, start, step_fn, train_iter, mngr, writer, validator,
+                       preemption, sharding.data_sharding(mesh), control)
+    finally:
+      preemption.close()
+      try:
+        checkpointing.finish(mngr)
+      finally:
+        with contextlib.suppress(Exception):  # after a failed save, it raises that failure again
+          mngr.close()
+        writer.close()
   return result
 
 
@@ -374,7 +369,7 @@ def _loop(config, state, start, step_fn, train_iter, mngr, writer, validator, pr
     checkpointing.save(mngr, step, state, train_iter, force=preempted or step == total)
     if preempted:
       bar.close()  # before the message, which would otherwise land on the bar's line
-      mngr.wait_until_finished()  # (said once it is true: a second signal stops the wait)
+      checkpointing.finish(mngr)  # (said once it is true: a second signal stops the wait)
       logging.warning("preemption: saved the checkpoint at step %d; stopping", step)
       result.update(step=step, preempted=True)
       return result
