@@ -15,9 +15,13 @@ Permissions are those a plain `open()` / `os.mkdir()` would give under the user'
 """
 
 import contextlib
+import hashlib
 import json
+import logging
 import os
+import re
 import shutil
+import socket
 import stat
 import threading
 import uuid
@@ -164,6 +168,40 @@ def remove(path: str) -> None:
     os.remove(path)
 
 
+# Temporary names hold the writer's host and process: `.NAME.tmp-HOST-PID-RANDOM[.ext]`.
+_HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
+
+
+def _remove_stale(folder, base):
+  """Removes the temporary outputs of `base` that a killed process of this host left (kill -9, a
+  power cut: no handler ran), before a new one is written. Another host's, a live process's and
+  a half-swapped old folder (`.old`: the user's earlier output) are left alone."""
+  pattern = re.compile(rf"\.{re.escape(base)}\.tmp-{_HOST}-(\d+)-[0-9a-f]{{8}}(\.\w+)?")
+  try:
+    names = os.listdir(folder or ".")
+  except OSError:
+    return
+  for name in names:
+    match = pattern.fullmatch(name)
+    if not match or name.endswith(".old") or _alive(int(match.group(1))):
+      continue
+    try:
+      remove(os.path.join(folder, name))
+      logging.info("removed %s, left by a process that was killed", name)
+    except OSError:
+      pass
+
+
+def _alive(pid):
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except OSError:  # another user's process
+    return True
+  return True
+
+
 class AtomicOutput:
   """A temporary file or folder that becomes `path` on `commit()`.
 
@@ -184,8 +222,9 @@ class AtomicOutput:
     self.overwrite = overwrite
     self.directory = directory
     base = os.path.basename(self.path)
+    _remove_stale(os.path.dirname(self.path), base)
     self.tmp = os.path.join(os.path.dirname(self.path),
-                            f".{base}.tmp-{uuid.uuid4().hex[:12]}{suffix}")
+                            f".{base}.tmp-{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}")
     if directory:
       os.mkdir(self.tmp)  # 0o777 minus the umask
     else:
@@ -259,19 +298,22 @@ class NewFolder:
 
   What a run that fails, or is interrupted (`discard_all`), before it has anything worth keeping
   leaves is what was there before it: nothing where the folder was new, an empty folder where it
-  was empty. A folder that held anything is never removed.
+  was empty. A folder that held anything is never removed; of what is in it, only the entries
+  named in `own_names` that were not there before go (the run's own files).
 
   Raises:
     NotADirectoryError: `path` or one of its parents is a file.
   """
 
-  def __init__(self, path):
+  def __init__(self, path, own_names=()):
     self.path = os.path.abspath(os.fspath(path))
     top = highest_missing(self.path)  # the highest folder this creates
     p = self.path if top is None else os.path.dirname(top)
     if not os.path.isdir(p):
       raise NotADirectoryError(f"cannot make the folder {self.path}: {p} is a file")
-    self._was_empty = top is None and not os.listdir(self.path)
+    before = set(os.listdir(self.path)) if top is None else set()
+    self._was_empty = top is None and not before
+    self._added = set(own_names) - before
     os.makedirs(self.path, exist_ok=True)
     self._top = top
     self._done = False
@@ -291,9 +333,10 @@ class NewFolder:
     self.keep()
     if self._top is not None:
       remove(self._top)
-    elif self._was_empty and os.path.isdir(self.path):
+    elif os.path.isdir(self.path):
       for name in os.listdir(self.path):
-        remove(os.path.join(self.path, name))
+        if self._was_empty or name in self._added:
+          remove(os.path.join(self.path, name))
 
 
 def discard_all() -> None:

@@ -4,6 +4,8 @@ import os
 import pathlib
 import shutil
 import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -178,3 +180,36 @@ def test_overwrite_writes_through_a_link_and_never_replaces_a_device_or_pipe(tmp
   assert _names(tmp_path) == ["ckpt", "film.mp4", "link.mp4", "photos", "pipe.mp4", "sock.mp4",
                               "to_pipe.mp4"]
   assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
+
+
+def test_what_a_killed_writer_left_is_removed_when_the_output_is_written_again(tmp_path):
+  # kill -9 runs no handler: a run's temporary output stays. The next write of the same output
+  # removes it if its process (on this host) is gone; nothing else.
+  path = tmp_path / "clip.mp4"
+  with atomic.AtomicOutput(path, suffix=".mp4") as out:
+    name = os.path.basename(out.tmp)
+  assert name.startswith(".clip.mp4.tmp-") and name.endswith(".mp4")
+  host, pid = name.split(".tmp-", 1)[1].split("-")[:2]
+  assert pid == str(os.getpid())
+  dead = subprocess.Popen([sys.executable, "-c", "pass"])
+  dead.wait()
+  left = {
+      "killed": f".clip.mp4.tmp-{host}-{dead.pid}-0123abcd.mp4",
+      "killed_folder": f".clip.mp4.tmp-{host}-{dead.pid}-4567abcd",
+      "live": f".clip.mp4.tmp-{host}-{os.getpid()}-89abcdef.mp4",
+      "other_host": f".clip.mp4.tmp-{'0' * 6 if host != '0' * 6 else '1' * 6}-{dead.pid}-"
+                    "0123abcd.mp4",
+      "swapped_old": f".clip.mp4.tmp-{host}-{dead.pid}-0123abcd.old",  # a user's earlier output
+      "other_output": f".other.mp4.tmp-{host}-{dead.pid}-0123abcd.mp4",
+  }
+  for key, leftover in left.items():
+    if key == "killed_folder":
+      (tmp_path / leftover).mkdir()
+      (tmp_path / leftover / "f.png").write_bytes(b"x")
+    else:
+      (tmp_path / leftover).write_bytes(b"x")
+  with atomic.AtomicOutput(path, suffix=".mp4", overwrite=True) as out:
+    pathlib.Path(out.tmp).write_bytes(b"new")
+  assert path.read_bytes() == b"new"
+  assert _names(tmp_path) == sorted(
+      ["clip.mp4"] + [v for k, v in left.items() if not k.startswith("killed")])

@@ -225,6 +225,26 @@ def test_train_interrupt_during_compile_and_during_training(tmp_path):
   assert os.listdir(tmp_path / "b" / "checkpoints")
 
 
+def test_train_interrupted_before_its_first_step_in_a_folder_of_the_users(tmp_path):
+  # The run's files (model.json, config.json, checkpoints/, metrics.jsonl, tensorboard/, the lock)
+  # go again; the user's stay.
+  mine = tmp_path / "mine"
+  mine.mkdir()
+  (mine / "notes.txt").write_text("mine")
+  cmd = [os.path.join(REPO, "train.py"), "--config=default:tiny", "--workdir=mine",
+         "--config.data.data_dir=" + str(tmp_path / "tfds"), "--compilation_cache=off"]
+  proc = subprocess.Popen([sys.executable, *cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, env=_env(tmp_path), cwd=str(tmp_path))
+  deadline = time.time() + 240
+  while time.time() < deadline and not (mine / "config.json").exists():
+    time.sleep(0.05)
+  assert (mine / "model.json").exists()  # the run has written its files: the step compiles
+  proc.send_signal(signal.SIGINT)
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 130, err[-3000:]
+  assert sorted(os.listdir(mine)) == ["notes.txt"]
+
+
 @pytest.mark.parametrize("delay", [1.0, 4.0])
 def test_eval_and_convert_interrupts(checkpoint, frames, tmp_path, delay):
   cmd = [os.path.join(REPO, "eval.py"), "--config=eval:tiny", "--workdir=ev",

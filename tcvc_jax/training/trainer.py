@@ -212,8 +212,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   logging.info("mesh %s over %d devices, %d processes", dict(mesh.shape), jax.device_count(),
                jax.process_count())
   # A new workdir is removed again if the run ends (an error, a signal) before its first step:
-  # then it holds nothing worth keeping.
-  folder = atomic.NewFolder(workdir)
+  # then it holds nothing worth keeping. In a folder of the user's, the files the run made go.
+  folder = atomic.NewFolder(workdir, own_names=(
+      checkpointing.MODEL_FILE, checkpointing.CONFIG_FILE, checkpointing.CHECKPOINT_DIR, LOCK_FILE,
+      metric_writers.METRICS_FILE, metric_writers.TENSORBOARD_DIR, metric_writers.IMAGES_DIR))
   control.on_started_loop(folder.keep)
   try:
     with _workdir_lock(workdir):
