@@ -255,10 +255,13 @@ def load(path, dtype=jnp.float32):
     A `Colorizer`.
 
   Raises:
-    porting.ConversionError: the path holds no TCVC checkpoint; ValueError: another dtype.
+    porting.ConversionError: the path holds no TCVC checkpoint, or one that does not fit its model;
+    OSError (`checkpointing.DamagedCheckpointError`): a workdir's checkpoint files cannot be read;
+    ValueError: another dtype.
   """
   if not isinstance(path, (str, os.PathLike)):
     raise TypeError(f"path must be a file or folder name, got {type(path).__name__}")
+  path = os.path.expanduser(path)  # "~/runs/demo", as the tools read it
   name = jnp.dtype(dtype).name if _is_dtype(dtype) else repr(dtype)
   if name not in ("float32", "bfloat16", "float64"):
     raise ValueError(f"dtype must be float32, bfloat16 or float64, got {name}")

@@ -134,6 +134,19 @@ def check_keeps_inputs(output, inputs) -> None:
                                "output")
 
 
+def check_apart(output, source, what="the source") -> None:
+  """Raises OutputIsInputError when `output` is `source`, holds it, or lies inside the folder
+  `source` (a checkpoint folder: a file written into it changes or damages the checkpoint)."""
+  if source is None or not os.path.lexists(os.fspath(source)):
+    return
+  check_keeps_inputs(output, [(what, source)])
+  if os.path.isdir(os.fspath(source)) and is_within(os.path.dirname(os.path.abspath(
+      os.fspath(output))), source):
+    raise OutputIsInputError(f"the output {os.fspath(output)} is inside {what} "
+                             f"{os.fspath(source)}: writing there would change it; choose an "
+                             "output outside it")
+
+
 def check_replaceable_folder(path, suffixes, what) -> None:
   """Raises NotReplaceableError unless an existing `path` (an output that `--overwrite` replaces
   whole) is a folder holding only files named *suffixes*: an earlier output of `what`, not a folder

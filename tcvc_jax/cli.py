@@ -58,6 +58,12 @@ class UserError(Exception):
   """A problem the user can fix; the message is the whole story."""
 
 
+class UsageMistake(UserError):
+  """A mistake in the command line that the parser cannot see (an option that does not fit the
+  arguments): exit code 2, like the parser's own."""
+  usage_mistake = True
+
+
 def one_line(err: BaseException) -> str:
   """The message of an exception on one line (its type name when it has none)."""
   text = " ".join(str(err).split())

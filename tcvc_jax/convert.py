@@ -47,17 +47,20 @@ def _convert(args):
   from tcvc_jax import export  # pylint: disable=g-import-not-at-top
   from tcvc_jax.training import checkpointing  # pylint: disable=g-import-not-at-top
   src = args.src
+  for name, value in (("SRC", src), ("OUT", args.out)):
+    if not value.strip():
+      raise cli.UsageMistake(f"{name} is empty: give a file or folder name")
   if not os.path.exists(src):
     raise cli.UserError(f"{src}: no such file or folder")
-  atomic.check_keeps_inputs(args.out, [("the source", src)])
+  atomic.check_apart(args.out, src)
   if args.step is not None and not checkpointing.is_workdir(src):
-    raise cli.UserError(f"--step needs a train.py workdir; {src} is not one")
+    raise cli.UsageMistake(f"--step needs a train.py workdir; {src} is not one")
   ext = os.path.splitext(args.out)[1].lower()
   if os.path.isdir(src) and ext and ext not in _PTH_EXTENSIONS:
-    raise cli.UserError(f"{args.out}: a folder converts to a PyTorch file; name it "
+    raise cli.UsageMistake(f"{args.out}: a folder converts to a PyTorch file; name it "
                         + " / ".join(_PTH_EXTENSIONS))
   if not os.path.isdir(src) and ext in _PTH_EXTENSIONS:
-    raise cli.UserError(f"{args.out}: a PyTorch file converts to a checkpoint folder; name it "
+    raise cli.UsageMistake(f"{args.out}: a PyTorch file converts to a checkpoint folder; name it "
                         "without an extension")
   if os.path.isdir(src) and checkpointing.is_workdir(src):
     spec, step = export.export_workdir(src, args.out, step=args.step, overwrite=args.overwrite)

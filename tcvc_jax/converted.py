@@ -250,6 +250,11 @@ def _default_order(variables, extras):
 
 def convert_torch_file(src, out_dir, overwrite=False):
   """PyTorch .pth -> converted directory. Returns (out_dir, kind)."""
+  try:
+    atomic.check_apart(out_dir, src)
+  except atomic.OutputIsInputError as e:
+    raise ConversionError(str(e)) from e
+  check_parents(out_dir)  # before reading (and warning about) a file of maybe gigabytes
   sd, kind, model = porting.read_torch_checkpoint(src)
   variables, extras = porting.torch_to_flax(sd)
   # What converting back writes anyway is left out: folder -> .pth -> folder gives the folder.

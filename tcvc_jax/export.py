@@ -70,7 +70,11 @@ def _write_pth(sd, out_path, overwrite, spec=None):
     raise porting.ConversionError(f"cannot write {out_path}: {e.strerror or e}") from e
 
 
-def _check_target(out_path, overwrite):
+def _check_target(out_path, overwrite, src):
+  try:
+    atomic.check_apart(out_path, src)
+  except atomic.OutputIsInputError as e:
+    raise porting.ConversionError(str(e)) from e
   converted.check_parents(out_path)
   if os.path.isdir(out_path):  # --overwrite replaces a file, never a folder
     raise porting.ConversionError(f"cannot write {out_path}: it is a folder, not a file")
@@ -82,7 +86,7 @@ def _check_target(out_path, overwrite):
 
 def export_workdir(workdir, out_path, step=None, overwrite=False):
   """A train.py workdir -> TCVC_IDC .pth; returns (ModelSpec, step)."""
-  _check_target(out_path, overwrite)
+  _check_target(out_path, overwrite, workdir)
   sd, spec, step = workdir_state_dict(workdir, step)
   _write_pth(sd, out_path, overwrite, spec)
   return spec, step
@@ -93,7 +97,7 @@ def export_converted(src_dir, out_path, overwrite=False):
 
   A TCVC folder's ModelSpec goes into the file's model record.
   """
-  _check_target(out_path, overwrite)
+  _check_target(out_path, overwrite, src_dir)
   variables, meta, extras = converted.load_converted(src_dir)
   sd = porting.flax_to_torch(variables, extras, meta.get("key_order"))
   # load_converted has checked the weights against the folder's model description.

@@ -21,9 +21,12 @@ files is export.py.
 
 import collections
 import json
+import logging
+import os
 
 import numpy as np
 
+from tcvc_jax import _pth_unwrap
 from tcvc_jax import pth
 from tcvc_jax.models import spec as spec_lib
 
@@ -44,14 +47,24 @@ class ConversionError(ValueError):
 def load_torch_file(path):
   """Reads a .pth / .pth.tar state_dict; returns ({key: numpy array}, kind). No PyTorch needed.
 
-  A `{'state_dict': ...}` wrapper (FlowNet2's files) is unwrapped and a leading `module.` stripped.
+  A checkpoint dict holding one state_dict ({'state_dict': ...}: FlowNet2's files; {'model': ...,
+  'optimizer': ...}) is unwrapped, and DataParallel's `module.` / torch.compile's `_orig_mod.`
+  prefixes are stripped.
   """
   try:
-    obj = pth.load_state_dict(path)
+    obj = pth.load(path)
+  except pth.PthError as e:
+    what = _pth_unwrap.format_of(path)
+    raise ConversionError(f"{os.fsdecode(os.fspath(path))}: {what}, not a PyTorch checkpoint"
+                          if what else str(e)) from e
+  try:
+    sd = _pth_unwrap.state_dict_of(obj, path)
   except pth.PthError as e:
     raise ConversionError(str(e)) from e
-  sd = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in obj.items()}
+  sd = {_pth_unwrap.unprefixed(k): v for k, v in sd.items()}
   return sd, detect_kind(sd, path)
+
+
 
 
 def detect_kind(sd, path="state_dict"):
@@ -299,14 +312,24 @@ _FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 
 def check_dtypes(sd, path="state_dict"):
-  """Raises ConversionError naming the first entry that is not real floating point (counters aside).
+  """Raises ConversionError naming the first entry that is not real floating point (counters aside),
+  or the entries that hold NaN or infinite values.
 
   An integer or complex weight would be cast silently: to zeros, or without its imaginary part.
   """
+  bad = []
   for k, v in sd.items():
-    if not k.endswith("num_batches_tracked") and np.dtype(v.dtype).name not in _FLOAT_DTYPES:
+    if k.endswith("num_batches_tracked"):
+      continue
+    if np.dtype(v.dtype).name not in _FLOAT_DTYPES:
       raise ConversionError(f"{path}: {k} has dtype {np.dtype(v.dtype).name}; weights must be "
                             f"{', '.join(_FLOAT_DTYPES[:-1])} or {_FLOAT_DTYPES[-1]}")
+    count = int(np.size(v) - np.count_nonzero(np.isfinite(np.asarray(v, np.float32))))
+    if count:
+      bad.append(f"{k} ({count} of {np.size(v)})")
+  if bad:  # they would colorize every frame to NaN, silently
+    raise ConversionError(f"{path}: weights that are NaN or infinite in {_listing(bad, 5)}: a run "
+                          "that diverged? Take an earlier checkpoint")
 
 
 def validate(sd, kind, path="state_dict"):
@@ -347,6 +370,12 @@ def read_torch_checkpoint(path):
     except (ValueError, TypeError) as e:
       raise ConversionError(f"{path}: bad {SPEC_RECORD} record ({e})") from e
     model = _matching(spec, model, path, f"{SPEC_RECORD} record")
+  elif kind == "tcvc" and model.flow_type == "classical":
+    logging.warning("%s: a TCVC state_dict without FlowNet2 weights (tcvc_jax's classical flow) "
+                    "and without its %s record, which torch.load + torch.save drops: the classical "
+                    "flow's options are not known and its defaults are used (if the run used "
+                    "others, colours differ); convert the run's workdir to .pth again",
+                    path, SPEC_RECORD)
   return sd, kind, model
 
 

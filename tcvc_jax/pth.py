@@ -345,7 +345,9 @@ def load(path):
   except PermissionError as e:
     raise PthError(f"{path}: cannot read ({e.strerror})") from None
   except _Refused as e:
-    raise PthError(f"{path}: refused: the file asks to run code ({e})") from None
+    model = str(e).startswith(("torch.nn.", "__main__.")) and (  # a pickled nn.Module, likely
+        ": a whole pickled model? torch.save(model.state_dict(), path) saves what converts")
+    raise PthError(f"{path}: refused: the file asks to run code ({e}){model or ''}") from None
   except Exception as e:  # noqa: BLE001  # damaged bytes raise many types
     reason = str(e) if isinstance(e, _Bad) else f"{type(e).__name__}: {e}".rstrip(": ")
     reason = " ".join(reason.split())[:80]

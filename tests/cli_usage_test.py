@@ -158,12 +158,12 @@ def test_convert_to_an_unwritable_place(checkpoint, tmp_path, target):
 def test_convert_names_its_pytorch_file_as_such(checkpoint, tmp_path):
   # A folder becomes a .pth file: written as out.txt it was a .pth named out.txt.
   proc = _run(["-m", "tcvc_jax.convert", checkpoint, "out.txt"], tmp_path)
-  _one_error_line(proc, 1, "out.txt: a folder converts to a PyTorch file; name it .pth")
+  _one_error_line(proc, 2, "out.txt: a folder converts to a PyTorch file; name it .pth")
   assert not os.path.exists(tmp_path / "out.txt")
   # And a PyTorch file becomes a folder: one named copy.pth was a folder named like a file.
   (tmp_path / "m.pth").write_bytes(b"checked before it is read")
   proc = _run(["-m", "tcvc_jax.convert", "m.pth", "copy.pth"], tmp_path)
-  _one_error_line(proc, 1, "copy.pth: a PyTorch file converts to a checkpoint folder; name it "
+  _one_error_line(proc, 2, "copy.pth: a PyTorch file converts to a checkpoint folder; name it "
                   "without an extension")
   assert not os.path.exists(tmp_path / "copy.pth")
 

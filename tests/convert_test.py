@@ -1,7 +1,9 @@
 """The PyTorch <-> Flax checkpoint converter: exact round trips, clear errors, no code execution."""
 
+import json
 import os
 import pickle
+import re
 import subprocess
 import sys
 
@@ -12,6 +14,7 @@ import pytest
 import tcvc_jax
 from tcvc_jax import atomic
 from tcvc_jax import converted
+from tcvc_jax import export
 from tcvc_jax import porting
 from tcvc_jax import pth as pth_lib
 
@@ -33,6 +36,12 @@ def _tiny_state_dict():
 
 def _save(sd, path):
   torch.save({k: torch.from_numpy(np.array(v)) for k, v in sd.items()}, path)
+
+
+def _save_exported(sd, path):
+  """As export.py writes a tiny model: with its model record (no warning on reading)."""
+  pth_lib.save(sd, str(path),
+               extra={porting.SPEC_RECORD: json.dumps(tiny.TINY_SPEC.to_json()).encode()})
 
 
 def test_full_checkpoint_round_trip_is_exact(golden_f32_paths, tmp_path):
@@ -74,6 +83,108 @@ def test_dataparallel_prefix_is_stripped(tmp_path):
   _save({"module." + k: v for k, v in sd.items()}, pth)
   loaded, kind = porting.load_torch_file(str(pth))
   assert kind == "tcvc" and list(loaded) == list(sd)
+
+
+def test_state_dicts_inside_training_checkpoints_and_wrapped_keys_are_found(tmp_path):
+  sd = _tiny_state_dict()
+  tensors = {k: torch.from_numpy(np.array(v)) for k, v in sd.items()}
+  cases = {  # what people save: a training checkpoint, torch.compile's and nested DataParallel
+      "ckpt": {"epoch": 3, "model": tensors, "optimizer": {"state": {}, "param_groups": []}},
+      "compiled": {"_orig_mod." + k: v for k, v in tensors.items()},
+      "nested": {"net": {"module.module." + k: v for k, v in tensors.items()}},
+  }
+  for name, obj in cases.items():
+    torch.save(obj, tmp_path / f"{name}.pth")
+    loaded, kind = porting.load_torch_file(str(tmp_path / f"{name}.pth"))
+    assert kind == "tcvc" and list(loaded) == list(sd), name
+  refused = {
+      "two": ({"model": tensors, "ema": tensors}, "holds several state_dicts (model, ema)"),
+      "none": ({"epoch": 3, "optimizer": {}},
+               "not a state_dict (expected a dict of tensors; a dict of 'epoch', 'optimizer'"),
+      "empty": ({}, "an empty dict, not a state_dict"),
+      "tensor": (torch.zeros(3), "not a state_dict (expected a dict of tensors, got one tensor)"),
+      "whole": (torch.nn.Linear(2, 2), "asks to run code (torch.nn.modules.linear.Linear): a whole "
+                "pickled model? torch.save(model.state_dict(), path) saves what converts"),
+  }
+  for name, (obj, text) in refused.items():
+    torch.save(obj, tmp_path / f"{name}.pth")
+    with pytest.raises(porting.ConversionError, match=re.escape(text)):
+      porting.load_torch_file(str(tmp_path / f"{name}.pth"))
+
+
+def test_files_of_other_formats_are_named(tmp_path):
+  np.save(tmp_path / "a.npy", np.zeros(3))
+  np.savez(tmp_path / "b.npz", x=np.zeros(3))
+  header = b'{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}'
+  (tmp_path / "c.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + bytes(4))
+  for name, what in (("a.npy", "a NumPy .npy file"), ("b.npz", "a NumPy .npz archive"),
+                     ("c.safetensors", "a safetensors file")):
+    path = tmp_path / name.replace(".", "_") / "model.pth"
+    path.parent.mkdir()
+    os.rename(tmp_path / name, path)  # renamed .pth, as it happens
+    with pytest.raises(porting.ConversionError, match=f"^{re.escape(str(path))}: {what}, not a "
+                       "PyTorch checkpoint$"):
+      porting.load_torch_file(str(path))
+
+
+def test_weights_that_are_not_finite_are_refused(tmp_path):
+  sd = _tiny_state_dict()
+  sd["weigting.conv1.bias"] = sd["weigting.conv1.bias"].copy()
+  sd["weigting.conv1.bias"][:2] = [np.nan, np.inf]
+  path = tmp_path / "diverged.pth"
+  pth_lib.save(sd, str(path))
+  proc = _run_cli(path, tmp_path / "out")
+  assert proc.returncode == 1 and not (tmp_path / "out").exists()
+  n = sd["weigting.conv1.bias"].size
+  assert proc.stderr == (f"error: {path}: weights that are NaN or infinite in weigting.conv1.bias "
+                         f"(2 of {n}): a run that diverged? Take an earlier checkpoint\n")
+
+
+def test_a_classical_flow_file_that_lost_its_model_record_says_so(tmp_path):
+  # export.py stores the classical flow's options in a record that torch.load + torch.save drop.
+  exported = tmp_path / "exported.pth"
+  _save_exported(_tiny_state_dict(), exported)
+  resaved = tmp_path / "resaved.pth"
+  torch.save(torch.load(exported, weights_only=True), resaved)
+  proc = _run_cli(exported, tmp_path / "a")
+  assert proc.returncode == 0 and "warning" not in proc.stderr
+  proc = _run_cli(resaved, tmp_path / "b")
+  assert proc.returncode == 0
+  assert ("without its tcvc_model.json record, which torch.load + torch.save drops: the classical "
+          "flow's options are not known and its defaults are used") in proc.stderr
+
+
+def test_an_output_inside_the_source_folder_is_refused(tmp_path):
+  pth = tmp_path / "tiny.pth"
+  _save(_tiny_state_dict(), pth)
+  folder = tmp_path / "ckpt"
+  assert _run_cli(pth, folder).returncode == 0
+  before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+  for out, flags in ((folder / "back.pth", ()), (folder / "variables" / "_METADATA",
+                                                 ("--overwrite",))):
+    proc = _run_cli(folder, out, *flags)
+    assert proc.returncode == 1
+    assert proc.stderr == (f"error: the output {out} is inside the source {folder}: writing there "
+                           "would change it; choose an output outside it\n")
+  assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
+  # The Python functions check the same (their own source included).
+  with pytest.raises(porting.ConversionError, match="is inside the source"):
+    export.export_converted(str(folder), str(folder / "variables" / "_METADATA"), overwrite=True)
+  with pytest.raises(porting.ConversionError, match="is the source"):
+    converted.convert_torch_file(str(pth), str(pth), overwrite=True)
+  assert converted.is_converted_dir(folder) and pth.is_file()
+
+
+def test_command_line_mistakes_exit_2(tmp_path):
+  pth = tmp_path / "tiny.pth"
+  _save_exported(_tiny_state_dict(), pth)
+  for args, text in (((pth, ""), "OUT is empty: give a file or folder name"),
+                     (("", tmp_path / "o"), "SRC is empty: give a file or folder name"),
+                     ((pth, tmp_path / "o", "--step", "3"), "--step needs a train.py workdir"),
+                     ((pth, tmp_path / "o.pth"), "a PyTorch file converts to a checkpoint folder")):
+    proc = _run_cli(*args)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and text in proc.stderr
+  assert sorted(os.listdir(tmp_path)) == ["tiny.pth"]
 
 
 def test_bad_keys_give_one_error_naming_them(tmp_path):
@@ -187,7 +298,7 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsy
 
   from tcvc_jax import cli  # pylint: disable=g-import-not-at-top
   pth = tmp_path / "tiny.pth"
-  _save(_tiny_state_dict(), pth)
+  _save_exported(_tiny_state_dict(), pth)
 
   def save(self, path, tree):  # as orbax fails on a full disk: its thread logs, then it raises
     del self, tree
