@@ -160,11 +160,15 @@ def _user_hints(args, size):
   import numpy as np  # pylint: disable=g-import-not-at-top
 
   from tcvc_jax import guidance  # pylint: disable=g-import-not-at-top
+  from tcvc_jax.media import av_frames  # pylint: disable=g-import-not-at-top
   from tcvc_jax.media import reading  # pylint: disable=g-import-not-at-top
   hints = {}
   for text in args.reference:
     frame, path = guidance.parse_reference(text)  # checked with the other flags
-    hint = guidance.reference_hint(reading.read_image(path))
+    try:
+      hint = guidance.reference_hint(reading.read_image(path), av_frames.image_alpha(path))
+    except guidance.GuidanceError as e:
+      raise guidance.GuidanceError(f"--reference {text}: {e}") from None
     if np.abs(hint.ab).max() < 0.01:
       print(f"warning: --reference {text}: the image has no colour (gray); frame {frame} and the "
             "frames its colours reach will come out gray", file=sys.stderr)

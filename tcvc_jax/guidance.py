@@ -37,13 +37,23 @@ class FrameHint:
     return float(self.mask.mean())
 
 
-def reference_hint(image) -> FrameHint:
-  """A dense hint from a colour image of the frame (uint8 RGB [h, w, 3]): its ab everywhere."""
+def reference_hint(image, alpha=None) -> FrameHint:
+  """A hint from a colour image of the frame (uint8 RGB [h, w, 3]): its ab everywhere, or with
+  `alpha` (uint8 [h, w], e.g. strokes painted on a transparent layer) where it is at least half
+  opaque; transparent pixels are no hint (their colour, often black, is not the user's)."""
   image = np.asarray(image)
   if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
     raise GuidanceError(f"a reference must be an 8-bit RGB image, got {image.shape} {image.dtype}")
+  mask = np.ones(image.shape[:2] + (1,), np.float32)
+  if alpha is not None:
+    alpha = np.asarray(alpha)
+    if alpha.shape != image.shape[:2]:
+      raise GuidanceError(f"alpha of shape {alpha.shape} for an image of {image.shape[:2]}")
+    mask = (alpha >= 128).astype(np.float32)[..., None]
+    if not mask.any():
+      raise GuidanceError("the reference image is transparent everywhere: no colour to use")
   _, ab = color.rgb_to_gray_ab(image, np)
-  return FrameHint(ab.astype(np.float32), np.ones(image.shape[:2] + (1,), np.float32))
+  return FrameHint((ab * mask).astype(np.float32), mask)
 
 
 def click_hint(clicks, height, width) -> FrameHint:
@@ -203,9 +213,14 @@ def read_clicks(path):
 def parse_reference(text):
   """'FRAME:IMAGE' -> (frame, path)."""
   frame, sep, path = str(text).partition(":")
-  if not sep or not frame.strip().isdigit() or not path:
-    raise GuidanceError(f"bad --reference {text!r}: use FRAME:IMAGE, e.g. 0:frame0_colour.png")
-  return int(frame), os.path.expanduser(path)  # (0:~/a.png: no shell expands that `~`)
+  frame = frame.strip()
+  if not sep or not (frame.isascii() and frame.isdigit()) or not path:  # ('²'.isdigit() is True)
+    raise GuidanceError(f"bad --reference {text!r}: use FRAME:IMAGE, FRAME the frame's number "
+                        "counted from 0, e.g. 0:frame0_colour.png")
+  path = os.path.expanduser(path)  # (0:~/a.png: no shell expands that `~`)
+  if path != path.strip() and not os.path.exists(path) and os.path.exists(path.strip()):
+    path = path.strip()  # "0: a.png"
+  return int(frame), path
 
 
 def _resize(x, height, width):

@@ -18,8 +18,11 @@ from tcvc_jax import streaming
 from tcvc_jax import window_stream
 from tcvc_jax.data import synthetic
 from tcvc_jax.evaluation import windows
+from tcvc_jax.media import av_frames
+from tcvc_jax.media import reading
 from tcvc_jax.media import writing
 
+import data_testlib
 import tiny
 
 T = 4
@@ -238,19 +241,45 @@ def test_cli_guided_run_and_bad_references(colorizer, tmp_path):
   assert proc.returncode == 0, proc.stderr
   assert "3:" in proc.stderr and "has no colour" in proc.stderr, proc.stderr
   (tmp_path / "bad.json").write_text("[{\"frame\": 1}]")
+  (tmp_path / "clear.png").write_bytes(data_testlib.encode_image(np.zeros((20, 30, 4), np.uint8)))
+  # "0: ref.png" (a space after the colon) is ref.png.
+  proc = _run(base[:1] + ["out_space"] + base[2:] + ["--reference", "0: ref.png"], str(tmp_path))
+  assert proc.returncode == 0, proc.stderr
   cases = {
       "out of range": (["--reference", f"40:{tmp_path / 'ref.png'}"], "frame 40, but " + str(src)),
       "unreadable": (["--reference", f"0:{tmp_path / 'nothing.png'}"], "nothing.png"),
       "syntax": (["--reference", "ref.png"], "use FRAME:IMAGE"),  # a usage error: exit 2
+      "syntax2": (["--reference", "\u00b2:ref.png"], "FRAME the frame's number counted from 0"),
+      "transparent": (["--reference", "0:clear.png"],
+                      "--reference 0:clear.png: the reference image is transparent everywhere"),
       "bad click": (["--hints", str(tmp_path / "bad.json")], "missing x, y, rgb"),
   }
   for case, (extra, text) in cases.items():
     proc = _run([str(src), f"o_{case.replace(' ', '_')}", "--checkpoint", ckpt, "--size", "64",
                  "--quiet"] + extra, str(tmp_path))
-    assert proc.returncode == (2 if case == "syntax" else 1), (case, proc.stderr)
+    assert proc.returncode == (2 if case.startswith("syntax") else 1), (case, proc.stderr)
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and text in lines[0], (case, lines)
     assert not os.path.exists(tmp_path / f"o_{case.replace(' ', '_')}")
+
+
+def test_a_reference_painted_on_a_transparent_layer_hints_only_where_painted(tmp_path):
+  rgba = np.zeros((16, 24, 4), np.uint8)  # transparent black ...
+  rgba[4:8, 6:12] = (220, 30, 30, 255)  # ... with one opaque red stroke
+  rgba[10:12, 2:4] = (30, 30, 220, 100)  # and a faint one, under half opaque: no hint
+  path = str(tmp_path / "strokes.png")
+  data_testlib.write_image(path, rgba)
+  alpha = av_frames.image_alpha(path)
+  np.testing.assert_array_equal(alpha, rgba[..., 3])
+  hint = guidance.reference_hint(reading.read_image(path), alpha)
+  want = np.zeros((16, 24, 1), np.float32)
+  want[4:8, 6:12] = 1
+  np.testing.assert_array_equal(hint.mask, want)
+  assert (hint.ab[4:8, 6:12, 0] > 0.1).all() and not hint.ab[want[..., 0] == 0].any()
+  # An opaque image (or one without alpha) hints everywhere.
+  data_testlib.write_image(path, rgba[..., :3])
+  assert av_frames.image_alpha(path) is None
+  assert guidance.reference_hint(reading.read_image(path)).mask.all()
 
 
 def test_click_hint_checks_its_clicks_as_read_clicks_does():

@@ -73,6 +73,18 @@ def colourless(frames):
   return not any(np.any(f[..., 1:] != f[..., :1]) for f in frames)
 
 
+def image_alpha(path):
+  """An image file's alpha channel, [H, W] uint8 (255: opaque), or None where it has none or every
+  pixel is opaque. The file is one that `reading.read_image` has read (its errors said there)."""
+  with av.open(path) as c:
+    frame = next(c.decode(c.streams.video[0]))
+    fmt = frame.format
+    if not (fmt.has_palette or any(comp.is_alpha for comp in fmt.components)):
+      return None
+    alpha = frame.to_ndarray(format="rgba")[..., 3]
+  return None if alpha.min() == 255 else alpha
+
+
 def reason(err):
   """Short one-line reason from a PyAV / OS error."""
   text = getattr(err, "strerror", None) or str(err) or type(err).__name__
