@@ -218,10 +218,16 @@ def test_hinted_modes_are_measured_next_to_the_automatic_run(checkpoint, test_se
   config.outputs.videos = False
   summary = evaluator.evaluate(config, str(tmp_path / "work"))
   guided = summary["guided"]
-  assert set(guided) == {"auto", "reference", "clicks"}
+  assert set(guided) == {"auto", "auto_cuts", "reference", "clicks"}
   assert guided["auto"]["psnr"] == pytest.approx(summary["psnr"])  # the protocol's own run
+  # No hints on the hinted modes' path: on clips without cuts, the protocol's run.
+  assert guided["auto_cuts"]["psnr"] == pytest.approx(guided["auto"]["psnr"], abs=1e-4)
   for mode in ("reference", "clicks"):
     assert np.isfinite(guided[mode]["psnr"]) and guided[mode]["psnr"] != guided["auto"]["psnr"]
+  # The hint-free baseline of the hinted modes: no clicks give exactly "auto_cuts".
+  config.hints.modes, config.hints.clicks_per_anchor = ("auto", "clicks"), 0
+  none = evaluator.evaluate(config, str(tmp_path / "work_none"))["guided"]
+  assert none["clicks"] == none["auto_cuts"]
   config.protocol.mode = "multi"
   with pytest.raises(EvalError, match="one-sampling"):
     evaluator.evaluate(config, str(tmp_path / "work2"))

@@ -6,8 +6,10 @@ Modes (config `hints.modes`):
     from the scene-cut detector), carried through the shot by tcvc_jax.carrying.
   * "clicks": K random clicks per anchor (ground-truth ab averaged over a patch x patch square).
 Hinted modes run the streaming one-sampling path (`streaming.colorize_frames`) with scene cuts,
-since hints are carried within shots. "Far" frames are those more than T + 1 frames from every
-reference frame: they get colour only through hints carried to other anchors.
+since hints are carried within shots; so does the row "auto_cuts", without hints: the hints' own
+gain is theirs over "auto_cuts" (windows that stop at a cut score differently from the protocol's,
+which runs through it). "Far" frames are those more than T + 1 frames from every reference frame:
+they get colour only through hints carried to other anchors.
 """
 
 import numpy as np
@@ -72,11 +74,11 @@ def run_modes(clip, colorizer, auto_out, config, interval, size, gray_mode, seed
   rng = np.random.default_rng(seed)
   hinted_sets = {}
   outputs = {"auto": auto_out}
-  for mode in config.modes:
-    if mode == "auto":
-      continue
-    hints = user_hints(mode, gt, cuts, interval, windows.size2(size), config, rng)
-    hinted_sets[mode] = set(hints)
+  for mode in ("auto_cuts",) + tuple(m for m in config.modes if m != "auto"):
+    hints = None
+    if mode != "auto_cuts":
+      hints = user_hints(mode, gt, cuts, interval, windows.size2(size), config, rng)
+      hinted_sets[mode] = set(hints)
     outputs[mode] = np.stack(list(streaming.colorize_frames(
         list(clip.frames), colorizer, interval, size, list(cuts), gray_mode, hints=hints)))
   far_ref = far_frames(len(gt), hinted_sets.get("reference", [0] + cuts), interval)
