@@ -81,8 +81,9 @@ def get_config(arg=None):
   config.outputs.frames = True
   config.outputs.videos = True
   config.outputs.plots = True
-  # Frame rate of the per-clip mp4 files (frame folders carry none).
-  config.outputs.fps = 25
+  # Frame rate of the per-clip mp4 files of frame folders (which carry none; 23.976 or 30000/1001
+  # alike); a video clip's keeps its own.
+  config.outputs.fps = 25.0
 
   if "multi" in presets:
     config.protocol.mode = "multi"

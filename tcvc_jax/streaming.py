@@ -96,6 +96,9 @@ def _checked_args(model, interval, network_size, hints):
   if isinstance(network_size, bool) or min(h, w) <= 0:
     raise UsageError(f"bad network size {network_size!r}: use N, (H, W) or 'HxW' with positive "
                      "integers, e.g. 256")
+  if max(h, w) > windows.MAX_NETWORK_SIZE:
+    raise UsageError(f"network size {network_size!r} is too large: at most "
+                     f"{windows.MAX_NETWORK_SIZE} a side")
   return (h, w), (None if hints is None else guidance.check_hints(hints))
 
 

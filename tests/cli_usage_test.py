@@ -98,6 +98,10 @@ def test_train_config_mistakes_stop_before_any_work(args, text, tmp_path):
     (["--config=eval", "--config.checkpoint=ck", "--config.data.root=clips",
       "--config.hints.modes=auto,bogus"],
      "hints.modes: unknown bogus; use auto, reference, clicks"),
+    (["--config=eval", "--config.checkpoint=ck", "--config.data.root=clips",
+      "--config.data.clips=a,b,a"], "data.clips names a twice"),
+    (["--config=eval", "--config.checkpoint=ck", "--config.data.root=clips",
+      "--config.protocol.network_size=99999999992"], "network_size must be at most 8192"),
 ])
 def test_eval_config_mistakes(args, text, tmp_path):
   proc = _run([os.path.join(REPO, "eval.py"), "--workdir=ev", *args], tmp_path)

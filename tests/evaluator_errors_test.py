@@ -204,6 +204,19 @@ def test_ground_truth_without_colour_is_told(checkpoint, tmp_path, caplog):
   evaluator.evaluate(config, str(tmp_path / "work"))
   assert ("clip old_film: its ground truth has no colour (R = G = B in every frame): its PSNR and "
           "CDC measure against gray") in caplog.text
+  # One frame re-saved as gray in a colour clip (a flat black one is no such mistake).
+  mixed = tmp_path / "set2" / "mixed"
+  os.makedirs(mixed)
+  frames = list(eval_testlib.drifting_frames(0, 4))
+  frames[2] = np.repeat(frames[2][..., :1], 3, -1)
+  frames[3] = np.zeros_like(frames[3])
+  for i, f in enumerate(frames):
+    (mixed / f"{i}.png").write_bytes(writing.encode_png(f))
+  caplog.clear()
+  config.data.root = str(tmp_path / "set2")
+  evaluator.evaluate(config, str(tmp_path / "work2"))
+  assert ("clip mixed: 1 of its 4 ground-truth frames have no colour (R = G = B; 2.png): gray "
+          "frames among colour ones?") in caplog.text
 
 
 def test_overwrite_never_replaces_folders_of_the_users(checkpoint, test_set, tmp_path):

@@ -243,14 +243,18 @@ def test_a_test_set_of_videos_and_frame_folders(checkpoint, test_set, tmp_path):
   root = tmp_path / "mixed"
   os.makedirs(root)
   os.symlink(os.path.join(test_set, "bear"), root / "bear")
-  data_testlib.write_video(str(root / "fox.mkv"), np.stack(_frames(5, 6)), codec="ffv1")
+  data_testlib.write_video(str(root / "fox.mkv"), np.stack(_frames(5, 6)), codec="ffv1", fps=10)
   (root / "notes.txt").write_text("not a clip")
   config = _config(checkpoint, str(root))
-  config.outputs.videos = False
+  config.outputs.fps = 12.5  # of the frame folder's video; the video clip's keeps its 10 fps
   evaluator.evaluate(config, str(tmp_path / "work"))
   with open(tmp_path / "work" / "per_clip.csv") as f:
     rows = {r["clip"]: r for r in csv.DictReader(f)}
   assert sorted(rows) == ["bear", "fox"]
+  rates = {c: reading.open_source(str(tmp_path / "work" / "videos" / f"{c}.mp4")).fps
+           for c in rows}
+  assert rates == {"bear": 12.5, "fox": 10}
+  config.outputs.videos = False
   assert int(rows["fox"]["frames"]) == 6 and int(rows["bear"]["frames"]) == CLIPS["bear"]
   data_testlib.write_video(str(root / "bear.mp4"), np.stack(_frames(6, 3)), codec="ffv1")
   dup = "two clips are named bear in .*: bear and bear.mp4"

@@ -3,6 +3,7 @@ data/ TFDS dataset split."""
 
 import dataclasses
 import os
+from typing import Any
 
 from absl import logging
 import numpy as np
@@ -21,6 +22,7 @@ class Clip:
   frames: np.ndarray  # [n, H, W, 1 | 3]: uint8, or float32 in [0, 1] for 16-bit files
   gt: np.ndarray | None  # uint8 [n, H, W, 3]
   names: list
+  fps: Any = None  # a video clip's frame rate (Fraction); None for frame folders
 
 
 def _clip_dirs(root, only):
@@ -79,11 +81,18 @@ def _read_clip(name, src, no_gt):
     frames = gt if gt is not None else src.read_all(np.uint8)
   if len(frames) < 2:
     raise too_short
+  names = src.names or [f"{i:05d}.png" for i in range(len(frames))]  # a video's frames
   if gt is not None and av_frames.colourless(gt):
     logging.warning("clip %s: its ground truth has no colour (R = G = B in every frame): its "
                     "PSNR and CDC measure against gray (no_gt=True measures without it)", name)
-  names = src.names or [f"{i:05d}.png" for i in range(len(frames))]  # a video's frames
-  return Clip(name, frames, gt, names)
+  elif gt is not None:  # one gray file among colour ones (a frame re-saved as gray) scores apart
+    gray = [names[i] for i, f in enumerate(gt)
+            if int(f.max()) - int(f.min()) > 16 and av_frames.colourless(f[None])]
+    if gray:
+      logging.warning("clip %s: %d of its %d ground-truth frames have no colour (R = G = B; %s): "
+                      "gray frames among colour ones? They are measured against gray", name,
+                      len(gray), len(gt), ", ".join(gray[:5]) + (", ..." if len(gray) > 5 else ""))
+  return Clip(name, frames, gt, names, fps=src.fps if src.kind == "video" else None)
 
 
 def iter_clips(data_config):

@@ -58,11 +58,18 @@ def validate_config(config):
         raise EvalError(f"data.{key} must name the dataset's {key}, got {d[key]!r}")
   if not isinstance(d.clips, str):
     raise EvalError(f"data.clips must be comma-separated clip names (or ''), got {d.clips!r}")
+  listed = [c.strip() for c in d.clips.split(",") if c.strip()]
+  twice = sorted({c for c in listed if listed.count(c) > 1})
+  if twice:
+    raise EvalError(f"data.clips names {', '.join(twice)} twice")
   _check_bool("data.no_gt", d.no_gt)
   _check_choice("data.gray_mode", d.gray_mode, protocol.GRAY_MODES)
 
   p = config.protocol
   _check_int("protocol.network_size", p.network_size, 1)
+  if p.network_size > protocol.MAX_NETWORK_SIZE:
+    raise EvalError(f"protocol.network_size must be at most {protocol.MAX_NETWORK_SIZE}, got "
+                    f"{p.network_size}")
   _check_choice("protocol.mode", p.mode, ("one", "multi"))
   _check_int("protocol.interval_length", p.interval_length, 0)
   intervals = p.ensemble_intervals

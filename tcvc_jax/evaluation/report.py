@@ -9,6 +9,7 @@ import io
 import json
 import math
 import os
+import warnings
 
 from absl import logging
 import numpy as np
@@ -70,7 +71,7 @@ def write_clip_media(workdir, clip, out, outputs):
   if outputs.videos:
     _subfolder(workdir, "videos")
     with writing.open_writer(os.path.join(workdir, "videos", clip.name + ".mp4"),
-                              fps=outputs.fps) as w:
+                              fps=getattr(clip, "fps", None) or outputs.fps) as w:
       for frame in out:
         w.write(frame)
 
@@ -107,7 +108,16 @@ def _save_figure(fig, path):
 
 
 def write_plots(workdir, results, summary):
-  """psnr_per_frame.png (with ground truth) and cdc_per_gap.png, with matplotlib's Agg canvas."""
+  """psnr_per_frame.png (with ground truth) and cdc_per_gap.png, with matplotlib's Agg canvas.
+
+  Clip names in scripts its font lacks (CJK...) are drawn as boxes, without matplotlib's warning
+  per missing glyph (printed with its source lines, several per clip)."""
+  with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+    _write_plots(workdir, results, summary)
+
+
+def _write_plots(workdir, results, summary):
   try:
     from matplotlib import figure  # pylint: disable=g-import-not-at-top
   except ImportError:

@@ -52,6 +52,9 @@ ColorizeWindowFn = Callable[[jax.Array], jax.Array]
 DEFAULT_INTERVAL = 17
 DEFAULT_ENSEMBLE_INTERVALS = (17, 19)
 DEFAULT_NETWORK_SIZE = 256
+# The largest side the model runs at: a full-size window at 8192x8192 needs terabytes; far larger
+# sizes overflowed XLA's shape arithmetic (an abort, not an error).
+MAX_NETWORK_SIZE = 8192
 GRAY_MODES = ("srgb", "original")
 
 
