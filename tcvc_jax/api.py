@@ -94,7 +94,13 @@ class Colorizer:
         RANGE_TOLERANCE), or a first_anchor that is no state of a window of this size.
     """
     kind = type(gray).__name__
-    gray = np.asarray(gray)
+    try:
+      gray = np.asarray(gray)
+    except ValueError:  # a list of frames of different sizes ("inhomogeneous shape")
+      sizes = sorted({np.shape(f) for f in gray}) if isinstance(gray, (list, tuple)) else []
+      raise ValueError(f"gray must be an array [N, H, W, 1] of normalised L; got a {kind} of "
+                       f"frames of different shapes {sizes[:3]}: resize them to one size "
+                       "(the network size)") from None
     if gray.dtype == object or gray.dtype.kind in "SU":  # None, a string, a generator
       raise ValueError(f"gray must be an array [N, H, W, 1] of normalised L, got {kind}")
     if gray.ndim != 4 or gray.shape[-1] != 1:

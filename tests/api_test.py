@@ -118,6 +118,9 @@ def _bad_window_inputs(gray, state):
       "no array": ({"gray": (g for g in gray)},
                    r"^gray must be an array \[N, H, W, 1\] of normalised L, got generator$"),
       "None": ({"gray": None}, "^gray must be an array .*got NoneType$"),
+      "ragged list": ({"gray": [gray[0], gray[1, :8]]},
+                      r"^gray must be an array \[N, H, W, 1\] of normalised L; got a list of "
+                      r"frames of different shapes \[\(8, 32, 1\), \(32, 32, 1\)\]: resize "),
       "uint8 hint_mask": ({"gray": gray, "hint_mask": (mask + 255).astype(np.uint8)},
                           "^hint_mask must be real floating point or bool"),
       "255 hint_mask": ({"gray": gray, "hint_mask": mask + 255},

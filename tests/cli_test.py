@@ -307,3 +307,16 @@ def test_tools_read_a_tilde_path_as_the_home_folder(monkeypatch):
   assert (args.input, args.checkpoint) == ("/home/someone/in.mp4", "/home/someone/ck")
   assert args.reference == "0:~/a.png"  # not a path as a whole: guidance reads its path part
   assert guidance.parse_reference(args.reference) == (0, "/home/someone/a.png")
+
+
+def test_out_of_memory_says_what_to_lower(capsys):
+  def work():
+    raise RuntimeError("INTERNAL: Error dispatching computation: Out of memory allocating "
+                       "28605211048 bytes.")
+
+  assert cli.run(work) == cli.EXIT_ERROR
+  err = capsys.readouterr().err
+  assert err.startswith("error: INTERNAL: Error dispatching computation: Out of memory allocating "
+                        "28605211048 bytes.; the model needs more memory at this size than the "
+                        "machine has: a smaller network size (--size")
+  assert err.count("\n") == 1

@@ -49,12 +49,18 @@ def test_bad_inputs(checkpoint, test_set, tmp_path):
     with open(gray / f"{i}.png", "wb") as f:
       f.write(writing.encode_png(np.zeros((16, 16), np.uint8)))
   os.makedirs(tmp_path / "empty")
+  shutil.copytree(one, tmp_path / "nest" / "cat" / "clip")
   (tmp_path / "a.mp4").write_bytes(b"a video, not a test set folder")
   cases = {
       "missing root": (_config(checkpoint, str(tmp_path / "nothing")), "test set folder not found"),
       "root is a file": (_config(checkpoint, str(tmp_path / "a.mp4")),
                          "a.mp4 is a file, not a folder"),
       "empty root": (_config(checkpoint, str(tmp_path / "empty")), "no clips in"),
+      # One clip's frame folder given as the test set, and a set nested one level too deep.
+      "a clip as root": (_config(checkpoint, str(one)),
+                         "it holds frames \\(0.png, ...\\): it is one clip, so give its parent"),
+      "nested": (_config(checkpoint, str(tmp_path / "nest")),
+                 "folder .*/nest/cat; it holds folders \\(clip\\): are the clips one level deeper"),
       "no root": (_config(checkpoint, None), "set --config.data.root"),
       "unknown clip": (_config(checkpoint, test_set, clips="bear,zebra"),
                        "clips not found .*zebra"),

@@ -54,8 +54,11 @@ def _clip_dirs(root, only):
     raise EvalError(f"clips not found in {root}: {', '.join(missing)}")
   names = wanted or sorted(clips)
   if not names:
+    frames = sorted(e for e in os.listdir(root) if e.lower().endswith(reading.IMAGE_EXTENSIONS))
     raise EvalError(f"no clips in {root} (expected <root>/<clip>/*.png frame folders or "
-                    "<root>/<clip>.mp4 videos)")
+                    "<root>/<clip>.mp4 videos)" + (
+                        f"; it holds frames ({frames[0]}, ...): it is one clip, so give its "
+                        "parent folder as the test set" if frames else ""))
   return [(n, clips[n]) for n in names]
 
 

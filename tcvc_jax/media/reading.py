@@ -174,8 +174,11 @@ class FrameSource:
     self.names = list_frame_files(self.path)
     if not self.names:
       other = folders.ignored_images_note(self.path, os.listdir(self.path), natural_key)
+      subs = sorted(e for e in os.listdir(self.path) if os.path.isdir(os.path.join(self.path, e)))
       raise MediaError(f"no frames (*.png, *.jpg) in folder {self.path}"
-                       + (f"; {other[len(self.path) + 2:]}" if other else ""))
+                       + (f"; {other[len(self.path) + 2:]}" if other else "")
+                       + (f"; it holds folders ({', '.join(subs[:3])}): are the clips one level "
+                          "deeper?" if subs else ""))
     self.note = folders.folder_note(self.path, self.names, os.listdir(self.path), natural_key)
     heads = [image_header(os.path.join(self.path, n)) for n in self.names]
     w, h = heads[0][:2]
