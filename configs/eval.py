@@ -81,8 +81,8 @@ def get_config(arg=None):
   config.outputs.frames = True
   config.outputs.videos = True
   config.outputs.plots = True
-  # Frame rate of the per-clip mp4 files of frame folders (which carry none; 23.976 or 30000/1001
-  # alike); a video clip's keeps its own.
+  # Frame rate of the per-clip mp4 files of frame folders, which carry none (e.g. 25 or 29.97); a
+  # video clip's mp4 keeps the clip's own rate.
   config.outputs.fps = 25.0
 
   if "multi" in presets:

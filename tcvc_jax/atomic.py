@@ -135,13 +135,16 @@ def check_keeps_inputs(output, inputs) -> None:
 
 
 def check_apart(output, source, what="the source") -> None:
-  """Raises OutputIsInputError when `output` is `source`, holds it, or lies inside the folder
-  `source` (a checkpoint folder: a file written into it changes or damages the checkpoint)."""
+  """Raises OutputIsInputError when `output` is `source`, holds it, or would replace or add a file
+  inside the folder `source` (a checkpoint folder: its files, or its subfolders'); a new file at
+  the folder's top (`runs/demo/model.pth`) leaves the checkpoint as it was."""
   if source is None or not os.path.lexists(os.fspath(source)):
     return
   check_keeps_inputs(output, [(what, source)])
-  if os.path.isdir(os.fspath(source)) and is_within(os.path.dirname(os.path.abspath(
-      os.fspath(output))), source):
+  out = os.path.abspath(os.fspath(output))
+  if not os.path.isdir(os.fspath(source)) or not is_within(os.path.dirname(out), source):
+    return
+  if os.path.lexists(out) or not os.path.samefile(os.path.dirname(out), source):
     raise OutputIsInputError(f"the output {os.fspath(output)} is inside {what} "
                              f"{os.fspath(source)}: writing there would change it; choose an "
                              "output outside it")
@@ -182,7 +185,17 @@ def remove(path: str) -> None:
 
 
 # Temporary names hold the writer's host and process: `.NAME.tmp-HOST-PID-RANDOM[.ext]`.
-_HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
+def _host_tag():
+  """This host and PID namespace (containers that share a host name and a folder have their own
+  process numbers: one must not take the other's live process for a dead one)."""
+  try:
+    space = os.readlink("/proc/self/ns/pid")
+  except OSError:
+    space = ""
+  return hashlib.sha1(f"{socket.gethostname()} {space}".encode()).hexdigest()[:6]
+
+
+_HOST = _host_tag()
 
 
 def _remove_stale(folder, base):
@@ -210,7 +223,7 @@ def _alive(pid):
     os.kill(pid, 0)
   except ProcessLookupError:
     return False
-  except OSError:  # another user's process
+  except (OSError, OverflowError):  # another user's process; no pid of this system: not ours
     return True
   return True
 

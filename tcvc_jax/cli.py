@@ -276,8 +276,8 @@ def run(fn, verbose: bool = False, on_signal=None, final_output=None,
       print(outcome["traceback"], file=sys.stderr, end="")
     text = one_line(err)
     if "Out of memory" in text:  # XLA: "Out of memory allocating 28605211048 bytes."
-      text += ("; the model needs more memory at this size than the machine has: a smaller "
-               "network size (--size, protocol.network_size, data.crop_size) or batch needs less")
+      text += ("; the work needs more memory than the machine has (the model needs less at a "
+               "smaller network size: --size, protocol.network_size, data.crop_size, or batch)")
     print(f"error: {text}", file=sys.stderr, flush=True)
     # A flag's value that only the input or checkpoint shows to be impossible: a usage mistake.
     return EXIT_USAGE if getattr(err, "usage_mistake", False) else EXIT_ERROR

@@ -324,7 +324,7 @@ def check_dtypes(sd, path="state_dict"):
     if np.dtype(v.dtype).name not in _FLOAT_DTYPES:
       raise ConversionError(f"{path}: {k} has dtype {np.dtype(v.dtype).name}; weights must be "
                             f"{', '.join(_FLOAT_DTYPES[:-1])} or {_FLOAT_DTYPES[-1]}")
-    count = int(np.size(v) - np.count_nonzero(np.isfinite(np.asarray(v, np.float32))))
+    count = int(np.size(v) - np.count_nonzero(np.isfinite(np.asarray(v))))
     if count:
       bad.append(f"{k} ({count} of {np.size(v)})")
   if bad:  # they would colorize every frame to NaN, silently

@@ -317,6 +317,6 @@ def test_out_of_memory_says_what_to_lower(capsys):
   assert cli.run(work) == cli.EXIT_ERROR
   err = capsys.readouterr().err
   assert err.startswith("error: INTERNAL: Error dispatching computation: Out of memory allocating "
-                        "28605211048 bytes.; the model needs more memory at this size than the "
-                        "machine has: a smaller network size (--size")
+                        "28605211048 bytes.; the work needs more memory than the machine has "
+                        "(the model needs less at a smaller network size: --size")
   assert err.count("\n") == 1

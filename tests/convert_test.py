@@ -160,13 +160,19 @@ def test_an_output_inside_the_source_folder_is_refused(tmp_path):
   folder = tmp_path / "ckpt"
   assert _run_cli(pth, folder).returncode == 0
   before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
-  for out, flags in ((folder / "back.pth", ()), (folder / "variables" / "_METADATA",
-                                                 ("--overwrite",))):
+  meta = folder / converted.META_FILE
+  for out, flags in ((folder / "variables" / "back.pth", ()), (meta, ("--overwrite",)),
+                     (folder / "variables" / "_METADATA", ("--overwrite",))):
     proc = _run_cli(folder, out, *flags)
     assert proc.returncode == 1
     assert proc.stderr == (f"error: the output {out} is inside the source {folder}: writing there "
                            "would change it; choose an output outside it\n")
   assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
+  # A new file beside the checkpoint's own (runs/demo/model.pth) leaves it as it was.
+  assert _run_cli(folder, folder / "back.pth").returncode == 0
+  assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file() and p.name != "back.pth"
+          } == before
+  (folder / "back.pth").unlink()
   # The Python functions check the same (their own source included).
   with pytest.raises(porting.ConversionError, match="is inside the source"):
     export.export_converted(str(folder), str(folder / "variables" / "_METADATA"), overwrite=True)

@@ -264,8 +264,9 @@ class GetDatasetsTest(absltest.TestCase):
     self.assertEqual(batches[0]["gray"].shape, (2, 8, 32, 32, 1))
     np.testing.assert_array_equal(batches[0]["mask"], [True, False])
     one = dict(global_batch_size=4, seed=0, process_index=0, process_count=1, num_frames=3)
-    _, none = ip.get_datasets({**config, "eval_split": None}, **one)
-    self.assertIsNone(none)
+    for off in (None, "None", ""):  # ("None" is what --config.data.eval_split=None gives)
+      _, none = ip.get_datasets({**config, "eval_split": off}, **one)
+      self.assertIsNone(none)
     # A split name that the dataset lacks is a mistake (a typo), not "no evaluation". (Datasets
     # without the configs' usual "validation" / "test" train without evaluation, with a warning.)
     with self.assertRaisesRegex(ip.DataError, "has no split 'valdation' .*its splits: .*"

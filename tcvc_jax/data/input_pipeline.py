@@ -336,7 +336,7 @@ def get_datasets(data_config, *, num_frames: int, global_batch_size: int, seed: 
   logging.info("training data %s[%s]: %d clips, %d keys per epoch", name,
                get("train_split", "train"), len(index), int(index.num_frames.sum()))
   eval_split = get("eval_split", "validation")
-  if eval_split is None:
+  if eval_split is None or str(eval_split).strip() in ("", "None", "none"):  # (flags give 'None')
     return train, None
   splits = data_building.split_names(name, data_dir, config=config)
   base = eval_split.split("[", 1)[0]  # "validation[:8]": a slice of a split
@@ -346,7 +346,7 @@ def get_datasets(data_config, *, num_frames: int, global_batch_size: int, seed: 
       raise DataError(f"{name} has no split {eval_split!r} (config.data.eval_split); its splits: "
                       f"{', '.join(splits)}"
                       + (f"; did you mean {close[0]!r}?" if close else "")
-                      + " (None: no evaluation)")
+                      + " (no evaluation: --config.eval_every_steps=0)")
     logging.warning("%s has no split %r: no evaluation data (its splits: %s; "
                     "config.data.eval_split picks one)", name, eval_split, ", ".join(splits))
     return train, None

@@ -76,6 +76,9 @@ def run_modes(clip, colorizer, auto_out, config, interval, size, gray_mode, seed
   outputs = {"auto": auto_out}
   for mode in ("auto_cuts",) + tuple(m for m in config.modes if m != "auto"):
     hints = None
+    if mode == "auto_cuts" and not cuts:  # the same windows as the protocol's: its run
+      outputs[mode] = auto_out
+      continue
     if mode != "auto_cuts":
       hints = user_hints(mode, gt, cuts, interval, windows.size2(size), config, rng)
       hinted_sets[mode] = set(hints)

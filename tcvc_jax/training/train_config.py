@@ -8,6 +8,7 @@ its run from these; tests and benchmarks use them to run the same step without t
 """
 
 import functools
+import os
 from typing import Any
 
 from absl import logging
@@ -147,3 +148,13 @@ def log_parameter_overview(params, trainable) -> None:
     count = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(params[name]))
     logging.info("params %-20s %12d  %s", name, count,
                  "trainable" if name in trainable else "frozen")
+
+
+def check_outside_data(data, workdir):
+  """A workdir in the run's data folders would mix its files (images/ read as clips) into them."""
+  real = os.path.realpath(workdir)
+  for key in [k for k in ("manual_dir", "data_dir") if data.get(k)]:
+    top = os.path.realpath(data.get(key))
+    if real == top or real.startswith(top.rstrip(os.sep) + os.sep):
+      raise ValueError(f"{workdir} is {'' if real == top else 'inside '}the folder of the "
+                       f"training data (config.data.{key}={data.get(key)}): use another --workdir")

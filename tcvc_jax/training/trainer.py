@@ -7,6 +7,7 @@ notice on multi-host jobs) saves a checkpoint at the next step boundary and retu
 
 import contextlib
 import fcntl
+import functools
 import os
 import signal
 import socket
@@ -175,9 +176,14 @@ def _average(history):
   return out
 
 
-def _write_run_files(config, workdir, writer, spec, start):
+def _write_run_files(config, workdir, writer, spec, start, control):
   checkpointing.write_model_spec(workdir, spec)
-  checkpointing.write_run_config(workdir, config.to_json_best_effort(indent=1), start)
+  write = functools.partial(checkpointing.write_run_config, workdir,
+                            config.to_json_best_effort(indent=1), start)
+  if start:  # a resume's settings become the run's once a step has run with them
+    control.on_started_loop(write)
+  else:
+    write()
   writer.write_hparams(config.to_dict())
 
 
@@ -206,7 +212,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if converted.is_converted_dir(workdir):
     raise ValueError(f"{workdir} is a converted checkpoint (python -m tcvc_jax.convert), not a "
                      "workdir: use another --workdir (--config.init_from loads such a folder)")
-  _check_outside_data(config.data, workdir)
+  train_config.check_outside_data(config.data, workdir)
   mesh = sharding.create_mesh(config.mesh.axes, config.mesh.axis_type)
   sharding.check_batch_size(config.data.batch_size, mesh)
   logging.info("mesh %s over %d devices, %d processes", dict(mesh.shape), jax.device_count(),
@@ -222,16 +228,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       return _train(config, workdir, control, mesh)
   finally:
     folder.discard()  # nothing happens once kept
-
-
-def _check_outside_data(data, workdir):
-  """A workdir in the run's data folders would mix its files (images/ read as clips) into them."""
-  real = os.path.realpath(workdir)
-  for key in [k for k in ("manual_dir", "data_dir") if data.get(k)]:
-    top = os.path.realpath(data.get(key))
-    if real == top or real.startswith(top.rstrip(os.sep) + os.sep):
-      raise ValueError(f"{workdir} is {'' if real == top else 'inside '}the folder of the "
-                       f"training data (config.data.{key}={data.get(key)}): use another --workdir")
 
 
 LOCK_FILE = ".train.lock"
@@ -303,7 +299,7 @@ def _train(config, workdir, control, mesh):
         state, start, shardings = _initial_state(config, model, tx, mesh, mngr, train_iter,
                                                  workdir, spec)
         # Only now that the checkpoints fit this config: a failed resume leaves the run's files.
-        _write_run_files(config, workdir, writer, spec, start)
+        _write_run_files(config, workdir, writer, spec, start, control)
         writer.resume_at(start)
         train_config.log_parameter_overview(state.params, config.optim.trainable)
         step_fn = train_config.jit_train_step(config, shardings, mesh, schedule)
