@@ -35,6 +35,9 @@ main config keys (--config.KEY=VALUE; every key with its value: --show_config):
 outputs in WORKDIR: checkpoints/, model.json, config.json, metrics.jsonl, \
 TensorBoard events, images/ (a resume with changed settings keeps the config.json it replaces as \
 config.until_step_<N>.json)
+
+Ctrl-C / SIGTERM once steps run: a checkpoint is saved and train.py exits 0 (its summary says \
+"stopped by a signal"; the same command resumes); before the first step: exit 130, nothing left.
 """
 
 

@@ -336,3 +336,17 @@ def test_a_failed_run_leaves_an_existing_folder_as_it_was(tmp_path):
                "--config.data.manual_dir=no_such_clips"], tmp_path)
   _one_error_line(proc, 1, "no_such_clips")
   assert sorted(os.listdir(mine)) == ["notes.txt"]
+
+
+def test_a_runs_files_without_checkpoints_are_not_replaced(tmp_path):
+  # An old run folder whose checkpoints/ was deleted: a fresh run would have truncated its
+  # metrics.jsonl and replaced its model.json.
+  old = tmp_path / "old"
+  old.mkdir()
+  (old / "model.json").write_text('{"model": {}}')
+  (old / "metrics.jsonl").write_text('{"step": 1}\n')
+  proc = _run([os.path.join(REPO, "train.py"), "--config=default:tiny", "--workdir=old"], tmp_path)
+  _one_error_line(proc, 1, f"{old} holds model.json and metrics.jsonl but no checkpoints/ to "
+                  "resume from")
+  assert sorted(os.listdir(old)) == ["metrics.jsonl", "model.json"]
+  assert (old / "metrics.jsonl").read_text() == '{"step": 1}\n'

@@ -260,6 +260,16 @@ class VideoFramesTest(absltest.TestCase):
                                 "'train'"):
       input_pipeline.get_datasets({**config, "eval_split": "trian[:2]"}, **one)
 
+  def test_two_clips_of_one_name_are_refused(self):
+    # A video beside its extracted frames: one of them was dropped, silently.
+    self._clip("take")
+    dt.write_video(os.path.join(self.root, "take.mp4"), dt.random_clip(self.rng, 4, 16, 16),
+                   codec="libx264")
+    with self.assertRaisesRegex(data_sources.DataError,
+                                "two clips are named take in .*: take and take.mp4; rename"):
+      self._build()
+    self.assertFalse(os.path.exists(os.path.join(self.data_dir, "video_frames")))
+
   def test_clips_named_like_splits(self):
     # A flat folder with a clip named `train` was read as split folders: "no clips found".
     for name in ("a", "b", "train"):

@@ -21,6 +21,7 @@ from tcvc_jax.data import sources as data_sources
 from tcvc_jax.ops import color
 
 import data_testlib as dt
+import train_testlib
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 # The 4 ops the original's augment() produces (docs/original.md#training), as functions of HWC.
@@ -272,6 +273,17 @@ class GetDatasetsTest(absltest.TestCase):
     with self.assertRaisesRegex(ip.DataError, "has no split 'valdation' .*its splits: .*"
                                 "validation.*; did you mean 'validation'"):
       ip.get_datasets({**config, "eval_split": "valdation"}, **one)
+    # The validation clips' sizes are checked before any training (train.py: the model's size
+    # multiple where they run at their own size).
+    from tcvc_jax.training import train_config  # pylint: disable=g-import-not-at-top
+    train = train_testlib.tiny_config(eval_every_steps=10)
+    train.eval.network_size, train.flow.type = None, "flownet2"  # multiples of 64
+    check = train_config.eval_size_check(train)
+    with self.assertRaisesRegex(ValueError, r"validation clip '.*' is 32x32: the flownet2 flow "
+                                "needs positive multiples of 64; set eval.network_size"):
+      ip.get_datasets({**config, "eval_size_check": check}, **one)
+    train.eval.network_size = (64, 64)
+    self.assertIsNone(train_config.eval_size_check(train))
     # A slice of a split is that split's first clips.
     _, first = ip.get_datasets({**config, "eval_split": "validation[:1]"}, **one)
     batches = list(first)

@@ -351,6 +351,9 @@ def get_datasets(data_config, *, num_frames: int, global_batch_size: int, seed: 
                     "config.data.eval_split picks one)", name, eval_split, ", ".join(splits))
     return train, None
   source, index = data_building.open_split(name, eval_split, data_dir, config=config)
+  if (check := get("eval_size_check")) is not None:  # e.g. the model's size multiple
+    for clip, h, w in zip(index.names, index.heights, index.widths, strict=True):
+      check(clip, int(h), int(w))
   eval_batch = get("eval_batch_size", 1)
   evaluation = eval_pipeline.make_eval_dataset(source, index, batch_size=eval_batch,
                                                max_frames=get("eval_max_frames"),

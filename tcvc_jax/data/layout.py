@@ -43,10 +43,17 @@ def _clips_in(folder: str) -> dict[str, ClipFiles]:
     if entry.startswith("."):
       continue
     if os.path.isdir(path):
-      frames = tuple(os.path.join(path, f) for f in reading.list_frame_files(path))
-      clips[entry] = ClipFiles(entry, frames=frames, folder=path)
+      name, clip = entry, ClipFiles(entry, frames=tuple(
+          os.path.join(path, f) for f in reading.list_frame_files(path)), folder=path)
     elif ext.lower() in reading.VIDEO_EXTENSIONS:
-      clips[stem] = ClipFiles(stem, video=path)
+      name, clip = stem, ClipFiles(stem, video=path)
+    else:
+      continue
+    if name in clips:  # a video beside its extracted frames, take.mp4 and take.mov
+      first = clips[name].video or clips[name].folder
+      raise DataError(f"two clips are named {name} in {folder}: "
+                      f"{os.path.basename(first)} and {entry}; rename or move one")
+    clips[name] = clip
   return clips
 
 

@@ -158,3 +158,21 @@ def check_outside_data(data, workdir):
     if real == top or real.startswith(top.rstrip(os.sep) + os.sep):
       raise ValueError(f"{workdir} is {'' if real == top else 'inside '}the folder of the "
                        f"training data (config.data.{key}={data.get(key)}): use another --workdir")
+
+
+def eval_size_check(config):
+  """None, or `check(name, height, width)` for the validation clips when they run at their own
+  size (`eval.network_size` None): a size the model cannot take is found before training, not at
+  the first validation (the demo's step 500)."""
+  if not config.eval_every_steps or config.eval.get("network_size"):
+    return None
+  spec = model_spec(config)
+
+  def check(name, height, width):
+    try:
+      spec.check_size(height, width, f"validation clip {name!r} is")
+    except spec_lib.SpecError as e:
+      raise ValueError(f"{e}; set eval.network_size (e.g. --config.eval.network_size=256) to run "
+                       "the validation clips at one size") from None
+
+  return check

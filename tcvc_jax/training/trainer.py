@@ -54,7 +54,8 @@ def _datasets(config):
     # look like changed clips and start a rebuild of a shared data_dir.
     build = jax.process_index() == 0
   eval_split = data.eval_split if config.eval_every_steps else None
-  data_cfg = dict(data.to_dict(), eval_split=eval_split, build=build)
+  data_cfg = dict(data.to_dict(), eval_split=eval_split, build=build,
+                  eval_size_check=train_config.eval_size_check(config))
   return input_pipeline.get_datasets(data_cfg, num_frames=data.num_frames,
                                      global_batch_size=data.batch_size, seed=config.seed)
 
@@ -209,6 +210,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     # A run writes model.json before its config.json: this one is another tool's (eval.py's).
     raise ValueError(f"{workdir} holds a config.json that no train.py run wrote (an eval.py "
                      "result?); the run's config.json would replace it: use another --workdir")
+  left = [n for n in (checkpointing.MODEL_FILE, metric_writers.METRICS_FILE)
+          if os.path.lexists(os.path.join(workdir, n)) and not checkpointing.is_workdir(workdir)]
+  if left:  # a run's files without its checkpoints/: a fresh run would replace them
+    raise ValueError(f"{workdir} holds {' and '.join(left)} but no checkpoints/ to resume from; "
+                     "this run would replace them: use another --workdir, or move them away")
   if converted.is_converted_dir(workdir):
     raise ValueError(f"{workdir} is a converted checkpoint (python -m tcvc_jax.convert), not a "
                      "workdir: use another --workdir (--config.init_from loads such a folder)")
