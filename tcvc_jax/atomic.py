@@ -15,16 +15,14 @@ Permissions are those a plain `open()` / `os.mkdir()` would give under the user'
 """
 
 import contextlib
-import hashlib
 import json
-import logging
 import os
-import re
 import shutil
-import socket
 import stat
 import threading
 import uuid
+
+from tcvc_jax import leftovers
 
 # Unfinished outputs of this process, removed by `discard_all` when a tool is interrupted.
 _LIVE = {}
@@ -184,50 +182,6 @@ def remove(path: str) -> None:
     os.remove(path)
 
 
-# Temporary names hold the writer's host and process: `.NAME.tmp-HOST-PID-RANDOM[.ext]`.
-def _host_tag():
-  """This host and PID namespace (containers that share a host name and a folder have their own
-  process numbers: one must not take the other's live process for a dead one)."""
-  try:
-    space = os.readlink("/proc/self/ns/pid")
-  except OSError:
-    space = ""
-  return hashlib.sha1(f"{socket.gethostname()} {space}".encode()).hexdigest()[:6]
-
-
-_HOST = _host_tag()
-
-
-def _remove_stale(folder, base):
-  """Removes the temporary outputs of `base` that a killed process of this host left (kill -9, a
-  power cut: no handler ran), before a new one is written. Another host's, a live process's and
-  a half-swapped old folder (`.old`: the user's earlier output) are left alone."""
-  pattern = re.compile(rf"\.{re.escape(base)}\.tmp-{_HOST}-(\d+)-[0-9a-f]{{8}}(\.\w+)?")
-  try:
-    names = os.listdir(folder or ".")
-  except OSError:
-    return
-  for name in names:
-    match = pattern.fullmatch(name)
-    if not match or name.endswith(".old") or _alive(int(match.group(1))):
-      continue
-    try:
-      remove(os.path.join(folder, name))
-      logging.info("removed %s, left by a process that was killed", name)
-    except OSError:
-      pass
-
-
-def _alive(pid):
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except (OSError, OverflowError):  # another user's process; no pid of this system: not ours
-    return True
-  return True
-
-
 class AtomicOutput:
   """A temporary file or folder that becomes `path` on `commit()`.
 
@@ -248,9 +202,8 @@ class AtomicOutput:
     self.overwrite = overwrite
     self.directory = directory
     base = os.path.basename(self.path)
-    _remove_stale(os.path.dirname(self.path), base)
-    self.tmp = os.path.join(os.path.dirname(self.path),
-                            f".{base}.tmp-{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}")
+    leftovers.remove_stale(os.path.dirname(self.path), base)
+    self.tmp = os.path.join(os.path.dirname(self.path), leftovers.temporary_name(base, suffix))
     if directory:
       os.mkdir(self.tmp)  # 0o777 minus the umask
     else:

@@ -8,6 +8,7 @@ its run from these; tests and benchmarks use them to run the same step without t
 """
 
 import functools
+import json
 import os
 from typing import Any
 
@@ -16,6 +17,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from tcvc_jax import atomic
 from tcvc_jax.data import building as data_building
 from tcvc_jax.data import hints as hints_lib
 from tcvc_jax.data import input_pipeline
@@ -176,3 +178,77 @@ def eval_size_check(config):
                        "the validation clips at one size") from None
 
   return check
+
+
+CONFIG_FILE = "config.json"
+
+
+def write_run_config(workdir: str, text: str, step: int) -> str | None:
+  """Writes the run's config (`workdir/config.json`, process 0 only).
+
+  A run resumed at `step` with settings that differ from its config.json's keeps that file as
+  `config.until_step_<step>.json` and says which settings changed (a changed learning rate or loss
+  weight is easy to forget, and the config.json it replaces was the only record of the first part
+  of the run). Returns the kept file's path, or None.
+  """
+  if jax.process_index() != 0:
+    return None
+  path = os.path.join(workdir, CONFIG_FILE)
+  before = None
+  if step > 0:
+    try:
+      with open(path, encoding="utf-8") as f:
+        before = f.read()
+    except (OSError, UnicodeDecodeError):
+      before = None  # none (an older run's folder) or unreadable: nothing to compare with
+  kept = None
+  if before is not None and before.strip() != text.strip():
+    try:
+      old = json.loads(before)
+    except ValueError:
+      old = None
+    changes = (config_changes(old, json.loads(text)) if isinstance(old, dict)
+               else ["(the previous config.json is not JSON)"])
+    if changes:
+      kept = _free_name(os.path.join(workdir, f"config.until_step_{step}"), ".json")
+      atomic.write_text(kept, before)
+      shown = "; ".join(changes[:12]) + (f"; and {len(changes) - 12} more" if len(changes) > 12
+                                         else "")
+      logging.warning("resumed at step %d with settings that differ from this run's: %s (the "
+                      "previous config.json is kept as %s)", step, shown, os.path.basename(kept))
+  atomic.write_text(path, text, overwrite=True)
+  return kept
+
+
+def config_changes(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+  """'key: old -> new' for every setting (dotted key) whose value differs between two configs."""
+  flat_before, flat_after = _flatten(before), _flatten(after)
+  show = lambda d, k: _short(json.dumps(d[k])) if k in d else "(none)"
+  return [f"{k}: {show(flat_before, k)} -> {show(flat_after, k)}"
+          for k in sorted(set(flat_before) | set(flat_after))
+          if flat_before.get(k, _MISSING) != flat_after.get(k, _MISSING)]
+
+
+_MISSING = object()
+
+
+def _flatten(tree, prefix=""):
+  if not isinstance(tree, dict) or not tree:
+    return {prefix.rstrip("."): tree} if prefix else {}
+  out = {}
+  for key, value in tree.items():
+    out.update(_flatten(value, f"{prefix}{key}."))
+  return out
+
+
+def _short(text, limit=60):
+  return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _free_name(stem, ext):
+  """stem + ext, or stem.2 + ext, ... : a name no file has."""
+  path, k = stem + ext, 1
+  while os.path.lexists(path):
+    k += 1
+    path = f"{stem}.{k}{ext}"
+  return path

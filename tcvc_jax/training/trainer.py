@@ -179,7 +179,7 @@ def _average(history):
 
 def _write_run_files(config, workdir, writer, spec, start, control):
   checkpointing.write_model_spec(workdir, spec)
-  write = functools.partial(checkpointing.write_run_config, workdir,
+  write = functools.partial(train_config.write_run_config, workdir,
                             config.to_json_best_effort(indent=1), start)
   if start:  # a resume's settings become the run's once a step has run with them
     control.on_started_loop(write)
@@ -226,7 +226,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   # A new workdir is removed again if the run ends (an error, a signal) before its first step:
   # then it holds nothing worth keeping. In a folder of the user's, the files the run made go.
   folder = atomic.NewFolder(workdir, own_names=(
-      checkpointing.MODEL_FILE, checkpointing.CONFIG_FILE, checkpointing.CHECKPOINT_DIR, LOCK_FILE,
+      checkpointing.MODEL_FILE, train_config.CONFIG_FILE, checkpointing.CHECKPOINT_DIR, LOCK_FILE,
       metric_writers.METRICS_FILE, metric_writers.TENSORBOARD_DIR, metric_writers.IMAGES_DIR))
   control.on_started_loop(folder.keep)
   try:
