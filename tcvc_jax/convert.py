@@ -56,7 +56,7 @@ def _convert(args):
   if args.step is not None and not checkpointing.is_workdir(src):
     raise cli.UsageMistake(f"--step needs a train.py workdir; {src} is not one")
   ext = os.path.splitext(args.out)[1].lower()
-  if os.path.isdir(src) and ext and ext not in _PTH_EXTENSIONS:
+  if os.path.isdir(src) and ext not in _PTH_EXTENSIONS:  # (none: a file named like a folder)
     raise cli.UsageMistake(f"{args.out}: a folder converts to a PyTorch file; name it "
                         + " / ".join(_PTH_EXTENSIONS))
   if not os.path.isdir(src) and ext in _PTH_EXTENSIONS:

@@ -164,6 +164,9 @@ def test_convert_names_its_pytorch_file_as_such(checkpoint, tmp_path):
   proc = _run(["-m", "tcvc_jax.convert", checkpoint, "out.txt"], tmp_path)
   _one_error_line(proc, 2, "out.txt: a folder converts to a PyTorch file; name it .pth")
   assert not os.path.exists(tmp_path / "out.txt")
+  proc = _run(["-m", "tcvc_jax.convert", checkpoint, "outdir"], tmp_path)  # a file named so
+  _one_error_line(proc, 2, "outdir: a folder converts to a PyTorch file; name it .pth")
+  assert not os.path.exists(tmp_path / "outdir")
   # And a PyTorch file becomes a folder: one named copy.pth was a folder named like a file.
   (tmp_path / "m.pth").write_bytes(b"checked before it is read")
   proc = _run(["-m", "tcvc_jax.convert", "m.pth", "copy.pth"], tmp_path)

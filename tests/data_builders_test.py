@@ -260,6 +260,14 @@ class VideoFramesTest(absltest.TestCase):
                                 "'train'"):
       input_pipeline.get_datasets({**config, "eval_split": "trian[:2]"}, **one)
 
+  def test_videos_in_a_sub_folder_are_named_as_not_read(self):
+    self._clip("good")
+    dt.write_video(os.path.join(self.root, "2023", "trip.mkv"), dt.random_clip(self.rng, 4, 8, 8))
+    with self.assertLogs(level="WARNING") as logs:
+      self._build()
+    self.assertIn("its videos (trip.mkv) are not read: a video is a clip directly in the data "
+                  "folder", "\n".join(logs.output))
+
   def test_two_clips_of_one_name_are_refused(self):
     # A video beside its extracted frames: one of them was dropped, silently.
     self._clip("take")

@@ -210,8 +210,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     # A run writes model.json before its config.json: this one is another tool's (eval.py's).
     raise ValueError(f"{workdir} holds a config.json that no train.py run wrote (an eval.py "
                      "result?); the run's config.json would replace it: use another --workdir")
-  left = [n for n in (checkpointing.MODEL_FILE, metric_writers.METRICS_FILE)
-          if os.path.lexists(os.path.join(workdir, n)) and not checkpointing.is_workdir(workdir)]
+  left = [n for n in (checkpointing.MODEL_FILE, metric_writers.METRICS_FILE)  # (not empty ones)
+          if os.path.isfile(p := os.path.join(workdir, n)) and os.path.getsize(p)
+          and not checkpointing.is_workdir(workdir)]
   if left:  # a run's files without its checkpoints/: a fresh run would replace them
     raise ValueError(f"{workdir} holds {' and '.join(left)} but no checkpoints/ to resume from; "
                      "this run would replace them: use another --workdir, or move them away")
