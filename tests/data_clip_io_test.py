@@ -161,7 +161,8 @@ class LayoutTest(absltest.TestCase):
     layout = data_layout.discover(self.root)
     with self.assertRaisesRegex(reading.MediaError, f"{odd} differs"):
       data_layout.load_clip(layout.clips["mixed"])
-    with self.assertRaisesRegex(reading.MediaError, "no image frames .*'empty'"):
+    with self.assertRaisesRegex(reading.MediaError, "no image frames .* in the clip folder "
+                                + re.escape(os.path.join(self.root, "empty")) + "$"):
       data_layout.load_clip(layout.clips["empty"])
     with self.assertRaisesRegex(reading.MediaError, bad):
       data_layout.load_clip(layout.clips["corrupt"])

@@ -161,7 +161,7 @@ def load_clip(clip: ClipFiles, resize: Sequence[int] | None = None):
       inside = sorted(os.listdir(clip.folder)) if clip.folder and os.path.isdir(clip.folder) else []
       videos = [n for n in inside if os.path.splitext(n)[1].lower() in reading.VIDEO_EXTENSIONS]
       raise DataError(f"no image frames ({', '.join(reading.IMAGE_EXTENSIONS)}) in the clip folder "
-                      f"{clip.folder or clip.name!r}" + (
+                      f"{clip.folder or clip.name}" + (
                           f"; its videos ({', '.join(videos[:3])}) are not read: a video is a "
                           "clip directly in the data folder" if videos else ""))
     images = []
