@@ -52,15 +52,11 @@ def load_torch_file(path):
   prefixes are stripped.
   """
   try:
-    obj = pth.load(path)
-  except pth.PthError as e:
+    sd = pth.load_state_dict(path)
+  except pth.PthError as e:  # (format_of names no PyTorch file: None for one without a state_dict)
     what = _pth_unwrap.format_of(path)
     raise ConversionError(f"{os.fsdecode(os.fspath(path))}: {what}, not a PyTorch checkpoint"
                           if what else str(e)) from e
-  try:
-    sd = _pth_unwrap.state_dict_of(obj, path)
-  except pth.PthError as e:
-    raise ConversionError(str(e)) from e
   sd = {_pth_unwrap.unprefixed(k): v for k, v in sd.items()}
   return sd, detect_kind(sd, path)
 

@@ -355,14 +355,10 @@ def load(path):
 
 
 def load_state_dict(path):
-  """`load`, then its 'state_dict' entry if there is one: a non-empty {str: array} in file order."""
-  obj = load(path)
-  if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-    obj = obj["state_dict"]
-  if (not isinstance(obj, dict) or not obj
-      or not all(type(k) is str and isinstance(v, np.ndarray) for k, v in obj.items())):
-    raise PthError(f"{os.fsdecode(os.fspath(path))}: not a state_dict (expected a dict of tensors)")
-  return obj
+  """`load`, then the state_dict in it (`_pth_unwrap.state_dict_of`: the object, or the one
+  state_dict entry of a checkpoint dict): a non-empty {str: array} in file order."""
+  from tcvc_jax import _pth_unwrap  # pylint: disable=g-import-not-at-top  # (it imports this)
+  return _pth_unwrap.state_dict_of(load(path), path)
 
 
 def save(state_dict, path, overwrite=True, extra=None):
