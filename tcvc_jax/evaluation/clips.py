@@ -85,12 +85,13 @@ def _read_clip(name, src, no_gt):
   if len(frames) < 2:
     raise too_short
   names = src.names or [f"{i:05d}.png" for i in range(len(frames))]  # a video's frames
-  if gt is not None and av_frames.colourless(gt):
+  colourless = [] if gt is None else [av_frames.colourless(f[None]) for f in gt]
+  if colourless and all(colourless):
     logging.warning("clip %s: its ground truth has no colour (R = G = B in every frame): its "
                     "PSNR and CDC measure against gray (no_gt=True measures without it)", name)
-  elif gt is not None:  # one gray file among colour ones (a frame re-saved as gray) scores apart
+  elif colourless:  # one gray file among colour ones (a frame re-saved as gray) scores apart
     gray = [names[i] for i, f in enumerate(gt)
-            if int(f.max()) - int(f.min()) > 16 and av_frames.colourless(f[None])]
+            if colourless[i] and int(f.max()) - int(f.min()) > 16]
     if gray:
       logging.warning("clip %s: %d of its %d ground-truth frames have no colour (R = G = B; %s): "
                       "gray frames among colour ones? They are measured against gray", name,

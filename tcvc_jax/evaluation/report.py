@@ -71,7 +71,7 @@ def write_clip_media(workdir, clip, out, outputs):
   if outputs.videos:
     _subfolder(workdir, "videos")
     with writing.open_writer(os.path.join(workdir, "videos", clip.name + ".mp4"),
-                              fps=getattr(clip, "fps", None) or outputs.fps) as w:
+                              fps=clip.fps or outputs.fps) as w:
       for frame in out:
         w.write(frame)
 
