@@ -154,12 +154,11 @@ def log_parameter_overview(params, trainable) -> None:
 
 def check_outside_data(data, workdir):
   """A workdir in the run's data folders would mix its files (images/ read as clips) into them."""
-  real = os.path.realpath(workdir)
   for key in [k for k in ("manual_dir", "data_dir") if data.get(k)]:
-    top = os.path.realpath(data.get(key))
-    if real == top or real.startswith(top.rstrip(os.sep) + os.sep):
-      raise ValueError(f"{workdir} is {'' if real == top else 'inside '}the folder of the "
-                       f"training data (config.data.{key}={data.get(key)}): use another --workdir")
+    if atomic.is_within(workdir, data.get(key)):
+      same = os.path.realpath(workdir) == os.path.realpath(data.get(key))
+      raise ValueError(f"{workdir} is {'' if same else 'inside '}the folder of the training data "
+                       f"(config.data.{key}={data.get(key)}): use another --workdir")
 
 
 def eval_size_check(config):
