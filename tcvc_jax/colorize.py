@@ -8,6 +8,7 @@ complete; an existing output is only replaced with `--overwrite`. Exit codes: se
 """
 
 import argparse
+import os
 import sys
 
 from absl import logging
@@ -67,6 +68,10 @@ def build_parser():
                       help="frame rate of the output video for a frame-folder input (default 25); "
                       "for a video, its frames evenly spaced at this rate instead of their own "
                       "times (every frame kept, so the length changes and the audio is dropped)")
+  parser.add_argument("--bit-depth", choices=("auto", "8", "16"), default="auto",
+                      help="bits per sample of the output: 'auto' (default) writes 16-bit PNGs "
+                      "when the source is deeper than 8 bits (16-bit PNGs, 10-bit video) and the "
+                      "output is a frame folder, else 8; videos are written at 8 bits")
   parser.add_argument("--dtype", choices=("bfloat16", "float32"), default="float32",
                       help="compute precision (default %(default)s)")
   parser.add_argument("--reference", action="append", default=[], metavar="FRAME:IMAGE",
@@ -117,6 +122,9 @@ def _usage_problem(args):
   from tcvc_jax import streaming  # pylint: disable=g-import-not-at-top
   if args.interval < 0:
     return f"--interval must be >= 0, got {args.interval}"
+  if args.bit_depth == "16" and os.path.splitext(args.output)[1]:
+    return ("--bit-depth 16 is for a frame folder output (a path without extension); "
+            f"{args.output} is a video, written at 8 bits")
   try:
     streaming.parse_size(args.size)
     streaming.check_fps(args.fps)
@@ -146,11 +154,13 @@ def _colorize(args):
       args.input, args.output, args.checkpoint, interval=args.interval,
       network_size=streaming.parse_size(args.size), detect_cuts=not args.no_scene_cuts,
       gray_mode=args.gray_mode, overwrite=args.overwrite, fps=args.fps,
-      progress=not args.quiet, dtype=streaming.DTYPES[args.dtype], hints=hints)
+      progress=not args.quiet, dtype=streaming.DTYPES[args.dtype], hints=hints,
+      bit_depth=None if args.bit_depth == "auto" else int(args.bit_depth))
   for note in result.warnings:
     print(f"warning: {note}", file=sys.stderr)
   cuts = ", ".join(map(str, result.cuts)) if result.cuts else "none"
-  print(f"wrote {result.output}: {result.frames} frames in {result.seconds:.1f} s "
+  depth = " (16-bit PNG)" if result.bit_depth == 16 else ""
+  print(f"wrote {result.output}: {result.frames} frames{depth} in {result.seconds:.1f} s "
         f"({result.frames / max(result.seconds, 1e-9):.2f} frames/s overall); scene cuts: {cuts}")
   return cli.EXIT_OK
 

@@ -48,6 +48,7 @@ class Result:
   cuts: list  # frame indices where a new shot starts
   seconds: float  # wall time of the whole run, model loading and compilation included
   warnings: tuple = ()  # sentences for the user: the audio not kept, a short read of the input
+  bit_depth: int = 8  # of the written frames (16: PNG frames of a source deeper than 8 bits)
 
 
 def parse_size(text):
@@ -102,6 +103,13 @@ def _checked_args(model, interval, network_size, hints):
   return (h, w), (None if hints is None else guidance.check_hints(hints))
 
 
+def output_dtype(bit_depth):
+  """np.uint8 / np.uint16 for an output bit depth of 8 / 16; UsageError otherwise."""
+  if isinstance(bit_depth, bool) or bit_depth not in windows.OUTPUT_DTYPES:
+    raise UsageError(f"bit depth must be 8 or 16, got {bit_depth!r}")
+  return windows.OUTPUT_DTYPES[bit_depth]
+
+
 def check_network_size(colorizer, size):
   """Raises UsageError unless both sides of `size` suit the model (`ModelSpec.check_size`)."""
   h, w = (size, size) if isinstance(size, int) else size
@@ -131,8 +139,9 @@ class _CutRecorder:
 
 def colorize_frames(frames, colorizer, interval=windows.DEFAULT_INTERVAL,
                     network_size=windows.DEFAULT_NETWORK_SIZE, cuts=None, gray_mode="srgb",
-                    hints=None, on_planned=None):
-  """Colorizes a stream of frames window by window (one-sampling); yields uint8 RGB [H, W, 3].
+                    hints=None, on_planned=None, bit_depth=8):
+  """Colorizes a stream of frames window by window (one-sampling); yields RGB [H, W, 3], uint8 or
+  (bit_depth=16) uint16.
 
   Args:
     frames: iterable of frames [H, W, 1 | 3 | 4] (uint8, uint16 or float in [0, 1]), all of one
@@ -149,6 +158,8 @@ def colorize_frames(frames, colorizer, interval=windows.DEFAULT_INTERVAL,
       tcvc_jax/carrying.py); a colorizer with hints support is needed.
     on_planned: optional `on_planned(frames, done)`, called as the first pass of a hinted run
       reads windows (frames read so far, False) and once when it ends (all frames, True).
+    bit_depth: 8 (uint8 frames) or 16 (uint16, `windows.to_uint16_round`: for sources deeper than
+      8 bits, whose lightness then keeps its precision).
 
   Raises:
     UsageError: a bad colorizer, interval, network size (or one the model cannot run at) or cuts.
@@ -157,6 +168,7 @@ def colorize_frames(frames, colorizer, interval=windows.DEFAULT_INTERVAL,
       `frames` a one-shot iterator with hints; TypeError: a frame of another dtype.
   """
   network_size, hints = _checked_args(colorizer, interval, network_size, hints)
+  out_dtype = output_dtype(bit_depth)
   if cuts is not None and not isinstance(cuts, list):
     raise UsageError(f"cuts must be None or a list (it receives the cut indices), got "
                      f"{type(cuts).__name__}")
@@ -169,13 +181,13 @@ def colorize_frames(frames, colorizer, interval=windows.DEFAULT_INTERVAL,
   if not hints:
     is_cut = None if cuts is None else _CutRecorder(scene_cuts.CutDetector(), cuts)
     return window_stream.iter_colorize(frames, carry, interval, network_size,
-                                       gray_mode=gray_mode, is_cut=is_cut)
+                                       gray_mode=gray_mode, is_cut=is_cut, out_dtype=out_dtype)
   window_hints = plan_hints(frames, colorizer, hints, interval, network_size, gray_mode, cuts,
                             on_planned)
   cut_set = set(cuts or ())
   return window_stream.iter_colorize(frames, carry, interval, network_size, gray_mode=gray_mode,
                                      is_cut=lambda i, _: i in cut_set, anchors=set(hints),
-                                     window_hints=window_hints)
+                                     window_hints=window_hints, out_dtype=out_dtype)
 
 
 def plan_hints(frames, colorizer, hints, interval, network_size, gray_mode, cuts,
@@ -244,7 +256,7 @@ def plan_hints(frames, colorizer, hints, interval, network_size, gray_mode, cuts
 def colorize_file(input_path, output_path, model, interval=windows.DEFAULT_INTERVAL,
                   network_size=windows.DEFAULT_NETWORK_SIZE, detect_cuts=True, gray_mode="srgb",
                   overwrite=False, fps=None, progress=True, dtype=jnp.float32,
-                  release_memory=True, hints=None):
+                  release_memory=True, hints=None, bit_depth=None):
   """Colorizes a video file or frame folder into an mp4 (or other video) file or a frame folder.
 
   Args:
@@ -263,6 +275,9 @@ def colorize_file(input_path, output_path, model, interval=windows.DEFAULT_INTER
     dtype: compute dtype when `model` is a path.
     release_memory: give the heap's free pages back to the system once per window.
     hints: optional {frame: guidance.FrameHint}, see `colorize_frames`.
+    bit_depth: of the written frames: 8, 16 (frame folders only: 16-bit PNGs) or None, the
+      source's: 16 for a source deeper than 8 bits written to a frame folder, else 8 (videos are
+      written at 8 bits; a deeper source then gets a note).
 
   Returns:
     Result.
@@ -275,6 +290,12 @@ def colorize_file(input_path, output_path, model, interval=windows.DEFAULT_INTER
   start = time.perf_counter()
   check_fps(fps)
   network_size, hints = _checked_args(model, interval, network_size, hints)
+  to_video = os.path.splitext(os.fspath(output_path))[1] != ""
+  if bit_depth is not None:
+    output_dtype(bit_depth)
+    if bit_depth == 16 and to_video:
+      raise UsageError(f"bit depth 16 is for a frame folder output: {output_path} is a video, "
+                       "written at 8 bits")
   checkpoint = model if isinstance(model, (str, os.PathLike)) else None
   atomic.check_keeps_inputs(output_path, [("the input", input_path),
                                           ("the checkpoint", checkpoint)])
@@ -288,15 +309,20 @@ def colorize_file(input_path, output_path, model, interval=windows.DEFAULT_INTER
                                  f"{source.num_frames} frames (0..{source.num_frames - 1})")
   audio = source.path if source.kind == "video" and source.has_audio else None
   notes, tags = [], None
-  to_video = os.path.splitext(os.fspath(output_path))[1] != ""
+  deep = source.bit_depth > 8
+  if bit_depth is None:
+    bit_depth = 16 if deep and not to_video else 8
+  if deep and to_video:
+    notes.append(f"{input_path} has {source.bit_depth}-bit samples; the video is written at 8 bits "
+                 "(a frame folder output gets 16-bit PNGs)")
   if audio and not to_video:
     notes.append(f"the audio of {input_path} is not kept in a frame folder")
   elif audio and fps is not None:
     # Every frame is kept at the new rate: the video's length changes and its sound would not fit.
     notes.append(f"the audio of {input_path} is not kept: fps={fps} re-times its frames")
     audio = None
-  if notes:
-    logging.warning("%s", notes[-1])
+  for note in notes:
+    logging.warning("%s", note)
   if source.kind == "video" and to_video:
     tags, dropped = sound.describe_source(source.path)
     if dropped:
@@ -335,7 +361,7 @@ def colorize_file(input_path, output_path, model, interval=windows.DEFAULT_INTER
     try:
       # Frames as stored (uint8 for most videos): a window of 1080p frames held 470 MB as float32.
       for frame in colorize_frames(source.as_stored(), colorizer, interval, network_size, cuts,
-                                   gray_mode, hints, on_planned):
+                                   gray_mode, hints, on_planned, bit_depth):
         bar = bars["colorizing"]
         # Frame k is written after the source has yielded it (and recorded its time).
         writer.write(frame, time=source.frame_times[count] if timed else None)
@@ -361,4 +387,4 @@ def colorize_file(input_path, output_path, model, interval=windows.DEFAULT_INTER
   if source.short_read:
     notes.append(f"{source.short_read}; colorized those")
   return Result(output=writer.path, frames=count, cuts=cuts or [],
-                seconds=time.perf_counter() - start, warnings=tuple(notes))
+                seconds=time.perf_counter() - start, warnings=tuple(notes), bit_depth=bit_depth)

@@ -86,8 +86,9 @@ def iter_windows(frames: Iterable[np.ndarray], interval_length=windows.DEFAULT_I
 def iter_colorize(frames: Iterable[np.ndarray], colorize_window: windows.ColorizeWindowFn,
                   interval_length=windows.DEFAULT_INTERVAL,
                   network_size=windows.DEFAULT_NETWORK_SIZE, gray_mode="srgb", is_cut=None,
-                  anchors=(), window_hints=None) -> Iterator[np.ndarray]:
-  """One-sampling colorization of a frame stream, window by window; yields uint8 [H, W, 3] in order.
+                  anchors=(), window_hints=None, out_dtype=np.uint8) -> Iterator[np.ndarray]:
+  """One-sampling colorization of a frame stream, window by window; yields `out_dtype` (uint8 or
+  uint16, `windows.to_uint_round`) [H, W, 3] in order.
 
   Gives the same frames as `colorize_clip(..., (interval_length,), cuts=...)` while holding one
   window of frames. `frames`, `is_cut` and `anchors` are as in `iter_windows` /
@@ -96,7 +97,8 @@ def iter_colorize(frames: Iterable[np.ndarray], colorize_window: windows.Coloriz
   `windows.iter_rgb255`). A frame `checked_frames` refuses raises a ValueError (TypeError for
   its dtype) that names it.
   """
-  # (index, uint8 frame): a window's last frame, dropped if the next window starts on it.
+  windows.to_uint_round(np.zeros((1, 1, 3), np.float32), out_dtype)  # a bad dtype: before reading
+  # (index, output frame): a window's last frame, dropped if the next window starts on it.
   pending = None
   if hasattr(frames, "num_frames"):  # a FrameSource (None where the container does not say)
     num_frames = frames.num_frames
@@ -107,7 +109,7 @@ def iter_colorize(frames: Iterable[np.ndarray], colorize_window: windows.Coloriz
     for start, win in iter_windows(checked_frames(frames), interval_length, is_cut, anchors):
       l_full = windows.frames_to_l(np.stack(win), gray_mode)
       hints = None if window_hints is None else window_hints(start, len(win))
-      out = [windows.to_uint8_round(rgb)  # frame by frame: no float copy of the whole window
+      out = [windows.to_uint_round(rgb, out_dtype)  # frame by frame: no float copy of the window
              for rgb in windows.iter_rgb255(l_full, colorize_window, network_size, hints)]
       if pending is not None and pending[0] != start:
         yield pending[1]

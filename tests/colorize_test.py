@@ -248,6 +248,49 @@ def test_png_folders(kind, checkpoint, tmp_path, capsys):
   assert np.abs(l_out - l_in).mean() < 0.02  # normalised L: 1 = 100 L* units
 
 
+def test_a_16_bit_source_keeps_its_depth_in_a_frame_folder(checkpoint, tmp_path, capsys):
+  """A 16-bit source gives 16-bit PNGs (more than 256 steps per channel), which round to the 8-bit
+  output; a video output stays 8-bit and says so; --bit-depth 8 asks for 8-bit PNGs."""
+  ramp = np.linspace(0, 1, W)[None, :] * np.linspace(0.3, 1, H)[:, None]  # 2240 distinct levels
+  frames = [np.round(np.clip(ramp + 0.002 * i, 0, 1) * 65535).astype(np.uint16)[..., None]
+            for i in range(11)]
+  src = _folder(tmp_path / "in", frames)
+  runs = {}
+  for name, flags in (("deep", ()), ("eight", ("--bit-depth", "8")), ("v.mkv", ())):
+    rc, stdout, stderr = _run(capsys, src, tmp_path / name, "--checkpoint", checkpoint, *ARGS,
+                              "--quiet", *flags)
+    assert rc == 0, stderr
+    runs[name] = (stdout, stderr)
+  assert "11 frames (16-bit PNG) in" in runs["deep"][0]
+  assert "16-bit" not in runs["eight"][0] and runs["eight"][1] == ""
+  assert runs["v.mkv"][1] == (f"warning: {src} has 16-bit samples; the video is written at 8 "
+                              "bits (a frame folder output gets 16-bit PNGs)\n")
+  deep = reading.open_source(str(tmp_path / "deep")).read_all(None)
+  eight = reading.open_source(str(tmp_path / "eight")).read_all(None)
+  assert (deep.dtype, eight.dtype, deep.shape) == (np.uint16, np.uint8, (11, H, W, 3))
+  assert min(len(np.unique(deep[..., c])) for c in range(3)) > 256
+  assert np.abs((deep.astype(int) + 128) // 257 - eight).max() <= 1
+
+
+def test_output_bit_depth_in_python(checkpoint):
+  """colorize_frames yields uint16 frames for bit_depth=16 (x * 257 of the 8-bit values, rounded
+  once); other depths are refused before any frame is read."""
+  model = api.load(checkpoint)
+  frames = _shot(6, 6)
+  got8 = list(streaming.colorize_frames(frames, model, 4, 32))
+  got16 = list(streaming.colorize_frames(frames, model, 4, 32, bit_depth=16))
+  assert got16[0].dtype == np.uint16 and got8[0].dtype == np.uint8
+  assert np.abs((np.stack(got16).astype(int) + 128) // 257 - np.stack(got8)).max() <= 1
+  np.testing.assert_array_equal(
+      protocol.to_uint16_round(np.array([-3, 0, 1, 127.5, 255, 300], np.float32)),
+      [0, 0, 257, 32768, 65535, 65535])
+  for bad in (12, True, "16"):
+    with pytest.raises(streaming.UsageError, match="bit depth must be 8 or 16"):
+      streaming.colorize_frames(iter(frames), model, 4, 32, bit_depth=bad)
+  with pytest.raises(streaming.UsageError, match="bit depth 16 is for a frame folder output"):
+    streaming.colorize_file("in", "out.mp4", model, bit_depth=16)
+
+
 def test_a_stray_image_in_a_frame_folder_is_a_frame_and_told(checkpoint, tmp_path, capsys):
   src = _folder(tmp_path / "in", _shot(4, 6))
   with open(os.path.join(src, "cover.png"), "wb") as f:
@@ -369,6 +412,7 @@ def _bad_inputs(tmp_path, tiny_sd, checkpoint):
     (["--interval", "-1"], "--interval must be >= 0, got -1"),
     (["--reference", "ref.png"], "bad --reference 'ref.png': use FRAME:IMAGE"),
     (["--reference", "1:a.png", "--reference", "1:b.png"], "--reference: frame 1 is given twice"),
+    (["--bit-depth", "16"], "--bit-depth 16 is for a frame folder output"),
 ])
 def test_flag_mistakes_are_usage_errors(flags, message, tmp_path, capsys):
   """Exit 2 and one line, before any file is read: the input and checkpoint need not exist."""

@@ -282,6 +282,26 @@ def to_uint8_round(rgb255):
   return np.round(x).astype(np.uint8)
 
 
+def to_uint16_round(rgb255):
+  """One-sampling uint16 (for sources deeper than 8 bits): round(clip(x, 0, 255) * 257), half to
+  even, on float32 values; x * 257 maps 0..255 onto 0..65535, so `(y + 128) // 257` is the uint8
+  output up to values within 1/514 of a rounding boundary."""
+  x = np.clip(np.asarray(rgb255, np.float32), 0, 255)
+  return np.round(x * np.float32(257)).astype(np.uint16)
+
+
+OUTPUT_DTYPES = {8: np.uint8, 16: np.uint16}
+_TO_UINT = {np.uint8: to_uint8_round, np.uint16: to_uint16_round}
+
+
+def to_uint_round(rgb255, dtype=np.uint8):
+  """`to_uint8_round` or `to_uint16_round` by `dtype` (np.uint8 or np.uint16)."""
+  try:
+    return _TO_UINT[np.dtype(dtype).type](rgb255)
+  except (KeyError, TypeError):
+    raise ValueError(f"output dtype must be uint8 or uint16, got {dtype!r}") from None
+
+
 def ensemble_to_uint8(passes):
   """Multi-sampling uint8: float64 mean of the passes' float32 rgb * 255, clip, truncate."""
   if not passes:

@@ -65,13 +65,17 @@ def png_names(names):
   return out
 
 
-def _frame_uint8(frame):
-  """[H, W] or [H, W, 1 | 3 | 4], uint8 or float in [0, 1] -> uint8 [H, W, 3] (gray replicated)."""
+def _frame_uint8(frame, keep_uint16=False):
+  """[H, W] or [H, W, 1 | 3 | 4], uint8 or float in [0, 1] -> uint8 [H, W, 3] (gray replicated);
+  with `keep_uint16`, a uint16 frame stays uint16."""
   x = np.asarray(frame)
   if np.issubdtype(x.dtype, np.floating):
     x = np.round(np.clip(x, 0, 1) * 255).astype(np.uint8)
-  elif x.dtype != np.uint8:
-    raise ValueError(f"frames to write must be uint8 or float, got {x.dtype}")
+  elif x.dtype != np.uint8 and not (keep_uint16 and x.dtype == np.uint16):
+    if keep_uint16:
+      raise ValueError(f"frames to write must be uint8, uint16 or float, got {x.dtype}")
+    raise ValueError(f"frames to write must be uint8 or float (videos are written at 8 bits; a "
+                     f"frame folder takes uint16), got {x.dtype}")
   if x.ndim == 2:
     x = x[..., None]
   if x.ndim != 3 or x.shape[-1] not in (1, 3, 4):
@@ -275,7 +279,8 @@ def encode_png(frame):
 
 
 class FolderWriter(_Writer):
-  """Writes frames as 8-bit RGB PNG files into a new folder (built under a temporary name)."""
+  """Writes frames as RGB PNG files into a new folder (built under a temporary name): 8-bit, or
+  16-bit for uint16 frames."""
 
   def __init__(self, path, overwrite=False, names=None):
     """Creates the temporary folder.
@@ -295,8 +300,8 @@ class FolderWriter(_Writer):
     self._tmp = self._target.tmp
 
   def write(self, frame, time=None):  # pylint: disable=unused-argument
-    """Writes the next frame (uint8 or float in [0, 1]; [H, W, 1 | 3 | 4]); `time` is ignored: a
-    folder of frames keeps no timing."""
+    """Writes the next frame (uint8, uint16 (a 16-bit PNG) or float in [0, 1] (8-bit);
+    [H, W, 1 | 3 | 4]); `time` is ignored: a folder of frames keeps no timing."""
     if self._tmp is None:
       raise MediaError(f"{self.path} is already closed")
     if self._names is not None:
@@ -306,7 +311,7 @@ class FolderWriter(_Writer):
     else:
       name = f"{self._count:05d}.png"
     with open(os.path.join(self._tmp, name), "wb") as f:
-      f.write(encode_png(_frame_uint8(frame)))
+      f.write(encode_png(_frame_uint8(frame, keep_uint16=True)))
     self._count += 1
 
   def close(self):
