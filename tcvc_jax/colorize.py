@@ -120,9 +120,11 @@ def _usage_problem(args):
   """What is wrong with the flags' values on their own (no file read), or None."""
   from tcvc_jax import guidance  # pylint: disable=g-import-not-at-top
   from tcvc_jax import streaming  # pylint: disable=g-import-not-at-top
+  from tcvc_jax.media import writing  # pylint: disable=g-import-not-at-top
   if args.interval < 0:
     return f"--interval must be >= 0, got {args.interval}"
-  if args.bit_depth == "16" and os.path.splitext(args.output)[1]:
+  if (args.bit_depth == "16"
+      and os.path.splitext(args.output)[1].lower() in writing.VIDEO_OUTPUT_EXTENSIONS):
     return ("--bit-depth 16 is for a frame folder output (a path without extension); "
             f"{args.output} is a video, written at 8 bits")
   try:

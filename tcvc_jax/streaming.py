@@ -105,7 +105,8 @@ def _checked_args(model, interval, network_size, hints):
 
 def output_dtype(bit_depth):
   """np.uint8 / np.uint16 for an output bit depth of 8 / 16; UsageError otherwise."""
-  if isinstance(bit_depth, bool) or bit_depth not in windows.OUTPUT_DTYPES:
+  if (isinstance(bit_depth, bool) or not isinstance(bit_depth, (int, np.integer))
+      or bit_depth not in windows.OUTPUT_DTYPES):
     raise UsageError(f"bit depth must be 8 or 16, got {bit_depth!r}")
   return windows.OUTPUT_DTYPES[bit_depth]
 
@@ -293,7 +294,9 @@ def colorize_file(input_path, output_path, model, interval=windows.DEFAULT_INTER
   to_video = os.path.splitext(os.fspath(output_path))[1] != ""
   if bit_depth is not None:
     output_dtype(bit_depth)
-    if bit_depth == 16 and to_video:
+    bit_depth = int(bit_depth)
+    ext = os.path.splitext(os.fspath(output_path))[1].lower()
+    if bit_depth == 16 and ext in writing.VIDEO_OUTPUT_EXTENSIONS:  # (others: open_writer says)
       raise UsageError(f"bit depth 16 is for a frame folder output: {output_path} is a video, "
                        "written at 8 bits")
   checkpoint = model if isinstance(model, (str, os.PathLike)) else None
@@ -310,9 +313,7 @@ def colorize_file(input_path, output_path, model, interval=windows.DEFAULT_INTER
   audio = source.path if source.kind == "video" and source.has_audio else None
   notes, tags = [], None
   deep = source.bit_depth > 8
-  if bit_depth is None:
-    bit_depth = 16 if deep and not to_video else 8
-  if deep and to_video:
+  if deep and to_video and bit_depth is None:
     notes.append(f"{input_path} has {source.bit_depth}-bit samples; the video is written at 8 bits "
                  "(a frame folder output gets 16-bit PNGs)")
   if audio and not to_video:
@@ -328,6 +329,8 @@ def colorize_file(input_path, output_path, model, interval=windows.DEFAULT_INTER
     if dropped:
       notes.append(dropped)
       logging.warning("%s", dropped)
+  if bit_depth is None:
+    bit_depth = 16 if deep and not to_video else 8
   if source.note:  # (reading logged it)
     notes.insert(0, source.note)
   cuts = [] if detect_cuts else None

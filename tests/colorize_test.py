@@ -256,7 +256,8 @@ def test_a_16_bit_source_keeps_its_depth_in_a_frame_folder(checkpoint, tmp_path,
             for i in range(11)]
   src = _folder(tmp_path / "in", frames)
   runs = {}
-  for name, flags in (("deep", ()), ("eight", ("--bit-depth", "8")), ("v.mkv", ())):
+  for name, flags in (("deep", ()), ("eight", ("--bit-depth", "8")), ("v.mkv", ()),
+                      ("v8.mkv", ("--bit-depth", "8"))):
     rc, stdout, stderr = _run(capsys, src, tmp_path / name, "--checkpoint", checkpoint, *ARGS,
                               "--quiet", *flags)
     assert rc == 0, stderr
@@ -265,6 +266,7 @@ def test_a_16_bit_source_keeps_its_depth_in_a_frame_folder(checkpoint, tmp_path,
   assert "16-bit" not in runs["eight"][0] and runs["eight"][1] == ""
   assert runs["v.mkv"][1] == (f"warning: {src} has 16-bit samples; the video is written at 8 "
                               "bits (a frame folder output gets 16-bit PNGs)\n")
+  assert runs["v8.mkv"][1] == ""  # 8 bits asked for: nothing to say
   deep = reading.open_source(str(tmp_path / "deep")).read_all(None)
   eight = reading.open_source(str(tmp_path / "eight")).read_all(None)
   assert (deep.dtype, eight.dtype, deep.shape) == (np.uint16, np.uint8, (11, H, W, 3))
@@ -272,7 +274,7 @@ def test_a_16_bit_source_keeps_its_depth_in_a_frame_folder(checkpoint, tmp_path,
   assert np.abs((deep.astype(int) + 128) // 257 - eight).max() <= 1
 
 
-def test_output_bit_depth_in_python(checkpoint):
+def test_output_bit_depth_in_python(checkpoint, tmp_path):
   """colorize_frames yields uint16 frames for bit_depth=16 (x * 257 of the 8-bit values, rounded
   once); other depths are refused before any frame is read."""
   model = api.load(checkpoint)
@@ -284,11 +286,13 @@ def test_output_bit_depth_in_python(checkpoint):
   np.testing.assert_array_equal(
       protocol.to_uint16_round(np.array([-3, 0, 1, 127.5, 255, 300], np.float32)),
       [0, 0, 257, 32768, 65535, 65535])
-  for bad in (12, True, "16"):
+  for bad in (12, True, "16", 16.0):
     with pytest.raises(streaming.UsageError, match="bit depth must be 8 or 16"):
       streaming.colorize_frames(iter(frames), model, 4, 32, bit_depth=bad)
   with pytest.raises(streaming.UsageError, match="bit depth 16 is for a frame folder output"):
     streaming.colorize_file("in", "out.mp4", model, bit_depth=16)
+  with pytest.raises(reading.MediaError):  # not a video output: the input / writer say what
+    streaming.colorize_file(str(tmp_path / "in"), tmp_path / "out.png", model, bit_depth=16)
 
 
 def test_a_stray_image_in_a_frame_folder_is_a_frame_and_told(checkpoint, tmp_path, capsys):

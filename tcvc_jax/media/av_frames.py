@@ -54,6 +54,15 @@ def quarter_turns(frame):
   return turns % 4 if abs(degrees - 90 * turns) < 1 else 0
 
 
+def packed_uint16(frame, per_pixel):
+  """A packed 16-bit frame's plane (e.g. ya16be: gray, alpha) as native uint16 [H, W, per_pixel],
+  read as stored (rows without their padding)."""
+  dtype = ">u2" if frame.format.name.endswith("be") else "<u2"
+  rows = np.frombuffer(memoryview(frame.planes[0]), dtype).reshape(frame.height, -1)
+  return rows[:, :frame.width * per_pixel].astype(np.uint16).reshape(
+      frame.height, frame.width, per_pixel)
+
+
 def convert(x, dtype):
   """uint8 / uint16 array -> float32 in [0, 1], uint8 (16 bit rounded to 8), or as it is (None)."""
   if dtype is None:

@@ -8,9 +8,7 @@ One reader for every caller (training data, evaluation, colorize):
   * the frames of a folder in natural file-name order ("2.png" before "10.png"; hidden files and
     other extensions ignored): `list_frame_files` is the one rule; JPEGs upright (EXIF orientation);
   * every problem raises `MediaError` with a one-line message that names the file.
-Pillow, OpenCV and TensorFlow are not needed: PNG and JPEG go through FFmpeg's codecs, which also
-read 16-bit PNGs exactly.
-"""
+Pillow, OpenCV and TensorFlow are not needed: PNG and JPEG go through FFmpeg's codecs."""
 
 import fractions
 import io
@@ -88,11 +86,16 @@ def image_header(path):
 def _to_array(frame, gray_out):
   """Frame -> uint8 or uint16 array [H, W, 1 | 3] at its own bit depth; alpha dropped.
 
-  FFmpeg's converter is only used within one bit depth (8 -> 8, 16 -> 16), where it is exact; from
-  8 to 16 bits or back it is not (3 -> 766), so values are never rescaled by it.
+  FFmpeg's converter is only used within one bit depth (8 -> 8, 16 -> 16): from 8 to 16 bits or
+  back it rescales inexactly (3 -> 766). Its limited-range YUV -> 16-bit RGB is 0.4 % short of
+  white (10-bit 940 -> 65283), as FFmpeg's swscale computes it. 16-bit gray + alpha is read from
+  its plane: FFmpeg's ya16 -> gray16 got some rows wrong at some widths (360 px: 128 of 300).
   """
   gray_in, depth = av_frames.frame_kind(frame.format)
   high = depth > 8
+  if frame.format.name in ("ya16be", "ya16le"):
+    x = av_frames.packed_uint16(frame, 2)[..., :1]
+    return x if gray_out else np.repeat(x, 3, axis=-1)
   if gray_in:
     x = frame.to_ndarray(format="gray16le" if high else "gray")[..., None]
     return x if gray_out else np.repeat(x, 3, axis=-1)
