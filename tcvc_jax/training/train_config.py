@@ -92,6 +92,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   positive("log_every_steps", config.log_every_steps)
   positive("checkpoint_every_steps", config.checkpoint_every_steps)
   positive("eval_every_steps", config.eval_every_steps, allow_zero=True)
+  if config.ckpt.max_to_keep is not None:  # None (a config file's): keep every checkpoint
+    positive("ckpt.max_to_keep", config.ckpt.max_to_keep)  # 0 kept none: the next run restarted
   positive("data.batch_size", config.data.batch_size)
   positive("data.num_frames", config.data.num_frames)
   if config.data.num_frames < 3:
