@@ -17,13 +17,14 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def _run_job(workdir, overrides, cache_dir, timeout=420):
-  """Runs both processes to the end; returns their RESULT records and logs."""
+def _run_job(workdir, overrides, cache_dir, timeout=420, extra=None):
+  """Runs both processes to the end; returns their RESULT records and logs. `extra`: optional
+  {process id: more driver arguments}."""
   port = _free_port()
   procs = []
   for pid in range(2):
     args = {"process_id": pid, "num_processes": 2, "port": port, "local_devices": 2,
-            "workdir": workdir, "overrides": overrides}
+            "workdir": workdir, "overrides": overrides, **(extra or {}).get(pid, {})}
     procs.append(subprocess.Popen(
         [sys.executable, DRIVER, json.dumps(args)], stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True, env=train_testlib.subprocess_env(cache_dir=cache_dir)))
@@ -66,3 +67,17 @@ def test_two_processes_train_checkpoint_and_resume(tmp_path_factory):
   # Validation gathered the clips of both processes (the tiny split has 2).
   assert results[0]["eval"]["num_clips"] == 2 == results[1]["eval"]["num_clips"]
   assert results[0]["eval"]["psnr"] == results[1]["eval"]["psnr"]
+
+
+def test_a_stop_asked_on_one_process_stops_the_whole_job_at_one_step(tmp_path_factory):
+  """Ctrl-C reaches one process of a job (train.py's handler asks its RunControl to stop): every
+  process saves the same step and returns. (It stopped that process alone, and the job hung.)"""
+  tfds = train_testlib.prepared_tfds(tmp_path_factory)
+  cache = train_testlib.shared_dir(tmp_path_factory, "jax_cache_multihost")
+  workdir = str(tmp_path_factory.mktemp("multihost_stop") / "run")
+  overrides = {"data.data_dir": tfds, "checkpoint_every_steps": 1000, "data.batch_size": 4,
+               "num_train_steps": 5000}
+  results, logs = _run_job(workdir, overrides, cache, extra={0: {"stop_after_logged": 3}})
+  steps = {r["step"] for r in results}
+  assert len(steps) == 1 and 3 <= min(steps) < 5000, (steps, logs[0][-3000:])
+  assert train_testlib.checkpoint_steps(workdir)[-1] == min(steps)

@@ -9,10 +9,8 @@ import contextlib
 import fcntl
 import functools
 import os
-import signal
 import socket
 import sys
-import threading
 import time
 from typing import Any
 
@@ -30,6 +28,7 @@ from tcvc_jax.models import spec as spec_lib
 from tcvc_jax.training import checkpointing
 from tcvc_jax.training import metric_writers
 from tcvc_jax.training import sharding
+from tcvc_jax.training import stopping
 from tcvc_jax.training import train_config
 from tcvc_jax.training import validation
 
@@ -105,60 +104,7 @@ def _check_same_model(workdir, spec, fields=spec_lib.FIELDS, cause=None):
   return theirs
 
 
-class RunControl:
-  """Lets a signal handler stop training: `request_stop()` from any thread.
-
-  Once the loop runs, a stop request makes it save a checkpoint after the current step and return;
-  before that (data, init, XLA compilation) there is nothing to save, and `request_stop` returns
-  False so that the caller ends the process at once.
-  """
-
-  def __init__(self):
-    self._stop = threading.Event()
-    self._looping = threading.Event()
-    self._on_loop = []
-
-  def on_started_loop(self, fn) -> None:
-    """Calls `fn()` when the loop starts (after the first step)."""
-    self._on_loop.append(fn)
-
-  def request_stop(self) -> bool:
-    self._stop.set()
-    return self._looping.is_set()
-
-  def started_loop(self) -> None:
-    for fn in self._on_loop:
-      fn()
-    self._looping.set()
-
-  @property
-  def stop_requested(self) -> bool:
-    return self._stop.is_set()
-
-
-class _Preemption:
-  """Tells the loop to save and stop: a RunControl request, SIGTERM, or a JAX preemption notice."""
-
-  def __init__(self, mngr, control):
-    self._mngr = mngr
-    self._control = control
-    self._signalled = False
-    self._previous = None
-    in_main = threading.current_thread() is threading.main_thread()
-    if jax.process_count() == 1 and in_main:  # multi-host jobs use JAX's preemption service
-      self._previous = signal.signal(signal.SIGTERM, self._on_signal)
-
-  def _on_signal(self, signum, frame):
-    del signum, frame
-    self._signalled = True
-
-  def reached(self, step: int) -> bool:
-    return (self._signalled or self._control.stop_requested
-            or self._mngr.reached_preemption(step))
-
-  def close(self):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+RunControl = stopping.RunControl  # train.py's handle on a run (stop requests)
 
 
 def _average(history):
@@ -299,7 +245,7 @@ def _train(config, workdir, control, mesh):
         model, eval_ds, interval_length=config.eval.interval_length,
         network_size=config.eval.network_size, num_images=config.eval.num_images,
         image_frames=config.eval.image_frames)
-  preemption = _Preemption(mngr, control)
+  preemption = stopping.Preemption(mngr, control)
   with converted.quiet_orbax_errors():  # a failed save: said once, by its raise
     try:
       with jax.set_mesh(mesh):
