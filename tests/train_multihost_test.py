@@ -71,7 +71,8 @@ def test_two_processes_train_checkpoint_and_resume(tmp_path_factory):
 
 def test_a_stop_asked_on_one_process_stops_the_whole_job_at_one_step(tmp_path_factory):
   """Ctrl-C reaches one process of a job (train.py's handler asks its RunControl to stop): every
-  process saves the same step and returns. (It stopped that process alone, and the job hung.)"""
+  process saves the same step and returns (it stopped that process alone, and the job hung); a
+  job of another size resumes the run."""
   tfds = train_testlib.prepared_tfds(tmp_path_factory)
   cache = train_testlib.shared_dir(tmp_path_factory, "jax_cache_multihost")
   workdir = str(tmp_path_factory.mktemp("multihost_stop") / "run")
@@ -81,3 +82,12 @@ def test_a_stop_asked_on_one_process_stops_the_whole_job_at_one_step(tmp_path_fa
   steps = {r["step"] for r in results}
   assert len(steps) == 1 and 3 <= min(steps) < 5000, (steps, logs[0][-3000:])
   assert train_testlib.checkpoint_steps(workdir)[-1] == min(steps)
+
+  # One process resumes the 2-process run: its data iterator positions (one per process) cannot
+  # be taken, the model and optimizer can (it stopped on "another model or optimizer config").
+  step = min(steps)
+  log = train_testlib.run_train(workdir, dict(overrides, num_train_steps=step + 2), cache_dir=cache)
+  assert (f"the checkpoint at step {step} was saved by a job of 2 processes, this one has 1: the "
+          "model and optimizer resume, the training data starts again from its beginning") in log
+  assert f"resumed from the checkpoint at step {step}" in log
+  assert train_testlib.checkpoint_steps(workdir)[-1] == step + 2

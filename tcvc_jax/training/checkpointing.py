@@ -123,10 +123,20 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state: Any,
   """
   failed = []
   for step in sorted(mngr.all_steps(), reverse=True):
+    saved_by = _iterator_processes(mngr, step)
     try:
-      restored = mngr.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract_state),
-          data_iter=grain.checkpoint.CheckpointRestore(data_iter)))
+      if saved_by not in (None, jax.process_count()):
+        # Each process saved its own iterator position: a job of another size cannot take them.
+        restored = mngr.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state)))
+        logging.warning("the checkpoint at step %d was saved by a job of %d process%s, this one "
+                        "has %d: the model and optimizer resume, the training data starts again "
+                        "from its beginning", step, saved_by, "" if saved_by == 1 else "es",
+                        jax.process_count())
+      else:
+        restored = mngr.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state),
+            data_iter=grain.checkpoint.CheckpointRestore(data_iter)))
     except Exception as e:  # pylint: disable=broad-exception-caught
       # Orbax and TensorStore raise many types for damaged files; any of them means "unusable".
       logging.warning("checkpoint at step %d in %s is unreadable (%s); trying the previous one",
@@ -140,10 +150,22 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state: Any,
     step, error = failed[0]
     raise RuntimeError(
         f"no checkpoint in {mngr.directory} could be restored (steps {[s for s, _ in failed]}); "
-        "they were written with another model or optimizer config, or are damaged. Use a new "
-        f"workdir, or the same config. First error, at step {step}: {short_reason(error)}"
+        "they were written with another model, optimizer or data pipeline config "
+        "(data.num_workers), or are damaged. Use a new workdir, or the same config. First "
+        f"error, at step {step}: {short_reason(error)}"
     ) from error
   return None
+
+
+def _iterator_processes(mngr, step):
+  """How many processes saved the data iterator of checkpoint `step` (its process_I-of-N.json
+  files), or None where that is not known."""
+  folder = os.path.join(os.fspath(mngr.directory), str(step), "data_iter")
+  try:
+    counts = {n.rsplit("-of-", 1)[1].split(".")[0] for n in os.listdir(folder) if "-of-" in n}
+  except OSError:
+    return None
+  return int(counts.pop()) if len(counts) == 1 and next(iter(counts)).isdigit() else None
 
 
 # ----------------------------------------------------------------------------- model of a workdir
