@@ -59,9 +59,14 @@ def test_two_processes_train_checkpoint_and_resume(tmp_path_factory):
   logged = [m["step"] for m in train_testlib.metrics(workdir)]
   assert logged == [1, 2, 3, 4]  # written once, by process 0
 
-  # Restarted with a longer schedule: both processes resume at step 4 and validate at the end.
+  # Process 1's iterator file of step 4 lost (its own disk): both processes resume at step 2 (one
+  # at 4 and one at 2 hung the job), step 4 is moved aside; then they validate at the end.
+  os.remove(os.path.join(iter_dir, "process_1-of-2.json"))
   results, logs = _run_job(workdir, dict(base, num_train_steps=6, eval_every_steps=6), cache)
-  assert all("resumed from the checkpoint at step 4" in log for log in logs)
+  assert all("resumed from the checkpoint at step 2" in log for log in logs), logs[1][-3000:]
+  assert all("checkpoint at step 4 in" in log and "lacks a readable data iterator file of some "
+             "process" in log for log in logs)
+  assert os.listdir(os.path.join(workdir, "checkpoints_corrupt"))[0].startswith("4-")
   assert all(r["step"] == 6 for r in results)
   assert train_testlib.checkpoint_steps(workdir)[-1] == 6
   # Validation gathered the clips of both processes (the tiny split has 2).

@@ -124,6 +124,14 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state: Any,
   failed = []
   for step in sorted(mngr.all_steps(), reverse=True):
     saved_by = _iterator_processes(mngr, step)
+    # Every process resumes from the same step: one that cannot read its own iterator position
+    # (on its own disk) makes the step unusable for all, before any of them starts restoring.
+    if saved_by == jax.process_count() and not sharding.all_processes(
+        _iterator_readable(mngr, step)):
+      logging.warning("checkpoint at step %d in %s lacks a readable data iterator file of some "
+                      "process; trying the previous one", step, mngr.directory)
+      failed.append((step, RuntimeError("a process's data iterator file is missing or damaged")))
+      continue
     try:
       if saved_by not in (None, jax.process_count()):
         # Each process saved its own iterator position: a job of another size cannot take them.
@@ -166,6 +174,17 @@ def _iterator_processes(mngr, step):
   except OSError:
     return None
   return int(counts.pop()) if len(counts) == 1 and next(iter(counts)).isdigit() else None
+
+
+def _iterator_readable(mngr, step):
+  """Whether this process's data iterator file of checkpoint `step` reads as JSON."""
+  name = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+  try:
+    with open(os.path.join(os.fspath(mngr.directory), str(step), "data_iter", name)) as f:
+      json.load(f)
+    return True
+  except (OSError, ValueError):
+    return False
 
 
 # ----------------------------------------------------------------------------- model of a workdir

@@ -137,3 +137,10 @@ def sync(name: str) -> None:
   """A barrier across processes (no-op on a single process)."""
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices(name)
+
+
+def all_processes(flag: bool) -> bool:
+  """Whether `flag` holds on every process (each process calls it; `flag` itself on one)."""
+  if jax.process_count() == 1:
+    return bool(flag)
+  return bool(np.all(multihost_utils.process_allgather(np.array([bool(flag)], np.int32))))
