@@ -53,6 +53,10 @@ def test_help_exits_0(tool, tmp_path):
     (["--config.num_train_steps=0"], "num_train_steps must be a positive integer"),
     (["--config.num_train_steps=-5"], "num_train_steps must be a positive integer"),
     (["--config.ckpt.max_to_keep=0"], "ckpt.max_to_keep must be a positive integer, got 0"),
+    (['--config.mesh.axes=(("dta",-1),)'], "mesh.axes must be (name, size) pairs with a 'data' "
+     "axis"),
+    (["--config.mesh.axis_type=explict"], "mesh.axis_type must be 'auto' or 'explicit', got "
+     "'explict'"),
     (["--config=default", "--config.data.crop_size=100"], "needs positive multiples of 64"),
     (["--config.model.colorizer_widths=(8,8)"], "colorizer_widths must have 10 entries"),
     (["--workdirr=x"], "workdirr"),

@@ -82,6 +82,21 @@ def fresh_state(config, model, tx, mesh):
   return jax.jit(init_fn, out_shardings=shardings), abstract, shardings
 
 
+def _check_mesh(mesh):
+  """mesh.axes and mesh.axis_type, as far as they can be checked without the devices."""
+  try:
+    sizes = {str(name): int(size) for name, size in mesh.axes}
+  except (TypeError, ValueError):
+    sizes = {}
+  if ("data" not in sizes or list(sizes.values()).count(-1) > 1
+      or any(s < 1 and s != -1 for s in sizes.values())):
+    raise ValueError(f"mesh.axes must be (name, size) pairs with a 'data' axis (the batch is split "
+                     f"over it) and sizes >= 1, one may be -1 (the other devices), e.g. "
+                     f"(('data', -1),); got {mesh.axes!r}")
+  if mesh.axis_type not in ("auto", "explicit"):
+    raise ValueError(f"mesh.axis_type must be 'auto' or 'explicit', got {mesh.axis_type!r}")
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Raises ValueError (one line, naming the key) for a config that cannot train."""
   def positive(key, value, allow_zero=False):
@@ -95,6 +110,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if config.ckpt.max_to_keep is not None:  # None (a config file's): keep every checkpoint
     positive("ckpt.max_to_keep", config.ckpt.max_to_keep)  # 0 kept none: the next run restarted
   positive("data.batch_size", config.data.batch_size)
+  _check_mesh(config.mesh)
   positive("data.num_frames", config.data.num_frames)
   if config.data.num_frames < 3:
     raise ValueError(f"data.num_frames must be >= 3 (two anchors and a frame between), got "

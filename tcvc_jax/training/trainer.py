@@ -166,8 +166,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     raise ValueError(f"{workdir} is a converted checkpoint (python -m tcvc_jax.convert), not a "
                      "workdir: use another --workdir (--config.init_from loads such a folder)")
   train_config.check_outside_data(config.data, workdir)
-  mesh = sharding.create_mesh(config.mesh.axes, config.mesh.axis_type)
-  sharding.check_batch_size(config.data.batch_size, mesh)
+  try:  # (validate_config checked what needs no devices)
+    mesh = sharding.create_mesh(config.mesh.axes, config.mesh.axis_type)
+  except ValueError as e:
+    raise ValueError(f"mesh.axes: {e}") from None
+  try:
+    sharding.check_batch_size(config.data.batch_size, mesh)
+  except ValueError as e:
+    raise ValueError(f"data.batch_size: {e}") from None
   logging.info("mesh %s over %d devices, %d processes", dict(mesh.shape), jax.device_count(),
                jax.process_count())
   # A new workdir is removed again if the run ends (an error, a signal) before its first step:
