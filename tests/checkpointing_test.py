@@ -143,6 +143,29 @@ def test_truncated_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, ca
   mngr.close()
 
 
+def test_an_iterator_state_that_does_not_fit_resumes_the_model_and_restarts_the_data(tmp_path,
+                                                                                    caplog):
+  """An iterator file that reads but does not fit this pipeline (data.num_workers changed: other
+  keys) restores the state of that step; one that does not read (cut off) is damage: the previous
+  step is restored and the damaged one moved aside."""
+  _save_steps(str(tmp_path), [2, 4, 6])
+  folder = tmp_path / "checkpoints"
+  with open(folder / "6" / "data_iter" / "process_0-of-1.json", "w") as f:
+    json.dump({"another": "pipeline"}, f)
+  mngr = checkpointing.create_manager(str(tmp_path), save_every=1, max_to_keep=5)
+  with caplog.at_level(logging.WARNING):
+    state, step = checkpointing.restore_latest(mngr, _abstract(_small_state()), iter(_data()))
+  assert step == 6 and "data.num_workers changed?" in caplog.text
+  np.testing.assert_array_equal(state.params["b"]["c"], _small_state(6).params["b"]["c"])
+  mngr.close()
+  with open(folder / "6" / "data_iter" / "process_0-of-1.json", "w") as f:
+    f.write('{"cut o')
+  mngr = checkpointing.create_manager(str(tmp_path), save_every=1, max_to_keep=5)
+  state, step = checkpointing.restore_latest(mngr, _abstract(_small_state()), iter(_data()))
+  assert step == 4 and mngr.all_steps() == [2, 4]
+  mngr.close()
+
+
 def test_checkpoints_of_another_config_raise_and_stay(tmp_path):
   _save_steps(str(tmp_path), [2])
   other = _small_state().replace(params={"a": jnp.zeros((5,))})  # another model

@@ -147,10 +147,17 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state: Any,
             data_iter=grain.checkpoint.CheckpointRestore(data_iter)))
     except Exception as e:  # pylint: disable=broad-exception-caught
       # Orbax and TensorStore raise many types for damaged files; any of them means "unusable".
-      logging.warning("checkpoint at step %d in %s is unreadable (%s); trying the previous one",
-                      step, mngr.directory, short_reason(e))
-      failed.append((step, e))
-      continue
+      # An iterator file that reads but does not fit (data.num_workers changed) is no damage:
+      # the model and optimizer resume, the data starts again.
+      restored = _state_only(mngr, step, abstract_state) if _iterator_readable(mngr, step) else None
+      if restored is None:
+        logging.warning("checkpoint at step %d in %s is unreadable (%s); trying the previous one",
+                        step, mngr.directory, short_reason(e))
+        failed.append((step, e))
+        continue
+      logging.warning("the checkpoint at step %d restores its model and optimizer but not the "
+                      "training data's position (%s; data.num_workers changed?): the data starts "
+                      "again from its beginning", step, short_reason(e))
     for bad, _ in failed:
       _quarantine(mngr, bad)
     return restored["state"], step
@@ -174,6 +181,15 @@ def _iterator_processes(mngr, step):
   except OSError:
     return None
   return int(counts.pop()) if len(counts) == 1 and next(iter(counts)).isdigit() else None
+
+
+def _state_only(mngr, step, abstract_state):
+  """Checkpoint `step` restored without its data iterator, or None if that fails too."""
+  try:
+    return mngr.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state)))
+  except Exception:  # pylint: disable=broad-exception-caught
+    return None
 
 
 def _iterator_readable(mngr, step):
