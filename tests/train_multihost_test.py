@@ -1,5 +1,6 @@
 """A 2-process jax.distributed job on localhost (2 fake CPU devices each) trains, saves, resumes."""
 
+import fcntl
 import json
 import os
 import socket
@@ -17,9 +18,9 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def _run_job(workdir, overrides, cache_dir, timeout=420, extra=None):
-  """Runs both processes to the end; returns their RESULT records and logs. `extra`: optional
-  {process id: more driver arguments}."""
+def _run_job(workdir, overrides, cache_dir, timeout=420, extra=None, fails=False):
+  """Runs both processes to the end; returns their RESULT records and logs (with `fails`: their
+  exit codes and logs). `extra`: optional {process id: more driver arguments}."""
   port = _free_port()
   procs = []
   for pid in range(2):
@@ -33,6 +34,9 @@ def _run_job(workdir, overrides, cache_dir, timeout=420, extra=None):
     for proc in procs:
       out, _ = proc.communicate(timeout=timeout)
       logs.append(out)
+      if fails:
+        results.append(proc.returncode)
+        continue
       assert proc.returncode == 0, out[-6000:]
       results.append(json.loads(out.split("RESULT ")[-1].splitlines()[0]))
   finally:
@@ -96,3 +100,34 @@ def test_a_stop_asked_on_one_process_stops_the_whole_job_at_one_step(tmp_path_fa
           "model and optimizer resume, the training data starts again from its beginning") in log
   assert f"resumed from the checkpoint at step {step}" in log
   assert train_testlib.checkpoint_steps(workdir)[-1] == step + 2
+
+
+def test_a_workdir_in_use_stops_every_process_of_a_second_job_at_once(tmp_path_factory):
+  """Process 0 finds the workdir locked by another train.py: every process stops with that
+  message (process 1 waited 30 s in a barrier and failed with a Gloo timeout)."""
+  tfds = train_testlib.prepared_tfds(tmp_path_factory)
+  cache = train_testlib.shared_dir(tmp_path_factory, "jax_cache_multihost")
+  workdir = tmp_path_factory.mktemp("multihost_lock") / "run"
+  os.makedirs(workdir)
+  with open(workdir / ".train.lock", "a+") as f:
+    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running train.py holds it
+    f.write("pid 1 on elsewhere\n")
+    f.flush()
+    codes, logs = _run_job(str(workdir), {"data.data_dir": tfds, "data.batch_size": 4}, cache,
+                           timeout=120, fails=True)
+  assert codes == [1, 1], logs
+  assert f"{workdir} is in use by another train.py (pid 1 on elsewhere)" in logs[0]
+  assert (f"{workdir} is in use by another train.py (process 0 of this job found it locked)"
+          in logs[1])
+
+
+def test_processes_with_different_device_counts_are_told_so(tmp_path_factory):
+  tfds = train_testlib.prepared_tfds(tmp_path_factory)
+  cache = train_testlib.shared_dir(tmp_path_factory, "jax_cache_multihost")
+  workdir = str(tmp_path_factory.mktemp("multihost_devices") / "run")
+  codes, logs = _run_job(workdir, {"data.data_dir": tfds, "data.batch_size": 6}, cache,
+                         timeout=120, extra={1: {"local_devices": 1}}, fails=True)
+  assert codes == [1, 1], logs  # was: "cannot reshape array of size 3 into shape (2,2)"
+  assert all("the job's processes have different numbers of devices (3 in all over 2 processes, "
+             f"{n} here); give each the same number" in log
+             for n, log in zip((2, 1), logs, strict=True))

@@ -166,6 +166,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     raise ValueError(f"{workdir} is a converted checkpoint (python -m tcvc_jax.convert), not a "
                      "workdir: use another --workdir (--config.init_from loads such a folder)")
   train_config.check_outside_data(config.data, workdir)
+  if jax.device_count() != jax.local_device_count() * jax.process_count():  # seen by every process
+    raise ValueError(f"the job's processes have different numbers of devices ({jax.device_count()} "
+                     f"in all over {jax.process_count()} processes, {jax.local_device_count()} "
+                     "here); give each the same number")
   try:  # (validate_config checked what needs no devices)
     mesh = sharding.create_mesh(config.mesh.axes, config.mesh.axis_type)
   except ValueError as e:
@@ -198,20 +202,25 @@ def _workdir_lock(workdir):
   instead of resuming from the first one's checkpoints and interleaving its own with them. The
   system drops the lock when the process ends, however it ends; a file system without locks
   (some network ones) runs unlocked."""
-  if jax.process_index() != 0:
-    yield
-    return
   path = os.path.join(workdir, LOCK_FILE)
-  with open(path, "a+") as f:
-    try:
-      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-      f.seek(0)
-      owner = f.read().strip() or "another process"
+  with contextlib.ExitStack() as stack:
+    busy = None
+    if jax.process_index() == 0:
+      f = stack.enter_context(open(path, "a+"))
+      try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except BlockingIOError:
+        f.seek(0)
+        busy = f.read().strip() or "another process"
+      except OSError:
+        pass  # no locks on this file system
+    if not sharding.all_processes(busy is None):  # every process of the job stops at once
+      owner = busy or "process 0 of this job found it locked"
       raise RuntimeError(f"{workdir} is in use by another train.py ({owner}); wait for it to "
-                         "end, or use another --workdir") from None
-    except OSError:
-      pass  # no locks on this file system
+                         "end, or use another --workdir")
+    if jax.process_index() != 0:
+      yield
+      return
     f.seek(0)
     f.truncate()
     f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
