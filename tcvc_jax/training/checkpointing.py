@@ -122,6 +122,7 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state: Any,
     RuntimeError: no checkpoint could be restored.
   """
   failed = []
+  state_only = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
   for step in sorted(mngr.all_steps(), reverse=True):
     saved_by = _iterator_processes(mngr, step)
     # Every process resumes from the same step: one that cannot read its own iterator position
@@ -135,8 +136,7 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state: Any,
     try:
       if saved_by not in (None, jax.process_count()):
         # Each process saved its own iterator position: a job of another size cannot take them.
-        restored = mngr.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state)))
+        restored = mngr.restore(step, args=state_only)
         logging.warning("the checkpoint at step %d was saved by a job of %d process%s, this one "
                         "has %d: the model and optimizer resume, the training data starts again "
                         "from its beginning", step, saved_by, "" if saved_by == 1 else "es",
@@ -149,7 +149,8 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state: Any,
       # Orbax and TensorStore raise many types for damaged files; any of them means "unusable".
       # An iterator file that reads but does not fit (data.num_workers changed) is no damage:
       # the model and optimizer resume, the data starts again.
-      restored = _state_only(mngr, step, abstract_state) if _iterator_readable(mngr, step) else None
+      readable = _iterator_readable(mngr, step)
+      restored = _restored_or_none(mngr, step, state_only) if readable else None
       if restored is None:
         logging.warning("checkpoint at step %d in %s is unreadable (%s); trying the previous one",
                         step, mngr.directory, short_reason(e))
@@ -183,11 +184,10 @@ def _iterator_processes(mngr, step):
   return int(counts.pop()) if len(counts) == 1 and next(iter(counts)).isdigit() else None
 
 
-def _state_only(mngr, step, abstract_state):
-  """Checkpoint `step` restored without its data iterator, or None if that fails too."""
+def _restored_or_none(mngr, step, args):
+  """Checkpoint `step` restored with `args` (e.g. without its data iterator), or None."""
   try:
-    return mngr.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state)))
+    return mngr.restore(step, args=args)
   except Exception:  # pylint: disable=broad-exception-caught
     return None
 
