@@ -291,11 +291,11 @@ def colorize_file(input_path, output_path, model, interval=windows.DEFAULT_INTER
   start = time.perf_counter()
   check_fps(fps)
   network_size, hints = _checked_args(model, interval, network_size, hints)
-  to_video = os.path.splitext(os.fspath(output_path))[1] != ""
+  ext = os.path.splitext(os.fspath(output_path))[1].lower()
+  to_video = ext != ""
   if bit_depth is not None:
     output_dtype(bit_depth)
     bit_depth = int(bit_depth)
-    ext = os.path.splitext(os.fspath(output_path))[1].lower()
     if bit_depth == 16 and ext in writing.VIDEO_OUTPUT_EXTENSIONS:  # (others: open_writer says)
       raise UsageError(f"bit depth 16 is for a frame folder output: {output_path} is a video, "
                        "written at 8 bits")

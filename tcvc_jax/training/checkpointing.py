@@ -173,12 +173,17 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state: Any,
   return None
 
 
+def _iterator_folder(mngr, step):
+  """Checkpoint `step`'s data iterator folder (one process_I-of-N.json per process)."""
+  return os.path.join(os.fspath(mngr.directory), str(step), "data_iter")
+
+
 def _iterator_processes(mngr, step):
   """How many processes saved the data iterator of checkpoint `step` (its process_I-of-N.json
   files), or None where that is not known."""
-  folder = os.path.join(os.fspath(mngr.directory), str(step), "data_iter")
   try:
-    counts = {n.rsplit("-of-", 1)[1].split(".")[0] for n in os.listdir(folder) if "-of-" in n}
+    counts = {n.rsplit("-of-", 1)[1].split(".")[0]
+              for n in os.listdir(_iterator_folder(mngr, step)) if "-of-" in n}
   except OSError:
     return None
   return int(counts.pop()) if len(counts) == 1 and next(iter(counts)).isdigit() else None
@@ -196,7 +201,7 @@ def _iterator_readable(mngr, step):
   """Whether this process's data iterator file of checkpoint `step` reads as JSON."""
   name = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
   try:
-    with open(os.path.join(os.fspath(mngr.directory), str(step), "data_iter", name)) as f:
+    with open(os.path.join(_iterator_folder(mngr, step), name)) as f:
       json.load(f)
     return True
   except (OSError, ValueError):
