@@ -6,7 +6,8 @@
 Multi-host jobs (Cloud TPU pods, SLURM, or JAX_COORDINATOR_ADDRESS set) start the same command on
 every host. SIGINT / SIGTERM during training: the checkpoint is saved, then exit 0 (a second signal
 stops at once); before the first step (while XLA compiles) nothing is lost, so it stops at once with
-exit 130. Exit codes: see tcvc_jax.cli.
+exit 130 (in a multi-host job, where no process may end alone, after the first step, saving it).
+Exit codes: see tcvc_jax.cli.
 """
 
 import os

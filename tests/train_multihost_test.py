@@ -3,9 +3,11 @@
 import fcntl
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import train_testlib
 
@@ -117,8 +119,26 @@ def test_a_workdir_in_use_stops_every_process_of_a_second_job_at_once(tmp_path_f
                            timeout=120, fails=True)
   assert codes == [1, 1], logs
   assert f"{workdir} is in use by another train.py (pid 1 on elsewhere)" in logs[0]
-  assert (f"{workdir} is in use by another train.py (process 0 of this job found it locked)"
-          in logs[1])
+  assert ("process 0 of this job failed while taking the workdir's lock: "
+          f"{workdir} is in use by another train.py (pid 1 on elsewhere)" in logs[1])
+
+
+def test_data_missing_on_one_host_stops_every_process_at_once(tmp_path_factory):
+  """The dataset is on host 0's disk only (process 1's data_dir is empty): both processes stop
+  within seconds, process 0 saying which process failed and why (it waited in the job's first
+  collective until the heartbeat timed out, ~5 minutes, then both aborted); nothing is left."""
+  tfds = train_testlib.prepared_tfds(tmp_path_factory)
+  cache = train_testlib.shared_dir(tmp_path_factory, "jax_cache_multihost")
+  root = tmp_path_factory.mktemp("multihost_data")
+  workdir, empty = root / "run", root / "empty_data_dir"
+  os.makedirs(empty)
+  overrides = {"data.data_dir": tfds, "data.batch_size": 4}
+  codes, logs = _run_job(str(workdir), overrides, cache, timeout=150, fails=True,
+                         extra={1: {"overrides": dict(overrides, **{"data.data_dir": str(empty)})}})
+  assert codes == [1, 1], logs
+  assert "process 1 of this job failed while opening the dataset: " in logs[0], logs[0][-3000:]
+  assert str(empty) in logs[0].split("failed while opening the dataset: ")[1].splitlines()[0]
+  assert not os.path.exists(workdir)
 
 
 def test_processes_with_different_device_counts_are_told_so(tmp_path_factory):
@@ -131,3 +151,42 @@ def test_processes_with_different_device_counts_are_told_so(tmp_path_factory):
   assert all("the job's processes have different numbers of devices (3 in all over 2 processes, "
              f"{n} here); give each the same number" in log
              for n, log in zip((2, 1), logs, strict=True))
+
+
+def test_ctrl_c_on_one_host_during_compilation_stops_the_job_after_the_first_step(
+    tmp_path_factory):
+  """train.py's Ctrl-C on one process of a (fake SLURM) job while XLA compiles: every process saves
+  the same early step and exits 0 (the process ended alone with 130 and the other hung)."""
+  tfds = train_testlib.prepared_tfds(tmp_path_factory)
+  cache = train_testlib.shared_dir(tmp_path_factory, "jax_cache_multihost")
+  workdir = str(tmp_path_factory.mktemp("multihost_sigint") / "run")
+  overrides = {"data.data_dir": tfds, "data.batch_size": 4, "num_train_steps": 5000,
+               "checkpoint_every_steps": 1000, "log.progress_bar": True}
+  port = _free_port()
+  procs = []
+  for pid in range(2):
+    env = dict(train_testlib.subprocess_env(devices=2, cache_dir=cache),
+               SLURM_JOB_ID="4242", SLURM_STEP_NODELIST="127.0.0.1", SLURM_NTASKS="2",
+               SLURM_PROCID=str(pid), SLURM_LOCALID=str(pid), JAX_COORDINATOR_PORT=str(port),
+               JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo")
+    log = open(f"{workdir}.p{pid}.log", "w")
+    procs.append(subprocess.Popen(train_testlib.train_command(workdir, overrides), stdout=log,
+                                  stderr=subprocess.STDOUT, env=env, cwd=train_testlib.REPO))
+  try:
+    deadline = time.monotonic() + 300
+    while "compiling the train step" not in train_testlib.read_log(workdir, "p0"):
+      assert procs[0].poll() is None and time.monotonic() < deadline, (
+          train_testlib.read_log(workdir, "p0")[-3000:])
+      time.sleep(0.05)
+    procs[1].send_signal(signal.SIGINT)
+    codes = [proc.wait(timeout=300) for proc in procs]
+  finally:
+    for proc in procs:
+      if proc.poll() is None:
+        proc.kill()
+  logs = [train_testlib.read_log(workdir, f"p{pid}") for pid in range(2)]
+  assert codes == [0, 0], [log[-3000:] for log in logs]
+  assert "stopping after the current step" in logs[1]
+  steps = train_testlib.checkpoint_steps(workdir)
+  assert steps and steps[-1] < 100, steps
+  assert "(stopped by a signal; the checkpoint is saved" in logs[0]

@@ -89,7 +89,10 @@ def _write_errors(mngr):
 
 def _quarantine(mngr: ocp.CheckpointManager, step: int) -> None:
   """Moves an unreadable step out of the manager's directory (kept for inspection)."""
-  if jax.process_index() == 0:
+
+  def move():
+    if jax.process_index() != 0:
+      return
     src = os.path.join(str(mngr.directory), str(step))
     dst_root = os.path.join(os.path.dirname(str(mngr.directory)), CORRUPT_DIR)
     os.makedirs(dst_root, exist_ok=True)
@@ -97,7 +100,8 @@ def _quarantine(mngr: ocp.CheckpointManager, step: int) -> None:
     if os.path.exists(src):
       shutil.move(src, dst)
       logging.warning("moved unreadable checkpoint %s to %s", src, dst)
-  sharding.sync(f"tcvc_quarantine_{step}")
+
+  sharding.agree(f"moving the unreadable checkpoint at step {step} aside", move)
   mngr.reload()
 
 

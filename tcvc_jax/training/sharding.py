@@ -6,7 +6,9 @@ and `global_batch` stitches the slices into one global array.
 """
 
 from typing import Any
+from typing import Callable
 from typing import Sequence
+from typing import TypeVar
 
 from absl import logging
 import jax
@@ -15,6 +17,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 import numpy as np
 
+T = TypeVar("T")
 _AXIS_TYPES = {"explicit": jax.sharding.AxisType.Explicit, "auto": jax.sharding.AxisType.Auto}
 
 
@@ -133,14 +136,52 @@ def local_mesh(device: Any = None) -> jax.sharding.Mesh:
   return jax.sharding.Mesh(np.asarray([device]), ("data",))
 
 
-def sync(name: str) -> None:
-  """A barrier across processes (no-op on a single process)."""
-  if jax.process_count() > 1:
-    multihost_utils.sync_global_devices(name)
-
-
 def all_processes(flag: bool) -> bool:
   """Whether `flag` holds on every process (each process calls it; `flag` itself on one)."""
   if jax.process_count() == 1:
     return bool(flag)
   return bool(np.all(multihost_utils.process_allgather(np.array([bool(flag)], np.int32))))
+
+
+class JobError(RuntimeError):
+  """Another process of this job failed; this one stops too (the message says which and why)."""
+
+
+_MESSAGE_BYTES = 1024  # of each process's error message, shared in `agree`
+
+
+def agree(what: str, fn: Callable[[], T]) -> T:
+  """`fn()` on every process of the job, then an agreement on how it went.
+
+  Work that one process can fail alone (its own disk: a dataset or weights it lacks, a file it
+  cannot write) is run through here before the next collective: if `fn` raised on any process,
+  every process raises at once (the failed ones their own error, the others a `JobError` naming the
+  first failed process and its message) instead of waiting for it at the next collective until
+  the job's heartbeat times out (minutes). Every process must call it at the same point.
+
+  Args:
+    what: what `fn` does, for the message ("opening the dataset").
+    fn: the work; its result is returned.
+  """
+  if jax.process_count() == 1:
+    return fn()
+  error = None
+  try:
+    result = fn()
+  except Exception as e:  # pylint: disable=broad-except  # re-raised below, after the agreement
+    error, result = e, None
+  row = np.zeros(_MESSAGE_BYTES, np.uint8)
+  if error is not None:
+    text = (" ".join(str(error).split()) or type(error).__name__).encode()
+    text = text[:_MESSAGE_BYTES - 1]
+    row[0] = 1
+    row[1:1 + len(text)] = np.frombuffer(text, np.uint8)
+  rows = np.asarray(multihost_utils.process_allgather(row))
+  if error is not None:
+    raise error
+  failed = [i for i in range(rows.shape[0]) if rows[i, 0]]
+  if failed:
+    message = bytes(rows[failed[0], 1:]).rstrip(b"\0").decode(errors="ignore")
+    more = f" (and {len(failed) - 1} more processes)" if len(failed) > 1 else ""
+    raise JobError(f"process {failed[0]} of this job failed while {what}{more}: {message}")
+  return result

@@ -21,13 +21,20 @@ class RunControl:
 
   Once the loop runs, a stop request makes it save a checkpoint after the current step and return;
   before that (data, init, XLA compilation) there is nothing to save, and `request_stop` returns
-  False so that the caller ends the process at once.
+  False so that the caller ends the process at once. Not in a multi-host job: a process that ends
+  alone leaves the others waiting for it, so there the request is taken at the first step (every
+  process saves it and returns), and `request_stop` returns True.
   """
 
   def __init__(self):
     self._stop = threading.Event()
     self._looping = threading.Event()
+    self._in_job = threading.Event()
     self._on_loop = []
+
+  def joined_job(self) -> None:
+    """Says that this run is one process of a multi-host job."""
+    self._in_job.set()
 
   def on_started_loop(self, fn) -> None:
     """Calls `fn()` when the loop starts (after the first step)."""
@@ -35,7 +42,7 @@ class RunControl:
 
   def request_stop(self) -> bool:
     self._stop.set()
-    return self._looping.is_set()
+    return self._looping.is_set() or self._in_job.is_set()
 
   def started_loop(self) -> None:
     for fn in self._on_loop:

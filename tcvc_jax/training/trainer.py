@@ -45,18 +45,17 @@ def _datasets(config):
   data = config.data
   build = data.get("build", True)
   if build and jax.process_count() > 1:
-    if jax.process_index() == 0:
-      data_building.build(data.name, data.data_dir, config=data.config,
-                          manual_dir=data.manual_dir)
-    sharding.sync("tcvc_data_built")
+    sharding.agree("building the dataset", lambda: jax.process_index() == 0 and (
+        data_building.build(data.name, data.data_dir, config=data.config,
+                            manual_dir=data.manual_dir)))
     # The others open what process 0 built: their own copies of the clips (other mtimes) must not
     # look like changed clips and start a rebuild of a shared data_dir.
     build = jax.process_index() == 0
   eval_split = data.eval_split if config.eval_every_steps else None
   data_cfg = dict(data.to_dict(), eval_split=eval_split, build=build,
                   eval_size_check=train_config.eval_size_check(config))
-  return input_pipeline.get_datasets(data_cfg, num_frames=data.num_frames,
-                                     global_batch_size=data.batch_size, seed=config.seed)
+  return sharding.agree("opening the dataset", lambda: input_pipeline.get_datasets(
+      data_cfg, num_frames=data.num_frames, global_batch_size=data.batch_size, seed=config.seed))
 
 
 def _initial_state(config, model, tx, mesh, mngr, train_iter, workdir, spec):
@@ -76,8 +75,9 @@ def _initial_state(config, model, tx, mesh, mngr, train_iter, workdir, spec):
   state = init_fn()
   loaded = set()
   if config.init_from:
-    state, loaded = checkpointing.apply_pretrained(
-        state, checkpointing.load_pretrained(config.init_from), mesh)
+    pretrained = sharding.agree("reading config.init_from",
+                                lambda: checkpointing.load_pretrained(config.init_from))
+    state, loaded = checkpointing.apply_pretrained(state, pretrained, mesh)
   random_frozen = sorted(set(state.params) - set(config.optim.trainable) - loaded)
   if random_frozen:
     message = (f"frozen sub-networks {random_frozen} have random weights; give them pretrained "
@@ -149,27 +149,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   train_config.validate_config(config)
   control = control or RunControl()
   workdir = os.path.abspath(workdir)
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
-    raise ValueError(f"workdir {workdir} is a file, not a folder")
-  if (os.path.lexists(os.path.join(workdir, "config.json"))
-      and not os.path.lexists(os.path.join(workdir, checkpointing.MODEL_FILE))):
-    # A run writes model.json before its config.json: this one is another tool's (eval.py's).
-    raise ValueError(f"{workdir} holds a config.json that no train.py run wrote (an eval.py "
-                     "result?); the run's config.json would replace it: use another --workdir")
-  left = [n for n in (checkpointing.MODEL_FILE, metric_writers.METRICS_FILE)  # (not empty ones)
-          if os.path.isfile(p := os.path.join(workdir, n)) and os.path.getsize(p)
-          and not checkpointing.is_workdir(workdir)]
-  if left:  # a run's files without its checkpoints/: a fresh run would replace them
-    raise ValueError(f"{workdir} holds {' and '.join(left)} but no checkpoints/ to resume from; "
-                     "this run would replace them: use another --workdir, or move them away")
-  if converted.is_converted_dir(workdir):
-    raise ValueError(f"{workdir} is a converted checkpoint (python -m tcvc_jax.convert), not a "
-                     "workdir: use another --workdir (--config.init_from loads such a folder)")
-  train_config.check_outside_data(config.data, workdir)
   if jax.device_count() != jax.local_device_count() * jax.process_count():  # seen by every process
     raise ValueError(f"the job's processes have different numbers of devices ({jax.device_count()} "
                      f"in all over {jax.process_count()} processes, {jax.local_device_count()} "
                      "here); give each the same number")
+  if jax.process_count() > 1:
+    control.joined_job()
+  # Each host looks at the workdir and data on its own disk (the same ones where they are shared).
+  sharding.agree("checking its workdir", lambda: _check_workdir(config, workdir))
   try:  # (validate_config checked what needs no devices)
     mesh = sharding.create_mesh(config.mesh.axes, config.mesh.axis_type)
   except ValueError as e:
@@ -193,6 +180,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     folder.discard()  # nothing happens once kept
 
 
+def _check_workdir(config, workdir):
+  """Raises where `workdir` (or the data's place beside it) cannot hold this run."""
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ValueError(f"workdir {workdir} is a file, not a folder")
+  if (os.path.lexists(os.path.join(workdir, "config.json"))
+      and not os.path.lexists(os.path.join(workdir, checkpointing.MODEL_FILE))):
+    # A run writes model.json before its config.json: this one is another tool's (eval.py's).
+    raise ValueError(f"{workdir} holds a config.json that no train.py run wrote (an eval.py "
+                     "result?); the run's config.json would replace it: use another --workdir")
+  left = [n for n in (checkpointing.MODEL_FILE, metric_writers.METRICS_FILE)  # (not empty ones)
+          if os.path.isfile(p := os.path.join(workdir, n)) and os.path.getsize(p)
+          and not checkpointing.is_workdir(workdir)]
+  if left:  # a run's files without its checkpoints/: a fresh run would replace them
+    raise ValueError(f"{workdir} holds {' and '.join(left)} but no checkpoints/ to resume from; "
+                     "this run would replace them: use another --workdir, or move them away")
+  if converted.is_converted_dir(workdir):
+    raise ValueError(f"{workdir} is a converted checkpoint (python -m tcvc_jax.convert), not a "
+                     "workdir: use another --workdir (--config.init_from loads such a folder)")
+  train_config.check_outside_data(config.data, workdir)
+
+
 LOCK_FILE = ".train.lock"
 
 
@@ -204,20 +212,23 @@ def _workdir_lock(workdir):
   (some network ones) runs unlocked."""
   path = os.path.join(workdir, LOCK_FILE)
   with contextlib.ExitStack() as stack:
-    busy = None
-    if jax.process_index() == 0:
+
+    def take():
+      if jax.process_index() != 0:
+        return None
       f = stack.enter_context(open(path, "a+"))
       try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
       except BlockingIOError:
         f.seek(0)
-        busy = f.read().strip() or "another process"
+        owner = f.read().strip() or "another process"
+        raise RuntimeError(f"{workdir} is in use by another train.py ({owner}); wait for it to "
+                           "end, or use another --workdir") from None
       except OSError:
         pass  # no locks on this file system
-    if not sharding.all_processes(busy is None):  # every process of the job stops at once
-      owner = busy or "process 0 of this job found it locked"
-      raise RuntimeError(f"{workdir} is in use by another train.py ({owner}); wait for it to "
-                         "end, or use another --workdir")
+      return f
+
+    f = sharding.agree("taking the workdir's lock", take)  # every process of the job stops at once
     if jax.process_index() != 0:
       yield
       return
@@ -232,24 +243,29 @@ def _workdir_lock(workdir):
         os.remove(path)
 
 
+def _check_resumed_model(workdir, spec):
+  """Raises where the run in `workdir` (if any) has weights of other shapes than `spec`'s."""
+  if not checkpointing.is_workdir(workdir):
+    return
+  # Sizes that change the weights' shapes: no checkpoint of the run could be restored (each would
+  # be tried, and reported as unreadable). The classical flow's options may change.
+  theirs = _check_same_model(workdir, spec, [f for f in spec_lib.FIELDS if f != "classical_flow"])
+  before = spec.classical_flow if theirs is None else theirs.classical_flow
+  if before != spec.classical_flow:  # said, as it changes the model colorize will run
+    logging.warning("the classical flow's options change from %s to %s: the checkpoints saved "
+                    "from now on (and model.json) use the new ones", dict(before or ()),
+                    dict(spec.classical_flow or ()))
+
+
 def _train(config, workdir, control, mesh):
   """`train_and_evaluate` in `workdir` (a folder) over `mesh`."""
   spec = train_config.model_spec(config)
-  if checkpointing.is_workdir(workdir):
-    # Sizes that change the weights' shapes: no checkpoint of the run could be restored (each
-    # would be tried, and reported as unreadable). The classical flow's options may change.
-    theirs = _check_same_model(workdir, spec,
-                               [f for f in spec_lib.FIELDS if f != "classical_flow"])
-    before = spec.classical_flow if theirs is None else theirs.classical_flow
-    if before != spec.classical_flow:  # said, as it changes the model colorize will run
-      logging.warning("the classical flow's options change from %s to %s: the checkpoints saved "
-                      "from now on (and model.json) use the new ones", dict(before or ()),
-                      dict(spec.classical_flow or ()))
+  sharding.agree("reading the workdir's model.json", lambda: _check_resumed_model(workdir, spec))
   model = train_config.build_model(config)
   tx, schedule = train_config.optimizer(config)
   train_ds, eval_ds = _datasets(config)  # (first: data that fails leaves no metrics files)
-  writer = metric_writers.MetricWriter(workdir, write_files=jax.process_index() == 0,
-                                       tensorboard=config.log.tensorboard)
+  writer = sharding.agree("opening the metric files", lambda: metric_writers.MetricWriter(
+      workdir, write_files=jax.process_index() == 0, tensorboard=config.log.tensorboard))
   train_iter = iter(train_ds)
   mngr = checkpointing.create_manager(workdir, save_every=config.checkpoint_every_steps,
                                       max_to_keep=config.ckpt.max_to_keep,
@@ -267,7 +283,8 @@ def _train(config, workdir, control, mesh):
         state, start, shardings = _initial_state(config, model, tx, mesh, mngr, train_iter,
                                                  workdir, spec)
         # Only now that the checkpoints fit this config: a failed resume leaves the run's files.
-        _write_run_files(config, workdir, writer, spec, start, control)
+        sharding.agree("writing the run's files",
+                       lambda: _write_run_files(config, workdir, writer, spec, start, control))
         writer.resume_at(start)
         train_config.log_parameter_overview(state.params, config.optim.trainable)
         step_fn = train_config.jit_train_step(config, shardings, mesh, schedule)
