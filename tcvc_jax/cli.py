@@ -94,6 +94,17 @@ def _interrupted(message) -> None:
   os._exit(EXIT_INTERRUPTED)  # pylint: disable=protected-access
 
 
+def fail_now(message: str) -> None:
+  """Ends the process at once, from any thread, with `error: message` and exit 1, removing its
+  unfinished outputs: for a process whose main thread cannot be reached (in a multi-host job, it
+  waits in a collective for a process that failed)."""
+  atomic.discard_all()
+  _end_bar_lines()
+  print(f"error: {message}", file=sys.stderr, flush=True)
+  sys.stdout.flush()
+  os._exit(EXIT_ERROR)  # pylint: disable=protected-access
+
+
 @contextlib.contextmanager
 def _signals_to(handler):
   """SIGINT and SIGTERM go to `handler` inside the block; the previous handlers are back after."""

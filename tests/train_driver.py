@@ -5,7 +5,8 @@
 
 Fakes `local_devices` CPU devices, joins the job on 127.0.0.1:port with gloo collectives, and
 runs `trainer.train_and_evaluate` on configs/default.py:tiny with the overrides; with
-"stop_after_logged": k, this process asks the run to stop once metrics.jsonl has k lines.
+"stop_after_logged": k, this process asks the run to stop once metrics.jsonl has k lines; with
+"fail_at_batch": k, it fails when the loop asks for its k-th batch.
 """
 
 import json
@@ -29,6 +30,16 @@ def main(args):
   sharding.initialize_distributed(coordinator_address=f"127.0.0.1:{args['port']}",
                                   num_processes=args["num_processes"],
                                   process_id=args["process_id"])
+  if args.get("fail_at_batch"):  # this process alone fails (as on a disk of its own) at batch k
+    batches = iter(range(1, args["fail_at_batch"]))
+    global_batch = sharding.global_batch
+
+    def failing_global_batch(*a, **k):
+      if next(batches, None) is None:
+        raise OSError(f"injected failure at batch {args['fail_at_batch']}")
+      return global_batch(*a, **k)
+
+    trainer.sharding.global_batch = failing_global_batch
   config = train_testlib.tiny_config(**args["overrides"])
   control = trainer.RunControl()
   if args.get("stop_after_logged"):  # a stop request on this process alone (as train.py's Ctrl-C)

@@ -153,6 +153,25 @@ def test_processes_with_different_device_counts_are_told_so(tmp_path_factory):
              for n, log in zip((2, 1), logs, strict=True))
 
 
+def test_a_process_failing_alone_in_training_ends_every_process_at_once(tmp_path_factory):
+  """Process 1 fails at its 5th batch (an error only its host sees): process 0, waiting for it in
+  the step's collective, ends within seconds naming it and its error, exit 1, the checkpoint of
+  step 2 saved (both waited 5 minutes for the job's shutdown barrier, then aborted with C++
+  traces, process 0 never saying what happened)."""
+  tfds = train_testlib.prepared_tfds(tmp_path_factory)
+  cache = train_testlib.shared_dir(tmp_path_factory, "jax_cache_multihost")
+  workdir = str(tmp_path_factory.mktemp("multihost_fail") / "run")
+  overrides = {"data.data_dir": tfds, "data.batch_size": 4, "num_train_steps": 50,
+               "checkpoint_every_steps": 2}
+  codes, logs = _run_job(workdir, overrides, cache, timeout=150, fails=True,
+                         extra={1: {"fail_at_batch": 5}})
+  assert codes == [1, 1], [log[-3000:] for log in logs]
+  assert "OSError: injected failure at batch 5" in logs[1]
+  assert ("error: process 1 of this job failed: injected failure at batch 5; this process stops "
+          "too (the checkpoints saved stay)") in logs[0], logs[0][-3000:]
+  assert 2 in train_testlib.checkpoint_steps(workdir)
+
+
 def test_ctrl_c_on_one_host_during_compilation_stops_the_job_after_the_first_step(
     tmp_path_factory):
   """train.py's Ctrl-C on one process of a (fake SLURM) job while XLA compiles: every process saves

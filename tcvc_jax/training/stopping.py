@@ -6,14 +6,21 @@ multi-host job every process must stop at the same step, or the ones still train
 on the others' collectives: JAX's preemption service agrees on that step (a SIGTERM to any process
 is announced to all of them, and `CheckpointManager.reached_preemption` turns true at one step
 everywhere), so a request made on one process is handed to that service as a SIGTERM to itself.
+A process that fails alone tells the others through the job's key-value store (`FailureWatch`):
+they would wait for it in their next collective until the job's shutdown timed out (5 minutes).
 """
 
+import itertools
 import os
 import signal
 import threading
+import time
 
 from absl import logging
 import jax
+
+from tcvc_jax import cli
+from tcvc_jax.training import sharding
 
 
 class RunControl:
@@ -90,3 +97,87 @@ class Preemption:
   def close(self):
     if self._previous is not None:
       signal.signal(signal.SIGTERM, self._previous)
+
+
+_FAILURE_KEY = "tcvc_run_failure/{}"
+_RUNS = itertools.count()  # runs in this process (the same count on every process of a job)
+
+
+class FailureWatch:
+  """A multi-host run's failure on one process, told to every process of the job.
+
+  A process whose run fails (an error its host alone sees: a file it cannot read, a disk of its
+  own, memory) writes it into the job's key-value store, `report`. The others, which wait for it
+  in their next collective, are ended by a thread that watches that key: with one line naming the
+  process and its error, exit 1, after they leave the job's shutdown barrier together with it.
+  Errors every process raises by itself (e.g. the same non-finite loss, or a `sharding.JobError`)
+  end them the usual way: a process that reports or ends its run within `grace_s` of another's
+  report is left to it. Single-process runs (and a JAX without the store) watch nothing.
+  """
+
+  def __init__(self, grace_s: float = 5.0, poll_s: float = 1.0):
+    self._key = _FAILURE_KEY.format(next(_RUNS))
+    self._client = _distributed_client() if jax.process_count() > 1 else None
+    self._ended = threading.Event()  # this process's run returned or failed
+    self._grace_s, self._poll_s = grace_s, poll_s
+    self._thread = None
+    if self._client is not None:
+      self._thread = threading.Thread(target=self._watch, name="tcvc-failure-watch", daemon=True)
+      self._thread.start()
+
+  def report(self, error: BaseException) -> None:
+    """This process's run failed with `error` (and ends the usual way)."""
+    self._ended.set()
+    if self._client is None or isinstance(error, sharding.JobError):
+      return
+    try:
+      self._client.key_value_set(self._key, f"{jax.process_index()}\t{cli.one_line(error)}")
+    except Exception:  # pylint: disable=broad-except  # another process reported first
+      logging.info("another process of the job reported its failure first")
+
+  def close(self) -> None:
+    """This process's run ended: the watch ends within `poll_s` (a thread still waiting in the
+    store's client when the interpreter exits aborts the process)."""
+    self._ended.set()
+    if self._thread is not None and self._thread is not threading.current_thread():
+      self._thread.join(self._poll_s + 5)
+
+  def _watch(self):
+    while not self._ended.is_set():
+      t0 = time.monotonic()
+      try:
+        value = self._client.blocking_key_value_get(self._key, int(self._poll_s * 1000))
+        break
+      except Exception:  # pylint: disable=broad-except  # timed out (or the job is ending)
+        if time.monotonic() - t0 < self._poll_s / 2:
+          self._ended.wait(self._poll_s)
+    else:
+      return
+    if self._ended.wait(self._grace_s):
+      return  # this process is ending by itself
+    process, message = value.split("\t", 1)
+    text = (f"process {process} of this job failed: {message}; this process stops too (the "
+            "checkpoints saved stay)")
+    logging.error("%s", text)
+    shutdown = threading.Thread(target=_shutdown_quietly, daemon=True)
+    shutdown.start()  # the failed process waits for every process in the job's shutdown barrier
+    shutdown.join(30)
+    cli.fail_now(text)
+
+
+def _distributed_client():
+  """The job's coordination-service client (JAX has no public handle; Orbax uses the same)."""
+  try:
+    from jax._src import distributed  # pylint: disable=g-import-not-at-top
+    return distributed.global_state.client
+  except (ImportError, AttributeError):
+    logging.warning("this JAX has no distributed client: a process failing alone leaves the "
+                    "others waiting for the job's shutdown timeout")
+    return None
+
+
+def _shutdown_quietly():
+  try:
+    jax.distributed.shutdown()
+  except Exception:  # pylint: disable=broad-except  # ending anyway
+    logging.info("jax.distributed.shutdown failed", exc_info=True)

@@ -155,6 +155,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                      "here); give each the same number")
   if jax.process_count() > 1:
     control.joined_job()
+  watch = stopping.FailureWatch()  # a multi-host job ends together when one process fails
+  try:
+    return _in_workdir(config, workdir, control)
+  except BaseException as e:
+    watch.report(e)
+    raise
+  finally:
+    watch.close()
+
+
+def _in_workdir(config, workdir, control):
+  """`train_and_evaluate` once the job's processes are known to fit together."""
   # Each host looks at the workdir and data on its own disk (the same ones where they are shared).
   sharding.agree("checking its workdir", lambda: _check_workdir(config, workdir))
   try:  # (validate_config checked what needs no devices)
