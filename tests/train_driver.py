@@ -5,15 +5,12 @@
 
 Fakes `local_devices` CPU devices, joins the job on 127.0.0.1:port with gloo collectives, and
 runs `trainer.train_and_evaluate` on configs/default.py:tiny with the overrides; with
-"stop_after_logged": k, this process asks the run to stop once metrics.jsonl has k lines; with
-"fail_at_batch": k, it fails when the loop asks for its k-th batch.
+"fail_at_batch": k, this process fails when the loop asks for its k-th batch.
 """
 
 import json
 import os
 import sys
-import threading
-import time
 
 
 def main(args):
@@ -41,18 +38,7 @@ def main(args):
 
     trainer.sharding.global_batch = failing_global_batch
   config = train_testlib.tiny_config(**args["overrides"])
-  control = trainer.RunControl()
-  if args.get("stop_after_logged"):  # a stop request on this process alone (as train.py's Ctrl-C)
-    metrics = os.path.join(args["workdir"], "metrics.jsonl")
-
-    def stop_when_logged():
-      while not (os.path.exists(metrics)
-                 and sum(1 for _ in open(metrics)) >= args["stop_after_logged"]):
-        time.sleep(0.05)
-      control.request_stop()
-
-    threading.Thread(target=stop_when_logged, daemon=True).start()
-  result = trainer.train_and_evaluate(config, args["workdir"], control=control)
+  result = trainer.train_and_evaluate(config, args["workdir"])
   print("RESULT " + json.dumps({"process": jax.process_index(), "devices": jax.device_count(),
                                 "step": result["step"], "eval": result["eval"]}), flush=True)
 

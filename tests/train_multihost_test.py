@@ -80,30 +80,6 @@ def test_two_processes_train_checkpoint_and_resume(tmp_path_factory):
   assert results[0]["eval"]["psnr"] == results[1]["eval"]["psnr"]
 
 
-def test_a_stop_asked_on_one_process_stops_the_whole_job_at_one_step(tmp_path_factory):
-  """Ctrl-C reaches one process of a job (train.py's handler asks its RunControl to stop): every
-  process saves the same step and returns (it stopped that process alone, and the job hung); a
-  job of another size resumes the run."""
-  tfds = train_testlib.prepared_tfds(tmp_path_factory)
-  cache = train_testlib.shared_dir(tmp_path_factory, "jax_cache_multihost")
-  workdir = str(tmp_path_factory.mktemp("multihost_stop") / "run")
-  overrides = {"data.data_dir": tfds, "checkpoint_every_steps": 1000, "data.batch_size": 4,
-               "num_train_steps": 5000}
-  results, logs = _run_job(workdir, overrides, cache, extra={0: {"stop_after_logged": 3}})
-  steps = {r["step"] for r in results}
-  assert len(steps) == 1 and 3 <= min(steps) < 5000, (steps, logs[0][-3000:])
-  assert train_testlib.checkpoint_steps(workdir)[-1] == min(steps)
-
-  # One process resumes the 2-process run: its data iterator positions (one per process) cannot
-  # be taken, the model and optimizer can (it stopped on "another model or optimizer config").
-  step = min(steps)
-  log = train_testlib.run_train(workdir, dict(overrides, num_train_steps=step + 2), cache_dir=cache)
-  assert (f"the checkpoint at step {step} was saved by a job of 2 processes, this one has 1: the "
-          "model and optimizer resume, the training data starts again from its beginning") in log
-  assert f"resumed from the checkpoint at step {step}" in log
-  assert train_testlib.checkpoint_steps(workdir)[-1] == step + 2
-
-
 def test_a_workdir_in_use_stops_every_process_of_a_second_job_at_once(tmp_path_factory):
   """Process 0 finds the workdir locked by another train.py: every process stops with that
   message (process 1 waited 30 s in a barrier and failed with a Gloo timeout)."""
@@ -175,7 +151,9 @@ def test_a_process_failing_alone_in_training_ends_every_process_at_once(tmp_path
 def test_ctrl_c_on_one_host_during_compilation_stops_the_job_after_the_first_step(
     tmp_path_factory):
   """train.py's Ctrl-C on one process of a (fake SLURM) job while XLA compiles: every process saves
-  the same early step and exits 0 (the process ended alone with 130 and the other hung)."""
+  the same early step and exits 0 (the process ended alone with 130 and the other aborted after the
+  heartbeat timeout; a stop on one process during training hung the job); a job of another size
+  resumes the run."""
   tfds = train_testlib.prepared_tfds(tmp_path_factory)
   cache = train_testlib.shared_dir(tmp_path_factory, "jax_cache_multihost")
   workdir = str(tmp_path_factory.mktemp("multihost_sigint") / "run")
@@ -209,3 +187,12 @@ def test_ctrl_c_on_one_host_during_compilation_stops_the_job_after_the_first_ste
   steps = train_testlib.checkpoint_steps(workdir)
   assert steps and steps[-1] < 100, steps
   assert "(stopped by a signal; the checkpoint is saved" in logs[0]
+
+  # One process resumes the 2-process run: its data iterator positions (one per process) cannot
+  # be taken, the model and optimizer can (it stopped on "another model or optimizer config").
+  step = steps[-1]
+  log = train_testlib.run_train(workdir, dict(overrides, num_train_steps=step + 2), cache_dir=cache)
+  assert (f"the checkpoint at step {step} was saved by a job of 2 processes, this one has 1: the "
+          "model and optimizer resume, the training data starts again from its beginning") in log
+  assert f"resumed from the checkpoint at step {step}" in log
+  assert train_testlib.checkpoint_steps(workdir)[-1] == step + 2
