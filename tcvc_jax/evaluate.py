@@ -26,10 +26,11 @@ presets (--config eval:PRESET[,PRESET]; or a config file path):
   eval:tiny         a CPU-sized protocol (tests)
 
 test set (data.root): one clip per frame folder (<root>/<clip>/*.png|jpg, colour: the ground truth)
-or video file (<root>/<clip>.mp4, .mkv, ...); data.clips picks some by name.
+or video file (<root>/<clip>.mp4, .mkv, ...); data.clips picks some by name. data.source='tfds'
+(eval:synthetic) reads a TFDS split instead (data.name, data.split, data.data_dir).
 
 main config keys (--config.KEY=VALUE; all of them: --show_config):
-  checkpoint, data.root, data.clips, data.no_gt, data.gray_mode, protocol.network_size,
+  checkpoint, data.root, data.clips, data.source, data.no_gt, data.gray_mode, protocol.network_size,
   protocol.interval_length, metrics.ssim, metrics.warp_error, metrics.warp_flow, outputs.frames,
   outputs.videos, hints.modes, dtype, overwrite
 

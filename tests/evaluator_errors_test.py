@@ -51,10 +51,16 @@ def test_bad_inputs(checkpoint, test_set, tmp_path):
   os.makedirs(tmp_path / "empty")
   shutil.copytree(one, tmp_path / "nest" / "cat" / "clip")
   (tmp_path / "a.mp4").write_bytes(b"a video, not a test set folder")
+  (tmp_path / "notes.txt").write_bytes(b"a file, not a test set folder")
+  # What unzipping on a Mac leaves: not a clip (it was taken for a set nested one level deeper).
+  shutil.copytree(gray, tmp_path / "mac" / "__MACOSX" / "clip")
   cases = {
       "missing root": (_config(checkpoint, str(tmp_path / "nothing")), "test set folder not found"),
-      "root is a file": (_config(checkpoint, str(tmp_path / "a.mp4")),
-                         "a.mp4 is a file, not a folder"),
+      "root is a video": (_config(checkpoint, str(tmp_path / "a.mp4")),
+                          "a.mp4 is a video, not a folder: give the folder that holds it"),
+      "root is a file": (_config(checkpoint, str(tmp_path / "notes.txt")),
+                         "notes.txt is a file, not a folder"),
+      "only __MACOSX": (_config(checkpoint, str(tmp_path / "mac")), r"^no clips in .*/mac \("),
       "empty root": (_config(checkpoint, str(tmp_path / "empty")), "no clips in"),
       # One clip's frame folder given as the test set, and a set nested one level too deep.
       "a clip as root": (_config(checkpoint, str(one)),
@@ -64,6 +70,8 @@ def test_bad_inputs(checkpoint, test_set, tmp_path):
       "no root": (_config(checkpoint, None), "set --config.data.root"),
       "unknown clip": (_config(checkpoint, test_set, clips="bear,zebra"),
                        "clips not found .*zebra"),
+      "a clip's file name": (_config(checkpoint, test_set, clips="bear.mp4"),
+                             "bear.mp4 \\(clips are named without their file extension: bear\\)"),
       "no checkpoint": (_config(None, test_set), "set --config.checkpoint"),
       "missing checkpoint": (_config(str(tmp_path / "nock"), test_set), "no such file"),
       "1-frame clip": (_config(checkpoint, str(tmp_path / "one")), "1 frame"),
@@ -289,6 +297,9 @@ def test_overwrite_replaces_every_earlier_result(checkpoint, test_set, old_resul
     (["--config.hints.seed=-1"], "hints.seed must be a non-negative integer"),
     (["--config.hints.click_patch=4"], "hints.click_patch must be odd, got 4"),
     (["--config.data.source=s3"], "data.source must be one of folder, tfds"),
+    # eval:synthetic (a TFDS split) given a folder of clips: they were silently not evaluated.
+    (["--config.data.source=tfds"], "is read only with data.source='folder', and this config "
+     "reads the TFDS split data.name / data.split"),
     (["--config.checkpoint="], "no checkpoint: set --config.checkpoint"),
     (["--config.data.root="], "no test set: set --config.data.root"),
 ])

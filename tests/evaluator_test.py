@@ -260,3 +260,29 @@ def test_a_test_set_of_videos_and_frame_folders(checkpoint, test_set, tmp_path):
   dup = "two clips are named bear in .*: bear and bear.mp4"
   with pytest.raises(EvalError, match=dup):
     evaluator.evaluate(config, str(tmp_path / "work2"))
+
+
+def test_guided_table_shows_what_was_not_measured_as_a_dash():
+  """A short clip has no frame far from every reference: its PSNR far is NaN (null in
+  summary.json), shown as '-' in the terminal's table (it printed 'nan'), columns aligned."""
+  from tcvc_jax.evaluation import guided  # pylint: disable=g-import-not-at-top
+  summary = {"auto": {"psnr": 21.5, "psnr_far": float("nan"), "ssim": 0.91, "cdc": 0.0123},
+             "clicks": {"psnr": 23.25, "psnr_far": 22.0, "ssim": 0.93, "cdc": 0.0101}}
+  header, auto, clicks = guided.table(summary).splitlines()
+  assert auto.split() == ["auto", "21.500", "-", "0.9100", "0.012300"]
+  assert clicks.split() == ["clicks", "23.250", "22.000", "0.9300", "0.010100"]
+  assert len(header) == len(auto) == len(clicks)
+  assert auto.index("-") == clicks.index("22.000") + len("22.000") - 1  # right-aligned
+
+
+def test_multi_mode_with_one_interval_says_it_is_one_pass(caplog):
+  from tcvc_jax.evaluation import eval_config  # pylint: disable=g-import-not-at-top
+  config = _config("ckpt", "data")
+  config.protocol.mode = "multi"
+  config.protocol.ensemble_intervals = (3,)
+  eval_config.validate_config(config)
+  assert "an ensemble of one pass, the same as mode='one' with interval_length=3" in caplog.text
+  caplog.clear()
+  config.protocol.ensemble_intervals = (3, 5)
+  eval_config.validate_config(config)
+  assert "ensemble of one" not in caplog.text

@@ -25,18 +25,26 @@ class Clip:
   fps: Any = None  # a video clip's frame rate (Fraction); None for frame folders
 
 
+# Folders that systems and archives leave beside a user's files: never clips.
+_NOT_CLIPS = frozenset({"__MACOSX", "@eaDir", "System Volume Information", "$RECYCLE.BIN"})
+
+
 def _clip_dirs(root, only):
   if not root:
     raise EvalError("no test set: set --config.data.root")
   if os.path.exists(root) and not os.path.isdir(root):
-    raise EvalError(f"test set {root} is a file, not a folder (expected <root>/<clip>/*.png)")
+    if os.path.splitext(root)[1].lower() in reading.VIDEO_EXTENSIONS:
+      raise EvalError(f"test set {root} is a video, not a folder: give the folder that holds it "
+                      "(each video there is one clip, named by its file name without extension)")
+    raise EvalError(f"test set {root} is a file, not a folder (expected <root>/<clip>/*.png "
+                    "frame folders or <root>/<clip>.mp4 videos)")
   if not os.path.isdir(root):
     raise EvalError(f"test set folder not found: {root}")
   clips = {}  # name -> frame folder or video file
   for entry in sorted(os.listdir(root)):
     path = os.path.join(root, entry)
     stem, ext = os.path.splitext(entry)
-    if entry.startswith("."):
+    if entry.startswith(".") or entry in _NOT_CLIPS:
       continue
     if os.path.isdir(path):
       name = entry
@@ -51,7 +59,9 @@ def _clip_dirs(root, only):
   wanted = [c.strip() for c in only.split(",") if c.strip()]
   missing = [c for c in wanted if c not in clips]
   if missing:
-    raise EvalError(f"clips not found in {root}: {', '.join(missing)}")
+    named = [f"{c} (clips are named without their file extension: {os.path.splitext(c)[0]})"
+             if os.path.splitext(c)[0] in clips else c for c in missing]
+    raise EvalError(f"clips not found in {root}: {', '.join(named)}")
   names = wanted or sorted(clips)
   if not names:
     frames = sorted(e for e in os.listdir(root) if e.lower().endswith(reading.IMAGE_EXTENSIONS))

@@ -1,5 +1,6 @@
 """The evaluation config (configs/eval.py): checking its values before any file is touched."""
 
+from absl import logging
 import jax.numpy as jnp
 import numpy as np
 
@@ -52,6 +53,10 @@ def validate_config(config):
   _check_choice("data.source", d.source, ("folder", "tfds"))
   if d.source == "folder" and not d.root:
     raise EvalError("no test set: set --config.data.root")
+  if d.source == "tfds" and d.get("root"):
+    raise EvalError(f"data.root ({d.root}) is read only with data.source='folder', and this config "
+                    "reads the TFDS split data.name / data.split (the synthetic preset sets "
+                    "data.source='tfds'): add --config.data.source=folder to evaluate data.root")
   if d.source == "tfds":
     for key in ("name", "split"):
       if not isinstance(d[key], str) or not d[key]:
@@ -78,6 +83,10 @@ def validate_config(config):
                           for t in intervals):
     raise EvalError("protocol.ensemble_intervals must be one or more non-negative integers, got "
                     f"{intervals!r}")
+  if p.mode == "multi" and len(set(intervals)) == 1:
+    logging.warning("protocol.mode='multi' with one interval length (%d): an ensemble of one "
+                    "pass, the same as mode='one' with interval_length=%d", intervals[0],
+                    intervals[0])
 
   m = config.metrics
   _check_bool("metrics.ssim", m.ssim)

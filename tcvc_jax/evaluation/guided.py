@@ -111,7 +111,10 @@ def summarize(per_clip):
 def table(summary):
   """The modes side by side, for the terminal."""
   lines = [f"{'mode':10s} {'PSNR':>8s} {'PSNR far':>9s} {'SSIM':>7s} {'CDC':>9s}"]
+  def cell(value, width, digits):  # NaN: nothing measured (no frame far enough, no CDC gap)
+    return f"{'-':>{width}s}" if np.isnan(value) else f"{value:{width}.{digits}f}"
+
   for mode, r in summary.items():
-    lines.append(f"{mode:10s} {r['psnr']:8.3f} {r['psnr_far']:9.3f} {r['ssim']:7.4f} "
-                 f"{r['cdc']:9.6f}")
+    lines.append(f"{mode:10s} {cell(r['psnr'], 8, 3)} {cell(r['psnr_far'], 9, 3)} "
+                 f"{cell(r['ssim'], 7, 4)} {cell(r['cdc'], 9, 6)}")
   return "\n".join(lines)
