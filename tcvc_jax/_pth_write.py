@@ -1,5 +1,6 @@
 """The bytes of a torch zip-format state_dict, for `tcvc_jax.pth.save`: a protocol 2 pickle built
-from opcodes (no torch import) and torch's zip layout (stored records, data 64-byte aligned).
+from opcodes (no torch import) and torch's zip layout (stored records, data 64-byte aligned); and
+the torch dtypes and storage classes that reading and writing both name.
 """
 
 import math
@@ -7,8 +8,21 @@ import os
 import struct
 import zipfile
 
+import ml_dtypes
 import numpy as np
 
+DTYPES = {  # torch dtype: (numpy type, legacy storage class prefix)
+    "float64": (np.float64, "Double"), "float32": (np.float32, "Float"),
+    "float16": (np.float16, "Half"), "bfloat16": (ml_dtypes.bfloat16, "BFloat16"),
+    "int64": (np.int64, "Long"), "int32": (np.int32, "Int"), "int16": (np.int16, "Short"),
+    "int8": (np.int8, "Char"), "uint8": (np.uint8, "Byte"), "bool": (np.bool_, "Bool"),
+    "complex64": (np.complex64, "ComplexFloat"), "complex128": (np.complex128, "ComplexDouble"),
+    "uint16": (np.uint16, ""), "uint32": (np.uint32, ""), "uint64": (np.uint64, ""),
+    "float8_e4m3fn": (ml_dtypes.float8_e4m3fn, ""), "float8_e5m2": (ml_dtypes.float8_e5m2, ""),
+    "float8_e4m3fnuz": (ml_dtypes.float8_e4m3fnuz, ""),
+    "float8_e5m2fnuz": (ml_dtypes.float8_e5m2fnuz, "")}
+STORAGES = {f"{s}Storage": np.dtype(t) for t, s in DTYPES.values() if s}
+SAVE_TYPES = {dtype: name for name, dtype in STORAGES.items()}
 ALIGN = 64  # torch aligns the data of each zip record to 64 bytes
 
 

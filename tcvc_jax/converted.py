@@ -52,6 +52,17 @@ def _model_from_json(kind, data, path):
     raise ConversionError(f"{path}: bad model description in {META_FILE} ({e})") from e
 
 
+def check_utf8(path, what="checkpoint"):
+  """Raises ConversionError if `path` is not UTF-8: TensorStore, which writes the checkpoint's
+  arrays, fails on such a name with a C++ binding error (after 100 lines of warnings)."""
+  try:
+    os.fsencode(os.path.abspath(path)).decode("utf-8")
+  except UnicodeDecodeError:
+    raise ConversionError(f"cannot write {os.fsdecode(path)!r}: a {what} folder's path must be "
+                          "UTF-8 text (the checkpoint format's arrays are written by TensorStore, "
+                          "which takes no other); choose another name") from None
+
+
 def check_parents(path):
   """Raises ConversionError if a file stands where a folder above `path` should be."""
   p = os.path.dirname(os.fspath(path))
@@ -84,6 +95,7 @@ def save_converted(out_dir, variables, kind, model, extras=None, key_order=None,
   folder (its files would go with it).
   """
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  check_utf8(out_dir)
   check_parents(out_dir)
   if (overwrite and os.path.isdir(out_dir) and not os.path.islink(out_dir) and os.listdir(out_dir)
       and not is_converted_dir(out_dir)):  # a folder of the user's that shares the name

@@ -14,27 +14,15 @@ import sys
 import zipfile
 import zlib
 
-import ml_dtypes
 import numpy as np
 
 from tcvc_jax import _pth_write
 from tcvc_jax import atomic
 
 _MAGIC, _PROTOCOL = 0x1950A86A20F9469CFC6C, 1001  # the first two pickles of a legacy file
-_DTYPES = {  # torch dtype: (numpy type, legacy storage class prefix)
-    "float64": (np.float64, "Double"), "float32": (np.float32, "Float"),
-    "float16": (np.float16, "Half"), "bfloat16": (ml_dtypes.bfloat16, "BFloat16"),
-    "int64": (np.int64, "Long"), "int32": (np.int32, "Int"), "int16": (np.int16, "Short"),
-    "int8": (np.int8, "Char"), "uint8": (np.uint8, "Byte"), "bool": (np.bool_, "Bool"),
-    "complex64": (np.complex64, "ComplexFloat"), "complex128": (np.complex128, "ComplexDouble"),
-    "uint16": (np.uint16, ""), "uint32": (np.uint32, ""), "uint64": (np.uint64, ""),
-    "float8_e4m3fn": (ml_dtypes.float8_e4m3fn, ""), "float8_e5m2": (ml_dtypes.float8_e5m2, ""),
-    "float8_e4m3fnuz": (ml_dtypes.float8_e4m3fnuz, ""),
-    "float8_e5m2fnuz": (ml_dtypes.float8_e5m2fnuz, "")}
-_STORAGES = {f"{s}Storage": np.dtype(t) for t, s in _DTYPES.values() if s}
-_SAVE_TYPES = {dtype: name for name, dtype in _STORAGES.items()}
 _NUMPY_CODES = ("b1", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f2", "f4", "f8", "c8", "c16")
 _ATOMS = (type(None), bool, int, float, complex, str, bytes, bytearray)
+_MAX_REPEATED_BYTES = 256 << 20  # what stride-0 views and deflated records may add to a load
 _OPCODES = frozenset((  # the binary opcodes, less those of extensions and out-of-band buffers
     "PROTO FRAME STOP MARK POP POP_MARK DUP NONE NEWTRUE NEWFALSE BININT BININT1 BININT2 LONG1 "
     "LONG4 BINFLOAT SHORT_BINSTRING BINSTRING SHORT_BINBYTES BINBYTES BINBYTES8 SHORT_BINUNICODE "
@@ -136,6 +124,7 @@ class _Reader:
   def __init__(self, read_raw=None, swap=False):  # read_raw(key, nbytes): new uint8 array
     self.read_raw, self.swap, self.roots, self._uses, self._cache = read_raw, swap, {}, {}, {}
     self.globals = {}
+    self._repeated = 0  # bytes that views repeating their storage's bytes add (stride 0)
 
     def add(module, name, kind, fn=None, value=None):
       self.globals[(module, name)] = _Global(f"{module}.{name}", kind, fn, value)
@@ -164,15 +153,18 @@ class _Reader:
     add("torch._tensor", "_rebuild_from_type_v2", "call", from_type)
     add("torch", "Tensor", "type")
     add("torch.nn.parameter", "Parameter", "type")
-    for name, dtype in [*_STORAGES.items(), ("UntypedStorage", np.dtype(np.uint8))]:
+    for name, dtype in [*_pth_write.STORAGES.items(), ("UntypedStorage", np.dtype(np.uint8))]:
       for module in ("torch", "torch.cuda", "torch.storage"):
         add(module, name, "storage", value=dtype)
-    for name, (dtype, _) in _DTYPES.items():
+    for name, (dtype, _) in _pth_write.DTYPES.items():
       add("torch", name, "dtype", value=np.dtype(dtype))
     for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
       add(module, "scalar", "call", _numpy_scalar)
     add("numpy", "dtype", "call", _NumpyDtype)
     add("_codecs", "encode", "call", _encode)
+    for module in ("builtins", "__builtin__"):  # sets of pickle protocol 2 (torch's default)
+      add(module, "set", "call", lambda items=(): set(items))
+      add(module, "frozenset", "call", lambda items=(): frozenset(items))
 
   def unpickle(self, file, persistent=None):
     """Unpickles from `file` once its opcodes pass: known, GLOBALs allowed, memo indices small."""
@@ -210,6 +202,10 @@ class _Reader:
     end = start + span * dtype.itemsize
     _check(0 in size or end <= (storage.offset + storage.numel) * storage.dtype.itemsize,
            "tensor out of its storage")
+    if 0 not in size and math.prod(size) > span:  # a view that repeats elements (an expand())
+      self._repeated += (math.prod(size) - span) * dtype.itemsize
+      _check(self._repeated <= _MAX_REPEATED_BYTES, "views repeating their storages' bytes "
+             "(stride 0) would take over 256 MiB: not a checkpoint's weights")
     self._uses[storage.key] = self._uses.get(storage.key, 0) + 1
     return _Tensor(storage.key, start, size, stride, dtype)
 
@@ -279,12 +275,16 @@ def _load_zip(f, file_size):
   first = next(iter(infos), "")
   prefix = first[:first.find("/") + 1]  # torch's archive folder: that of the first record
   _check(prefix and prefix + "data.pkl" in infos, "no data.pkl")
+  inflated = [0]  # bytes of the compressed records read
 
   def record(name, nbytes=None):
     info = infos.get(prefix + name)
     _check(info is not None, f"no {name} record")
     _check(nbytes in (None, info.file_size), f"{name} has the wrong size")
-    _check(info.compress_type == zipfile.ZIP_STORED, f"{name} is compressed")  # torch stores
+    if info.compress_type != zipfile.ZIP_STORED:  # torch stores; a zip tool may deflate
+      inflated[0] += info.file_size
+      _check(inflated[0] <= 64 * file_size + _MAX_REPEATED_BYTES, f"{name} inflates too much")
+      return np.frombuffer(zf.read(info), np.uint8).copy()  # (zipfile checks its CRC)
     f.seek(info.header_offset)
     head = f.read(30)
     _check(len(head) == 30 and head[:4] == b"PK\x03\x04", f"bad zip entry {name}")
@@ -345,12 +345,18 @@ def load(path):
   except PermissionError as e:
     raise PthError(f"{path}: cannot read ({e.strerror})") from None
   except _Refused as e:
-    model = str(e).startswith(("torch.nn.", "__main__.")) and (  # a pickled nn.Module, likely
-        ": a whole pickled model? torch.save(model.state_dict(), path) saves what converts")
-    raise PthError(f"{path}: refused: the file asks to run code ({e}){model or ''}") from None
+    hint = (": a whole pickled model? torch.save(model.state_dict(), path) saves what converts"
+            if str(e).startswith(("torch.nn.", "__main__.")) else  # a pickled nn.Module, likely
+            "; nothing was run: a file of tensors and plain values converts, e.g. "
+            "torch.save(model.state_dict(), path)")
+    raise PthError(f"{path}: refused: the file asks to run code ({e}){hint}") from None
+  except MemoryError as e:
+    raise PthError(f"{path}: not enough memory to read it ({e})") from None
   except Exception as e:  # noqa: BLE001  # damaged bytes raise many types
-    reason = str(e) if isinstance(e, _Bad) else f"{type(e).__name__}: {e}".rstrip(": ")
-    reason = " ".join(reason.split())[:80]
+    reason = (str(e) if isinstance(e, _Bad)  # (foreign messages: one line, the first 80 chars)
+              else " ".join(f"{type(e).__name__}: {e}".split()).rstrip(":")[:80])
+    if any(w in reason for w in ("EOFError", "exhausted", "enough data", "newline", "truncated")):
+      reason += "; the file is cut short: an incomplete download or copy?"
     raise PthError(f"{path}: not a PyTorch checkpoint ({reason})") from None
 
 
@@ -376,7 +382,7 @@ def save(state_dict, path, overwrite=True, extra=None):
   entries = []
   for key, value in state_dict.items():
     array = isinstance(value, np.ndarray)
-    storage_type = _SAVE_TYPES.get(np.dtype(value.dtype.type)) if array else None
+    storage_type = _pth_write.SAVE_TYPES.get(np.dtype(value.dtype.type)) if array else None
     if type(key) is not str or storage_type is None:
       what = (f"key {key!r}" if type(key) is not str else
               f"{key!r} ({value.dtype if array else type(value).__name__})")

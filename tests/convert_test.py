@@ -235,7 +235,9 @@ def test_malicious_pickle_is_refused_without_running_code(tmp_path, writer):
       pickle.dump(payload, f)
   proc = _run_cli(evil, tmp_path / "out")
   assert proc.returncode == 1
-  assert proc.stderr == f"error: {evil}: refused: the file asks to run code (posix.system)\n"
+  assert proc.stderr == (f"error: {evil}: refused: the file asks to run code (posix.system); "
+                         "nothing was run: a file of tensors and plain values converts, e.g. "
+                         "torch.save(model.state_dict(), path)\n")
   assert not marker.exists(), "code embedded in the checkpoint was executed"
   with pytest.raises(porting.ConversionError):
     tcvc_jax.load(str(evil))
@@ -447,3 +449,15 @@ def test_a_folder_whose_model_description_does_not_fit_its_weights_is_refused(tm
   tiny.edit_meta(folder, kind="flownet2", refine_hidden=[8, 8])
   with pytest.raises(porting.ConversionError, match="does not match the flownet2 model; missing"):
     converted.load_converted(folder)
+
+
+def test_an_output_folder_name_that_is_not_utf8_is_refused_before_writing(tmp_path):
+  """TensorStore cannot write such a path: convert printed 107 warnings and a C++ binding error;
+  train.py's workdir is checked the same way."""
+  bad = os.fsdecode(os.fsencode(str(tmp_path)) + b"/out\xff")
+  with pytest.raises(porting.ConversionError, match="a checkpoint folder's path must be UTF-8"):
+    converted.save_converted(bad, {}, "siggraph17", None)
+  with pytest.raises(porting.ConversionError, match="a workdir folder's path must be UTF-8"):
+    converted.check_utf8(os.path.join(bad, "run"), "workdir")
+  converted.check_utf8(str(tmp_path / "é ü"))  # UTF-8 beyond ASCII is fine
+  assert not os.listdir(tmp_path)

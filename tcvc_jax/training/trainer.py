@@ -194,6 +194,7 @@ def _in_workdir(config, workdir, control):
 
 def _check_workdir(config, workdir):
   """Raises where `workdir` (or the data's place beside it) cannot hold this run."""
+  converted.check_utf8(workdir, "workdir")
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise ValueError(f"workdir {workdir} is a file, not a folder")
   if (os.path.lexists(os.path.join(workdir, "config.json"))
