@@ -56,6 +56,9 @@ def _convert(args):
   if args.step is not None and not checkpointing.is_workdir(src):
     raise cli.UsageMistake(f"--step needs a train.py workdir; {src} is not one")
   ext = os.path.splitext(args.out)[1].lower()
+  if (os.path.isdir(src) and os.path.splitext(src)[1].lower() in _PTH_EXTENSIONS
+      and not converted.is_converted_dir(src) and not checkpointing.is_workdir(src)):
+    raise cli.UserError(f"{src}: is a folder, not a PyTorch file (nor a checkpoint folder)")
   if os.path.isdir(src) and ext not in _PTH_EXTENSIONS:  # (none: a file named like a folder)
     raise cli.UsageMistake(f"{args.out}: a folder converts to a PyTorch file; name it "
                         + " / ".join(_PTH_EXTENSIONS))

@@ -256,6 +256,12 @@ def test_not_a_checkpoint(tmp_path):
   assert proc.returncode == 1 and "not a TCVC, SIGGRAPH17 or FlowNet2 state_dict" in proc.stderr
   proc = _run_cli(tmp_path / "missing.pth", tmp_path / "out3")
   assert proc.returncode == 1 and "no such file" in proc.stderr
+  folder = tmp_path / "weights.pth"  # a folder named like a file (the message blamed OUT)
+  folder.mkdir()
+  proc = _run_cli(folder, tmp_path / "out4")
+  assert proc.stderr == (f"error: {folder}: is a folder, not a PyTorch file (nor a checkpoint "
+                         "folder)\n")
+  assert proc.returncode == 1 and not os.path.exists(tmp_path / "out4")
 
 
 def test_a_folder_inside_a_workdir_points_to_the_workdir(tmp_path):
