@@ -81,7 +81,9 @@ def _end_bar_lines() -> None:
     sys.stderr.write("\n")
 
 
-def _interrupted(message) -> None:
+def _end_now(message, code) -> None:
+  """Removes the unfinished outputs, prints `message` (or what a callable gives) on its own line
+  and ends the process with `code` at once."""
   atomic.discard_all()
   _end_bar_lines()
   if callable(message):
@@ -91,18 +93,18 @@ def _interrupted(message) -> None:
       message = "interrupted"
   print(message, file=sys.stderr, flush=True)
   sys.stdout.flush()
-  os._exit(EXIT_INTERRUPTED)  # pylint: disable=protected-access
+  os._exit(code)  # pylint: disable=protected-access
+
+
+def _interrupted(message) -> None:
+  _end_now(message, EXIT_INTERRUPTED)
 
 
 def fail_now(message: str) -> None:
   """Ends the process at once, from any thread, with `error: message` and exit 1, removing its
   unfinished outputs: for a process whose main thread cannot be reached (in a multi-host job, it
   waits in a collective for a process that failed)."""
-  atomic.discard_all()
-  _end_bar_lines()
-  print(f"error: {message}", file=sys.stderr, flush=True)
-  sys.stdout.flush()
-  os._exit(EXIT_ERROR)  # pylint: disable=protected-access
+  _end_now(f"error: {message}", EXIT_ERROR)
 
 
 @contextlib.contextmanager

@@ -17,6 +17,8 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 import numpy as np
 
+from tcvc_jax import cli
+
 T = TypeVar("T")
 _AXIS_TYPES = {"explicit": jax.sharding.AxisType.Explicit, "auto": jax.sharding.AxisType.Auto}
 
@@ -172,7 +174,7 @@ def agree(what: str, fn: Callable[[], T]) -> T:
     error, result = e, None
   row = np.zeros(_MESSAGE_BYTES, np.uint8)
   if error is not None:
-    text = (" ".join(str(error).split()) or type(error).__name__).encode()
+    text = cli.one_line(error).encode()
     text = text[:_MESSAGE_BYTES - 1]
     row[0] = 1
     row[1:1 + len(text)] = np.frombuffer(text, np.uint8)
