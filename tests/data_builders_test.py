@@ -4,6 +4,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -439,6 +440,70 @@ class VideoFramesTest(absltest.TestCase):
     _, err = proc.communicate(timeout=60)
     self.assertEqual(proc.returncode, 130, err[-2000:])
     self.assertEqual(os.listdir(self.data_dir), [])
+
+  # A second process (another train.py / eval.py) building or reading this dataset; it says
+  # "ready" once it holds the dataset and keeps it until its stdin closes.
+  _OTHER_RUN = textwrap.dedent("""
+      import sys
+      from tcvc_jax.data import building
+      building.logging.warning = lambda msg, *args: print("warning:", msg % args, flush=True)
+      builder = building.build("video_frames", sys.argv[1], config="folder", manual_dir=sys.argv[2])
+      print("ready", builder.info.splits["train"].num_examples, flush=True)
+      sys.stdin.read()
+      """)
+
+  def _other_run(self, root):
+    proc = subprocess.Popen([sys.executable, "-c", self._OTHER_RUN, self.data_dir, root],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    self.addCleanup(proc.kill)
+    return proc
+
+  @staticmethod
+  def _said(proc, start):
+    """The next line of `proc` that starts with `start` (TFDS's own lines are passed over)."""
+    for line in proc.stdout:
+      if line.startswith(start):
+        return line.strip()
+    raise AssertionError(f"the other run ended without a line {start!r}")
+
+  def test_a_dataset_another_run_reads_is_not_rebuilt_under_it(self):
+    """Two projects that share a data dir, trained at once: the second's rebuild would swap the
+    first's clips under it (found as 'stale metadata' in the middle of its training)."""
+    self._clip("a")
+    self._clip("b")
+    first_root = self.root
+    other = self._other_run(first_root)
+    self.assertEqual(self._said(other, "ready"), "ready 2")
+    self.root = dt.tempdir(self)  # another project's clips
+    self._clip("x")
+    with self.assertRaisesRegex(data_sources.DataError, re.escape(
+        f"video_frames/folder in {self.data_dir} is in use by another run; this run would "
+        f"rebuild it (it was built from "
+        f"{os.path.abspath(first_root)}, not {os.path.abspath(self.root)}): wait for that run to "
+        "end, or give this run a data dir of its own")):
+      self._build()
+    self.assertEqual(self._names(), ("a", "b"))
+    other.communicate("", timeout=60)  # that run ends: the dataset is free
+    self.assertEqual(other.returncode, 0)
+    self.assertEqual(self._build().info.splits["train"].num_examples, 1)
+    self.assertEqual(self._names(), ("x",))
+
+  def test_runs_building_one_dataset_take_turns(self):
+    """Two runs started at once on the same new dataset: the second waits for the first's build and
+    reuses it (both failed with TFDS's errors when their builds overlapped)."""
+    self._clip("a")
+    data_path = datasets.VideoFrames(config="folder", data_dir=self.data_dir).data_path
+    with data_building._build_turn(data_path, "video_frames/folder"):  # this run's build, begun
+      other = self._other_run(self.root)
+      self.assertEqual(self._said(other, "warning"), "warning: video_frames/folder: another run "
+                       f"is building or checking it in {data_path}; waiting for it")
+      builder = self._build()
+    records = os.path.join(builder.data_path, "video_frames-train.array_record-00000-of-00001")
+    built = os.stat(records).st_mtime_ns
+    self.assertEqual(self._said(other, "ready"), "ready 1")
+    other.communicate("", timeout=60)
+    self.assertEqual(os.stat(records).st_mtime_ns, built)  # reused, not built again
+    self.assertEqual(self._names(), ("a",))
 
 
 if __name__ == "__main__":

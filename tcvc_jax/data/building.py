@@ -1,5 +1,8 @@
 """Building and opening the package's TFDS datasets (datasets.py) without TensorFlow."""
 
+import contextlib
+import fcntl
+import hashlib
 import json
 import os
 import threading
@@ -10,6 +13,7 @@ from absl import logging
 import tensorflow_datasets as tfds
 
 from tcvc_jax import atomic
+from tcvc_jax import paths
 from tcvc_jax.data import layout
 from tcvc_jax.data import sources
 from tcvc_jax.data.sources import DataError
@@ -158,6 +162,60 @@ def _why_rebuild(builder, manual_dir) -> str | None:
   return None
 
 
+# Runs on one machine that share a data_dir (a sweep started at once) take turns at building a
+# dataset, and none rebuilds a dataset that another is training on. Two lock files per dataset,
+# kept in the user's cache folder and named by a digest of the dataset's path (not in data_dir: a
+# build that fails leaves it as it was): "build", held while a run checks and builds the dataset,
+# and "use", held shared by every run that reads it and exclusively by one that replaces it. The
+# system drops them when a process ends, however it ends; a process keeps its "use" lock until
+# then. A file system without locks runs unlocked. Runs on other machines (a data_dir on a
+# network drive) are not covered.
+_LOCKS = threading.RLock()  # one build at a time in a process: its flock locks are its own
+_LOCK_FILES = {}  # lock file path -> its open file, one per process
+
+
+def _lock_file(data_path, kind: str):
+  """The open lock file `kind` ("build" / "use") of the dataset at `data_path` (None: unlocked)."""
+  where = os.path.realpath(data_path) if _local(data_path) else os.fspath(data_path)
+  digest = hashlib.sha256(os.fspath(where).encode("utf-8", "surrogateescape")).hexdigest()[:32]
+  path = paths.user_cache_dir("dataset_locks", f"{digest}.{kind}")
+  if path not in _LOCK_FILES:
+    try:
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      _LOCK_FILES[path] = open(path, "a+")  # pylint: disable=consider-using-with
+    except OSError as e:
+      logging.info("dataset lock %s not usable (%s): unlocked", path, e)
+      _LOCK_FILES[path] = None
+  return _LOCK_FILES[path]
+
+
+def _flock(f, how: int) -> bool:
+  """Takes or changes a lock; False where `how` has LOCK_NB and another process holds it."""
+  if f is None:
+    return True
+  try:
+    fcntl.flock(f, how)
+  except BlockingIOError:
+    return False
+  except OSError:
+    pass  # no locks on this file system
+  return True
+
+
+@contextlib.contextmanager
+def _build_turn(data_path, full_name):
+  """Holds the dataset's "build" lock, waiting (with a warning) while another run builds it."""
+  f = _lock_file(data_path, "build")
+  if not _flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB):
+    logging.warning("%s: another run is building or checking it in %s; waiting for it", full_name,
+                    data_path)
+    _flock(f, fcntl.LOCK_EX)
+  try:
+    yield
+  finally:
+    _flock(f, fcntl.LOCK_UN)
+
+
 def build(name: str, data_dir: str | None, *, config: Any = None, manual_dir: str | None = None,
           overwrite: bool = False):
   """Builds (if not built yet) a dataset as ArrayRecord, without TensorFlow.
@@ -171,6 +229,10 @@ def build(name: str, data_dir: str | None, *, config: Any = None, manual_dir: st
   dataset is reused as it is. A build that fails or is interrupted (`atomic.discard_all`) leaves
   `data_dir` as it was, an earlier dataset of the same config included.
 
+  Processes of one machine that build the same dataset take turns (the later ones wait, then reuse
+  it), and a dataset that another process is reading (it built or reused it) is not rebuilt: a
+  DataError says so. The process keeps the dataset from being rebuilt by others until it ends.
+
   Args:
     name: builder folder name, e.g. "synthetic_clips" or "video_frames".
     data_dir: where the prepared dataset goes.
@@ -182,20 +244,30 @@ def build(name: str, data_dir: str | None, *, config: Any = None, manual_dir: st
     The prepared `tfds.core.DatasetBuilder`.
 
   Raises:
-    DataError: an unknown dataset or config, a missing or empty `manual_dir`, no clip to build.
+    DataError: an unknown dataset or config, a missing or empty `manual_dir`, no clip to build,
+      a rebuild of a dataset another process reads.
   """
   cls = builder_class(name)
   check_config(name, config)
   make = lambda: cls(config=config, data_dir=data_dir, file_format="array_record")
   builder = make()
   full_name = f"{name}/{builder.builder_config.name}"
-  uses_clip_folder = bool(getattr(cls, "MANUAL_DOWNLOAD_INSTRUCTIONS", None))
+  with _LOCKS, _build_turn(builder.data_path, full_name):
+    return _build_in_turn(make, full_name, manual_dir, overwrite)
+
+
+def _build_in_turn(make, full_name, manual_dir, overwrite):
+  """`build`, holding the dataset's "build" lock; returns the builder holding its "use" lock."""
+  builder = make()  # (another run may have built the dataset while this one waited)
+  uses_clip_folder = bool(getattr(type(builder), "MANUAL_DOWNLOAD_INSTRUCTIONS", None))
+  use = _lock_file(builder.data_path, "use")
   prepared = builder.data_path.exists()
   why = None
   if prepared and not overwrite:
     why = _why_rebuild(builder, manual_dir) if uses_clip_folder and manual_dir else None
     if why is None:
       logging.info("reusing %s in %s", full_name, builder.data_path)
+      _flock(use, fcntl.LOCK_SH)  # never waits: only a run holding the "build" lock replaces it
       return builder
   if uses_clip_folder:
     if manual_dir is None:
@@ -203,6 +275,11 @@ def build(name: str, data_dir: str | None, *, config: Any = None, manual_dir: st
                       "give the folder of clips to build it from (manual_dir; train.py and "
                       "eval.py: --config.data.manual_dir=DIR)")
     layout.discover(os.fspath(manual_dir))  # a missing or empty folder: one line, before TFDS
+  if not _flock(use, fcntl.LOCK_EX | fcntl.LOCK_NB):
+    raise DataError(f"{full_name} in {builder.data_dir_root} is in use by another run; this run "
+                    f"would rebuild it ({why or 'a rebuild was asked for'}): wait for that run to "
+                    "end, or give this run a data dir of its own (train.py and eval.py: "
+                    "--config.data.data_dir=DIR)")
   if why is not None:  # (said once the new folder is known to hold clips)
     logging.warning("%s: rebuilding the dataset in %s: %s", full_name, builder.data_path, why)
   partial = _PartialBuild(builder.data_path) if _local(builder.data_path) else None
@@ -218,9 +295,11 @@ def build(name: str, data_dir: str | None, *, config: Any = None, manual_dir: st
   except BaseException:
     if partial is not None:
       partial.discard()
+    _flock(use, fcntl.LOCK_UN)
     raise
   if partial is not None:
     partial.keep()
+  _flock(use, fcntl.LOCK_SH)
   return builder
 
 
