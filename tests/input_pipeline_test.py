@@ -341,7 +341,8 @@ class BadDataTest(absltest.TestCase):
     stale = data_sources.ClipIndex.from_lists(["clip00001", "clip00000"], index.num_frames,
                                               index.heights, index.widths)
     ds = ip.make_train_dataset(source, stale, ip.WindowSpec(num_frames=2), seed=0)
-    with self.assertRaisesRegex(ip.DataError, "holds clip 'clip0000.'.*stale metadata"):
+    with self.assertRaisesRegex(
+        ip.DataError, "holds clip 'clip0000.'.*metadata is stale: remove the dataset's folder"):
       ds[0]  # pylint: disable=pointless-statement
 
 

@@ -193,7 +193,9 @@ def check_element(element: Mapping[str, Any], index: ClipIndex, clip: int) -> np
   name = clip_name(element)
   if name and name != index.names[clip]:
     raise DataError(f"record {index.records[clip]} holds clip {name!r}, but the clip index "
-                    f"says {index.names[clip]!r}: stale metadata? Rebuild the dataset")
+                    f"says {index.names[clip]!r}: the dataset was replaced while this run read it "
+                    "(by a run on another machine?), or its metadata is stale: remove the "
+                    "dataset's folder in the data dir and run again to rebuild it")
   frames = element["frames"]
   expected = (index.num_frames[clip], index.heights[clip], index.widths[clip], 3)
   if tuple(frames.shape) != tuple(int(x) for x in expected):
