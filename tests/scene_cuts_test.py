@@ -52,6 +52,25 @@ class CutDetectorTest(absltest.TestCase):
     fade = [np.round(base * (1 - 0.06 * i)).astype(np.uint8) for i in range(12)]
     self.assertEqual(scene_cuts.detect_cuts(fade), [])
 
+  def test_no_cut_in_slow_ramps_of_flat_frames_or_a_fade_from_black(self):
+    # A flat frame's histogram is one peak: with hard bins it jumped a bin every 8 levels of a slow
+    # ramp (a cut every 8 frames of a sky or a title card brightening), and a textured fade from
+    # black scored a cut at its third frame.
+    for step in (1, 2, 4):
+      ramp = [np.full((48, 64), step * i, np.uint8) for i in range(60)]
+      self.assertEqual(scene_cuts.detect_cuts(ramp), [], step)
+    texture = np.random.default_rng(0).random((48, 64))
+    fade_in = [np.round(texture * 255 * i / 59).astype(np.uint8) for i in range(60)]
+    self.assertEqual(scene_cuts.detect_cuts(fade_in), [])
+    self.assertEqual(scene_cuts.detect_cuts(fade_in[::-1]), [])
+
+  def test_frames_of_any_shape(self):
+    # Frames whose short side is under 1/64 of the long one (a 2x200 strip, a 4000x16 banner)
+    # stopped the colorize tool with a reshape error.
+    for h, w in ((200, 2), (16, 4000), (300, 3), (1, 1), (1, 5000)):
+      frames = [np.full((h, w), 30, np.uint8)] * 3 + [np.full((h, w), 220, np.uint8)] * 3
+      self.assertEqual(scene_cuts.detect_cuts(frames), [3], (h, w))
+
   def test_flash_and_min_shot_length(self):
     frames = _shot(1, 16, 2, 1)
     frames[8] = np.full_like(frames[8], 250)  # one white frame

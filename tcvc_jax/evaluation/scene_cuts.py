@@ -1,7 +1,7 @@
 """Shot-boundary (hard cut) detection on gray frames, causal so it works on a stream.
 
 Each frame is reduced to a small thumbnail (block means, about 64 px on the long side) and a 32-bin
-histogram of its gray levels in [0, 1]. The score of frame t is the mean of
+histogram of its gray levels in [0, 1] (linear binning). The score of frame t is the mean of
 
 * the mean absolute difference of the thumbnails of t - 1 and t (in [0, 1]), and
 * the total-variation distance of their histograms (in [0, 1]),
@@ -46,14 +46,37 @@ def _to_gray01(frame):
   return x
 
 
+def _soft_bins(levels=1024):
+  """[levels, _BINS]: how gray level l / (levels - 1) is shared between the two nearest bins."""
+  pos = np.arange(levels) / (levels - 1) * (_BINS - 1)  # bin centres at k / (_BINS - 1)
+  low = np.minimum(pos.astype(np.int64), _BINS - 2)
+  weights = np.zeros((levels, _BINS))
+  weights[np.arange(levels), low] = 1 - (pos - low)
+  weights[np.arange(levels), low + 1] = pos - low
+  return weights
+
+
+_SOFT_BINS = _soft_bins()
+
+
+def _histogram(x):
+  """Gray-level histogram with linear binning: a pixel's weight is shared between the two bins
+  whose centres are nearest, so a slow brightness ramp moves mass smoothly (with hard bins, a flat
+  frame's whole mass jumped to the next bin every 8 levels, and each jump scored as a cut). The
+  levels are counted first at 1024 steps (as fast as hard bins)."""
+  top = len(_SOFT_BINS) - 1
+  levels = np.clip((x.ravel() * top + 0.5).astype(np.int64), 0, top)
+  return np.bincount(levels, minlength=top + 1) @ _SOFT_BINS / x.size
+
+
 def _features(frame):
   x = _to_gray01(frame)
   h, w = x.shape
   step = max(1, max(h, w) // _THUMB)
-  hh, ww = max(1, h // step), max(1, w // step)
-  thumb = x[:hh * step, :ww * step].reshape(hh, step, ww, step).mean(axis=(1, 3))
-  hist = np.bincount(np.clip((x * _BINS).astype(np.int64), 0, _BINS - 1).ravel(), minlength=_BINS)
-  return thumb, hist / x.size
+  sh, sw = min(step, h), min(step, w)  # blocks of a very wide or tall frame span its short side
+  hh, ww = h // sh, w // sw
+  thumb = x[:hh * sh, :ww * sw].reshape(hh, sh, ww, sw).mean(axis=(1, 3))
+  return thumb, _histogram(x)
 
 
 class CutDetector:
