@@ -128,6 +128,10 @@ def _usage_problem(args):
     return ("--bit-depth 16 is for a frame folder output (a path without extension); "
             f"{args.output} is a video, written at 8 bits")
   try:
+    writing.check_paths(args.input, args.output)
+  except ValueError as e:
+    return str(e)
+  try:
     streaming.parse_size(args.size)
     streaming.check_fps(args.fps)
   except streaming.UsageError as e:

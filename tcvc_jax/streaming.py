@@ -284,11 +284,15 @@ def colorize_file(input_path, output_path, model, interval=windows.DEFAULT_INTER
     Result.
 
   Raises:
-    reading.MediaError, porting.ConversionError, windows.ClipTooShortError, UsageError,
-    atomic.OutputIsInputError (the output would replace the input or the checkpoint) or OSError,
-    with a one-line message.
+    reading.MediaError, porting.ConversionError, windows.ClipTooShortError, UsageError (also an
+    empty path, an output 'x.mp4/'), atomic.OutputIsInputError (the output would replace the
+    input or the checkpoint) or OSError, with a one-line message.
   """
   start = time.perf_counter()
+  try:
+    writing.check_paths(input_path, output_path)
+  except ValueError as e:
+    raise UsageError(str(e)) from None
   check_fps(fps)
   network_size, hints = _checked_args(model, interval, network_size, hints)
   ext = os.path.splitext(os.fspath(output_path))[1].lower()

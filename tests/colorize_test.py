@@ -427,6 +427,34 @@ def test_flag_mistakes_are_usage_errors(flags, message, tmp_path, capsys):
   assert os.listdir(tmp_path) == []
 
 
+def test_empty_paths_and_a_video_name_ending_in_a_slash_are_usage_errors(tmp_path, capsys,
+                                                                         monkeypatch):
+  """An unset shell variable ("$OUT") made the output the current folder: with --overwrite, a
+  folder of the user's PNGs there was replaced by the colorized frames. 'out.mp4/' was written as
+  a folder of PNGs named out.mp4."""
+  frames = tmp_path / "my_frames"
+  frames.mkdir()
+  (frames / "000.png").write_bytes(b"the user's frame")
+  monkeypatch.chdir(frames)
+  cases = [
+      (["in.mp4", "", "--overwrite"], "the output path is empty: give a video file or a folder "
+       "for PNG frames"),
+      (["in.mp4", " "], "the output path is empty"),
+      (["", "o.mp4"], "the input path is empty: give a video file or a folder of frames"),
+      (["in.mp4", "out.mp4/"], "output out.mp4/ ends with '/' (a folder of PNG frames) but is "
+       "named like a video: give out.mp4 for a video, or a folder name without a video extension"),
+      (["in.mp4", "o/Take.MOV//"], "output o/Take.MOV// ends with '/'"),
+  ]
+  for argv, message in cases:
+    rc, stdout, stderr = _run(capsys, *argv, "--checkpoint", tmp_path / "nock")
+    assert (rc, stdout) == (2, ""), argv
+    assert stderr.startswith(f"error: {message}") and len(stderr.splitlines()) == 1, stderr
+  assert os.listdir(frames) == ["000.png"]
+  assert (frames / "000.png").read_bytes() == b"the user's frame"
+  with pytest.raises(streaming.UsageError, match="the output path is empty"):
+    streaming.colorize_file(tmp_path / "in.mp4", "", tmp_path / "nock", overwrite=True)
+
+
 def test_bad_inputs(tmp_path, tiny_sd, checkpoint, capsys):
   for case, (argv, start) in _bad_inputs(tmp_path, tiny_sd, checkpoint).items():
     rc, stdout, stderr = _run(capsys, *ARGS, *argv, "--quiet")

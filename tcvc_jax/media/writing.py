@@ -20,6 +20,7 @@ from tcvc_jax import atomic
 from tcvc_jax.media import sound
 from tcvc_jax.media.av_frames import reason
 from tcvc_jax.media.reading import DEFAULT_FOLDER_FPS
+from tcvc_jax.media.reading import VIDEO_EXTENSIONS
 from tcvc_jax.media.reading import MediaError
 from tcvc_jax.media.reading import natural_key
 
@@ -328,6 +329,21 @@ class FolderWriter(_Writer):
     """Discards everything written."""
     self._tmp = None
     self._target.discard()
+
+
+def check_paths(input_path, output_path):
+  """Raises ValueError for an empty path (a shell variable not set: the output would be the current
+  folder), or an output ending in '/' that is named like a video (a folder of PNGs named x.mp4)."""
+  for what, path, give in (("input", input_path, "a video file or a folder of frames"),
+                           ("output", output_path, "a video file or a folder for PNG frames")):
+    if not os.fspath(path).strip():
+      raise ValueError(f"the {what} path is empty: give {give}")
+  out = os.fspath(output_path)
+  folder = out.rstrip("/" + os.sep)
+  if folder != out and os.path.splitext(folder)[1].lower() in VIDEO_EXTENSIONS:
+    raise ValueError(f"output {out} ends with '/' (a folder of PNG frames) but is named like a "
+                     f"video: give {folder} for a video, or a folder name without a video "
+                     "extension")
 
 
 def open_writer(path, fps=DEFAULT_FOLDER_FPS, audio_from=None, overwrite=False, names=None,
