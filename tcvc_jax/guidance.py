@@ -199,6 +199,9 @@ def read_clicks(path):
                           'clicks [{"frame": 0, "x": 0.5, "y": 0.5, "rgb": [r, g, b]}, ...] or '
                           '{"clicks": [...], "patch": p}')
     patch = data.get("patch", patch)
+    if not _is_int(patch) or patch < 1 or patch % 2 == 0:
+      raise GuidanceError(f"{path}: \"patch\" (for every click) must be an odd positive integer, "
+                          f"got {patch!r}")
     data = data.get("clicks")
   if not isinstance(data, list) or not data:
     raise GuidanceError(f"{path}: expected a non-empty list of clicks")

@@ -331,6 +331,11 @@ def test_read_clicks(tmp_path):
   path.write_text(json.dumps([dict(clicks[0], rgb=[1, 2])]))
   with pytest.raises(guidance.GuidanceError, match=re.escape(f"{path}: click 0: rgb must be")):
     guidance.read_clicks(str(path))
+  for patch in (2, 0, "3"):  # the file's patch is named as such, not as click 0's
+    path.write_text(json.dumps({"clicks": clicks, "patch": patch}))
+    with pytest.raises(guidance.GuidanceError, match=re.escape(
+        f'{path}: "patch" (for every click) must be an odd positive integer, got {patch!r}')):
+      guidance.read_clicks(str(path))
 
 
 class _NoModel:
