@@ -21,6 +21,7 @@ import contextlib
 import functools
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -43,10 +44,17 @@ class ArgumentParser(argparse.ArgumentParser):
     super().__init__(*args, allow_abbrev=False, **kwargs)
 
   def error(self, message):
+    flag = re.fullmatch(r"argument (--[\w-]+)(?:/[^:]*)?: expected one argument", message)
+    argv = getattr(self, "_argv", [])
+    pairs = zip(argv[:-1], argv[1:], strict=True)
+    if flag and any(a == flag.group(1) and b.startswith("-") for a, b in pairs):
+      # `--reference -1:a.png`: argparse takes a value that starts with '-' for a flag
+      message += f" (one that starts with '-' is given as {flag.group(1)}=VALUE)"
     print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
     sys.exit(EXIT_USAGE)
 
   def parse_known_args(self, args=None, namespace=None):
+    self._argv = [str(a) for a in (sys.argv[1:] if args is None else args)]  # for `error`
     ns, rest = super().parse_known_args(args, namespace)
     for key, value in vars(ns).items():  # `--checkpoint=~/ck`: a shell leaves that `~` alone
       if isinstance(value, str) and (value == "~" or value.startswith("~/")):

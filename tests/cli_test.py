@@ -309,6 +309,20 @@ def test_tools_read_a_tilde_path_as_the_home_folder(monkeypatch):
   assert guidance.parse_reference(args.reference) == (0, "/home/someone/a.png")
 
 
+def test_a_flag_value_that_starts_with_a_dash_says_how_to_give_it(capsys):
+  parser = cli.ArgumentParser(prog="tool")
+  parser.add_argument("--reference")
+  for argv, hint in ((["--reference", "-1:a.png"], True), (["--reference"], False)):
+    with pytest.raises(SystemExit) as e:
+      parser.parse_args(argv)
+    assert e.value.code == cli.EXIT_USAGE
+    assert capsys.readouterr().err == (
+        "error: argument --reference: expected one argument"
+        + (" (one that starts with '-' is given as --reference=VALUE)" if hint else "")
+        + " (see tool --help)\n")
+  assert parser.parse_args(["--reference=-1:a.png"]).reference == "-1:a.png"
+
+
 def test_out_of_memory_says_what_to_lower(capsys):
   def work():
     raise RuntimeError("INTERNAL: Error dispatching computation: Out of memory allocating "
