@@ -464,6 +464,8 @@ class VideoFramesTest(absltest.TestCase):
     for line in proc.stdout:
       if line.startswith(start):
         return line.strip()
+      if line.startswith("ready"):  # (it then waits for its stdin to close: no more lines)
+        raise AssertionError(f"the other run got the dataset before a line {start!r}")
     raise AssertionError(f"the other run ended without a line {start!r}")
 
   def test_a_dataset_another_run_reads_is_not_rebuilt_under_it(self):
