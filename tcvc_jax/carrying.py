@@ -23,7 +23,9 @@ Guided runs pay for it in the first pass: the flows between consecutive frames o
 to the end of the last hinted shot, twice (both directions); the composed flows of hinted shots
 are kept (2 flows per window at the network size).
 An anchor's own user hints win where they are set; elsewhere it takes the carried hints of the
-nearest hinted anchor in time (forward or backward), ties going to the earlier one.
+nearest hinted anchor in time (forward or backward, ties going to the earlier one), and where those
+are not set, the carried hints of the other direction (a click on a later frame, a few pixels, took
+the place of a reference carried from an earlier one, and the colours flickered).
 """
 
 import numpy as np
@@ -169,30 +171,27 @@ def anchor_hints(anchors, user, l_of, flows):
     {anchor: FrameHint} for the anchors that get hints.
   """
   anchors = sorted(anchors)
-  out = {}
+  sweeps = {}  # direction -> {anchor: (carried FrameHint, frames to its nearest keyframe)}
   for direction in (1, -1):
     order = anchors if direction == 1 else anchors[::-1]
-    current, source = None, None
+    current, source, keyframe, sweep = None, None, None, {}
     for a in order:
       if current is not None:
         f_back, f_fwd = flows(min(source, a), max(source, a))
         f_ds, f_sd = (f_back, f_fwd) if a > source else (f_fwd, f_back)
         current = carry(current, l_of(source), l_of(a), f_ds, f_sd)
       current = guidance.merge(user.get(a), current)
+      keyframe = a if a in user else keyframe
       source = a
-      if current is None:
-        continue
-      if a not in out or _nearer(a, direction, user):
-        out[a] = current
+      if current is not None:
+        sweep[a] = (current, abs(a - keyframe))
+    sweeps[direction] = sweep
+  out = {}
+  for a in anchors:
+    # The nearer keyframe's hints first (ties: the earlier), the other's where it has none: a
+    # click on a later frame must not wipe out a reference carried from an earlier one.
+    found = sorted((sweeps[d][a][1], i, sweeps[d][a][0])
+                   for i, d in enumerate((1, -1)) if a in sweeps[d])
+    if found:
+      out[a] = found[0][2] if len(found) == 1 else guidance.merge(found[0][2], found[1][2])
   return out
-
-
-def _nearer(a, direction, user):
-  """Whether the backward sweep's hints for `a` come from a nearer keyframe than the forward's."""
-  if a in user:
-    return False
-  before = [k for k in user if k < a]
-  after = [k for k in user if k > a]
-  if direction == -1 and after and (not before or min(after) - a < a - max(before)):
-    return True
-  return False

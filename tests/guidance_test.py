@@ -178,6 +178,32 @@ def test_carry_keeps_reliable_pixels_only():
   assert not occluded.mask[:, 20:].any() and occluded.mask[:, 3:12].all()
 
 
+def test_anchor_hints_take_the_nearer_keyframe_first_and_the_other_elsewhere():
+  """A reference on frame 0 and a click on frame 8 (a static shot, zero flows): anchor 6 takes the
+  click where it was made and the reference everywhere else. It took the click's few pixels alone
+  (the nearer keyframe's), dropping the reference: its colours flickered (a probe: mean a* of a
+  red-referenced shot 30 -> 4 -> 16 over the anchor and the frames around it)."""
+  h = w = 16
+  ys, xs = np.mgrid[0:h, 0:w]
+  l_frame = (0.2 * np.sin(xs / 3.0) * np.cos(ys / 4.0))[..., None].astype(np.float32)
+  reference = guidance.FrameHint(np.broadcast_to(np.float32([0.3, 0.2]), (h, w, 2)).copy(),
+                                 np.ones((h, w, 1), np.float32))
+  click_mask = np.zeros((h, w, 1), np.float32)
+  click_mask[6:9, 6:9] = 1
+  click = guidance.FrameHint((click_mask * np.float32([-0.4, -0.1])).astype(np.float32),
+                             click_mask)
+  zero = np.zeros((h, w, 2), np.float32)
+  out = carrying.anchor_hints([0, 6, 8, 12], {0: reference, 8: click}, lambda t: l_frame,
+                              lambda a, b: (zero, zero))
+  for anchor in (6, 8):  # 8: its own click, the reference carried forward elsewhere
+    np.testing.assert_array_equal(out[anchor].mask, np.ones((h, w, 1)))
+    np.testing.assert_allclose(out[anchor].ab, np.where(click_mask > 0, click.ab, reference.ab))
+  np.testing.assert_allclose(out[12].ab, out[8].ab)  # after the last keyframe: carried forward
+  out = carrying.anchor_hints([0, 2, 8], {0: reference, 8: click}, lambda t: l_frame,
+                              lambda a, b: (zero, zero))
+  np.testing.assert_allclose(out[2].ab, reference.ab)  # nearer to the reference: it wins
+
+
 def test_compose_flows_follows_the_motion_through_every_frame():
   # Frame 0 -> 1: everything moves 2 px right; 1 -> 2: the right half (x >= 16) moves 3 px down.
   f01 = np.zeros((32, 32, 2), np.float32)
