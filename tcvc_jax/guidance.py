@@ -234,13 +234,23 @@ def _resize(x, height, width):
                                      "bilinear", antialias=True))
 
 
+def _peaks(weight):
+  """Where `weight` [h, w, 1] is > 0.001 and the largest in its 3x3 neighbourhood."""
+  padded = np.pad(weight[..., 0], 1, constant_values=-1.0)
+  h, w = weight.shape[:2]
+  top = np.max([padded[dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3)], axis=0)
+  return ((weight[..., 0] >= top) & (weight[..., 0] > 1e-3))[..., None]
+
+
 def resize_hint(hint: FrameHint, height, width) -> FrameHint:
-  """The hint at (height, width): ab averaged over hinted pixels, mask where >= half hinted."""
+  """The hint at (height, width): ab averaged over hinted pixels, mask where >= half hinted, and
+  at the peak of each spot under half a pixel there (a click made on a 1080p frame keeps a pixel
+  at 64x64; it vanished)."""
   if hint.ab.shape[:2] == (height, width):
     return hint
   weight = _resize(hint.mask, height, width)
   summed = _resize(hint.ab * hint.mask, height, width)
-  mask = (weight >= 0.5).astype(np.float32)
+  mask = ((weight >= 0.5) | _peaks(weight)).astype(np.float32)
   ab = np.where(mask > 0, summed / np.maximum(weight, 1e-6), 0).astype(np.float32)
   return FrameHint(ab, mask)
 

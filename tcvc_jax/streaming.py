@@ -165,8 +165,9 @@ def colorize_frames(frames, colorizer, interval=windows.DEFAULT_INTERVAL,
   Raises:
     UsageError: a bad colorizer, interval, network size (or one the model cannot run at) or cuts.
     guidance.GuidanceError: bad hints (`guidance.check_hints`), or hints on a frame past the end.
-    ValueError: a frame of another shape than frame 0, NaN or outside [0, 1] (naming it), or
-      `frames` a one-shot iterator with hints; TypeError: a frame of another dtype.
+    ValueError: a frame of another shape or dtype than frame 0, NaN or outside [0, 1] (naming
+      it), or `frames` a one-shot iterator with hints; TypeError: a frame of a dtype that is no
+      image's (int64, bool).
   """
   network_size, hints = _checked_args(colorizer, interval, network_size, hints)
   out_dtype = output_dtype(bit_depth)

@@ -178,6 +178,23 @@ def test_carry_keeps_reliable_pixels_only():
   assert not occluded.mask[:, 20:].any() and occluded.mask[:, 3:12].all()
 
 
+def test_resized_hints_keep_clicks_smaller_than_a_pixel_at_the_network_size():
+  """Clicks made on the video's frame (640x640, 3x3 px) and the model run at 64x64: each keeps its
+  peak pixel, in its colour (they vanished: the mask kept only pixels at least half hinted)."""
+  clicks = [{"x": 0.5, "y": 0.5, "rgb": [0, 0, 255]}, {"x": 0.1, "y": 0.9, "rgb": [255, 0, 0]}]
+  small = guidance.resize_hint(guidance.click_hint(clicks, 640, 640), 64, 64)
+  at_size = guidance.click_hint([dict(c, patch=1) for c in clicks], 64, 64)
+  np.testing.assert_array_equal(small.mask, at_size.mask)
+  np.testing.assert_allclose(small.ab, at_size.ab, atol=1e-5)
+  # Spots of at least half a pixel are resized as they were; a whole-frame reference stays whole.
+  big = guidance.resize_hint(guidance.click_hint([dict(clicks[0], patch=61)], 640, 640), 64, 64)
+  assert big.mask.sum() == 36 and big.mask[29:35, 29:35].all()
+  whole = guidance.FrameHint(np.full((640, 480, 2), 0.2, np.float32),
+                             np.ones((640, 480, 1), np.float32))
+  resized = guidance.resize_hint(whole, 64, 48)
+  assert resized.mask.all() and np.allclose(resized.ab, 0.2)
+
+
 def test_anchor_hints_take_the_nearer_keyframe_first_and_the_other_elsewhere():
   """A reference on frame 0 and a click on frame 8 (a static shot, zero flows): anchor 6 takes the
   click where it was made and the reference everywhere else. It took the click's few pixels alone
