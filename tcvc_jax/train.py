@@ -11,6 +11,7 @@ Exit codes: see tcvc_jax.cli.
 """
 
 import os
+import shutil
 import sys
 
 from tcvc_jax import cli
@@ -42,7 +43,20 @@ Ctrl-C / SIGTERM once steps run: a checkpoint is saved and train.py exits 0 (its
 """
 
 
-def _summary(result, workdir):
+def _colorize_size(config):
+  """' --size N' for a model trained on the synthetic clips, the size of those clips (at the
+  colorize tool's default, 256, the demo's model scores ~2 dB lower); else ''."""
+  from tcvc_jax.data import building  # pylint: disable=g-import-not-at-top
+  if config.data.name != "synthetic_clips":
+    return ""
+  configs = {c.name: c for c in building.builder_class(config.data.name).BUILDER_CONFIGS}
+  clips = configs.get(config.data.config or "default")
+  if clips is None or (clips.height, clips.width) == (256, 256):
+    return ""
+  return f" --size {clips.height}" + ("" if clips.height == clips.width else f"x{clips.width}")
+
+
+def _summary(result, workdir, config):
   lines = [f"finished at step {result['step']}" + (" (stopped by a signal; the checkpoint is saved"
                                                    ", run again to resume)"
                                                    if result["preempted"] else "")]
@@ -64,7 +78,8 @@ def _summary(result, workdir):
                  "lower is better)")
   images = os.path.isdir(os.path.join(workdir, "images"))  # written by validation runs only
   lines.append(f"  outputs in {workdir}: checkpoints/ (resume, or colorize with --checkpoint "
-               f"{workdir}), metrics.jsonl, TensorBoard events" + (", images/" if images else ""))
+               f"{workdir}{_colorize_size(config)}), metrics.jsonl, TensorBoard events"
+               + (", images/" if images else ""))
   lines.append(f"  export for PyTorch: python -m tcvc_jax.convert {workdir} model.pth")
   return "\n".join(lines)
 
@@ -91,7 +106,7 @@ def main(argv=None):
     from tcvc_jax.training import sharding  # pylint: disable=g-import-not-at-top
     sharding.initialize_distributed()
     result = trainer.train_and_evaluate(config, workdir, control=control)
-    print(_summary(result, os.path.abspath(workdir)), flush=True)
+    print(_summary(result, os.path.abspath(workdir), config), flush=True)
     return cli.EXIT_OK
 
   return cli.run(work, verbose=verbose, on_signal=lambda _: control.request_stop(),
@@ -100,10 +115,15 @@ def main(argv=None):
 
 
 def _interrupted_message(workdir):
-  """What a run stopped at once leaves: its saved checkpoints, if any, which a rerun resumes."""
+  """What a run stopped at once leaves: its saved checkpoints, if any, which a rerun resumes. A
+  checkpoint it was writing (`N.orbax-checkpoint-tmp`) is removed (a rerun would remove it)."""
   from tcvc_jax.training import checkpointing  # pylint: disable=g-import-not-at-top
   folder = os.path.join(workdir, checkpointing.CHECKPOINT_DIR)
-  steps = sorted(int(n) for n in os.listdir(folder) if n.isdigit()) if os.path.isdir(folder) else []
+  names = os.listdir(folder) if os.path.isdir(folder) else []
+  for name in names:
+    if ".orbax-checkpoint-tmp" in name:  # (the writer may still be at it: as far as it goes)
+      shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+  steps = sorted(int(n) for n in names if n.isdigit())
   if not steps:
     return "interrupted; no checkpoint saved"
   return (f"interrupted at once; {workdir} keeps its checkpoint of step {steps[-1]}, from which "

@@ -330,7 +330,9 @@ def _loop(config, state, start, step_fn, train_iter, mngr, writer, validator, pr
     local = next(train_iter)
     batch = sharding.global_batch({k: local[k] for k in keys}, data_sharding)
     if bar is None and show_bar:
-      print("compiling the train step (once per shape; a second run reads the compilation cache)",
+      cached = config.get("compilation_cache", "auto") not in ("off", "none", "", False)
+      print("compiling the train step (once per shape"
+            + ("; a second run reads the compilation cache)" if cached else ")"),
             file=sys.stderr, flush=True)
     state, metrics = step_fn(state, batch)
     if bar is None:
@@ -366,7 +368,8 @@ def _loop(config, state, start, step_fn, train_iter, mngr, writer, validator, pr
     if preempted:
       bar.close()  # before the message, which would otherwise land on the bar's line
       checkpointing.finish(mngr)  # (said once it is true: a second signal stops the wait)
-      logging.warning("preemption: saved the checkpoint at step %d; stopping", step)
+      logging.warning("stop requested (Ctrl-C, SIGTERM or a preemption notice): saved the "
+                      "checkpoint at step %d; stopping", step)
       result.update(step=step, preempted=True)
       return result
     if validator is not None and (step % config.eval_every_steps == 0 or step == total):
