@@ -83,7 +83,7 @@ def _check_config_arg(argv):
   return None
 
 
-def _explain(err, argv):
+def _explain(err, argv, default_config=None):
   """One line for a config or flag error from absl / ml_collections."""
   text = cli.one_line(err)
   if isinstance(err, (KeyError, AttributeError)) or "KeyError" in text:
@@ -99,11 +99,43 @@ def _explain(err, argv):
         if depth < len(parts) and re.search(r"\b%s\b" % re.escape(parts[-1 - depth]), text):
           return f"unknown config key --config.{key}{hint} (--show_config lists them all)"
     return f"unknown config key: {text} (--show_config lists them all)"
+  unknown = re.search(r"Unknown command line flag '([\w.-]+)'", text)
+  if unknown and (key := _close_config_key(unknown.group(1), argv, default_config)):
+    return f"{text}; did you mean --config.{key}?"
   if "Error whilst parsing config file" in text:
     # The traceback is inlined; its last line is the config's own message.
     last = text.rsplit("Error: ", 1)[-1]
     return f"{_config_value(argv)}: {last}"
   return text
+
+
+def _close_config_key(name, argv, default_config):
+  """The config key (dotted) closest to a mistyped flag `name` (`--num_train_step`), or None."""
+  import difflib  # pylint: disable=g-import-not-at-top
+
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  try:
+    fv = _define(default_config, None, "")
+    args = iter(argv[1:])
+    fv([argv[0]] + [f"{a}={next(args, '')}" if a == "--config" else a for a in args
+                    if a == "--config" or a.startswith("--config=")])
+    config = fv.config
+  except Exception:  # pylint: disable=broad-except  # (the flag's own error is told)
+    return None
+  if config is None:
+    return None
+
+  def keys(node, prefix=""):
+    for key, value in node.items():
+      if isinstance(value, ml_collections.ConfigDict):
+        yield from keys(value, f"{prefix}{key}.")
+      else:
+        yield f"{prefix}{key}"
+
+  dotted = list(keys(config))
+  leaf = {k.rsplit(".", 1)[-1]: k for k in dotted}
+  close = difflib.get_close_matches(name, dotted, n=1) or difflib.get_close_matches(name, leaf, n=1)
+  return None if not close else leaf.get(close[0], close[0])
 
 
 def _define(default_config, workdir_default, workdir_help):
@@ -152,7 +184,7 @@ def parse(argv, usage, examples, default_config, workdir_default, workdir_help):
     if config is not None:
       config.to_dict()  # a config that failed to load raises here
   except Exception as e:  # pylint: disable=broad-except
-    text = _explain(e, argv)
+    text = _explain(e, argv, default_config)
     if "--show_config" not in text:
       text += f" (see {os.path.basename(argv[0])} --help)"
     print(f"error: {text}", file=sys.stderr)

@@ -60,6 +60,10 @@ def test_help_exits_0(tool, tmp_path):
     (["--config=default", "--config.data.crop_size=100"], "needs positive multiples of 64"),
     (["--config.model.colorizer_widths=(8,8)"], "colorizer_widths must have 10 entries"),
     (["--workdirr=x"], "workdirr"),
+    # A config key given as a flag of its own: the key is named (the flag alone was).
+    (["--num_train_step=5"], "Unknown command line flag 'num_train_step'; did you mean "
+     "--config.num_train_steps?"),
+    (["--config", "default", "--crop_size=64"], "did you mean --config.data.crop_size?"),
     (["--config=default:tiny", "--config.seed=1", "--config", "demo"],
      "--config is given 2 times (default:tiny, demo); give it once"),
     (["--config.optm.learning_rate=1"],  # a section's typo: named plainly, not a repr
@@ -95,6 +99,7 @@ def test_train_config_mistakes_stop_before_any_work(args, text, tmp_path):
 
 @pytest.mark.parametrize("args,text", [
     (["--config=eval:nopreset"], "nopreset"),
+    (["--config=eval", "--interval_length=3"], "did you mean --config.protocol.interval_length?"),
     (["--config=eval", "--config.protocol.network_sizee=3"], "network_sizee"),
     # The typo is named, not a good key whose name the did-you-mean hint holds.
     (["--config=eval", "--config.data.root=x", "--config.data.rot=y"],
