@@ -277,7 +277,9 @@ def _build_in_turn(make, full_name, manual_dir, overwrite):
     layout.discover(os.fspath(manual_dir))  # a missing or empty folder: one line, before TFDS
   if not _flock(use, fcntl.LOCK_EX | fcntl.LOCK_NB):
     raise DataError(f"{full_name} in {builder.data_dir_root} is in use by another run; this run "
-                    f"would rebuild it ({why or 'a rebuild was asked for'}): wait for that run to "
+                    f"would {'rebuild' if prepared else 'build'} it ("
+                    + (why or ("a rebuild was asked for" if prepared else "it is gone"))
+                    + "): wait for that run to "
                     "end, or give this run a data dir of its own (train.py and eval.py: "
                     "--config.data.data_dir=DIR)")
   if why is not None:  # (said once the new folder is known to hold clips)
