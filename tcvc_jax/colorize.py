@@ -179,12 +179,23 @@ def _user_hints(args, size):
   from tcvc_jax.media import av_frames  # pylint: disable=g-import-not-at-top
   from tcvc_jax.media import reading  # pylint: disable=g-import-not-at-top
   hints = {}
+  shapes = None
   for text in args.reference:
     frame, path = guidance.parse_reference(text)  # checked with the other flags
     try:
-      hint = guidance.reference_hint(reading.read_image(path), av_frames.image_alpha(path))
+      image = reading.read_image(path)
+      hint = guidance.reference_hint(image, av_frames.image_alpha(path))
     except guidance.GuidanceError as e:
       raise guidance.GuidanceError(f"--reference {text}: {e}") from None
+    if shapes is None:  # the frames' aspect ratios as stored and as shown (non-square pixels)
+      src = reading.open_source(args.input)
+      shapes = (src.width / src.height, src.width * float(src.sample_aspect_ratio) / src.height,
+                f"{src.width}x{src.height}")
+    ratio = image.shape[1] / image.shape[0]
+    if min(abs(np.log(ratio / r)) for r in shapes[:2]) > 0.05:  # another shape by over 5 %
+      print(f"warning: --reference {text}: the image is {image.shape[1]}x{image.shape[0]}, the "
+            f"frames {shapes[2]}: another shape, so it is stretched onto the frame (a crop, or "
+            "another frame?)", file=sys.stderr)
     if np.abs(hint.ab).max() < 0.01:
       print(f"warning: --reference {text}: the image has no colour (gray); frame {frame} and the "
             "frames its colours reach will come out gray", file=sys.stderr)

@@ -267,8 +267,10 @@ def test_cli_guided_run_and_bad_references(colorizer, tmp_path):
   src.mkdir()
   for i, f in enumerate(_clip()[:10]):
     (src / f"{i:02d}.png").write_bytes(writing.encode_png(f))
-  (tmp_path / "ref.png").write_bytes(writing.encode_png(np.full((20, 30, 3), (200, 90, 40),
-                                                                np.uint8)))
+  (tmp_path / "ref.png").write_bytes(writing.encode_png(np.full((30, 30, 3), (200, 90, 40),
+                                                                np.uint8)))  # any size, one shape
+  (tmp_path / "wide.png").write_bytes(writing.encode_png(np.full((20, 60, 3), (200, 90, 40),
+                                                                 np.uint8)))
   (tmp_path / "gray.png").write_bytes(writing.encode_png(np.full((20, 30, 3), 200, np.uint8)))
   (tmp_path / "clicks.json").write_text(json.dumps(
       [{"frame": 5, "x": 0.5, "y": 0.5, "rgb": [200, 30, 40], "patch": 5}]))
@@ -283,6 +285,13 @@ def test_cli_guided_run_and_bad_references(colorizer, tmp_path):
               str(tmp_path))
   assert proc.returncode == 0, proc.stderr
   assert "3:" in proc.stderr and "has no colour" in proc.stderr, proc.stderr
+  # A reference of another shape (a crop? another frame?) is used, stretched, with a warning.
+  proc = _run(base[:1] + ["out_wide"] + base[2:] + ["--reference", f"2:{tmp_path / 'wide.png'}"],
+              str(tmp_path))
+  assert proc.returncode == 0, proc.stderr
+  assert proc.stderr == (f"warning: --reference 2:{tmp_path / 'wide.png'}: the image is 60x20, the "
+                         "frames 64x64: another shape, so it is stretched onto the frame (a crop, "
+                         "or another frame?)\n"), proc.stderr
   (tmp_path / "bad.json").write_text("[{\"frame\": 1}]")
   (tmp_path / "clear.png").write_bytes(data_testlib.encode_image(np.zeros((20, 30, 4), np.uint8)))
   # "0: ref.png" (a space after the colon) is ref.png.
