@@ -245,9 +245,14 @@ def default_cache_dir() -> str:
   return paths.user_cache_dir("xla")
 
 
+def compilation_cache_off(setting) -> bool:
+  """Whether a compilation cache setting ('auto' / None, 'off', or a folder) turns it off."""
+  return setting in ("off", "none", "", False)
+
+
 def enable_compilation_cache(setting: str | None) -> str | None:
   """Turns on JAX's persistent compilation cache: 'auto' / None, 'off', or a folder; returns it."""
-  if setting in ("off", "none", "", False):
+  if compilation_cache_off(setting):
     return None
   if setting in (None, "auto", True):
     path = os.environ.get("JAX_COMPILATION_CACHE_DIR") or default_cache_dir()

@@ -22,6 +22,7 @@ import tqdm
 
 from tcvc_jax import atomic
 from tcvc_jax import converted
+from tcvc_jax import flag_parsing
 from tcvc_jax.data import building as data_building
 from tcvc_jax.data import input_pipeline
 from tcvc_jax.models import spec as spec_lib
@@ -330,9 +331,9 @@ def _loop(config, state, start, step_fn, train_iter, mngr, writer, validator, pr
     local = next(train_iter)
     batch = sharding.global_batch({k: local[k] for k in keys}, data_sharding)
     if bar is None and show_bar:
-      cached = config.get("compilation_cache", "auto") not in ("off", "none", "", False)
+      cache_off = flag_parsing.compilation_cache_off(config.get("compilation_cache", "auto"))
       print("compiling the train step (once per shape"
-            + ("; a second run reads the compilation cache)" if cached else ")"),
+            + (")" if cache_off else "; a second run reads the compilation cache)"),
             file=sys.stderr, flush=True)
     state, metrics = step_fn(state, batch)
     if bar is None:
