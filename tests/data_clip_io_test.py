@@ -167,6 +167,22 @@ class LayoutTest(absltest.TestCase):
     with self.assertRaisesRegex(reading.MediaError, bad):
       data_layout.load_clip(layout.clips["corrupt"])
 
+  def test_broken_links_are_named(self):
+    self._frames("a")
+    gone_folder = os.path.join(self.root, "gone")
+    os.symlink(os.path.join(self.root, "nowhere"), os.path.join(self.root, "b"))
+    os.symlink(gone_folder + ".mp4", os.path.join(self.root, "c.mp4"))
+    with self.assertLogs(level="WARNING") as logs:
+      layout = data_layout.discover(self.root)
+    self.assertEqual(sorted(layout.clips), ["a", "c"])
+    self.assertIn(f"{os.path.join(self.root, 'b')} is a link to "
+                  f"{os.path.join(self.root, 'nowhere')}, which does not exist",
+                  "\n".join(logs.output))
+    with self.assertRaisesRegex(reading.MediaError, re.escape(
+        f"missing video file {os.path.join(self.root, 'c.mp4')} (a link to {gone_folder}.mp4, "
+        "which does not exist)")):
+      data_layout.load_clip(layout.clips["c"])
+
   def test_video_read(self):
     frames = dt.random_clip(self.rng, 5, 16, 24)
     path = dt.write_video(os.path.join(self.root, "v.mkv"), frames)

@@ -54,7 +54,12 @@ def test_bad_inputs(checkpoint, test_set, tmp_path):
   (tmp_path / "notes.txt").write_bytes(b"a file, not a test set folder")
   # What unzipping on a Mac leaves: not a clip (it was taken for a set nested one level deeper).
   shutil.copytree(gray, tmp_path / "mac" / "__MACOSX" / "clip")
+  shutil.copytree(test_set, tmp_path / "linked")
+  os.symlink(tmp_path / "moved_away", tmp_path / "linked" / "zebra")
   cases = {
+      "a broken link": (_config(checkpoint, str(tmp_path / "linked")),
+                        "linked/zebra is a link to .*/moved_away, which does not exist: mend or "
+                        "remove it"),
       "missing root": (_config(checkpoint, str(tmp_path / "nothing")), "test set folder not found"),
       "root is a video": (_config(checkpoint, str(tmp_path / "a.mp4")),
                           "a.mp4 is a video, not a folder: give the folder that holds it"),

@@ -42,6 +42,11 @@ def _clips_in(folder: str) -> dict[str, ClipFiles]:
     stem, ext = os.path.splitext(entry)
     if entry.startswith("."):
       continue
+    if os.path.islink(path) and not os.path.exists(path) and (
+        ext.lower() not in reading.VIDEO_EXTENSIONS):  # (a video's reading says it is missing)
+      logging.warning("%s is a link to %s, which does not exist: not read as a clip", path,
+                      os.readlink(path))
+      continue
     if os.path.isdir(path):
       name, clip = entry, ClipFiles(entry, frames=tuple(
           os.path.join(path, f) for f in reading.list_frame_files(path)), folder=path)

@@ -46,6 +46,9 @@ def _clip_dirs(root, only):
     stem, ext = os.path.splitext(entry)
     if entry.startswith(".") or entry in _NOT_CLIPS:
       continue
+    if os.path.islink(path) and not os.path.exists(path):  # the test set would lose a clip
+      raise EvalError(f"{path} is a link to {os.readlink(path)}, which does not exist: mend or "
+                      "remove it (or name the clips to evaluate, --config.data.clips)")
     if os.path.isdir(path):
       name = entry
     elif os.path.isfile(path) and ext.lower() in reading.VIDEO_EXTENSIONS:

@@ -160,9 +160,7 @@ class FrameSource:
 
   def __init__(self, path, fps=None):
     self.path = os.fspath(path)
-    self.short_read = None
-    self._listed_end = None
-    self.time_base = self.frame_times = None
+    self.short_read = self._listed_end = self.time_base = self.frame_times = None
     if not os.path.exists(self.path):
       raise MediaError(f"no such file or folder: {self.path}")
     if os.path.isdir(self.path):
@@ -396,5 +394,6 @@ def read_video(path: str) -> np.ndarray:
     MediaError: the file is missing, unreadable, has no video stream or no frames.
   """
   if not os.path.isfile(path):
-    raise MediaError(f"missing video file {path}")
+    link = f" (a link to {os.readlink(path)}, which does not exist)" if os.path.islink(path) else ""
+    raise MediaError(f"missing video file {path}{link}")
   return open_source(path).read_all(np.uint8, rgb=True)
