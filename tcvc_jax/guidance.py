@@ -60,7 +60,7 @@ def click_hint(clicks, height, width) -> FrameHint:
   """Hints from clicks {"x", "y" (relative, 0..1), "rgb" [r, g, b] 0..255, "patch" (odd px)}.
 
   Each click colours a patch x patch square (clipped at the border) with the click's ab, at the
-  resolution (height, width) the model runs at.
+  resolution (height, width) the model runs at; where clicks overlap, the later one's colour.
 
   Raises:
     GuidanceError: `clicks` is no list of clicks, or a click is bad (as `read_clicks` checks them;
@@ -153,6 +153,9 @@ def check_hint(hint, where="hint"):
     if mask.min() < 0 or mask.max() > 1:
       raise GuidanceError(f"{where}: mask must be within [0, 1] (1 where a hint is given, else "
                           f"0), got values from {mask.min():g} to {mask.max():g}")
+  if not (mask > 0).any():  # the frame would become an anchor with no colour of the user's
+    raise GuidanceError(f"{where}: the mask is 0 everywhere, no hint is given: leave the frame out "
+                        "of the hints")
   given = ab[np.broadcast_to(mask > 0, ab.shape)]
   low, high = color.AB_RANGE
   tol = color.RANGE_TOLERANCE

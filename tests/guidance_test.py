@@ -341,6 +341,12 @@ def test_click_hint_checks_its_clicks_as_read_clicks_does():
   np.testing.assert_array_equal(
       guidance.click_hint([dict(good, rgb=np.array([200, 30, 40]), patch=np.int64(3))], 16, 16).ab,
       guidance.click_hint([good], 16, 16).ab)
+  later = dict(good, x=9 / 15, rgb=(10, 200, 30))  # its 3x3 patch overlaps good's by 3x2 pixels
+  both = guidance.click_hint([good, later], 16, 16)
+  assert both.mask.sum() == 9 + 9 - 6
+  alone = [guidance.click_hint([c], 16, 16).ab for c in (good, later)]
+  np.testing.assert_array_equal(both.ab[3:6, 8:11], alone[1][3:6, 8:11])  # the later one's colour
+  np.testing.assert_array_equal(both.ab[3:6, 7], alone[0][3:6, 7])
   bad = {
       "x": (dict(good, x=-0.5), r"^click 0: x must be a relative coordinate in \[0, 1\], got -0.5"),
       "x > 1": (dict(good, x=1.5), "^click 0: x must be a relative coordinate"),
@@ -423,6 +429,10 @@ def test_bad_hints_are_refused_before_any_work():
                    r"^hints on frame 2: mask must be within \[0, 1\]"),
       "uint8 mask": ({2: guidance.FrameHint(ab, mask.astype(np.uint8))},
                      "^hints on frame 2: mask must be float or bool"),
+      "no hint": ({2: guidance.FrameHint(ab, mask * 0)},
+                  "^hints on frame 2: the mask is 0 everywhere, no hint is given: leave the frame "
+                  "out of the hints$"),
+      "no click": ({2: guidance.click_hint([], 64, 64)}, "the mask is 0 everywhere"),
       "a list": ([ok], r"^hints must be a dict \{frame index: FrameHint\}, got list$"),
       "a* not / 110": ({2: guidance.FrameHint(ab * 110, mask)},
                        r"^hints on frame 2: ab must be within \[-1.1636, 1.1545\] where a hint "
