@@ -111,12 +111,12 @@ def main(argv=None):
 
   return cli.run(work, verbose=verbose, on_signal=lambda _: control.request_stop(),
                  pixels_per_call=step_pixels(config),
-                 interrupted_message=lambda: _interrupted_message(workdir))
+                 interrupted_message=lambda: _clean_up_after_interrupt(workdir))
 
 
-def _interrupted_message(workdir):
-  """What a run stopped at once leaves: its saved checkpoints, if any, which a rerun resumes. A
-  checkpoint it was writing (`N.orbax-checkpoint-tmp`) is removed (a rerun would remove it)."""
+def _clean_up_after_interrupt(workdir):
+  """Removes the checkpoint a run stopped at once was writing (`N.orbax-checkpoint-tmp`; a rerun
+  would remove it) and says what it leaves: its saved checkpoints, if any, which a rerun resumes."""
   from tcvc_jax.training import checkpointing  # pylint: disable=g-import-not-at-top
   folder = os.path.join(workdir, checkpointing.CHECKPOINT_DIR)
   names = os.listdir(folder) if os.path.isdir(folder) else []

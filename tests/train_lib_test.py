@@ -186,7 +186,7 @@ def test_a_run_stopped_at_once_removes_the_checkpoint_it_was_writing(tmp_path):
   folder = tmp_path / "checkpoints"
   (folder / "5" / "state").mkdir(parents=True)
   (folder / "7.orbax-checkpoint-tmp" / "state.orbax-checkpoint-tmp").mkdir(parents=True)
-  message = train._interrupted_message(str(tmp_path))  # pylint: disable=protected-access
+  message = train._clean_up_after_interrupt(str(tmp_path))  # pylint: disable=protected-access
   assert message == (f"interrupted at once; {tmp_path} keeps its checkpoint of step 5, from which "
                      "the same command resumes")
   assert [p.name for p in folder.iterdir()] == ["5"] and (folder / "5" / "state").is_dir()
