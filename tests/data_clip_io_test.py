@@ -5,6 +5,7 @@ import re
 
 from absl.testing import absltest
 import numpy as np
+from PIL import Image
 
 from tcvc_jax.data import layout as data_layout
 from tcvc_jax.data import sources as data_sources
@@ -29,6 +30,27 @@ class ReadImageTest(absltest.TestCase):
                              (10, 14, 3)).copy()
     jpg = dt.write_image(os.path.join(self.dir, "a.jpg"), smooth)
     self.assertLessEqual(np.abs(reading.read_image(jpg).astype(int) - smooth).max(), 3)
+
+  def test_jpeg_pixels_are_opencv_s(self):
+    """JPEG frames decode to cv2.imread's pixels (tests/golden/jpeg.npz; FFmpeg's were up to 71
+    levels off with subsampled chroma), read alone or as a folder's frames, gray kept gray."""
+    golden = np.load(os.path.join(os.path.dirname(__file__), "golden", "jpeg.npz"))
+    names = [k[len("jpg_"):] for k in golden.files if k.startswith("jpg_")]
+    self.assertLen(names, 5)
+    for name in names:
+      path = os.path.join(self.dir, name, "0.jpg")
+      os.makedirs(os.path.dirname(path))
+      golden[f"jpg_{name}"].tofile(path)
+      want = golden[f"rgb_{name}"]
+      np.testing.assert_array_equal(reading.read_image(path), np.broadcast_to(
+          want, want.shape[:2] + (3,)), err_msg=name)
+      source = reading.open_source(os.path.dirname(path))
+      np.testing.assert_array_equal(source.read_all(np.uint8)[0], want, err_msg=name)
+    # CMYK (libjpeg's gray or RGB output only is taken): FFmpeg decodes it, as before.
+    cmyk = os.path.join(self.dir, "cmyk.jpg")
+    Image.fromarray(self.rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).convert("CMYK").save(
+        cmyk)
+    self.assertEqual(reading.read_image(cmyk).shape, (8, 8, 3))
 
   def test_gray_alpha_and_16_bit_become_8_bit_rgb(self):
     gray = self.rng.integers(0, 256, (6, 5, 1), dtype=np.uint8)

@@ -19,8 +19,9 @@ from tcvc_jax.media import resizing
 # Videvo-style roots hold one folder per split.
 SPLIT_FOLDERS = ("train", "val", "validation", "test")
 # How clips become a dataset: a dataset built by other rules is rebuilt. 2: splits/val.txt makes the
-# validation split; JPEG frames are read upright (EXIF orientation).
-BUILD_RULES = 2
+# validation split; JPEG frames are read upright (EXIF orientation). 3: JPEG frames decoded to
+# OpenCV's pixels (libjpeg-turbo through Pillow, not FFmpeg).
+BUILD_RULES = 3
 # Split list files a user may put in a root: <root>/splits/<split>.txt.
 USER_SPLITS = "splits"
 

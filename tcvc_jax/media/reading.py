@@ -8,7 +8,7 @@ One reader for every caller (training data, evaluation, colorize):
   * the frames of a folder in natural file-name order ("2.png" before "10.png"; hidden files and
     other extensions ignored): `list_frame_files` is the one rule; JPEGs upright (EXIF orientation);
   * every problem raises `MediaError` with a one-line message that names the file.
-Pillow, OpenCV and TensorFlow are not needed: PNG and JPEG go through FFmpeg's codecs."""
+JPEG images are decoded as OpenCV decodes them (libjpeg-turbo, through Pillow: media/jpeg.py)."""
 
 import fractions
 import io
@@ -23,6 +23,7 @@ import numpy as np
 from tcvc_jax.media import av_frames
 from tcvc_jax.media import folders
 from tcvc_jax.media import image_headers
+from tcvc_jax.media import jpeg
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".avi", ".mov", ".mkv", ".webm")
@@ -84,13 +85,11 @@ def image_header(path):
 
 
 def _to_array(frame, gray_out):
-  """Frame -> uint8 or uint16 array [H, W, 1 | 3] at its own bit depth; alpha dropped.
-
-  FFmpeg's converter is only used within one bit depth (8 -> 8, 16 -> 16): from 8 to 16 bits or
-  back it rescales inexactly (3 -> 766). Its limited-range YUV -> 16-bit RGB is 0.4 % short of
-  white (10-bit 940 -> 65283), as FFmpeg's swscale computes it. 16-bit gray + alpha is read from
-  its plane: FFmpeg's ya16 -> gray16 got some rows wrong at some widths (360 px: 128 of 300).
-  """
+  """Frame -> uint8 or uint16 array [H, W, 1 | 3] at its own bit depth; alpha dropped. FFmpeg's
+  converter is only used within one bit depth (8 -> 8, 16 -> 16): from 8 to 16 bits or back it
+  rescales inexactly (3 -> 766). Its limited-range YUV -> 16-bit RGB is 0.4 % short of white
+  (10-bit 940 -> 65283), as FFmpeg's swscale computes it. 16-bit gray + alpha is read from its
+  plane: FFmpeg's ya16 -> gray16 got some rows wrong at some widths (360 px: 128 of 300)."""
   gray_in, depth = av_frames.frame_kind(frame.format)
   high = depth > 8
   if frame.format.name in ("ya16be", "ya16le"):
@@ -112,6 +111,8 @@ def _decode_image(path, gray_out):
         if image_headers.jpeg_is_cut(data := data + f.read()):
           raise MediaError(f"cannot decode {path}: truncated JPEG (no end of image marker)")
         orientation = (image_headers.jpeg_header(io.BytesIO(data)) or (1,) * 5)[4]
+        if (image := jpeg.decode(data, gray_out)) is not None:
+          return image_headers.upright(image, orientation)
     with av.open(path) as c:
       if not c.streams.video:  # e.g. a sound file, or text FFmpeg takes for a subtitle file
         raise MediaError(f"cannot decode {path}: no image in the file")
