@@ -70,6 +70,10 @@ def main(argv=None):
       print(f"(PSNR far: frames more than {config.protocol.interval_length + 1} frames from "
             "every reference frame; the same frames for every mode)")
     print(json.dumps(report.to_json_value({k: summary[k] for k in evaluator.SUMMARY_KEYS})))
+    gray = summary["psnr_gray"]
+    print((f"PSNR {summary['psnr']:.2f} dB; the gray (ab = 0) baseline scores {gray:.2f} dB. "
+           if gray == gray else "") + f"Results in {workdir} (summary.json, per_clip.csv, ...)",
+          file=sys.stderr)
     return cli.EXIT_OK
 
   return cli.run(work, verbose=verbose, final_output=os.path.join(workdir, "summary.json"),

@@ -20,6 +20,7 @@ from tcvc_jax.evaluation.eval_config import EvalError
 from tcvc_jax.media import reading
 from tcvc_jax.media import writing
 from tcvc_jax.models import classical_flow
+from tcvc_jax.ops import color
 
 import eval_testlib
 
@@ -38,6 +39,13 @@ _summary = eval_testlib.read_summary
 
 def _read(path):
   return reading.open_source(str(path)).read_all(np.uint8)
+
+
+def _gray(gt):
+  """The gray baseline: the ground truth's L* with a* = b* = 0, as uint8 sRGB (float64 here)."""
+  lab = color.rgb_to_lab(gt.astype(np.float64) / 255, np)
+  lab[..., 1:] = 0
+  return np.round(np.clip(color.lab_to_rgb(lab, np) * 255, 0, 255)).astype(np.uint8)
 
 
 def test_one_sampling_end_to_end(checkpoint, test_set, tmp_path):
@@ -66,9 +74,12 @@ def test_one_sampling_end_to_end(checkpoint, test_set, tmp_path):
     per_clip.append({"psnr": p.avg, "psnr_key": p.key, "psnr_inter": p.inter,
                      "ssim": metrics.ssim_clip(gt, out),
                      "warp_error": metrics.warp_error(out, classical_flow.estimate_flow),
-                     "cdc": metrics.cdc_clip(out)})
+                     "cdc": metrics.cdc_clip(out),
+                     "psnr_gray": metrics.psnr_clip(gt, _gray(gt), 3).avg})
   for k in ("psnr", "psnr_key", "psnr_inter", "ssim"):
     assert s[k] == pytest.approx(np.mean([c[k] for c in per_clip]), rel=1e-12), k
+  # (float32 in the protocol: a pixel may round the other way)
+  assert s["psnr_gray"] == pytest.approx(np.mean([c["psnr_gray"] for c in per_clip]), abs=0.02)
   assert s["warp_error"] == pytest.approx(np.mean([c["warp_error"] for c in per_clip]), rel=1e-5)
   assert s["cdc"] == pytest.approx(metrics.cdc([c["cdc"] for c in per_clip])["cdc"], rel=1e-7)
   assert "classical" in s["warp_error_flow"]
@@ -80,6 +91,7 @@ def test_one_sampling_end_to_end(checkpoint, test_set, tmp_path):
     rows = list(csv.DictReader(f))
   assert [r["clip"] for r in rows] == list(CLIPS)
   assert float(rows[1]["psnr"]) == pytest.approx(per_clip[1]["psnr"], rel=1e-12)
+  assert float(rows[1]["psnr_gray"]) == pytest.approx(per_clip[1]["psnr_gray"], abs=0.02)
   with open(os.path.join(workdir, "per_frame.csv")) as f:
     assert len(list(csv.DictReader(f))) == sum(CLIPS.values())
 
@@ -112,8 +124,9 @@ def test_ensemble(checkpoint, colorizer, test_set, tmp_path):
   assert s["psnr"] == pytest.approx(np.mean(psnrs), rel=1e-12)
 
 
-def test_no_ground_truth(checkpoint, tmp_path):
-  """Gray and 16-bit frames, no ground truth: frames colorized, only CDC measured."""
+def test_no_ground_truth(checkpoint, tmp_path, capsys):
+  """Gray and 16-bit frames, no ground truth: frames colorized, only CDC measured; the progress
+  bar counts the clips of the set, and no PSNR (it said 'PSNR nan dB')."""
   root = tmp_path / "gray"
   for k, (name, n) in enumerate(CLIPS.items()):
     os.makedirs(root / name)
@@ -126,7 +139,9 @@ def test_no_ground_truth(checkpoint, tmp_path):
   config.outputs.videos = False
   config.metrics.warp_error = True  # needs the outputs only
   workdir = str(tmp_path / "work")
-  s = evaluator.evaluate(config, workdir)
+  s = evaluator.evaluate(config, workdir, progress=True)
+  progress = capsys.readouterr().err
+  assert f" {len(CLIPS)}/{len(CLIPS)} " in progress and "PSNR" not in progress, progress
   outs = [_read(os.path.join(workdir, "frames", name)) for name in CLIPS]
   assert [o.shape for o in outs] == [(n, H, W, 3) for n in CLIPS.values()]
   saved = _summary(workdir)
@@ -286,3 +301,23 @@ def test_multi_mode_with_one_interval_says_it_is_one_pass(caplog):
   config.protocol.ensemble_intervals = (3, 5)
   eval_config.validate_config(config)
   assert "ensemble of one" not in caplog.text
+
+
+def test_eval_py_ends_with_the_gray_baseline_and_where_results_are(tmp_path, monkeypatch, capsys):
+  """eval.py's last lines: the summary's JSON (stdout), then PSNR against the gray baseline and the
+  results' folder (stderr); without ground truth, no PSNR."""
+  from tcvc_jax import evaluate  # pylint: disable=g-import-not-at-top
+  summary = {k: 0.5 for k in evaluator.SUMMARY_KEYS}
+  summary.update(psnr=24.25, psnr_gray=21.5)
+  monkeypatch.setattr(evaluator, "evaluate", lambda config, workdir, progress: summary)
+  argv = ["eval.py", "--config=eval:tiny", f"--workdir={tmp_path / 'ev'}",
+          "--config.checkpoint=ck", f"--config.data.root={tmp_path}", "--compilation_cache=off"]
+  assert evaluate.main(argv) == 0
+  out, err = capsys.readouterr()
+  assert json.loads(out.splitlines()[-1])["psnr"] == 24.25
+  assert err.splitlines()[-1] == (f"PSNR 24.25 dB; the gray (ab = 0) baseline scores 21.50 dB. "
+                                  f"Results in {tmp_path / 'ev'} (summary.json, per_clip.csv, ...)")
+  summary.update(psnr=float("nan"), psnr_gray=float("nan"))
+  assert evaluate.main(argv) == 0
+  assert capsys.readouterr().err.splitlines()[-1] == (
+      f"Results in {tmp_path / 'ev'} (summary.json, per_clip.csv, ...)")

@@ -121,7 +121,7 @@ def iter_clips(data_config):
     data_config: `config.data` (source, root, clips, no_gt).
 
   Returns:
-    An iterator of Clip.
+    `Clips`: an iterable of Clip with the number of clips (`len`).
 
   Raises:
     EvalError: unknown source, missing or empty root (at once).
@@ -136,7 +136,20 @@ def iter_clips(data_config):
   dirs = _clip_dirs(data_config.root, data_config.clips)
   # Every clip opened (its frame headers read) before the first is colorized: fail at once.
   opened = [(name, _open_clip(name, path, data_config.no_gt)) for name, path in dirs]
-  return (_read_clip(name, src, data_config.no_gt) for name, src in opened)
+  return Clips((_read_clip(name, src, data_config.no_gt) for name, src in opened), len(opened))
+
+
+@dataclasses.dataclass(frozen=True)
+class Clips:
+  """The test set's clips, read as they are iterated (once), and how many there are."""
+  iterator: Any
+  count: int
+
+  def __iter__(self):
+    return self.iterator
+
+  def __len__(self):
+    return self.count
 
 
 def _tfds_clips(data_config):
@@ -171,4 +184,5 @@ def _tfds_clips(data_config):
       names = [f"{j:05d}.png" for j in range(frames.shape[0])]
       yield Clip(clip, frames, None if data_config.no_gt else frames, names)
 
-  return clips()
+  count = len(wanted) if wanted else len(source)
+  return Clips(clips(), count)

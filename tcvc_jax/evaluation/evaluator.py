@@ -24,7 +24,8 @@ leaves the workdir as it was, and one with `overwrite` replaces every earlier re
   videos/<clip>.mp4           the same frames as H.264
   per_clip.csv, per_frame.csv metrics per clip and PSNR per frame
   summary.json                psnr, psnr_key, psnr_inter, cdc, ssim, warp_error (null: not measured;
-                              cdc over the clips long enough for its gaps, cdc_clips of them)
+                              cdc over the clips long enough for its gaps, cdc_clips of them),
+                              psnr_gray: the gray (ab = 0) baseline's PSNR; all means over clips
   psnr_per_frame.png, cdc_per_gap.png
 """
 
@@ -277,16 +278,22 @@ def _try(fn, *args):
   return True
 
 
-def _measure(clip, out, t, flow_fn, metrics_config):
+def _measure(clip, out, t, flow_fn, metrics_config, gray_mode):
   if clip.gt is None:  # CDC and the warping error need the outputs only
-    res = {k: float("nan") for k in SUMMARY_KEYS if k != "cdc"}
+    res = {k: float("nan") for k in SUMMARY_KEYS + ("psnr_gray",) if k != "cdc"}
     res["cdc_detail"] = metrics.cdc_clip(out)
     if flow_fn is not None and len(out) > 1:
       res["warp_error"] = metrics.warp_error(out, flow_fn,
                                              batch_size=int(metrics_config.warp_batch))
     return res
-  return metrics.clip_metrics(clip.gt, out, t, flow_fn, ssim=bool(metrics_config.ssim),
-                              warp_batch=int(metrics_config.warp_batch))
+  res = metrics.clip_metrics(clip.gt, out, t, flow_fn, ssim=bool(metrics_config.ssim),
+                             warp_batch=int(metrics_config.warp_batch))
+  # The gray baseline, ab = 0 (the lightness alone) as the protocol composes it: what colour adds.
+  l_full, no_ab = protocol.frames_to_l(clip.frames, gray_mode), np.zeros((1, 1, 1, 2), np.float32)
+  gray = np.stack([protocol.to_uint8_round(protocol.compose_rgb255(l_full[i:i + 1], no_ab))[0]
+                   for i in range(len(l_full))])
+  res["psnr_gray"] = metrics.psnr_clip(clip.gt, gray, t).avg
+  return res
 
 
 def _summarize(results, config, flow_desc, seconds):
@@ -303,6 +310,7 @@ def _summarize(results, config, flow_desc, seconds):
     per_gap[d] = {ch: metrics.mean_over_clips([r["cdc_detail"].per_gap[d][k] for r in results])
                   for k, ch in enumerate("rgb")}
   frames = sum(r["frames"] for r in results)
+  summary["psnr_gray"] = metrics.mean_over_clips([r["psnr_gray"] for r in results])
   summary.update({
       "warp_error_flow": flow_desc, "cdc_per_channel": {c: cdc_all[f"js_{c}"] for c in "rgb"},
       "cdc_per_gap": per_gap, "cdc_clips": cdc_all["clips"], "no_gt": bool(config.data.no_gt),
@@ -349,8 +357,8 @@ def evaluate(config, workdir, progress=False):
     report.write_json(os.path.join(out_dir, "config.json"), config.to_dict())
     model = window_stream.AnchorCarry(colorizer)
     results = []
-    bar = tqdm.tqdm(unit="clip", desc="evaluating", disable=not progress, dynamic_ncols=True,
-                    file=sys.stderr)
+    bar = tqdm.tqdm(total=len(clips), unit="clip", desc="evaluating", disable=not progress,
+                    dynamic_ncols=True, file=sys.stderr)
     frames_done, names = 0, set()
     for clip in clips:
       if clip.name in names:  # their frames and videos would be one
@@ -359,7 +367,8 @@ def evaluate(config, workdir, progress=False):
       t0 = time.perf_counter()
       out = protocol.colorize_clip(clip.frames, model, passes, size, config.data.gray_mode)
       report.write_clip_media(out_dir, clip, out, config.outputs)
-      res = _measure(clip, out, protocol.psnr_interval(passes), flow_fn, config.metrics)
+      res = _measure(clip, out, protocol.psnr_interval(passes), flow_fn, config.metrics,
+                     config.data.gray_mode)
       res.update(clip=clip.name, names=clip.names, frames=len(out), height=out.shape[1],
                  width=out.shape[2], seconds=time.perf_counter() - t0)
       logging.info("clip %s: %d frames, PSNR %.3f, %.1f s", clip.name, len(out), res["psnr"],
@@ -370,8 +379,8 @@ def evaluate(config, workdir, progress=False):
       results.append(res)
       frames_done += len(out)
       rate = frames_done / max(time.perf_counter() - start, 1e-9)
-      bar.set_postfix_str(f"{clip.name}: PSNR {res['psnr']:.2f} dB; {frames_done} frames in "
-                          f"all, {rate:.2f} frames/s")
+      psnr = "" if clip.gt is None else f": PSNR {res['psnr']:.2f} dB"
+      bar.set_postfix_str(f"{clip.name}{psnr}; {frames_done} frames in all, {rate:.2f} frames/s")
       bar.update(1)
     bar.close()
     summary = _summarize(results, config, flow_desc, time.perf_counter() - start)

@@ -31,10 +31,11 @@ def detect_cuts(frames):
 
 
 def click_hints(gt, anchors, size, count, patch, rng):
-  """{anchor: FrameHint at `size`}: `count` random clicks with the ground truth's patch-mean ab."""
+  """{anchor: FrameHint at `size`}: `count` random clicks with the ground truth's patch-mean ab
+  ({} for none: the anchors stay anchors of the plan without hints)."""
   h, w = size
   out = {}
-  for a in anchors:
+  for a in anchors if count > 0 else ():
     _, ab = color.rgb_to_gray_ab(gt[a], np)
     ab = guidance.resize_hint(guidance.FrameHint(ab, np.ones(ab.shape[:2] + (1,), np.float32)),
                               h, w).ab

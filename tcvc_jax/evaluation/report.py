@@ -78,7 +78,7 @@ def write_clip_media(workdir, clip, out, outputs):
 
 _CLIP_HEADER = ("clip", "frames", "height", "width", "psnr", "psnr_key", "psnr_inter", "ssim",
                 "warp_error", "cdc", "js_r", "js_g", "js_b", "cdc_gap1", "cdc_gap2", "cdc_gap4",
-                "seconds")
+                "psnr_gray", "seconds")
 
 
 def _clip_row(r):
@@ -87,7 +87,7 @@ def _clip_row(r):
   return ([r["clip"], r["frames"], r["height"], r["width"]]
           + [r[k] for k in ("psnr", "psnr_key", "psnr_inter", "ssim", "warp_error")]
           + [float(np.mean(c.per_channel))] + [float(v) for v in c.per_channel] + gaps
-          + [round(r["seconds"], 3)])
+          + [r["psnr_gray"], round(r["seconds"], 3)])
 
 
 def write_tables(workdir, results):
