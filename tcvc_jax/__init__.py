@@ -4,7 +4,7 @@
 lazily, so `python -m tcvc_jax.convert` does not load the model code twice.
 """
 
-__all__ = ["Colorizer", "load"]
+__all__ = ["Colorizer", "enable_compilation_cache", "load"]
 __version__ = "0.1.0"
 
 

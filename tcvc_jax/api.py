@@ -280,3 +280,12 @@ def load(path, dtype=jnp.float32):
         f"{path}: holds {kind} weights only; colorizing needs a full TCVC checkpoint")
   variables = {c: variables.get(c, {}) for c in ("params", "batch_stats")}
   return Colorizer(spec.build(dtype=dtype), variables, spec)
+
+
+def enable_compilation_cache(folder=None):
+  """Keeps compiled programs on disk, as the command-line tools do, so that a new process colorizes
+  at once: JAX's persistent compilation cache in `folder` (default `~/.cache/tcvc_jax/xla`, or
+  $JAX_COMPILATION_CACHE_DIR). Call it before the first colorizing call; returns the folder, or
+  None where it cannot be used (a warning says why)."""
+  from tcvc_jax import flag_parsing  # pylint: disable=g-import-not-at-top
+  return flag_parsing.enable_compilation_cache(None if folder is None else os.fspath(folder))

@@ -148,7 +148,8 @@ def colorize_frames(frames, colorizer, interval=windows.DEFAULT_INTERVAL,
     frames: iterable of frames [H, W, 1 | 3 | 4] (uint8, uint16 or float in [0, 1]), all of one
       shape; with `hints` it must be iterable twice (a `reading.FrameSource`, a list; not a one-shot
       iterator): a first pass finds the cuts and the anchors the hints are carried to.
-    colorizer: an `api.Colorizer` (anything with its `colorize_window`).
+    colorizer: an `api.Colorizer` (anything with its `colorize_window`), or a checkpoint path,
+      loaded by this call (as `api.load`).
     interval: window interval T; windows hold T + 2 frames.
     network_size: int, (h, w) or 'HxW' / 'N' (as --size), the size the model runs at.
     cuts: None (no scene-cut detection) or a list that receives the detected cut indices, in order,
@@ -171,6 +172,7 @@ def colorize_frames(frames, colorizer, interval=windows.DEFAULT_INTERVAL,
   """
   network_size, hints = _checked_args(colorizer, interval, network_size, hints)
   out_dtype = output_dtype(bit_depth)
+  colorizer = api.load(colorizer) if isinstance(colorizer, (str, os.PathLike)) else colorizer
   if cuts is not None and not isinstance(cuts, list):
     raise UsageError(f"cuts must be None or a list (it receives the cut indices), got "
                      f"{type(cuts).__name__}")

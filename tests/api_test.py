@@ -1,5 +1,10 @@
 """tcvc_jax.Colorizer: padded windows are exact and compile once per frame size."""
 
+import os
+import subprocess
+import sys
+import textwrap
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -217,3 +222,23 @@ def test_colorize_frames_checks_its_arguments_first(pair):
   np.testing.assert_array_equal(list(streaming.colorize_frames(frames, colorizer, 2, "32")), want)
   as_bf16 = jnp.asarray(frames / 255.0, jnp.bfloat16)
   assert len(list(streaming.colorize_frames(as_bf16, colorizer, 2, (32, 32)))) == 4
+
+
+def test_enable_compilation_cache_keeps_programs_in_the_folder(tmp_path):
+  """tcvc_jax.enable_compilation_cache in a new process (as a user's script): JAX's persistent
+  cache in the folder given, where a compiled program lands; a folder that cannot be made: None."""
+  (tmp_path / "a_file").write_text("not a folder")
+  script = textwrap.dedent(f"""
+      import jax, jax.numpy as jnp, tcvc_jax
+      assert tcvc_jax.enable_compilation_cache({str(tmp_path / "a_file" / "xla")!r}) is None
+      print(tcvc_jax.enable_compilation_cache({str(tmp_path / "xla")!r}))
+      jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+      jax.jit(lambda x: jnp.sin(x) * 3.25 + 17.0)(jnp.arange(11.0)).block_until_ready()
+      """)
+  env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_FLAGS"))}
+  proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                        check=False)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert proc.stdout.strip() == str(tmp_path / "xla")
+  assert "not usable" in proc.stderr
+  assert os.listdir(tmp_path / "xla")

@@ -7,6 +7,7 @@ lengths reuse the same few window shapes, so XLA compiles little.
 import fractions
 import functools
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -58,11 +59,11 @@ def _cached_loader(monkeypatch, checkpoint, _loaded):
   loaded = _loaded
   real = api.load
 
-  def load(path, dtype=None):
+  def load(path, *args, **kwargs):
     if os.fspath(path) != checkpoint:
-      return real(path, dtype)
+      return real(path, *args, **kwargs)
     if checkpoint not in loaded:
-      loaded[checkpoint] = real(path, dtype)
+      loaded[checkpoint] = real(path, *args, **kwargs)
     return loaded[checkpoint]
 
   monkeypatch.setattr(api, "load", load)
@@ -283,6 +284,10 @@ def test_output_bit_depth_in_python(checkpoint, tmp_path):
   got16 = list(streaming.colorize_frames(frames, model, 4, 32, bit_depth=16))
   assert got16[0].dtype == np.uint16 and got8[0].dtype == np.uint8
   assert np.abs((np.stack(got16).astype(int) + 128) // 257 - np.stack(got8)).max() <= 1
+  # A checkpoint path, as colorize_file takes (it failed: 'str' object has no attribute ...).
+  for path in (checkpoint, pathlib.Path(checkpoint)):
+    np.testing.assert_array_equal(np.stack(list(streaming.colorize_frames(frames, path, 4, 32))),
+                                  np.stack(got8))
   np.testing.assert_array_equal(
       protocol.to_uint16_round(np.array([-3, 0, 1, 127.5, 255, 300], np.float32)),
       [0, 0, 257, 32768, 65535, 65535])
