@@ -53,6 +53,8 @@ def _convert(args):
   if not os.path.exists(src):
     raise cli.UserError(f"{src}: no such file or folder")
   atomic.check_apart(args.out, src)
+  if args.step is not None and args.step < 0:  # (a step is a count of training steps)
+    raise cli.UsageMistake(f"--step must be a step number >= 0, got {args.step}")
   if args.step is not None and not checkpointing.is_workdir(src):
     raise cli.UsageMistake(f"--step needs a train.py workdir; {src} is not one")
   ext = os.path.splitext(args.out)[1].lower()

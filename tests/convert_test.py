@@ -187,6 +187,7 @@ def test_command_line_mistakes_exit_2(tmp_path):
   for args, text in (((pth, ""), "OUT is empty: give a file or folder name"),
                      (("", tmp_path / "o"), "SRC is empty: give a file or folder name"),
                      ((pth, tmp_path / "o", "--step", "3"), "--step needs a train.py workdir"),
+                     ((pth, tmp_path / "o", "--step=-1"), "--step must be a step number >= 0"),
                      ((pth, tmp_path / "o.pth"), "a PyTorch file converts to a checkpoint folder")):
     proc = _run_cli(*args)
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and text in proc.stderr
