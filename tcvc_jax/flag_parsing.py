@@ -32,17 +32,21 @@ def config_path(value: str) -> str:
 
 
 def _rewrite_config_arg(argv):
-  out = []
-  it = iter(argv)
+  """--config's value as a path (`config_path`), and --config first: ml_collections takes
+  --config.X overrides only after it (absl: 'Found --config.x in argv before a value for --config
+  was specified')."""
+  head, rest = [], []
+  it = iter(argv[1:])
   for arg in it:
-    if arg == "--config":
-      value = next(it, "")
-      out += ["--config", config_path(value)]
+    if arg == "--":
+      rest += [arg, *it]
+    elif arg == "--config":
+      head += ["--config", config_path(next(it, ""))]
     elif arg.startswith("--config="):
-      out.append("--config=" + config_path(arg[len("--config="):]))
+      head.append("--config=" + config_path(arg[len("--config="):]))
     else:
-      out.append(arg)
-  return out
+      rest.append(arg)
+  return argv[:1] + head + rest
 
 
 def _config_value(argv):

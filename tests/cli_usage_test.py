@@ -314,6 +314,19 @@ def test_train_crop_size_takes_what_the_pipeline_takes(monkeypatch, value, expec
       train_config.validate_config(config)
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # importlib's, loading the config file
+def test_overrides_may_come_before_the_config(monkeypatch):
+  """`--config.data.crop_size=32 --config default:tiny`: taken (absl refused overrides before
+  --config: 'Found --config.data.crop_size=32 in argv before a value for --config ...')."""
+  from tcvc_jax import flag_parsing  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(sys, "argv", list(sys.argv))  # the parser sets sys.argv
+  parsed = flag_parsing.parse_train_flags(
+      ["train.py", "--config.data.crop_size=32", "--workdir=w", "--config", "default:tiny",
+       "--config.data.rot90=False"], "usage", "")
+  assert not isinstance(parsed, int), parsed
+  assert (parsed[0].data.crop_size, parsed[0].data.rot90, parsed[1]) == (32, False, "w")
+
+
 def test_train_the_paper_config_without_clips(tmp_path):
   """The default config (video_frames/davis_videvo, eval.network_size a pair) passes the checks
   (it raised a TypeError); with no clip folder given, one line says so, and neither a workdir nor
