@@ -104,6 +104,10 @@ def _explain(err, argv, default_config=None):
           return f"unknown config key --config.{key}{hint} (--show_config lists them all)"
     return f"unknown config key: {text} (--show_config lists them all)"
   unknown = re.search(r"Unknown command line flag '([\w.-]+)'", text)
+  if (unknown and unknown.group(1).startswith("config.") and default_config is None
+      and _config_value(argv) is None):
+    return (f"--{unknown.group(1)} without a config to set it in: pass --config "
+            f"{'eval' if 'eval' in os.path.basename(argv[0]) else 'FILE'}[:PRESET] too")
   if unknown and (key := _close_config_key(unknown.group(1), argv, default_config)):
     return f"{text}; did you mean --config.{key}?"
   if "Error whilst parsing config file" in text:

@@ -110,6 +110,8 @@ def test_train_config_mistakes_stop_before_any_work(args, text, tmp_path):
      "hints.modes: unknown bogus; use auto, reference, clicks"),
     (["--config=eval", "--config.checkpoint=ck", "--config.data.root=clips",
       "--config.data.clips=a,b,a"], "data.clips names a twice"),
+    (["--config.checkpoint=ck"], "--config.checkpoint without a config to set it in: pass --config "
+     "eval[:PRESET] too"),
     (["--config=eval", "--config.checkpoint=ck", "--config.data.root=clips",
       "--config.protocol.network_size=99999999992"], "network_size must be at most 8192"),
 ])
