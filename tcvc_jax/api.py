@@ -104,7 +104,8 @@ class Colorizer:
     if gray.dtype == object or gray.dtype.kind in "SU":  # None, a string, a generator
       raise ValueError(f"gray must be an array [N, H, W, 1] of normalised L, got {kind}")
     if gray.ndim != 4 or gray.shape[-1] != 1:
-      raise ValueError(f"gray must have shape [N, H, W, 1], got {gray.shape}")
+      raise ValueError(f"gray must have shape [N, H, W, 1], got {gray.shape}"
+                       + (" (add the channel: gray[..., None])" if gray.ndim == 3 else ""))
     n, h, w, _ = gray.shape
     if n < 2:
       raise ValueError(f"a window needs at least 2 frames (the two anchors), got {n}")
@@ -112,7 +113,8 @@ class Colorizer:
       self.spec.check_size(h, w, "window size")
     except spec_lib.SpecError as e:
       raise ValueError(f"{e}; resize first") from e
-    _check_values("gray", gray, (-0.5, 0.5), "normalised L, (L* - 50) / 100")
+    _check_values("gray", gray, (-0.5, 0.5), "normalised L, (L* - 50) / 100: from uint8 RGB, "
+                  "color.rgb_to_gray_ab(rgb)[0]")
     hints = {}
     for name, hint, c in (("hint_ab", hint_ab, 2), ("hint_mask", hint_mask, 1)):
       if hint is not None:

@@ -43,7 +43,10 @@ def reference_hint(image, alpha=None) -> FrameHint:
   opaque; transparent pixels are no hint (their colour, often black, is not the user's)."""
   image = np.asarray(image)
   if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
-    raise GuidanceError(f"a reference must be an 8-bit RGB image, got {image.shape} {image.dtype}")
+    rgba = image.ndim == 3 and image.shape[-1] == 4
+    raise GuidanceError(f"a reference must be an 8-bit RGB image, got {image.shape} {image.dtype}"
+                        + (" (RGBA: reference_hint(image[..., :3], alpha=image[..., 3]))"
+                           if rgba else ""))
   mask = np.ones(image.shape[:2] + (1,), np.float32)
   if alpha is not None:
     alpha = np.asarray(alpha)

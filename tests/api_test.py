@@ -110,7 +110,10 @@ def _bad_window_inputs(gray, state):
   small = np.zeros((n, 16, 16, 1), np.float32)
   return {
       "uint8 gray": ({"gray": np.round((gray + 0.5) * 255).astype(np.uint8)},
-                     r"^gray must be real floating point .*got dtype uint8$"),
+                     r"^gray must be real floating point \(normalised L, \(L\* - 50\) / 100: "
+                     r"from uint8 RGB, color.rgb_to_gray_ab\(rgb\)\[0\]\), got dtype uint8$"),
+      "no channel": ({"gray": gray[..., 0]}, r"^gray must have shape \[N, H, W, 1\], got "
+                     r"\(\d+, 32, 32\) \(add the channel: gray\[..., None\]\)$"),
       "0..255 gray": ({"gray": (gray + 0.5) * 255},
                       r"^gray must be within \[-0.5, 0.5\] .*got values from"),
       "nan gray": ({"gray": nan}, "^gray must be finite"),

@@ -144,6 +144,8 @@ def test_hints_beyond_a_listed_length_are_refused_before_any_work(tmp_path):
     ({"network_size": 0}, "bad network size 0"),
     ({"hints": [1, 2]}, "hints must be a dict"),
     ({"hints": {"0": None}}, "frame indices must be integers, got '0'"),
+    ({"input_path": np.zeros((2, 8, 8, 3), np.uint8)},  # frames in memory: colorize_frames
+     r"the input must be a path \(a video file or a folder of frames\), got ndarray"),
 ])
 def test_colorize_file_names_a_bad_argument(tmp_path, kwargs, message):
   """Before anything is read: the input and checkpoint need not exist."""
@@ -332,6 +334,19 @@ def test_a_reference_painted_on_a_transparent_layer_hints_only_where_painted(tmp
   data_testlib.write_image(path, rgba[..., :3])
   assert av_frames.image_alpha(path) is None
   assert guidance.reference_hint(reading.read_image(path)).mask.all()
+
+
+def test_an_rgba_reference_says_how_to_pass_its_alpha():
+  rgba = np.zeros((8, 8, 4), np.uint8)
+  with pytest.raises(guidance.GuidanceError, match=r"got \(8, 8, 4\) uint8 \(RGBA: reference_hint"
+                     r"\(image\[..., :3\], alpha=image\[..., 3\]\)\)$"):
+    guidance.reference_hint(rgba)
+  rgba[:2, :2] = 255
+  hint = guidance.reference_hint(rgba[..., :3], alpha=rgba[..., 3])
+  assert hint.mask.sum() == 4
+  with pytest.raises(ValueError, match=r"^frame 0 has shape \(8, 8\), expected \[H, W, 1\|3\|4\] "
+                     r"\(a gray frame \[H, W\]: add the channel, frame\[..., None\]\)$"):
+    windows.check_frame(rgba[..., 0], 0)
 
 
 def test_click_hint_checks_its_clicks_as_read_clicks_does():

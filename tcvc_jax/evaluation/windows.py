@@ -167,7 +167,9 @@ def check_frame(frame, index):
   `frame` [H, W, 1 | 3 | 4] (uint8, uint16 or float in [0, 1])."""
   frame = np.asarray(frame)
   if frame.ndim != 3 or frame.shape[-1] not in (1, 3, 4) or not frame.size:
-    raise ValueError(f"frame {index} has shape {frame.shape}, expected [H, W, 1|3|4]")
+    raise ValueError(f"frame {index} has shape {frame.shape}, expected [H, W, 1|3|4]"
+                     + (" (a gray frame [H, W]: add the channel, frame[..., None])"
+                        if frame.ndim == 2 else ""))
   if frame.dtype not in (np.uint8, np.uint16) and not np.issubdtype(frame.dtype, np.floating):
     raise TypeError(f"frame {index} is {frame.dtype}: frames must be uint8, uint16 or float in "
                     "[0, 1]")

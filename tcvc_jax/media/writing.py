@@ -336,6 +336,8 @@ def check_paths(input_path, output_path):
   folder), or an output ending in '/' that is named like a video (a folder of PNGs named x.mp4)."""
   for what, path, give in (("input", input_path, "a video file or a folder of frames"),
                            ("output", output_path, "a video file or a folder for PNG frames")):
+    if not isinstance(path, (str, os.PathLike)):  # frames in memory: streaming.colorize_frames
+      raise ValueError(f"the {what} must be a path ({give}), got {type(path).__name__}")
     if not os.fspath(path).strip():
       raise ValueError(f"the {what} path is empty: give {give}")
   out = os.fspath(output_path)
