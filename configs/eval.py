@@ -54,6 +54,9 @@ def get_config(arg=None):
   config.protocol.network_size = 256
   # "one": one pass with interval_length; "multi": the ensemble over ensemble_intervals.
   config.protocol.mode = "one"
+  # T: key frames 0, T + 1, 2 (T + 1), ... and the clip's last frame; windows of T + 2 frames, the
+  # T between two key frames propagated (0: every frame a key frame, colorized by the anchor
+  # colorizer alone). Key and inter frames' PSNR (psnr_key, psnr_inter) split by it.
   config.protocol.interval_length = 17
   config.protocol.ensemble_intervals = (17, 19)
 
@@ -70,6 +73,8 @@ def get_config(arg=None):
   # Runs to measure side by side (tcvc_jax/evaluation/guided.py): "auto" (no hints, the
   # protocol), "reference" (ground-truth colour of each shot's first frame, carried through the
   # shot), "clicks" (clicks_per_anchor ground-truth clicks on every anchor). One-sampling only.
+  # frames/, videos/, per_clip.csv and per_frame.csv hold the "auto" run; summary.json["guided"]
+  # and the table eval.py prints hold every mode's.
   # With hinted modes, a row "auto_cuts" (no hints on their path, windows stopping at scene cuts)
   # is measured too: the hints' own gain is theirs over it.
   config.hints.modes = ("auto",)
@@ -78,7 +83,7 @@ def get_config(arg=None):
   config.hints.seed = 0
 
   config.outputs = ml_collections.ConfigDict()
-  config.outputs.frames = True
+  config.outputs.frames = True  # 8-bit PNGs, as the original writes them (16-bit sources too)
   config.outputs.videos = True
   config.outputs.plots = True
   # Frame rate of the per-clip mp4 files of frame folders, which carry none (e.g. 25 or 29.97); a
