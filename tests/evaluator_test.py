@@ -321,3 +321,20 @@ def test_eval_py_ends_with_the_gray_baseline_and_where_results_are(tmp_path, mon
   assert evaluate.main(argv) == 0
   assert capsys.readouterr().err.splitlines()[-1] == (
       f"Results in {tmp_path / 'ev'} (summary.json, per_clip.csv, ...)")
+
+
+def test_cdc_plot_of_clips_too_short_for_cdc_says_so(monkeypatch):
+  """cdc_per_gap.png's title, where no clip is long enough for CDC's gaps: it said 'CDC nan'."""
+  from tcvc_jax.evaluation import report  # pylint: disable=g-import-not-at-top
+  titles = {}
+  monkeypatch.setattr(report, "_save_figure",
+                      lambda fig, path: titles.update({os.path.basename(path):
+                                                       fig.axes[0].get_title()}))
+  nan = float("nan")
+  summary = {"no_gt": True, "cdc": nan,
+             "cdc_per_gap": {d: dict.fromkeys("rgb", nan) for d in metrics.CDC_GAPS}}
+  report.write_plots("unused", [], summary)
+  assert titles == {"cdc_per_gap.png": "CDC not measured: every clip is shorter than 5 frames"}
+  summary["cdc"] = 0.0123
+  report.write_plots("unused", [], summary)
+  assert titles["cdc_per_gap.png"] == "CDC per frame gap; CDC 0.01230"

@@ -143,7 +143,9 @@ def _write_plots(workdir, results, summary):
     vals = [summary["cdc_per_gap"][d][ch.lower()] for d in gaps]
     ax.bar(np.arange(len(gaps)) + (k - 1) * 0.27, vals, 0.27, label=ch, color="rgb"[k], alpha=0.7)
   ax.set_xticks(np.arange(len(gaps)), [f"gap {d}" for d in gaps])
-  ax.set(ylabel="Jensen-Shannon divergence", title=f"CDC per frame gap; CDC {summary['cdc']:.5f}")
+  cdc = summary["cdc"]
+  ax.set(ylabel="Jensen-Shannon divergence", title=f"CDC per frame gap; CDC {cdc:.5f}" if cdc == cdc
+         else f"CDC not measured: every clip is shorter than {max(gaps) + 1} frames")
   ax.legend()
   fig.tight_layout()
   _save_figure(fig, os.path.join(workdir, "cdc_per_gap.png"))
