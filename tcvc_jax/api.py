@@ -225,9 +225,14 @@ def read_checkpoint(path):
     porting.ConversionError: naming the path and the problem.
   """
   from tcvc_jax.training import checkpointing  # pylint: disable=g-import-not-at-top
-  if os.path.isdir(path) and checkpointing.is_workdir(path):
+  workdir, step = path, None
+  up, name = os.path.split(os.path.abspath(path))
+  if (name.isdigit() and os.path.basename(up) == checkpointing.CHECKPOINT_DIR
+      and checkpointing.is_workdir(os.path.dirname(up))):  # one checkpoint of a run
+    workdir, step = os.path.dirname(up), int(name)
+  if os.path.isdir(path) and checkpointing.is_workdir(workdir):
     try:
-      variables, spec, _ = checkpointing.load_workdir(path)
+      variables, spec, _ = checkpointing.load_workdir(workdir, step)
     except (FileNotFoundError, spec_lib.SpecError) as e:
       raise porting.ConversionError(str(e)) from e
     return variables, "tcvc", spec
@@ -253,7 +258,8 @@ def load(path, dtype=jnp.float32):
   """Loads TCVC weights for inference.
 
   Args:
-    path: a train.py workdir (its latest checkpoint), a converted checkpoint directory
+    path: a train.py workdir (its latest checkpoint) or one of its checkpoints
+      (`WORKDIR/checkpoints/STEP`), a converted checkpoint directory
       (`python -m tcvc_jax.convert`), or an original full TCVC `.pth` state_dict (converted in
       memory; no PyTorch needed, and a file that asks to run code is refused).
     dtype: compute dtype: float32; bfloat16 (the propagation nets and the colorizer multiply in bf16

@@ -208,11 +208,14 @@ def not_a_checkpoint_folder(path):
   if checkpointing.is_workdir(path):  # load_converted given a workdir: tcvc_jax.load reads those
     return (f"{path} is a train.py workdir, not a converted checkpoint folder: tcvc_jax.load "
             "reads it, or `python -m tcvc_jax.convert` converts it")
-  up = os.path.dirname(os.path.abspath(path))
-  for folder in (up, os.path.dirname(up)):
+  parts = os.path.abspath(path).split(os.sep)
+  for depth in (1, 2, 3):  # checkpoints/, checkpoints/STEP/state, ...
+    folder = os.sep.join(parts[:-depth]) or os.sep
     if checkpointing.is_workdir(folder):
-      step = os.path.basename(os.path.abspath(path))
-      pick = f" (convert's --step {step} picks that step)" if step.isdigit() else ""
+      inside = parts[len(parts) - depth:] + [""]
+      step = (os.path.join(folder, inside[0], inside[1])
+              if inside[0] == checkpointing.CHECKPOINT_DIR and inside[1].isdigit() else None)
+      pick = f", or {step} for the checkpoint of step {inside[1]}" if step else ""
       return f"{text}; it is inside the train.py workdir {folder}: give that{pick}"
   return text
 

@@ -282,3 +282,10 @@ def test_a_damaged_workdir_checkpoint_names_itself_and_the_way_out(tmp_path, tin
   assert text.endswith(f"python -m tcvc_jax.convert {workdir} OUT --step 2")
   assert len(text) < 1000 and "tensorstore_spec" not in text  # not TensorStore's kB of JSON
   assert checkpointing.load_workdir(workdir, step=2)[2] == 2
+  # One checkpoint of a run, as any tool's checkpoint path (it was "not a checkpoint folder").
+  step_2 = os.path.join(workdir, "checkpoints", "2")
+  assert f"can be used: give {step_2} as the checkpoint, or convert it" in text
+  colorizer = tcvc_jax.load(step_2)
+  assert colorizer.spec == spec
+  with pytest.raises(checkpointing.DamagedCheckpointError, match="at step 4 cannot be read"):
+    tcvc_jax.load(os.path.join(workdir, "checkpoints", "4"))

@@ -271,10 +271,17 @@ def test_a_folder_inside_a_workdir_points_to_the_workdir(tmp_path):
   (work / "checkpoints" / "700").mkdir(parents=True)
   (work / "model.json").write_text("{}")
   for folder, tail in ((work / "checkpoints", f"{work}: give that"),
-                       (work / "checkpoints" / "700", f"{work}: give that (convert's --step 700")):
+                       (work / "checkpoints" / "700" / "state",
+                        f"{work}: give that, or {work}/checkpoints/700 for the checkpoint of step "
+                        "700")):
+    folder.mkdir(exist_ok=True)
     with pytest.raises(porting.ConversionError, match="not a checkpoint folder") as e:
       tcvc_jax.load(str(folder))
     assert f"inside the train.py workdir {tail}" in str(e.value)
+  # A step's own folder is one checkpoint of the run (checkpointing_test loads one); here its
+  # files are missing.
+  with pytest.raises(OSError, match=f"{work}: the checkpoint at step 700 cannot be read"):
+    tcvc_jax.load(str(work / "checkpoints" / "700"))
   with pytest.raises(porting.ConversionError, match="with model.json and checkpoints/") as e:
     tcvc_jax.load(str(tmp_path))
   assert "train.py workdir /" not in str(e.value)

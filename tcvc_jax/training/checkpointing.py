@@ -297,8 +297,10 @@ def load_workdir(workdir: str, step: int | None = None
   except Exception as e:  # pylint: disable=broad-exception-caught
     # Orbax and TensorStore raise many types for damaged files.
     earlier = [s for s in steps if s < step]
-    other = (f"; the earlier checkpoint(s) {', '.join(map(str, earlier))} can be converted with "
-             f"python -m tcvc_jax.convert {workdir} OUT --step {earlier[-1]}" if earlier else "")
+    other = (f"; the earlier checkpoint(s) {', '.join(map(str, earlier))} can be used: give "
+             f"{os.path.join(workdir, CHECKPOINT_DIR, str(earlier[-1]))} as the checkpoint, or "
+             f"convert it with python -m tcvc_jax.convert {workdir} OUT --step {earlier[-1]}"
+             if earlier else "")
     raise DamagedCheckpointError(
         f"{workdir}: the checkpoint at step {step} cannot be read, a damaged file? "
         f"({short_reason(e)}){other}") from e
