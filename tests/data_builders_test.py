@@ -297,9 +297,12 @@ class VideoFramesTest(absltest.TestCase):
     self.assertEqual(first.info.metadata["source"]["manual_dir"], os.path.abspath(self.root))
     records = os.path.join(first.data_path, "video_frames-train.array_record-00000-of-00001")
     built = os.stat(records).st_mtime_ns
+    os.symlink(self.root, self.root + ".link")
     with mock.patch.object(tfds.core.DatasetBuilder, "download_and_prepare") as prepare:
       self._build()  # nothing changed: reused, not rebuilt
       data_building.build("video_frames", self.data_dir, config="folder")  # no folder given
+      data_building.build("video_frames", self.data_dir, config="folder",  # the same, by a link
+                          manual_dir=self.root + ".link")
     prepare.assert_not_called()
     self.assertEqual(os.stat(records).st_mtime_ns, built)
     self._clip("c")  # a clip added
@@ -410,6 +413,36 @@ class VideoFramesTest(absltest.TestCase):
     self._clip("c")
     self.assertEqual(self._interrupt_build(), before)  # the rebuild's dataset back in place
     self.assertEqual(self._names(), ("a", "b"))
+
+  def test_a_build_killed_at_once_is_cleaned_up_by_the_next(self):
+    """kill -9 or out of memory during a rebuild (nothing undone): the dataset it had set aside
+    stayed hidden, and TFDS's incomplete folder stayed, build after build. The next build puts the
+    dataset back (or removes the copy where a new one is in place) and removes the rest."""
+    self._clip("a")
+    self._clip("b")
+    folder = os.path.dirname(self._build().data_path)
+    before = _tree(folder)
+    self._clip("c")
+    with mock.patch.object(data_building._PartialBuild, "discard", lambda _: None):  # killed
+      self._interrupt_build()
+    os.makedirs(os.path.join(folder, "incomplete.TWG4F1_1.0.0"))  # (TFDS removes its own on an
+    left = sorted(os.listdir(folder))                          # exception, not on a kill)
+    self.assertLen(left, 2)
+    self.assertTrue(left[0].startswith(".1.0.0.replaced-") and left[1].startswith("incomplete."))
+    with self.assertLogs(level="WARNING") as logs:  # no clip folder given: the dataset there
+      data_building.build("video_frames", self.data_dir, config="folder")
+    self.assertIn("put back the dataset that a rebuild killed before its end had set aside",
+                  "\n".join(logs.output))
+    self.assertEqual(_tree(folder), before)
+    self.assertEqual(self._names(), ("a", "b"))
+    self._build()  # a clean rebuild with "c"
+    self.assertEqual(sorted(os.listdir(folder)), ["1.0.0"])
+    self.assertEqual(self._names(), ("a", "b", "c"))
+    os.makedirs(os.path.join(folder, ".1.0.0.replaced-0123abcd"))  # killed after its new dataset
+    with self.assertLogs(level="WARNING"):
+      self._build()
+    self.assertEqual(sorted(os.listdir(folder)), ["1.0.0"])
+    self.assertEqual(self._names(), ("a", "b", "c"))
 
   def test_ctrl_c_during_a_build(self):
     """A real SIGINT through the tools' handler (cli.run) while a clip is read."""

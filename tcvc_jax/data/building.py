@@ -117,6 +117,27 @@ class _PartialBuild(atomic.NewFolder):
         super().discard()
 
 
+def _recover_killed_build(data_path) -> None:
+  """What a build killed at once (kill -9, out of memory: no `discard`) left beside the dataset:
+  TFDS's `incomplete.*` folders are removed, and a dataset set aside for a rebuild is put back
+  where no new one took its place (removed where one did). Runs holding the "build" lock only."""
+  version_dir = os.path.abspath(os.fspath(data_path))
+  config_dir, version = os.path.split(version_dir)
+  try:
+    entries = sorted(os.listdir(config_dir))
+  except OSError:
+    return
+  aside = [e for e in entries if e.startswith(f".{version}.replaced-")]
+  aside.sort(key=lambda e: os.path.getmtime(os.path.join(config_dir, e)))
+  if aside and not os.path.exists(version_dir):
+    os.rename(os.path.join(config_dir, aside.pop()), version_dir)
+    logging.warning("%s: put back the dataset that a rebuild killed before its end had set aside",
+                    version_dir)
+  for entry in aside + [e for e in entries if e.startswith("incomplete.")]:
+    logging.warning("%s: removing %s, left by a build killed before its end", config_dir, entry)
+    atomic.remove(os.path.join(config_dir, entry))
+
+
 def _read_bytes(path: str) -> bytes | None:
   try:
     with open(path, "rb") as f:
@@ -141,7 +162,7 @@ def _why_rebuild(builder, manual_dir) -> str | None:
   source = _built_from(builder.data_path)
   if source is None:
     return "it does not record the folder it was built from (an older build)"
-  if source.get("manual_dir") != path:
+  if os.path.realpath(source.get("manual_dir") or "") != os.path.realpath(path):  # (links too)
     return f"it was built from {source.get('manual_dir')}, not {path}"
   if not os.path.isdir(path):
     logging.warning("%s: the clip folder %s is gone; using the dataset built from it in %s",
@@ -153,7 +174,7 @@ def _why_rebuild(builder, manual_dir) -> str | None:
     return f"{path} cannot be listed as before ({e})"
   if now["rules"] != source.get("rules", 1):
     return ("it was built by an earlier version's rules (splits/val.txt is now the validation "
-            "split, JPEGs are read upright)")
+            "split, JPEGs are read upright and decoded to OpenCV's pixels)")
   if now["digest"] != source.get("digest"):
     then, now = (f"{f.get('clips')} clips, {f.get('files')} files" for f in (source, now))
     return (f"the clips in {path} changed since it was built ("
@@ -259,6 +280,9 @@ def build(name: str, data_dir: str | None, *, config: Any = None, manual_dir: st
 def _build_in_turn(make, full_name, manual_dir, overwrite):
   """`build`, holding the dataset's "build" lock; returns the builder holding its "use" lock."""
   builder = make()  # (another run may have built the dataset while this one waited)
+  if _local(builder.data_path):
+    _recover_killed_build(builder.data_path)
+    builder = make()
   uses_clip_folder = bool(getattr(type(builder), "MANUAL_DOWNLOAD_INSTRUCTIONS", None))
   use = _lock_file(builder.data_path, "use")
   prepared = builder.data_path.exists()
