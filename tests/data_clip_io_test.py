@@ -2,6 +2,7 @@
 
 import os
 import re
+import tracemalloc
 
 from absl.testing import absltest
 import numpy as np
@@ -205,19 +206,38 @@ class LayoutTest(absltest.TestCase):
         "which does not exist)")):
       data_layout.load_clip(layout.clips["c"])
 
+  def test_a_resized_clip_is_never_held_whole_in_float(self):
+    """A long clip resized (e.g. to the 300x300 of the original's training frames) peaked at ~13x
+    its resized size in memory (the whole clip in float32 and temporaries): now about 2x."""
+    frames = dt.random_clip(self.rng, 40, 16, 16)
+    dt.write_video(os.path.join(self.root, "long.mkv"), frames)
+    dt.write_frames(os.path.join(self.root, "pngs"), frames, ".png")
+    layout = data_layout.discover(self.root)
+    for name in ("long", "pngs"):
+      tracemalloc.start()
+      try:
+        got, _ = data_layout.load_clip(layout.clips[name], resize=(64, 64))
+        peak = tracemalloc.get_traced_memory()[1]
+      finally:
+        tracemalloc.stop()
+      self.assertEqual(got.shape, (40, 64, 64, 3))
+      self.assertLess(peak, 3 * got.nbytes, name)
+      np.testing.assert_array_equal(got, resizing.resize_bilinear(frames, 64, 64))
+
   def test_video_read(self):
     frames = dt.random_clip(self.rng, 5, 16, 24)
     path = dt.write_video(os.path.join(self.root, "v.mkv"), frames)
-    np.testing.assert_array_equal(reading.read_video(path), frames)
+    np.testing.assert_array_equal(np.stack(list(reading.iter_video(path))), frames)
     smooth = np.broadcast_to(np.linspace(0, 255, 32, dtype=np.uint8)[None, None, :, None],
                              (4, 16, 32, 3)).copy()
     path = dt.write_video(os.path.join(self.root, "v.mp4"), smooth, codec="mpeg4")
-    self.assertLessEqual(np.abs(reading.read_video(path).astype(int) - smooth).max(), 4)
+    self.assertLessEqual(np.abs(np.stack(list(reading.iter_video(path))).astype(int)
+                                - smooth).max(), 4)
     bad = os.path.join(self.root, "bad.mp4")
     with open(bad, "wb") as f:
       f.write(b"\x00" * 100)
     with self.assertRaisesRegex(reading.MediaError, bad):
-      reading.read_video(bad)
+      reading.iter_video(bad)  # at once, before a frame is asked for
 
   def test_list_file(self):
     path = os.path.join(self.root, "list.txt")

@@ -159,8 +159,11 @@ def load_clip(clip: ClipFiles, resize: Sequence[int] | None = None):
     DataError: naming the file: no frames, an unreadable or corrupt frame, or frames of
       different sizes within the clip.
   """
+  size = None if resize is None else (int(resize[0]), int(resize[1]))
+  # Resized as read: a long clip is never held at its full size (nor in float32, all at once).
+  kept = lambda image: image if size is None else resizing.resize_bilinear(image, *size)
   if clip.video:
-    frames = reading.read_video(clip.video)
+    frames = [kept(image) for image in reading.iter_video(clip.video)]
     names = [f"{i:05d}" for i in range(len(frames))]
   else:
     if not clip.frames:
@@ -170,18 +173,16 @@ def load_clip(clip: ClipFiles, resize: Sequence[int] | None = None):
                       f"{clip.folder or clip.name}" + (
                           f"; its videos ({', '.join(videos[:3])}) are not read: a video is a "
                           "clip directly in the data folder" if videos else ""))
-    images = []
+    frames, first = [], None
     for path in clip.frames:
       image = reading.read_image(path)
-      if images and image.shape != images[0].shape:
-        raise DataError(f"frame size {image.shape[:2]} of {path} differs from "
-                        f"{images[0].shape[:2]} of {clip.frames[0]}")
-      images.append(image)
-    frames = np.stack(images)
+      first = image.shape if first is None else first
+      if image.shape != first:
+        raise DataError(f"frame size {image.shape[:2]} of {path} differs from {first[:2]} of "
+                        f"{clip.frames[0]}")
+      frames.append(kept(image))
     names = [os.path.splitext(os.path.basename(p))[0] for p in clip.frames]
-  if resize is not None:
-    frames = resizing.resize_bilinear(frames, int(resize[0]), int(resize[1]))
-  return frames, names
+  return np.stack(frames), names
 
 
 def fingerprint(root: str, layout: "Layout | None" = None) -> dict[str, Any]:

@@ -388,13 +388,13 @@ def read_image(path: str) -> np.ndarray:
   return av_frames.convert(_decode_image(path, gray_out=False), np.uint8)
 
 
-def read_video(path: str) -> np.ndarray:
-  """Decodes every frame of a video file as `[T, H, W, 3]` uint8 RGB.
+def iter_video(path: str):
+  """The frames of a video file, decoded one at a time, as `[H, W, 3]` uint8 RGB.
 
-  Raises:
+  Raises (at once):
     MediaError: the file is missing, unreadable, has no video stream or no frames.
   """
   if not os.path.isfile(path):
     link = f" (a link to {os.readlink(path)}, which does not exist)" if os.path.islink(path) else ""
     raise MediaError(f"missing video file {path}{link}")
-  return open_source(path).read_all(np.uint8, rgb=True)
+  return open_source(path).iter_frames(np.uint8, rgb=True)
