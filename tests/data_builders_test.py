@@ -5,6 +5,7 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -268,6 +269,19 @@ class VideoFramesTest(absltest.TestCase):
       self._build()
     self.assertIn("its videos (trip.mkv) are not read: a video is a clip directly in the data "
                   "folder", "\n".join(logs.output))
+
+  def test_a_clip_whose_name_is_not_utf8_is_skipped(self):
+    """A folder named in another system's encoding (b'caf\xe9', Latin-1) stopped the whole build
+    (UnicodeEncodeError serializing the clip's name): skipped and told, the other clips built."""
+    self._clip("good")
+    bad = os.path.join(os.fsencode(self.root), b"caf\xe9")
+    shutil.copytree(os.path.join(self.root, "good"), os.fsdecode(bad))
+    with self.assertLogs(level="WARNING") as logs:
+      builder = self._build()
+    self.assertEqual(self._names(), ("good",))
+    self.assertIn("is not UTF-8 text (a name from another system's encoding?): rename it",
+                  "\n".join(logs.output))
+    self.assertEqual([n for n, _ in builder.info.metadata["skipped"]["train"]], ["caf\\udce9"])
 
   def test_two_clips_of_one_name_are_refused(self):
     # A video beside its extracted frames: one of them was dropped, silently.

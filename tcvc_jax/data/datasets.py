@@ -35,6 +35,14 @@ def clip_features() -> tfds.features.FeaturesDict:
   })
 
 
+def _is_utf8(text):
+  try:
+    text.encode("utf-8")
+  except UnicodeEncodeError:  # undecodable bytes of a file name (surrogate escapes)
+    return False
+  return True
+
+
 class _ClipBuilder(tfds.core.GeneratorBasedBuilder):
   """What both builders share: the record layout, metadata and where their files are.
 
@@ -232,13 +240,17 @@ class VideoFrames(_ClipBuilder):
         if clip is None:
           raise sources.DataError(f"no clip folder or video named {name!r} under {root}")
         frames, frame_names = data_layout.load_clip(clip, resize)
+        for text in (name, *frame_names):  # stored as UTF-8 strings
+          if not text.isascii() and not _is_utf8(text):
+            raise sources.DataError(f"{clip.location}: the name {text!r} is not UTF-8 text (a name "
+                                    "from another system's encoding?): rename it to keep the clip")
         if len(frames) < c.min_frames:
           n = len(frames)
           raise sources.DataError(f"{n} frame{'s' if n != 1 else ''} in {clip.location}, fewer "
                                   f"than min_frames={c.min_frames}")
       except reading.MediaError as e:
         logging.warning("video_frames[%s]: skipping clip %r: %s", split, name, e)
-        skipped.append([name, str(e)])
+        skipped.append([name.encode("utf-8", "backslashreplace").decode(), str(e)])
         continue
       if av_frames.colourless(frames):  # kept: SRL needs no colour
         gray.append(name)
