@@ -54,9 +54,14 @@ def test_bad_inputs(checkpoint, test_set, tmp_path):
   (tmp_path / "notes.txt").write_bytes(b"a file, not a test set folder")
   # What unzipping on a Mac leaves: not a clip (it was taken for a set nested one level deeper).
   shutil.copytree(gray, tmp_path / "mac" / "__MACOSX" / "clip")
+  shutil.copytree(test_set, tmp_path / "latin1")  # a clip folder named in Latin-1: b"caf\xe9"
+  os.rename(os.path.join(tmp_path / "latin1", "bear"),
+            os.path.join(os.fsencode(tmp_path / "latin1"), b"caf\xe9"))
   shutil.copytree(test_set, tmp_path / "linked")
   os.symlink(tmp_path / "moved_away", tmp_path / "linked" / "zebra")
   cases = {
+      "a name not UTF-8": (_config(checkpoint, str(tmp_path / "latin1")),
+                           r"^clip caf\\udce9: the name caf\\udce9 is not UTF-8 text"),
       "a broken link": (_config(checkpoint, str(tmp_path / "linked")),
                         "linked/zebra is a link to .*/moved_away, which does not exist: mend or "
                         "remove it"),

@@ -136,6 +136,14 @@ def iter_clips(data_config):
   dirs = _clip_dirs(data_config.root, data_config.clips)
   # Every clip opened (its frame headers read) before the first is colorized: fail at once.
   opened = [(name, _open_clip(name, path, data_config.no_gt)) for name, path in dirs]
+  for name, src in opened:  # (names go into CSV and JSON files, as UTF-8)
+    for text in [name, *(src.names or ())]:
+      try:
+        text.encode("utf-8")
+      except UnicodeEncodeError:  # undecodable bytes of a file name (surrogate escapes)
+        shown = lambda t: t.encode("utf-8", "backslashreplace").decode()
+        raise EvalError(f"clip {shown(name)}: the name {shown(text)} is not UTF-8 text (a name "
+                        "from another system's encoding?): rename it") from None
   return Clips((_read_clip(name, src, data_config.no_gt) for name, src in opened), len(opened))
 
 
