@@ -176,7 +176,10 @@ class VideoFramesTest(absltest.TestCase):
     module = datasets
     config = module.VideoFramesConfig(name="tiny_resized", resize=(8, 12),
                                       resize_splits=("train",))
-    builder = self._build(config)
+    with self.assertLogs(level="WARNING") as logs:  # what the lists leave out is told
+      builder = self._build(config)
+    self.assertIn("1 clip(s) under " + self.root + " are in no split list, so not in the dataset: "
+                  "unlisted", "\n".join(logs.output))
     # val.txt is the validation split (train.py's), as a val/ split folder is.
     self.assertEqual(set(builder.info.splits), {"train", "test", "validation"})
     source, index = data_building.open_split("video_frames", "train", self.data_dir,
@@ -192,6 +195,19 @@ class VideoFramesTest(absltest.TestCase):
     source, index = data_building.open_split("video_frames", "test", self.data_dir,
                                              config="tiny_resized")
     self.assertEqual((index.names, source[0]["frames"].shape), (("boat",), b.shape))
+
+  def test_split_lists_naming_a_clip_twice_or_in_two_splits_are_told(self):
+    for name in ("a", "b"):
+      self._clip(name)
+    os.makedirs(os.path.join(self.root, "splits"))
+    for split, names in (("train", "a\nb\na\n"), ("test", "a\n")):
+      with open(os.path.join(self.root, "splits", f"{split}.txt"), "w") as f:
+        f.write(names)
+    with self.assertLogs(level="WARNING") as logs:
+      self._build()
+    text = "\n".join(logs.output)
+    self.assertIn("the train list names a more than once", text)
+    self.assertIn("clips in more than one split: a (test, train)", text)  # (lists in name order)
 
   def test_embedded_lists_are_the_original_ones(self):
     lists = os.path.join(os.path.dirname(datasets.__file__), "lists")

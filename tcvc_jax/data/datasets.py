@@ -35,6 +35,27 @@ def clip_features() -> tfds.features.FeaturesDict:
   })
 
 
+def _check_lists(wanted, layout, root):
+  """Warns of clips a split list names twice, clips in two splits, and clips in no list."""
+  seen = {}
+  for split, names in wanted.items():
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+      logging.warning("video_frames: the %s list names %s more than once: each time is a clip of "
+                      "the split", split, ", ".join(twice[:5]))
+    for n in dict.fromkeys(names):
+      seen.setdefault(n, []).append(split)
+  both = {n: s for n, s in seen.items() if len(s) > 1}
+  if both:
+    logging.warning("video_frames: clips in more than one split: %s",
+                    "; ".join(f"{n} ({', '.join(s)})" for n, s in list(both.items())[:5]))
+  unlisted = [n for n in layout.clips if n not in seen]
+  if unlisted:
+    logging.warning("video_frames: %d clip(s) under %s are in no split list, so not in the "
+                    "dataset: %s", len(unlisted), root,
+                    ", ".join(unlisted[:5]) + (", ..." if len(unlisted) > 5 else ""))
+
+
 def _is_utf8(text):
   try:
     text.encode("utf-8")
@@ -216,6 +237,7 @@ class VideoFrames(_ClipBuilder):
     if lists:
       wanted = {split: [n for f in files for n in data_layout.read_list_file(f)]
                 for split, files in lists.items()}
+      _check_lists(wanted, layout, root)
     elif layout.split_of:
       wanted = {}
       for name, split in layout.split_of.items():
