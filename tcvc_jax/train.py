@@ -3,11 +3,12 @@
   python -m tcvc_jax.train --config configs/default.py --workdir runs/tcvc \\
       --config.data.manual_dir=/data/clips --config.init_from=weights/siggraph17,weights/flownet2
 
-Multi-host jobs (Cloud TPU pods, SLURM, or JAX_COORDINATOR_ADDRESS set) start the same command on
-every host. SIGINT / SIGTERM during training: the checkpoint is saved, then exit 0 (a second signal
-stops at once); before the first step (while XLA compiles) nothing is lost, so it stops at once with
-exit 130 (in a multi-host job, where no process may end alone, after the first step, saving it).
-Exit codes: see tcvc_jax.cli.
+Multi-host jobs start the same command on every host: on Cloud TPU pods, SLURM and Open MPI as it
+is; elsewhere with JAX_COORDINATOR_ADDRESS=host:port of process 0, JAX_NUM_PROCESSES and
+JAX_PROCESS_ID set on each. SIGINT / SIGTERM during training: the checkpoint is saved, then exit 0
+(a second signal stops at once); before the first step (while XLA compiles) nothing is lost, so it
+stops at once with exit 130 (in a multi-host job, where no process may end alone, after the first
+step, saving it). Exit codes: see tcvc_jax.cli.
 """
 
 import os

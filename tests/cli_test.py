@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -223,6 +224,8 @@ def test_train_interrupt_during_compile_and_during_training(tmp_path):
   assert proc.returncode == 0, err[-3000:]
   assert "stopped by a signal" in out
   assert os.listdir(tmp_path / "b" / "checkpoints")
+  # No progress bar in this preset (as on pods): a line per logging interval instead of nothing.
+  assert re.search(r"^step \d+/100000: loss \S+, \S+ steps/s$", err, re.M), err[-3000:]
 
 
 def test_train_interrupted_before_its_first_step_in_a_folder_of_the_users(tmp_path):

@@ -33,6 +33,34 @@ def test_fill_mesh_shape():
     sharding.fill_mesh_shape((("data", -1), ("model", -1)), 8)
 
 
+@pytest.mark.parametrize("env,out", [
+    # A job of one process by the variables alone: jax.distributed starts (it read the address
+    # only; the job size and the process id cannot come from JAX's environment).
+    ({"JAX_NUM_PROCESSES": "1", "JAX_PROCESS_ID": "0"}, "processes 1, distributed True"),
+    # The address alone was a run of its own on every host, silently (training side by side).
+    ({}, "error: the multi-host job cannot start: "),
+    ({"JAX_NUM_PROCESSES": "two", "JAX_PROCESS_ID": "0"},
+     "error: JAX_NUM_PROCESSES must be a whole number, got 'two'"),
+])
+def test_a_job_started_by_jax_variables(env, out):
+  import socket  # pylint: disable=g-import-not-at-top
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  script = ("import jax\nfrom tcvc_jax.training import sharding\n"
+            "try:\n  sharding.initialize_distributed()\n"
+            "except ValueError as e:\n  print('error:', e)\n"
+            "else:\n  print(f'processes {jax.process_count()}, distributed "
+            "{jax.distributed.is_initialized()}')\n  jax.distributed.shutdown()\n")
+  base = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_FLAGS"))}
+  proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                        env=dict(base, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", **env),
+                        check=False)
+  assert proc.returncode == 0 and proc.stdout.startswith(out), proc.stdout + proc.stderr[-2000:]
+  if not env:
+    assert "set JAX_COORDINATOR_ADDRESS=host:port of process 0, JAX_NUM_PROCESSES" in proc.stdout
+
+
 def test_batch_size_must_divide_the_data_axis():
   import jax  # pylint: disable=g-import-not-at-top
 

@@ -117,6 +117,25 @@ def test_data_missing_on_one_host_stops_every_process_at_once(tmp_path_factory):
   assert not os.path.exists(workdir)
 
 
+def test_processes_given_different_configs_are_told_so(tmp_path_factory):
+  """Process 1 started with another learning rate (a typo in one host's command): the job trained
+  in lockstep with both rates, exit 0, its config.json naming process 0's. Now both stop at once,
+  naming the key; a host's own data_dir may differ."""
+  tfds = train_testlib.prepared_tfds(tmp_path_factory)
+  cache = train_testlib.shared_dir(tmp_path_factory, "jax_cache_multihost")
+  workdir = tmp_path_factory.mktemp("multihost_configs") / "run"
+  overrides = {"data.data_dir": tfds, "data.batch_size": 4}
+  codes, logs = _run_job(str(workdir), overrides, cache, timeout=150, fails=True, extra={1: {
+      "overrides": dict(overrides, **{"optim.learning_rate": 0.5, "data.data_dir": tfds + "/"})}})
+  assert codes == [1, 1], logs
+  base = repr(train_testlib.tiny_config(**overrides).optim.learning_rate)
+  for log, value in zip(logs, (base, "0.5"), strict=True):
+    assert ("the processes of this job were given different configs: process(es) 1 differ from "
+            f"process 0 in optim.learning_rate (here {value}); start every process with the same "
+            "command") in log, log[-3000:]
+  assert not os.path.exists(workdir)
+
+
 def test_processes_with_different_device_counts_are_told_so(tmp_path_factory):
   tfds = train_testlib.prepared_tfds(tmp_path_factory)
   cache = train_testlib.shared_dir(tmp_path_factory, "jax_cache_multihost")

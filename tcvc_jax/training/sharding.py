@@ -5,6 +5,8 @@ leading axis; the train state is replicated. Each process loads its own slice of
 and `global_batch` stitches the slices into one global array.
 """
 
+import hashlib
+import os
 from typing import Any
 from typing import Callable
 from typing import Sequence
@@ -23,22 +25,82 @@ T = TypeVar("T")
 _AXIS_TYPES = {"explicit": jax.sharding.AxisType.Explicit, "auto": jax.sharding.AxisType.Auto}
 
 
+_JOB_ENV = (("num_processes", "JAX_NUM_PROCESSES"), ("process_id", "JAX_PROCESS_ID"))
+
+
 def initialize_distributed(**kwargs) -> None:
   """Starts `jax.distributed` on a multi-host job; a no-op when no cluster is detected.
 
-  Must run before anything touches a JAX backend. On Cloud TPU, SLURM, Open MPI or with
-  `JAX_COORDINATOR_ADDRESS` set, JAX finds the coordinator and the process ids by itself.
+  Must run before anything touches a JAX backend. On Cloud TPU, SLURM or Open MPI, JAX finds the
+  coordinator and the process ids by itself; elsewhere set JAX_COORDINATOR_ADDRESS (host:port of
+  process 0), JAX_NUM_PROCESSES and JAX_PROCESS_ID on every process.
 
   Args:
     **kwargs: passed to `jax.distributed.initialize` (coordinator_address, num_processes,
       process_id, ...), e.g. for a local multi-process test.
+
+  Raises:
+    ValueError: a job that is asked for (kwargs, or JAX_* variables) but cannot start: a job of one
+      process per host, training side by side, is not what was asked for.
   """
+  asked = dict(kwargs)
+  if not kwargs:
+    for key, name in _JOB_ENV:
+      if os.environ.get(name, "").strip():
+        try:
+          asked[key] = int(os.environ[name])
+        except ValueError:
+          raise ValueError(f"{name} must be a whole number, got {os.environ[name]!r}") from None
   try:
-    jax.distributed.initialize(**kwargs)
+    jax.distributed.initialize(**asked)
   except ValueError as e:  # "coordinator_address should be defined": a single-host run.
-    if kwargs:
-      raise
+    if asked or os.environ.get("JAX_COORDINATOR_ADDRESS"):
+      raise ValueError(f"the multi-host job cannot start: {e} (outside Cloud TPU, SLURM and Open "
+                       "MPI, set JAX_COORDINATOR_ADDRESS=host:port of process 0, "
+                       "JAX_NUM_PROCESSES and JAX_PROCESS_ID on every process)") from None
     logging.info("single-host run (jax.distributed not initialised: %s)", e)
+
+
+# Config keys each host may set its own way: where its files are, its input threads, its logs.
+_HOST_KEYS = ("data.data_dir", "data.manual_dir", "data.num_workers", "data.read_threads",
+              "compilation_cache", "log.")
+
+
+def check_same_config(config: dict[str, Any]) -> None:
+  """Raises ValueError on every process of a job whose processes were given different configs.
+
+  Each process trains with its own config: one started with another value (a typo in one host's
+  command) would run the job in lockstep with two learning rates, silently. Keys of a host's own
+  resources (`_HOST_KEYS`: data_dir, input threads, ...) may differ. Every process must call it at
+  the same point.
+  """
+  if jax.process_count() == 1:
+    return
+  flat = sorted((k, v) for k, v in _flat(config) if not k.startswith(_HOST_KEYS))
+  digest = lambda text: np.frombuffer(hashlib.sha256(text.encode()).digest()[:8], np.uint8)
+  head = np.concatenate([digest(repr(flat)), np.frombuffer(np.int64(len(flat)).tobytes(),
+                                                           np.uint8)])
+  heads = np.asarray(multihost_utils.process_allgather(head))
+  others = [i for i in range(len(heads)) if (heads[i] != heads[0]).any()]
+  if not others:
+    return
+  keys = "keys of another preset?"
+  if (heads[:, 8:] == heads[0, 8:]).all():  # as many keys: which values differ
+    rows = np.asarray(multihost_utils.process_allgather(  # [processes, keys, 8]
+        np.stack([digest(f"{k}={v}") for k, v in flat])))
+    differ = (rows != rows[0]).any(axis=(0, 2))
+    keys = ", ".join(f"{k} (here {v})" for (k, v), d in zip(flat, differ, strict=True) if d)
+  raise ValueError(f"the processes of this job were given different configs: process(es) "
+                   f"{', '.join(map(str, others))} differ from process 0 in {keys}; start every "
+                   "process with the same command")
+
+
+def _flat(tree, prefix=""):
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      yield from _flat(value, f"{prefix}{key}.")
+    else:
+      yield f"{prefix}{key}", repr(value)
 
 
 def fill_mesh_shape(axes: Sequence[tuple[str, int]], num_devices: int) -> tuple[int, ...]:

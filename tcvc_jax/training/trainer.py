@@ -168,6 +168,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
 def _in_workdir(config, workdir, control):
   """`train_and_evaluate` once the job's processes are known to fit together."""
+  sharding.check_same_config(config.to_dict())
   # Each host looks at the workdir and data on its own disk (the same ones where they are shared).
   sharding.agree("checking its workdir", lambda: _check_workdir(config, workdir))
   try:  # (validate_config checked what needs no devices)
@@ -363,6 +364,10 @@ def _loop(config, state, start, step_fn, train_iter, mngr, writer, validator, pr
       last_log, history = (now, step), []
       writer.write_scalars(step, {f"train/{k}": v for k, v in scalars.items()})
       bar.set_postfix(loss=f"{scalars['loss']:.4g}")
+      if not show_bar and jax.process_index() == 0:  # (a pod's log file: a line per interval)
+        print(f"step {step}/{total}: loss {scalars['loss']:.4g}" + (
+            f", {scalars['steps_per_sec']:.3g} steps/s" if "steps_per_sec" in scalars else ""),
+              file=sys.stderr, flush=True)
       result["train"], result["train_steps"] = scalars, logged
     preempted = preemption.reached(step)
     checkpointing.save(mngr, step, state, train_iter, force=preempted or step == total)
