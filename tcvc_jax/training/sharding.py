@@ -84,7 +84,7 @@ def check_same_config(config: dict[str, Any]) -> None:
   others = [i for i in range(len(heads)) if (heads[i] != heads[0]).any()]
   if not others:
     return
-  keys = "keys of another preset?"
+  keys = "the keys they have (another preset?)"
   if (heads[:, 8:] == heads[0, 8:]).all():  # as many keys: which values differ
     rows = np.asarray(multihost_utils.process_allgather(  # [processes, keys, 8]
         np.stack([digest(f"{k}={v}") for k, v in flat])))
