@@ -163,6 +163,10 @@ class VideoFramesTest(absltest.TestCase):
     self.assertIn(corrupt_paths[2], skipped["corrupt"])
     self.assertIn(odd, skipped["mixed"])
     self.assertIn("min_frames=2", skipped["short"])
+    with self.assertLogs(level="WARNING") as logs:  # reused: its skipped clips are told again
+      self._build()
+    self.assertIn("video_frames/folder: 4 clip(s) were skipped when it was built: corrupt (",
+                  "\n".join(logs.output))
 
   def test_davis_layout_with_list_files_and_resize(self):
     a, _ = self._clip("JPEGImages/480p/bear", ext=".jpg", size=(16, 24))

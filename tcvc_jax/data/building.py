@@ -291,6 +291,11 @@ def _build_in_turn(make, full_name, manual_dir, overwrite):
     why = _why_rebuild(builder, manual_dir) if uses_clip_folder and manual_dir else None
     if why is None:
       logging.info("reusing %s in %s", full_name, builder.data_path)
+      skipped = [f"{n} ({r})" for rows in
+                 ((builder.info.metadata or {}).get("skipped") or {}).values() for n, r in rows]
+      if skipped:  # (said at its build too; a later run would not know)
+        logging.warning("%s: %d clip(s) were skipped when it was built: %s", full_name,
+                        len(skipped), "; ".join(skipped[:3]) + ("; ..." * (len(skipped) > 3)))
       _flock(use, fcntl.LOCK_SH)  # never waits: only a run holding the "build" lock replaces it
       return builder
   if uses_clip_folder:
