@@ -448,6 +448,21 @@ class VideoFramesTest(absltest.TestCase):
     self.assertEqual(self._interrupt_build(), before)  # the rebuild's dataset back in place
     self.assertEqual(self._names(), ("a", "b"))
 
+  def test_a_dataset_in_a_read_only_data_dir_is_not_rebuilt(self):
+    """Clips changed, data dir read-only (a shared copy): one line saying so (it was OSError
+    [Errno 30] after a 'rebuilding' warning); the dataset stays as it was."""
+    self._clip("a")
+    folder = os.path.dirname(self._build().data_path)
+    before = _tree(folder)
+    self._clip("b")
+    read_only = OSError(30, "Read-only file system")
+    with mock.patch.object(data_building.os, "rename", side_effect=read_only):
+      with self.assertRaisesRegex(data_sources.DataError, re.escape(
+          f"video_frames/folder in {self.data_dir} cannot be rebuilt (the clips in ") + ".*"
+          + re.escape("): Read-only file system; give this run a data dir it can write")):
+        self._build()
+    self.assertEqual(_tree(folder), before)
+
   def test_a_build_killed_at_once_is_cleaned_up_by_the_next(self):
     """kill -9 or out of memory during a rebuild (nothing undone): the dataset it had set aside
     stayed hidden, and TFDS's incomplete folder stayed, build after build. The next build puts the

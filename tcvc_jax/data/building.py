@@ -316,10 +316,15 @@ def _build_in_turn(make, full_name, manual_dir, overwrite):
   partial = _PartialBuild(builder.data_path) if _local(builder.data_path) else None
   try:
     if prepared:
-      if partial is not None:
-        partial.set_aside()
-      else:
-        builder.data_path.rmtree()
+      try:
+        if partial is not None:
+          partial.set_aside()
+        else:
+          builder.data_path.rmtree()
+      except OSError as e:  # a read-only data dir (a shared copy)
+        raise DataError(f"{full_name} in {builder.data_dir_root} cannot be rebuilt "
+                        f"({why or 'a rebuild was asked for'}): {e.strerror or e}; give this run a "
+                        "data dir it can write (--config.data.data_dir=DIR)") from e
       builder = make()  # not the one that read the old dataset's info
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
         manual_dir=manual_dir, download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))
