@@ -6,6 +6,9 @@ import functools
 import hashlib
 import os
 import platform
+import subprocess
+import sys
+import textwrap
 
 from absl.testing import absltest
 import av
@@ -403,6 +406,31 @@ class WriteTest(absltest.TestCase):
         with writing.open_writer(os.path.join(self.dir, name), fps=5) as w:
           w.write(np.zeros((8, 8, 3), np.uint8))
           raise RuntimeError("boom")
+    self.assertEqual(self._listing(), [])
+
+  def test_a_full_disk_names_the_output(self):
+    """A write that fails mid-way (a full disk; here the file size limit, EFBIG) is one line naming
+    the output: the video's said its hidden temporary file, the folder's no path at all."""
+    script = textwrap.dedent(f"""
+        import os, resource, signal
+        import numpy as np
+        from tcvc_jax.media import reading, writing
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (30000, 30000))
+        noise = np.random.default_rng(0).integers(0, 256, (40, 128, 128, 3), dtype=np.uint8)
+        for name in ("o.mp4", "frames"):
+          try:
+            with writing.open_writer(os.path.join({self.dir!r}, name), fps=5) as w:
+              for frame in noise:
+                w.write(frame)
+          except reading.MediaError as e:
+            print(e)
+        """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, check=False)
+    self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
+    self.assertEqual(proc.stdout.splitlines(), [
+        f"cannot write {os.path.join(self.dir, n)}: File too large" for n in ("o.mp4", "frames")])
     self.assertEqual(self._listing(), [])
 
   def test_writer_errors(self):

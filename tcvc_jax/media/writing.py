@@ -215,12 +215,15 @@ class VideoWriter(_Writer):
     if self._pts is not None and pts <= self._pts:
       pts = self._pts + 1
     vf.pts, vf.time_base, self._pts = pts, self._time_base, pts
-    with allocator.filled_allocations():  # the same frames, the same file (see there)
-      for pkt in self._stream.encode(vf):
-        self._out.mux(pkt)
-    self._count += 1
-    if self._sound is not None:
-      self._sound.mux_until(self._out, (pts + period) * self._time_base)
+    try:  # (a full disk: the output named, not its temporary file)
+      with allocator.filled_allocations():  # the same frames, the same file (see there)
+        for pkt in self._stream.encode(vf):
+          self._out.mux(pkt)
+      self._count += 1
+      if self._sound is not None:
+        self._sound.mux_until(self._out, (pts + period) * self._time_base)
+    except (av.error.FFmpegError, OSError) as e:
+      raise MediaError(f"cannot write {self.path}: {reason(e)}") from e
 
   def close(self):
     """Flushes the encoder, finishes the file and renames it into place."""
@@ -311,8 +314,12 @@ class FolderWriter(_Writer):
       name = self._names[self._count]
     else:
       name = f"{self._count:05d}.png"
-    with open(os.path.join(self._tmp, name), "wb") as f:
-      f.write(encode_png(_frame_uint8(frame, keep_uint16=True)))
+    data = encode_png(_frame_uint8(frame, keep_uint16=True))
+    try:
+      with open(os.path.join(self._tmp, name), "wb") as f:
+        f.write(data)
+    except OSError as e:  # (a full disk: "[Errno 28] No space left on device", naming nothing)
+      raise MediaError(f"cannot write {self.path}: {reason(e)}") from e
     self._count += 1
 
   def close(self):
