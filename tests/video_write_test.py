@@ -224,6 +224,47 @@ class WriteTest(absltest.TestCase):
       self.assertGreaterEqual(len(got), len(src_audio) - 1, ext)
       self.assertAlmostEqual(got_v0, v0 - base, delta=2e-3, msg=ext)
 
+  def test_sound_listed_late_in_a_matroska_file_is_kept_whole(self):
+    """Pictures from 1 s to 31 s, sound from 0 s, in an .mkv muxed pictures first, whose audio
+    stream FFmpeg lists as starting at 1 s (its probe sees pictures only): an .mp4 output lost the
+    first second of its sound."""
+    src_path = os.path.join(self.dir, "late.mkv")
+    with av.open(src_path, "w") as out:
+      video = out.add_stream("libx264", rate=10)
+      video.width, video.height, video.pix_fmt = 32, 24, "yuv420p"
+      audio = out.add_stream("aac", rate=16000)
+      for i in range(300):
+        vf = av.VideoFrame.from_ndarray(np.full((24, 32, 3), i % 256, np.uint8), format="rgb24")
+        vf.pts, vf.time_base = 10 + i, fractions.Fraction(1, 10)
+        for pkt in video.encode(vf):
+          out.mux(pkt)
+      for pkt in video.encode():
+        out.mux(pkt)
+      for pos in range(0, 32 * 16000, 1024):  # 32 s of a tone
+        t = np.arange(pos, pos + 1024) / 16000
+        af = av.AudioFrame.from_ndarray(np.sin(2 * np.pi * 440 * t).astype(np.float32)[None],
+                                        format="fltp", layout="mono")
+        af.sample_rate, af.pts = 16000, pos
+        for pkt in audio.encode(af):
+          out.mux(pkt)
+      for pkt in audio.encode():
+        out.mux(pkt)
+    with av.open(src_path) as c:
+      self.assertGreater(c.streams.audio[0].start_time * c.streams.audio[0].time_base, 0.9)
+      lead = 1 - next(p.pts * p.time_base for p in c.demux(audio=0) if p.pts is not None)
+    out_path = os.path.join(self.dir, "out.mp4")
+    src = reading.open_source(src_path)
+    with writing.open_writer(out_path, fps=src.fps, audio_from=src_path,
+                             time_base=src.time_base) as w:
+      for i, f in enumerate(src.iter_frames(np.uint8)):
+        w.write(f, time=src.frame_times[i])
+    with av.open(out_path) as c:
+      sound = [p.pts * p.time_base for p in c.demux(audio=0) if p.pts is not None]
+    with av.open(out_path) as c:
+      first_picture = min(p.pts * p.time_base for p in c.demux(video=0) if p.pts is not None)
+    self.assertGreater(float(max(sound) - min(sound)), 31.9)  # all 32 s (it kept 31 s)
+    self.assertAlmostEqual(float(first_picture - min(sound)), float(lead), delta=2e-3)  # in sync
+
   def test_a_variable_frame_rate_keeps_its_times(self):
     # A phone in low light or a screen recording: frames 1/30 s apart, then 1/5 s, then 1/30 s.
     # Written at an even 1 / (average rate), frame 10 came 0.55 s late against the sound; the

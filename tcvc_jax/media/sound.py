@@ -51,6 +51,22 @@ def _first_picture(path):
   return None
 
 
+_PRIMING = fractions.Fraction(1, 5)  # seconds
+
+
+def _first_sound(container, stream):
+  """When the first packet of audio `stream` is played (seconds, a Fraction; None: unknown). A
+  Matroska file's audio from 0 under pictures from 5 s listed its stream as starting at 5 s, and
+  an .mp4 output lost the first 5 s of its sound."""
+  try:
+    for packet in container.demux(stream):
+      if packet.pts is not None:
+        return packet.pts * stream.time_base
+  except (av.error.FFmpegError, OSError):
+    pass
+  return None
+
+
 def _layout(stream):
   name = stream.layout.name  # 'N channels' where the source names no layout: not an encoder's
   return _LAYOUTS.get(stream.channels, name) if "channels" in name else name
@@ -132,7 +148,10 @@ class SourceSound:
     if streams.video:  # (the stream's listed start where no picture tells)
       video = _first_picture(path)
       video = _start(main_video_stream(self._in)) if video is None else video
-    audio = _start(self.stream)
+    with av.open(path) as container:
+      audio = _first_sound(container, container.streams.audio[0])
+    listed = _start(self.stream)  # (packets of a codec's priming come up to ~50 ms before it)
+    audio = listed if audio is None or (listed is not None and listed - audio < _PRIMING) else audio
     starts = [t for t in (video, audio) if t is not None]
     if starts:
       base = min(starts)
