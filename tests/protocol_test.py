@@ -342,7 +342,8 @@ class PipelineTest(parameterized.TestCase):
         "channels": (frames[:5] + [np.zeros((8, 8, 1), np.uint8)],
                      r"^frame 5 has shape \(8, 8, 1\), frame 0 \(8, 8, 3\)"),
         "2-D": (frames[:2] + [np.zeros((8, 8), np.uint8)] + frames[3:],
-                r"^frame 2 has shape \(8, 8\), expected \[H, W, 1\|3\|4\]$"),
+                r"^frame 2 has shape \(8, 8\), expected \[H, W, 1\|3\|4\] \(a gray frame \[H, W\]: "
+                r"add the channel, frame\[..., None\]\)$"),
         "type": (frames[:4] + [frames[4] / np.float32(255)] + frames[5:],
                  "^frame 4 is float32, frame 0 uint8: all frames must have one type"),
     }
