@@ -18,6 +18,7 @@ from tcvc_jax.data import layout as data_layout
 from tcvc_jax.data import sources
 from tcvc_jax.data import synthetic
 from tcvc_jax.media import av_frames
+from tcvc_jax.media import folders
 from tcvc_jax.media import reading
 
 # README.md (description) of each builder, and the original's split lists (lists/).
@@ -54,14 +55,6 @@ def _check_lists(wanted, layout, root):
     logging.warning("video_frames: %d clip(s) under %s are in no split list, so not in the "
                     "dataset: %s", len(unlisted), root,
                     ", ".join(unlisted[:5]) + (", ..." if len(unlisted) > 5 else ""))
-
-
-def _is_utf8(text):
-  try:
-    text.encode("utf-8")
-  except UnicodeEncodeError:  # undecodable bytes of a file name (surrogate escapes)
-    return False
-  return True
 
 
 class _ClipBuilder(tfds.core.GeneratorBasedBuilder):
@@ -262,10 +255,8 @@ class VideoFrames(_ClipBuilder):
         if clip is None:
           raise sources.DataError(f"no clip folder or video named {name!r} under {root}")
         frames, frame_names = data_layout.load_clip(clip, resize)
-        for text in (name, *frame_names):  # stored as UTF-8 strings
-          if not text.isascii() and not _is_utf8(text):
-            raise sources.DataError(f"{clip.location}: the name {text!r} is not UTF-8 text (a name "
-                                    "from another system's encoding?): rename it to keep the clip")
+        if problem := folders.not_utf8_problem(name, [name, *frame_names]):  # stored as UTF-8
+          raise sources.DataError(f"{problem} to keep it")
         if len(frames) < c.min_frames:
           n = len(frames)
           raise sources.DataError(f"{n} frame{'s' if n != 1 else ''} in {clip.location}, fewer "

@@ -11,6 +11,7 @@ import numpy as np
 from tcvc_jax.evaluation import windows as protocol
 from tcvc_jax.evaluation.eval_config import EvalError
 from tcvc_jax.media import av_frames
+from tcvc_jax.media import folders
 from tcvc_jax.media import reading
 
 
@@ -137,13 +138,8 @@ def iter_clips(data_config):
   # Every clip opened (its frame headers read) before the first is colorized: fail at once.
   opened = [(name, _open_clip(name, path, data_config.no_gt)) for name, path in dirs]
   for name, src in opened:  # (names go into CSV and JSON files, as UTF-8)
-    for text in [name, *(src.names or ())]:
-      try:
-        text.encode("utf-8")
-      except UnicodeEncodeError:  # undecodable bytes of a file name (surrogate escapes)
-        shown = lambda t: t.encode("utf-8", "backslashreplace").decode()
-        raise EvalError(f"clip {shown(name)}: the name {shown(text)} is not UTF-8 text (a name "
-                        "from another system's encoding?): rename it") from None
+    if problem := folders.not_utf8_problem(name, [name, *(src.names or ())]):
+      raise EvalError(problem)
   return Clips((_read_clip(name, src, data_config.no_gt) for name, src in opened), len(opened))
 
 

@@ -1,5 +1,6 @@
 """What a frame folder's file names tell a user: files that look like frames but are not read as
-ones (other image formats), and files read as frames that are named unlike the others."""
+ones (other image formats), files read as frames that are named unlike the others, and names that
+are not UTF-8 text (which CSV, JSON and datasets store)."""
 
 import collections
 import os
@@ -9,6 +10,19 @@ import re
 # cheaply from their headers): named in a warning instead of dropped silently.
 OTHER_IMAGE_EXTENSIONS = (".bmp", ".tif", ".tiff", ".webp", ".gif", ".tga", ".dpx", ".exr", ".jp2",
                           ".ppm", ".pgm", ".heic", ".heif", ".avif")
+
+
+def not_utf8_problem(clip, names):
+  """A sentence naming the first of a clip's `names` (its own and its frames') that is not UTF-8
+  text (undecodable bytes of a file name, kept as surrogate escapes), else None."""
+  for text in names:
+    try:
+      text.encode("utf-8")
+    except UnicodeEncodeError:
+      shown = lambda t: t.encode("utf-8", "backslashreplace").decode()
+      return (f"clip {shown(clip)}: the name {shown(text)} is not UTF-8 text (a name from another "
+              "system's encoding?): rename it")
+  return None
 
 
 def _listed(names, limit=3):
