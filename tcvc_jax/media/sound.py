@@ -150,7 +150,7 @@ class SourceSound:
       video = _start(main_video_stream(self._in)) if video is None else video
     with av.open(path) as container:
       audio = _first_sound(container, container.streams.audio[0])
-    listed = _start(self.stream)  # (packets of a codec's priming come up to ~50 ms before it)
+    listed = _start(self.stream)  # (a codec's priming packets come tens of ms before it)
     audio = listed if audio is None or (listed is not None and listed - audio < _PRIMING) else audio
     starts = [t for t in (video, audio) if t is not None]
     if starts:
