@@ -61,6 +61,23 @@ def test_a_job_started_by_jax_variables(env, out):
     assert "set JAX_COORDINATOR_ADDRESS=host:port of process 0, JAX_NUM_PROCESSES" in proc.stdout
 
 
+def test_a_coordinator_port_in_use_is_named():
+  # jax.distributed's coordinator died of a segmentation fault, without a word, when process 0's
+  # port was taken (an earlier job still running on the host).
+  script = ("import socket\nfrom tcvc_jax.training import sharding\n"
+            "with socket.socket() as s:\n  s.bind(('127.0.0.1', 0))\n  s.listen()\n"
+            "  port = s.getsockname()[1]\n  try:\n"
+            "    sharding.initialize_distributed(coordinator_address=f'127.0.0.1:{port}', "
+            "num_processes=2, process_id=0, initialization_timeout=10)\n"
+            "  except ValueError as e:\n    print('error:', e)\n")
+  base = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_FLAGS"))}
+  proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                        env=base, check=False)
+  assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+  assert "is in use on this host (process 0 serves the coordinator there)" in proc.stdout, (
+      proc.stdout + proc.stderr[-2000:])
+
+
 def test_batch_size_must_divide_the_data_axis():
   import jax  # pylint: disable=g-import-not-at-top
 

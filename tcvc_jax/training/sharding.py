@@ -5,8 +5,10 @@ leading axis; the train state is replicated. Each process loads its own slice of
 and `global_batch` stitches the slices into one global array.
 """
 
+import errno
 import hashlib
 import os
+import socket
 from typing import Any
 from typing import Callable
 from typing import Sequence
@@ -51,6 +53,9 @@ def initialize_distributed(**kwargs) -> None:
           asked[key] = int(os.environ[name])
         except ValueError:
           raise ValueError(f"{name} must be a whole number, got {os.environ[name]!r}") from None
+  if asked.get("process_id") == 0:
+    _check_coordinator_port(asked.get("coordinator_address")
+                            or os.environ.get("JAX_COORDINATOR_ADDRESS", "").strip())
   try:
     jax.distributed.initialize(**asked)
   except ValueError as e:  # "coordinator_address should be defined": a single-host run.
@@ -59,6 +64,30 @@ def initialize_distributed(**kwargs) -> None:
                        "MPI, set JAX_COORDINATOR_ADDRESS=host:port of process 0, "
                        "JAX_NUM_PROCESSES and JAX_PROCESS_ID on every process)") from None
     logging.info("single-host run (jax.distributed not initialised: %s)", e)
+
+
+def _check_coordinator_port(address: str) -> None:
+  """Raises ValueError when process 0 cannot serve the coordinator on its address's port.
+
+  jax.distributed's coordinator crashed the process (a segmentation fault, no message) when the
+  port was taken, e.g. by an earlier job still running on the host.
+  """
+  _, _, port = (address or "").rpartition(":")
+  if not port.isdigit() or int(port) > 65535:
+    return  # jax.distributed names a malformed address itself
+  for family, host in ((socket.AF_INET6, "::"), (socket.AF_INET, "")):
+    try:  # as the coordinator binds: every interface (dual-stack where IPv6 is there)
+      with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a finished job's TIME_WAIT
+        s.bind((host, int(port)))
+      return
+    except OSError as e:
+      if e.errno in (errno.EADDRINUSE, errno.EACCES):
+        why = "is in use on this host" if e.errno == errno.EADDRINUSE else "needs privileges here"
+        raise ValueError(f"the multi-host job cannot start: port {port} of the coordinator "
+                         f"address {address} {why} (process 0 serves the coordinator there): "
+                         "choose another port, or stop the process that holds it") from None
+      # no IPv6 on this host: try IPv4; nothing to bind at all: leave it to jax.distributed
 
 
 # Config keys each host may set its own way: where its files are, its input threads, its logs.
