@@ -324,32 +324,43 @@ class WriteTest(absltest.TestCase):
     self.assertEqual(got, want)  # same packets, same timestamps: remuxed, not re-encoded
 
   def test_sound_the_container_cannot_hold_is_re_encoded(self):
-    # An old camera's AVI with 8-bit PCM sound: an mp4 cannot hold it copied (colorize refused the
-    # whole video); it is re-encoded as AAC, and the writer's notes say so. Stereo 16-bit PCM at
-    # 6000 Hz: its layout has no name, which mp4 refuses only at the end of the file (the run was
-    # lost after its last frame), and AAC has no 6000 Hz (refused): re-encoded at 7350 Hz.
+    # An old camera's AVI with IMA ADPCM or 8-bit PCM sound: an mp4 cannot hold it copied (colorize
+    # refused the whole video); it is re-encoded as AAC, and the writer's notes say so. Stereo
+    # 16-bit PCM at 6000 Hz: its layout has no name, which mp4 refuses only at the end of the file
+    # (the run was lost after its last frame), and AAC has no 6000 Hz (refused): re-encoded at
+    # 7350 Hz. 16-bit PCM at 48 kHz: FFmpeg copies it into an mp4, whose sound then does not play
+    # in browsers or QuickTime: re-encoded too.
     for codec, rate, layout, out_rate, how in (
+        ("adpcm_ima_wav", 8000, "mono", 8000, "AAC"),
         ("pcm_u8", 8000, "mono", 8000, "AAC"),
-        ("pcm_s16le", 6000, "stereo", 7350, "AAC at 7350 Hz")):
-      src_path = os.path.join(self.dir, f"camera_{codec}.avi")
+        ("pcm_s16le", 6000, "stereo", 7350, "AAC at 7350 Hz"),
+        ("pcm_s16le", 48000, "mono", 48000, "AAC")):
+      src_path = os.path.join(self.dir, f"camera_{codec}_{rate}.avi")
       _make_video(src_path, _gradient_frames(6, 24, 32), codec="mjpeg", pix_fmt="yuvj420p",
                   audio_codec=codec, audio_rate=rate, audio_layout=layout)
-      out = os.path.join(self.dir, f"out_{codec}.mp4")
+      out = os.path.join(self.dir, f"out_{codec}_{rate}.mp4")
       src = reading.open_source(src_path)
       with writing.open_writer(out, fps=src.fps, audio_from=src_path) as w:
         for f in src.iter_frames(np.uint8):
           w.write(f)
-      self.assertEqual(w.notes, [f"the {codec} audio of {src_path} cannot be copied into a .mp4 "
-                                 f"file: re-encoded as {how}"])
+      why = ("would not play from a .mp4 file" if codec.startswith("pcm_") else
+             "cannot be copied into a .mp4 file")
+      self.assertEqual(w.notes, [f"the {codec} audio of {src_path} {why}: re-encoded as {how}"
+                                 + (" (a .mov or .mkv output keeps it as it is)"
+                                    if codec.startswith("pcm_") else "")])
       with av.open(out) as c:
         a = c.streams.audio[0]
         self.assertEqual((a.codec_context.name, a.rate, a.channels),
                          ("aac", out_rate, 2 if layout == "stereo" else 1))
         samples = sum(f.samples for f in c.decode(audio=0))
       self.assertAlmostEqual(samples / out_rate, 0.5, delta=0.15, msg=codec)  # give or take priming
-    with writing.open_writer(os.path.join(self.dir, "out.mkv"), fps=12, audio_from=src_path) as w:
-      w.write(_gradient_frames(1, 24, 32)[0])
-    self.assertEqual(w.notes, [])  # Matroska holds 16-bit PCM: copied
+    for ext in (".mkv", ".mov"):  # they hold 16-bit PCM, and players play it: copied
+      with writing.open_writer(os.path.join(self.dir, "out" + ext), fps=12,
+                               audio_from=src_path) as w:
+        w.write(_gradient_frames(1, 24, 32)[0])
+      self.assertEqual(w.notes, [], ext)
+      with av.open(os.path.join(self.dir, "out" + ext)) as c:
+        self.assertEqual(c.streams.audio[0].codec_context.name, "pcm_s16le", ext)
 
   def test_a_recording_cut_before_a_key_frame_keeps_its_sound_in_sync(self):
     # The first 4 video packets of this MPEG-TS file come before a key frame and decode to

@@ -2,10 +2,12 @@
 
 The stream is copied packet by packet where the output's container holds its codec; where it does
 not (IMA ADPCM or 8-bit PCM from an old camera's AVI into an mp4), it is decoded and re-encoded as
-AAC, with a note saying so. Timing: the output starts where the source's earlier stream (its video
-or this audio) starts, so sound that begins before the first picture is kept and the pictures keep
-their place against it (`video_offset`). Other streams (more audio tracks, subtitles, data) are not
-kept, and a note names them.
+AAC, with a note saying so. PCM of any kind is re-encoded for an mp4 / m4v too: FFmpeg writes it
+there, but browsers and QuickTime do not play such a file's sound (a .mov or .mkv keeps it).
+Timing: the output starts where the source's earlier stream (its video or this audio) starts, so
+sound that begins before the first picture is kept and the pictures keep their place against it
+(`video_offset`). Other streams (more audio tracks, subtitles, data) are not kept, and a note names
+them.
 """
 
 import collections
@@ -21,6 +23,8 @@ from tcvc_jax.media.reading import MediaError
 REENCODE_CODEC = "aac"  # held by every output container (mp4, m4v, mov, mkv)
 _AAC_RATES = (7350, 8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200,
               96000)  # sample rates AAC codes (others are resampled to the next one up)
+# Containers that take PCM from FFmpeg but whose players do not play it (ISO 23003-5 'ipcm').
+_NO_PLAYABLE_PCM = ("mp4", "ipod")
 _LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
 
 
@@ -136,14 +140,18 @@ class SourceSound:
       return
     name, rate = self.stream.codec_context.name, self.stream.rate
     self._rate = next((r for r in _AAC_RATES if r >= (rate or 0)), _AAC_RATES[-1])
-    self.copy = self._fits(path, container_format, copy=True)
+    unplayable = name.startswith("pcm_") and container_format in _NO_PLAYABLE_PCM
+    self.copy = not unplayable and self._fits(path, container_format, copy=True)
     if not self.copy:
       how = REENCODE_CODEC.upper() + (f" at {self._rate} Hz" if self._rate != rate else "")
       if not self._fits(path, container_format, copy=False):
         raise MediaError(f"cannot write the {name} audio of {path} into a {ext} file, copied or "
                          f"re-encoded as {how}")
-      self.notes.append(f"the {name} audio of {path} cannot be copied into a {ext} file: "
-                        f"re-encoded as {how}")
+      self.notes.append(
+          f"the {name} audio of {path} " + (
+              f"would not play from a {ext} file: re-encoded as {how} (a .mov or .mkv output "
+              "keeps it as it is)" if unplayable else
+              f"cannot be copied into a {ext} file: re-encoded as {how}"))
     video = None
     if streams.video:  # (the stream's listed start where no picture tells)
       video = _first_picture(path)
