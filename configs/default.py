@@ -121,9 +121,11 @@ def get_config(arg=None):
   config.data.eval_batch_size = 1
 
   config.eval = ml_collections.ConfigDict()
-  # The test protocol's interval length T (windows of T + 2 frames) and network size.
+  # The test protocol's interval length T (windows of T + 2 frames) and network size: n,
+  # (height, width), or None for each clip's own size. Untyped, so that
+  # --config.eval.network_size takes 256, '(256,320)' or None.
   config.eval.interval_length = 17
-  config.eval.network_size = (256, 256)
+  config.eval.network_size = config_dict.FieldReference((256, 256), field_type=object)
   # Validation clips shown as images, and frames per image.
   config.eval.num_images = 2
   config.eval.image_frames = 6

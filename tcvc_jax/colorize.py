@@ -128,8 +128,9 @@ def _usage_problem(args):
     return ("--bit-depth 16 is for a frame folder output (a path without extension); "
             f"{args.output} is a video, written at 8 bits")
   try:
+    writing.check_output_type(args.output)
     writing.check_paths(args.input, args.output)
-  except ValueError as e:
+  except ValueError as e:  # (MediaError is one)
     return str(e)
   try:
     streaming.parse_size(args.size)

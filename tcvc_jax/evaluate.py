@@ -40,23 +40,33 @@ better), ssim, warp_error (flow-warped difference of consecutive outputs, lower 
 """
 
 
+def _config_problem(config):
+  """The config's first problem in one line, or None (before any folder is made or the model is
+  loaded)."""
+  from tcvc_jax.evaluation import eval_config  # pylint: disable=g-import-not-at-top
+  modes = config.hints.modes  # --config.hints.modes=auto,clicks comes as ('auto,clicks',)
+  if isinstance(modes, (tuple, list)) and any("," in str(m) for m in modes):
+    config.hints.modes = tuple(x.strip() for m in modes for x in str(m).split(",") if x.strip())
+  try:
+    eval_config.validate_config(config)
+  except eval_config.EvalError as e:
+    return cli.one_line(e)
+  return None
+
+
 @cli.ends_on_interrupt
 def main(argv=None):
   argv = sys.argv if argv is None else argv
   parsed = flag_parsing.parse(argv, _USAGE, _EXAMPLES, None, None,
-                              "Folder for colorized frames, videos, metrics and plots.")
+                              "Folder for colorized frames, videos, metrics and plots.",
+                              _config_problem)
   if isinstance(parsed, int):
     return parsed
   config, workdir, verbose, cache = parsed
-  from tcvc_jax.evaluation import eval_config  # pylint: disable=g-import-not-at-top
   from tcvc_jax.evaluation import evaluator  # pylint: disable=g-import-not-at-top
-  modes = config.hints.modes  # --config.hints.modes=auto,clicks comes as ('auto,clicks',)
-  if isinstance(modes, (tuple, list)) and any("," in str(m) for m in modes):
-    config.hints.modes = tuple(x.strip() for m in modes for x in str(m).split(",") if x.strip())
-  try:  # every config value, before any folder is made or the model is loaded
-    eval_config.validate_config(config)
-  except eval_config.EvalError as e:
-    print(f"error: {cli.one_line(e)}", file=sys.stderr)
+  problem = _config_problem(config)
+  if problem:
+    print(f"error: {problem}", file=sys.stderr)
     return cli.EXIT_USAGE
 
   def work():

@@ -153,7 +153,9 @@ def _define(default_config, workdir_default, workdir_help):
                                   lock_config=True, flag_values=fv)
   flags.DEFINE_string("workdir", workdir_default, workdir_help, flag_values=fv)
   flags.DEFINE_bool("verbose", False, "Show tracebacks and INFO logs.", flag_values=fv)
-  flags.DEFINE_bool("show_config", False, "Print the resolved config (every key) and exit.",
+  flags.DEFINE_bool("show_config", False,
+                    "Print the resolved config (every key), check its values and exit (2 if one is "
+                    "wrong).",
                     flag_values=fv)
   flags.DEFINE_string("compilation_cache", "auto",
                       "XLA compilation cache: 'auto' (a folder in the user's cache), 'off', or a "
@@ -172,8 +174,13 @@ def _help(fv, usage, examples):
   print("\n" + cli.EXIT_CODES_HELP)
 
 
-def parse(argv, usage, examples, default_config, workdir_default, workdir_help):
-  """Parses argv; returns (config, workdir, verbose, compilation_cache) or an exit code."""
+def parse(argv, usage, examples, default_config, workdir_default, workdir_help, validate=None):
+  """Parses argv; returns (config, workdir, verbose, compilation_cache) or an exit code.
+
+  `validate(config)`: the tool's check of its config's values, a one-line problem or None; run
+  for --show_config too, which prints the config and then the problem (exit 2), so that a config
+  checked with it is one the tool runs.
+  """
   twice = _config_given_twice(list(argv))
   argv = _rewrite_config_arg(list(argv))
   if any(a in ("-h", "--help", "-help", "--helpshort", "--helpfull") for a in argv[1:]):
@@ -205,7 +212,11 @@ def parse(argv, usage, examples, default_config, workdir_default, workdir_help):
     return cli.EXIT_USAGE
   _expand_home(config)
   if fv.show_config:
+    problem = validate(config) if validate else None  # (which may normalise values)
     print(config)
+    if problem:
+      print(f"error: {problem}", file=sys.stderr)
+      return cli.EXIT_USAGE
     return cli.EXIT_OK
   if not fv.workdir:
     print("error: no workdir: pass --workdir FOLDER", file=sys.stderr)
@@ -225,9 +236,9 @@ def _expand_home(config):
       config[key] = os.path.expanduser(value)
 
 
-def parse_train_flags(argv, usage, examples):
+def parse_train_flags(argv, usage, examples, validate=None):
   out = parse(argv, usage, examples, os.path.join(CONFIG_DIR, "demo.py"), "runs/demo",
-              "Where checkpoints, metrics and images go.")
+              "Where checkpoints, metrics and images go.", validate)
   if isinstance(out, int):
     return out
   config, workdir, verbose, cache = out

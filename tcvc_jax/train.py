@@ -85,19 +85,27 @@ def _summary(result, workdir, config):
   return "\n".join(lines)
 
 
-@cli.ends_on_interrupt
-def main(argv=None):
-  argv = sys.argv if argv is None else argv
-  parsed = flag_parsing.parse_train_flags(argv, _USAGE, _EXAMPLES)
-  if isinstance(parsed, int):
-    return parsed
-  config, workdir, verbose = parsed
+def _config_problem(config):
+  """The config's first problem in one line, or None (before any folder is made)."""
   from tcvc_jax.training import train_config  # pylint: disable=g-import-not-at-top
-  from tcvc_jax.training import trainer  # pylint: disable=g-import-not-at-top
   try:
     train_config.validate_config(config)
   except ValueError as e:
-    print(f"error: {cli.one_line(e)}", file=sys.stderr)
+    return cli.one_line(e)
+  return None
+
+
+@cli.ends_on_interrupt
+def main(argv=None):
+  argv = sys.argv if argv is None else argv
+  parsed = flag_parsing.parse_train_flags(argv, _USAGE, _EXAMPLES, _config_problem)
+  if isinstance(parsed, int):
+    return parsed
+  config, workdir, verbose = parsed
+  from tcvc_jax.training import trainer  # pylint: disable=g-import-not-at-top
+  problem = _config_problem(config)
+  if problem:
+    print(f"error: {problem}", file=sys.stderr)
     return cli.EXIT_USAGE
   control = trainer.RunControl()
 

@@ -97,6 +97,24 @@ def test_train_config_mistakes_stop_before_any_work(args, text, tmp_path):
   assert not os.path.exists(tmp_path / "run")
 
 
+def test_show_config_checks_what_a_run_would(tmp_path):
+  # --show_config printed a config that could not run (num_train_steps=0) with exit 0; and the
+  # demo's eval.network_size (None) took no value from the command line (a NoneType field), though
+  # train.py's own message says to set it there.
+  proc = _run([os.path.join(REPO, "train.py"), "--config.eval.network_size=(64,128)",
+               "--config.optim.milestones=-1", "--show_config"], tmp_path)
+  _one_error_line(proc, 2, "optim.milestones must be whole numbers of updates >= 0")
+  assert "network_size: !!python/tuple\n  - 64\n  - 128\n" in proc.stdout, proc.stdout
+  proc = _run([os.path.join(REPO, "train.py"), "--config=default",
+               "--config.eval.network_size=None", "--show_config"], tmp_path)
+  assert proc.returncode == 0 and "  network_size: null\n" in proc.stdout, proc.stderr[-2000:]
+  proc = _run([os.path.join(REPO, "eval.py"), "--config=eval", "--config.checkpoint=ck",
+               "--config.data.root=clips", "--config.protocol.interval_length=-2",
+               "--show_config"], tmp_path)
+  _one_error_line(proc, 2, "protocol.interval_length")
+  assert "interval_length: -2" in proc.stdout
+
+
 @pytest.mark.parametrize("args,text", [
     (["--config=eval:nopreset"], "nopreset"),
     (["--config=eval", "--interval_length=3"], "did you mean --config.protocol.interval_length?"),

@@ -64,11 +64,12 @@ def test_the_wheel_is_what_gets_imported(venv_python, tmp_path):
 
 def test_installed_presets(venv_python, tmp_path):
   """Every preset of the configs folder is in the wheel and found by name from any folder."""
-  for tool, preset, line in (("train", "demo:short", "num_train_steps: 300"),
-                             ("train", "default:released", "num_frames: 12"),
-                             ("evaluate", "eval:synthetic,tiny", "network_size: ")):
-    proc = _run([venv_python, "-m", f"tcvc_jax.{tool}", f"--config={preset}", "--show_config"],
-                cwd=str(tmp_path), env=_env(tmp_path))
+  for tool, preset, line, more in (
+      ("train", "demo:short", "num_train_steps: 300", ()),
+      ("train", "default:released", "num_frames: 12", ()),
+      ("evaluate", "eval:synthetic,tiny", "network_size: ", ("--config.checkpoint=run",))):
+    proc = _run([venv_python, "-m", f"tcvc_jax.{tool}", f"--config={preset}", "--show_config",
+                 *more], cwd=str(tmp_path), env=_env(tmp_path))
     assert line in proc.stdout, (preset, proc.stdout[-2000:])
 
 

@@ -24,6 +24,14 @@ def test_schedule_is_the_originals_multistep():
     assert float(schedule(k - 1)) == pytest.approx(want, rel=1e-6), k
 
 
+def test_schedule_counts_milestones_as_the_original():
+  # MultiStepLR_Restart keeps a Counter: a milestone given twice halves twice, one below 0 never
+  # comes (it halved from the first update).
+  schedule = train_lib.lr_schedule(1.0, (10, 10, -1, 0), 0.5)
+  for k, want in ((1, 0.5), (10, 0.5), (11, 0.125), (100, 0.125)):
+    assert float(schedule(k - 1)) == pytest.approx(want, rel=1e-6), k
+
+
 def test_adam_matches_torch_hyperparameters():
   """One update equals PyTorch Adam's: lr * m_hat / (sqrt(v_hat) + eps), betas (0.9, 0.99)."""
   tx = train_lib.make_optimizer(learning_rate=5e-5, b1=0.9, b2=0.99, eps=1e-8,

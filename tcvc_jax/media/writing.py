@@ -374,11 +374,16 @@ def open_writer(path, fps=DEFAULT_FOLDER_FPS, audio_from=None, overwrite=False, 
     MediaError: the output exists (without overwrite), its folder is missing, or its type is
       not supported.
   """
-  ext = os.path.splitext(os.fspath(path))[1].lower()
-  if ext in VIDEO_OUTPUT_EXTENSIONS:
+  if check_output_type(path):
     return VideoWriter(path, fps, audio_from=audio_from, overwrite=overwrite,
                        sample_aspect_ratio=sample_aspect_ratio, time_base=time_base, tags=tags)
-  if ext:
-    raise MediaError(f"unsupported output {os.fspath(path)}: use a video file "
-                       f"({', '.join(VIDEO_OUTPUT_EXTENSIONS)}) or a folder without an extension")
   return FolderWriter(path, overwrite=overwrite, names=names)
+
+
+def check_output_type(path) -> bool:
+  """True for a video output, False for a folder; MediaError for a type not written."""
+  ext = os.path.splitext(os.fspath(path))[1].lower()
+  if ext and ext not in VIDEO_OUTPUT_EXTENSIONS:
+    raise MediaError(f"unsupported output {os.fspath(path)}: use a video file "
+                     f"({', '.join(VIDEO_OUTPUT_EXTENSIONS)}) or a folder without an extension")
+  return bool(ext)

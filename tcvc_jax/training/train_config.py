@@ -117,6 +117,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                      f"{config.data.num_frames}")
   if not config.optim.learning_rate > 0:
     raise ValueError(f"optim.learning_rate must be positive, got {config.optim.learning_rate!r}")
+  milestones = config.optim.milestones
+  if not (isinstance(milestones, (tuple, list)) and all(
+      isinstance(m, int) and not isinstance(m, bool) and m >= 0 for m in milestones)):
+    raise ValueError("optim.milestones must be whole numbers of updates >= 0 (e.g. "
+                     f"--config.optim.milestones=10000,20000), got {milestones!r}")
+  if not config.optim.gamma > 0:
+    raise ValueError(f"optim.gamma must be positive, got {config.optim.gamma!r}")
   try:
     spec = model_spec(config)
   except spec_lib.SpecError as e:

@@ -10,6 +10,7 @@ with both sides of each warp term differentiated. A step whose loss or gradient 
 skipped: params and optimizer state stay as they were, and the state counts it.
 """
 
+import collections
 import dataclasses
 from typing import Any
 from typing import Sequence
@@ -98,8 +99,14 @@ def init_variables(model: nn.Module, rng: jax.Array, sample_shape=INIT_SHAPE) ->
 
 
 def lr_schedule(learning_rate: float, milestones: Sequence[int], gamma: float):
-  """MultiStep decay stepped after each update: update k (1-based) uses lr * gamma^#{m <= k-1}."""
-  return optax.piecewise_constant_schedule(learning_rate, {int(m): gamma for m in milestones})
+  """MultiStep decay stepped after each update: update k (1-based) uses lr * gamma^#{m <= k-1}.
+
+  As the original's MultiStepLR_Restart (a Counter of the milestones): a milestone given twice
+  multiplies by gamma twice; one below 0 is never reached.
+  """
+  counts = collections.Counter(int(m) for m in milestones if int(m) >= 0)
+  return optax.piecewise_constant_schedule(learning_rate,
+                                           {m: gamma ** c for m, c in counts.items()})
 
 
 def make_optimizer(*, learning_rate: float, b1: float, b2: float, eps: float,
