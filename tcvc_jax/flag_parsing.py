@@ -87,8 +87,9 @@ def _check_config_arg(argv):
   return None
 
 
-def _explain(err, argv, default_config=None):
-  """One line for a config or flag error from absl / ml_collections."""
+def _explain(err, argv, default_config=None, given=None):
+  """One line for a config or flag error from absl / ml_collections (`given`: --config's value as
+  the user wrote it, `demo:shrot` rather than the file it names)."""
   text = cli.one_line(err)
   if isinstance(err, (KeyError, AttributeError)) or "KeyError" in text:
     keys = [a.split("=", 1)[0][len("--config."):] for a in argv if a.startswith("--config.")]
@@ -113,7 +114,7 @@ def _explain(err, argv, default_config=None):
   if "Error whilst parsing config file" in text:
     # The traceback is inlined; its last line is the config's own message.
     last = text.rsplit("Error: ", 1)[-1]
-    return f"{_config_value(argv)}: {last}"
+    return f"{given or _config_value(argv)}: {last}"
   return text
 
 
@@ -182,6 +183,7 @@ def parse(argv, usage, examples, default_config, workdir_default, workdir_help, 
   checked with it is one the tool runs.
   """
   twice = _config_given_twice(list(argv))
+  given = _config_value(list(argv))
   argv = _rewrite_config_arg(list(argv))
   if any(a in ("-h", "--help", "-help", "--helpshort", "--helpfull") for a in argv[1:]):
     _help(_define(None, workdir_default, workdir_help), usage, examples)
@@ -199,7 +201,7 @@ def parse(argv, usage, examples, default_config, workdir_default, workdir_help, 
     if config is not None:
       config.to_dict()  # a config that failed to load raises here
   except Exception as e:  # pylint: disable=broad-except
-    text = _explain(e, argv, default_config)
+    text = _explain(e, argv, default_config, given)
     if "--show_config" not in text:
       text += f" (see {os.path.basename(argv[0])} --help)"
     print(f"error: {text}", file=sys.stderr)

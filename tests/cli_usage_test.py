@@ -49,7 +49,7 @@ def test_help_exits_0(tool, tmp_path):
 @pytest.mark.parametrize("args,text", [
     (["--config.no_such_key=1"], "no_such_key"),
     (["--config=configs/nothing.py"], "nothing.py"),
-    (["--config=default:nopreset"], "nopreset"),
+    (["--config=default:nopreset"], "error: default:nopreset: unknown preset"),  # as typed
     (["--config.num_train_steps=0"], "num_train_steps must be a positive integer"),
     (["--config.num_train_steps=-5"], "num_train_steps must be a positive integer"),
     (["--config.ckpt.max_to_keep=0"], "ckpt.max_to_keep must be a positive integer, got 0"),
