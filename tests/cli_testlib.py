@@ -28,6 +28,20 @@ def run_tool(args, tmp_path, cwd=None, timeout=300):
                         env=tool_env(tmp_path), cwd=cwd or str(tmp_path), check=False)
 
 
+def run_main(main, args, tmp_path, monkeypatch, capsys):
+  """A tool's `main(argv)` in this process, in `tmp_path` with `tool_env`'s folders: for mistakes
+  found before any work (a subprocess costs ~4 s of JAX imports each; a few tests per tool keep
+  running the real command). Returns what `run_tool` does."""
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.setattr(sys, "argv", list(sys.argv))  # (the flag parser sets it)
+  for key in ("XDG_CACHE_HOME", "TFDS_DATA_DIR"):
+    monkeypatch.setenv(key, tool_env(tmp_path)[key])
+  capsys.readouterr()
+  rc = main([args[0], *args[1:]])
+  out = capsys.readouterr()
+  return subprocess.CompletedProcess(args, rc, out.out, out.err)
+
+
 def random_frames(folder):
   """Makes `folder` with 12 random 32x32 RGB frames as PNGs; returns its path."""
   folder.mkdir()

@@ -46,6 +46,14 @@ def test_help_exits_0(tool, tmp_path):
     assert "eval:synthetic" in proc.stdout and "data.root" in proc.stdout
 
 
+# The mistakes run as commands (the rest in this process, the same main(): a subprocess each was
+# ~4 s of imports, 2 minutes of the suite): a flag parse error, a config value error, a data one.
+_AS_COMMANDS = (["--config.no_such_key=1"], ["--config.num_train_steps=0"],
+                ["--config.data.name=bogus"], ["--config=eval:nopreset"],
+                ["--config=eval", "--config.checkpoint=ck", "--config.data.root=clips",
+                 "--config.data.clips=a,b,a"])
+
+
 @pytest.mark.parametrize("args,text", [
     (["--config.no_such_key=1"], "no_such_key"),
     (["--config=configs/nothing.py"], "nothing.py"),
@@ -91,8 +99,13 @@ def test_help_exits_0(tool, tmp_path):
     (["--config.loss.criterion=l3"],
      "loss.criterion must be one of l1, l2, smooth_l1, charbonnier, got 'l3'"),
 ])
-def test_train_config_mistakes_stop_before_any_work(args, text, tmp_path):
-  proc = _run([os.path.join(REPO, "train.py"), "--workdir=run", *args], tmp_path)
+def test_train_config_mistakes_stop_before_any_work(args, text, tmp_path, monkeypatch, capsys):
+  from tcvc_jax import train  # pylint: disable=g-import-not-at-top
+  argv = [os.path.join(REPO, "train.py"), "--workdir=run", *args]
+  if args in _AS_COMMANDS:
+    proc = _run(argv, tmp_path)
+  else:
+    proc = cli_testlib.run_main(train.main, argv, tmp_path, monkeypatch, capsys)
   _one_error_line(proc, 2, text)
   assert not os.path.exists(tmp_path / "run")
 
@@ -133,8 +146,13 @@ def test_show_config_checks_what_a_run_would(tmp_path):
     (["--config=eval", "--config.checkpoint=ck", "--config.data.root=clips",
       "--config.protocol.network_size=99999999992"], "network_size must be at most 8192"),
 ])
-def test_eval_config_mistakes(args, text, tmp_path):
-  proc = _run([os.path.join(REPO, "eval.py"), "--workdir=ev", *args], tmp_path)
+def test_eval_config_mistakes(args, text, tmp_path, monkeypatch, capsys):
+  from tcvc_jax import evaluate  # pylint: disable=g-import-not-at-top
+  argv = [os.path.join(REPO, "eval.py"), "--workdir=ev", *args]
+  if args in _AS_COMMANDS:
+    proc = _run(argv, tmp_path)
+  else:
+    proc = cli_testlib.run_main(evaluate.main, argv, tmp_path, monkeypatch, capsys)
   _one_error_line(proc, 2, text)
   assert not os.path.exists(tmp_path / "ev")
 

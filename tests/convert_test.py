@@ -1,5 +1,7 @@
 """The PyTorch <-> Flax checkpoint converter: exact round trips, clear errors, no code execution."""
 
+import contextlib
+import io
 import json
 import os
 import pickle
@@ -23,9 +25,21 @@ import tiny
 torch = pytest.importorskip("torch")
 
 
-def _run_cli(*args):
-  return subprocess.run([sys.executable, "-m", "tcvc_jax.convert", *map(str, args)],
-                        capture_output=True, text=True, check=False)
+def _run_cli(*args, command=False):
+  """`python -m tcvc_jax.convert *args`; its main() in this process unless `command` (a process
+  each was ~2-4 s of imports, a minute of the suite; the tests that write a full checkpoint and
+  those of usage mistakes run the command)."""
+  if command:
+    return subprocess.run([sys.executable, "-m", "tcvc_jax.convert", *map(str, args)],
+                          capture_output=True, text=True, check=False)
+  from tcvc_jax import convert  # pylint: disable=g-import-not-at-top
+  out, err = io.StringIO(), io.StringIO()
+  with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    try:
+      rc = convert.main(list(map(str, args)))
+    except SystemExit as e:  # argparse's usage errors
+      rc = e.code
+  return subprocess.CompletedProcess(args, rc, out.getvalue(), err.getvalue())
 
 
 def _tiny_state_dict():
@@ -47,7 +61,7 @@ def _save_exported(sd, path):
 def test_full_checkpoint_round_trip_is_exact(golden_f32_paths, tmp_path):
   """PyTorch -> Flax -> PyTorch reproduces every entry of the 198 M-value state_dict bit for bit."""
   back = tmp_path / "back.pth"
-  proc = _run_cli(golden_f32_paths["tcvc"], back)
+  proc = _run_cli(golden_f32_paths["tcvc"], back, command=True)
   assert proc.returncode == 0, proc.stderr
   original = torch.load(golden_f32_paths["tcvc_pth"], weights_only=True)
   restored = torch.load(back, weights_only=True)
@@ -189,7 +203,7 @@ def test_command_line_mistakes_exit_2(tmp_path):
                      ((pth, tmp_path / "o", "--step", "3"), "--step needs a train.py workdir"),
                      ((pth, tmp_path / "o", "--step=-1"), "--step must be a step number >= 0"),
                      ((pth, tmp_path / "o.pth"), "a PyTorch file converts to a checkpoint folder")):
-    proc = _run_cli(*args)
+    proc = _run_cli(*args, command=text.startswith("OUT"))  # (one of them as a command)
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and text in proc.stderr
   assert sorted(os.listdir(tmp_path)) == ["tiny.pth"]
 
