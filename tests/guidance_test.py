@@ -1,5 +1,7 @@
 """Guided colorization: hinted frames become anchors; hints reach the shot's anchors, not a cut."""
 
+import contextlib
+import io
 import json
 import os
 import re
@@ -261,7 +263,18 @@ def _run(args, cwd):
                         text=True, env=env, cwd=cwd, check=False)
 
 
-def test_cli_guided_run_and_bad_references(colorizer, tmp_path):
+def _run_main(args, cwd, monkeypatch):
+  """colorize's main() in this process (for mistakes found before any work: a process each was
+  ~4 s of imports)."""
+  from tcvc_jax import colorize  # pylint: disable=g-import-not-at-top
+  monkeypatch.chdir(cwd)
+  out, err = io.StringIO(), io.StringIO()
+  with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    rc = colorize.main(args)
+  return subprocess.CompletedProcess(args, rc, out.getvalue(), err.getvalue())
+
+
+def test_cli_guided_run_and_bad_references(colorizer, tmp_path, monkeypatch):
   ckpt = str(tmp_path / "ckpt")
   converted.save_converted(ckpt, jax.tree_util.tree_map(np.asarray, colorizer.variables), "tcvc",
                            tiny.TINY_SPEC)
@@ -309,8 +322,8 @@ def test_cli_guided_run_and_bad_references(colorizer, tmp_path):
       "bad click": (["--hints", str(tmp_path / "bad.json")], "missing x, y, rgb"),
   }
   for case, (extra, text) in cases.items():
-    proc = _run([str(src), f"o_{case.replace(' ', '_')}", "--checkpoint", ckpt, "--size", "64",
-                 "--quiet"] + extra, str(tmp_path))
+    proc = _run_main([str(src), f"o_{case.replace(' ', '_')}", "--checkpoint", ckpt, "--size",
+                      "64", "--quiet"] + extra, str(tmp_path), monkeypatch)
     assert proc.returncode == (2 if case.startswith("syntax") else 1), (case, proc.stderr)
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and text in lines[0], (case, lines)
