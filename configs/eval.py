@@ -9,6 +9,8 @@ Presets, comma-separated in the string argument (`--config configs/eval.py:multi
   tiny   CPU-sized protocol for tests: network size 32, intervals 3 and 5, no warp error.
   synthetic  the embedded synthetic_clips/painted test split (64x64 clips) at network size 64, the
              demo's test set.
+  guided  the hinted runs beside the automatic one (hints.modes auto, reference, clicks; interval
+          4; README "Guided colorization").
 """
 
 import ml_collections

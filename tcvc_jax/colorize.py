@@ -199,7 +199,7 @@ def _user_hints(args, size):
             "another frame?)", file=sys.stderr)
     if np.abs(hint.ab).max() < 0.01:
       print(f"warning: --reference {text}: the image has no colour (gray); frame {frame} and the "
-            "frames its colours reach will come out gray", file=sys.stderr)
+            "frames its colours reach will be pulled towards gray", file=sys.stderr)
     hints[frame] = hint
   if args.hints:
     for frame, clicks in guidance.read_clicks(args.hints).items():
