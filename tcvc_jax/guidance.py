@@ -188,13 +188,26 @@ def check_hints(hints):
   return out
 
 
+def _one_value_per_key(pairs):
+  """A JSON object as a dict; a key given twice (json's default keeps the last, silently: which
+  of a click's two "x" was meant?) is an error."""
+  out = {}
+  for key, value in pairs:
+    if key in out:
+      raise GuidanceError(f'"{key}" is given twice in one object')
+    out[key] = value
+  return out
+
+
 def read_clicks(path):
   """{frame: [click, ...]} from a JSON file: a list of clicks, or {"clicks": [...], "patch": p}."""
   try:
     with open(path, encoding="utf-8-sig") as f:  # a BOM (Windows editors) is not JSON's
-      data = json.load(f)
+      data = json.load(f, object_pairs_hook=_one_value_per_key)
   except OSError as e:
     raise GuidanceError(f"{path}: cannot read ({e.strerror or e})") from e
+  except GuidanceError as e:
+    raise GuidanceError(f"{path}: {e}") from None
   except ValueError as e:
     raise GuidanceError(f"{path}: not valid JSON ({e})") from e
   patch = DEFAULT_PATCH

@@ -422,6 +422,11 @@ def test_read_clicks(tmp_path):
     with pytest.raises(guidance.GuidanceError, match=re.escape(
         f'{path}: "patch" (for every click) must be an odd positive integer, got {patch!r}')):
       guidance.read_clicks(str(path))
+  # A key given twice: JSON's reader kept the last one, silently (which "x" was meant?).
+  path.write_text('[{"frame": 3, "x": 0.2, "y": 0.5, "x": 0.8, "rgb": [1, 2, 3]}]')
+  with pytest.raises(guidance.GuidanceError, match=re.escape(
+      f'{path}: "x" is given twice in one object')):
+    guidance.read_clicks(str(path))
 
 
 class _NoModel:
