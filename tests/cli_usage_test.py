@@ -101,13 +101,19 @@ _AS_COMMANDS = (["--config.no_such_key=1"], ["--config.num_train_steps=0"],
 ])
 def test_train_config_mistakes_stop_before_any_work(args, text, tmp_path, monkeypatch, capsys):
   from tcvc_jax import train  # pylint: disable=g-import-not-at-top
-  argv = [os.path.join(REPO, "train.py"), "--workdir=run", *args]
+  _config_mistake(train.main, "train.py", args, text, tmp_path, monkeypatch, capsys)
+
+
+def _config_mistake(main, script, args, text, tmp_path, monkeypatch, capsys):
+  """`script --workdir=work *args` (in this process unless in _AS_COMMANDS) stops with exit 2 and
+  one line holding `text`, and makes no workdir."""
+  argv = [os.path.join(REPO, script), "--workdir=work", *args]
   if args in _AS_COMMANDS:
     proc = _run(argv, tmp_path)
   else:
-    proc = cli_testlib.run_main(train.main, argv, tmp_path, monkeypatch, capsys)
+    proc = cli_testlib.run_main(main, argv, tmp_path, monkeypatch, capsys)
   _one_error_line(proc, 2, text)
-  assert not os.path.exists(tmp_path / "run")
+  assert not os.path.exists(tmp_path / "work")
 
 
 def test_show_config_checks_what_a_run_would(tmp_path):
@@ -148,13 +154,7 @@ def test_show_config_checks_what_a_run_would(tmp_path):
 ])
 def test_eval_config_mistakes(args, text, tmp_path, monkeypatch, capsys):
   from tcvc_jax import evaluate  # pylint: disable=g-import-not-at-top
-  argv = [os.path.join(REPO, "eval.py"), "--workdir=ev", *args]
-  if args in _AS_COMMANDS:
-    proc = _run(argv, tmp_path)
-  else:
-    proc = cli_testlib.run_main(evaluate.main, argv, tmp_path, monkeypatch, capsys)
-  _one_error_line(proc, 2, text)
-  assert not os.path.exists(tmp_path / "ev")
+  _config_mistake(evaluate.main, "eval.py", args, text, tmp_path, monkeypatch, capsys)
 
 
 def test_eval_bad_checkpoint_creates_no_workdir(tmp_path, frames):

@@ -33,6 +33,15 @@ def test_fill_mesh_shape():
     sharding.fill_mesh_shape((("data", -1), ("model", -1)), 8)
 
 
+def _python(script, **env):
+  """`python -c script` to its end (exit 0 asserted), without this process's JAX_* / XLA_FLAGS."""
+  base = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_FLAGS"))}
+  proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                        env=dict(base, **env), check=False)
+  assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+  return proc
+
+
 @pytest.mark.parametrize("env,out", [
     # A job of one process by the variables alone: jax.distributed starts (it read the address
     # only; the job size and the process id cannot come from JAX's environment).
@@ -52,11 +61,8 @@ def test_a_job_started_by_jax_variables(env, out):
             "except ValueError as e:\n  print('error:', e)\n"
             "else:\n  print(f'processes {jax.process_count()}, distributed "
             "{jax.distributed.is_initialized()}')\n  jax.distributed.shutdown()\n")
-  base = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_FLAGS"))}
-  proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                        env=dict(base, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", **env),
-                        check=False)
-  assert proc.returncode == 0 and proc.stdout.startswith(out), proc.stdout + proc.stderr[-2000:]
+  proc = _python(script, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", **env)
+  assert proc.stdout.startswith(out), proc.stdout + proc.stderr[-2000:]
   if not env:
     assert "set JAX_COORDINATOR_ADDRESS=host:port of process 0, JAX_NUM_PROCESSES" in proc.stdout
 
@@ -70,10 +76,7 @@ def test_a_coordinator_port_in_use_is_named():
             "    sharding.initialize_distributed(coordinator_address=f'127.0.0.1:{port}', "
             "num_processes=2, process_id=0, initialization_timeout=10)\n"
             "  except ValueError as e:\n    print('error:', e)\n")
-  base = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_FLAGS"))}
-  proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                        env=base, check=False)
-  assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+  proc = _python(script)
   assert "is in use on this host (process 0 serves the coordinator there)" in proc.stdout, (
       proc.stdout + proc.stderr[-2000:])
 
