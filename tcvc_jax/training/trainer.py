@@ -355,7 +355,8 @@ def _loop(config, state, start, step_fn, train_iter, mngr, writer, validator, pr
     previous = metrics
     history.append(metrics)
     bar.update(1)
-    if step % config.log_every_steps == 0 or step == total:
+    preempted = preemption.reached(step)  # (then the steps since the last log are logged too)
+    if step % config.log_every_steps == 0 or step == total or preempted:
       scalars = _average(history)
       now = time.perf_counter()
       if step > last_log[1]:
@@ -369,7 +370,6 @@ def _loop(config, state, start, step_fn, train_iter, mngr, writer, validator, pr
             f", {scalars['steps_per_sec']:.3g} steps/s" if "steps_per_sec" in scalars else ""),
               file=sys.stderr, flush=True)
       result["train"], result["train_steps"] = scalars, logged
-    preempted = preemption.reached(step)
     checkpointing.save(mngr, step, state, train_iter, force=preempted or step == total)
     if preempted:
       bar.close()  # before the message, which would otherwise land on the bar's line
