@@ -115,7 +115,9 @@ def main(argv=None):
     from tcvc_jax.training import sharding  # pylint: disable=g-import-not-at-top
     sharding.initialize_distributed()
     result = trainer.train_and_evaluate(config, workdir, control=control)
-    print(_summary(result, os.path.abspath(workdir), config), flush=True)
+    import jax  # pylint: disable=g-import-not-at-top
+    if jax.process_index() == 0:  # (once per job, not once per host)
+      print(_summary(result, os.path.abspath(workdir), config), flush=True)
     return cli.EXIT_OK
 
   return cli.run(work, verbose=verbose, on_signal=lambda _: control.request_stop(),

@@ -81,6 +81,19 @@ def test_a_coordinator_port_in_use_is_named():
       proc.stdout + proc.stderr[-2000:])
 
 
+def test_axes_other_than_data_are_named_as_copies(caplog):
+  # A model axis was accepted without a word: its devices repeat the same work.
+  import jax  # pylint: disable=g-import-not-at-top
+
+  from tcvc_jax.training import sharding  # pylint: disable=g-import-not-at-top
+  if jax.device_count() < 2:
+    pytest.skip("needs 2 devices (the suite's main process has 8)")
+  sharding.create_mesh((("data", -1),))
+  assert "copies" not in caplog.text
+  sharding.create_mesh((("data", -1), ("model", 2)))
+  assert "mesh axes model (2) hold copies of the same work" in caplog.text
+
+
 def test_batch_size_must_divide_the_data_axis():
   import jax  # pylint: disable=g-import-not-at-top
 

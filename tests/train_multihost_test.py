@@ -206,6 +206,7 @@ def test_ctrl_c_on_one_host_during_compilation_stops_the_job_after_the_first_ste
   steps = train_testlib.checkpoint_steps(workdir)
   assert steps and steps[-1] < 100, steps
   assert "(stopped by a signal; the checkpoint is saved" in logs[0]
+  assert "finished at step" not in logs[1]  # the summary once per job (it was once per host)
 
   # One process resumes the 2-process run: its data iterator positions (one per process) cannot
   # be taken, the model and optimizer can (it stopped on "another model or optimizer config").

@@ -86,7 +86,8 @@ def _check_coordinator_port(address: str) -> None:
         why = "is in use on this host" if e.errno == errno.EADDRINUSE else "needs privileges here"
         raise ValueError(f"the multi-host job cannot start: port {port} of the coordinator "
                          f"address {address} {why} (process 0 serves the coordinator there): "
-                         "choose another port, or stop the process that holds it") from None
+                         "choose another port, or stop the process that holds it (another "
+                         "process 0? each process needs its own JAX_PROCESS_ID)") from None
       # no IPv6 on this host: try IPv4; nothing to bind at all: leave it to jax.distributed
 
 
@@ -166,10 +167,13 @@ def create_mesh(axes: Sequence[tuple[str, int]] = (("data", -1),), axis_type: st
     raise ValueError(f"axis_type must be one of {sorted(_AXIS_TYPES)}, got {axis_type!r}")
   names = tuple(str(name) for name, _ in axes)
   types = (_AXIS_TYPES[axis_type],) * len(names)
+  shape = fill_mesh_shape(axes, jax.device_count() if devices is None else len(devices))
+  idle = [f"{n} ({k})" for n, k in zip(names, shape, strict=True) if n != "data" and k > 1]
+  if idle:  # (the state is replicated, the batch split over "data" alone)
+    logging.warning("mesh axes %s hold copies of the same work: the batch is split over 'data' "
+                    "alone; give it every device, (('data', -1),)", ", ".join(idle))
   if devices is None:
-    shape = fill_mesh_shape(axes, jax.device_count())
     return jax.make_mesh(shape, names, axis_types=types)
-  shape = fill_mesh_shape(axes, len(devices))
   return jax.sharding.Mesh(np.asarray(devices).reshape(shape), names, axis_types=types)
 
 
