@@ -133,6 +133,22 @@ def _start_if_needed(name):
     float64_run(name)
 
 
+@pytest.fixture(autouse=True)
+def _log_levels_as_they_were():
+  """A tool's main() run in the test process sets the log levels for its run (colorize: absl at
+  ERROR): they are put back after each test, so that a later test in this worker sees warnings."""
+  import logging  # pylint: disable=g-import-not-at-top
+
+  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+  names = ("jax", "orbax", "absl", "grain", "tensorflow_datasets", "tensorboardX.x2num")
+  levels = {name: logging.getLogger(name).level for name in names}
+  verbosity = absl_logging.get_verbosity()
+  yield
+  absl_logging.set_verbosity(verbosity)
+  for name, level in levels.items():
+    logging.getLogger(name).setLevel(level)
+
+
 @pytest.fixture(scope="session")
 def golden_f32_paths(tmp_path_factory):
   """Formula weights as float32 .pth files (full TCVC, SIGGRAPH17, FlowNet2).
