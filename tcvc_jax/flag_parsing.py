@@ -249,17 +249,22 @@ def parse_train_flags(argv, usage, examples, validate=None):
   return config, workdir, verbose
 
 
+# The Python loggers quiet_third_party_logs sets (to WARNING; tensorboardX's to ERROR).
+QUIETED_LOGGERS = ("jax", "orbax", "absl", "grain", "tensorflow_datasets")
+NON_FINITE_LOGGER = "tensorboardX.x2num"
+
+
 def quiet_third_party_logs(verbose: bool) -> None:
   """INFO logs (ours, orbax's, JAX's backend probing) only with --verbose; warnings always, but
   tensorboardX's about non-finite values (the trainer reports those itself)."""
   logging.set_verbosity(logging.INFO if verbose else logging.WARNING)
   if not verbose:
     import logging as std_logging  # pylint: disable=g-import-not-at-top
-    for name in ("jax", "orbax", "absl", "grain", "tensorflow_datasets"):
+    for name in QUIETED_LOGGERS:
       std_logging.getLogger(name).setLevel(std_logging.WARNING)
     # "NaN or Inf found in input tensor" at every logged non-finite loss: the progress bar shows
     # loss=nan, and the trainer stops with one error line after optim.max_consecutive_nonfinite.
-    std_logging.getLogger("tensorboardX.x2num").setLevel(std_logging.ERROR)
+    std_logging.getLogger(NON_FINITE_LOGGER).setLevel(std_logging.ERROR)
 
 
 def default_cache_dir() -> str:

@@ -1,5 +1,7 @@
 """Helpers of the CLI tests: the tools run in subprocesses, each test with its own cache folders."""
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -28,18 +30,26 @@ def run_tool(args, tmp_path, cwd=None, timeout=300):
                         env=tool_env(tmp_path), cwd=cwd or str(tmp_path), check=False)
 
 
-def run_main(main, args, tmp_path, monkeypatch, capsys):
-  """A tool's `main(argv)` in this process, in `tmp_path` with `tool_env`'s folders: for mistakes
-  found before any work (a subprocess costs ~4 s of JAX imports each; a few tests per tool keep
-  running the real command). Returns what `run_tool` does."""
+def call_main(main, argv):
+  """A tool's `main(argv)` in this process, its output captured (argparse's usage errors exit):
+  for mistakes found before any work, where a subprocess costs ~2-5 s of JAX imports each (a few
+  tests per tool keep running the real command). Returns what `run_tool` does."""
+  out, err = io.StringIO(), io.StringIO()
+  with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    try:
+      rc = main(list(argv))
+    except SystemExit as e:
+      rc = e.code
+  return subprocess.CompletedProcess(argv, rc, out.getvalue(), err.getvalue())
+
+
+def run_main(main, args, tmp_path, monkeypatch):
+  """`call_main` in `tmp_path` with `tool_env`'s folders."""
   monkeypatch.chdir(tmp_path)
   monkeypatch.setattr(sys, "argv", list(sys.argv))  # (the flag parser sets it)
   for key in ("XDG_CACHE_HOME", "TFDS_DATA_DIR"):
     monkeypatch.setenv(key, tool_env(tmp_path)[key])
-  capsys.readouterr()
-  rc = main([args[0], *args[1:]])
-  out = capsys.readouterr()
-  return subprocess.CompletedProcess(args, rc, out.out, out.err)
+  return call_main(main, args)
 
 
 def random_frames(folder):

@@ -99,19 +99,19 @@ _AS_COMMANDS = (["--config.no_such_key=1"], ["--config.num_train_steps=0"],
     (["--config.loss.criterion=l3"],
      "loss.criterion must be one of l1, l2, smooth_l1, charbonnier, got 'l3'"),
 ])
-def test_train_config_mistakes_stop_before_any_work(args, text, tmp_path, monkeypatch, capsys):
+def test_train_config_mistakes_stop_before_any_work(args, text, tmp_path, monkeypatch):
   from tcvc_jax import train  # pylint: disable=g-import-not-at-top
-  _config_mistake(train.main, "train.py", args, text, tmp_path, monkeypatch, capsys)
+  _config_mistake(train.main, "train.py", args, text, tmp_path, monkeypatch)
 
 
-def _config_mistake(main, script, args, text, tmp_path, monkeypatch, capsys):
+def _config_mistake(main, script, args, text, tmp_path, monkeypatch):
   """`script --workdir=work *args` (in this process unless in _AS_COMMANDS) stops with exit 2 and
   one line holding `text`, and makes no workdir."""
   argv = [os.path.join(REPO, script), "--workdir=work", *args]
   if args in _AS_COMMANDS:
     proc = _run(argv, tmp_path)
   else:
-    proc = cli_testlib.run_main(main, argv, tmp_path, monkeypatch, capsys)
+    proc = cli_testlib.run_main(main, argv, tmp_path, monkeypatch)
   _one_error_line(proc, 2, text)
   assert not os.path.exists(tmp_path / "work")
 
@@ -152,9 +152,9 @@ def test_show_config_checks_what_a_run_would(tmp_path):
     (["--config=eval", "--config.checkpoint=ck", "--config.data.root=clips",
       "--config.protocol.network_size=99999999992"], "network_size must be at most 8192"),
 ])
-def test_eval_config_mistakes(args, text, tmp_path, monkeypatch, capsys):
+def test_eval_config_mistakes(args, text, tmp_path, monkeypatch):
   from tcvc_jax import evaluate  # pylint: disable=g-import-not-at-top
-  _config_mistake(evaluate.main, "eval.py", args, text, tmp_path, monkeypatch, capsys)
+  _config_mistake(evaluate.main, "eval.py", args, text, tmp_path, monkeypatch)
 
 
 def test_eval_bad_checkpoint_creates_no_workdir(tmp_path, frames):

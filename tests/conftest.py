@@ -140,7 +140,7 @@ def _log_levels_as_they_were():
   import logging  # pylint: disable=g-import-not-at-top
 
   from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
-  names = ("jax", "orbax", "absl", "grain", "tensorflow_datasets", "tensorboardX.x2num")
+  names = (*flag_parsing.QUIETED_LOGGERS, flag_parsing.NON_FINITE_LOGGER)
   levels = {name: logging.getLogger(name).level for name in names}
   verbosity = absl_logging.get_verbosity()
   yield

@@ -1,7 +1,5 @@
 """The PyTorch <-> Flax checkpoint converter: exact round trips, clear errors, no code execution."""
 
-import contextlib
-import io
 import json
 import os
 import pickle
@@ -20,6 +18,7 @@ from tcvc_jax import export
 from tcvc_jax import porting
 from tcvc_jax import pth as pth_lib
 
+import cli_testlib
 import tiny
 
 torch = pytest.importorskip("torch")
@@ -33,13 +32,7 @@ def _run_cli(*args, command=False):
     return subprocess.run([sys.executable, "-m", "tcvc_jax.convert", *map(str, args)],
                           capture_output=True, text=True, check=False)
   from tcvc_jax import convert  # pylint: disable=g-import-not-at-top
-  out, err = io.StringIO(), io.StringIO()
-  with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-    try:
-      rc = convert.main(list(map(str, args)))
-    except SystemExit as e:  # argparse's usage errors
-      rc = e.code
-  return subprocess.CompletedProcess(args, rc, out.getvalue(), err.getvalue())
+  return cli_testlib.call_main(convert.main, map(str, args))
 
 
 def _tiny_state_dict():

@@ -1,7 +1,5 @@
 """Guided colorization: hinted frames become anchors; hints reach the shot's anchors, not a cut."""
 
-import contextlib
-import io
 import json
 import os
 import re
@@ -14,6 +12,7 @@ import pytest
 
 from tcvc_jax import api
 from tcvc_jax import carrying
+from tcvc_jax import colorize
 from tcvc_jax import converted
 from tcvc_jax import guidance
 from tcvc_jax import streaming
@@ -24,6 +23,7 @@ from tcvc_jax.media import av_frames
 from tcvc_jax.media import reading
 from tcvc_jax.media import writing
 
+import cli_testlib
 import data_testlib
 import tiny
 
@@ -263,17 +263,6 @@ def _run(args, cwd):
                         text=True, env=env, cwd=cwd, check=False)
 
 
-def _run_main(args, cwd, monkeypatch):
-  """colorize's main() in this process (for mistakes found before any work: a process each was
-  ~4 s of imports)."""
-  from tcvc_jax import colorize  # pylint: disable=g-import-not-at-top
-  monkeypatch.chdir(cwd)
-  out, err = io.StringIO(), io.StringIO()
-  with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-    rc = colorize.main(args)
-  return subprocess.CompletedProcess(args, rc, out.getvalue(), err.getvalue())
-
-
 def test_cli_guided_run_and_bad_references(colorizer, tmp_path, monkeypatch):
   ckpt = str(tmp_path / "ckpt")
   converted.save_converted(ckpt, jax.tree_util.tree_map(np.asarray, colorizer.variables), "tcvc",
@@ -322,8 +311,10 @@ def test_cli_guided_run_and_bad_references(colorizer, tmp_path, monkeypatch):
       "bad click": (["--hints", str(tmp_path / "bad.json")], "missing x, y, rgb"),
   }
   for case, (extra, text) in cases.items():
-    proc = _run_main([str(src), f"o_{case.replace(' ', '_')}", "--checkpoint", ckpt, "--size",
-                      "64", "--quiet"] + extra, str(tmp_path), monkeypatch)
+    monkeypatch.chdir(tmp_path)  # (the references' relative paths)
+    proc = cli_testlib.call_main(colorize.main, [str(src), f"o_{case.replace(' ', '_')}",
+                                                 "--checkpoint", ckpt, "--size", "64", "--quiet"]
+                                 + extra)
     assert proc.returncode == (2 if case.startswith("syntax") else 1), (case, proc.stderr)
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and text in lines[0], (case, lines)
