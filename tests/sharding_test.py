@@ -50,6 +50,9 @@ def _python(script, **env):
     ({}, "error: the multi-host job cannot start: "),
     ({"JAX_NUM_PROCESSES": "two", "JAX_PROCESS_ID": "0"},
      "error: JAX_NUM_PROCESSES must be a whole number, got 'two'"),
+    # An id out of range waited jax.distributed's 300 s, then aborted blaming "another task".
+    ({"JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "2"},
+     "error: JAX_PROCESS_ID (process_id) must be in 0..1, got 2"),
 ])
 def test_a_job_started_by_jax_variables(env, out):
   import socket  # pylint: disable=g-import-not-at-top
@@ -79,6 +82,28 @@ def test_a_coordinator_port_in_use_is_named():
   proc = _python(script)
   assert "is in use on this host (process 0 serves the coordinator there)" in proc.stdout, (
       proc.stdout + proc.stderr[-2000:])
+
+
+def test_a_process_waiting_for_its_job_says_so_and_ends_with_one_line():
+  # A process whose job never came together (a host not started, a wrong address) waited 5 minutes
+  # without a word, then aborted in jax.distributed with "another task died" and a stack trace.
+  script = ("from tcvc_jax.training import sharding\nsharding._JOIN_NOTES_S = (1, 60)\n"
+            "sharding.initialize_distributed(coordinator_address='127.0.0.1:{port}', "
+            "num_processes=2, process_id=1, initialization_timeout=4)\nprint('joined')\n")
+  base = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_FLAGS"))}
+  import socket  # pylint: disable=g-import-not-at-top
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  proc = subprocess.run([sys.executable, "-c", script.format(port=port)], capture_output=True,
+                        text=True, timeout=60, env=base, check=False)
+  assert proc.returncode == 1, proc.stdout + proc.stderr[-2000:]
+  lines = proc.stderr.strip().splitlines()
+  assert lines[0].startswith(f"waiting for the other processes of the job to join at 127.0.0.1:"
+                             f"{port}: 1 s (gives up after 4 s)"), proc.stderr[-2000:]
+  assert lines[-1].startswith("error: the multi-host job did not start: process 1 waited 4 s at "
+                              f"127.0.0.1:{port} for the other processes of the job (2 in all)")
+  assert "Check failure" not in proc.stderr and "joined" not in proc.stdout
 
 
 def test_axes_other_than_data_are_named_as_copies(caplog):

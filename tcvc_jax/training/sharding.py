@@ -9,6 +9,9 @@ import errno
 import hashlib
 import os
 import socket
+import sys
+import threading
+import time
 from typing import Any
 from typing import Callable
 from typing import Sequence
@@ -53,17 +56,65 @@ def initialize_distributed(**kwargs) -> None:
           asked[key] = int(os.environ[name])
         except ValueError:
           raise ValueError(f"{name} must be a whole number, got {os.environ[name]!r}") from None
+  address = (asked.get("coordinator_address")
+             or os.environ.get("JAX_COORDINATOR_ADDRESS", "").strip())
+  _check_job_size(asked.get("num_processes"), asked.get("process_id"))
   if asked.get("process_id") == 0:
-    _check_coordinator_port(asked.get("coordinator_address")
-                            or os.environ.get("JAX_COORDINATOR_ADDRESS", "").strip())
+    _check_coordinator_port(address)
+  # Ours ends the wait with a message before jax.distributed's own deadline aborts the process
+  # (a check failure that blames "another task died").
+  timeout = int(asked.pop("initialization_timeout", _JOIN_TIMEOUT_S))
+  joined = threading.Event()
+  threading.Thread(target=_watch_join, args=(joined, timeout, address, asked), daemon=True,
+                   name="tcvc-join-watch").start()
   try:
-    jax.distributed.initialize(**asked)
+    jax.distributed.initialize(**asked, initialization_timeout=timeout + _JAX_GRACE_S)
   except ValueError as e:  # "coordinator_address should be defined": a single-host run.
     if asked or os.environ.get("JAX_COORDINATOR_ADDRESS"):
       raise ValueError(f"the multi-host job cannot start: {e} (outside Cloud TPU, SLURM and Open "
                        "MPI, set JAX_COORDINATOR_ADDRESS=host:port of process 0, "
                        "JAX_NUM_PROCESSES and JAX_PROCESS_ID on every process)") from None
     logging.info("single-host run (jax.distributed not initialised: %s)", e)
+  finally:
+    joined.set()
+
+
+_JOIN_TIMEOUT_S = 300  # how long a process waits for the whole job to join (jax's default)
+_JAX_GRACE_S = 30  # jax.distributed's own deadline comes this much later
+_JOIN_NOTES_S = (10, 60)  # a note on stderr after the first, then every second, seconds of waiting
+
+
+def _check_job_size(num_processes, process_id) -> None:
+  """Raises ValueError for a job size or process id that cannot join (jax.distributed waited its
+  whole timeout, then aborted the process)."""
+  if num_processes is not None and num_processes < 1:
+    raise ValueError(f"JAX_NUM_PROCESSES (num_processes) must be at least 1, got {num_processes}")
+  if process_id is not None and (process_id < 0 or (num_processes is not None
+                                                     and process_id >= num_processes)):
+    limit = f"0..{num_processes - 1}" if num_processes is not None else "0 or more"
+    raise ValueError(f"JAX_PROCESS_ID (process_id) must be in {limit}, got {process_id}: each "
+                     "process of a job of N processes has its own id from 0 to N-1")
+
+
+def _watch_join(joined: threading.Event, timeout: int, address: str, asked: dict) -> None:
+  """Says on stderr that the process waits for the job's other processes, and ends it with one
+  error line after `timeout` seconds, unless `joined` is set first."""
+  start, note = time.monotonic(), _JOIN_NOTES_S[0]
+  where = f"at {address}" if address else "(coordinator found by JAX)"
+  while not joined.wait(0.5):
+    waited = time.monotonic() - start
+    if waited >= timeout:
+      n, pid = asked.get("num_processes"), asked.get("process_id")
+      who = "this process" if pid is None else f"process {pid}"
+      cli.fail_now(
+          f"the multi-host job did not start: {who} waited {timeout} s {where} for the other "
+          f"processes of the job{'' if n is None else f' ({n} in all)'} to join: is every "
+          "process started, with the same JAX_COORDINATOR_ADDRESS and JAX_NUM_PROCESSES, its own "
+          "JAX_PROCESS_ID, and can it reach process 0's host and port?")
+    if waited >= note:
+      print(f"waiting for the other processes of the job to join {where}: {waited:.0f} s "
+            f"(gives up after {timeout} s)", file=sys.stderr, flush=True)
+      note += _JOIN_NOTES_S[1]
 
 
 def _check_coordinator_port(address: str) -> None:
