@@ -122,12 +122,14 @@ def main(argv=None):
 
   return cli.run(work, verbose=verbose, on_signal=lambda _: control.request_stop(),
                  pixels_per_call=step_pixels(config),
-                 interrupted_message=lambda: _clean_up_after_interrupt(workdir))
+                 interrupted_message=lambda: _clean_up_after_interrupt(workdir, control))
 
 
-def _clean_up_after_interrupt(workdir):
-  """Removes the checkpoint a run stopped at once was writing (`N.orbax-checkpoint-tmp`; a rerun
-  would remove it) and says what it leaves: its saved checkpoints, if any, which a rerun resumes."""
+def _clean_up_after_interrupt(workdir, control):
+  """Tells the job's other processes, if any, that this one ends; removes the checkpoint a run
+  stopped at once was writing (`N.orbax-checkpoint-tmp`; a rerun would remove it) and says what it
+  leaves: its saved checkpoints, if any, which a rerun resumes."""
+  control.ending_at_once()
   from tcvc_jax.training import checkpointing  # pylint: disable=g-import-not-at-top
   folder = os.path.join(workdir, checkpointing.CHECKPOINT_DIR)
   names = os.listdir(folder) if os.path.isdir(folder) else []

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 import train_testlib
 
 DRIVER = os.path.join(train_testlib.TESTS_DIR, "train_driver.py")
@@ -178,22 +180,9 @@ def test_ctrl_c_on_one_host_during_compilation_stops_the_job_after_the_first_ste
   workdir = str(tmp_path_factory.mktemp("multihost_sigint") / "run")
   overrides = {"data.data_dir": tfds, "data.batch_size": 4, "num_train_steps": 5000,
                "checkpoint_every_steps": 1000, "log.progress_bar": True}
-  port = _free_port()
-  procs = []
-  for pid in range(2):
-    env = dict(train_testlib.subprocess_env(devices=2, cache_dir=cache),
-               SLURM_JOB_ID="4242", SLURM_STEP_NODELIST="127.0.0.1", SLURM_NTASKS="2",
-               SLURM_PROCID=str(pid), SLURM_LOCALID=str(pid), JAX_COORDINATOR_PORT=str(port),
-               JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo")
-    log = open(f"{workdir}.p{pid}.log", "w")
-    procs.append(subprocess.Popen(train_testlib.train_command(workdir, overrides), stdout=log,
-                                  stderr=subprocess.STDOUT, env=env, cwd=train_testlib.REPO))
+  procs = _start_slurm_job(workdir, overrides, cache)
   try:
-    deadline = time.monotonic() + 300
-    while "compiling the train step" not in train_testlib.read_log(workdir, "p0"):
-      assert procs[0].poll() is None and time.monotonic() < deadline, (
-          train_testlib.read_log(workdir, "p0")[-3000:])
-      time.sleep(0.05)
+    _wait_for(workdir, 0, "compiling the train step", procs)
     procs[1].send_signal(signal.SIGINT)
     codes = [proc.wait(timeout=300) for proc in procs]
   finally:
@@ -216,3 +205,58 @@ def test_ctrl_c_on_one_host_during_compilation_stops_the_job_after_the_first_ste
           "model and optimizer resume, the training data starts again from its beginning") in log
   assert f"resumed from the checkpoint at step {step}" in log
   assert train_testlib.checkpoint_steps(workdir)[-1] == step + 2
+
+
+@pytest.mark.parametrize("stopped", [1, 0])  # process 0 serves the job's key-value store
+def test_a_second_ctrl_c_on_one_host_ends_every_process_at_once(tmp_path_factory, stopped):
+  """The second Ctrl-C ends its process at once (exit 130); the others end within seconds, naming
+  it (they waited for it until JAX's heartbeat timeout, ~100 s, and aborted with C++ traces)."""
+  tfds = train_testlib.prepared_tfds(tmp_path_factory)
+  # A cache of its own: the second signal comes while XLA compiles, before the first step (a cached
+  # step ran, and the job stopped there, before it).
+  cache = str(tmp_path_factory.mktemp("jax_cache_cold"))
+  workdir = str(tmp_path_factory.mktemp("multihost_sigint2") / "run")
+  overrides = {"data.data_dir": tfds, "data.batch_size": 4, "num_train_steps": 5000,
+               "checkpoint_every_steps": 1000, "log.progress_bar": True}
+  procs = _start_slurm_job(workdir, overrides, cache)
+  try:
+    _wait_for(workdir, 0, "compiling the train step", procs)  # (process 0 alone shows a bar)
+    procs[stopped].send_signal(signal.SIGINT)
+    _wait_for(workdir, stopped, "signal again to stop at once", procs)
+    time.sleep(0.5)  # (one signal twice within 0.25 s counts once: `timeout` sends two)
+    procs[stopped].send_signal(signal.SIGINT)
+    codes = [proc.wait(timeout=60) for proc in procs]
+  finally:
+    for proc in procs:
+      if proc.poll() is None:
+        proc.kill()
+  logs = [train_testlib.read_log(workdir, f"p{pid}") for pid in range(2)]
+  other = 1 - stopped
+  assert codes[stopped] == 130 and codes[other] == 1, (codes, [log[-3000:] for log in logs])
+  assert logs[other].rstrip().endswith(
+      f"error: process {stopped} of this job was stopped at once by a second signal; this process "
+      "stops too (the checkpoints saved stay)"), logs[other][-3000:]
+  assert "Check failure" not in logs[0] + logs[1]
+
+
+def _start_slurm_job(workdir, overrides, cache):
+  """train.py as the 2 processes of a (fake SLURM) job; their logs in WORKDIR.p0.log / .p1.log."""
+  port = _free_port()
+  procs = []
+  for pid in range(2):
+    env = dict(train_testlib.subprocess_env(devices=2, cache_dir=cache),
+               SLURM_JOB_ID="4242", SLURM_STEP_NODELIST="127.0.0.1", SLURM_NTASKS="2",
+               SLURM_PROCID=str(pid), SLURM_LOCALID=str(pid), JAX_COORDINATOR_PORT=str(port),
+               JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo")
+    with open(f"{workdir}.p{pid}.log", "w") as log:
+      procs.append(subprocess.Popen(train_testlib.train_command(workdir, overrides), stdout=log,
+                                    stderr=subprocess.STDOUT, env=env, cwd=train_testlib.REPO))
+  return procs
+
+
+def _wait_for(workdir, pid, text, procs, timeout=300):
+  deadline = time.monotonic() + timeout
+  while text not in train_testlib.read_log(workdir, f"p{pid}"):
+    assert procs[pid].poll() is None and time.monotonic() < deadline, (
+        train_testlib.read_log(workdir, f"p{pid}")[-3000:])
+    time.sleep(0.05)

@@ -38,6 +38,7 @@ class RunControl:
     self._looping = threading.Event()
     self._in_job = threading.Event()
     self._on_loop = []
+    self._on_end = []
 
   def joined_job(self) -> None:
     """Says that this run is one process of a multi-host job."""
@@ -46,6 +47,18 @@ class RunControl:
   def on_started_loop(self, fn) -> None:
     """Calls `fn()` when the loop starts (after the first step)."""
     self._on_loop.append(fn)
+
+  def on_end_at_once(self, fn) -> None:
+    """Calls `fn()` when the process is about to end at once (a second signal)."""
+    self._on_end.append(fn)
+
+  def ending_at_once(self) -> None:
+    """The process ends now, without saving (from the signal path: `fn`s must be quick)."""
+    for fn in self._on_end:
+      try:
+        fn()
+      except Exception:  # pylint: disable=broad-except  # ending anyway
+        logging.info("a callback before ending at once failed", exc_info=True)
 
   def request_stop(self) -> bool:
     self._stop.set()
@@ -100,6 +113,7 @@ class Preemption:
 
 
 _FAILURE_KEY = "tcvc_run_failure/{}"
+_LEFT = "left"  # the third field of a report by a process that has gone (report_leaving)
 _RUNS = itertools.count()  # runs in this process (the same count on every process of a job)
 
 
@@ -135,6 +149,28 @@ class FailureWatch:
     except Exception:  # pylint: disable=broad-except  # another process reported first
       logging.info("another process of the job reported its failure first")
 
+  def report_leaving(self, why: str) -> None:
+    """This process ends now, outside the job's order (`why`, e.g. "was stopped at once by a second
+    signal"): the others end at once too, instead of waiting for it until JAX's heartbeat timeout
+    and aborting. Returns within ~2 s, having given the others time to read it."""
+    self._ended.set()
+    if self._client is None:
+      return
+    value = f"{jax.process_index()}\t{why}\t{_LEFT}"
+    done = threading.Event()
+
+    def tell():
+      try:
+        self._client.key_value_set(self._key, value)
+      except Exception:  # pylint: disable=broad-except  # another process reported first
+        logging.info("another process of the job reported first")
+      done.set()
+
+    threading.Thread(target=tell, daemon=True).start()
+    if done.wait(1.5) and jax.process_index() == 0:
+      time.sleep(0.5)  # the others read it (they wait on the key) before the store, served by
+      # process 0, is gone
+
   def close(self) -> None:
     """This process's run ended: the watch ends within `poll_s` (a thread still waiting in the
     store's client when the interpreter exits aborts the process)."""
@@ -153,9 +189,14 @@ class FailureWatch:
           self._ended.wait(self._poll_s)
     else:
       return
+    process, message, *left = value.split("\t")
+    if left and not self._ended.is_set():  # it has gone: nothing to wait for, nor a shutdown
+      if jax.process_index() == 0:
+        time.sleep(1.0)  # it ends first: without the job's store, served here, it would abort
+      cli.fail_now(f"process {process} of this job {message}; this process stops too (the "
+                   "checkpoints saved stay)")
     if self._ended.wait(self._grace_s):
       return  # this process is ending by itself
-    process, message = value.split("\t", 1)
     text = (f"process {process} of this job failed: {message}; this process stops too (the "
             "checkpoints saved stay)")
     logging.error("%s", text)

@@ -135,7 +135,6 @@ def _write_run_files(config, workdir, writer, spec, start, control):
   writer.write_hparams(config.to_dict())
 
 
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        control: RunControl | None = None) -> dict[str, Any]:
   """Trains (resuming if `workdir` has a checkpoint) and evaluates.
@@ -157,6 +156,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if jax.process_count() > 1:
     control.joined_job()
   watch = stopping.FailureWatch()  # a multi-host job ends together when one process fails
+  control.on_end_at_once(lambda: watch.report_leaving("was stopped at once by a second signal"))
   try:
     return _in_workdir(config, workdir, control)
   except BaseException as e:
