@@ -66,6 +66,12 @@ class UserError(Exception):
   """A problem the user can fix; the message is the whole story."""
 
 
+class UsageError(ValueError):
+  """A bad option or config value (a network size, a batch that does not fit the devices): the
+  tools exit with 2."""
+  usage_mistake = True
+
+
 class UsageMistake(UserError):
   """A mistake in the command line that the parser cannot see (an option that does not fit the
   arguments): exit code 2, like the parser's own."""

@@ -22,6 +22,7 @@ from tcvc_jax import allocator
 from tcvc_jax import api
 from tcvc_jax import atomic
 from tcvc_jax import carrying
+from tcvc_jax import cli
 from tcvc_jax import guidance
 from tcvc_jax import window_stream
 from tcvc_jax.evaluation import scene_cuts
@@ -34,9 +35,7 @@ from tcvc_jax.models import spec as spec_lib
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
-class UsageError(ValueError):
-  """A bad option value (network size, interval, frame rate): the tools exit with 2."""
-  usage_mistake = True
+UsageError = cli.UsageError  # a bad option value (network size, interval, frame rate): exit 2
 
 
 @dataclasses.dataclass

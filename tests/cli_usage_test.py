@@ -95,6 +95,12 @@ _AS_COMMANDS = (["--config.no_such_key=1"], ["--config.num_train_steps=0"],
      "data.simulated_hints.none_fraction must be in [0, 1]"),
     (["--config.data.simulated_hints.location=bogus"], "data.simulated_hints.location must be"),
     (["--config.data.simulated_hints.points_p=0"], "data.simulated_hints.points_p must be in"),
+    # What the devices tell (this process has 8) as the run starts: was exit 1, as a failed run.
+    (["--config=default:tiny", "--config.data.batch_size=3"],
+     "error: data.batch_size: global batch size 3 is not divisible by the 8 devices of the data "
+     "axis"),
+    (["--config=default:tiny", '--config.mesh.axes=(("data",3),)'],
+     "error: mesh.axes: mesh [('data', 3)] has 3 devices, but there are 8"),
     # Was found only once the dataset was built and the step compiling (exit 1).
     (["--config.loss.criterion=l3"],
      "loss.criterion must be one of l1, l2, smooth_l1, charbonnier, got 'l3'"),

@@ -48,6 +48,8 @@ def initialize_distributed(**kwargs) -> None:
     ValueError: a job that is asked for (kwargs, or JAX_* variables) but cannot start: a job of one
       process per host, training side by side, is not what was asked for.
   """
+  if jax.distributed.is_initialized():
+    return  # joined by an earlier run in this process
   asked = dict(kwargs)
   if not kwargs:
     for key, name in _JOB_ENV:
@@ -69,6 +71,10 @@ def initialize_distributed(**kwargs) -> None:
                    name="tcvc-join-watch").start()
   try:
     jax.distributed.initialize(**asked, initialization_timeout=timeout + _JAX_GRACE_S)
+  except RuntimeError as e:  # JAX ran already in this process (a second run in a notebook)
+    if asked or address:
+      raise
+    logging.info("single-host run (JAX already in use in this process: %s)", e)
   except ValueError as e:  # "coordinator_address should be defined": a single-host run.
     if asked or os.environ.get("JAX_COORDINATOR_ADDRESS"):
       raise ValueError(f"the multi-host job cannot start: {e} (outside Cloud TPU, SLURM and Open "
@@ -189,14 +195,14 @@ def fill_mesh_shape(axes: Sequence[tuple[str, int]], num_devices: int) -> tuple[
   sizes = [int(s) for _, s in axes]
   unknown = [i for i, s in enumerate(sizes) if s == -1]
   if len(unknown) > 1:
-    raise ValueError(f"at most one mesh axis may be -1, got {list(axes)}")
+    raise cli.UsageError(f"at most one mesh axis may be -1, got {list(axes)}")
   known = int(np.prod([s for s in sizes if s != -1]))
   if unknown:
     if num_devices % known:
-      raise ValueError(f"mesh {list(axes)} does not divide {num_devices} devices")
+      raise cli.UsageError(f"mesh {list(axes)} does not divide {num_devices} devices")
     sizes[unknown[0]] = num_devices // known
   if int(np.prod(sizes)) != num_devices:
-    raise ValueError(f"mesh {list(axes)} has {int(np.prod(sizes))} devices, "
+    raise cli.UsageError(f"mesh {list(axes)} has {int(np.prod(sizes))} devices, "
                      f"but there are {num_devices}")
   return tuple(sizes)
 
@@ -215,7 +221,7 @@ def create_mesh(axes: Sequence[tuple[str, int]] = (("data", -1),), axis_type: st
     A `jax.sharding.Mesh`.
   """
   if axis_type not in _AXIS_TYPES:
-    raise ValueError(f"axis_type must be one of {sorted(_AXIS_TYPES)}, got {axis_type!r}")
+    raise cli.UsageError(f"axis_type must be one of {sorted(_AXIS_TYPES)}, got {axis_type!r}")
   names = tuple(str(name) for name, _ in axes)
   types = (_AXIS_TYPES[axis_type],) * len(names)
   shape = fill_mesh_shape(axes, jax.device_count() if devices is None else len(devices))
@@ -253,10 +259,10 @@ def check_batch_size(global_batch_size: int, mesh: jax.sharding.Mesh) -> None:
   """Raises unless the global batch splits evenly over the data axis and the processes."""
   data = mesh.shape["data"]
   if global_batch_size % data:
-    raise ValueError(f"global batch size {global_batch_size} is not divisible by the {data} "
+    raise cli.UsageError(f"global batch size {global_batch_size} is not divisible by the {data} "
                      "devices of the data axis")
   if global_batch_size % jax.process_count():
-    raise ValueError(f"global batch size {global_batch_size} is not divisible by "
+    raise cli.UsageError(f"global batch size {global_batch_size} is not divisible by "
                      f"{jax.process_count()} processes")
 
 

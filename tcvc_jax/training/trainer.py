@@ -174,11 +174,11 @@ def _in_workdir(config, workdir, control):
   try:  # (validate_config checked what needs no devices)
     mesh = sharding.create_mesh(config.mesh.axes, config.mesh.axis_type)
   except ValueError as e:
-    raise ValueError(f"mesh.axes: {e}") from None
+    raise type(e)(f"mesh.axes: {e}") from None  # (a cli.UsageError where the devices tell)
   try:
     sharding.check_batch_size(config.data.batch_size, mesh)
   except ValueError as e:
-    raise ValueError(f"data.batch_size: {e}") from None
+    raise type(e)(f"data.batch_size: {e}") from None
   logging.info("mesh %s over %d devices, %d processes", dict(mesh.shape), jax.device_count(),
                jax.process_count())
   # A new workdir is removed again if the run ends (an error, a signal) before its first step:
