@@ -175,21 +175,8 @@ def test_ctrl_c_on_one_host_during_compilation_stops_the_job_after_the_first_ste
   the same early step and exits 0 (the process ended alone with 130 and the other aborted after the
   heartbeat timeout; a stop on one process during training hung the job); a job of another size
   resumes the run."""
-  tfds = train_testlib.prepared_tfds(tmp_path_factory)
   cache = train_testlib.shared_dir(tmp_path_factory, "jax_cache_multihost")
-  workdir = str(tmp_path_factory.mktemp("multihost_sigint") / "run")
-  overrides = {"data.data_dir": tfds, "data.batch_size": 4, "num_train_steps": 5000,
-               "checkpoint_every_steps": 1000, "log.progress_bar": True}
-  procs = _start_slurm_job(workdir, overrides, cache)
-  try:
-    _wait_for(workdir, 0, "compiling the train step", procs)
-    procs[1].send_signal(signal.SIGINT)
-    codes = [proc.wait(timeout=300) for proc in procs]
-  finally:
-    for proc in procs:
-      if proc.poll() is None:
-        proc.kill()
-  logs = [train_testlib.read_log(workdir, f"p{pid}") for pid in range(2)]
+  workdir, overrides, codes, logs = _ctrl_c_during_compilation(tmp_path_factory, cache, 1)
   assert codes == [0, 0], [log[-3000:] for log in logs]
   assert "stopping after the current step" in logs[1]
   steps = train_testlib.checkpoint_steps(workdir)
@@ -211,32 +198,39 @@ def test_ctrl_c_on_one_host_during_compilation_stops_the_job_after_the_first_ste
 def test_a_second_ctrl_c_on_one_host_ends_every_process_at_once(tmp_path_factory, stopped):
   """The second Ctrl-C ends its process at once (exit 130); the others end within seconds, naming
   it (they waited for it until JAX's heartbeat timeout, ~100 s, and aborted with C++ traces)."""
-  tfds = train_testlib.prepared_tfds(tmp_path_factory)
   # A cache of its own: the second signal comes while XLA compiles, before the first step (a cached
   # step ran, and the job stopped there, before it).
   cache = str(tmp_path_factory.mktemp("jax_cache_cold"))
-  workdir = str(tmp_path_factory.mktemp("multihost_sigint2") / "run")
-  overrides = {"data.data_dir": tfds, "data.batch_size": 4, "num_train_steps": 5000,
-               "checkpoint_every_steps": 1000, "log.progress_bar": True}
-  procs = _start_slurm_job(workdir, overrides, cache)
-  try:
-    _wait_for(workdir, 0, "compiling the train step", procs)  # (process 0 alone shows a bar)
-    procs[stopped].send_signal(signal.SIGINT)
-    _wait_for(workdir, stopped, "signal again to stop at once", procs)
-    time.sleep(0.5)  # (one signal twice within 0.25 s counts once: `timeout` sends two)
-    procs[stopped].send_signal(signal.SIGINT)
-    codes = [proc.wait(timeout=60) for proc in procs]
-  finally:
-    for proc in procs:
-      if proc.poll() is None:
-        proc.kill()
-  logs = [train_testlib.read_log(workdir, f"p{pid}") for pid in range(2)]
+  _, _, codes, logs = _ctrl_c_during_compilation(tmp_path_factory, cache, stopped, twice=True)
   other = 1 - stopped
   assert codes[stopped] == 130 and codes[other] == 1, (codes, [log[-3000:] for log in logs])
   assert logs[other].rstrip().endswith(
       f"error: process {stopped} of this job was stopped at once by a second signal; this process "
       "stops too (the checkpoints saved stay)"), logs[other][-3000:]
   assert "Check failure" not in logs[0] + logs[1]
+
+
+def _ctrl_c_during_compilation(tmp_path_factory, cache, pid, twice=False):
+  """A 2-process train.py job given Ctrl-C (`twice`: two) on process `pid` while process 0 shows
+  that XLA compiles the train step; returns its workdir, overrides, exit codes and logs."""
+  tfds = train_testlib.prepared_tfds(tmp_path_factory)
+  workdir = str(tmp_path_factory.mktemp("multihost_sigint") / "run")
+  overrides = {"data.data_dir": tfds, "data.batch_size": 4, "num_train_steps": 5000,
+               "checkpoint_every_steps": 1000, "log.progress_bar": True}
+  procs = _start_slurm_job(workdir, overrides, cache)
+  try:
+    _wait_for(workdir, 0, "compiling the train step", procs)  # (process 0 alone shows a bar)
+    procs[pid].send_signal(signal.SIGINT)
+    if twice:
+      _wait_for(workdir, pid, "signal again to stop at once", procs)
+      time.sleep(0.5)  # (one signal twice within 0.25 s counts once: `timeout` sends two)
+      procs[pid].send_signal(signal.SIGINT)
+    codes = [proc.wait(timeout=60 if twice else 300) for proc in procs]
+  finally:
+    for proc in procs:
+      if proc.poll() is None:
+        proc.kill()
+  return workdir, overrides, codes, [train_testlib.read_log(workdir, f"p{i}") for i in range(2)]
 
 
 def _start_slurm_job(workdir, overrides, cache):
