@@ -194,7 +194,11 @@ def test_a_run_stopped_at_once_removes_the_checkpoint_it_was_writing(tmp_path):
   folder = tmp_path / "checkpoints"
   (folder / "5" / "state").mkdir(parents=True)
   (folder / "7.orbax-checkpoint-tmp" / "state.orbax-checkpoint-tmp").mkdir(parents=True)
-  message = train._clean_up_after_interrupt(str(tmp_path))  # pylint: disable=protected-access
+  from tcvc_jax.training import stopping  # pylint: disable=g-import-not-at-top
+  control, told = stopping.RunControl(), []
+  control.on_end_at_once(lambda: told.append(True))  # (a multi-host run tells its job)
+  message = train._clean_up_after_interrupt(str(tmp_path), control)  # pylint: disable=protected-access
+  assert told == [True]
   assert message == (f"interrupted at once; {tmp_path} keeps its checkpoint of step 5, from which "
                      "the same command resumes")
   assert [p.name for p in folder.iterdir()] == ["5"] and (folder / "5" / "state").is_dir()
