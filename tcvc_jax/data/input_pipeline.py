@@ -31,6 +31,7 @@ import numpy as np
 from tcvc_jax.data import building as data_building
 from tcvc_jax.data import eval_pipeline
 from tcvc_jax.data import hints as hints_lib
+from tcvc_jax.data import raw_records
 from tcvc_jax.data import sources as data_sources
 from tcvc_jax.ops import color
 
@@ -172,7 +173,9 @@ class SampleWindow(grain.transforms.RandomMap):
     length = int(self._index.num_frames[clip])
     ids = self._frame_ids(int(key - self._offsets[clip]), length, rng)
     record = int(self._index.records[clip])
-    frames = data_sources.check_element(self._source[record], self._index, clip)
+    element = raw_records.clip_element(self._source, record)  # None: decode the record whole
+    frames = data_sources.check_element(self._source[record] if element is None else element,
+                                        self._index, clip)
     return {"rgb": self._augment(frames[ids], rng), "clip_id": np.int32(record),
             "frame_ids": ids.astype(np.int32), "key": np.int64(key)}
 
