@@ -3,6 +3,7 @@
 import numpy as np
 
 from tcvc_jax.data import building as data_building
+from tcvc_jax.data import eval_pipeline
 from tcvc_jax.data import input_pipeline as ip
 from tcvc_jax.data import raw_records
 
@@ -39,6 +40,17 @@ def test_every_record_reads_as_the_data_source_decodes_it(tmp_path):
     clip = int(np.searchsorted(index.offsets, key, side="right")) - 1
     frames = source[int(index.records[clip])]["frames"][element["frame_ids"]]
     assert any(np.array_equal(element["rgb"], c) for c in _crops_and_flips(frames, 8, 8)), key
+  # So do the validation / evaluation chunks (3 frames each, clips padded to 40x40).
+  chunks = eval_pipeline.make_eval_dataset(counted, index, batch_size=1, max_frames=3)
+  for element in chunks:
+    if element["mask"]:
+      n, h, w = (int(element[k]) for k in ("num_frames", "height", "width"))
+      clip = list(index.records).index(int(element["clip_id"]))
+      start = int(element["start"])
+      expected = source[int(element["clip_id"])]["frames"][start:start + n]
+      assert (n, h, w) == expected.shape[:3] and expected.shape[1:3] == (
+          index.heights[clip], index.widths[clip])
+      np.testing.assert_array_equal(element["rgb"][:n, :h, :w], expected)
   assert counted.decoded == 0  # no record decoded whole
 
 

@@ -16,6 +16,7 @@ from typing import Sequence
 import grain
 import numpy as np
 
+from tcvc_jax.data import raw_records
 from tcvc_jax.data import sources as data_sources
 from tcvc_jax.ops import color
 
@@ -37,8 +38,7 @@ class EvalChunk(grain.transforms.Map):
     record, count, ch, cw = -1, 0, 0, 0
     if clip >= 0:
       record = int(self._index.records[clip])
-      frames = data_sources.check_element(self._source[record], self._index, clip)
-      frames = frames[start:start + t]
+      frames = raw_records.clip_frames(self._source, self._index, clip)[start:start + t]
       count, ch, cw = frames.shape[:3]
       rgb[:count, :ch, :cw] = frames
     gray, ab = color.rgb_to_gray_ab(rgb, np)  # numpy: workers never start JAX

@@ -173,9 +173,7 @@ class SampleWindow(grain.transforms.RandomMap):
     length = int(self._index.num_frames[clip])
     ids = self._frame_ids(int(key - self._offsets[clip]), length, rng)
     record = int(self._index.records[clip])
-    element = raw_records.clip_element(self._source, record)  # None: decode the record whole
-    frames = data_sources.check_element(self._source[record] if element is None else element,
-                                        self._index, clip)
+    frames = raw_records.clip_frames(self._source, self._index, clip)
     return {"rgb": self._augment(frames[ids], rng), "clip_id": np.int32(record),
             "frame_ids": ids.astype(np.int32), "key": np.int64(key)}
 

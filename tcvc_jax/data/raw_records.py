@@ -14,11 +14,21 @@ from typing import Iterator
 
 import numpy as np
 
+from tcvc_jax.data import sources
+
 _FRAMES, _SHAPE, _CLIP = b"frames/value", b"frames/shape", b"clip"
 
 
 class _Unexpected(Exception):
   """The record is not laid out as expected."""
+
+
+def clip_frames(source: Any, index: sources.ClipIndex, clip: int) -> np.ndarray:
+  """The frames of clip `clip` of `index` (`sources.check_element`): read in place (a read-only
+  view) where `source` allows, else decoded by it."""
+  record = int(index.records[clip])
+  element = clip_element(source, record)
+  return sources.check_element(source[record] if element is None else element, index, clip)
 
 
 def clip_element(source: Any, record: int) -> dict[str, Any] | None:
