@@ -53,6 +53,9 @@ def _python(script, **env):
     # An id out of range waited jax.distributed's 300 s, then aborted blaming "another task".
     ({"JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "2"},
      "error: JAX_PROCESS_ID (process_id) must be in 0..1, got 2"),
+    # Found before the job waits for this process (stopping.FailureWatch reads it in training).
+    ({"JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "0", "TCVC_LOST_PROCESS_TIMEOUT": "soon"},
+     "error: TCVC_LOST_PROCESS_TIMEOUT must be a number of seconds, at least 1, got 'soon'"),
 ])
 def test_a_job_started_by_jax_variables(env, out):
   import socket  # pylint: disable=g-import-not-at-top

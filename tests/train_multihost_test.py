@@ -3,6 +3,7 @@
 import fcntl
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -210,6 +211,63 @@ def test_a_second_ctrl_c_on_one_host_ends_every_process_at_once(tmp_path_factory
   assert "Check failure" not in logs[0] + logs[1]
 
 
+def test_collective_errors_that_mean_a_process_is_gone(monkeypatch):
+  from tcvc_jax.training import sharding  # pylint: disable=g-import-not-at-top
+  from tcvc_jax.training import stopping  # pylint: disable=g-import-not-at-top
+  gone = ["UNKNOWN: Gloo AllGather failed: [external/gloo/gloo/transport/tcp/pair.cc:538] Read "
+          "error [127.0.0.1]:45995: Connection reset by peer",
+          "UNKNOWN: Gloo all-reduce failed: [pair.cc:589] Connection closed by peer [10.0.0.2]:41",
+          "INTERNAL: NCCL operation ncclAllReduce failed: remote process exited or there was a "
+          "network error"]
+  others = ["RESOURCE_EXHAUSTED: Out of memory allocating 28605211048 bytes.",
+            "Connection reset by peer",  # not a collective's (a dataset's remote file, say)
+            "Gloo all-reduce failed: input shapes differ"]
+  found = [stopping.lost_a_process(RuntimeError(m)) for m in gone + others]
+  assert found == [True] * 3 + [False] * 3
+  monkeypatch.delenv("TCVC_LOST_PROCESS_TIMEOUT", raising=False)
+  assert sharding.lost_process_timeout() == 30
+  monkeypatch.setenv("TCVC_LOST_PROCESS_TIMEOUT", " 7.5 ")
+  assert sharding.lost_process_timeout() == 7.5
+  for bad in ("0", "-3", "nan", "1e", "inf s"):
+    monkeypatch.setenv("TCVC_LOST_PROCESS_TIMEOUT", bad)
+    with pytest.raises(ValueError, match="TCVC_LOST_PROCESS_TIMEOUT must be a number of seconds"):
+      sharding.lost_process_timeout()
+
+
+def test_a_process_killed_in_training_ends_the_others_within_seconds(tmp_path_factory):
+  """kill -9 on process 1 in training (the out-of-memory killer's way): process 0 ends within
+  seconds, exit 1, saying so in one line (it waited until JAX's heartbeat timeout, ~100 s, and
+  aborted with C++ traces). It finds out one of two ways: the step's collective fails (Gloo saw the
+  connection go), or, where the collective just waits (most runs here), process 1's count in the
+  job's store stands still for $TCVC_LOST_PROCESS_TIMEOUT seconds (set short here)."""
+  tfds = train_testlib.prepared_tfds(tmp_path_factory)
+  cache = train_testlib.shared_dir(tmp_path_factory, "jax_cache_multihost")
+  workdir = str(tmp_path_factory.mktemp("multihost_killed") / "run")
+  overrides = {"data.data_dir": tfds, "data.batch_size": 4, "num_train_steps": 5000,
+               "checkpoint_every_steps": 1000, "log_every_steps": 10}
+  procs = _start_slurm_job(workdir, overrides, cache, TCVC_LOST_PROCESS_TIMEOUT="6")
+  try:
+    _wait_for(workdir, 0, "step 20/5000", procs)
+    procs[1].kill()
+    start = time.monotonic()
+    code = procs[0].wait(timeout=80)
+    waited = time.monotonic() - start
+  finally:
+    for proc in procs:
+      if proc.poll() is None:
+        proc.kill()
+  log = train_testlib.read_log(workdir, "p0")
+  assert code == 1, log[-3000:]
+  assert waited < 30, (waited, log[-3000:])  # JAX's heartbeat timeout: 100 s
+  last = log.rstrip().splitlines()[-1]
+  assert re.fullmatch(
+      r"error: (process 1 of this job stopped answering \d+ s ago|another process of this job is "
+      r"gone without a word) \(killed, e\.g\. by the out-of-memory killer, or its host is down\)"
+      r"(: a collective of this one failed: .*)?; this process stops too \(the checkpoints saved "
+      r"stay\)", last), log[-3000:]
+  assert "Check failure" not in log
+
+
 def _ctrl_c_during_compilation(tmp_path_factory, cache, pid, twice=False):
   """A 2-process train.py job given Ctrl-C (`twice`: two) on process `pid` while process 0 shows
   that XLA compiles the train step; returns its workdir, overrides, exit codes and logs."""
@@ -233,7 +291,7 @@ def _ctrl_c_during_compilation(tmp_path_factory, cache, pid, twice=False):
   return workdir, overrides, codes, [train_testlib.read_log(workdir, f"p{i}") for i in range(2)]
 
 
-def _start_slurm_job(workdir, overrides, cache):
+def _start_slurm_job(workdir, overrides, cache, **more_env):
   """train.py as the 2 processes of a (fake SLURM) job; their logs in WORKDIR.p0.log / .p1.log."""
   port = _free_port()
   procs = []
@@ -241,7 +299,7 @@ def _start_slurm_job(workdir, overrides, cache):
     env = dict(train_testlib.subprocess_env(devices=2, cache_dir=cache),
                SLURM_JOB_ID="4242", SLURM_STEP_NODELIST="127.0.0.1", SLURM_NTASKS="2",
                SLURM_PROCID=str(pid), SLURM_LOCALID=str(pid), JAX_COORDINATOR_PORT=str(port),
-               JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo")
+               JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo", **more_env)
     with open(f"{workdir}.p{pid}.log", "w") as log:
       procs.append(subprocess.Popen(train_testlib.train_command(workdir, overrides), stdout=log,
                                     stderr=subprocess.STDOUT, env=env, cwd=train_testlib.REPO))

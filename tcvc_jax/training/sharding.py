@@ -61,6 +61,7 @@ def initialize_distributed(**kwargs) -> None:
   address = (asked.get("coordinator_address")
              or os.environ.get("JAX_COORDINATOR_ADDRESS", "").strip())
   _check_job_size(asked.get("num_processes"), asked.get("process_id"))
+  lost_process_timeout()  # a bad value is found before the job waits for this process
   if asked.get("process_id") == 0:
     _check_coordinator_port(address)
   # Ours ends the wait with a message before jax.distributed's own deadline aborts the process
@@ -88,6 +89,25 @@ def initialize_distributed(**kwargs) -> None:
 _JOIN_TIMEOUT_S = 300  # how long a process waits for the whole job to join (jax's default)
 _JAX_GRACE_S = 30  # jax.distributed's own deadline comes this much later
 _JOIN_NOTES_S = (10, 60)  # a note on stderr after the first, then every second, seconds of waiting
+
+
+_LOST_AFTER_ENV = "TCVC_LOST_PROCESS_TIMEOUT"
+_LOST_AFTER_S = 30.0
+
+
+def lost_process_timeout() -> float:
+  """Seconds without a sign of life from a process of the job before the others take it for gone
+  (stopping.FailureWatch): $TCVC_LOST_PROCESS_TIMEOUT, else 30 (JAX's heartbeat timeout: 100)."""
+  text = os.environ.get(_LOST_AFTER_ENV, "").strip()
+  if not text:
+    return _LOST_AFTER_S
+  try:
+    value = float(text)
+  except ValueError:
+    value = float("nan")
+  if not value >= 1:  # (nan too)
+    raise cli.UsageError(f"{_LOST_AFTER_ENV} must be a number of seconds, at least 1, got {text!r}")
+  return value
 
 
 def _check_job_size(num_processes, process_id) -> None:

@@ -8,10 +8,15 @@ is announced to all of them, and `CheckpointManager.reached_preemption` turns tr
 everywhere), so a request made on one process is handed to that service as a SIGTERM to itself.
 A process that fails alone tells the others through the job's key-value store (`FailureWatch`):
 they would wait for it in their next collective until the job's shutdown timed out (5 minutes).
+A process gone without a word (kill -9, the out-of-memory killer, its host down) is found there too
+(its count in the store stands still, or a collective fails for want of it): the others say so and
+end at once, not in the job's shutdown barrier, which would wait for it until JAX's heartbeat
+timeout and abort.
 """
 
 import itertools
 import os
+import re
 import signal
 import threading
 import time
@@ -114,6 +119,8 @@ class Preemption:
 
 _FAILURE_KEY = "tcvc_run_failure/{}"
 _LEFT = "left"  # the third field of a report by a process that has gone (report_leaving)
+_ALIVE_KEY = "tcvc_run_alive/{}/{}"  # run, process: its count (FailureWatch's ring)
+_ENDED = "ended"  # the count of a process whose run has ended by itself
 _RUNS = itertools.count()  # runs in this process (the same count on every process of a job)
 
 
@@ -127,23 +134,46 @@ class FailureWatch:
   Errors every process raises by itself (e.g. the same non-finite loss, or a `sharding.JobError`)
   end them the usual way: a process that reports or ends its run within `grace_s` of another's
   report is left to it. Single-process runs (and a JAX without the store) watch nothing.
+
+  A process gone without a word (kill -9, the out-of-memory killer, its host down) is found by the
+  next one in the job's order (a ring: each process watches one other, so the store's load does
+  not grow with the job's size squared): every process counts up a key of its own in the store
+  every `beat_s`; one whose count has stood still for `lost_after_s` is reported as gone, and every
+  process ends at once (they waited for it until JAX's heartbeat timeout, ~100 s, and aborted with
+  C++ traces). The count runs in a thread of its own, which XLA's compiles and the devices' work
+  leave running.
   """
 
-  def __init__(self, grace_s: float = 5.0, poll_s: float = 1.0):
-    self._key = _FAILURE_KEY.format(next(_RUNS))
+  def __init__(self, grace_s: float = 5.0, poll_s: float = 1.0, beat_s: float = 3.0,
+               lost_after_s: float | None = None):
+    if lost_after_s is None:
+      lost_after_s = sharding.lost_process_timeout()
+    run = next(_RUNS)
+    self._key = _FAILURE_KEY.format(run)
     self._client = _distributed_client() if jax.process_count() > 1 else None
     self._ended = threading.Event()  # this process's run returned or failed
     self._grace_s, self._poll_s = grace_s, poll_s
+    self._beat_s, self._lost_after_s = beat_s, lost_after_s
+    index = jax.process_index()
+    self._alive_key = _ALIVE_KEY.format(run, index)
+    self._watched = (index + 1) % jax.process_count()
+    self._watched_key = _ALIVE_KEY.format(run, self._watched)
     self._thread = None
     if self._client is not None:
       self._thread = threading.Thread(target=self._watch, name="tcvc-failure-watch", daemon=True)
       self._thread.start()
 
   def report(self, error: BaseException) -> None:
-    """This process's run failed with `error` (and ends the usual way)."""
+    """This process's run failed with `error` (and ends the usual way, unless `error` says that
+    another process is gone: then it ends here, see `lost_a_process`)."""
     self._ended.set()
-    if self._client is None or isinstance(error, sharding.JobError):
+    if self._client is None:
       return
+    self._say_ended()
+    if isinstance(error, sharding.JobError):
+      return
+    if lost_a_process(error):
+      self._end_after_lost_process(error)
     try:
       self._client.key_value_set(self._key, f"{jax.process_index()}\t{cli.one_line(error)}")
     except Exception:  # pylint: disable=broad-except  # another process reported first
@@ -171,16 +201,70 @@ class FailureWatch:
       time.sleep(0.5)  # the others read it (they wait on the key) before the store, served by
       # process 0, is gone
 
+  def _end_after_lost_process(self, error):
+    """Ends this process at once: a collective failed because another process is gone. One that
+    failed or left in order has said so in the store (its word is taken, the watch's message);
+    else it went without a word. Not through the job's shutdown barrier: that would wait for the
+    lost process until JAX's heartbeat timeout (~100 s) and abort with C++ traces."""
+    try:
+      value = self._client.blocking_key_value_get(self._key, 2000)
+    except Exception:  # pylint: disable=broad-except  # no word from any process
+      value = None
+    if value is not None:
+      process, message, *left = value.split("\t")
+      text = (f"process {process} of this job {message}" if left else
+              f"process {process} of this job failed: {message}")
+    else:
+      text = ("another process of this job is gone without a word (killed, e.g. by the "
+              "out-of-memory killer, or its host is down): a collective of this one failed: "
+              f"{cli.one_line(error)}")
+    if jax.process_index() == 0:
+      time.sleep(1.0)  # the job's store is served here: the others read theirs before it goes
+    cli.fail_now(f"{text}; this process stops too (the checkpoints saved stay)")
+
   def close(self) -> None:
     """This process's run ended: the watch ends within `poll_s` (a thread still waiting in the
     store's client when the interpreter exits aborts the process)."""
     self._ended.set()
+    if self._client is not None:
+      self._say_ended()
     if self._thread is not None and self._thread is not threading.current_thread():
       self._thread.join(self._poll_s + 5)
 
+  def _say_ended(self):
+    """This process's run ends by itself: its count stops, and it is not gone."""
+    try:
+      self._client.key_value_set(self._alive_key, _ENDED, allow_overwrite=True)
+    except Exception:  # pylint: disable=broad-except  # the job's store is gone: so is the job
+      logging.info("could not tell the job's store that this run ended", exc_info=True)
+
+  def _check_watched(self, beats, seen):
+    """Counts this process's key up; reports the watched process as gone when its count has
+    stood still for `lost_after_s`. `seen`: [its last count, when it changed (monotonic)]."""
+    try:
+      self._client.key_value_set(self._alive_key, str(next(beats)), allow_overwrite=True)
+      count = self._client.key_value_try_get(self._watched_key)
+    except Exception:  # pylint: disable=broad-except  # not counting yet, or the store is gone
+      return
+    now = time.monotonic()
+    if count != seen[0] or count == _ENDED:
+      seen[:] = [count, now]
+    elif now - seen[1] > self._lost_after_s:
+      why = (f"stopped answering {now - seen[1]:.0f} s ago (killed, e.g. by the out-of-memory "
+             "killer, or its host is down)")
+      logging.error("process %d of this job %s", self._watched, why)
+      try:  # every process reads it (this one too): the job ends as when a process leaves
+        self._client.key_value_set(self._key, f"{self._watched}\t{why}\t{_LEFT}")
+      except Exception:  # pylint: disable=broad-except  # another process reported first
+        logging.info("another process of the job reported first")
+
   def _watch(self):
+    beats, seen, next_beat = itertools.count(), [None, 0.0], 0.0
     while not self._ended.is_set():
       t0 = time.monotonic()
+      if t0 >= next_beat:
+        self._check_watched(beats, seen)
+        next_beat = t0 + self._beat_s
       try:
         value = self._client.blocking_key_value_get(self._key, int(self._poll_s * 1000))
         break
@@ -204,6 +288,17 @@ class FailureWatch:
     shutdown.start()  # the failed process waits for every process in the job's shutdown barrier
     shutdown.join(30)
     cli.fail_now(text)
+
+
+# What a collective says when a process of the job has gone away (Gloo on CPU, NCCL on GPU).
+_LOST_PROCESS = re.compile(
+    r"\b(Gloo|NCCL|MPI)\b.*(Connection (reset|closed|refused)|Broken pipe|Socket closed|"
+    r"remote process exited|network error)", re.IGNORECASE | re.DOTALL)
+
+
+def lost_a_process(error: BaseException) -> bool:
+  """Whether `error` is a collective's failure because another process of the job is gone."""
+  return bool(_LOST_PROCESS.search(str(error)))
 
 
 def _distributed_client():
