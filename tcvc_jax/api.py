@@ -36,6 +36,17 @@ class Colorizer:
     # it is known to be whole, and its check (a copy to the host) is skipped.
     self._returned_state = None
 
+  def __getstate__(self):
+    """Pickling (a worker process, `multiprocessing`, joblib): the model, its weights as numpy
+    arrays and the window padding; the jitted programs are made again where it is unpickled (and
+    compiled on their first call there, or read from the compilation cache)."""
+    return {"model": self.model, "spec": self.spec, "window_frames": self.window_frames,
+            "variables": jax.tree_util.tree_map(np.asarray, self.variables)}
+
+  def __setstate__(self, state):
+    self.__init__(state["model"], state["variables"], state["spec"])
+    self.window_frames = state["window_frames"]
+
   def flow(self, gray1, gray2):
     """The model's frozen optical flow from gray1 to gray2 ([B, H, W, 1] normalised L), in pixels:
     gray1(p) ~ gray2(p + F(p)); numpy [B, H, W, 2]."""

@@ -205,6 +205,26 @@ def test_load_and_pad_windows_check_their_arguments(pair, tmp_path):
     api.load(None)
 
 
+def test_a_colorizer_pickles_into_another_process(pair):
+  """A Colorizer goes to a worker process (multiprocessing, joblib) and colorizes there bit for
+  bit as here, its window padding kept (it raised: the jitted programs are local lambdas)."""
+  import concurrent.futures  # pylint: disable=g-import-not-at-top
+  import multiprocessing  # pylint: disable=g-import-not-at-top
+  import operator  # pylint: disable=g-import-not-at-top
+  import pickle  # pylint: disable=g-import-not-at-top
+  _, colorizer = pair
+  colorizer.pad_windows(6)
+  gray = np.random.RandomState(7).uniform(-0.5, 0.5, (5, 32, 32, 1)).astype(np.float32)
+  want = colorizer.colorize_window(gray)
+  copy = pickle.loads(pickle.dumps(colorizer))
+  assert copy.window_frames == 6 and copy.spec == colorizer.spec
+  np.testing.assert_array_equal(copy.colorize_window(gray), want)
+  with concurrent.futures.ProcessPoolExecutor(
+      1, mp_context=multiprocessing.get_context("spawn")) as pool:
+    got = pool.submit(operator.methodcaller("colorize_window", gray), colorizer).result(timeout=300)
+  np.testing.assert_array_equal(got, want)
+
+
 def test_colorize_frames_checks_its_arguments_first(pair):
   _, colorizer = pair
   rs = np.random.RandomState(4)
