@@ -211,16 +211,14 @@ class FailureWatch:
     except Exception:  # pylint: disable=broad-except  # no word from any process
       value = None
     if value is not None:
-      process, message, *left = value.split("\t")
-      text = (f"process {process} of this job {message}" if left else
-              f"process {process} of this job failed: {message}")
+      text, _ = _told(value)
     else:
       text = ("another process of this job is gone without a word (killed, e.g. by the "
               "out-of-memory killer, or its host is down): a collective of this one failed: "
-              f"{cli.one_line(error)}")
+              f"{cli.one_line(error)}; this process stops too (the checkpoints saved stay)")
     if jax.process_index() == 0:
       time.sleep(1.0)  # the job's store is served here: the others read theirs before it goes
-    cli.fail_now(f"{text}; this process stops too (the checkpoints saved stay)")
+    cli.fail_now(text)
 
   def close(self) -> None:
     """This process's run ended: the watch ends within `poll_s` (a thread still waiting in the
@@ -273,21 +271,26 @@ class FailureWatch:
           self._ended.wait(self._poll_s)
     else:
       return
-    process, message, *left = value.split("\t")
+    text, left = _told(value)
     if left and not self._ended.is_set():  # it has gone: nothing to wait for, nor a shutdown
       if jax.process_index() == 0:
         time.sleep(1.0)  # it ends first: without the job's store, served here, it would abort
-      cli.fail_now(f"process {process} of this job {message}; this process stops too (the "
-                   "checkpoints saved stay)")
+      cli.fail_now(text)
     if self._ended.wait(self._grace_s):
       return  # this process is ending by itself
-    text = (f"process {process} of this job failed: {message}; this process stops too (the "
-            "checkpoints saved stay)")
     logging.error("%s", text)
     shutdown = threading.Thread(target=_shutdown_quietly, daemon=True)
     shutdown.start()  # the failed process waits for every process in the job's shutdown barrier
     shutdown.join(30)
     cli.fail_now(text)
+
+
+def _told(value):
+  """(this process's error line, whether the process has left) for a report in the store."""
+  process, message, *left = value.split("\t")
+  what = message if left else f"failed: {message}"
+  return (f"process {process} of this job {what}; this process stops too (the checkpoints saved "
+          "stay)"), bool(left)
 
 
 # What a collective says when a process of the job has gone away (Gloo on CPU, NCCL on GPU).
