@@ -216,9 +216,7 @@ class FailureWatch:
       text = ("another process of this job is gone without a word (killed, e.g. by the "
               "out-of-memory killer, or its host is down): a collective of this one failed: "
               f"{cli.one_line(error)}; this process stops too (the checkpoints saved stay)")
-    if jax.process_index() == 0:
-      time.sleep(1.0)  # the job's store is served here: the others read theirs before it goes
-    cli.fail_now(text)
+    _end_before_the_store(text)
 
   def close(self) -> None:
     """This process's run ended: the watch ends within `poll_s` (a thread still waiting in the
@@ -273,9 +271,7 @@ class FailureWatch:
       return
     text, left = _told(value)
     if left and not self._ended.is_set():  # it has gone: nothing to wait for, nor a shutdown
-      if jax.process_index() == 0:
-        time.sleep(1.0)  # it ends first: without the job's store, served here, it would abort
-      cli.fail_now(text)
+      _end_before_the_store(text)
     if self._ended.wait(self._grace_s):
       return  # this process is ending by itself
     logging.error("%s", text)
@@ -283,6 +279,15 @@ class FailureWatch:
     shutdown.start()  # the failed process waits for every process in the job's shutdown barrier
     shutdown.join(30)
     cli.fail_now(text)
+
+
+def _end_before_the_store(text):
+  """`cli.fail_now(text)` without the job's shutdown barrier (a process is gone); process 0, which
+  serves the job's store, waits a second first, so the others read what they need from it before
+  it goes (without it, JAX aborts them)."""
+  if jax.process_index() == 0:
+    time.sleep(1.0)
+  cli.fail_now(text)
 
 
 def _told(value):
