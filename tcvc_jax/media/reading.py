@@ -24,6 +24,7 @@ from tcvc_jax.media import av_frames
 from tcvc_jax.media import folders
 from tcvc_jax.media import image_headers
 from tcvc_jax.media import jpeg
+from tcvc_jax.media import levels
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".avi", ".mov", ".mkv", ".webm")
@@ -86,21 +87,20 @@ def image_header(path):
 
 def _to_array(frame, gray_out):
   """Frame -> uint8 or uint16 array [H, W, 1 | 3] at its own bit depth; alpha dropped. FFmpeg's
-  converter is only used within one bit depth (8 -> 8, 16 -> 16): from 8 to 16 bits or back it
-  rescales inexactly (3 -> 766). Its limited-range YUV -> 16-bit RGB is 0.4 % short of white
-  (10-bit 940 -> 65283), as FFmpeg's swscale computes it. 16-bit gray + alpha is read from its
-  plane: FFmpeg's ya16 -> gray16 got some rows wrong at some widths (360 px: 128 of 300)."""
+  converter is used within one bit depth (8 <-> 16 bits it rescales inexactly), not where `levels`
+  converts, nor for 16-bit gray + alpha (its ya16 -> gray16 got rows wrong at 360 px wide)."""
   gray_in, depth = av_frames.frame_kind(frame.format)
-  high = depth > 8
   if frame.format.name in ("ya16be", "ya16le"):
     x = av_frames.packed_uint16(frame, 2)[..., :1]
-    return x if gray_out else np.repeat(x, 3, axis=-1)
-  if gray_in:
-    x = frame.to_ndarray(format="gray16le" if high else "gray")[..., None]
-    return x if gray_out else np.repeat(x, 3, axis=-1)
-  if gray_out:
+  elif levels.needs_own_conversion(frame, gray_in, depth):
+    x = levels.limited_gray(frame, depth) if gray_in else levels.deep_yuv_to_rgb(frame, depth)
+  elif gray_in:
+    x = frame.to_ndarray(format="gray16le" if depth > 8 else "gray")[..., None]
+  else:
+    x = frame.to_ndarray(format="rgb48le" if depth > 8 else "rgb24")
+  if x.shape[-1] == 3 and gray_out:
     raise MediaError("a colour frame in a source opened as gray")
-  return frame.to_ndarray(format="rgb48le" if high else "rgb24")
+  return np.repeat(x, 3, axis=-1) if x.shape[-1] == 1 and not gray_out else x
 
 
 def _decode_image(path, gray_out):
