@@ -172,6 +172,9 @@ def test_small_convolutions_and_fixed_mode_are_not_measured(forms_file, monkeypa
   x, k = _data((1, 8, 8), 4, 70)
   jax.jit(conv_forms.conv3x3)(x, k)  # far under MIN_GFLOP
   monkeypatch.setattr(conv_forms, "MIN_GFLOP", 0.0)
+  with jax.enable_x64(True):  # float64 (the goldens' checking precision) is not worth measuring
+    assert conv_forms.forward(jnp.asarray(x, jnp.float64), jnp.asarray(k, jnp.float64)).dtype \
+        == jnp.float64
   monkeypatch.setenv("TCVC_CONV_FORMS", "fixed")
   assert conv_forms.forward(x, k).shape == (1, 8, 8, 70)
   monkeypatch.setenv("TCVC_CONV_FORMS", "xla")

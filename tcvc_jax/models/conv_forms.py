@@ -31,7 +31,8 @@ they are not timed fairly.
 Every form computes the same convolution; they differ only in the order and rounding of the fp32
 sums (Winograd's transforms add a little more rounding, well inside the golden tests' tolerances).
 Small convolutions (under `MIN_GFLOP`) are not measured and use fixed rules, so tests, tiny models
-and multi-process runs (where every process must compile the same program) are deterministic.
+and multi-process runs (where every process must compile the same program) are deterministic; nor
+are float64 ones (a precision for checking results, as the golden tests do, not for speed).
 
 `TCVC_CONV_FORMS`: `auto` (default: measure once per machine and shape, then read the file),
 `fixed` (no measuring; the rules that were fastest on the AVX-512 machine they were tuned on), or
@@ -157,7 +158,9 @@ def _measured_choice(op, forms, x_shape, k_shape, dtype, build, fixed, operand_s
   how = mode()
   if how == "xla":
     return "xla"
-  if how == "fixed" or len(forms) == 1 or gflop < MIN_GFLOP or jax.process_count() > 1:
+  # float64 checks results (the golden tests) rather than runs for speed: not worth measuring.
+  if (how == "fixed" or len(forms) == 1 or gflop < MIN_GFLOP or jax.process_count() > 1
+      or jnp.dtype(dtype) == jnp.float64):
     return fixed
   key = _key(op, x_shape, k_shape, dtype)
   with _LOCK:
