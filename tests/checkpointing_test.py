@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import shutil
 import time
 
 import jax
@@ -18,6 +19,7 @@ from tcvc_jax.data import input_pipeline
 from tcvc_jax.data import sources as data_sources
 from tcvc_jax.data import synthetic
 from tcvc_jax.training import checkpointing
+from tcvc_jax.training import pretrained as pretrained_lib
 from tcvc_jax.training import sharding
 from tcvc_jax.training import train_config
 from tcvc_jax.training import train_lib
@@ -72,6 +74,33 @@ def test_state_and_iterator_round_trip(tmp_path):
   got = next(fresh)  # the restored iterator continues where the saved one was
   for key in ("gray", "ab", "frame_ids", "key"):
     np.testing.assert_array_equal(got[key], expected[key])
+  mngr.close()
+
+
+def test_a_resume_on_another_number_of_devices_says_so(tmp_path, caplog):
+  """A run saved on 4 devices and resumed on 1 is told that its sums now run in another order
+  (the same global batch: the same training to rounding); the same count is told nothing."""
+  mesh = sharding.create_mesh((("data", -1),), "auto", devices=jax.devices()[:4])
+  state = jax.device_put(_small_state(2), sharding.replicated(mesh))
+  mngr = checkpointing.create_manager(str(tmp_path), save_every=1, max_to_keep=5)
+  assert checkpointing.save(mngr, 2, state, iter(_data()), force=True)
+  assert checkpointing.save(mngr, 4, _small_state(4), iter(_data()), force=True)  # one device
+  mngr.wait_until_finished()
+  assert checkpointing.saved_device_count(mngr, 2) == 4
+  assert checkpointing.saved_device_count(mngr, 4) == 1
+  with caplog.at_level(logging.WARNING):
+    assert checkpointing.restore_latest(mngr, _abstract(_small_state()), iter(_data()))[1] == 4
+  assert "device" not in caplog.text
+  mngr.close()
+  shutil.rmtree(tmp_path / "checkpoints" / "4")
+  mngr = checkpointing.create_manager(str(tmp_path), save_every=1, max_to_keep=5)
+  with caplog.at_level(logging.WARNING):
+    restored, step = checkpointing.restore_latest(mngr, _abstract(_small_state()), iter(_data()))
+  assert step == 2
+  np.testing.assert_array_equal(restored.params["a"], _small_state(2).params["a"])
+  assert ("the checkpoint at step 2 was saved by a run on 4 devices, this one has 1: the global "
+          "batch (data.batch_size) is the same" in caplog.text)
+  assert "not bit for bit" in caplog.text
   mngr.close()
 
 
@@ -203,13 +232,13 @@ def test_init_from_converted_siggraph17_and_flownet2(tmp_path, tiny_setup, caplo
   fake_flow = {"params": {"flownetc": {"conv1": {"kernel": np.ones((3, 3, 6, 4), np.float32)}}}}
   converted.save_converted(str(tmp_path / "flow"), fake_flow, "flownet2", {})
   with pytest.raises(porting.ConversionError, match="does not match the flownet2 model; missing"):
-    checkpointing.load_pretrained(f"{tmp_path / 'sig'}, {tmp_path / 'flow'}")
-  pretrained = checkpointing.load_pretrained(f"{tmp_path / 'sig'}")
+    pretrained_lib.load(f"{tmp_path / 'sig'}, {tmp_path / 'flow'}")
+  pretrained = pretrained_lib.load(f"{tmp_path / 'sig'}")
   pretrained[("params", "flow")] = fake_flow["params"]  # as a real one would be, without 650 MB
   assert set(pretrained) == {("params", "fea_key"), ("batch_stats", "fea_key"),
                              ("params", "flow")}
   with caplog.at_level(logging.WARNING):
-    state, loaded = checkpointing.apply_pretrained(init_fn(), pretrained, mesh)
+    state, loaded = pretrained_lib.apply(init_fn(), pretrained, mesh)
   assert loaded == {"fea_key"}
   assert "params/flow" in caplog.text  # the classical-flow model has no FlowNet2: skipped
   got = jax.tree_util.tree_leaves(state.params["fea_key"])
@@ -227,11 +256,12 @@ def test_init_from_rejects_wrong_shapes_and_unknown_paths(tmp_path, tiny_setup):
   sig = {c: variables[c]["fea_key"] for c in ("params", "batch_stats")}
   converted.save_converted(str(tmp_path / "sig"), sig, "siggraph17", {"widths": [8] * 9 + [32]})
   with pytest.raises(ValueError, match="shape"):
-    checkpointing.apply_pretrained(init_fn(), checkpointing.load_pretrained(
+    pretrained_lib.apply(init_fn(), pretrained_lib.load(
         [str(tmp_path / "sig")]), mesh)
   with pytest.raises(ValueError, match="neither"):
-    checkpointing.load_pretrained(str(tmp_path / "nothing"))
-  assert checkpointing.parse_paths(None) == [] and checkpointing.parse_paths(" a, ,b") == ["a", "b"]
+    pretrained_lib.load(str(tmp_path / "nothing"))
+  assert pretrained_lib.parse_paths(None) == []
+  assert pretrained_lib.parse_paths(" a, ,b") == ["a", "b"]
 
 
 def test_load_workdir_and_init_from_a_workdir(tmp_path, tiny_setup):
@@ -252,8 +282,8 @@ def test_load_workdir_and_init_from_a_workdir(tmp_path, tiny_setup):
                        jax.tree_util.tree_leaves(state.params), strict=True):
     np.testing.assert_array_equal(got, want)
   # The same workdir as init_from restores every sub-network.
-  pretrained = checkpointing.load_pretrained(workdir)
-  _, loaded = checkpointing.apply_pretrained(init_fn(), pretrained, mesh)
+  pretrained = pretrained_lib.load(workdir)
+  _, loaded = pretrained_lib.apply(init_fn(), pretrained, mesh)
   assert loaded == set(state.params)
   with open(os.path.join(workdir, checkpointing.MODEL_FILE)) as f:
     assert json.load(f)["model"]["classical_flow"]

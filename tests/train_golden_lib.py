@@ -78,7 +78,7 @@ def nchw(a):
 
 
 def formula_pretrained(dtype):
-  """The formula weights of every key as `load_pretrained` returns them: {(col, name): tree}."""
+  """The formula weights of every key as `pretrained.load` returns them: {(col, name): tree}."""
   from tcvc_jax import porting  # pylint: disable=g-import-not-at-top
   sd = golden_lib.formula_state_dict()  # float64, 1.6 GB: cast in place, one entry at a time
   for key in sd:
@@ -159,7 +159,7 @@ def run_steps(dtype="float32", steps=3):
   results = {"metrics": []}
   with jax.set_mesh(mesh):
     # As train_lib.create_train_state, with the formula weights instead of a random draw (the
-    # trainer's init_from path, checkpointing.apply_pretrained, puts them in the same places).
+    # trainer's init_from path, pretrained.apply, puts them in the same places).
     replicated = sharding.replicated(mesh)
 
     def to_device(tree):

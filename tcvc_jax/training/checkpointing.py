@@ -1,4 +1,4 @@
-"""Orbax checkpoints of training runs, and loading pretrained weights (`config.init_from`).
+"""Orbax checkpoints of training runs, and a workdir's model for inference (`load_workdir`).
 
 A run's workdir holds `checkpoints/<step>/` with two items: `state` (the train state) and
 `data_iter` (the grain iterator state of every process), and `model.json` (the model's keyword
@@ -11,7 +11,6 @@ import os
 import shutil
 import time
 from typing import Any
-from typing import Sequence
 
 from absl import logging
 import grain
@@ -58,7 +57,24 @@ def save(mngr: ocp.CheckpointManager, step: int, state: Any, data_iter: Any,
   args = ocp.args.Composite(state=ocp.args.StandardSave(state),
                             data_iter=grain.checkpoint.CheckpointSave(data_iter))
   with _write_errors(mngr):
-    return mngr.save(step, args=args, force=force)
+    return mngr.save(step, args=args, force=force,
+                     custom_metadata={"devices": _device_count(state)})
+
+
+def _device_count(state):
+  """How many devices the arrays of `state` (or their ShapeDtypeStructs) are placed on."""
+  return next((len(leaf.sharding.device_set) for leaf in jax.tree.leaves(state)
+               if getattr(leaf, "sharding", None) is not None), None)
+
+
+def saved_device_count(mngr: ocp.CheckpointManager, step: int) -> int | None:
+  """How many devices the run that saved checkpoint `step` trained on; None where it is not
+  recorded (checkpoints written before it was) or cannot be read."""
+  try:
+    count = (mngr.metadata(step).custom_metadata or {}).get("devices")
+  except Exception:  # pylint: disable=broad-exception-caught
+    return None  # any damage was told by the restore; this is only a note
+  return count if isinstance(count, int) and not isinstance(count, bool) else None
 
 
 def finish(mngr: ocp.CheckpointManager) -> None:
@@ -165,6 +181,7 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state: Any,
                       "again from its beginning", step, short_reason(e))
     for bad, _ in failed:
       _quarantine(mngr, bad)
+    _tell_device_count(saved_device_count(mngr, step), restored["state"], step)
     return restored["state"], step
   if failed:
     step, error = failed[0]
@@ -175,6 +192,16 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state: Any,
         f"error, at step {step}: {short_reason(error)}"
     ) from error
   return None
+
+
+def _tell_device_count(saved, state, step):
+  """Logs what a resume on another number of devices than the saving run's changes."""
+  now = _device_count(state)
+  if None not in (saved, now) and saved != now:
+    logging.warning("the checkpoint at step %d was saved by a run on %d device%s, this one has %d: "
+                    "the global batch (data.batch_size) is the same, split otherwise, so training "
+                    "goes on as it would have, to rounding (sums over the devices are taken in "
+                    "another order), not bit for bit", step, saved, "s" * (saved != 1), now)
 
 
 def _iterator_folder(mngr, step):
@@ -311,89 +338,3 @@ def load_workdir(workdir: str, step: int | None = None
   spec = read_model_spec(workdir)
   porting.check_variables(variables, "tcvc", spec, workdir, MODEL_FILE)
   return variables, spec, int(step)
-
-
-# ----------------------------------------------------------------------------- init_from
-
-
-def parse_paths(init_from: str | Sequence[str] | None) -> list[str]:
-  """A comma-separated string or a sequence of paths -> list of paths (empty for None)."""
-  if not init_from:
-    return []
-  items = init_from.split(",") if isinstance(init_from, str) else list(init_from)
-  return [os.path.expanduser(p.strip()) for p in items if p and p.strip()]
-
-
-def _subtrees(variables: dict[str, Any], kind: str, path: str) -> dict[tuple[str, str], Any]:
-  """{(collection, top-level name): tree} that a checkpoint provides to the TCVC model."""
-  if kind == "siggraph17":
-    return {(c, "fea_key"): variables[c] for c in ("params", "batch_stats") if variables.get(c)}
-  if kind == "flownet2":
-    return {("params", "flow"): variables["params"]}
-  if kind == "tcvc":
-    return {(c, name): tree for c in ("params", "batch_stats")
-            for name, tree in dict(variables.get(c) or {}).items()}
-  raise ValueError(f"{path}: unknown checkpoint kind {kind!r}")
-
-
-def load_pretrained(init_from: str | Sequence[str] | None) -> dict[tuple[str, str], Any]:
-  """Reads `config.init_from`: converted TCVC / SIGGRAPH17 / FlowNet2 dirs or train.py workdirs.
-
-  Later paths override earlier ones where they overlap.
-
-  Args:
-    init_from: paths, comma-separated or as a sequence.
-
-  Returns:
-    {(collection, top-level module name): NumPy tree}, e.g. ('params', 'fea_key').
-
-  Raises:
-    ValueError: a path is neither a converted checkpoint nor a workdir.
-  """
-  out = {}
-  for path in parse_paths(init_from):
-    if converted.is_converted_dir(path):
-      variables, meta, _ = converted.load_converted(path)
-      kind = meta["kind"]
-    elif is_workdir(path):
-      variables, _, _ = load_workdir(path)
-      kind = "tcvc"
-    else:
-      raise ValueError(f"init_from: {path} is neither a converted checkpoint (python -m "
-                       "tcvc_jax.convert) nor a train.py workdir")
-    found = _subtrees(variables, kind, path)
-    logging.info("init_from %s (%s): %s", path, kind,
-                 ", ".join(f"{c}/{n}" for c, n in sorted(found)))
-    out.update(found)
-  return out
-
-
-def apply_pretrained(state: Any, pretrained: dict[tuple[str, str], Any],
-                     mesh: jax.sharding.Mesh) -> tuple[Any, set[str]]:
-  """Puts pretrained subtrees into a fresh state (replicated); returns it and the loaded names.
-
-  Subtrees the model does not have (FlowNet2 weights for a classical-flow model) are skipped
-  with a warning; a shape mismatch raises ValueError.
-  """
-  collections = {"params": dict(state.params), "batch_stats": dict(state.batch_stats or {})}
-  loaded = set()
-  replicated = sharding.replicated(mesh)
-  for (col, name), tree in sorted(pretrained.items()):
-    if name not in collections[col]:
-      logging.warning("init_from: the model has no %s/%s; skipped", col, name)
-      continue
-    current = collections[col][name]
-    want = jax.tree_util.tree_structure(current)
-    got = jax.tree_util.tree_structure(tree)
-    if want != got:
-      raise ValueError(f"init_from: {col}/{name} has a different structure than the model's")
-    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(current),
-                            jax.tree_util.tree_leaves(tree), strict=True):
-      if tuple(a.shape) != tuple(np.shape(b)):
-        raise ValueError(f"init_from: {col}/{name}{jax.tree_util.keystr(path)} has shape "
-                         f"{np.shape(b)}, the model wants {a.shape}")
-    collections[col][name] = jax.tree_util.tree_map(
-        lambda a, b: sharding.global_from_host(np.asarray(b, a.dtype), replicated), current, tree)
-    loaded.add(name)
-  state = state.replace(params=collections["params"], batch_stats=collections["batch_stats"])
-  return state, loaded

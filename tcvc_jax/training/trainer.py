@@ -28,6 +28,7 @@ from tcvc_jax.data import input_pipeline
 from tcvc_jax.models import spec as spec_lib
 from tcvc_jax.training import checkpointing
 from tcvc_jax.training import metric_writers
+from tcvc_jax.training import pretrained
 from tcvc_jax.training import sharding
 from tcvc_jax.training import stopping
 from tcvc_jax.training import train_config
@@ -76,9 +77,8 @@ def _initial_state(config, model, tx, mesh, mngr, train_iter, workdir, spec):
   state = init_fn()
   loaded = set()
   if config.init_from:
-    pretrained = sharding.agree("reading config.init_from",
-                                lambda: checkpointing.load_pretrained(config.init_from))
-    state, loaded = checkpointing.apply_pretrained(state, pretrained, mesh)
+    weights = sharding.agree("reading config.init_from", lambda: pretrained.load(config.init_from))
+    state, loaded = pretrained.apply(state, weights, mesh)
   random_frozen = sorted(set(state.params) - set(config.optim.trainable) - loaded)
   if random_frozen:
     message = (f"frozen sub-networks {random_frozen} have random weights; give them pretrained "
