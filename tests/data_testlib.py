@@ -57,13 +57,14 @@ def write_frames(folder: str, frames, ext: str = ".png", names=None) -> list[str
 def write_video(path, frames, codec: str = "ffv1", fps: int = 25, pix_fmt: str | None = None,
                 audio_seconds: float = 0.0, options=None, rotation: int = 0, sar=None,
                 times=None, audio_codec: str = "aac", audio_tracks: int = 1, tags=None,
-                audio_rate: int = 8000, audio_layout: str = "mono") -> str:
+                audio_rate: int = 8000, audio_layout: str = "mono", stream_options=None) -> str:
   """Writes uint8 RGB frames ([n, H, W, 3] or a list) as a video with PyAV; returns the path.
 
   ffv1 (in .mkv) is lossless RGB by default; other codecs are 4:2:0 unless `pix_fmt` says otherwise
   (mpeg4 at its best quantiser). `audio_seconds`: that much of a 440 Hz tone in `audio_codec` at
   `audio_rate` Hz, `audio_layout` (`audio_tracks` streams of it); `tags`: the container's;
-  `options`: the container's (e.g. {"movflags": "faststart"}); `rotation`: a display rotation
+  `options`: the container's (e.g. {"movflags": "faststart"}); `stream_options`: the encoder's
+  (e.g. {"x264-params": "tff=1"}: coded interlaced); `rotation`: a display rotation
   (counter-clockwise degrees), as a phone sets it; `sar`: the pixels' aspect ratio; `times`: each
   frame's time in seconds (a variable frame rate, in a time base of 1/90000 s; default i / fps).
   """
@@ -76,6 +77,8 @@ def write_video(path, frames, codec: str = "ffv1", fps: int = 25, pix_fmt: str |
     vs.pix_fmt = pix_fmt or ("bgr0" if codec == "ffv1" else "yuv420p")
     if codec == "mpeg4":
       vs.options = {"qscale": "1"}
+    if stream_options:
+      vs.options = dict(stream_options)
     if rotation:
       vs.set_display_rotation(rotation)
     if sar:

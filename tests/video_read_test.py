@@ -309,6 +309,21 @@ class ReadVideoTest(absltest.TestCase):
         self.assertStartsWith(src.note, f"{path} is HDR video ({name}): it is read as SDR, "
                               "without tone mapping")
 
+  def test_interlaced_video_is_named_in_a_warning(self):
+    """Old TV and camcorder video is often coded interlaced: its fields woven into each frame comb
+    where anything moves, and the colour follows; the note says to deinterlace first."""
+    for options, interlaced in (({"x264-params": "tff=1"}, True), ({}, False)):
+      path = dt.write_video(os.path.join(dt.tempdir(self), "tv.mkv"), _gradient_frames(3, 24, 32),
+                            codec="libx264", options=None, pix_fmt="yuv420p",
+                            stream_options=options)
+      src = reading.open_source(path)
+      if interlaced:
+        self.assertStartsWith(src.note, f"{path} is coded interlaced: ")
+        self.assertIn("deinterlace it first", src.note)
+      else:
+        self.assertIsNone(src.note)
+      self.assertLen(src.read_all(), 3)  # read as stored
+
   def test_a_cut_off_matroska_file_says_it_is_short(self):
     # Matroska / WebM list no frame count, but their tracks' DURATION tags.
     path = os.path.join(dt.tempdir(self), "v.mkv")

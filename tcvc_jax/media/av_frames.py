@@ -146,3 +146,19 @@ def hdr_note(frame, path):
   return (f"{path} is HDR video ({transfer}): it is read as SDR, without tone mapping, so its "
           "lightness and colours come out wrong; tone-map it to SDR first (e.g. with ffmpeg's "
           "zscale and tonemap filters)")
+
+
+def interlace_note(frame, path):
+  """A note where `frame` is coded interlaced (old TV and camcorder video often is); or None."""
+  if not getattr(frame, "interlaced_frame", False):
+    return None
+  return (f"{path} is coded interlaced: each frame is read with its two fields woven together; "
+          "where they were shot at different moments (video, not a film transfer) moving edges "
+          "comb, and the colour follows the combs: deinterlace it first for clean colour (e.g. "
+          "ffmpeg -vf bwdif=mode=send_frame)")
+
+
+def video_note(frame, path):
+  """The notes about a video's first decoded `frame` (HDR, interlaced) in one line, or None."""
+  notes = [n for n in (hdr_note(frame, path), interlace_note(frame, path)) if n]
+  return "; ".join(notes) or None

@@ -146,7 +146,7 @@ class FrameSource:
       folder); its frames are yielded upright, as players show them (and as ffmpeg converts them).
     num_frames: frame count (None when a video's container does not store it).
     names: file names for a folder source (None for videos); note: the warning reading logged
-      about it, or None (`folders.folder_note`, `av_frames.hdr_note`).
+      about it, or None (`folders.folder_note`, `av_frames.video_note`).
     is_gray: True when frames are yielded as [H, W, 1].
     bit_depth: bits per sample (8 or 16 for typical inputs; a folder's deepest frame's).
     has_audio: whether a video file has an audio stream (what a writer's `audio_from` copies).
@@ -238,7 +238,7 @@ class FrameSource:
     self.is_gray, self.bit_depth = av_frames.frame_kind(first.format)
     self._stored_size = (first.width, first.height)
     self._turns = av_frames.quarter_turns(first)
-    self.note = av_frames.hdr_note(first, self.path)
+    self.note = av_frames.video_note(first, self.path)
     self.rotation = 90 * self._turns
     self.width, self.height = self._stored_size[::-1] if self._turns % 2 else self._stored_size
     sar = fractions.Fraction(sar) if sar and sar > 0 else fractions.Fraction(1)
