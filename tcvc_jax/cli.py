@@ -18,6 +18,7 @@ On a signal it removes every unfinished `tcvc_jax.atomic` output and ends the pr
 
 import argparse
 import contextlib
+import difflib
 import functools
 import logging
 import os
@@ -55,11 +56,26 @@ class ArgumentParser(argparse.ArgumentParser):
 
   def parse_known_args(self, args=None, namespace=None):
     self._argv = [str(a) for a in (sys.argv[1:] if args is None else args)]  # for `error`
+    self._check_flag_names()
     ns, rest = super().parse_known_args(args, namespace)
     for key, value in vars(ns).items():  # `--checkpoint=~/ck`: a shell leaves that `~` alone
       if isinstance(value, str) and (value == "~" or value.startswith("~/")):
         setattr(ns, key, os.path.expanduser(value))
     return ns, rest
+
+
+  def _check_flag_names(self):
+    """A mistyped flag is the first thing said, with the closest one (argparse said first that a
+    required flag was missing, where `--chekpoint` was given for `--checkpoint`)."""
+    known = sorted(s for a in self._actions for s in a.option_strings if s.startswith("--"))
+    for token in self._argv:
+      if token == "--":
+        break
+      name = token.split("=", 1)[0]
+      if name.startswith("--") and name not in known:
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        self.error(f"unrecognized argument {name}"
+                   + (f"; did you mean {close[0]}?" if close else ""))
 
 
 class UserError(Exception):

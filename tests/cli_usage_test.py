@@ -231,15 +231,23 @@ def test_convert_names_its_pytorch_file_as_such(checkpoint, tmp_path):
 
 @pytest.mark.parametrize("args,text", [
     (["-m", "tcvc_jax.colorize", "a", "b", "--checkpoint", "c", "--sizee", "3"],
-     "unrecognized arguments: --sizee 3"),
+     "unrecognized argument --sizee; did you mean --size?"),
+    # A mistyped flag is said first, not the required one it was meant to be.
+    (["-m", "tcvc_jax.colorize", "a", "b", "--chekpoint=c"],
+     "unrecognized argument --chekpoint; did you mean --checkpoint?"),
     (["-m", "tcvc_jax.convert"], "the following arguments are required: src, out"),
     # A prefix of a flag is no flag: `--o` was taken for --overwrite.
-    (["-m", "tcvc_jax.convert", "a.pth", "b", "--o"], "unrecognized arguments: --o"),
+    (["-m", "tcvc_jax.convert", "a.pth", "b", "--o"], "unrecognized argument --o"),
     (["-m", "tcvc_jax.colorize", "a", "b", "--checkpoint", "c", "--overwrit"],
-     "unrecognized arguments: --overwrit"),
+     "unrecognized argument --overwrit; did you mean --overwrite?"),
 ])
 def test_argparse_mistakes_are_one_line(args, text, tmp_path):
   _one_error_line(_run(args, tmp_path), 2, text)
+
+
+def test_after_a_double_dash_a_name_with_dashes_is_a_files(tmp_path):
+  _one_error_line(_run(["-m", "tcvc_jax.convert", "--", "--x.pth", "b"], tmp_path), 1,
+                  "--x.pth: no such file or folder")
 
 
 def test_a_workdir_that_is_a_file(checkpoint, frames, tmp_path):
