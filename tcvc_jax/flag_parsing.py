@@ -111,6 +111,11 @@ def _explain(err, argv, default_config=None, given=None):
             f"{'eval' if 'eval' in os.path.basename(argv[0]) else 'FILE'}[:PRESET] too")
   if unknown and (key := _close_config_key(unknown.group(1), argv, default_config)):
     return f"{text}; did you mean --config.{key}?"
+  eval_tool = "eval" in os.path.basename(argv[0])  # no config given: eval's own is the one meant
+  if unknown and eval_tool and default_config is None and _config_value(argv) is None and (
+      key := _close_config_key(unknown.group(1),
+                               argv + [f"--config={os.path.join(CONFIG_DIR, 'eval.py')}"], None)):
+    return f"{text}; did you mean --config eval --config.{key}?"
   if "Error whilst parsing config file" in text:
     # The traceback is inlined; its last line is the config's own message.
     last = text.rsplit("Error: ", 1)[-1]

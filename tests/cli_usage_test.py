@@ -155,6 +155,8 @@ def test_show_config_checks_what_a_run_would(tmp_path):
       "--config.data.clips=a,b,a"], "data.clips names a twice"),
     (["--config.checkpoint=ck"], "--config.checkpoint without a config to set it in: pass --config "
      "eval[:PRESET] too"),
+    # colorize's flag given to eval.py without a config: eval's own config is the one meant.
+    (["--checkpoint=ck"], "did you mean --config eval --config.checkpoint?"),
     (["--config=eval", "--config.checkpoint=ck", "--config.data.root=clips",
       "--config.protocol.network_size=99999999992"], "network_size must be at most 8192"),
 ])
