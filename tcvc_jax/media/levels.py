@@ -16,7 +16,7 @@ import re
 
 import numpy as np
 
-_LIMITED = 1  # AVCOL_RANGE_MPEG; 0 (unspecified) and 2 (JPEG, full range) are the others
+_LIMITED, _FULL = 1, 2  # AVCOL_RANGE_MPEG, AVCOL_RANGE_JPEG (0: unspecified)
 # (Kr, Kb) of the YUV matrices by the frame's AVColorSpace, as swscale takes them: BT.601 where
 # unspecified (2) or RGB (0), BT.709, FCC, BT.470 BG and SMPTE 170M (both BT.601), SMPTE 240M,
 # BT.2020 NCL. The rest (BT.2020 CL, YCgCo, ICtCp, ...) swscale refuses; they are left to it.
@@ -42,12 +42,12 @@ def deep_yuv_to_rgb(frame, depth):
   and range (limited unless tagged full), its chroma upsampled by swscale (alpha dropped)."""
   yuv = frame.reformat(format="yuv444p16le")  # each sample shifted left by 16 - depth bits
   y, u, v = (plane(yuv, i, "<u2").astype(np.float32) for i in range(3))
-  if frame.color_range == 2:  # full range: 0 .. 2^depth - 1, chroma centred on 2^(depth - 1)
-    scale = np.float32(2.0 ** (16 - depth) * (2 ** depth - 1))
-    y, u, v = y / scale, (u - 32768) / scale, (v - 32768) / scale
+  if frame.color_range == _FULL:  # 0 .. 2^depth - 1, chroma centred on 2^(depth - 1)
+    luma = chroma = np.float32(2.0 ** (16 - depth) * (2 ** depth - 1))
   else:  # limited: 16..235 (luma) and 16..240 (chroma) at 8 bits, times 2^(depth - 8)
-    y, u, v = (y - 4096) / np.float32(219 * 256), (u - 32768) / np.float32(224 * 256), \
-        (v - 32768) / np.float32(224 * 256)
+    luma, chroma = np.float32(219 * 256), np.float32(224 * 256)
+    y = y - np.float32(16 * 256)
+  y, u, v = y / luma, (u - 32768) / chroma, (v - 32768) / chroma
   kr, kb = _KR_KB[frame.colorspace]
   kg = 1 - kr - kb  # each of R, G, B is Y plus chroma terms: Y itself where the chroma is 0
   r = y + np.float32(2 * (1 - kr)) * v
