@@ -67,7 +67,7 @@ def load(init_from: str | Sequence[str] | None) -> dict[tuple[str, str], Any]:
 
 
 def apply(state: Any, pretrained: dict[tuple[str, str], Any],
-                     mesh: jax.sharding.Mesh) -> tuple[Any, set[str]]:
+          mesh: jax.sharding.Mesh) -> tuple[Any, set[str]]:
   """Puts pretrained subtrees into a fresh state (replicated); returns it and the loaded names.
 
   Subtrees the model does not have (FlowNet2 weights for a classical-flow model) are skipped
