@@ -57,10 +57,12 @@ class Colorizer:
   def pad_windows(self, frames):
     """Runs every later window of <= `frames` frames (and any first_anchor) as one program.
 
-    Shorter windows (a clip's last, a shot's last) are padded in a way that provably leaves their
-    frames unchanged (`TCVC(length=...)`), so a video compiles once per frame size instead of once
-    per window length; the results are bit for bit those of the unpadded windows. None: no
-    padding (each window length compiles its own program).
+    Shorter windows (a clip's last, a shot's last) are padded in a way that leaves the
+    computation of their frames unchanged (`TCVC(length=...)`), so a video compiles once per frame
+    size instead of once per window length; the results are those of the unpadded windows (bit for
+    bit on the machines measured with AVX-512; XLA's convolutions batched over a window's frames
+    may round the last bit differently at another batch size, 1 ulp seen on an AVX2-only CPU). None:
+    no padding (each window length compiles its own program).
     """
     if frames is None:  # padding off
       self.window_frames = None

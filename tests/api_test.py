@@ -24,19 +24,33 @@ def pair():
   return api.Colorizer(model, variables), api.Colorizer(model, variables)
 
 
-def test_padded_windows_equal_unpadded_bit_for_bit(pair):
+# A padded window runs the same computation on each of its frames as the unpadded one, but XLA's
+# convolutions batched over a window's frames (the L features, the channel reduction) may round
+# the last bit differently at another batch size: 1 ulp (1.5e-8) in one pixel of 8192, seen on an
+# AVX2-only AMD EPYC with 8 host devices (bitwise equal on AVX-512 machines). Padding that let a
+# padded frame leak into the real ones would move ab by ~1e-2.
+ROUNDING = 1e-6
+
+
+def _assert_equal_to_rounding(got, want):
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=0, atol=ROUNDING)
+
+
+def test_padded_windows_equal_unpadded_ones(pair):
   plain, padded = pair
   padded.pad_windows(6)
   gray = np.random.RandomState(0).uniform(-0.5, 0.5, (6, 32, 32, 1)).astype(np.float32)
   for n in (2, 4, 6):  # anchors only; internal frames, padded by 2; the padded length itself
     want, want_state = plain.colorize_window(gray[:n], return_last_anchor=True)
     got, got_state = padded.colorize_window(gray[:n], return_last_anchor=True)
-    np.testing.assert_array_equal(got, want)
+    # The same shapes (n = 6, and the anchors, which run one frame at a time): bit for bit.
+    same = np.testing.assert_array_equal if n == 6 else _assert_equal_to_rounding
+    same(got, want)
     for g, w in zip(got_state, want_state, strict=True):
       np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
     # The carried anchor of the previous window as frame 0.
-    np.testing.assert_array_equal(padded.colorize_window(gray[:n], first_anchor=got_state),
-                                  plain.colorize_window(gray[:n], first_anchor=want_state))
+    same(padded.colorize_window(gray[:n], first_anchor=got_state),
+         plain.colorize_window(gray[:n], first_anchor=want_state))
   assert padded._apply_padded._cache_size() == 1  # pylint: disable=protected-access
   assert padded._apply._cache_size() == 0  # pylint: disable=protected-access
 
@@ -54,7 +68,7 @@ def test_a_video_compiles_once(pair, tmp_path):
   # The same frames as the plain protocol on the unpadded model (each window from scratch).
   plain = api.Colorizer(colorizer.model, colorizer.variables)
   want = windows.colorize_clip(np.stack(frames), plain.colorize_window, (4,), 32)
-  np.testing.assert_array_equal(np.stack(out), want)
+  _assert_equal_to_rounding(np.stack(out), want)  # the last window: 3 frames padded to 6
 
 
 def test_a_clip_shorter_than_a_window_is_padded_to_its_length_only(pair):

@@ -198,8 +198,10 @@ class TCVC(nn.Module):
       length: optional int (traced) 2 <= length <= N: the window is frames 0 .. length-1, padded
         to N, so that windows of every length run one compiled program. Frames from `length` on
         are replaced by frame length-1 and every flow pair that touches them by zero flow (an exact
-        identity warp), so frames 0 .. length-1 of the output are those of the unpadded window,
-        bit for bit; frames from length-1 on hold the last anchor's ab. Inference only (not srl).
+        identity warp), so frames 0 .. length-1 of the output are computed as in the unpadded
+        window (to the last bit of XLA's convolutions batched over frames, whose rounding may
+        depend on the batch size: 1 ulp seen); frames from length-1 on hold the last anchor's ab.
+        Inference only (not srl).
       use_first_anchor: optional traced bool, with `first_anchor` given: use it (True) or colorize
         frame 0 afresh (False), in one compiled program; the results equal those of passing
         first_anchor or None.
