@@ -10,6 +10,8 @@ import pytest
 
 from tcvc_jax import allocator
 
+import xla_flags
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # A program whose temporaries (two 64 MB products) are far above glibc's mmap threshold; prints the
@@ -33,7 +35,7 @@ print(json.dumps({"applied": applied, "faults": faults, "kept_mb": kept_mb,
 
 
 def _probe(mode):
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env = xla_flags.child_env()
   env.update(TCVC_MALLOC=mode, PYTHONPATH=REPO)
   out = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True,
                        timeout=300, check=True)
@@ -61,7 +63,7 @@ def test_bad_mode_is_an_error(monkeypatch):
 
 
 def test_tools_refuse_a_bad_mode_with_exit_2():
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env = xla_flags.child_env()
   env.update(TCVC_MALLOC="jemalloc", PYTHONPATH=REPO)
   proc = subprocess.run([sys.executable, "-m", "tcvc_jax.convert", "a.pth", "b"], env=env,
                         capture_output=True, text=True, timeout=120, cwd=REPO)

@@ -15,6 +15,7 @@ from tcvc_jax import window_stream
 from tcvc_jax.evaluation import windows
 
 import tiny
+import xla_flags
 
 
 @pytest.fixture(scope="module")
@@ -272,7 +273,7 @@ def test_enable_compilation_cache_keeps_programs_in_the_folder(tmp_path):
       jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
       jax.jit(lambda x: jnp.sin(x) * 3.25 + 17.0)(jnp.arange(11.0)).block_until_ready()
       """)
-  env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_FLAGS"))}
+  env = xla_flags.child_env(drop_prefixes=("JAX_",))
   proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
                         check=False)
   assert proc.returncode == 0, proc.stderr[-2000:]

@@ -12,13 +12,14 @@ import pytest
 from tcvc_jax.media import writing
 
 import tiny
+import xla_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tool_env(tmp_path):
   """A tool's environment: no XLA_FLAGS; its user cache and TFDS folders under `tmp_path`."""
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env = xla_flags.child_env()
   env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
   env["TFDS_DATA_DIR"] = str(tmp_path / "tfds")
   return env

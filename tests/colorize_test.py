@@ -27,6 +27,7 @@ from tcvc_jax.media import writing
 
 import data_testlib as dt
 import tiny
+import xla_flags
 
 torch = pytest.importorskip("torch")
 
@@ -484,7 +485,7 @@ def test_verbose_shows_the_traceback(tmp_path, capsys):
 
 def test_module_entry_point(tmp_path):
   """`python -m tcvc_jax.colorize`: --help, and a bad input without a traceback."""
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env = xla_flags.child_env()
   cmd = [sys.executable, "-m", "tcvc_jax.colorize"]
   proc = subprocess.run(cmd + ["--help"], capture_output=True, text=True, env=env, check=False)
   assert proc.returncode == 0

@@ -9,11 +9,16 @@ import shutil
 import sys
 
 # The main pytest process sees 8 CPU devices (set before jax is imported), so that sharding code
-# runs on a real mesh here; the float64 subprocesses get a clean XLA_FLAGS
-# (golden_lib.start_float64_run).
-_FLAG = "--xla_force_host_platform_device_count=8"
-if _FLAG not in os.environ.get("XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAG).strip()
+# runs on a real mesh here; every process of the session compiles XLA's kernels at the level
+# tests/xla_flags.py sets (LLVM's level 0: the suite is mostly compiling), and the processes
+# tests start get one device unless they ask for more (xla_flags.child_env).
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, TESTS_DIR)
+import xla_flags  # noqa: E402
+
+_FLAGS = xla_flags.flags(devices=8)
+if _FLAGS not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAGS).strip()
 
 import tempfile  # noqa: E402
 
@@ -41,9 +46,6 @@ from tcvc_jax import flag_parsing  # noqa: E402  # pylint: disable=g-import-not-
 # (a test that runs a tool's main() in-process turned it on halfway through before): a program that
 # several tests compile (the same model, shapes and forms) is compiled once per session.
 flag_parsing.enable_compilation_cache(flag_parsing.default_cache_dir())
-
-TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, TESTS_DIR)
 
 import golden_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 

@@ -31,6 +31,7 @@ from eval_testlib import cached_loader  # noqa: F401
 from eval_testlib import checkpoint  # noqa: F401
 from eval_testlib import colorizer  # noqa: F401
 from eval_testlib import test_set  # noqa: F401
+import xla_flags
 
 REPO = eval_testlib.REPO
 _config = eval_testlib.make_config
@@ -107,7 +108,7 @@ def test_bad_inputs(checkpoint, test_set, tmp_path):
 
 def test_eval_main(checkpoint, test_set, tmp_path):
   """eval.py: a bad test set gives exit status 1 and one error line, no traceback."""
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env = xla_flags.child_env()
   cmd = [sys.executable, os.path.join(REPO, "eval.py"),
          f"--config={os.path.join(REPO, 'configs', 'eval.py')}:tiny",
          f"--workdir={tmp_path / 'work'}", f"--config.checkpoint={checkpoint}",
@@ -348,7 +349,7 @@ def test_eval_interrupt_leaves_the_old_results(old_results, checkpoint, test_set
       "  return real(*args, **kwargs)\n"
       "windows.colorize_clip = colorize_clip\n"
       "cli.exit(evaluate.main(sys.argv))\n")
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env = xla_flags.child_env()
   cmd = [sys.executable, "-c", driver, "--config=eval:tiny", f"--workdir={old_results}",
          "--compilation_cache=off", f"--config.checkpoint={checkpoint}",
          f"--config.data.root={test_set}", "--config.overwrite=True"]

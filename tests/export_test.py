@@ -29,6 +29,7 @@ from tcvc_jax.training import train_config
 import golden_lib
 import tiny
 import train_testlib
+import xla_flags
 
 
 def _data_iter():
@@ -63,7 +64,7 @@ def workdir(tmp_path_factory):
 def _cli(*args, env=None):
   return subprocess.run([sys.executable, "-m", "tcvc_jax.convert", *map(str, args)],
                         capture_output=True, text=True, check=False,
-                        env=env or {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"})
+                        env=env or xla_flags.child_env())
 
 
 def test_workdir_exports_in_the_original_layout_and_loads_back(workdir, tmp_path):
@@ -116,7 +117,7 @@ def test_export_needs_no_torch(workdir, tmp_path):
   blocker = tmp_path / "blocker"
   blocker.mkdir()
   (blocker / "torch.py").write_text("raise ImportError('torch is blocked in this test')\n")
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env = xla_flags.child_env()
   env["PYTHONPATH"] = os.pathsep.join([str(blocker), env.get("PYTHONPATH", "")])
   proc = _cli(workdir, tmp_path / "m.pth", env=env)
   assert proc.returncode == 0, proc.stderr

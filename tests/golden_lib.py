@@ -24,6 +24,8 @@ import zlib
 
 import numpy as np
 
+import xla_flags
+
 GOLDEN_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden")
 KEYS_FILE = os.path.join(GOLDEN_DIR, "tcvc_idc_state_dict_keys.txt")
 # sha256 of the phase-0 float64 state_dict published with the goldens.
@@ -130,10 +132,9 @@ def save_pth(sd, path, dtype, wrap=None):
 
 def start_float64_run(script, *args):
   """Starts tests/`script` with `--dtype float64` and jax x64 (needed from the start, so it is its
-  own process), without the test process's XLA_FLAGS. Its output goes to a temporary file (a pipe
-  nobody reads for minutes could fill and stall it)."""
-  env = dict(os.environ, JAX_ENABLE_X64="1")
-  env.pop("XLA_FLAGS", None)
+  own process), with the session's XLA flags for one device (xla_flags). Its output goes to a
+  temporary file (a pipe nobody reads for minutes could fill and stall it)."""
+  env = dict(xla_flags.child_env(), JAX_ENABLE_X64="1")
   log = tempfile.TemporaryFile(mode="w+")
   proc = subprocess.Popen(
       [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), script),

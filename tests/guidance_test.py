@@ -26,6 +26,7 @@ from tcvc_jax.media import writing
 import cli_testlib
 import data_testlib
 import tiny
+import xla_flags
 
 T = 4
 
@@ -257,7 +258,7 @@ def test_window_flows_compose_the_consecutive_flows_in_chunks():
 
 
 def _run(args, cwd):
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env = xla_flags.child_env()
   env["XDG_CACHE_HOME"] = os.path.join(cwd, "cache")
   return subprocess.run([sys.executable, "-m", "tcvc_jax.colorize", *args], capture_output=True,
                         text=True, env=env, cwd=cwd, check=False)

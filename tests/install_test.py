@@ -10,6 +10,8 @@ import sysconfig
 import numpy as np
 import pytest
 
+import xla_flags
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -51,7 +53,7 @@ def venv_python(tmp_path_factory):
 def _env(tmp_path):
   """No checkout on the path; the session's cache folder (conftest), whose compiled tiny train step
   (cli_test) the installed package reads as the checkout's would."""
-  env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "PYTHONPATH")}
+  env = xla_flags.child_env(drop_prefixes=("PYTHONPATH",))
   env.update(TFDS_DATA_DIR=str(tmp_path / "tfds"))
   return env
 

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import train_testlib
+import xla_flags
 
 LOSS_RTOL = 1e-5
 PARAM_ATOL = 1e-6
@@ -34,8 +35,9 @@ def test_fill_mesh_shape():
 
 
 def _python(script, **env):
-  """`python -c script` to its end (exit 0 asserted), without this process's JAX_* / XLA_FLAGS."""
-  base = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_FLAGS"))}
+  """`python -c script` to its end (exit 0 asserted), without this process's JAX_* variables and
+  fake devices (xla_flags.child_env)."""
+  base = xla_flags.child_env(drop_prefixes=("JAX_",))
   proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                         env=dict(base, **env), check=False)
   assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
@@ -93,7 +95,7 @@ def test_a_process_waiting_for_its_job_says_so_and_ends_with_one_line():
   script = ("from tcvc_jax.training import sharding\nsharding._JOIN_NOTES_S = (1, 60)\n"
             "sharding.initialize_distributed(coordinator_address='127.0.0.1:{port}', "
             "num_processes=2, process_id=1, initialization_timeout=4)\nprint('joined')\n")
-  base = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_FLAGS"))}
+  base = xla_flags.child_env(drop_prefixes=("JAX_",))
   import socket  # pylint: disable=g-import-not-at-top
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))

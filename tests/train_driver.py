@@ -12,9 +12,11 @@ import json
 import os
 import sys
 
+import xla_flags
+
 
 def main(args):
-  os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args['local_devices']}"
+  os.environ["XLA_FLAGS"] = xla_flags.flags(args["local_devices"])
   from absl import logging  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.INFO)

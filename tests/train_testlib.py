@@ -14,6 +14,8 @@ import time
 
 import numpy as np
 
+import xla_flags
+
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(TESTS_DIR)
 TRAIN_PY = os.path.join(REPO, "train.py")
@@ -64,12 +66,10 @@ def session_compilation_cache():
   return flag_parsing.default_cache_dir()
 
 
-def subprocess_env(devices=1, cache_dir=None):
-  """Environment of a child process: `devices` fake CPU devices, the shared compile cache."""
-  env = dict(os.environ)
-  env.pop("XLA_FLAGS", None)
-  if devices > 1:
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+def subprocess_env(devices=1, cache_dir=None, opt_level=None):
+  """Environment of a child process: `devices` fake CPU devices, the shared compile cache, XLA's
+  kernels compiled at the session's level or `opt_level` (xla_flags)."""
+  env = xla_flags.child_env(devices, opt_level=opt_level)
   if cache_dir:
     env["JAX_COMPILATION_CACHE_DIR"] = cache_dir
     env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
@@ -83,18 +83,21 @@ def train_command(workdir, overrides=None, config=TINY):
   return args + [f"--config.{k}={v}" for k, v in (overrides or {}).items()]
 
 
-def start_train(workdir, overrides=None, *, cache_dir=None, config=TINY, log_name="train"):
+def start_train(workdir, overrides=None, *, cache_dir=None, config=TINY, log_name="train",
+                opt_level=None):
   """Starts train.py; stdout and stderr go to `<workdir>.<log_name>.log`. Returns the Popen."""
   log = open(f"{workdir}.{log_name}.log", "w")
   return subprocess.Popen(train_command(workdir, overrides, config), stdout=log,
-                          stderr=subprocess.STDOUT, env=subprocess_env(cache_dir=cache_dir),
+                          stderr=subprocess.STDOUT,
+                          env=subprocess_env(cache_dir=cache_dir, opt_level=opt_level),
                           cwd=REPO)
 
 
 def run_train(workdir, overrides=None, *, cache_dir=None, config=TINY, log_name="train",
-              timeout=600):
+              timeout=600, opt_level=None):
   """Runs train.py to the end; returns its log text. Fails the test on a non-zero exit."""
-  proc = start_train(workdir, overrides, cache_dir=cache_dir, config=config, log_name=log_name)
+  proc = start_train(workdir, overrides, cache_dir=cache_dir, config=config, log_name=log_name,
+                     opt_level=opt_level)
   rc = proc.wait(timeout=timeout)
   text = read_log(workdir, log_name)
   assert rc == 0, f"train.py exited with {rc}:\n{text[-6000:]}"
