@@ -34,12 +34,11 @@ def flags(devices=1, opt_level=None):
   return " ".join(out)
 
 
-def child_env(devices=1, drop_prefixes=(), base=None, opt_level=None):
-  """A copy of `base` (default os.environ) for a process a test starts: this session's XLA_FLAGS
-  for `devices` CPU devices (not the test process's 8), no variables starting with
-  `drop_prefixes`."""
-  env = {k: v for k, v in (os.environ if base is None else base).items()
-         if k != "XLA_FLAGS" and not (drop_prefixes and k.startswith(tuple(drop_prefixes)))}
+def child_env(devices=1, drop_prefixes=(), opt_level=None):
+  """A copy of os.environ for a process a test starts: this session's XLA_FLAGS for `devices` CPU
+  devices (not the test process's 8), no variables starting with `drop_prefixes`."""
+  env = {k: v for k, v in os.environ.items()
+         if k != "XLA_FLAGS" and not k.startswith(tuple(drop_prefixes))}
   value = flags(devices, opt_level)
   if value:
     env["XLA_FLAGS"] = value
