@@ -1,4 +1,4 @@
-"""python -m tcvc_jax.colorize: colorize any video or frame folder with a TCVC checkpoint.
+"""python -m tcvc_jax.colorize: colorize any video, frame folder or photo with a TCVC checkpoint.
 
   python -m tcvc_jax.colorize INPUT OUTPUT --checkpoint PATH [options]
 
@@ -32,21 +32,25 @@ def build_parser():
           "too vivid for its lightness, e.g. any hue on white, is clipped to sRGB per channel,\n"
           "as in the original code, which moves that pixel's lightness). Memory\n"
           "stays flat in the video's length: frames are read, colorized and written window by\n"
-          "window. Scene cuts are detected, and colours never propagate across one."),
+          "window. Scene cuts are detected, and colours never propagate across one. A single\n"
+          "image (a photo, a 1-frame video) is colorized by the model's anchor colorizer."),
       epilog=(
           "examples:\n"
           "  python -m tcvc_jax.colorize old_film.mp4 old_film_color.mp4 --checkpoint ckpt/\n"
           "  python -m tcvc_jax.colorize frames/ colorized/ --checkpoint 80000_G.pth \\\n"
           "      --size 256x448\n"
           "  python -m tcvc_jax.colorize film.mp4 out.mp4 --checkpoint ckpt/ \\\n"
-          "      --reference 0:frame0_coloured.png\n\n"
+          "      --reference 0:frame0_coloured.png\n"
+          "  python -m tcvc_jax.colorize photo.jpg photo_color.png --checkpoint ckpt/\n\n"
           + cli.EXIT_CODES_HELP))
   parser.add_argument("input",
-                      help="video file, or folder of *.png / *.jpg frames (sorted by name)")
+                      help="video file, folder of *.png / *.jpg frames (sorted by name), or one "
+                      "such image")
   parser.add_argument("output", help="output video (.mp4 .m4v .mov .mkv: H.264, source fps, "
                       "first audio track (copied, or re-encoded as AAC where the container "
                       "cannot hold it) and title; an odd width or height: VP9 in .mp4 .mkv, 4:4:4 "
-                      "H.264 in .mov .m4v) or a folder for PNG frames (a path without extension)")
+                      "H.264 in .mov .m4v), a folder for PNG frames (a path without extension) "
+                      "or, for a 1-frame input, an image (.png, .jpg: quality 95, 4:4:4)")
   parser.add_argument("--checkpoint", required=True, metavar="PATH",
                       help="a train.py workdir (its latest checkpoint), a converted checkpoint "
                       "directory (python -m tcvc_jax.convert) or a TCVC .pth (the original's or "
@@ -71,7 +75,8 @@ def build_parser():
   parser.add_argument("--bit-depth", choices=("auto", "8", "16"), default="auto",
                       help="bits per sample of the output: 'auto' (default) writes 16-bit PNGs "
                       "when the source is deeper than 8 bits (16-bit PNGs, 10-bit video) and the "
-                      "output is a frame folder, else 8; videos are written at 8 bits")
+                      "output is a frame folder or a .png, else 8; videos and JPEGs are written "
+                      "at 8 bits")
   parser.add_argument("--dtype", choices=("bfloat16", "float32"), default="float32",
                       help="compute precision (default %(default)s)")
   parser.add_argument("--reference", action="append", default=[], metavar="FRAME:IMAGE",
@@ -123,12 +128,13 @@ def _usage_problem(args):
   from tcvc_jax.media import writing  # pylint: disable=g-import-not-at-top
   if args.interval < 0:
     return f"--interval must be >= 0, got {args.interval}"
-  if (args.bit_depth == "16"
-      and os.path.splitext(args.output)[1].lower() in writing.VIDEO_OUTPUT_EXTENSIONS):
-    return ("--bit-depth 16 is for a frame folder output (a path without extension); "
-            f"{args.output} is a video, written at 8 bits")
+  ext = os.path.splitext(args.output)[1].lower()
+  video = ext in writing.VIDEO_OUTPUT_EXTENSIONS
+  if args.bit_depth == "16" and (video or ext in (".jpg", ".jpeg")):
+    return ("--bit-depth 16 is for a frame folder (a path without extension) or .png output; "
+            f"{args.output} is {'a video' if video else 'a JPEG'}, written at 8 bits")
   try:
-    writing.check_output_type(args.output)
+    writing.output_kind(args.output)
     writing.check_paths(args.input, args.output)
   except ValueError as e:  # (MediaError is one)
     return str(e)
@@ -167,7 +173,8 @@ def _colorize(args):
     print(f"warning: {note}", file=sys.stderr)
   cuts = ", ".join(map(str, result.cuts)) if result.cuts else "none"
   depth = " (16-bit PNG)" if result.bit_depth == 16 else ""
-  print(f"wrote {result.output}: {result.frames} frames{depth} in {result.seconds:.1f} s "
+  plural = "" if result.frames == 1 else "s"
+  print(f"wrote {result.output}: {result.frames} frame{plural}{depth} in {result.seconds:.1f} s "
         f"({result.frames / max(result.seconds, 1e-9):.2f} frames/s overall); scene cuts: {cuts}")
   return cli.EXIT_OK
 

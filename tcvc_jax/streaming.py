@@ -260,12 +260,16 @@ def colorize_file(input_path, output_path, model, interval=windows.DEFAULT_INTER
                   network_size=windows.DEFAULT_NETWORK_SIZE, detect_cuts=True, gray_mode="srgb",
                   overwrite=False, fps=None, progress=True, dtype=jnp.float32,
                   release_memory=True, hints=None, bit_depth=None):
-  """Colorizes a video file or frame folder into an mp4 (or other video) file or a frame folder.
+  """Colorizes a video file, frame folder or image into an mp4 (or other video) file, a frame
+  folder or an image.
 
   Args:
-    input_path: video file or folder of PNG / JPEG frames (gray or colour, 8 or 16 bit).
-    output_path: video file (`writing.VIDEO_OUTPUT_EXTENSIONS`; source fps, source audio copied)
-      or a folder (a path without extension; PNG frames, named as the input frames if any).
+    input_path: video file, folder of PNG / JPEG frames or one such image (gray or colour, 8 or 16
+      bit). A single frame (a photo) is colorized by the anchor colorizer: a window of that frame
+      twice, whose first output is kept.
+    output_path: video file (`writing.VIDEO_OUTPUT_EXTENSIONS`; source fps, source audio copied),
+      a folder (a path without extension; PNG frames, named as the input frames if any) or, for a
+      1-frame input, an image (`writing.IMAGE_OUTPUT_EXTENSIONS`).
     model: an `api.Colorizer`, or a checkpoint path loaded after the input and output are checked.
     interval: window interval T.
     network_size: int or (h, w).
@@ -278,17 +282,17 @@ def colorize_file(input_path, output_path, model, interval=windows.DEFAULT_INTER
     dtype: compute dtype when `model` is a path.
     release_memory: give the heap's free pages back to the system once per window.
     hints: optional {frame: guidance.FrameHint}, see `colorize_frames`.
-    bit_depth: of the written frames: 8, 16 (frame folders only: 16-bit PNGs) or None, the
-      source's: 16 for a source deeper than 8 bits written to a frame folder, else 8 (videos are
-      written at 8 bits; a deeper source then gets a note).
+    bit_depth: of the written frames: 8, 16 (frame folders and .png images only: 16-bit PNGs)
+      or None, the source's: 16 for a source deeper than 8 bits written as PNG, else 8 (videos
+      and JPEGs are written at 8 bits; a deeper source then gets a note).
 
   Returns:
     Result.
 
   Raises:
-    reading.MediaError, porting.ConversionError, windows.ClipTooShortError, UsageError (also an
-    empty path, an output 'x.mp4/'), atomic.OutputIsInputError (the output would replace the
-    input or the checkpoint) or OSError, with a one-line message.
+    reading.MediaError, porting.ConversionError, UsageError (also an empty path, an output
+    'x.mp4/', an image output for an input of several frames), atomic.OutputIsInputError (the
+    output would replace the input or the checkpoint) or OSError, with a one-line message.
   """
   start = time.perf_counter()
   try:
@@ -298,20 +302,22 @@ def colorize_file(input_path, output_path, model, interval=windows.DEFAULT_INTER
   check_fps(fps)
   network_size, hints = _checked_args(model, interval, network_size, hints)
   ext = os.path.splitext(os.fspath(output_path))[1].lower()
-  to_video = ext != ""
+  kind = writing.output_kind(output_path)
+  to_video = kind == "video"
+  eight_bit = to_video or ext in (".jpg", ".jpeg")  # outputs written at 8 bits only
   if bit_depth is not None:
     output_dtype(bit_depth)
     bit_depth = int(bit_depth)
-    if bit_depth == 16 and ext in writing.VIDEO_OUTPUT_EXTENSIONS:  # (others: open_writer says)
-      raise UsageError(f"bit depth 16 is for a frame folder output: {output_path} is a video, "
-                       "written at 8 bits")
+    if bit_depth == 16 and eight_bit:
+      raise UsageError(f"bit depth 16 is for a frame folder or .png output: {output_path} is "
+                       f"{'a video' if to_video else 'a JPEG'}, written at 8 bits")
   checkpoint = model if isinstance(model, (str, os.PathLike)) else None
   atomic.check_keeps_inputs(output_path, [("the input", input_path),
                                           ("the checkpoint", checkpoint)])
   source = reading.open_source(input_path, fps)
-  if source.num_frames is not None and source.num_frames < 2:
-    raise windows.ClipTooShortError(
-        f"{input_path} has {source.num_frames} frame; colorizing needs at least 2 (two anchors)")
+  if kind == "image" and source.num_frames is not None and source.num_frames > 1:
+    raise UsageError(f"{output_path} is an image file, which holds one frame; {input_path} has "
+                     f"{source.num_frames} frames: give a video file or a folder")
   late = sorted(f for f in hints or () if source.num_frames is not None and f >= source.num_frames)
   if late and (source.kind != "video" or fps is None):  # before a pass over the whole video
     raise guidance.GuidanceError(f"a hint or reference on frame {late[0]}, but {input_path} has "
@@ -319,11 +325,13 @@ def colorize_file(input_path, output_path, model, interval=windows.DEFAULT_INTER
   audio = source.path if source.kind == "video" and source.has_audio else None
   notes, tags = [], None
   deep = source.bit_depth > 8
-  if deep and to_video and bit_depth is None:
-    notes.append(f"{input_path} has {source.bit_depth}-bit samples; the video is written at 8 bits "
-                 "(a frame folder output gets 16-bit PNGs)")
+  if deep and eight_bit and bit_depth is None:
+    notes.append(f"{input_path} has {source.bit_depth}-bit samples; " + (
+        "the video is written at 8 bits (a frame folder output gets 16-bit PNGs)" if to_video
+        else "the JPEG is written at 8 bits (a .png output gets 16 bits)"))
   if audio and not to_video:
-    notes.append(f"the audio of {input_path} is not kept in a frame folder")
+    notes.append(f"the audio of {input_path} is not kept in "
+                 f"{'a frame folder' if kind == 'folder' else 'an image'}")
   elif audio and fps is not None:
     # Every frame is kept at the new rate: the video's length changes and its sound would not fit.
     notes.append(f"the audio of {input_path} is not kept: fps={fps} re-times its frames")
@@ -336,7 +344,7 @@ def colorize_file(input_path, output_path, model, interval=windows.DEFAULT_INTER
       notes.append(dropped)
       logging.warning("%s", dropped)
   if bit_depth is None:
-    bit_depth = 16 if deep and not to_video else 8
+    bit_depth = 16 if deep and not eight_bit else 8
   if source.note:  # (reading logged it)
     notes.insert(0, source.note)
   cuts = [] if detect_cuts else None
@@ -383,13 +391,6 @@ def colorize_file(input_path, output_path, model, interval=windows.DEFAULT_INTER
           # memory in fragmented arenas: a 1000-frame run ended 22 % above a 50-frame run's
           # resident size (benchmarks/colorize_bench.py); trimming once per window keeps it flat.
           allocator.release_freed_memory()
-    except windows.ClipTooShortError as e:  # a container that lists no frame count
-      if getattr(e, "count", None) is None:
-        raise
-      image = os.path.splitext(os.fspath(input_path))[1].lower() in reading.IMAGE_EXTENSIONS
-      raise windows.ClipTooShortError(
-          f"{input_path} has {e.count} frame{'' if e.count == 1 else 's'}; colorizing needs at "
-          "least 2 (two anchors)" + (": a video or a folder of frames" if image else "")) from e
     finally:
       for b in bars.values():
         b.close()

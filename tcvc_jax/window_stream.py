@@ -52,10 +52,11 @@ def iter_windows(frames: Iterable[np.ndarray], interval_length=windows.DEFAULT_I
     anchors: frame indices that must be window boundaries (see `windows.plan_windows`).
 
   Yields:
-    (start index, list of the window's frames).
+    (start index, list of the window's frames). A 1-frame stream (a photo) and a 1-frame shot
+    give a 1-frame window (`windows.iter_rgb255` runs it as that frame twice).
 
   Raises:
-    windows.ClipTooShortError: the stream has fewer than 2 frames.
+    windows.ClipTooShortError: the stream has no frames.
   """
   windows._check_interval(interval_length)
   full = interval_length + 2
@@ -74,11 +75,8 @@ def iter_windows(frames: Iterable[np.ndarray], interval_length=windows.DEFAULT_I
     if i in anchors and len(buf) >= 2:  # a forced anchor ends the window here
       yield start, buf
       buf, start, fresh = buf[-1:], i, False
-  if count < 2:
-    err = windows.ClipTooShortError(
-        f"a video needs at least 2 frames (two anchors) for the TCVC protocol, got {count}")
-    err.count = count
-    raise err
+  if not count:
+    raise windows.ClipTooShortError("no frames to colorize")
   if len(buf) >= 2 or fresh:
     yield start, buf
 

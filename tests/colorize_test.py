@@ -295,9 +295,11 @@ def test_output_bit_depth_in_python(checkpoint, tmp_path):
   for bad in (12, True, "16", 16.0):
     with pytest.raises(streaming.UsageError, match="bit depth must be 8 or 16"):
       streaming.colorize_frames(iter(frames), model, 4, 32, bit_depth=bad)
-  with pytest.raises(streaming.UsageError, match="bit depth 16 is for a frame folder output"):
-    streaming.colorize_file("in", "out.mp4", model, bit_depth=16)
-  with pytest.raises(reading.MediaError):  # not a video output: the input / writer say what
+  for out, kind in (("out.mp4", "a video"), ("out.jpg", "a JPEG")):
+    with pytest.raises(streaming.UsageError, match="bit depth 16 is for a frame folder or .png "
+                       f"output: {out} is {kind}, written at 8 bits"):
+      streaming.colorize_file("in", out, model, bit_depth=16)
+  with pytest.raises(reading.MediaError, match="no such file"):  # a PNG takes 16 bits
     streaming.colorize_file(str(tmp_path / "in"), tmp_path / "out.png", model, bit_depth=16)
 
 
@@ -311,6 +313,56 @@ def test_a_stray_image_in_a_frame_folder_is_a_frame_and_told(checkpoint, tmp_pat
   assert len(os.listdir(tmp_path / "out")) == 7
   assert stderr == (f"warning: {src}: files named unlike its other frames (f000.png) are read as "
                     "frames too, in name order (1 of 7): cover.png\n")
+
+
+def test_a_photo_is_colorized_by_the_anchor_colorizer(checkpoint, tmp_path, capsys):
+  """One image (or a 1-frame video) is colorized as a window of that frame twice, whose first
+  output is the anchor colorizer's; written as an image, a 1-frame folder or a 1-frame video."""
+  photo = _shot(8, 1)[0]
+  src_png, src_jpg = str(tmp_path / "photo.png"), str(tmp_path / "photo.jpg")
+  for path, codec in ((src_png, "png"), (src_jpg, "mjpeg")):
+    with open(path, "wb") as f:
+      f.write(dt.encode_image(photo, codec))
+  twice = _folder(tmp_path / "twice", [photo, photo])
+  rc, _, stderr = _run(capsys, twice, tmp_path / "twice_out", "--checkpoint", checkpoint, *ARGS,
+                       "--quiet")
+  assert rc == 0, stderr
+  want = _read(str(tmp_path / "twice_out"))[0]
+  assert np.abs(want.astype(int) - np.roll(want, 1, -1)).max() > 8  # colour, not gray
+  video = _video(tmp_path / "one.mp4", [photo], audio_seconds=0)
+  for src, out in ((src_png, "c.png"), (src_png, "c.jpg"), (src_png, "c"), (src_jpg, "cj.png"),
+                   (video, "c.mp4")):
+    rc, stdout, stderr = _run(capsys, src, tmp_path / out, "--checkpoint", checkpoint, *ARGS,
+                              "--quiet")
+    assert (rc, stderr) == (0, ""), (out, stderr)
+    assert stdout.startswith(f"wrote {tmp_path / out}: 1 frame in "), stdout
+    got = _read(str(tmp_path / out))
+    assert got.shape == (1, H, W, 3), out
+    if out in ("c.png", "c"):
+      np.testing.assert_array_equal(got[0], want)
+    else:  # JPEG coding (of the input or the output), or H.264's 4:2:0
+      assert np.abs(got[0].astype(int) - want).mean() < 4, out
+  assert os.listdir(tmp_path / "c") == ["photo.png"]  # named as the input
+  with av.open(str(tmp_path / "c.mp4")) as c:
+    assert c.streams.video[0].frames == 1
+  # A 16-bit photo: a 16-bit PNG, or an 8-bit JPEG with a note.
+  deep = str(tmp_path / "deep.png")
+  with open(deep, "wb") as f:
+    f.write(dt.encode_image((photo.mean(-1) * 257).astype(np.uint16)))
+  for out, note in (("d.png", ""), ("d.jpg", f"warning: {deep} has 16-bit samples; the JPEG is "
+                                              "written at 8 bits (a .png output gets 16 bits)\n")):
+    rc, stdout, stderr = _run(capsys, deep, tmp_path / out, "--checkpoint", checkpoint, *ARGS,
+                              "--quiet")
+    assert (rc, stderr) == (0, note), stderr
+  assert reading.open_source(str(tmp_path / "d.png")).read_all(None).dtype == np.uint16
+  # Guided: a reference image of the photo's one frame steers its colours.
+  ref = str(tmp_path / "ref.png")
+  with open(ref, "wb") as f:
+    f.write(dt.encode_image(np.full_like(photo, (200, 40, 40)), "png"))
+  rc, _, stderr = _run(capsys, src_png, tmp_path / "guided.png", "--checkpoint", checkpoint,
+                       *ARGS, "--quiet", "--reference", f"0:{ref}")
+  assert rc == 0, stderr
+  assert np.any(_read(str(tmp_path / "guided.png"))[0] != want)
 
 
 def test_folder_to_mp4_uses_fps_option(checkpoint, tmp_path, capsys):
@@ -356,8 +408,9 @@ def _bad_inputs(tmp_path, tiny_sd, checkpoint):
                   [np.zeros((8, 8, 3), np.uint8), np.zeros((8, 16, 3), np.uint8)])
   with open(tmp_path / "junk.mp4", "wb") as f:
     f.write(b"definitely not a video" * 10)
-  one = _video(tmp_path / "one.mp4", _shot(1, 1), audio_seconds=0)
   avi = _video(tmp_path / "v.avi", _shot(1, 2), audio_seconds=0, codec="mpeg4")
+  mkv = _video(tmp_path / "v.mkv", _shot(1, 3), audio_seconds=0)  # Matroska lists no frame count
+  assert reading.open_source(mkv).num_frames is None
   with open(avi, "rb") as f:
     data = f.read()
   with open(avi, "wb") as f:
@@ -389,10 +442,13 @@ def _bad_inputs(tmp_path, tiny_sd, checkpoint):
       "unreadable": ([tmp_path / "junk.mp4", out, *ck], "error: cannot read"),
       "empty_folder": ([tmp_path / "empty", out, *ck], "error: no frames"),
       "mixed_sizes": ([mixed, out, *ck], "error: frames differ in size"),
-      "one_frame": ([one, out, *ck], f"error: {one} has 1 frame"),
-      "one_image": ([cut_jpeg.replace("f1", "f0"), out, *ck],  # its container lists no count
-                    f"error: {cut_jpeg.replace('f1', 'f0')} has 1 frame; colorizing needs at "
-                    "least 2 (two anchors): a video or a folder of frames"),
+      "image_output_of_a_clip": ([good, tmp_path / "o.png", *ck],
+                                 f"error: {tmp_path / 'o.png'} is an image file, which holds one "
+                                 f"frame; {good} has 3 frames: give a video file or a folder\n"),
+      "image_output_of_an_uncounted_clip": ([mkv, tmp_path / "o.png", *ck],
+                                            f"error: {tmp_path / 'o.png'} is an image file, which "
+                                            "holds one frame, and the input has more: give a "
+                                            "video file or a folder\n"),
       "codec": ([avi, out, *ck], "error: unsupported codec"),
       "wrong_model": ([good, out, "--checkpoint", tmp_path / "siggraph17.pth"],
                       "error: " + str(tmp_path / "siggraph17.pth") + ": holds siggraph17 weights"),
@@ -422,7 +478,8 @@ def _bad_inputs(tmp_path, tiny_sd, checkpoint):
     (["--interval", "-1"], "--interval must be >= 0, got -1"),
     (["--reference", "ref.png"], "bad --reference 'ref.png': use FRAME:IMAGE"),
     (["--reference", "1:a.png", "--reference", "1:b.png"], "--reference: frame 1 is given twice"),
-    (["--bit-depth", "16"], "--bit-depth 16 is for a frame folder output"),
+    (["--bit-depth", "16"], "--bit-depth 16 is for a frame folder (a path without extension) or "
+     ".png output; "),
 ])
 def test_flag_mistakes_are_usage_errors(flags, message, tmp_path, capsys):
   """Exit 2 and one line, before any file is read: the input and checkpoint need not exist."""
@@ -465,12 +522,14 @@ def test_bad_inputs(tmp_path, tiny_sd, checkpoint, capsys):
   for case, (argv, start) in _bad_inputs(tmp_path, tiny_sd, checkpoint).items():
     rc, stdout, stderr = _run(capsys, *ARGS, *argv, "--quiet")
     # A size that only this checkpoint cannot take is still a flag's impossible value: exit 2; an
-    # output type not written is one too (exit 1 once, unlike convert's).
-    assert rc == (2 if case in ("bad_size", "bad_output_type") else 1), case
+    # output type not written is one too (exit 1 once, unlike convert's), as is an image output
+    # for a clip.
+    usage = ("bad_size", "bad_output_type", "image_output_of_a_clip")
+    assert rc == (2 if case in usage else 1), case
     assert stdout == "", case
     assert stderr.startswith(start), (case, stderr)
     assert len(stderr.strip().splitlines()) == 1, (case, stderr)
-    assert not os.path.exists(tmp_path / "o.mp4"), case
+    assert not os.path.exists(tmp_path / "o.mp4") and not os.path.exists(tmp_path / "o.png"), case
   leftovers = [n for n in os.listdir(tmp_path) if n.startswith(".")]
   assert not leftovers  # no temporary outputs
 

@@ -155,14 +155,27 @@ class WindowingTest(parameterized.TestCase):
           self.assertEqual(a.stop - 1, b.start)
         self.assertTrue(all(2 <= len(w) <= t + 2 for w in windows))
 
-  def test_one_frame_clip_is_an_error(self):
+  def test_one_frame_clip_is_an_error_in_the_protocol_and_a_photo_in_a_stream(self):
     with self.assertRaisesRegex(protocol.ClipTooShortError, "at least 2 frames"):
       protocol.plan_windows(1, 17)
+    photo = np.random.default_rng(5).integers(0, 256, (1, 10, 12, 3), dtype=np.uint8)
     with self.assertRaises(protocol.ClipTooShortError):
-      protocol.colorize_clip(np.zeros((1, 8, 8, 3), np.uint8), _toy_model, (4,), 16)
-    with self.assertRaises(protocol.ClipTooShortError):
-      list(window_stream.iter_colorize(iter(np.zeros((1, 8, 8, 3), np.uint8)), _toy_model, 4, 16))
-    with self.assertRaises(protocol.ClipTooShortError):
+      protocol.colorize_clip(photo, _toy_model, (4,), 16)
+    # The colorize tool's stream: the photo twice, its first output.
+    seen = []
+
+    def model(gray):
+      seen.append(np.asarray(gray))
+      return _toy_model(gray)
+
+    got = np.stack(list(window_stream.iter_colorize(iter(photo), model, 4, 16)))
+    self.assertEqual(got.shape, (1, 10, 12, 3))
+    self.assertLen(seen, 1)
+    self.assertEqual(seen[0].shape, (2, 16, 16, 1))
+    np.testing.assert_allclose(seen[0][0], seen[0][1], atol=1e-6)  # (XLA's resize, per batch row)
+    twice = protocol.colorize_clip(np.concatenate([photo, photo]), _toy_model, (4,), 16)
+    np.testing.assert_array_equal(got[0], twice[0])
+    with self.assertRaisesRegex(protocol.ClipTooShortError, "no frames"):
       list(window_stream.iter_windows(iter([]), 4))
 
   @parameterized.parameters(2, 3)

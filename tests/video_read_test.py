@@ -199,6 +199,36 @@ class ReadFolderTest(absltest.TestCase):
     src = reading.open_source(folder)
     self.assertEqual((src.width, src.height), (h, w))
     np.testing.assert_array_equal(src.read_all(), [decoded[where[6]]] * 2)
+    # One photo is a 1-frame source, read as a folder's frame (FFmpeg ignores the orientation).
+    src = reading.open_source(os.path.join(folder, "img_1.jpg"))
+    self.assertEqual((src.kind, src.names, src.num_frames), ("image", ["img_1.jpg"], 1))
+    self.assertEqual((src.width, src.height, src.has_audio), (h, w, False))
+    np.testing.assert_array_equal(src.read_all(), [decoded[where[6]]])
+
+  def test_an_animated_png_is_a_video_and_a_still_one_an_image(self):
+    frames = _gradient_frames(3, 16, 24)
+    path = os.path.join(self.dir, "anim.png")
+    with av.open(path, "w", format="apng") as c:
+      stream = c.add_stream("apng", rate=10)
+      stream.width, stream.height, stream.pix_fmt = 24, 16, "rgb24"
+      for f in frames:
+        for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+          c.mux(packet)
+      for packet in stream.encode(None):
+        c.mux(packet)
+    src = reading.open_source(path)
+    self.assertEqual(src.kind, "video")
+    np.testing.assert_array_equal(src.read_all(), frames)
+    still = self._write(os.path.join(self.dir, "still.PNG"), dt.encode_image(frames[1]))
+    src = reading.open_source(still)
+    self.assertEqual((src.kind, src.num_frames, src.fps), ("image", 1, reading.DEFAULT_FOLDER_FPS))
+    np.testing.assert_array_equal(src.read_all(), frames[1:2])
+    # Named like an image but holding a video: read as the video it is.
+    video = dt.write_video(os.path.join(self.dir, "v.mp4"), list(frames), codec="libx264", fps=10,
+                           audio_seconds=0)
+    os.rename(video, os.path.join(self.dir, "v.jpg"))
+    src = reading.open_source(os.path.join(self.dir, "v.jpg"))
+    self.assertEqual((src.kind, len(src.read_all())), ("video", 3))
 
   def _write(self, path, data):
     with open(path, "wb") as f:
@@ -488,14 +518,16 @@ class BadInputTest(absltest.TestCase):
     self._raises(path, "no video stream")
 
   def test_one_frame_video(self):
-    # Readable, but the protocol needs two anchors: a one-line ClipTooShortError, before any output.
+    # Readable; the protocol needs two anchors (a one-line ClipTooShortError), the colorize
+    # tool's stream takes it as a photo.
     path = os.path.join(self.dir, "one.mp4")
     _make_video(path, _gradient_frames(1, 16, 16), audio_seconds=0)
     src = reading.open_source(path)
     self.assertEqual(src.num_frames, 1)
     model = lambda g: np.zeros(g.shape[:3] + (2,), np.float32)
     with self.assertRaisesRegex(protocol.ClipTooShortError, "at least 2 frames .*, got 1$"):
-      list(window_stream.iter_colorize(iter(src), model, 17, 16))
+      protocol.colorize_clip(src.read_all(), model, (17,), 16)
+    self.assertLen(list(window_stream.iter_colorize(iter(src), model, 17, 16)), 1)
 
   def test_unsupported_codec(self):
     # An AVI whose video fourcc no decoder knows: PyAV opens the container but cannot decode it.

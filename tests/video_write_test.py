@@ -13,6 +13,8 @@ import textwrap
 from absl.testing import absltest
 import av
 import numpy as np
+from PIL import Image
+from PIL import JpegImagePlugin
 
 from tcvc_jax import atomic
 from tcvc_jax.media import reading
@@ -484,6 +486,43 @@ class WriteTest(absltest.TestCase):
     self.assertEqual(proc.stdout.splitlines(), [
         f"cannot write {os.path.join(self.dir, n)}: File too large" for n in ("o.mp4", "frames")])
     self.assertEqual(self._listing(), [])
+
+  def test_an_image_output_holds_one_frame(self):
+    """A photo's output: PNG (8 or 16-bit, exact), JPEG (8-bit, chroma at full resolution); a
+    second frame is refused and nothing is left; an existing image is replaced only when asked."""
+    frame = _gradient_frames(1, 24, 40)[0]
+    deep = frame.astype(np.uint16) * 257 + 3
+    for name, x, dtype in (("o.png", frame, np.uint8), ("d.png", deep, None),
+                           ("o.jpg", frame, np.uint8), ("o.JPEG", frame, np.uint8)):
+      path = os.path.join(self.dir, name)
+      with writing.open_writer(path) as w:
+        self.assertIsInstance(w, writing.ImageWriter)
+        w.write(x)
+      got = reading.open_source(path).read_all(dtype)[0]
+      if name.endswith(".png"):
+        np.testing.assert_array_equal(got, x)
+      else:
+        self.assertLess(np.abs(got.astype(int) - x).mean(), 2, name)
+        with Image.open(path) as im:
+          self.assertEqual(JpegImagePlugin.get_sampling(im), 0)  # 4:4:4
+    self.assertEqual(self._listing(), ["d.png", "o.JPEG", "o.jpg", "o.png"])
+    for name in ("o.png", "o.jpg"):
+      with self.assertRaisesRegex(reading.MediaError, "output exists"):
+        writing.open_writer(os.path.join(self.dir, name))
+    with writing.open_writer(os.path.join(self.dir, "o.png"), overwrite=True) as w:
+      w.write(frame[::-1])
+    np.testing.assert_array_equal(reading.open_source(os.path.join(self.dir, "o.png")).read_all(),
+                                  frame[None, ::-1])
+    for name, frames, error in (
+        ("two.png", [frame, frame], "two.png is an image file, which holds one frame, and the "
+         "input has more: give a video file or a folder"),
+        ("deep.jpg", [deep], "a JPEG holds 8 bits per sample"),
+        ("none.png", [], "no frame was written")):
+      with self.assertRaisesRegex(reading.MediaError, error):
+        with writing.open_writer(os.path.join(self.dir, name)) as w:
+          for x in frames:
+            w.write(x)
+    self.assertEqual(self._listing(), ["d.png", "o.JPEG", "o.jpg", "o.png"])
 
   def test_writer_errors(self):
     frame = np.zeros((8, 8, 3), np.uint8)

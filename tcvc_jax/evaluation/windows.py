@@ -25,8 +25,9 @@ any size and bit depth; only CDC (and a warping error) can then be measured.
 
 Policies beyond the original (which has no such cases):
 
-* A clip of 1 frame raises `ClipTooShortError` (the original silently writes nothing). 2 and 3 frame
-  clips work: one window holding the whole clip.
+* A clip of 1 frame raises `ClipTooShortError` here, in the protocol (the original silently writes
+  nothing). 2 and 3 frame clips work: one window holding the whole clip. (The colorize tool's
+  streaming windows, `window_stream`, take a 1-frame clip, a photo, as a 1-frame shot.)
 * With scene cuts, each shot is windowed on its own so colour never crosses a cut; a 1-frame shot is
   fed to the model as the frame repeated twice, and the first output is kept.
 * Float frames must be finite and in [0, 1] (up to FLOAT_RANGE_TOLERANCE): 0..255 floats or NaN

@@ -22,6 +22,18 @@ def png_header(data):
   return w, h, depth, ctype in (0, 4), 1
 
 
+def png_is_animated(f):
+  """True when the PNG file `f` (binary, at its start) holds an animation (APNG: an acTL chunk
+  before its first IDAT); False for a still PNG or a file cut short before either."""
+  f.seek(8)
+  while len(head := f.read(8)) == 8:
+    length, kind = struct.unpack(">I4s", head)
+    if kind in (b"acTL", b"IDAT"):
+      return kind == b"acTL"
+    f.seek(length + 4, os.SEEK_CUR)  # the chunk's data and CRC
+  return False
+
+
 def exif_orientation(payload):
   """The EXIF orientation (1..8; 1 upright) in an APP1 segment's payload; 1 where it has none."""
   tiff = payload[6:] if payload[:6] == b"Exif\0\0" else b""

@@ -137,7 +137,8 @@ class FrameSource:
 
   Attributes:
     path: the input path.
-    kind: "video" or "folder".
+    kind: "video", "folder" or "image" (one PNG / JPEG file, read as a 1-frame folder: `names` is
+      [its file name]; an animated PNG is a "video").
     fps: frames per second (Fraction); DEFAULT_FOLDER_FPS for folders unless given.
     height, width: frame size, upright (a video's display rotation applied).
     sample_aspect_ratio: the pixels' width : height (Fraction; 1 for square pixels and folders;
@@ -166,23 +167,37 @@ class FrameSource:
       raise MediaError(f"no such file or folder: {self.path}")
     if os.path.isdir(self.path):
       self._init_folder(fps)
+    elif _is_still_image(self.path):
+      self._init_image(fps)
     else:
       self._init_video(fps)
     if self.note:
       logging.warning("%s", self.note)
 
+  def _init_image(self, fps):
+    """One PNG / JPEG file (a photo), read as a folder's frames are (upright, by libjpeg-turbo)."""
+    self._root, name = os.path.split(os.path.abspath(self.path))
+    self._init_frames([name], fps)
+    self.kind, self.note = "image", None
+
   def _init_folder(self, fps):
-    self.kind = "folder"
-    self.names = list_frame_files(self.path)
-    if not self.names:
+    self._root = self.path
+    names = list_frame_files(self.path)
+    if not names:
       other = folders.ignored_images_note(self.path, os.listdir(self.path), natural_key)
       subs = sorted(e for e in os.listdir(self.path) if os.path.isdir(os.path.join(self.path, e)))
       raise MediaError(f"no frames (*.png, *.jpg) in folder {self.path}"
                        + (f"; {other[len(self.path) + 2:]}" if other else "")
                        + (f"; it holds folders ({', '.join(subs[:3])}): are the clips one level "
                           "deeper?" if subs else ""))
+    self._init_frames(names, fps)
+    self.kind = "folder"
     self.note = folders.folder_note(self.path, self.names, os.listdir(self.path), natural_key)
-    heads = [image_header(os.path.join(self.path, n)) for n in self.names]
+
+  def _init_frames(self, names, fps):
+    """Image files `names` in `self._root`: size, depth, gray, from their headers."""
+    self.names = names
+    heads = [image_header(os.path.join(self._root, n)) for n in self.names]
     w, h = heads[0][:2]
     for name, head in zip(self.names, heads, strict=True):
       if head[:2] != (w, h):
@@ -277,9 +292,9 @@ class FrameSource:
       rgb: always [H, W, 3] (gray replicated); else [H, W, 1] when `is_gray`.
     """
     gray = self.is_gray and not rgb
-    if self.kind == "folder":
+    if self.kind in ("folder", "image"):
       for name in self.names:
-        x = _decode_image(os.path.join(self.path, name), gray)
+        x = _decode_image(os.path.join(self._root, name), gray)
         if dtype is None and self.bit_depth > 8 and x.dtype == np.uint8:
           x = x.astype(np.uint16) * np.uint16(257)  # the same value in [0, 1], to the last bit
         yield av_frames.convert(x, dtype)
@@ -354,11 +369,27 @@ class StoredFrames:
     return self.source.iter_frames(None)
 
 
+def _is_still_image(path):
+  """Whether the file `path` is one PNG or JPEG image, named so (a photo): not an animated PNG,
+  and not a video named like an image (FFmpeg reads those)."""
+  if os.path.splitext(path)[1].lower() not in IMAGE_EXTENSIONS:
+    return False
+  try:
+    with open(path, "rb") as f:
+      head = f.read(32)
+      if image_headers.png_header(head) is not None:
+        f.seek(0)
+        return not image_headers.png_is_animated(f)
+  except OSError:
+    return False  # the video reader names the problem
+  return head[:2] == b"\xff\xd8"
+
+
 def open_source(path, fps=None):
-  """Opens a video file or frame folder (checks it, decodes one frame of a video).
+  """Opens a video file, frame folder or image (checks it, decodes one frame of a video).
 
   Args:
-    path: video file or folder of PNG / JPEG frames.
+    path: video file, folder of PNG / JPEG frames, or one PNG / JPEG image.
     fps: overrides the frame rate (folders default to DEFAULT_FOLDER_FPS).
 
   Returns:

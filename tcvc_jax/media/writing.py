@@ -10,10 +10,12 @@ only replaced with `overwrite=True`. Files get the permissions the user's umask 
 
 import collections
 import fractions
+import io
 import os
 
 import av
 import numpy as np
+from PIL import Image
 
 from tcvc_jax import allocator
 from tcvc_jax import atomic
@@ -25,6 +27,9 @@ from tcvc_jax.media.reading import MediaError
 from tcvc_jax.media.reading import natural_key
 
 VIDEO_OUTPUT_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv")
+# One picture (a photo's colorization): PNG, 8 or 16-bit, or JPEG, 8-bit.
+IMAGE_OUTPUT_EXTENSIONS = (".png", ".jpg", ".jpeg")
+JPEG_QUALITY = 95
 # Videos are coded with the BT.709 matrix in limited range and tagged so (matrix, primaries and
 # transfer: those of sRGB, whose primaries BT.709 shares). Untagged, players guess the matrix from
 # the size: BT.709 for HD, BT.601 below; FFmpeg's default conversion is BT.601, so an untagged HD
@@ -338,6 +343,60 @@ class FolderWriter(_Writer):
     self._target.discard()
 
 
+class ImageWriter(_Writer):
+  """Writes one frame as an image file (PNG: 8-bit, 16-bit for a uint16 frame; JPEG: 8-bit,
+  quality JPEG_QUALITY, chroma kept at full resolution), under a temporary name until closed."""
+
+  def __init__(self, path, overwrite=False):
+    self.path = os.path.abspath(os.fspath(path))
+    self._ext = os.path.splitext(self.path)[1].lower()
+    if self._ext not in IMAGE_OUTPUT_EXTENSIONS:
+      raise MediaError(f"unsupported image type {self._ext!r}: use "
+                       f"{', '.join(IMAGE_OUTPUT_EXTENSIONS)}")
+    self._target = _target(self.path, overwrite, suffix=self._ext)
+    self._tmp = self._target.tmp
+    self._count = 0
+
+  def write(self, frame, time=None):  # pylint: disable=unused-argument
+    """Writes the frame (as `FolderWriter.write`; a JPEG takes no uint16 frame); a second frame
+    raises MediaError: an image holds one."""
+    if self._tmp is None:
+      raise MediaError(f"{self.path} is already closed")
+    if self._count:
+      raise MediaError(f"{self.path} is an image file, which holds one frame, and the input has "
+                       "more: give a video file or a folder")
+    if self._ext == ".png":
+      data = encode_png(_frame_uint8(frame, keep_uint16=True))
+    else:
+      if np.asarray(frame).dtype == np.uint16:
+        raise MediaError(f"{self.path}: a JPEG holds 8 bits per sample (write a .png for 16)")
+      buf = io.BytesIO()
+      Image.fromarray(_frame_uint8(frame)).save(buf, "JPEG", quality=JPEG_QUALITY,
+                                                    subsampling=0)
+      data = buf.getvalue()
+    try:
+      with open(self._tmp, "wb") as f:
+        f.write(data)
+    except OSError as e:
+      raise MediaError(f"cannot write {self.path}: {reason(e)}") from e
+    self._count += 1
+
+  def close(self):
+    """Renames the finished file into place."""
+    if self._tmp is None:
+      return
+    if not self._count:
+      self.abort()
+      raise MediaError(f"no frame was written to {self.path}")
+    self._tmp = None
+    self._target.commit()
+
+  def abort(self):
+    """Discards the output."""
+    self._tmp = None
+    self._target.discard()
+
+
 def check_paths(input_path, output_path):
   """Raises ValueError for an empty path (a shell variable not set: the output would be the current
   folder), or an output ending in '/' that is named like a video (a folder of PNGs named x.mp4)."""
@@ -357,10 +416,12 @@ def check_paths(input_path, output_path):
 
 def open_writer(path, fps=DEFAULT_FOLDER_FPS, audio_from=None, overwrite=False, names=None,
                 sample_aspect_ratio=None, time_base=None, tags=None):
-  """A VideoWriter for a path with a video extension, else a FolderWriter; use as a context manager.
+  """A VideoWriter for a path with a video extension, an ImageWriter for an image's, else a
+  FolderWriter; use as a context manager.
 
   Args:
-    path: output file (VIDEO_OUTPUT_EXTENSIONS) or folder (a name without extension).
+    path: output file (VIDEO_OUTPUT_EXTENSIONS, IMAGE_OUTPUT_EXTENSIONS: one frame) or folder
+      (a name without extension).
     fps: frame rate of a video output.
     audio_from: source file whose audio a video output copies (ignored for folders).
     overwrite: replace an existing output.
@@ -374,16 +435,25 @@ def open_writer(path, fps=DEFAULT_FOLDER_FPS, audio_from=None, overwrite=False, 
     MediaError: the output exists (without overwrite), its folder is missing, or its type is
       not supported.
   """
-  if check_output_type(path):
+  kind = output_kind(path)
+  if kind == "image":
+    return ImageWriter(path, overwrite=overwrite)
+  if kind == "video":
     return VideoWriter(path, fps, audio_from=audio_from, overwrite=overwrite,
                        sample_aspect_ratio=sample_aspect_ratio, time_base=time_base, tags=tags)
   return FolderWriter(path, overwrite=overwrite, names=names)
 
 
-def check_output_type(path) -> bool:
-  """True for a video output, False for a folder; MediaError for a type not written."""
+def output_kind(path) -> str:
+  """"video", "image" (one frame) or "folder" (a name without extension); MediaError for a type not
+  written."""
   ext = os.path.splitext(os.fspath(path))[1].lower()
-  if ext and ext not in VIDEO_OUTPUT_EXTENSIONS:
-    raise MediaError(f"unsupported output {os.fspath(path)}: use a video file "
-                     f"({', '.join(VIDEO_OUTPUT_EXTENSIONS)}) or a folder without an extension")
-  return bool(ext)
+  if not ext:
+    return "folder"
+  if ext in VIDEO_OUTPUT_EXTENSIONS:
+    return "video"
+  if ext in IMAGE_OUTPUT_EXTENSIONS:
+    return "image"
+  raise MediaError(f"unsupported output {os.fspath(path)}: use a video file "
+                   f"({', '.join(VIDEO_OUTPUT_EXTENSIONS)}), a folder without an extension or, "
+                   f"for one frame, an image ({', '.join(IMAGE_OUTPUT_EXTENSIONS)})")
