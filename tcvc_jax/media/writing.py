@@ -287,7 +287,37 @@ def encode_png(frame):
   return b"".join(bytes(p) for p in ctx.encode(vf)) + b"".join(bytes(p) for p in ctx.encode(None))
 
 
-class FolderWriter(_Writer):
+class _FilesWriter(_Writer):
+  """A writer of whole files into its output's temporary name (`_target`), renamed into place
+  when closed; `_none_written` says that nothing was."""
+
+  _none_written = "no frames were written to"
+
+  def _write_file(self, path, data):
+    try:
+      with open(path, "wb") as f:
+        f.write(data)
+    except OSError as e:  # (a full disk: "[Errno 28] No space left on device", naming nothing)
+      raise MediaError(f"cannot write {self.path}: {reason(e)}") from e
+    self._count += 1
+
+  def close(self):
+    """Renames the finished output into place."""
+    if self._tmp is None:
+      return
+    if not self._count:
+      self.abort()
+      raise MediaError(f"{self._none_written} {self.path}")
+    self._tmp = None
+    self._target.commit()
+
+  def abort(self):
+    """Discards everything written."""
+    self._tmp = None
+    self._target.discard()
+
+
+class FolderWriter(_FilesWriter):
   """Writes frames as RGB PNG files into a new folder (built under a temporary name): 8-bit, or
   16-bit for uint16 frames."""
 
@@ -319,33 +349,15 @@ class FolderWriter(_Writer):
       name = self._names[self._count]
     else:
       name = f"{self._count:05d}.png"
-    data = encode_png(_frame_uint8(frame, keep_uint16=True))
-    try:
-      with open(os.path.join(self._tmp, name), "wb") as f:
-        f.write(data)
-    except OSError as e:  # (a full disk: "[Errno 28] No space left on device", naming nothing)
-      raise MediaError(f"cannot write {self.path}: {reason(e)}") from e
-    self._count += 1
-
-  def close(self):
-    """Renames the finished folder into place."""
-    if self._tmp is None:
-      return
-    if not self._count:
-      self.abort()
-      raise MediaError(f"no frames were written to {self.path}")
-    self._tmp = None
-    self._target.commit()
-
-  def abort(self):
-    """Discards everything written."""
-    self._tmp = None
-    self._target.discard()
+    self._write_file(os.path.join(self._tmp, name),
+                     encode_png(_frame_uint8(frame, keep_uint16=True)))
 
 
-class ImageWriter(_Writer):
+class ImageWriter(_FilesWriter):
   """Writes one frame as an image file (PNG: 8-bit, 16-bit for a uint16 frame; JPEG: 8-bit,
   quality JPEG_QUALITY, chroma kept at full resolution), under a temporary name until closed."""
+
+  _none_written = "no frame was written to"
 
   def __init__(self, path, overwrite=False):
     self.path = os.path.abspath(os.fspath(path))
@@ -371,30 +383,10 @@ class ImageWriter(_Writer):
       if np.asarray(frame).dtype == np.uint16:
         raise MediaError(f"{self.path}: a JPEG holds 8 bits per sample (write a .png for 16)")
       buf = io.BytesIO()
-      Image.fromarray(_frame_uint8(frame)).save(buf, "JPEG", quality=JPEG_QUALITY,
-                                                    subsampling=0)
+      image = Image.fromarray(_frame_uint8(frame))
+      image.save(buf, "JPEG", quality=JPEG_QUALITY, subsampling=0)  # 0: 4:4:4
       data = buf.getvalue()
-    try:
-      with open(self._tmp, "wb") as f:
-        f.write(data)
-    except OSError as e:
-      raise MediaError(f"cannot write {self.path}: {reason(e)}") from e
-    self._count += 1
-
-  def close(self):
-    """Renames the finished file into place."""
-    if self._tmp is None:
-      return
-    if not self._count:
-      self.abort()
-      raise MediaError(f"no frame was written to {self.path}")
-    self._tmp = None
-    self._target.commit()
-
-  def abort(self):
-    """Discards the output."""
-    self._tmp = None
-    self._target.discard()
+    self._write_file(self._tmp, data)
 
 
 def check_paths(input_path, output_path):
