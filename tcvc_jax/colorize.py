@@ -129,10 +129,10 @@ def _usage_problem(args):
   if args.interval < 0:
     return f"--interval must be >= 0, got {args.interval}"
   ext = os.path.splitext(args.output)[1].lower()
-  video = ext in writing.VIDEO_OUTPUT_EXTENSIONS
-  if args.bit_depth == "16" and (video or ext in (".jpg", ".jpeg")):
+  if args.bit_depth == "16" and ext in writing.EIGHT_BIT_OUTPUT_EXTENSIONS:
+    kind = "a video" if ext in writing.VIDEO_OUTPUT_EXTENSIONS else "a JPEG"
     return ("--bit-depth 16 is for a frame folder (a path without extension) or .png output; "
-            f"{args.output} is {'a video' if video else 'a JPEG'}, written at 8 bits")
+            f"{args.output} is {kind}, written at 8 bits")
   try:
     writing.output_kind(args.output)
     writing.check_paths(args.input, args.output)

@@ -304,7 +304,7 @@ def colorize_file(input_path, output_path, model, interval=windows.DEFAULT_INTER
   ext = os.path.splitext(os.fspath(output_path))[1].lower()
   kind = writing.output_kind(output_path)
   to_video = kind == "video"
-  eight_bit = to_video or ext in (".jpg", ".jpeg")  # outputs written at 8 bits only
+  eight_bit = ext in writing.EIGHT_BIT_OUTPUT_EXTENSIONS
   if bit_depth is not None:
     output_dtype(bit_depth)
     bit_depth = int(bit_depth)

@@ -29,6 +29,8 @@ from tcvc_jax.media.reading import natural_key
 VIDEO_OUTPUT_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv")
 # One picture (a photo's colorization): PNG, 8 or 16-bit, or JPEG, 8-bit.
 IMAGE_OUTPUT_EXTENSIONS = (".png", ".jpg", ".jpeg")
+# Outputs written at 8 bits only (frame folders and PNGs take 16).
+EIGHT_BIT_OUTPUT_EXTENSIONS = VIDEO_OUTPUT_EXTENSIONS + (".jpg", ".jpeg")
 JPEG_QUALITY = 95
 # Videos are coded with the BT.709 matrix in limited range and tagged so (matrix, primaries and
 # transfer: those of sRGB, whose primaries BT.709 shares). Untagged, players guess the matrix from
