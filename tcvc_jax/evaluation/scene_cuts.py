@@ -11,7 +11,11 @@ brightness change mostly the second. Frame t starts a new shot when its score is
 `min_score` AND at least `ratio` times the median of the last `window` scores inside the current
 shot (an adaptive threshold that follows how much the shot moves); shots are at least
 `min_shot_length` frames long, so a flash does not give two cuts in a row. Scores of cut frames do
-not enter the history, and the history restarts at each cut.
+not enter the history, and the history restarts at each cut. Frame 1 of a clip (a title card or a
+black frame before the film) has no shot motion to be judged against: it starts a new shot when both
+parts of its score reach `min_score`, since a pan moves the picture but hardly its histogram and a
+fade or a brightening sky the histogram but hardly the thumbnail (a black frame before a scene:
+0.34 and 1.0; a fast pan 0.16 and 0.07; a flat frame brightening 4 levels a frame 0.02 and 0.49).
 
 The defaults were set on synthetic clips (textures under motion and noise); they are a starting
 point, not tuned on real footage.
@@ -89,7 +93,8 @@ class CutDetector:
       ratio: a cut's score must exceed `ratio` times the median of the recent scores.
       min_score: absolute floor on a cut's score (scores are in [0, 1]).
       window: how many recent in-shot scores the median runs over.
-      min_shot_length: no cut within this many frames of the previous one (>= 1).
+      min_shot_length: no cut within this many frames of the previous one (>= 1; the clip's start
+        is not a cut).
     """
     if ratio <= 0 or not 0 <= min_score <= 1 or window < 1 or min_shot_length < 1:
       raise ValueError("need ratio > 0, 0 <= min_score <= 1, window >= 1, min_shot_length >= 1")
@@ -101,30 +106,40 @@ class CutDetector:
     self._since_cut = 0
     self.scores = []  # score of every frame seen (0 for the first), for plots and tuning
 
-  def score(self, frame):
-    """Score of `frame` against the previous frame given to `update` (0 for the first frame)."""
+  def _parts(self, frame):
+    """(thumbnail difference, histogram distance, features) of `frame` against the previous frame
+    given to `update` ((0, 0) for the first frame, (1, 1) for a change of frame size)."""
     thumb, hist = _features(frame)
     if self._prev is None:
-      return 0.0, (thumb, hist)
+      return 0.0, 0.0, (thumb, hist)
     pthumb, phist = self._prev
     if pthumb.shape != thumb.shape:
-      return 1.0, (thumb, hist)  # a change of frame size is a cut
+      return 1.0, 1.0, (thumb, hist)  # a change of frame size is a cut
     mad = float(np.mean(np.abs(thumb - pthumb)))
     tv = 0.5 * float(np.sum(np.abs(hist - phist)))
-    return 0.5 * (mad + tv), (thumb, hist)
+    return mad, tv, (thumb, hist)
+
+  def score(self, frame):
+    """Score of `frame` against the previous frame given to `update` (0 for the first frame)."""
+    mad, tv, feats = self._parts(frame)
+    return 0.5 * (mad + tv), feats
 
   def update(self, frame):
     """Feeds the next frame; returns True if a new shot starts at this frame."""
-    s, feats = self.score(frame)
-    first = self._prev is None
+    mad, tv, feats = self._parts(frame)
+    s = 0.5 * (mad + tv)
+    position = len(self.scores)  # of this frame in the clip
     self._prev = feats
     self.scores.append(s)
-    if first:
+    if position == 0:
       self._since_cut = 1
       return False
-    baseline = float(np.median(self._history)) if self._history else 0.0
-    cut = (self._since_cut >= self.min_shot_length and s >= self.min_score
-           and s >= self.ratio * baseline)
+    if position == 1:  # no shot motion yet: both parts must reach the floor
+      cut = s > 0 and min(mad, tv) >= self.min_score
+    else:
+      baseline = float(np.median(self._history)) if self._history else 0.0
+      cut = (self._since_cut >= self.min_shot_length and s > 0 and s >= self.min_score
+             and s >= self.ratio * baseline)
     if cut:
       self._history.clear()
       self._since_cut = 1
