@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import types
 from unittest import mock
 
 from absl.testing import absltest
@@ -20,10 +21,13 @@ import tensorflow_datasets as tfds
 from tcvc_jax import atomic
 from tcvc_jax.data import building as data_building
 from tcvc_jax.data import datasets
+from tcvc_jax.data import eval_pipeline
 from tcvc_jax.data import input_pipeline
 from tcvc_jax.data import layout as data_layout
+from tcvc_jax.data import raw_records
 from tcvc_jax.data import sources as data_sources
 from tcvc_jax.data import synthetic
+from tcvc_jax.evaluation import clips as eval_clips
 from tcvc_jax.media import reading
 from tcvc_jax.media import resizing
 
@@ -167,6 +171,112 @@ class VideoFramesTest(absltest.TestCase):
       self._build()
     self.assertIn("video_frames/folder: 4 clip(s) were skipped when it was built: corrupt (",
                   "\n".join(logs.output))
+
+  def test_a_long_clip_takes_several_records_and_a_window_reads_its_own(self):
+    # A whole clip per record failed for a 16-second 1080p video (a 2.5 GB protobuf message), and
+    # every window decompressed its clip's whole record.
+    long, _ = self._clip("long", n=10)
+    short, _ = self._clip("short", n=2)
+    video = dt.random_clip(self.rng, 5, 10, 12)
+    dt.write_video(os.path.join(self.root, "movie.mkv"), video)
+    with mock.patch.object(datasets, "RECORD_BYTES", 3 * long[0].nbytes + 7):  # 3 per record
+      builder = self._build()
+    source, index = data_building.open_split("video_frames", "train", self.data_dir,
+                                             config="folder")
+    self.assertEqual(index.names, ("long", "movie", "short"))
+    self.assertLen(source, 4 + 2 + 1)
+    self.assertEqual(builder.info.splits["train"].num_examples, 7)
+    np.testing.assert_array_equal(index.records, [0, 4, 6])
+    np.testing.assert_array_equal(index.chunk_frames, [3, 3, 2])  # one record: its length
+    self.assertEqual([len(source[r]["frames"]) for r in range(7)], [3, 3, 3, 1, 3, 2, 2])
+    self.assertEqual([n.decode() for n in source[3]["frame_names"]], ["00009"])
+    clips = {"long": long, "movie": video, "short": short}
+    for c, name in enumerate(index.names):
+      n = len(clips[name])
+      for start in range(n):
+        for stop in range(start + 1, n + 1):
+          np.testing.assert_array_equal(
+              raw_records.clip_frames(source, index, c, start, stop), clips[name][start:stop])
+    # The index a slice's reading gives (no metadata) finds the same clips.
+    scanned = data_sources.scan_index(source)
+    for field in ("num_frames", "records", "chunk_frames"):
+      np.testing.assert_array_equal(getattr(scanned, field), getattr(index, field), field)
+    self.assertEqual(scanned.names, index.names)
+    # Training windows and evaluation chunks are those of the clips held whole.
+    whole = data_sources.ArraySource([clips[n] for n in index.names], list(index.names))
+    spec = input_pipeline.WindowSpec(num_frames=4, crop_size=(8, 8), interval_list=(1, 2))
+    windows = [input_pipeline.make_train_dataset(s, s_index, spec, seed=5, num_epochs=1)
+               for s, s_index in ((source, index), (whole, whole.index()))]
+    got, want = list(windows[0]), list(windows[1])
+    self.assertLen(got, len(want))
+    for a, b in zip(got, want, strict=True):
+      np.testing.assert_array_equal(a["frame_ids"], b["frame_ids"])
+      np.testing.assert_array_equal(a["gray"], b["gray"])
+      np.testing.assert_array_equal(a["ab"], b["ab"])
+    chunks = [list(eval_pipeline.make_eval_dataset(s, s_index, batch_size=1, max_frames=4))
+              for s, s_index in ((source, index), (whole, whole.index()))]
+    self.assertLen(chunks[0], len(chunks[1]))
+    for a, b in zip(*chunks, strict=True):
+      np.testing.assert_array_equal(a["rgb"], b["rgb"])
+      self.assertEqual((a["start"], a["num_frames"]), (b["start"], b["num_frames"]))
+    # eval.py's clips of the split: whole, one per clip.
+    data = types.SimpleNamespace(source="tfds", name="video_frames", config="folder",
+                                 data_dir=self.data_dir, manual_dir=self.root, split="train",
+                                 clips="long,short", no_gt=False)
+    read = eval_clips.iter_clips(data)
+    self.assertLen(read, 2)
+    self.assertEqual([(c.name, c.frames.tobytes()) for c in read],
+                     [(n, clips[n].tobytes()) for n in ("long", "short")])
+
+  def test_a_split_over_tfds_memory_buffer_builds_without_tensorflow_in_order(self):
+    # TFDS writes a split over 1 GB to files through TensorFlow first ("No module named
+    # 'tensorflow'" here), all of it to one file read back whole when the keys were 0, 1, ...
+    from tensorflow_datasets.core import shuffle  # pylint: disable=g-import-not-at-top
+    clips = {name: self._clip(name, n=n)[0] for name, n in (("a", 7), ("b", 5), ("c", 4))}
+    files = []
+    real_bucket = shuffle._Bucket  # pylint: disable=protected-access
+
+    def bucket(path):
+      files.append(path)
+      return real_bucket(path)
+
+    with mock.patch.object(datasets, "RECORD_BYTES", 2 * clips["a"][0].nbytes), \
+        mock.patch.object(shuffle, "MAX_MEM_BUFFER_SIZE", 1000), \
+        mock.patch.object(shuffle, "_Bucket", bucket):
+      self._build()
+    self.assertNotIn("tensorflow", sys.modules)
+    self.assertLen(files, shuffle.BUCKETS_NUMBER)  # (it spilled)
+    source, index = data_building.open_split("video_frames", "train", self.data_dir,
+                                             config="folder")
+    self.assertLen(source, 4 + 3 + 2)
+    for c, name in enumerate(index.names):
+      np.testing.assert_array_equal(raw_records.clip_frames(source, index, c), clips[name])
+    self.assertFalse(any(os.path.exists(f) for f in files))  # (read back and removed)
+
+  def test_a_bad_frame_in_a_clip_too_long_to_hold_ends_it_there(self):
+    frames, paths = self._clip("long", n=10)
+    with open(paths[7], "wb") as f:
+      f.write(b"not a png")
+    per_record = 3 * frames[0].nbytes
+    # Held whole (the default): a bad frame skips the clip, as any bad frame of a clip does.
+    with mock.patch.object(datasets, "RECORD_BYTES", per_record):
+      with self.assertRaisesRegex(data_sources.DataError, "no usable clip"):
+        self._build()
+    # Too long to hold (more than one record here): its records are written as it is read, and
+    # it keeps the frames before the bad one.
+    with mock.patch.object(datasets, "RECORD_BYTES", per_record), \
+        mock.patch.object(datasets, "HOLD_BYTES", per_record):
+      with self.assertLogs(level="WARNING") as logs:
+        builder = self._build()
+    self.assertIn("video_frames[train]: clip 'long' keeps its first 7 frames: ",
+                  "\n".join(logs.output))
+    source, index = data_building.open_split("video_frames", "train", self.data_dir,
+                                             config="folder")
+    np.testing.assert_array_equal(index.num_frames, [7])
+    np.testing.assert_array_equal(raw_records.clip_frames(source, index, 0), frames[:7])
+    (name, kept, why), = builder.info.metadata["cut_short"]["train"]
+    self.assertEqual((name, kept), ("long", 7))
+    self.assertIn(paths[7], why)
 
   def test_davis_layout_with_list_files_and_resize(self):
     a, _ = self._clip("JPEGImages/480p/bear", ext=".jpg", size=(16, 24))
@@ -421,17 +531,17 @@ class VideoFramesTest(absltest.TestCase):
   def _interrupt_build(self):
     """Builds, running `atomic.discard_all` (as the tools' Ctrl-C handler does) in the middle of
     it; returns the data dir's tree right after the discard."""
-    seen, load = {}, data_layout.load_clip
+    seen, read = {}, data_layout.iter_clip
 
-    def load_then_interrupt(clip, resize=None):
+    def read_then_interrupt(clip, resize=None):
       if seen:
         atomic.discard_all()
         seen["after"] = _tree(self.data_dir)
         raise KeyboardInterrupt
       seen["during"] = _tree(self.data_dir)
-      return load(clip, resize)
+      return read(clip, resize)
 
-    with mock.patch.object(data_layout, "load_clip", load_then_interrupt):
+    with mock.patch.object(data_layout, "iter_clip", read_then_interrupt):
       with self.assertRaises(KeyboardInterrupt):
         self._build()
     self.assertTrue(any("incomplete" in p for p in seen["during"]), seen["during"])
@@ -502,11 +612,11 @@ class VideoFramesTest(absltest.TestCase):
         from tcvc_jax import cli
         from tcvc_jax.data import building
         from tcvc_jax.data import layout
-        load = layout.load_clip
         def slow(clip, resize=None):
           print("reading", flush=True)
           time.sleep(60)
-        layout.load_clip = slow
+          yield from ()
+        layout.iter_clip = slow
         work = lambda: building.build("video_frames", sys.argv[1], config="folder",
                                       manual_dir=sys.argv[2])
         cli.exit(cli.ends_on_interrupt(lambda: cli.run(work))())

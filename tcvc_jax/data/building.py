@@ -3,9 +3,11 @@
 import contextlib
 import fcntl
 import hashlib
+import importlib.util
 import json
 import os
 import threading
+import types
 from typing import Any
 import uuid
 
@@ -277,6 +279,43 @@ def build(name: str, data_dir: str | None, *, config: Any = None, manual_dir: st
     return _build_in_turn(make, full_name, manual_dir, overwrite)
 
 
+class _NeverRaised(Exception):
+  """Stands for TensorFlow's ResourceExhaustedError, which local files never raise."""
+
+
+# The calls TFDS's shuffler makes of TensorFlow (tensorflow-datasets 4.9.10, core/shuffle.py), for
+# local files.
+_LOCAL_FILES_TF = types.SimpleNamespace(
+    io=types.SimpleNamespace(gfile=types.SimpleNamespace(
+        GFile=lambda path, mode: open(os.fspath(path), mode),  # pylint: disable=unspecified-encoding
+        exists=lambda path: os.path.exists(os.fspath(path)),
+        remove=lambda path: os.remove(os.fspath(path)))),
+    errors=types.SimpleNamespace(ResourceExhaustedError=_NeverRaised))
+
+
+@contextlib.contextmanager
+def _spill_without_tensorflow():
+  """TFDS holds a split's records in memory up to 1 GB, then writes them to files beside the
+  dataset and reads them back in order, through TensorFlow's file functions; without TensorFlow
+  (not a dependency here) a split over 1 GB failed with "No module named 'tensorflow'". Where
+  TensorFlow is not installed, the shuffler gets the same functions for local files while this
+  process builds."""
+  from tensorflow_datasets.core import shuffle  # pylint: disable=g-import-not-at-top
+  if importlib.util.find_spec("tensorflow") is not None or not hasattr(shuffle, "tf"):
+    yield
+    return
+  with _SPILL_LOCK:
+    before = shuffle.tf
+    shuffle.tf = _LOCAL_FILES_TF
+    try:
+      yield
+    finally:
+      shuffle.tf = before
+
+
+_SPILL_LOCK = threading.Lock()
+
+
 def _build_in_turn(make, full_name, manual_dir, overwrite):
   """`build`, holding the dataset's "build" lock; returns the builder holding its "use" lock."""
   builder = make()  # (another run may have built the dataset while this one waited)
@@ -326,8 +365,10 @@ def _build_in_turn(make, full_name, manual_dir, overwrite):
                         f"({why or 'a rebuild was asked for'}): {e.strerror or e}; give this run a "
                         "data dir it can write (--config.data.data_dir=DIR)") from e
       builder = make()  # not the one that read the old dataset's info
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        manual_dir=manual_dir, download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))
+    with _spill_without_tensorflow():
+      builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+          manual_dir=manual_dir,
+          download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))
   except BaseException:
     if partial is not None:
       partial.discard()
@@ -383,7 +424,7 @@ def open_split(name: str, split: str, data_dir: str | None, *, config: str | Non
                     f"{', '.join(splits)}")
   source = builder.as_data_source(split=split)
   index = sources.index_from_metadata(source.dataset_info.metadata, split)
-  if index is None or len(index) != len(source):
+  if index is None or index.total_records != len(source):
     logging.info("%s[%s]: no clip index in the metadata, reading the clips", full_name, split)
     index = sources.scan_index(source)
   return source, index

@@ -1,9 +1,11 @@
 """The TFDS dataset builders, shipped in the package: `synthetic_clips` and `video_frames`.
 
-Both store one whole clip per record (`clip_features`) and keep the clip index (names, frame counts,
-sizes per split, in record order) in their dataset metadata, so windows can be planned without
-decoding frames. `tcvc_jax.data.building.build` prepares them without TensorFlow; the thin files in
-the repository's `data/<name>/` folders let the `tfds build` CLI find them too.
+Both store a clip's frames in records (`clip_features`): synthetic_clips one record per clip,
+video_frames records of at most `RECORD_BYTES` (a long clip takes several, in order). The clip
+index (names, frame counts, sizes, frames per record, per split, in record order) is kept in their
+dataset metadata, so windows can be planned without decoding frames.
+`tcvc_jax.data.building.build` prepares them without TensorFlow; the thin files in the
+repository's `data/<name>/` folders let the `tfds build` CLI find them too.
 """
 
 import dataclasses
@@ -27,7 +29,8 @@ _LISTS = _PKG_DIR / "lists"
 
 
 def clip_features() -> tfds.features.FeaturesDict:
-  """The record layout every builder writes: one whole clip per record."""
+  """The record layout every builder writes: consecutive frames of one clip (all of them, or a
+  long clip's share) with their names."""
   return tfds.features.FeaturesDict({
       "frames": tfds.features.Tensor(shape=(None, None, None, 3), dtype=np.uint8,
                                      encoding=tfds.features.Encoding.BYTES),  # [n, H, W, 3] RGB
@@ -158,6 +161,89 @@ class SyntheticClips(_ClipBuilder):
                 "frame_names": [f"{t:05d}" for t in range(c.num_frames)]}
 
 
+# A record holds at most this many bytes of frames (at least one frame). A training window reads
+# (and decompresses) the records that hold its frames, so small records are read fast: 12-frame
+# windows of 400-frame 300x300 clips, RGB out, no worker process, 5.5 windows/s (319 CPU ms each)
+# with a record per clip, 11.6 with 64 MiB records, 126 (15 CPU ms) with 4 MiB; 4.3 / 7.4 / 20.4
+# with Lab made in the pipeline (`benchmarks/input_pipeline_bench.py --source video_frames
+# --clips 3 --frames 400 --workers 0 --record-mib 0,64,4`, AMD EPYC, 2026-12-08).
+# A long clip also fits neither in one protobuf message (2 GB) nor in memory: a 1080p frame is
+# 6.2 MB, and 16 s of video made a 2.5 GB record, whose build failed.
+RECORD_BYTES = 4 << 20
+# A clip is held whole while it takes at most this many bytes, so that any bad frame skips it; a
+# longer clip is written as it is read, and a bad frame after that ends it there.
+HOLD_BYTES = 1 << 30
+# Record i of a split has the key i << _KEY_SHIFT. TFDS writes a split over 1 GB to 1000 files
+# first, record r to file (r * 1000) >> 128, and reads each file whole to sort it: with keys 0, 1,
+# ... all went to the first, which was read back into memory whole. These go 65.5 to a file
+# (~260 MB of 4 MiB records); a split holds up to 2^16 records (256 GB).
+_KEY_SHIFT = 112
+_MAX_RECORDS = 1 << (128 - _KEY_SHIFT)
+
+
+class _TooManyRecords(sources.DataError):
+  """A split needs more records than its keys allow."""
+
+
+def _key(i, split):
+  """The key of record `i` of a split (see _KEY_SHIFT)."""
+  if i >= _MAX_RECORDS:
+    raise _TooManyRecords(f"video_frames[{split}]: more than {_MAX_RECORDS} records of "
+                            f"{RECORD_BYTES >> 20} MiB: split the clips into several datasets")
+  return i << _KEY_SHIFT
+
+
+class _ClipRecords:
+  """The records of one clip, made as its frames are read (`records`)."""
+
+  def __init__(self, name, where, min_frames):
+    self.name, self.where, self.min_frames = name, where, min_frames
+    self.count, self.written, self.colourless = 0, 0, True
+    self.shape, self.per_record = None, None
+    self._full = []  # full records not yet written
+    self._frames, self._names = [], []  # frames of the record being filled
+
+  def _record(self, frames, names):
+    frames = np.stack(frames)
+    self.colourless = self.colourless and av_frames.colourless(frames)
+    return {"frames": frames, "clip": self.name, "frame_names": names}
+
+  def records(self, frames):
+    """Yields the records of `(frame, name)` pairs (`layout.iter_clip`); raises as it does."""
+    hold = None
+    for frame, name in frames:
+      if self.per_record is None:
+        self.shape = frame.shape[:2]
+        self.per_record = max(1, RECORD_BYTES // frame.nbytes)
+        hold = max(1, HOLD_BYTES // (self.per_record * frame.nbytes))
+      self._frames.append(frame)
+      self._names.append(name)
+      self.count += 1
+      if len(self._frames) == self.per_record:
+        self._full.append(self._record(self._frames, self._names))
+        self._frames, self._names = [], []
+        if self.written or len(self._full) > hold:  # too long to hold: written as read
+          yield from self._take_full()
+    if self.count < self.min_frames:
+      n = self.count
+      raise sources.DataError(f"{n} frame{'s' if n != 1 else ''} in {self.where}, fewer than "
+                              f"min_frames={self.min_frames}")
+    yield from self.rest()
+
+  def _take_full(self):
+    while self._full:
+      self.written += 1
+      yield self._full.pop(0)
+
+  def rest(self):
+    """Yields the records not yet written (after an error: the frames read before it)."""
+    yield from self._take_full()
+    if self._frames:
+      self.written += 1
+      yield self._record(self._frames, self._names)
+      self._frames, self._names = [], []
+
+
 @dataclasses.dataclass
 class VideoFramesConfig(tfds.core.BuilderConfig):
   """How to resize and split the clips.
@@ -245,33 +331,44 @@ class VideoFrames(_ClipBuilder):
   def _generate_examples(self, split, names, layout, root):
     c = self.builder_config
     resize = c.resize if c.resize_splits is None or split in c.resize_splits else None
-    entry = {"clips": [], "num_frames": [], "heights": [], "widths": []}
-    skipped, gray = [], []
+    entry = {"clips": [], "num_frames": [], "heights": [], "widths": [], "chunk_frames": []}
+    skipped, gray, cut_short = [], [], []
     self.info.metadata.setdefault("splits", {})[split] = entry
     self.info.metadata.setdefault("skipped", {})[split] = skipped
+    self.info.metadata.setdefault("cut_short", {})[split] = cut_short
+    key = 0  # records of the split so far (they keep this order)
     for name in names:
       clip = layout.clips.get(name)
+      read = _ClipRecords(name, clip.location if clip else root, c.min_frames)
       try:
         if clip is None:
           raise sources.DataError(f"no clip folder or video named {name!r} under {root}")
-        frames, frame_names = data_layout.load_clip(clip, resize)
-        if problem := folders.not_utf8_problem(name, [name, *frame_names]):  # stored as UTF-8
+        # (stored as UTF-8)
+        if problem := folders.not_utf8_problem(name, [name, *data_layout.frame_names(clip)]):
           raise sources.DataError(f"{problem} to keep it")
-        if len(frames) < c.min_frames:
-          n = len(frames)
-          raise sources.DataError(f"{n} frame{'s' if n != 1 else ''} in {clip.location}, fewer "
-                                  f"than min_frames={c.min_frames}")
+        for record in read.records(data_layout.iter_clip(clip, resize)):
+          yield _key(key, split), record
+          key += 1
       except reading.MediaError as e:
-        logging.warning("video_frames[%s]: skipping clip %r: %s", split, name, e)
-        skipped.append([name.encode("utf-8", "backslashreplace").decode(), str(e)])
-        continue
-      if av_frames.colourless(frames):  # kept: SRL needs no colour
+        if isinstance(e, _TooManyRecords):
+          raise
+        if not read.written:
+          logging.warning("video_frames[%s]: skipping clip %r: %s", split, name, e)
+          skipped.append([name.encode("utf-8", "backslashreplace").decode(), str(e)])
+          continue
+        # Its first records are written: it keeps the frames read before the bad one.
+        logging.warning("video_frames[%s]: clip %r keeps its first %d frames: %s", split, name,
+                        read.count, e)
+        cut_short.append([name, read.count, str(e)])
+        for record in read.rest():
+          yield _key(key, split), record
+          key += 1
+      if read.colourless:  # kept: SRL needs no colour
         gray.append(name)
-      for key, value in (("clips", name), ("num_frames", len(frames)),
-                         ("heights", frames.shape[1]), ("widths", frames.shape[2])):
-        entry[key].append(int(value) if key != "clips" else value)
-      yield len(entry["clips"]) - 1, {"frames": frames, "clip": name,
-                                      "frame_names": frame_names}
+      for k, value in (("clips", name), ("num_frames", read.count), ("heights", read.shape[0]),
+                       ("widths", read.shape[1]),
+                       ("chunk_frames", min(read.per_record, read.count))):
+        entry[k].append(int(value) if k != "clips" else value)
     if skipped:
       logging.warning("video_frames[%s]: kept %d clips, skipped %d", split,
                       len(entry["clips"]), len(skipped))

@@ -1,7 +1,7 @@
 """Grain evaluation pipeline: whole clips in order, without augmentation, padded to static shapes.
 
-Evaluation elements are chunks of up to T frames of one clip (`clip_id`: the clip's element
-index in the source, `start`: the chunk's first frame): `gray [T, H, W, 1]` and `ab
+Evaluation elements are chunks of up to T frames of one clip (`clip_id`: the clip's first
+element index in the source, `start`: the chunk's first frame): `gray [T, H, W, 1]` and `ab
 [T, H, W, 2]` float32 in the model's normalised Lab, `rgb [T, H, W, 3]` uint8, padded at the end
 and bottom/right with black, where `valid [T]`, `num_frames`, `height` and `width` tell the real
 frames and size. Every process gets the same number of elements, a multiple of its batch size,
@@ -38,7 +38,8 @@ class EvalChunk(grain.transforms.Map):
     record, count, ch, cw = -1, 0, 0, 0
     if clip >= 0:
       record = int(self._index.records[clip])
-      frames = raw_records.clip_frames(self._source, self._index, clip)[start:start + t]
+      stop = min(start + t, int(self._index.num_frames[clip]))
+      frames = raw_records.clip_frames(self._source, self._index, clip, start, stop)
       count, ch, cw = frames.shape[:3]
       rgb[:count, :ch, :cw] = frames
     gray, ab = color.rgb_to_gray_ab(rgb, np)  # numpy: workers never start JAX
@@ -54,7 +55,7 @@ def make_eval_dataset(source, index: data_sources.ClipIndex, *, batch_size: int,
   """Whole clips in order, without augmentation, padded to static shapes.
 
   Elements: `gray [T, H, W, 1]`, `ab [T, H, W, 2]`, `rgb [T, H, W, 3]` uint8, `valid [T]`,
-  `mask`, `clip_id` (the clip's element index in the source; -1 for padding), `start`,
+  `mask`, `clip_id` (the clip's first element index in the source; -1 for padding), `start`,
   `num_frames`, `height`, `width`. Clips longer than `max_frames` come as consecutive chunks
   (`start` says where each begins). Frames are padded at the end and bottom/right with black;
   `valid` marks real frames, `height`/`width` the real size, and `mask` the real elements:

@@ -2,7 +2,7 @@
 
 Training elements are windows of N frames from one clip: `gray [N, H, W, 1]` and `ab
 [N, H, W, 2]` float32 in the model's normalised Lab, plus where they came from (`clip_id`: the
-clip's element index in the source, `frame_ids [N]`, `key`), and with simulated hints
+clip's first element index in the source, `frame_ids [N]`, `key`), and with simulated hints
 (`data/hints.py`) `hint_ab [N, H, W, 2]` and `hint_mask [N, H, W, 1]`. The order of operations
 (STYLE.md section 7) is: sample keys -> shuffle -> repeat -> random window, crop, flips -> Lab
 -> simulated hints (if on) -> host shard -> to_iter_dataset -> mp_prefetch -> batch. Every
@@ -173,8 +173,9 @@ class SampleWindow(grain.transforms.RandomMap):
     length = int(self._index.num_frames[clip])
     ids = self._frame_ids(int(key - self._offsets[clip]), length, rng)
     record = int(self._index.records[clip])
-    frames = raw_records.clip_frames(self._source, self._index, clip)
-    return {"rgb": self._augment(frames[ids], rng), "clip_id": np.int32(record),
+    first = int(ids.min())
+    frames = raw_records.clip_frames(self._source, self._index, clip, first, int(ids.max()) + 1)
+    return {"rgb": self._augment(frames[ids - first], rng), "clip_id": np.int32(record),
             "frame_ids": ids.astype(np.int32), "key": np.int64(key)}
 
 

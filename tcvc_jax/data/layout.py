@@ -159,30 +159,43 @@ def load_clip(clip: ClipFiles, resize: Sequence[int] | None = None):
     DataError: naming the file: no frames, an unreadable or corrupt frame, or frames of
       different sizes within the clip.
   """
+  frames, names = [], []
+  for frame, name in iter_clip(clip, resize):
+    frames.append(frame)
+    names.append(name)
+  return np.stack(frames), names
+
+
+def frame_names(clip: ClipFiles) -> list[str]:
+  """The names of a frame folder's frames (file names without extension); [] for a video."""
+  return [os.path.splitext(os.path.basename(p))[0] for p in clip.frames]
+
+
+def iter_clip(clip: ClipFiles, resize: Sequence[int] | None = None):
+  """Yields `(frame [H, W, 3] uint8, frame name)` of a clip, one frame at a time, as `load_clip`
+  reads them; raises as it does, at the frame concerned (a clip without frames: at once)."""
   size = None if resize is None else (int(resize[0]), int(resize[1]))
   # Resized as read: a long clip is never held at its full size (nor in float32, all at once).
   kept = lambda image: image if size is None else resizing.resize_bilinear(image, *size)
   if clip.video:
-    frames = [kept(image) for image in reading.iter_video(clip.video)]
-    names = [f"{i:05d}" for i in range(len(frames))]
-  else:
-    if not clip.frames:
-      inside = sorted(os.listdir(clip.folder)) if clip.folder and os.path.isdir(clip.folder) else []
-      videos = [n for n in inside if os.path.splitext(n)[1].lower() in reading.VIDEO_EXTENSIONS]
-      raise DataError(f"no image frames ({', '.join(reading.IMAGE_EXTENSIONS)}) in the clip folder "
-                      f"{clip.folder or clip.name}" + (
-                          f"; its videos ({', '.join(videos[:3])}) are not read: a video is a "
-                          "clip directly in the data folder" if videos else ""))
-    frames, first = [], None
-    for path in clip.frames:
-      image = reading.read_image(path)
-      first = image.shape if first is None else first
-      if image.shape != first:
-        raise DataError(f"frame size {image.shape[:2]} of {path} differs from {first[:2]} of "
-                        f"{clip.frames[0]}")
-      frames.append(kept(image))
-    names = [os.path.splitext(os.path.basename(p))[0] for p in clip.frames]
-  return np.stack(frames), names
+    for i, image in enumerate(reading.iter_video(clip.video)):
+      yield kept(image), f"{i:05d}"
+    return
+  if not clip.frames:
+    inside = sorted(os.listdir(clip.folder)) if clip.folder and os.path.isdir(clip.folder) else []
+    videos = [n for n in inside if os.path.splitext(n)[1].lower() in reading.VIDEO_EXTENSIONS]
+    raise DataError(f"no image frames ({', '.join(reading.IMAGE_EXTENSIONS)}) in the clip folder "
+                    f"{clip.folder or clip.name}" + (
+                        f"; its videos ({', '.join(videos[:3])}) are not read: a video is a "
+                        "clip directly in the data folder" if videos else ""))
+  first = None
+  for path, name in zip(clip.frames, frame_names(clip), strict=True):
+    image = reading.read_image(path)
+    first = image.shape if first is None else first
+    if image.shape != first:
+      raise DataError(f"frame size {image.shape[:2]} of {path} differs from {first[:2]} of "
+                      f"{clip.frames[0]}")
+    yield kept(image), name
 
 
 def fingerprint(root: str, layout: "Layout | None" = None) -> dict[str, Any]:

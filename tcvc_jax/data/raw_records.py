@@ -1,12 +1,14 @@
-"""A clip's frames from its TFDS record without decoding the record.
+"""A clip's frames from its TFDS records without decoding the records.
 
-A training window takes N frames of a clip, but a TFDS data source decodes the clip's whole record:
-all its raw frames, ~54 MB for 200 frames at 300x300, copied and parsed for 12 of them (the input
-pipeline's benchmark: 85.8 windows/s from 40-frame clips, 6.8 from 200-frame clips). Our builders
-store a clip's frames as one bytes value (`tfds.features.Tensor`, `Encoding.BYTES`) with their
-shape beside it, in a `tf.train.Example`; reading the serialized record's protobuf fields gives a
-view of those bytes, from which the window copies its frames alone. A record laid out otherwise
-(another TFDS version, a source with decoders) gives None, and the caller decodes it whole.
+A training window takes N frames of a clip, but a TFDS data source decodes a whole record: all its
+raw frames, ~54 MB for 200 frames at 300x300, copied and parsed for 12 of them (the input
+pipeline's benchmark: 85.8 windows/s from 40-frame clips, 6.8 from 200-frame clips). A long clip
+takes several records (`sources.ClipIndex.chunk_frames`), and a window reads those that hold its
+frames. Our builders store a record's frames as one bytes value (`tfds.features.Tensor`,
+`Encoding.BYTES`) with their shape beside it, in a `tf.train.Example`; reading the serialized
+record's protobuf fields gives a view of those bytes, from which the window copies its frames
+alone. A record laid out otherwise (another TFDS version, a source with decoders) gives None, and
+the caller decodes it whole.
 """
 
 from typing import Any
@@ -23,12 +25,22 @@ class _Unexpected(Exception):
   """The record is not laid out as expected."""
 
 
-def clip_frames(source: Any, index: sources.ClipIndex, clip: int) -> np.ndarray:
-  """The frames of clip `clip` of `index` (`sources.check_element`): read in place (a read-only
-  view) where `source` allows, else decoded by it."""
-  record = int(index.records[clip])
-  element = clip_element(source, record)
-  return sources.check_element(source[record] if element is None else element, index, clip)
+def clip_frames(source: Any, index: sources.ClipIndex, clip: int, start: int = 0,
+                stop: int | None = None) -> np.ndarray:
+  """Frames `start:stop` (default: all) of clip `clip` of `index`, from the records that hold
+  them (each checked by `sources.check_element`): read in place where `source` allows (a
+  read-only view where one record holds them all), else decoded by it."""
+  stop = int(index.num_frames[clip]) if stop is None else int(stop)
+  parts = []
+  for record, first, end in index.record_slices(clip, int(start), stop):
+    element = clip_element(source, record)
+    frames = sources.check_element(source[record] if element is None else element, index, clip,
+                                   record)
+    parts.append(frames[first:end])
+  if not parts:
+    raise ValueError(f"no frames {start}:{stop} in clip {index.names[clip]!r} of "
+                     f"{int(index.num_frames[clip])} frames")
+  return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def clip_element(source: Any, record: int) -> dict[str, Any] | None:

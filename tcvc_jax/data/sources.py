@@ -50,20 +50,30 @@ def clip_name(element: Mapping[str, Any]) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class ClipIndex:
-  """The clips of a source, in source order (`records[i]` is the element of clip i).
+  """The clips of a source, in source order (`records[i]` is the first element of clip i).
+
+  A clip is one element of the source, or several consecutive ones (records) of
+  `chunk_frames[i]` frames each, the last holding the rest: the builders store a long clip in
+  records of at most `datasets.RECORD_BYTES`, so that a window reads its own records only.
 
   Attributes:
     names: clip names.
     num_frames: `[C]` frames per clip.
     heights: `[C]` frame height per clip.
     widths: `[C]` frame width per clip.
-    records: `[C]` element index of each clip in the source.
+    records: `[C]` element index of each clip's first record in the source.
+    chunk_frames: `[C]` frames per record of each clip (None: one record per clip).
   """
   names: tuple[str, ...]
   num_frames: np.ndarray
   heights: np.ndarray
   widths: np.ndarray
   records: np.ndarray
+  chunk_frames: np.ndarray | None = None
+
+  def __post_init__(self):
+    if self.chunk_frames is None:  # one record per clip
+      object.__setattr__(self, "chunk_frames", np.maximum(self.num_frames, 1))
 
   def __len__(self) -> int:
     return len(self.names)
@@ -73,30 +83,73 @@ class ClipIndex:
     """`[C + 1]` first frame of each clip when all frames are numbered in clip order."""
     return np.concatenate([[0], np.cumsum(self.num_frames)]).astype(np.int64)
 
+  def num_records(self, clip: int) -> int:
+    """How many records clip `clip` takes."""
+    return max(1, -(-int(self.num_frames[clip]) // int(self.chunk_frames[clip])))
+
+  @property
+  def total_records(self) -> int:
+    """The records of all clips (the source's length for a whole split)."""
+    return sum(self.num_records(i) for i in range(len(self)))
+
+  def record_slices(self, clip: int, start: int, stop: int) -> list[tuple[int, int, int]]:
+    """`(record, first, end)` for frames `start:stop` of clip `clip`: frames `first:end` of each
+    record that holds some of them, in order."""
+    k = int(self.chunk_frames[clip])
+    first = int(self.records[clip])
+    return [(first + r, max(start - r * k, 0), min(stop - r * k, k))
+            for r in range(start // k, -(-stop // k))]
+
+  def record_length(self, clip: int, record: int) -> int:
+    """Frames in `record` of clip `clip`."""
+    k = int(self.chunk_frames[clip])
+    return min(k, int(self.num_frames[clip]) - (record - int(self.records[clip])) * k)
+
   def subset(self, keep: Sequence[int]) -> "ClipIndex":
     """The clips at positions `keep`, in that order."""
     keep = np.asarray(keep, np.int64)
     return ClipIndex(tuple(self.names[i] for i in keep), self.num_frames[keep],
-                     self.heights[keep], self.widths[keep], self.records[keep])
+                     self.heights[keep], self.widths[keep], self.records[keep],
+                     self.chunk_frames[keep])
 
   @classmethod
-  def from_lists(cls, names, num_frames, heights, widths, records=None) -> "ClipIndex":
-    """From per-clip sequences; `records` defaults to 0, 1, ... (source order)."""
+  def from_lists(cls, names, num_frames, heights, widths, records=None,
+                 chunk_frames=None) -> "ClipIndex":
+    """From per-clip sequences; `records` defaults to the clips' records one after another in
+    source order (0, 1, ... with one record per clip)."""
     as_int = lambda x: np.asarray(x, np.int64).reshape(-1)
-    records = np.arange(len(names)) if records is None else records
-    return cls(tuple(str(n) for n in names), as_int(num_frames), as_int(heights),
-               as_int(widths), as_int(records))
+    num_frames = as_int(num_frames)
+    chunks = np.maximum(num_frames, 1) if chunk_frames is None else as_int(chunk_frames)
+    if records is None:
+      counts = np.maximum(-(-num_frames // np.maximum(chunks, 1)), 1)
+      records = np.concatenate([[0], np.cumsum(counts)[:-1]]) if len(counts) else counts
+    return cls(tuple(str(n) for n in names), num_frames, as_int(heights), as_int(widths),
+               as_int(records), chunks)
 
 
 def scan_index(source) -> ClipIndex:
-  """Builds the index by reading every element (for small or in-memory sources)."""
-  names, shapes = [], []
+  """Builds the index by reading every element (for small or in-memory sources, and slices).
+
+  Consecutive records of one clip name, of one frame size, each but the last as long as the first,
+  are the records of one clip (as the builders write a long clip).
+  """
+  names, rows = [], []  # rows: [frames, height, width, first record, frames per record]
+  last_full = False  # whether the previous record could be followed by more of its clip
   for i in range(len(source)):
     element = source[i]
-    names.append(clip_name(element) or f"clip{i}")
-    shapes.append(np.shape(element["frames"])[:3])
-  shapes = np.asarray(shapes, np.int64).reshape(-1, 3)
-  return ClipIndex.from_lists(names, shapes[:, 0], shapes[:, 1], shapes[:, 2])
+    name = clip_name(element) or f"clip{i:04d}"
+    t, h, w = (int(x) for x in np.shape(element["frames"])[:3])
+    row = rows[-1] if rows else None
+    if (row is not None and last_full and name == names[-1] and (h, w) == (row[1], row[2])
+        and t <= row[4]):
+      row[0] += t
+      last_full = t == row[4]
+      continue
+    names.append(name)
+    rows.append([t, h, w, i, t])
+    last_full = True
+  rows = np.asarray(rows, np.int64).reshape(-1, 5)
+  return ClipIndex.from_lists(names, rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3], rows[:, 4])
 
 
 def index_from_metadata(metadata: Mapping[str, Any], split: str) -> ClipIndex | None:
@@ -105,7 +158,7 @@ def index_from_metadata(metadata: Mapping[str, Any], split: str) -> ClipIndex | 
   if not entry:
     return None
   return ClipIndex.from_lists(entry["clips"], entry["num_frames"], entry["heights"],
-                              entry["widths"])
+                              entry["widths"], chunk_frames=entry.get("chunk_frames"))
 
 
 class ArraySource:
@@ -184,20 +237,24 @@ def select_clips(index: ClipIndex, *, min_frames: int = 1, min_height: int = 0,
   return index.subset(keep), skipped
 
 
-def check_element(element: Mapping[str, Any], index: ClipIndex, clip: int) -> np.ndarray:
-  """The `frames` of a source element, checked against clip `clip` of `index`.
+def check_element(element: Mapping[str, Any], index: ClipIndex, clip: int,
+                  record: int | None = None) -> np.ndarray:
+  """The `frames` of a source element, checked against record `record` (default: the first) of
+  clip `clip` of `index`.
 
   Raises:
     DataError: the element holds another clip (stale index) or frames of another shape.
   """
+  record = int(index.records[clip]) if record is None else int(record)
   name = clip_name(element)
   if name and name != index.names[clip]:
-    raise DataError(f"record {index.records[clip]} holds clip {name!r}, but the clip index "
+    raise DataError(f"record {record} holds clip {name!r}, but the clip index "
                     f"says {index.names[clip]!r}: the dataset was replaced while this run read it "
                     "(by a run on another machine?), or its metadata is stale: remove the "
                     "dataset's folder in the data dir and run again to rebuild it")
   frames = element["frames"]
-  expected = (index.num_frames[clip], index.heights[clip], index.widths[clip], 3)
+  expected = (index.record_length(clip, record), index.heights[clip], index.widths[clip], 3)
   if tuple(frames.shape) != tuple(int(x) for x in expected):
-    raise DataError(f"clip {index.names[clip]!r}: frames {frames.shape}, index says {expected}")
+    what = "frames" if index.num_records(clip) == 1 else f"record {record}: frames"
+    raise DataError(f"clip {index.names[clip]!r}: {what} {frames.shape}, index says {expected}")
   return frames

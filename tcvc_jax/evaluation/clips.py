@@ -159,7 +159,7 @@ class Clips:
 def _tfds_clips(data_config):
   """Clips of a data/ dataset split (built first if it is not prepared yet)."""
   from tcvc_jax.data import building as data_building  # pylint: disable=g-import-not-at-top
-  from tcvc_jax.data import sources as data_sources  # pylint: disable=g-import-not-at-top
+  from tcvc_jax.data import raw_records  # pylint: disable=g-import-not-at-top
   name, config = data_config.name, data_config.config or None
   try:
     data_building.build(name, data_config.data_dir, config=config,
@@ -177,16 +177,15 @@ def _tfds_clips(data_config):
                     f"{', '.join(sorted(index.names)[:5])}{', ...' if len(index) > 5 else ''})")
 
   def clips():
-    for i in range(len(source)):
-      element = source[i]
-      clip = data_sources.clip_name(element) or f"clip{i:04d}"
+    for i in range(len(index)):
+      clip = index.names[i] or f"clip{i:04d}"
       if wanted and clip not in wanted:
         continue
-      frames = np.asarray(element["frames"])  # uint8 [n, H, W, 3]
+      frames = np.asarray(raw_records.clip_frames(source, index, i))  # uint8 [n, H, W, 3]
       if frames.shape[0] < 2:
         raise protocol.ClipTooShortError(f"clip {clip} has 1 frame; the protocol needs at least 2")
       names = [f"{j:05d}.png" for j in range(frames.shape[0])]
       yield Clip(clip, frames, None if data_config.no_gt else frames, names)
 
-  count = len(wanted) if wanted else len(source)
+  count = len(wanted) if wanted else len(index)
   return Clips(clips(), count)
