@@ -56,11 +56,15 @@ def test_kill_9_then_restart_gives_identical_params(env, reference, tmp_path):
   proc.wait(timeout=60)
   killed_at = train_testlib.checkpoint_steps(workdir)[-1]
   assert killed_at < STEPS, "the run ended before it could be killed"
+  assert os.path.exists(os.path.join(workdir, ".train.lock"))  # left unlocked by the killed run
   log = train_testlib.run_train(workdir, _overrides(env), cache_dir=env["cache"],
                                 log_name="restart")
   assert "resumed from the checkpoint at step" in log
   assert train_testlib.checkpoint_steps(workdir)[-1] == STEPS
   _assert_same_params(workdir, reference)
+  # A run that ends removes its lock file (it used to stay in every workdir).
+  assert not os.path.exists(os.path.join(workdir, ".train.lock"))
+  assert not os.path.exists(os.path.join(reference, ".train.lock"))
 
 
 def test_sigterm_saves_at_the_next_step_and_exits_0(env, tmp_path):
@@ -81,6 +85,7 @@ def test_sigterm_saves_at_the_next_step_and_exits_0(env, tmp_path):
                     f"{socket.gethostname()}); wait for it to end, or use another --workdir"]
   proc.send_signal(signal.SIGTERM)
   assert proc.wait(timeout=120) == 0
+  assert not os.path.exists(os.path.join(workdir, ".train.lock"))
   logged = train_testlib.metrics(workdir)[-1]["step"]
   saved = train_testlib.checkpoint_steps(workdir)[-1]
   # Saved at the step boundary right after the signal, and the steps since the last logging

@@ -223,7 +223,8 @@ LOCK_FILE = ".train.lock"
 def _workdir_lock(workdir):
   """Holds `workdir`'s lock (process 0 of a job): a second train.py there stops with one line
   instead of resuming from the first one's checkpoints and interleaving its own with them. The
-  system drops the lock when the process ends, however it ends; a file system without locks
+  system drops the lock when the process ends, however it ends; the lock file is removed when the
+  run ends (a run killed at once leaves it, unlocked, for the next); a file system without locks
   (some network ones) runs unlocked."""
   path = os.path.join(workdir, LOCK_FILE)
   with contextlib.ExitStack() as stack:
@@ -231,17 +232,24 @@ def _workdir_lock(workdir):
     def take():
       if jax.process_index() != 0:
         return None
-      f = stack.enter_context(open(path, "a+"))
-      try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-      except BlockingIOError:
-        f.seek(0)
-        owner = f.read().strip() or "another process"
-        raise RuntimeError(f"{workdir} is in use by another train.py ({owner}); wait for it to "
-                           "end, or use another --workdir") from None
-      except OSError:
-        pass  # no locks on this file system
-      return f
+      while True:
+        f = open(path, "a+")  # pylint: disable=consider-using-with
+        try:
+          fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+          f.seek(0)
+          owner = f.read().strip() or "another process"
+          f.close()
+          raise RuntimeError(f"{workdir} is in use by another train.py ({owner}); wait for it to "
+                             "end, or use another --workdir") from None
+        except OSError:
+          return stack.enter_context(f)  # no locks on this file system
+        try:  # the file locked is still the one named so (an ending run removes it, locked)
+          if os.path.samestat(os.fstat(f.fileno()), os.stat(path)):
+            return stack.enter_context(f)
+        except FileNotFoundError:
+          pass
+        f.close()
 
     f = sharding.agree("taking the workdir's lock", take)  # every process of the job stops at once
     if jax.process_index() != 0:
@@ -254,8 +262,8 @@ def _workdir_lock(workdir):
     try:
       yield
     finally:
-      if not checkpointing.is_workdir(workdir):  # a run that saved nothing: a folder as it was
-        os.remove(path)
+      with contextlib.suppress(FileNotFoundError):
+        os.remove(path)  # while locked: a run that opened it since finds it gone, and retries
 
 
 def _check_resumed_model(workdir, spec):
