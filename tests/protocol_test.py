@@ -235,6 +235,15 @@ class PipelineTest(parameterized.TestCase):
     np.testing.assert_array_equal(got, expected)
     np.testing.assert_array_equal(protocol.colorize_clip(frames, _toy_model, 2, 16),
                                   protocol.to_uint8_round(passes[0]))
+    # colorize_clip converts and rounds frame by frame as the pass yields them: each frame once,
+    # in order, a shared boundary frame the later window's (as run_pass overwrites it).
+    for cuts in ((), (4,), (4, 5)):
+      pass_ = list(protocol.iter_pass(frames, _toy_model, 3, 16, cuts))
+      self.assertEqual([i for i, _ in pass_], list(range(9)))
+      whole = protocol.run_pass(l_full, _toy_model, 3, 16, cuts)
+      np.testing.assert_array_equal(np.stack([rgb for _, rgb in pass_]), whole)
+      np.testing.assert_array_equal(protocol.colorize_clip(frames, _toy_model, 3, 16, cuts=cuts),
+                                    protocol.to_uint8_round(whole))
 
   def test_gray_and_16bit_inputs(self):
     rng = np.random.default_rng(1)

@@ -132,9 +132,10 @@ def channel_histograms(frames):
   if frames.dtype != np.uint8 or frames.ndim != 4:
     raise ValueError(f"expected uint8 [n, H, W, C] frames, got {frames.dtype} {frames.shape}")
   n, h, w, c = frames.shape
-  flat = frames.reshape(n, h * w, c).transpose(0, 2, 1).astype(np.int64)  # [n, C, HW]
-  offsets = (np.arange(n * c, dtype=np.int64) * 256).reshape(n, c, 1)
-  counts = np.bincount((flat + offsets).ravel(), minlength=n * c * 256).reshape(n, c, 256)
+  # Frame by frame: the whole clip as int64 took 8 bytes a sample, twice (20 GB each for 400
+  # 1080p frames, and eval.py was killed for memory).
+  counts = np.array([[np.bincount(frame[..., ch].ravel(), minlength=256) for ch in range(c)]
+                     for frame in frames], np.int64).reshape(n, c, 256)
   return counts.astype(np.float32) / np.float32(h * w)
 
 

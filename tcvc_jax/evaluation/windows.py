@@ -321,6 +321,38 @@ def ensemble_to_uint8(passes):
 # --------------------------------------------------------------------------------------------------
 
 
+def iter_pass(frames, colorize_window, interval_length=DEFAULT_INTERVAL,
+              network_size=DEFAULT_NETWORK_SIZE, cuts=(), gray_mode="srgb", lightness=None):
+  """One pass over a clip, frame by frame: yields (index, float32 rgb * 255 [H, W, 3], unclipped)
+  once per frame, in order: a frame two windows share is the later window's, as the original
+  rewrites that file.
+
+  Args:
+    frames: [n, H, W, C] frames (see `frames_to_l`), converted to lightness a window at a time;
+      or, with `lightness=True`, float32 [n, H, W, 1] normalised L (`frames_to_l`'s).
+    colorize_window: the model, see the module docstring.
+    interval_length: T.
+    network_size: int or (h, w) the model runs at.
+    cuts: shot starts, see `plan_windows` (the original protocol has none).
+    gray_mode: see `frames_to_l`.
+    lightness: whether `frames` is already normalised L.
+  """
+  announce_interval(colorize_window, interval_length)
+  pending = None  # (index, frame): a window's last frame, dropped if the next window starts on it
+  for win in plan_windows(len(frames), interval_length, cuts):
+    if pending is not None and pending[0] != win.start:
+      yield pending
+    part = frames[win.start:win.stop]
+    l_full = part if lightness else frames_to_l(part, gray_mode)
+    for i, rgb in enumerate(iter_rgb255(l_full, colorize_window, network_size), win.start):
+      if i == win.stop - 1:
+        pending = (i, rgb)
+      else:
+        yield i, rgb
+  if pending is not None:
+    yield pending
+
+
 def run_pass(l_full, colorize_window, interval_length=DEFAULT_INTERVAL,
              network_size=DEFAULT_NETWORK_SIZE, cuts=()):
   """One pass over a clip: float32 rgb * 255 [n, H, W, 3], unclipped.
@@ -334,18 +366,18 @@ def run_pass(l_full, colorize_window, interval_length=DEFAULT_INTERVAL,
   """
   l_full = np.asarray(l_full, np.float32)
   out = np.empty(l_full.shape[:3] + (3,), np.float32)
-  announce_interval(colorize_window, interval_length)
-  for win in plan_windows(len(l_full), interval_length, cuts):
-    # Later windows overwrite the shared boundary frame, as the original rewrites that file.
-    for i, rgb in enumerate(iter_rgb255(l_full[win.start:win.stop], colorize_window,
-                                        network_size)):
-      out[win.start + i] = rgb
+  for i, rgb in iter_pass(l_full, colorize_window, interval_length, network_size, cuts,
+                          lightness=True):
+    out[i] = rgb
   return out
 
 
 def colorize_clip(frames, colorize_window, interval_lengths=(DEFAULT_INTERVAL,),
                   network_size=DEFAULT_NETWORK_SIZE, gray_mode="srgb", cuts=()):
   """Colorizes a clip held in memory with the original protocol.
+
+  Frames are converted and rounded as they come (a pass of 400 1080p frames held whole in float32,
+  with its clipped and rounded copies, took 30 GB); the values are those of the whole clip at once.
 
   Args:
     frames: [n, H, W, C] (see `frames_to_l`); only their lightness is used.
@@ -361,11 +393,29 @@ def colorize_clip(frames, colorize_window, interval_lengths=(DEFAULT_INTERVAL,),
   """
   if isinstance(interval_lengths, (int, np.integer)):
     interval_lengths = (interval_lengths,)
-  l_full = frames_to_l(frames, gray_mode)
-  passes = [run_pass(l_full, colorize_window, t, network_size, cuts) for t in interval_lengths]
-  if len(passes) == 1:
-    return to_uint8_round(passes[0])
-  return ensemble_to_uint8(passes)
+  if not len(interval_lengths):
+    raise ValueError("the ensemble needs at least one pass")
+  if gray_mode not in GRAY_MODES:
+    raise ValueError(f"gray_mode must be one of {GRAY_MODES}, got {gray_mode!r}")
+  frames = np.asarray(frames)
+  if frames.ndim != 4 or frames.shape[-1] not in (1, 3, 4):
+    raise ValueError(f"expected frames [n, H, W, 1|3|4], got shape {frames.shape}")
+  _check_values(frames)  # every frame before the first window (an error names its frame)
+  out = np.empty(frames.shape[:3] + (3,), np.uint8)
+  if len(interval_lengths) == 1:
+    for i, rgb in iter_pass(frames, colorize_window, interval_lengths[0], network_size, cuts,
+                            gray_mode):
+      out[i] = to_uint8_round(rgb)
+    return out
+  # The ensemble: the float64 sum of the passes' float32 values, pass by pass (ensemble_to_uint8).
+  acc = np.empty(frames.shape[:3] + (3,), np.float64)
+  for k, t in enumerate(interval_lengths):
+    for i, rgb in iter_pass(frames, colorize_window, t, network_size, cuts, gray_mode):
+      rgb = np.asarray(rgb, np.float32).astype(np.float64)
+      acc[i] = rgb if k == 0 else acc[i] + rgb
+  for i in range(len(acc)):
+    out[i] = np.clip(acc[i] / len(interval_lengths), 0, 255).astype(np.uint8)
+  return out
 
 
 def announce_interval(colorize_window, interval_length, num_frames=None):
