@@ -142,6 +142,10 @@ def test_no_ground_truth(checkpoint, tmp_path, capsys):
   s = evaluator.evaluate(config, workdir, progress=True)
   progress = capsys.readouterr().err
   assert f" {len(CLIPS)}/{len(CLIPS)} " in progress and "PSNR" not in progress, progress
+  # ... and, within a clip, its windows (a long clip stood at 0/1 for minutes).
+  for name, n in CLIPS.items():
+    windows = len(protocol.plan_windows(n, 3))
+    assert f"{name}: window {windows} of {windows}" in progress, progress
   outs = [_read(os.path.join(workdir, "frames", name)) for name in CLIPS]
   assert [o.shape for o in outs] == [(n, H, W, 3) for n in CLIPS.values()]
   saved = _summary(workdir)
