@@ -189,7 +189,7 @@ def _key(i, split):
   """The key of record `i` of a split (see _KEY_SHIFT)."""
   if i >= _MAX_RECORDS:
     raise _TooManyRecords(f"video_frames[{split}]: more than {_MAX_RECORDS} records of "
-                            f"{RECORD_BYTES >> 20} MiB: split the clips into several datasets")
+                          f"{RECORD_BYTES >> 20} MiB: split the clips into several datasets")
   return i << _KEY_SHIFT
 
 
@@ -343,8 +343,8 @@ class VideoFrames(_ClipBuilder):
       try:
         if clip is None:
           raise sources.DataError(f"no clip folder or video named {name!r} under {root}")
-        # (stored as UTF-8)
-        if problem := folders.not_utf8_problem(name, [name, *data_layout.frame_names(clip)]):
+        names_kept = [name, *data_layout.frame_names(clip)]  # stored as UTF-8 text
+        if problem := folders.not_utf8_problem(name, names_kept):
           raise sources.DataError(f"{problem} to keep it")
         for record in read.records(data_layout.iter_clip(clip, resize)):
           yield _key(key, split), record
