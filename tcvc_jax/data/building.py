@@ -304,16 +304,12 @@ def _spill_without_tensorflow():
   if importlib.util.find_spec("tensorflow") is not None or not hasattr(shuffle, "tf"):
     yield
     return
-  with _SPILL_LOCK:
-    before = shuffle.tf
-    shuffle.tf = _LOCAL_FILES_TF
-    try:
-      yield
-    finally:
-      shuffle.tf = before
-
-
-_SPILL_LOCK = threading.Lock()
+  before = shuffle.tf  # (one build at a time in a process: _LOCKS)
+  shuffle.tf = _LOCAL_FILES_TF
+  try:
+    yield
+  finally:
+    shuffle.tf = before
 
 
 def _build_in_turn(make, full_name, manual_dir, overwrite):

@@ -190,6 +190,17 @@ def _as_float01(frames):
   return frames.astype(np.float32)
 
 
+def _checked_clip(frames, gray_mode):
+  """`frames` as an array, checked as `frames_to_l` says (an error names the first bad frame)."""
+  if gray_mode not in GRAY_MODES:
+    raise ValueError(f"gray_mode must be one of {GRAY_MODES}, got {gray_mode!r}")
+  frames = np.asarray(frames)
+  if frames.ndim != 4 or frames.shape[-1] not in (1, 3, 4):
+    raise ValueError(f"expected frames [n, H, W, 1|3|4], got shape {frames.shape}")
+  _check_values(frames)
+  return frames
+
+
 def frames_to_l(frames, gray_mode="srgb"):
   """Full-resolution normalised L, float32 [n, H, W, 1].
 
@@ -202,12 +213,7 @@ def frames_to_l(frames, gray_mode="srgb"):
     ValueError: a shape, or float frames not finite or outside [0, 1] (naming the first such
       frame); TypeError: a dtype other than uint8, uint16 or float.
   """
-  if gray_mode not in GRAY_MODES:
-    raise ValueError(f"gray_mode must be one of {GRAY_MODES}, got {gray_mode!r}")
-  frames = np.asarray(frames)
-  if frames.ndim != 4 or frames.shape[-1] not in (1, 3, 4):
-    raise ValueError(f"expected frames [n, H, W, 1|3|4], got shape {frames.shape}")
-  _check_values(frames)
+  frames = _checked_clip(frames, gray_mode)
   out = np.empty(frames.shape[:3] + (1,), np.float32)
   for i in range(len(frames)):  # frame by frame: a clip's float copies stay one frame big
     x = _as_float01(frames[i:i + 1])
@@ -395,12 +401,7 @@ def colorize_clip(frames, colorize_window, interval_lengths=(DEFAULT_INTERVAL,),
     interval_lengths = (interval_lengths,)
   if not len(interval_lengths):
     raise ValueError("the ensemble needs at least one pass")
-  if gray_mode not in GRAY_MODES:
-    raise ValueError(f"gray_mode must be one of {GRAY_MODES}, got {gray_mode!r}")
-  frames = np.asarray(frames)
-  if frames.ndim != 4 or frames.shape[-1] not in (1, 3, 4):
-    raise ValueError(f"expected frames [n, H, W, 1|3|4], got shape {frames.shape}")
-  _check_values(frames)  # every frame before the first window (an error names its frame)
+  frames = _checked_clip(frames, gray_mode)  # every frame before the first window
   out = np.empty(frames.shape[:3] + (3,), np.uint8)
   if len(interval_lengths) == 1:
     for i, rgb in iter_pass(frames, colorize_window, interval_lengths[0], network_size, cuts,
